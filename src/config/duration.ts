@@ -1,0 +1,26 @@
+const UNIT_MS: Record<string, number> = {
+  ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000,
+};
+
+/**
+ * Parses a Go duration ("168h", "1h30m", "500ms", "0") into milliseconds, because
+ * distribution's config files write durations that way. A bare number means seconds.
+ */
+export function parseDuration(input: string | number): number {
+  if (typeof input === 'number') return input * 1000;
+  const text = input.trim();
+  if (text === '0') return 0;
+  if (/^\d+(\.\d+)?$/.test(text)) return Number(text) * 1000;
+  const part = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/y;
+  let total = 0;
+  let index = 0;
+  while (index < text.length) {
+    part.lastIndex = index;
+    const match = part.exec(text);
+    if (!match) throw new Error(`invalid duration "${input}" (use Go syntax such as 30s, 5m or 168h)`);
+    total += Number(match[1]) * UNIT_MS[match[2]];
+    index = part.lastIndex;
+  }
+  if (index === 0) throw new Error(`invalid duration "${input}"`);
+  return total;
+}

@@ -1,0 +1,98 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { configSchema, SECRET_KEYS, type Config } from './schema.ts';
+
+/** Thrown for any bad configuration; its message names the offending key. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const ENV_PREFIX = 'REGISTRY_';
+
+/**
+ * Loads the configuration: the schema's defaults, then the YAML file if one is given, then
+ * REGISTRY_* environment variables the distribution way (REGISTRY_PROXY_REMOTEURL sets
+ * proxy.remoteurl). An env value that is YAML for a mapping or a list sets a whole section.
+ */
+export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } = {}): Config {
+  const env = options.env ?? process.env;
+  let raw: Record<string, unknown> = {};
+  if (options.file) {
+    let text: string;
+    try {
+      text = readFileSync(options.file, 'utf8');
+    } catch (error) {
+      throw new ConfigError(`cannot read config file ${options.file}: ${(error as Error).message}`);
+    }
+    try {
+      raw = (parseYaml(text) as Record<string, unknown> | null) ?? {};
+    } catch (error) {
+      throw new ConfigError(`config file ${options.file} is not valid YAML: ${(error as Error).message}`);
+    }
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`config file ${options.file} must hold a mapping`);
+  }
+  const fromEnv = new Map<string, string>();
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || value === undefined) continue;
+    const path = name.slice(ENV_PREFIX.length).toLowerCase().split('_');
+    setPath(raw, path, envValue(value));
+    fromEnv.set(path.join('.'), name);
+  }
+  return validate(raw, fromEnv);
+}
+
+function envValue(value: string): unknown {
+  // Scalars stay strings (the schema converts numbers and booleans), so that a password
+  // such as "0123" reaches us as written.
+  try {
+    const parsed: unknown = parseYaml(value);
+    if (parsed !== null && typeof parsed === 'object') return parsed;
+  } catch {
+    // not YAML: a plain string
+  }
+  return value;
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (next === null || typeof next !== 'object' || Array.isArray(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]] = value;
+}
+
+function validate(raw: unknown, fromEnv: Map<string, string>): Config {
+  const result = configSchema.safeParse(raw);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => describeIssue(issue, fromEnv));
+  throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+}
+
+function describeIssue(issue: z.core.$ZodIssue, fromEnv: Map<string, string>): string {
+  const keys = issue.code === 'unrecognized_keys' ? issue.keys.map((key) => [...issue.path, key].join('.')) : [issue.path.join('.')];
+  return keys
+    .map((key) => {
+      const source = fromEnv.get(key) ? ` (from ${fromEnv.get(key)})` : '';
+      const what = issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message;
+      return `${key || '(root)'}${source}: ${what}`;
+    })
+    .join('\n  ');
+}
+
+/** A copy of the config fit for printing: every secret replaced by "*****". */
+export function maskSecrets(config: Config): unknown {
+  const copy = structuredClone(config) as Record<string, any>;
+  for (const key of SECRET_KEYS) {
+    const path = key.split('.');
+    const parent = path.slice(0, -1).reduce<Record<string, any> | undefined>((node, part) => node?.[part], copy);
+    const leaf = path[path.length - 1];
+    if (parent && parent[leaf] !== undefined) parent[leaf] = '*****';
+  }
+  return copy;
+}

@@ -1,0 +1,132 @@
+import { z } from 'zod';
+import { parseDuration } from './duration.ts';
+
+/*
+ * The one typed schema of pullmirror's configuration, with every default. Its shape is
+ * distribution's config.yml, so an existing registry config works; keys pullmirror adds
+ * are marked as ours. Objects are strict: an unknown key stops start-up with its path.
+ *
+ * Leaves accept strings for numbers and booleans because REGISTRY_* environment overrides
+ * arrive as strings, and distribution accepts them the same way.
+ */
+
+const str = () => z.preprocess((v) => (typeof v === 'number' || typeof v === 'boolean' ? String(v) : v), z.string());
+const bool = () =>
+  z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean());
+const int = (min = 0) =>
+  z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min));
+/** A Go-style duration ("30s", "168h"), turned into milliseconds. */
+const duration = () =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    try {
+      return parseDuration(v);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+/** distribution keys pullmirror reads but has no use for: accepted, so old configs start. */
+const ignored = () => z.unknown().optional();
+
+const log = z
+  .strictObject({
+    level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+    formatter: z.enum(['text', 'json', 'logstash']).default('text'),
+    fields: z.record(z.string(), z.unknown()).optional(),
+    accesslog: z.strictObject({ disabled: bool().default(false) }).prefault({}),
+    hooks: ignored(),
+  })
+  .prefault({});
+
+const storage = z
+  .strictObject({
+    filesystem: z
+      .strictObject({
+        rootdirectory: str().default('./data'),
+        maxthreads: ignored(),
+      })
+      .prefault({}),
+    delete: z.strictObject({ enabled: bool().default(false) }).prefault({}),
+    cache: z
+      .strictObject({
+        blobdescriptor: z.enum(['inmemory', 'redis']).default('inmemory'),
+        /** How many blob descriptors the in-process cache keeps (distribution's key). */
+        blobdescriptorsize: int(1).default(10_000),
+      })
+      .prefault({}),
+    maintenance: ignored(),
+    redirect: ignored(),
+    tag: ignored(),
+  })
+  .prefault({});
+
+const http = z
+  .strictObject({
+    addr: str().default('127.0.0.1:5000'),
+    net: z.enum(['tcp']).default('tcp'),
+    host: ignored(),
+    prefix: ignored(),
+    secret: ignored(),
+    relativeurls: ignored(),
+    http2: ignored(),
+    debug: ignored(),
+    /** How long SIGTERM waits for transfers in flight before exiting. */
+    draintimeout: duration().prefault('60s'),
+    /** Extra headers set on every response, as in distribution. */
+    headers: z.record(z.string(), z.array(str()).or(str().transform((v) => [v]))).default({ 'X-Content-Type-Options': ['nosniff'] }),
+  })
+  .prefault({});
+
+const proxy = z
+  .strictObject({
+    remoteurl: z.url({ protocol: /^https?$/ }).default('https://registry-1.docker.io'),
+    username: str().optional(),
+    password: str().optional(),
+    ttl: duration().prefault('168h'),
+    // ours: upstream timeouts, so a hung upstream gives a prompt error instead of a hang.
+    timeouts: z
+      .strictObject({
+        connect: duration().prefault('10s'),
+        headers: duration().prefault('30s'),
+        bodyidle: duration().prefault('60s'),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+const redis = z
+  .strictObject({
+    addr: str().optional(),
+    addrs: z.array(str()).optional(),
+    username: str().optional(),
+    password: str().optional(),
+    db: int(0).default(0),
+    dialtimeout: duration().prefault('5s'),
+    readtimeout: duration().prefault('5s'),
+    writetimeout: duration().prefault('5s'),
+    poolsize: int(1).optional(),
+    pool: ignored(),
+    tls: z.strictObject({ enabled: bool().default(false) }).prefault({}),
+  })
+  .prefault({});
+
+export const configSchema = z.strictObject({
+  version: str().default('0.1'),
+  log,
+  loglevel: ignored(),
+  storage,
+  http,
+  proxy,
+  redis,
+  health: ignored(),
+  notifications: ignored(),
+  reporting: ignored(),
+  middleware: ignored(),
+  validation: ignored(),
+  compatibility: ignored(),
+});
+
+export type Config = z.output<typeof configSchema>;
+
+/** Config keys whose values are secrets: masked wherever a config is printed. */
+export const SECRET_KEYS = ['proxy.password', 'redis.password', 'http.secret'];

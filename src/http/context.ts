@@ -1,0 +1,35 @@
+import type { Request, Response } from 'express';
+import type { Logger } from '../logging/logger.ts';
+import type { ProxyBlobStore } from '../proxy/proxy-blob-store.ts';
+import type { ProxyManifestStore } from '../proxy/proxy-manifest-store.ts';
+import { validateName } from '../registry/names.ts';
+import { RegistryError } from '../registry/errors.ts';
+import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+
+/** What the handlers need, built once by the composition root. */
+export interface RegistryContext {
+  blobs: ProxyBlobStore;
+  manifests: ProxyManifestStore;
+  /** Picks the upstream for a request; `ns` is containerd's namespace parameter, if sent. */
+  upstreamFor(ns: string | undefined): UpstreamRegistry | undefined;
+  logger: Logger;
+}
+
+/** The upstream and the upstream-side repository name a request is about. */
+export function resolveRepository(ctx: RegistryContext, req: Request, res: Response, rawName: string): { upstream: UpstreamRegistry; name: string } {
+  const ns = typeof req.query.ns === 'string' ? req.query.ns : undefined;
+  const name = validateName(rawName);
+  const upstream = ctx.upstreamFor(ns);
+  if (!upstream) {
+    throw new RegistryError('NAME_UNKNOWN', `this mirror does not serve namespace ${ns?.slice(0, 100)}`);
+  }
+  if (ns) res.setHeader('OCI-Namespace', ns);
+  return { upstream, name: upstream.repositoryName(name) };
+}
+
+/** Marks how a response was served, for the access log and the X-Pullmirror-Cache header. */
+export function markCache(res: Response, origin: 'cache' | 'upstream' | 'stale'): void {
+  const label = origin === 'cache' ? 'hit' : origin === 'upstream' ? 'miss' : 'stale';
+  res.locals.cache = label;
+  res.setHeader('X-Pullmirror-Cache', label);
+}

@@ -1,0 +1,31 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+
+/** A temporary file name in `tmpDir`; the caller renames it into place or unlinks it. */
+export function tmpPath(tmpDir: string): string {
+  return join(tmpDir, randomUUID());
+}
+
+/**
+ * Writes a small file so that readers see the old content or the new, never a part: write a
+ * temporary file, flush it, rename it over the target.
+ */
+export async function writeFileAtomic(target: string, data: string | Uint8Array, tmpDir: string): Promise<void> {
+  await mkdir(tmpDir, { recursive: true });
+  const temp = tmpPath(tmpDir);
+  const handle = await open(temp, 'w');
+  try {
+    await handle.writeFile(data);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await mkdir(dirname(target), { recursive: true });
+    await rename(temp, target);
+  } catch (error) {
+    await unlink(temp).catch(() => {});
+    throw error;
+  }
+}

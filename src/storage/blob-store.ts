@@ -1,0 +1,158 @@
+import { createHash, type Hash } from 'node:crypto';
+import { mkdir, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Digest } from '../registry/digest.ts';
+import { RegistryError } from '../registry/errors.ts';
+import { tmpPath } from './atomic-file.ts';
+import type { StorePaths } from './paths.ts';
+
+/** What the mirror knows of a stored blob without reading it. */
+export interface BlobDescriptor {
+  digest: string;
+  size: number;
+  mediaType?: string;
+}
+
+/**
+ * The local, content-addressed blob store on a filesystem. Content enters it only through a
+ * BlobWriter, which verifies digest and size before the atomic rename that makes it visible.
+ */
+export class FilesystemBlobStore {
+  readonly paths: StorePaths;
+
+  constructor(paths: StorePaths) {
+    this.paths = paths;
+  }
+
+  async stat(digest: Digest): Promise<BlobDescriptor | undefined> {
+    try {
+      const info = await stat(this.paths.blob(digest));
+      return { digest: digest.value, size: info.size };
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /** Opens a stored blob for reading, or undefined when it is not stored. */
+  async open(digest: Digest): Promise<FileHandle | undefined> {
+    try {
+      return await open(this.paths.blob(digest), 'r');
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /** Reads a small stored blob (a manifest) whole; undefined when it is not stored. */
+  async readSmall(digest: Digest): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.paths.blob(digest));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async createWriter(digest: Digest): Promise<BlobWriter> {
+    await mkdir(this.paths.tmpDir(), { recursive: true });
+    const path = tmpPath(this.paths.tmpDir());
+    const handle = await open(path, 'wx');
+    return new BlobWriter(this, digest, path, handle);
+  }
+
+  /** Stores small verified content (a manifest) in one call. */
+  async putSmall(digest: Digest, bytes: Uint8Array): Promise<void> {
+    const writer = await this.createWriter(digest);
+    try {
+      await writer.write(bytes);
+      await writer.commit(bytes.length);
+    } catch (error) {
+      await writer.abort();
+      throw error;
+    }
+  }
+
+  async delete(digest: Digest): Promise<boolean> {
+    try {
+      await unlink(this.paths.blob(digest));
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+}
+
+/**
+ * One blob being written: bytes go to a temporary file and a running hash; commit() makes it
+ * visible only if the digest (and the expected size, when known) match.
+ */
+export class BlobWriter {
+  readonly digest: Digest;
+  readonly path: string;
+  private readonly store: FilesystemBlobStore;
+  private readonly handle: FileHandle;
+  private readonly hash: Hash;
+  private closed = false;
+  written = 0;
+
+  constructor(store: FilesystemBlobStore, digest: Digest, path: string, handle: FileHandle) {
+    this.store = store;
+    this.digest = digest;
+    this.path = path;
+    this.handle = handle;
+    this.hash = createHash(digest.algorithm);
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    this.hash.update(chunk);
+    let offset = 0;
+    while (offset < chunk.length) {
+      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.length - offset, this.written + offset);
+      offset += bytesWritten;
+    }
+    this.written += chunk.length;
+  }
+
+  /** Verifies and atomically moves the content into the store; aborts on any mismatch. */
+  async commit(expectedSize?: number): Promise<BlobDescriptor> {
+    try {
+      if (expectedSize !== undefined && expectedSize !== this.written) {
+        throw new RegistryError('SIZE_INVALID', `upstream sent ${this.written} bytes, expected ${expectedSize}`, { status: 502 });
+      }
+      const actual = `${this.digest.algorithm}:${this.hash.digest('hex')}`;
+      if (actual !== this.digest.value) {
+        throw new RegistryError('DIGEST_INVALID', 'upstream content does not match its digest', {
+          status: 502,
+          detail: { expected: this.digest.value, actual },
+        });
+      }
+      // Flush before the rename: after a crash the name must never point at missing bytes.
+      await this.handle.datasync();
+      await this.close();
+      const target = this.store.paths.blob(this.digest);
+      await mkdir(dirname(target), { recursive: true });
+      await rename(this.path, target);
+      return { digest: this.digest.value, size: this.written };
+    } catch (error) {
+      await this.abort();
+      throw error;
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.close();
+    await unlink(this.path).catch(() => {});
+  }
+
+  private async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close().catch(() => {});
+  }
+}
+
+export function isNotFound(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException)?.code === 'ENOENT' || (error as NodeJS.ErrnoException)?.code === 'ENOTDIR';
+}

@@ -1,0 +1,60 @@
+import { readFile } from 'node:fs/promises';
+import type { Digest } from '../registry/digest.ts';
+import { parseDigest } from '../registry/digest.ts';
+import { writeFileAtomic } from './atomic-file.ts';
+import { isNotFound, type BlobDescriptor, type FilesystemBlobStore } from './blob-store.ts';
+import type { StorePaths } from './paths.ts';
+
+/** A manifest as stored: its bytes live in the blob store, this is what a repository links. */
+export interface ManifestDescriptor extends BlobDescriptor {
+  mediaType: string;
+}
+
+/**
+ * Per-repository manifest links and tags on top of the blob store. A manifest is served for a
+ * repository only when that repository links it, as distribution does.
+ */
+export class FilesystemManifestStore {
+  private readonly paths: StorePaths;
+  private readonly blobs: FilesystemBlobStore;
+
+  constructor(paths: StorePaths, blobs: FilesystemBlobStore) {
+    this.paths = paths;
+    this.blobs = blobs;
+  }
+
+  async getLink(name: string, digest: Digest): Promise<ManifestDescriptor | undefined> {
+    try {
+      const link = JSON.parse(await readFile(this.paths.manifestLink(name, digest), 'utf8')) as { mediaType: string; size: number };
+      return { digest: digest.value, size: link.size, mediaType: link.mediaType };
+    } catch (error) {
+      if (isNotFound(error) || error instanceof SyntaxError) return undefined;
+      throw error;
+    }
+  }
+
+  async read(digest: Digest): Promise<Buffer | undefined> {
+    return this.blobs.readSmall(digest);
+  }
+
+  /** Stores verified manifest bytes and links them to the repository. */
+  async put(name: string, descriptor: ManifestDescriptor, bytes: Uint8Array): Promise<void> {
+    const digest = parseDigest(descriptor.digest);
+    if (!(await this.blobs.stat(digest))) await this.blobs.putSmall(digest, bytes);
+    const link = JSON.stringify({ mediaType: descriptor.mediaType, size: descriptor.size });
+    await writeFileAtomic(this.paths.manifestLink(name, digest), link, this.paths.tmpDir());
+  }
+
+  async readTag(name: string, tag: string): Promise<string | undefined> {
+    try {
+      return (await readFile(this.paths.tag(name, tag), 'utf8')).trim();
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async writeTag(name: string, tag: string, digest: string): Promise<void> {
+    await writeFileAtomic(this.paths.tag(name, tag), digest, this.paths.tmpDir());
+  }
+}

@@ -1,0 +1,48 @@
+import { join } from 'node:path';
+import type { Digest } from '../registry/digest.ts';
+
+/*
+ * The on-disk layout of the store, drawn once:
+ *
+ *   <root>/
+ *   ├── blobs/<algorithm>/<first two hex>/<hex>      verified content: layers, configs, manifests
+ *   ├── repositories/<name>/
+ *   │   ├── _manifests/<algorithm>/<hex>              {"mediaType","size"}: the repository has this manifest
+ *   │   └── _tags/<tag>                               the digest the tag pointed at when last checked
+ *   └── _tmp/<random>                                 downloads in flight, renamed into blobs/ once verified
+ *
+ * Names and tags are validated before they get here (every name component matches
+ * [a-z0-9]+(…)*, so it never starts with "_" or "."), and digests are lowercase hex, so no
+ * path built here can leave the root or collide with the "_" directories.
+ */
+export class StorePaths {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  blob(digest: Digest): string {
+    return join(this.root, 'blobs', digest.algorithm, digest.hex.slice(0, 2), digest.hex);
+  }
+
+  blobsDir(): string {
+    return join(this.root, 'blobs');
+  }
+
+  manifestLink(name: string, digest: Digest): string {
+    return join(this.root, 'repositories', name, '_manifests', digest.algorithm, digest.hex);
+  }
+
+  tag(name: string, tag: string): string {
+    return join(this.root, 'repositories', name, '_tags', tag);
+  }
+
+  repositoriesDir(): string {
+    return join(this.root, 'repositories');
+  }
+
+  tmpDir(): string {
+    return join(this.root, '_tmp');
+  }
+}
