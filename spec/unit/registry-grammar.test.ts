@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseDigest } from '../../src/registry/digest.ts';
+import { validateName, validateTag } from '../../src/registry/names.ts';
+import { RegistryError } from '../../src/registry/errors.ts';
+import { resolveRange } from '../../src/http/range.ts';
+import { parseChallenge } from '../../src/upstream/challenge.ts';
+import { matchRoute } from '../../src/http/route.ts';
+
+const code = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (error) {
+    return (error as RegistryError).code;
+  }
+  return 'ok';
+};
+
+describe('names, tags and digests', () => {
+  it('accepts the spec grammar and refuses anything that could escape the store', () => {
+    for (const good of ['library/alpine', 'a', 'my-org/my_repo/sub.name', 'a__b', 'x--y']) assert.equal(code(() => validateName(good)), 'ok', good);
+    for (const bad of ['..', 'a/../b', '%2e%2e/x', 'Library/alpine', 'a//b', '/a', 'a/', '_a', 'a/.b', 'a'.repeat(256), '']) {
+      assert.equal(code(() => validateName(bad)), 'NAME_INVALID', bad);
+    }
+    assert.equal(code(() => validateTag('v1.2_rc-3')), 'ok');
+    for (const bad of ['.hidden', '-x', 'a/b', 'x'.repeat(129)]) assert.equal(code(() => validateTag(bad)), 'TAG_INVALID', bad);
+  });
+
+  it('accepts sha256 and sha512 digests in lowercase hex only', () => {
+    assert.equal(parseDigest(`sha256:${'a'.repeat(64)}`).hex, 'a'.repeat(64));
+    assert.equal(parseDigest(`sha512:${'0'.repeat(128)}`).algorithm, 'sha512');
+    assert.equal(code(() => parseDigest(`sha256:${'A'.repeat(64)}`)), 'DIGEST_INVALID');
+    assert.equal(code(() => parseDigest(`sha256:${'a'.repeat(63)}`)), 'DIGEST_INVALID');
+    assert.equal(code(() => parseDigest(`sha256:../../${'a'.repeat(58)}`)), 'DIGEST_INVALID');
+    assert.equal(code(() => parseDigest('md5:d41d8cd98f00b204e9800998ecf8427e')), 'UNSUPPORTED');
+  });
+});
+
+describe('Range', () => {
+  it('resolves single ranges, refuses unsatisfiable ones, ignores malformed ones', () => {
+    assert.deepEqual(resolveRange('bytes=0-9', 100), { start: 0, end: 9 });
+    assert.deepEqual(resolveRange('bytes=90-', 100), { start: 90, end: 99 });
+    assert.deepEqual(resolveRange('bytes=-10', 100), { start: 90, end: 99 });
+    assert.deepEqual(resolveRange('bytes=95-200', 100), { start: 95, end: 99 });
+    assert.equal(resolveRange('bytes=100-', 100), 'unsatisfiable');
+    assert.equal(resolveRange('bytes=-0', 100), 'unsatisfiable');
+    assert.equal(resolveRange('bytes=abc', 100), undefined);
+    assert.equal(resolveRange('bytes=0-1,5-6', 100), undefined);
+    assert.equal(resolveRange('items=0-1', 100), undefined);
+    assert.equal(resolveRange(undefined, 100), undefined);
+  });
+});
+
+describe('WWW-Authenticate', () => {
+  it('parses Docker Hub’s Bearer challenge, commas inside quotes included', () => {
+    const challenge = parseChallenge(
+      'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull,push"',
+    );
+    assert.deepEqual(challenge, {
+      scheme: 'bearer',
+      params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:library/alpine:pull,push' },
+    });
+    assert.equal(parseChallenge('Basic realm="Registry Realm"')?.scheme, 'basic');
+    assert.equal(parseChallenge('Negotiate'), undefined);
+  });
+});
+
+describe('routes', () => {
+  it('maps /v2 paths to the pull API', () => {
+    assert.deepEqual(matchRoute('/'), { kind: 'base' });
+    assert.deepEqual(matchRoute('/library/alpine/manifests/3.20'), { kind: 'manifest', name: 'library/alpine', reference: '3.20' });
+    assert.deepEqual(matchRoute('/a/b/blobs/sha256:00'), { kind: 'blob', name: 'a/b', digest: 'sha256:00' });
+    assert.deepEqual(matchRoute('/a/blobs/uploads/'), { kind: 'upload', name: 'a' });
+    assert.deepEqual(matchRoute('/a/tags/list'), { kind: 'tags', name: 'a' });
+    assert.equal(code(() => matchRoute('/a/unknown')), 'NOT_FOUND');
+  });
+});
