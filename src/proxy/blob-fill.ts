@@ -81,7 +81,13 @@ export class BlobFill extends EventEmitter {
     try {
       let position = start;
       for (;;) {
-        const limit = end === undefined ? this.written : Math.min(this.written, end + 1);
+        // Checked first: once the content is known bad, not one more byte goes out.
+        if (this.state === 'failed') throw this.failure ?? new Error('blob fill failed');
+        const last = end ?? (this.size === undefined ? undefined : this.size - 1);
+        let limit = last === undefined ? this.written : Math.min(this.written, last + 1);
+        // Hold back the last byte until the content has verified: with a Content-Length, a
+        // client that has every byte sees a complete response, however we close afterwards.
+        if (this.state === 'running' && last !== undefined) limit = Math.min(limit, last);
         if (position < limit) {
           const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - position));
           const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
@@ -90,9 +96,6 @@ export class BlobFill extends EventEmitter {
           yield bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
           continue;
         }
-        if (this.state === 'failed') throw this.failure ?? new Error('blob fill failed');
-        // A range that is all here still waits for the verdict: bytes of a blob that fails
-        // verification must not reach a client as a clean response.
         if (this.state === 'committed') return;
         await new Promise<void>((resolve) => this.once('progress', resolve));
       }

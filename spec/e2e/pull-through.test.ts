@@ -1,0 +1,216 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pushBlob, pushImage, pushIndex, pushRandomBlob, randomLayer, seededBytes, type PushedImage, type PushedIndex } from '../support/images.ts';
+import type { RunningMirror } from '../support/mirror.ts';
+import { tempDir } from '../support/processes.ts';
+import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
+import { matchRequests } from '../support/upstream-proxy.ts';
+import { missingBinaries, PUSHER, startWorld, MIRROR_ACCOUNT, type World } from './fixtures.ts';
+
+const sha256 = (bytes: Uint8Array) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+
+describe('pull-through: real skopeo pulls through pullmirror from a real registry', { skip: missingBinaries }, () => {
+  let world: World;
+  let mirror: RunningMirror;
+  let host: string;
+  const work = tempDir('pullmirror-pulls');
+  const images: Record<string, PushedImage> = {};
+  const indexes: Record<string, PushedIndex> = {};
+
+  before(async () => {
+    world = await startWorld();
+    const reg = world.registry.url;
+    images.single = await pushImage(reg, PUSHER, { name: 'library/single', tag: '1.0', layers: [randomLayer('single-0', 64 * 1024)], format: 'docker' });
+    images.multi = await pushImage(reg, PUSHER, {
+      name: 'library/multi',
+      tag: '2.0',
+      layers: [randomLayer('multi-0', 300 * 1024), randomLayer('multi-1', 1024 * 1024), randomLayer('multi-2', 2048)],
+      format: 'docker',
+    });
+    images.oci = await pushImage(reg, PUSHER, { name: 'team/ociimage', tag: 'v1', layers: [randomLayer('oci-0'), randomLayer('oci-1')], format: 'oci' });
+    const listImages = [
+      await pushImage(reg, PUSHER, { name: 'library/multiarch', layers: [randomLayer('list-amd64')], platform: { os: 'linux', architecture: 'amd64' }, format: 'docker' }),
+      await pushImage(reg, PUSHER, { name: 'library/multiarch', layers: [randomLayer('list-arm64')], platform: { os: 'linux', architecture: 'arm64' }, format: 'docker' }),
+    ];
+    indexes.list = await pushIndex(reg, PUSHER, { name: 'library/multiarch', tag: 'latest', images: listImages, format: 'docker-list' });
+    const indexImages = [
+      await pushImage(reg, PUSHER, { name: 'team/ociindex', layers: [randomLayer('index-amd64')], platform: { os: 'linux', architecture: 'amd64' }, format: 'oci' }),
+      await pushImage(reg, PUSHER, { name: 'team/ociindex', layers: [randomLayer('index-arm64')], platform: { os: 'linux', architecture: 'arm64', variant: 'v8' }, format: 'oci' }),
+    ];
+    indexes.index = await pushIndex(reg, PUSHER, { name: 'team/ociindex', tag: 'stable', images: indexImages, format: 'oci-index' });
+    mirror = await world.startMirror();
+    host = `127.0.0.1:${mirror.port}`;
+  });
+
+  after(async () => {
+    await world?.close();
+    await work.cleanup();
+  });
+
+  async function pull(ref: string, options: { all?: boolean } = {}) {
+    const dest = path.join(work.path, `${ref.replace(/[^a-z0-9]/gi, '_')}-${Math.random().toString(36).slice(2)}`);
+    await skopeoCopy(`docker://${host}/${ref}`, `dir:${dest}`, { all: options.all });
+    return readDirImage(dest);
+  }
+
+  it('pulls a single-layer Docker image with its exact digests', async () => {
+    const pulled = await pull('library/single:1.0');
+    assert.equal(pulled.manifest.digest, images.single.manifestDigest);
+    for (const digest of [images.single.configDigest, ...images.single.layerDigests]) assert.ok(pulled.blobs.has(digest), digest);
+  });
+
+  it('pulls a multi-layer image, an OCI manifest, a Docker manifest list and an OCI index', async () => {
+    const multi = await pull('library/multi:2.0');
+    assert.equal(multi.manifest.digest, images.multi.manifestDigest);
+    assert.equal(multi.blobs.size, 4);
+    const oci = await pull('team/ociimage:v1');
+    assert.equal(oci.manifest.digest, images.oci.manifestDigest);
+    assert.equal(oci.manifest.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+    for (const [key, ref] of [['list', 'library/multiarch:latest'], ['index', 'team/ociindex:stable']] as const) {
+      const pulled = await pull(ref, { all: true });
+      assert.equal(pulled.manifest.digest, indexes[key].digest, `${ref}: index digest`);
+      assert.equal(pulled.instances.size, 2, `${ref}: both platform manifests`);
+    }
+  });
+
+  it('serves a warm pull without any upstream blob or manifest GET', async () => {
+    await pull('library/multi:2.0');
+    world.proxy.reset();
+    const again = await pull('library/multi:2.0');
+    assert.equal(again.manifest.digest, images.multi.manifestDigest);
+    assert.equal(world.proxy.count('GET', /\/blobs\//), 0, 'no blob GET upstream');
+    assert.equal(world.proxy.count('GET', /\/manifests\//), 0, 'no manifest GET upstream');
+    assert.ok(world.proxy.count('HEAD', /\/manifests\/2\.0$/) <= 1, 'at most one tag freshness check');
+  });
+
+  it('answers manifests with their media type, digest and length, and honours ?ns=', async () => {
+    const url = `${mirror.url}/v2/library/multiarch/manifests/latest`;
+    const head = await fetch(url, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('docker-content-digest'), indexes.list.digest);
+    assert.equal(head.headers.get('content-type'), 'application/vnd.docker.distribution.manifest.list.v2+json');
+    assert.equal(Number(head.headers.get('content-length')), indexes.list.bytes.length);
+    const byDigest = await fetch(`${mirror.url}/v2/library/multiarch/manifests/${indexes.list.digest}`);
+    assert.deepEqual(Buffer.from(await byDigest.arrayBuffer()), indexes.list.bytes, 'byte for byte');
+    const ns = new URL(world.proxy.url).host;
+    const withNs = await fetch(`${url}?ns=${encodeURIComponent(ns)}`);
+    assert.equal(withNs.status, 200);
+    assert.equal(withNs.headers.get('oci-namespace'), ns);
+    await withNs.arrayBuffer();
+    const otherNs = await fetch(`${url}?ns=quay.io`);
+    assert.equal(otherNs.status, 404);
+    assert.equal((await otherNs.json()).errors[0].code, 'NAME_UNKNOWN');
+  });
+
+  it('makes one upstream GET for 8 concurrent cold GETs of one blob, and every client gets the right bytes', async () => {
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/big', { sizeMiB: 24, label: 'concurrent-cold' });
+    world.proxy.reset();
+    const bodies = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const response = await fetch(`${mirror.url}/v2/library/big/blobs/${blob.digest}`);
+        assert.equal(response.status, 200);
+        assert.equal(Number(response.headers.get('content-length')), blob.size);
+        const hash = createHash('sha256');
+        for await (const chunk of response.body!) hash.update(chunk);
+        return `sha256:${hash.digest('hex')}`;
+      }),
+    );
+    assert.deepEqual(new Set(bodies), new Set([blob.digest]));
+    assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${blob.digest}$`)), 1, 'exactly one upstream GET');
+  });
+
+  it('shares one upstream check between concurrent requests for a tag', async () => {
+    world.proxy.reset();
+    world.proxy.setFault({ kind: 'delay', ms: 400, match: matchRequests('HEAD', /\/manifests\/1\.0$/), times: 1 });
+    const responses = await Promise.all(Array.from({ length: 10 }, () => fetch(`${mirror.url}/v2/library/single/manifests/1.0`)));
+    for (const response of responses) {
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('docker-content-digest'), images.single.manifestDigest);
+      await response.arrayBuffer();
+    }
+    assert.equal(world.proxy.count('HEAD', /\/manifests\/1\.0$/), 1);
+  });
+
+  it('serves byte ranges (206) from a cold and a warm blob, and 416 for an unsatisfiable one', async () => {
+    const bytes = seededBytes('range-blob', 200_000);
+    const { digest } = await pushBlob(world.registry.url, PUSHER, 'library/ranged', bytes);
+    for (const state of ['cold', 'warm']) {
+      const response = await fetch(`${mirror.url}/v2/library/ranged/blobs/${digest}`, { headers: { range: 'bytes=1000-1999' } });
+      assert.equal(response.status, 206, state);
+      assert.equal(response.headers.get('content-range'), `bytes 1000-1999/${bytes.length}`);
+      assert.deepEqual(Buffer.from(await response.arrayBuffer()), bytes.subarray(1000, 2000), state);
+    }
+    const tail = await fetch(`${mirror.url}/v2/library/ranged/blobs/${digest}`, { headers: { range: `bytes=${bytes.length - 10}-` } });
+    assert.deepEqual(Buffer.from(await tail.arrayBuffer()), bytes.subarray(bytes.length - 10));
+    const beyond = await fetch(`${mirror.url}/v2/library/ranged/blobs/${digest}`, { headers: { range: `bytes=${bytes.length}-` } });
+    assert.equal(beyond.status, 416);
+    assert.equal(beyond.headers.get('content-range'), `bytes */${bytes.length}`);
+    assert.equal((await beyond.json()).errors[0].code, 'RANGE_NOT_SATISFIABLE');
+  });
+
+  it('refuses a corrupt upstream blob: the client connection breaks and nothing is cached', async () => {
+    const bytes = seededBytes('to-be-corrupted', 3 * 1024 * 1024);
+    const { digest } = await pushBlob(world.registry.url, PUSHER, 'library/corrupt', bytes);
+    // Flip one byte of the stored blob inside the upstream registry: it now serves bad content.
+    const fd = openSync(world.registry.blobDataPath(digest), 'r+');
+    writeSync(fd, Buffer.from([bytes[1_500_000] ^ 0xff]), 0, 1, 1_500_000);
+    closeSync(fd);
+    world.proxy.reset();
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      const response = await fetch(`${mirror.url}/v2/library/corrupt/blobs/${digest}`);
+      assert.equal(response.status, 200, 'headers go out before the verdict: bytes stream as they arrive');
+      await assert.rejects(response.arrayBuffer(), `attempt ${attempt}: the transfer must break, not end cleanly`);
+    }
+    assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${digest}$`)), 2, 'not cached: the second request went upstream again');
+    const hex = digest.slice('sha256:'.length);
+    assert.equal(existsSync(path.join(mirror.root, 'blobs', 'sha256', hex.slice(0, 2), hex)), false);
+    const tmp = path.join(mirror.root, '_tmp');
+    assert.deepEqual(existsSync(tmp) ? readdirSync(tmp) : [], [], 'no temporary file left behind');
+    const head = await fetch(`${mirror.url}/v2/library/corrupt/blobs/${digest}`, { method: 'HEAD' });
+    assert.equal(head.headers.get('x-pullmirror-cache'), 'miss');
+  });
+
+  it('answers pushes, uploads and deletes with 405 UNSUPPORTED', async () => {
+    const requests: [string, string][] = [
+      ['POST', '/v2/library/single/blobs/uploads/'],
+      ['PATCH', '/v2/library/single/blobs/uploads/abc'],
+      ['PUT', '/v2/library/single/manifests/1.0'],
+      ['DELETE', `/v2/library/single/manifests/${images.single.manifestDigest}`],
+      ['DELETE', `/v2/library/single/blobs/${images.single.configDigest}`],
+    ];
+    for (const [method, url] of requests) {
+      const response = await fetch(`${mirror.url}${url}`, { method, body: method === 'GET' || method === 'DELETE' ? undefined : 'x' });
+      assert.equal(response.status, 405, `${method} ${url}`);
+      assert.equal((await response.json()).errors[0].code, 'UNSUPPORTED');
+    }
+  });
+
+  it('gives OCI errors for unknown content and bad names', async () => {
+    const cases: [string, number, string][] = [
+      ['/v2/library/single/manifests/nope', 404, 'MANIFEST_UNKNOWN'],
+      [`/v2/library/single/blobs/sha256:${'0'.repeat(64)}`, 404, 'BLOB_UNKNOWN'],
+      ['/v2/Library/single/manifests/1.0', 400, 'NAME_INVALID'],
+      ['/v2/library/single/blobs/sha256:xyz', 400, 'DIGEST_INVALID'],
+      ['/v2/nothing/here', 404, 'NOT_FOUND'],
+    ];
+    for (const [url, status, code] of cases) {
+      const response = await fetch(`${mirror.url}${url}`);
+      assert.equal(response.status, status, url);
+      assert.equal((await response.json()).errors[0].code, code, url);
+    }
+  });
+
+  it('asks the token server once per repository scope, not per request', async () => {
+    const mirrorTokens = world.tokens.requests.filter((r) => r.account === MIRROR_ACCOUNT.username && r.scopes.includes('repository:library/multi:pull'));
+    assert.equal(mirrorTokens.length, 1);
+  });
+
+  it('never writes the upstream password or tokens to its log', () => {
+    const log = readFileSync(mirror.process.logFile, 'utf8');
+    assert.ok(!log.includes(MIRROR_ACCOUNT.password));
+    assert.ok(!/eyJ[A-Za-z0-9_-]{10,}\./.test(log), 'no JWT in the log');
+  });
+});

@@ -1,0 +1,80 @@
+/**
+ * Starts the real pullmirror process (src/main.ts under this Node) with a generated config,
+ * on a port the kernel picks, and reads the address back from its "listening" log line.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { cleanEnv, startProcess, tempDir, type StartedProcess } from './processes.ts';
+
+const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/main.ts');
+
+export interface MirrorOptions {
+  remoteurl: string;
+  username?: string;
+  password?: string;
+  /** Store root; a fresh temp dir when absent (pass the same one to restart on a store). */
+  root?: string;
+  /** Extra config merged over the generated one, section by section. */
+  config?: Record<string, any>;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface RunningMirror {
+  url: string;
+  port: number;
+  root: string;
+  configFile: string;
+  process: StartedProcess;
+  /** Every JSON log line the mirror wrote so far. */
+  logLines(): Record<string, any>[];
+  stop(): Promise<void>;
+}
+
+export async function startMirror(options: MirrorOptions): Promise<RunningMirror> {
+  const dir = tempDir('pullmirror-mirror');
+  const root = options.root ?? path.join(dir.path, 'store');
+  const config: Record<string, any> = {
+    version: '0.1',
+    log: { level: 'info', formatter: 'json' },
+    storage: { filesystem: { rootdirectory: root } },
+    http: { addr: '127.0.0.1:0' },
+    proxy: { remoteurl: options.remoteurl, ...(options.username ? { username: options.username, password: options.password } : {}) },
+  };
+  for (const [section, value] of Object.entries(options.config ?? {})) {
+    config[section] = typeof value === 'object' && !Array.isArray(value) ? { ...config[section], ...value } : value;
+  }
+  const configFile = path.join(dir.path, 'config.yml');
+  writeFileSync(configFile, stringify(config));
+  const child = startProcess(process.execPath, [MAIN, configFile], {
+    env: { ...cleanEnv(['REGISTRY_']), ...options.env },
+    logFile: path.join(dir.path, 'mirror.log'),
+  });
+  const logLines = () =>
+    readFileSync(child.logFile, 'utf8')
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, any>);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const listening = logLines().find((line) => line.message === 'listening');
+    if (listening) {
+      const port = Number(String(listening.addr).split(':').pop());
+      return {
+        url: `http://127.0.0.1:${port}`,
+        port,
+        root,
+        configFile,
+        process: child,
+        logLines,
+        stop: () => child.stop(),
+      };
+    }
+    if (child.hasExited() || Date.now() > deadline) {
+      await child.stop();
+      throw new Error(`pullmirror did not start:\n${child.readLog()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
