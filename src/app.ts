@@ -13,6 +13,7 @@ import { RegistryError } from './registry/errors.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
+import { TempArea } from './storage/temp-area.ts';
 import { UpstreamRegistry } from './upstream/upstream-registry.ts';
 
 /** Everything a running mirror is made of; main.ts listens with `app` and closes the rest. */
@@ -20,13 +21,22 @@ export interface Mirror {
   app: Express;
   context: RegistryContext;
   upstream: UpstreamRegistry;
+  /** Resolves once every blob download in flight has finished (graceful stop). */
+  drain(): Promise<void>;
   close(): Promise<void>;
 }
 
 /** The composition root: config → storage → caches → upstream → routes. */
-export function createMirror(config: Config, logger: Logger): Mirror {
+export async function createMirror(config: Config, logger: Logger): Promise<Mirror> {
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
-  const blobStore = new FilesystemBlobStore(paths);
+  const tempArea = new TempArea(paths.tmpDir(), logger.child({ component: 'storage' }));
+  try {
+    await tempArea.start();
+  } catch (error) {
+    // An unwritable store must not keep the mirror down: it serves from upstream meanwhile.
+    logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message });
+  }
+  const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
   const descriptors: DescriptorCache = createDescriptorCache(config, logger);
   const upstream = new UpstreamRegistry({
@@ -36,9 +46,20 @@ export function createMirror(config: Config, logger: Logger): Mirror {
     timeouts: config.proxy.timeouts,
     logger: logger.child({ component: 'upstream' }),
   });
+  const blobs = new ProxyBlobStore({
+    blobs: blobStore,
+    cache: descriptors,
+    logger: logger.child({ component: 'blobs' }),
+    resume: { retries: config.proxy.resume.retries, backoffMs: config.proxy.resume.backoff },
+  });
   const context: RegistryContext = {
-    blobs: new ProxyBlobStore({ blobs: blobStore, cache: descriptors, logger: logger.child({ component: 'blobs' }) }),
-    manifests: new ProxyManifestStore({ manifests: manifestStore, logger: logger.child({ component: 'manifests' }) }),
+    blobs,
+    manifests: new ProxyManifestStore({
+      manifests: manifestStore,
+      logger: logger.child({ component: 'manifests' }),
+      tagFreshnessMs: config.proxy.tagfreshness,
+      rateLimitReserve: config.proxy.ratelimitreserve,
+    }),
     // One upstream today; `ns` (containerd) must name it when present.
     upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
     logger,
@@ -64,9 +85,11 @@ export function createMirror(config: Config, logger: Logger): Mirror {
     app,
     context,
     upstream,
+    drain: () => blobs.drain(),
     async close() {
       await upstream.close();
       await descriptors.close();
+      await tempArea.stop().catch(() => {});
     },
   };
 }

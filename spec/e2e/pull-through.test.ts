@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, readFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pushBlob, pushImage, pushIndex, pushRandomBlob, randomLayer, seededBytes, type PushedImage, type PushedIndex } from '../support/images.ts';
-import type { RunningMirror } from '../support/mirror.ts';
+import { tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, MIRROR_ACCOUNT, type World } from './fixtures.ts';
 
-const sha256 = (bytes: Uint8Array) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 
 describe('pull-through: real skopeo pulls through pullmirror from a real registry', { skip: missingBinaries }, () => {
   let world: World;
@@ -41,7 +40,8 @@ describe('pull-through: real skopeo pulls through pullmirror from a real registr
       await pushImage(reg, PUSHER, { name: 'team/ociindex', layers: [randomLayer('index-arm64')], platform: { os: 'linux', architecture: 'arm64', variant: 'v8' }, format: 'oci' }),
     ];
     indexes.index = await pushIndex(reg, PUSHER, { name: 'team/ociindex', tag: 'stable', images: indexImages, format: 'oci-index' });
-    mirror = await world.startMirror();
+    // Check tags upstream on every request (freshness window 0), as distribution does.
+    mirror = await world.startMirror({ config: { proxy: { tagfreshness: '0' } } });
     host = `127.0.0.1:${mirror.port}`;
   });
 
@@ -167,8 +167,7 @@ describe('pull-through: real skopeo pulls through pullmirror from a real registr
     assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${digest}$`)), 2, 'not cached: the second request went upstream again');
     const hex = digest.slice('sha256:'.length);
     assert.equal(existsSync(path.join(mirror.root, 'blobs', 'sha256', hex.slice(0, 2), hex)), false);
-    const tmp = path.join(mirror.root, '_tmp');
-    assert.deepEqual(existsSync(tmp) ? readdirSync(tmp) : [], [], 'no temporary file left behind');
+    assert.deepEqual(tempFiles(mirror.root), [], 'no temporary file left behind');
     const head = await fetch(`${mirror.url}/v2/library/corrupt/blobs/${digest}`, { method: 'HEAD' });
     assert.equal(head.headers.get('x-pullmirror-cache'), 'miss');
   });

@@ -2,7 +2,7 @@
  * Starts the real pullmirror process (src/main.ts under this Node) with a generated config,
  * on a port the kernel picks, and reads the address back from its "listening" log line.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
@@ -77,4 +77,13 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Files (not the per-instance directories) under a store's temporary area. */
+export function tempFiles(root: string): string[] {
+  const tmp = path.join(root, '_tmp');
+  if (!existsSync(tmp)) return [];
+  return readdirSync(tmp, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => entry.name);
 }

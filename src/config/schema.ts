@@ -86,11 +86,25 @@ const proxy = z
     // ours: upstream timeouts, so a hung upstream gives a prompt error instead of a hang.
     timeouts: z
       .strictObject({
-        connect: duration().prefault('10s'),
-        headers: duration().prefault('30s'),
-        bodyidle: duration().prefault('60s'),
+        connect: duration().prefault('5s'),
+        headers: duration().prefault('15s'),
+        bodyidle: duration().prefault('30s'),
       })
       .prefault({}),
+    /** ours: how long a tag just checked upstream is served without asking again (0: always ask). */
+    tagfreshness: duration().prefault('15s'),
+    /** ours: resuming a blob download whose upstream connection dropped. */
+    resume: z
+      .strictObject({
+        retries: int(0).default(3),
+        backoff: duration().prefault('250ms'),
+      })
+      .prefault({}),
+    /**
+     * ours: when Docker Hub says this few pulls remain (ratelimit-remaining), tags with a
+     * cached copy are served from the cache without asking upstream.
+     */
+    ratelimitreserve: int(0).default(10),
   })
   .prefault({});
 

@@ -1,9 +1,25 @@
 import { EventEmitter } from 'node:events';
 import { open, type FileHandle } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import type { BlobDescriptor, BlobWriter } from '../storage/blob-store.ts';
 
 type FillState = 'running' | 'committed' | 'failed';
+
+/** How a fill resumes an interrupted upstream transfer. */
+export interface ResumePolicy {
+  retries: number;
+  backoffMs: number;
+  /** Asks upstream for the blob from `offset`; answers the offset it really starts at (0 without Range support). */
+  reopen(offset: number): Promise<{ body: Readable; offset: number }>;
+}
+
+/** Marks an error of the local store, which no upstream retry can mend. */
+class StoreWriteError extends Error {
+  constructor(cause: Error) {
+    super(cause.message, { cause });
+  }
+}
 
 /** Bytes handed to a reader at a time: big enough for throughput, small enough for memory. */
 const READ_CHUNK = 256 * 1024;
@@ -31,13 +47,23 @@ export class BlobFill extends EventEmitter {
   /** Resolves when the fill is over, with the descriptor or the failure. */
   readonly done: Promise<BlobDescriptor>;
 
-  constructor(options: { digest: string; size: number | undefined; writer: BlobWriter; finalPath: string; body: Readable }) {
+  private readonly resume: ResumePolicy;
+
+  constructor(options: {
+    digest: string;
+    size: number | undefined;
+    writer: BlobWriter;
+    finalPath: string;
+    body: Readable;
+    resume: ResumePolicy;
+  }) {
     super();
     this.setMaxListeners(0);
     this.digest = options.digest;
     this.size = options.size;
     this.writer = options.writer;
     this.finalPath = options.finalPath;
+    this.resume = options.resume;
     this.done = this.run(options.body);
     // Readers observe failures through their own streams; keep the process from seeing it as unhandled.
     this.done.catch(() => {});
@@ -47,12 +73,26 @@ export class BlobFill extends EventEmitter {
     return this.written;
   }
 
-  private async run(body: Readable): Promise<BlobDescriptor> {
+  private async run(first: Readable): Promise<BlobDescriptor> {
+    let body = first;
+    let attempt = 0;
     try {
-      for await (const chunk of body) {
-        await this.writer.write(chunk as Buffer);
-        this.written = this.writer.written;
-        this.emit('progress');
+      for (;;) {
+        const interruption = await this.drain(body);
+        if (!interruption) break;
+        // The upstream connection dropped mid-blob: ask again from the bytes we have.
+        if (attempt >= this.resume.retries) throw interruption;
+        attempt++;
+        await delay(this.resume.backoffMs * 2 ** (attempt - 1));
+        const next = await this.resume.reopen(this.written);
+        if (next.offset !== this.written) {
+          // The upstream would not resume (no 206): start over; readers just wait for their
+          // position again, the bytes being the same content.
+          await this.writer.reset();
+          this.written = 0;
+        }
+        this.emit('resumed', { offset: next.offset, attempt });
+        body = next.body;
       }
       const descriptor = await this.writer.commit(this.size);
       this.state = 'committed';
@@ -66,6 +106,31 @@ export class BlobFill extends EventEmitter {
       this.emit('progress');
       throw error;
     }
+  }
+
+  /**
+   * Copies one upstream body into the writer. Returns the upstream error (or a short-body
+   * error) when the transfer was interrupted and may be resumed; throws store failures.
+   */
+  private async drain(body: Readable): Promise<Error | undefined> {
+    try {
+      for await (const chunk of body) {
+        try {
+          await this.writer.write(chunk as Buffer);
+        } catch (error) {
+          throw new StoreWriteError(error as Error);
+        }
+        this.written = this.writer.written;
+        this.emit('progress');
+      }
+    } catch (error) {
+      if (error instanceof StoreWriteError) throw error.cause;
+      return error as Error;
+    }
+    if (this.size !== undefined && this.written < this.size) {
+      return new Error(`upstream body ended after ${this.written} of ${this.size} bytes`);
+    }
+    return undefined;
   }
 
   /**

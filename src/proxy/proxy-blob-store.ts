@@ -1,18 +1,28 @@
 import { createReadStream } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { Digest } from '../registry/digest.ts';
-import type { BlobDescriptor, FilesystemBlobStore } from '../storage/blob-store.ts';
+import { isStoreUnwritable, type BlobDescriptor, type BlobWriter, type FilesystemBlobStore } from '../storage/blob-store.ts';
+import type { Dispatcher } from 'undici';
+import { verifyingPassThrough } from './pass-through.ts';
 import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { BlobFill } from './blob-fill.ts';
+
+/** Free space kept beyond a blob's size before the store takes it. */
+const SPACE_MARGIN_BYTES = 16 * 1024 * 1024;
+/** How long the store stays in pass-through mode after a write failure. */
+const DEGRADED_MS = 30_000;
 
 /** A blob ready to be sent: from the local store or from a fill in flight. */
 export interface BlobSource {
   readonly descriptor: { digest: string; size: number | undefined };
   readonly origin: 'cache' | 'upstream';
+  /** Whether stream() can cut a range; a pass-through can only send the whole blob. */
+  readonly ranged: boolean;
   /** Bytes [start, end] inclusive; consumes the source. */
   stream(start?: number, end?: number): Readable;
   /** Releases the source when it is not streamed (HEAD, 304, 416). */
@@ -28,13 +38,29 @@ export class ProxyBlobStore {
   private readonly blobs: FilesystemBlobStore;
   private readonly cache: DescriptorCache;
   private readonly logger: Logger;
+  private readonly resume: { retries: number; backoffMs: number };
   /** Fills in flight by digest; a promise while the upstream request is being made. */
   private readonly fills = new Map<string, Promise<BlobFill>>();
+  /** Until when the store is considered unwritable (pass-through mode). */
+  private degradedUntil = 0;
 
-  constructor(options: { blobs: FilesystemBlobStore; cache: DescriptorCache; logger: Logger }) {
+  constructor(options: {
+    blobs: FilesystemBlobStore;
+    cache: DescriptorCache;
+    logger: Logger;
+    resume?: { retries: number; backoffMs: number };
+  }) {
     this.blobs = options.blobs;
     this.cache = options.cache;
     this.logger = options.logger;
+    this.resume = options.resume ?? { retries: 3, backoffMs: 250 };
+  }
+
+  /** Resolves once no fill is in flight (used by a graceful stop). */
+  async drain(): Promise<void> {
+    while (this.fills.size > 0) {
+      await Promise.allSettled([...this.fills.values()].map((fill) => fill.then((f) => f.done)));
+    }
   }
 
   get fillsInFlight(): number {
@@ -68,9 +94,11 @@ export class ProxyBlobStore {
     const local = await this.openLocal(digest);
     if (local) return local;
     const fill = await this.fillFor(upstream, name, digest);
+    if (!(fill instanceof BlobFill)) return passThroughSource(digest.value, fill);
     return {
       descriptor: { digest: digest.value, size: fill.size },
       origin: 'upstream',
+      ranged: true,
       stream: (start, end) => Readable.from(fill.read(start, end), { objectMode: false }),
       release: () => {},
     };
@@ -92,19 +120,39 @@ export class ProxyBlobStore {
     return localSource(digest.value, size, handle);
   }
 
-  private fillFor(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<BlobFill> {
+  private fillFor(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<BlobFill | PassThroughBody> {
     const existing = this.fills.get(digest.value);
-    if (existing) return existing;
+    if (existing) {
+      // Joining a start that turned out to be a pass-through: that body was the other
+      // client's, so this one gets its own.
+      return existing.catch((error: unknown) => {
+        if (error instanceof NotShareable) return this.startFill(upstream, name, digest);
+        throw error;
+      });
+    }
     const starting = this.startFill(upstream, name, digest);
-    this.fills.set(digest.value, starting);
+    // Only real fills are shared; a pass-through body belongs to the one client that asked.
+    const shared = starting.then((started) => {
+      if (started instanceof BlobFill) return started;
+      throw new NotShareable();
+    });
+    shared.catch(() => {});
+    this.fills.set(digest.value, shared);
     starting.then(
-      (fill) => {
-        fill.done.then(
+      (started) => {
+        if (!(started instanceof BlobFill)) {
+          this.fills.delete(digest.value);
+          return;
+        }
+        started.done.then(
           (descriptor) => {
             this.logger.info('blob cached', { digest: digest.value, size: descriptor.size });
             return this.remember(descriptor);
           },
-          (error: Error) => this.logger.warn('blob fill failed', { digest: digest.value, error: error.message }),
+          (error: Error) => {
+            if (isStoreUnwritable(error)) this.degrade(error);
+            this.logger.warn('blob fill failed', { digest: digest.value, error: error.message });
+          },
         ).finally(() => this.fills.delete(digest.value));
       },
       () => this.fills.delete(digest.value),
@@ -112,20 +160,84 @@ export class ProxyBlobStore {
     return starting;
   }
 
-  private async startFill(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<BlobFill> {
-    const response = await upstream.request({ method: 'GET', path: `/v2/${name}/blobs/${digest.value}`, repository: name });
-    if (response.statusCode !== 200) {
+  private async startFill(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<BlobFill | PassThroughBody> {
+    const response = await this.upstreamGet(upstream, name, digest);
+    const length = header(response, 'content-length');
+    const size = length === undefined ? undefined : Number(length);
+    const writer = await this.writerFor(digest, size);
+    if (!writer) {
+      this.logger.warn('store unwritable: passing blob through uncached', { digest: digest.value, size });
+      return { size, body: response.body.pipe(verifyingPassThrough(digest, size)) };
+    }
+    this.logger.info('blob fill started', { digest: digest.value, size, repository: name });
+    const fill = new BlobFill({
+      digest: digest.value,
+      size,
+      writer,
+      finalPath: this.blobs.paths.blob(digest),
+      body: response.body,
+      resume: {
+        retries: this.resume.retries,
+        backoffMs: this.resume.backoffMs,
+        reopen: (offset) => this.reopen(upstream, name, digest, offset),
+      },
+    });
+    fill.on('resumed', (info: { offset: number; attempt: number }) =>
+      this.logger.warn('upstream transfer interrupted; resuming', { digest: digest.value, ...info }),
+    );
+    return fill;
+  }
+
+  private async upstreamGet(upstream: UpstreamRegistry, name: string, digest: Digest, headers?: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    const response = await upstream.request({ method: 'GET', path: `/v2/${name}/blobs/${digest.value}`, repository: name, headers });
+    if (response.statusCode !== 200 && response.statusCode !== 206) {
       await response.body.dump();
       throw upstreamStatusError(response, 'BLOB_UNKNOWN');
     }
-    const length = header(response, 'content-length');
-    const size = length === undefined ? undefined : Number(length);
-    const writer = await this.blobs.createWriter(digest).catch((error: unknown) => {
+    return response;
+  }
+
+  /** Asks upstream for the rest of a blob; a 200 means it starts over from byte 0. */
+  private async reopen(upstream: UpstreamRegistry, name: string, digest: Digest, offset: number): Promise<{ body: Readable; offset: number }> {
+    const response = await this.upstreamGet(upstream, name, digest, offset > 0 ? { range: `bytes=${offset}-` } : undefined);
+    const range = /^bytes (\d+)-/.exec(header(response, 'content-range') ?? '');
+    const start = response.statusCode === 206 && range ? Number(range[1]) : 0;
+    if (start !== 0 && start !== offset) {
       response.body.destroy();
-      throw error;
-    });
-    this.logger.info('blob fill started', { digest: digest.value, size, repository: name });
-    return new BlobFill({ digest: digest.value, size, writer, finalPath: this.blobs.paths.blob(digest), body: response.body });
+      throw new Error(`upstream resumed at ${start}, asked for ${offset}`);
+    }
+    return { body: response.body, offset: start };
+  }
+
+  /**
+   * A writer for a new blob, or undefined when the store cannot take it: full (checked up
+   * front against the announced size, so no client sees a transfer break for it), read-only,
+   * or failing recently.
+   */
+  private async writerFor(digest: Digest, size: number | undefined): Promise<BlobWriter | undefined> {
+    if (Date.now() < this.degradedUntil) return undefined;
+    try {
+      if (size !== undefined) {
+        const space = await statfs(this.blobs.tempDir);
+        if (space.bavail * space.bsize < size + SPACE_MARGIN_BYTES) {
+          this.degrade(Object.assign(new Error('not enough free space in the store'), { code: 'ENOSPC' }), 0);
+          return undefined;
+        }
+      }
+      return await this.blobs.createWriter(digest);
+    } catch (error) {
+      if (!isStoreUnwritable(error)) throw error;
+      this.degrade(error as Error);
+      return undefined;
+    }
+  }
+
+  /** Stops trying to write for a while after a store failure, so clients get pass-through at once. */
+  private degrade(error: Error, forMs = DEGRADED_MS): void {
+    if (Date.now() >= this.degradedUntil) {
+      this.logger.error('store not writable; serving uncached from upstream', { error: error.message, code: (error as NodeJS.ErrnoException).code });
+    }
+    this.degradedUntil = Math.max(this.degradedUntil, Date.now() + forMs);
   }
 
   private async cachedDescriptor(digest: Digest): Promise<BlobDescriptor | undefined> {
@@ -154,11 +266,30 @@ export class ProxyBlobStore {
   }
 }
 
+class NotShareable extends Error {}
+
+/** A blob streamed from upstream to a single client because the store cannot take it. */
+interface PassThroughBody {
+  size: number | undefined;
+  body: Readable;
+}
+
+function passThroughSource(digest: string, passing: PassThroughBody): BlobSource {
+  return {
+    descriptor: { digest, size: passing.size },
+    origin: 'upstream',
+    ranged: false,
+    stream: () => passing.body,
+    release: () => passing.body.destroy(),
+  };
+}
+
 function localSource(digest: string, size: number, handle: FileHandle): BlobSource {
   let used = false;
   return {
     descriptor: { digest, size },
     origin: 'cache',
+    ranged: true,
     stream(start = 0, end = size - 1) {
       used = true;
       if (end < start) {

@@ -5,6 +5,7 @@ import { digestOf, parseDigest, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { MANIFEST_ACCEPT, sniffManifestMediaType } from '../registry/media-types.ts';
 import type { FilesystemManifestStore, ManifestDescriptor } from '../storage/manifest-store.ts';
+import { isStoreUnwritable } from '../storage/blob-store.ts';
 import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { SingleFlight } from '../util/single-flight.ts';
@@ -18,6 +19,8 @@ export interface ManifestResult {
   descriptor: ManifestDescriptor;
   /** Where the answer came from; `stale` when upstream could not be asked and the cache answered. */
   origin: 'cache' | 'upstream' | 'stale';
+  /** The content, when this answer just fetched it (it may not have been stored). */
+  bytes?: Buffer;
 }
 
 /**
@@ -35,9 +38,16 @@ export class ProxyManifestStore {
   private readonly links = new LRUCache<string, ManifestDescriptor>({ max: 50_000 });
   private readonly contents = new LRUCache<string, Buffer>({ maxSize: CONTENT_CACHE_BYTES, sizeCalculation: (b) => b.length || 1 });
 
-  constructor(options: { manifests: FilesystemManifestStore; logger: Logger }) {
+  /** When each tag was last confirmed upstream, and what it pointed at. */
+  private readonly checkedTags = new LRUCache<string, { digest: string; at: number }>({ max: 50_000 });
+  private readonly freshnessMs: number;
+  private readonly rateLimitReserve: number;
+
+  constructor(options: { manifests: FilesystemManifestStore; logger: Logger; tagFreshnessMs?: number; rateLimitReserve?: number }) {
     this.manifests = options.manifests;
     this.logger = options.logger;
+    this.freshnessMs = options.tagFreshnessMs ?? 0;
+    this.rateLimitReserve = options.rateLimitReserve ?? 0;
   }
 
   async byDigest(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<ManifestResult> {
@@ -46,8 +56,35 @@ export class ProxyManifestStore {
     return this.fetches.do(`${upstream.namespace}/${name}@${digest.value}`, () => this.fetch(upstream, name, digest.value));
   }
 
+  /**
+   * A tag checked within the freshness window is answered without asking upstream; so is any
+   * cached tag while Docker Hub's remaining allowance is low. Otherwise one check per tag runs
+   * at a time, whatever the number of clients.
+   */
   async byTag(upstream: UpstreamRegistry, name: string, tag: string): Promise<ManifestResult> {
-    return this.tagChecks.do(`${upstream.namespace}/${name}:${tag}`, () => this.checkTag(upstream, name, tag));
+    const key = `${upstream.namespace}/${name}:${tag}`;
+    const checked = this.checkedTags.get(key);
+    if (checked && Date.now() - checked.at < this.freshnessMs) {
+      const local = await this.localLink(name, parseDigest(checked.digest));
+      if (local) return { descriptor: local, origin: 'cache' };
+    }
+    if (upstream.rateLimitLow(this.rateLimitReserve)) {
+      const saved = await this.lastKnown(name, tag);
+      if (saved) {
+        this.logger.info('upstream rate limit low: serving cached tag', { repository: name, tag, remaining: upstream.rateLimit?.remaining });
+        return { descriptor: saved, origin: 'stale' };
+      }
+    }
+    return this.tagChecks.do(key, async () => {
+      const result = await this.checkTag(upstream, name, tag);
+      if (result.origin !== 'stale') this.checkedTags.set(key, { digest: result.descriptor.digest, at: Date.now() });
+      return result;
+    });
+  }
+
+  private async lastKnown(name: string, tag: string): Promise<ManifestDescriptor | undefined> {
+    const last = await this.manifests.readTag(name, tag);
+    return last ? this.localLink(name, parseDigest(last)) : undefined;
   }
 
   /** The bytes of a manifest this store answered for. */
@@ -92,16 +129,20 @@ export class ProxyManifestStore {
       // An upstream that does not say the digest on HEAD: fetch by tag and hash what came.
       result = await this.fetch(upstream, name, tag);
     }
-    if ((await this.manifests.readTag(name, tag)) !== result.descriptor.digest) {
-      await this.manifests.writeTag(name, tag, result.descriptor.digest);
+    try {
+      if ((await this.manifests.readTag(name, tag)) !== result.descriptor.digest) {
+        await this.manifests.writeTag(name, tag, result.descriptor.digest);
+      }
+    } catch (error) {
+      if (!isStoreUnwritable(error)) throw error;
+      this.logger.warn('store unwritable: tag not recorded', { repository: name, tag, error: (error as Error).message });
     }
     return result;
   }
 
   /** Upstream could not be asked about a tag: answer with what the tag last pointed at, if anything. */
   private async staleTag(name: string, tag: string, error: RegistryError): Promise<ManifestResult> {
-    const last = await this.manifests.readTag(name, tag);
-    const local = last ? await this.localLink(name, parseDigest(last)) : undefined;
+    const local = await this.lastKnown(name, tag);
     if (!local) throw error;
     this.logger.warn('serving stale tag', { repository: name, tag, digest: local.digest, reason: error.message });
     return { descriptor: local, origin: 'stale' };
@@ -125,11 +166,16 @@ export class ProxyManifestStore {
     const contentType = header(response, 'content-type')?.split(';')[0].trim();
     const mediaType = contentType && contentType.startsWith('application/vnd.') ? contentType : sniffManifestMediaType(bytes);
     const descriptor: ManifestDescriptor = { digest: actual, size: bytes.length, mediaType };
-    await this.manifests.put(name, descriptor, bytes);
-    this.links.set(`${name}@${actual}`, descriptor);
+    try {
+      await this.manifests.put(name, descriptor, bytes);
+      this.links.set(`${name}@${actual}`, descriptor);
+      this.logger.info('manifest cached', { repository: name, digest: actual, mediaType });
+    } catch (error) {
+      if (!isStoreUnwritable(error)) throw error;
+      this.logger.warn('store unwritable: manifest served uncached', { repository: name, digest: actual, error: (error as Error).message });
+    }
     this.contents.set(actual, bytes);
-    this.logger.info('manifest cached', { repository: name, digest: actual, mediaType });
-    return { descriptor, origin: 'upstream' };
+    return { descriptor, origin: 'upstream', bytes };
   }
 }
 

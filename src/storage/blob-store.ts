@@ -19,9 +19,12 @@ export interface BlobDescriptor {
  */
 export class FilesystemBlobStore {
   readonly paths: StorePaths;
+  /** Where this instance writes downloads in flight (see TempArea). */
+  readonly tempDir: string;
 
-  constructor(paths: StorePaths) {
+  constructor(paths: StorePaths, tempDir: string) {
     this.paths = paths;
+    this.tempDir = tempDir;
   }
 
   async stat(digest: Digest): Promise<BlobDescriptor | undefined> {
@@ -55,8 +58,8 @@ export class FilesystemBlobStore {
   }
 
   async createWriter(digest: Digest): Promise<BlobWriter> {
-    await mkdir(this.paths.tmpDir(), { recursive: true });
-    const path = tmpPath(this.paths.tmpDir());
+    await mkdir(this.tempDir, { recursive: true });
+    const path = tmpPath(this.tempDir);
     const handle = await open(path, 'wx');
     return new BlobWriter(this, digest, path, handle);
   }
@@ -93,7 +96,7 @@ export class BlobWriter {
   readonly path: string;
   private readonly store: FilesystemBlobStore;
   private readonly handle: FileHandle;
-  private readonly hash: Hash;
+  private hash: Hash;
   private closed = false;
   written = 0;
 
@@ -103,6 +106,13 @@ export class BlobWriter {
     this.path = path;
     this.handle = handle;
     this.hash = createHash(digest.algorithm);
+  }
+
+  /** Starts over from byte 0 (an upstream that could not resume sends the whole blob again). */
+  async reset(): Promise<void> {
+    await this.handle.truncate(0);
+    this.hash = createHash(this.digest.algorithm);
+    this.written = 0;
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -155,4 +165,11 @@ export class BlobWriter {
 
 export function isNotFound(error: unknown): boolean {
   return (error as NodeJS.ErrnoException)?.code === 'ENOENT' || (error as NodeJS.ErrnoException)?.code === 'ENOTDIR';
+}
+
+/** Errors that mean the store cannot take writes (full, read-only, not ours): pass through instead. */
+const UNWRITABLE = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM', 'ENOTDIR', 'EIO', 'EMFILE', 'ENFILE']);
+
+export function isStoreUnwritable(error: unknown): boolean {
+  return UNWRITABLE.has((error as NodeJS.ErrnoException)?.code ?? '');
 }

@@ -23,6 +23,10 @@ export class FilesystemManifestStore {
     this.blobs = blobs;
   }
 
+  private get tempDir(): string {
+    return this.blobs.tempDir;
+  }
+
   async getLink(name: string, digest: Digest): Promise<ManifestDescriptor | undefined> {
     try {
       const link = JSON.parse(await readFile(this.paths.manifestLink(name, digest), 'utf8')) as { mediaType: string; size: number };
@@ -42,7 +46,7 @@ export class FilesystemManifestStore {
     const digest = parseDigest(descriptor.digest);
     if (!(await this.blobs.stat(digest))) await this.blobs.putSmall(digest, bytes);
     const link = JSON.stringify({ mediaType: descriptor.mediaType, size: descriptor.size });
-    await writeFileAtomic(this.paths.manifestLink(name, digest), link, this.paths.tmpDir());
+    await writeFileAtomic(this.paths.manifestLink(name, digest), link, this.tempDir);
   }
 
   async readTag(name: string, tag: string): Promise<string | undefined> {
@@ -55,6 +59,6 @@ export class FilesystemManifestStore {
   }
 
   async writeTag(name: string, tag: string, digest: string): Promise<void> {
-    await writeFileAtomic(this.paths.tag(name, tag), digest, this.paths.tmpDir());
+    await writeFileAtomic(this.paths.tag(name, tag), digest, this.tempDir);
   }
 }

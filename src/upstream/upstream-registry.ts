@@ -21,6 +21,21 @@ export interface UpstreamRequest {
   headers?: Record<string, string>;
 }
 
+export interface RateLimit {
+  limit?: number;
+  remaining: number;
+  /** The window the numbers are for, in seconds (Docker Hub: 21600). */
+  windowS: number;
+  observedAt: number;
+}
+
+/** `76;w=21600` → { value: 76, window: 21600 }. */
+function parseLimitHeader(value: string | undefined): { value: number; window?: number } | undefined {
+  const match = /^\s*(\d+)(?:\s*;\s*w=(\d+))?/.exec(value ?? '');
+  if (!match) return undefined;
+  return { value: Number(match[1]), window: match[2] ? Number(match[2]) : undefined };
+}
+
 const DOCKER_HUB_HOSTS = new Set(['registry-1.docker.io', 'index.docker.io', 'docker.io']);
 const MAX_REDIRECTS = 5;
 
@@ -42,6 +57,8 @@ export class UpstreamRegistry {
   private challenge?: Challenge;
   /** Requests made, by method: tests and the benchmark read these. */
   readonly counters = { GET: 0, HEAD: 0 };
+  /** Docker Hub's pull allowance as its last response stated it. */
+  rateLimit?: RateLimit;
 
   constructor(options: UpstreamOptions) {
     this.url = new URL(options.url.replace(/\/+$/, ''));
@@ -117,6 +134,7 @@ export class UpstreamRegistry {
       } catch (error) {
         throw upstreamNetworkError(error);
       }
+      this.observeRateLimit(response);
       const location = header(response, 'location');
       if (![301, 302, 303, 307, 308].includes(response.statusCode) || !location || hop >= MAX_REDIRECTS) return response;
       await response.body.dump();
@@ -124,6 +142,33 @@ export class UpstreamRegistry {
       if (next.origin !== url.origin) auth = undefined;
       url = next;
     }
+  }
+
+  /**
+   * Reads Docker Hub's `ratelimit-limit: 100;w=21600` and `ratelimit-remaining: 76;w=21600`
+   * (and a 429) so the mirror can see the limit coming and spare it.
+   */
+  private observeRateLimit(response: Dispatcher.ResponseData): void {
+    const remaining = parseLimitHeader(header(response, 'ratelimit-remaining'));
+    if (!remaining && response.statusCode !== 429) return;
+    const previous = this.rateLimit?.remaining;
+    const limit = parseLimitHeader(header(response, 'ratelimit-limit'));
+    const retryAfter = Number(header(response, 'retry-after'));
+    this.rateLimit = {
+      limit: limit?.value,
+      remaining: response.statusCode === 429 ? 0 : remaining!.value,
+      windowS: remaining?.window ?? (Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 60),
+      observedAt: Date.now(),
+    };
+    if (previous !== this.rateLimit.remaining) {
+      this.logger.info('upstream rate limit', { limit: this.rateLimit.limit, remaining: this.rateLimit.remaining, windowS: this.rateLimit.windowS });
+    }
+  }
+
+  /** Whether Docker Hub said no more than `reserve` pulls remain, within its window. */
+  rateLimitLow(reserve: number): boolean {
+    const state = this.rateLimit;
+    return !!state && state.remaining <= reserve && Date.now() - state.observedAt < state.windowS * 1000;
   }
 
   async close(): Promise<void> {

@@ -43,7 +43,7 @@ export async function getBlob(ctx: RegistryContext, req: Request, res: Response,
     return;
   }
   const size = source.descriptor.size;
-  const range = size === undefined ? undefined : resolveRange(req.headers.range, size);
+  const range = size === undefined || !source.ranged ? undefined : resolveRange(req.headers.range, size);
   if (range === 'unsatisfiable') {
     source.release();
     res.setHeader('Content-Range', `bytes */${size}`);

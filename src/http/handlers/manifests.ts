@@ -25,5 +25,5 @@ export async function serveManifest(ctx: RegistryContext, req: Request, res: Res
     res.status(200).end();
     return;
   }
-  res.status(200).end(await ctx.manifests.content(descriptor));
+  res.status(200).end(result.bytes ?? (await ctx.manifests.content(descriptor)));
 }

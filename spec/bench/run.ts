@@ -1,0 +1,786 @@
+/**
+ * `npm run bench`: pullmirror next to distribution (docker-registry 2.8, proxy mode), both
+ * pulling through from the same local Docker-Hub-style upstream (token server + docker-registry).
+ *
+ * Not a test: it prints a table, informational PASS/FAIL lines for the targets, and writes the
+ * same as JSON + markdown to spec/bench/results/bench-<timestamp>.{json,md} (git-ignored).
+ *
+ * Each server has its own empty storage and its own counting proxy in front of the upstream, so
+ * upstream requests are counted per server. The scenarios run one server at a time (pullmirror
+ * first, then distribution), never both at once. Everything listens on 127.0.0.1.
+ *
+ * The bench process itself runs the clients, both counting proxies and the token server, so it
+ * competes with the servers (and wrk) for CPU: on a 2-core machine absolute numbers are lower
+ * than on real hardware; the ratios are the interesting part.
+ *
+ * Exit status: 0 when the bench ran (targets are informational), 1 when the harness failed or
+ * pullmirror answered wrongly (error status, wrong digest), 130 on SIGINT/SIGTERM.
+ * BENCH_KEEP=1 keeps the servers' temp dirs (logs, stores) and prints where they are.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Agent, request as httpRequest } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { MIRROR_ACCOUNT, PUSHER } from '../e2e/fixtures.ts';
+import { MT, pushImage, pushRandomBlob, randomLayer } from '../support/images.ts';
+import { startMirror, type RunningMirror } from '../support/mirror.ts';
+import { findBinary, tempDir, type TempDir } from '../support/processes.ts';
+import { blobDataPath, startDistributionProxy, startUpstreamRegistry, type RegistryServer } from '../support/registry.ts';
+import { startTokenServer, type TokenServer } from '../support/token-server.ts';
+import { startUpstreamProxy, type UpstreamProxy } from '../support/upstream-proxy.ts';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const RESULTS_DIR = path.join(HERE, 'results');
+
+const REPO = 'library/bench';
+const TAG = 'latest';
+const BLOB_MIB = 256;
+const CONCURRENCY = 16;
+const WARM_1_SECONDS = 3;
+const WARM_16_SECONDS = 4;
+const WRK_CONNECTIONS = 32;
+const WRK_THREADS = 2;
+const WRK_SECONDS = 10;
+const RSS_SAMPLE_MS = 100;
+const REQUEST_IDLE_TIMEOUT_MS = 60_000;
+const WHOLE_BENCH_TIMEOUT_MS = 9.5 * 60_000;
+const RSS_TARGET_BYTES = 150e6; // "150 MB"
+const MiB = 1024 * 1024;
+
+const MANIFEST_ACCEPT = [MT.dockerManifest, MT.dockerList, MT.ociManifest, MT.ociIndex].join(', ');
+
+// ---------------------------------------------------------------------------
+// Output
+
+const log = (msg: string): void => {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+};
+
+// ---------------------------------------------------------------------------
+// Cleanup of everything we started (by pid / handle), on success, error, signal or timeout
+
+const cleanups: Array<{ what: string; run: () => Promise<void> | void }> = [];
+let cleaningUp: Promise<void> | undefined;
+const wrkChildren = new Set<ChildProcess>();
+
+function onCleanup(what: string, run: () => Promise<void> | void): void {
+  cleanups.push({ what, run });
+}
+
+function cleanup(): Promise<void> {
+  cleaningUp ??= (async () => {
+    for (const child of wrkChildren) {
+      if (child.pid !== undefined && child.exitCode === null) {
+        try {
+          process.kill(child.pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+    // Reverse start order: servers before the proxies/upstream they talk to.
+    for (const { what, run } of cleanups.reverse()) {
+      try {
+        await Promise.race([run(), sleep(10_000)]);
+      } catch (err) {
+        log(`cleanup of ${what} failed: ${String(err)}`);
+      }
+    }
+  })();
+  return cleaningUp;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`${signal}: stopping everything`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+// ---------------------------------------------------------------------------
+// HTTP client (node:http, keep-alive, streamed hashing)
+
+const agent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 64 });
+
+interface GetResult {
+  status: number;
+  bytes: number;
+  ms: number;
+  sha256?: string;
+  headers: Record<string, string | string[] | undefined>;
+  /** First bytes of a non-200 body, for error messages. */
+  errorBody?: string;
+}
+
+function get(url: string, opts: { hash?: boolean; headers?: Record<string, string> } = {}): Promise<GetResult> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = httpRequest(url, { method: 'GET', agent, headers: opts.headers }, (res) => {
+      const status = res.statusCode ?? 0;
+      const hash = opts.hash && status === 200 ? createHash('sha256') : undefined;
+      let bytes = 0;
+      const errChunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (hash) hash.update(chunk);
+        else if (status !== 200 && bytes <= 4096) errChunks.push(chunk);
+      });
+      res.on('end', () => {
+        resolve({
+          status,
+          bytes,
+          ms: performance.now() - started,
+          sha256: hash ? `sha256:${hash.digest('hex')}` : undefined,
+          headers: res.headers,
+          errorBody: status !== 200 ? Buffer.concat(errChunks).toString('utf8').slice(0, 500) : undefined,
+        });
+      });
+      res.on('error', reject);
+      res.on('aborted', () => reject(new Error(`response aborted after ${bytes} bytes`)));
+    });
+    req.setTimeout(REQUEST_IDLE_TIMEOUT_MS, () => req.destroy(new Error(`no data for ${REQUEST_IDLE_TIMEOUT_MS} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** A GET that never rejects: transport errors become status 0 with the message. */
+async function safeGet(url: string, opts: { hash?: boolean; headers?: Record<string, string> } = {}): Promise<GetResult & { error?: string }> {
+  const started = performance.now();
+  try {
+    return await get(url, opts);
+  } catch (err) {
+    return { status: 0, bytes: 0, ms: performance.now() - started, headers: {}, error: (err as Error).message };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// RSS from /proc
+
+interface ProcMem {
+  rss: number;
+  hwm: number;
+}
+
+async function readProcMem(pid: number): Promise<ProcMem | undefined> {
+  try {
+    const text = await readFile(`/proc/${pid}/status`, 'utf8');
+    const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN) * 1024;
+    return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Samples VmRSS of `pid` every 100 ms while `fn` runs; returns fn's result and the peak seen. */
+async function withRssSampling<T>(pid: number, fn: () => Promise<T>): Promise<{ result: T; peakRss: number; samples: number }> {
+  let peak = 0;
+  let samples = 0;
+  let running = true;
+  const sampler = (async () => {
+    while (running) {
+      const mem = await readProcMem(pid);
+      if (mem && Number.isFinite(mem.rss)) {
+        peak = Math.max(peak, mem.rss);
+        samples += 1;
+      }
+      await sleep(RSS_SAMPLE_MS);
+    }
+  })();
+  try {
+    const result = await fn();
+    return { result, peakRss: peak, samples };
+  } finally {
+    running = false;
+    await sampler;
+    // One last sample so a short scenario still has a value.
+    const mem = await readProcMem(pid);
+    if (mem && Number.isFinite(mem.rss)) peak = Math.max(peak, mem.rss);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The servers under test
+
+interface Server {
+  name: 'pullmirror' | 'distribution';
+  url: string;
+  pid: number;
+  proxy: UpstreamProxy;
+  /** Resolves once the server has finished storing `digest` (distribution stores in the background). */
+  blobStored(digest: string, size: number): Promise<void>;
+  logTail(): string;
+  logFile: string;
+}
+
+function blobGets(proxy: UpstreamProxy, digest: string): number {
+  return proxy.count('GET', new RegExp(`/blobs/${digest}$`));
+}
+
+/** Wait until the proxy's request count for `digest` stopped changing for 1 s (max 30 s). */
+async function settledBlobGets(proxy: UpstreamProxy, digest: string): Promise<number> {
+  const deadline = Date.now() + 30_000;
+  let last = blobGets(proxy, digest);
+  let stableSince = Date.now();
+  while (Date.now() < deadline) {
+    await sleep(200);
+    const now = blobGets(proxy, digest);
+    if (now !== last) {
+      last = now;
+      stableSince = Date.now();
+    } else if (Date.now() - stableSince >= 1000) {
+      break;
+    }
+  }
+  return last;
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+
+interface ColdOne {
+  ok: boolean;
+  error?: string;
+  mibps?: number;
+  seconds?: number;
+  upstreamGets: number;
+  cacheHeader?: string;
+}
+
+async function coldSingle(server: Server, digest: string, size: number): Promise<ColdOne> {
+  server.proxy.reset();
+  const r = await safeGet(`${server.url}/v2/${REPO}/blobs/${digest}`, { hash: true });
+  const failed = r.status !== 200 ? `HTTP ${r.status}${r.error ? ` (${r.error})` : ''}${r.errorBody ? `: ${r.errorBody.trim()}` : ''}` : undefined;
+  const badBody = !failed && (r.bytes !== size || r.sha256 !== digest) ? `got ${r.bytes} bytes, ${r.sha256} (expected ${size} bytes, ${digest})` : undefined;
+  if (!failed && !badBody) await server.blobStored(digest, size);
+  const upstreamGets = await settledBlobGets(server.proxy, digest);
+  const error = failed ?? badBody;
+  return {
+    ok: !error,
+    error,
+    mibps: error ? undefined : size / MiB / (r.ms / 1000),
+    seconds: r.ms / 1000,
+    upstreamGets,
+    cacheHeader: header(r.headers['x-pullmirror-cache']),
+  };
+}
+
+interface ColdMany {
+  ok: boolean;
+  error?: string;
+  wallSeconds: number;
+  aggregateMibps?: number;
+  slowestSeconds: number;
+  fastestSeconds: number;
+  verified: number;
+  upstreamGets: number;
+  peakRss: number;
+}
+
+async function coldConcurrent(server: Server, digest: string, size: number): Promise<ColdMany> {
+  server.proxy.reset();
+  const url = `${server.url}/v2/${REPO}/blobs/${digest}`;
+  const started = performance.now();
+  const { result, peakRss } = await withRssSampling(server.pid, () => Promise.all(Array.from({ length: CONCURRENCY }, () => safeGet(url, { hash: true }))));
+  const wallSeconds = (performance.now() - started) / 1000;
+  const verified = result.filter((r) => r.status === 200 && r.bytes === size && r.sha256 === digest).length;
+  const errors = [
+    ...new Set(
+      result
+        .filter((r) => !(r.status === 200 && r.bytes === size && r.sha256 === digest))
+        .map((r) => (r.status !== 200 ? `HTTP ${r.status}${r.error ? ` (${r.error})` : ''}${r.errorBody ? `: ${r.errorBody.trim()}` : ''}` : `wrong body: ${r.bytes} bytes, ${r.sha256}`)),
+    ),
+  ];
+  if (verified > 0) await server.blobStored(digest, size);
+  const upstreamGets = await settledBlobGets(server.proxy, digest);
+  return {
+    ok: verified === CONCURRENCY,
+    error: errors.length ? `${CONCURRENCY - verified}/${CONCURRENCY} clients failed: ${errors.join('; ')}` : undefined,
+    wallSeconds,
+    aggregateMibps: verified === CONCURRENCY ? (CONCURRENCY * size) / MiB / wallSeconds : undefined,
+    slowestSeconds: Math.max(...result.map((r) => r.ms)) / 1000,
+    fastestSeconds: Math.min(...result.map((r) => r.ms)) / 1000,
+    verified,
+    upstreamGets,
+    peakRss,
+  };
+}
+
+interface Warm {
+  ok: boolean;
+  error?: string;
+  clients: number;
+  mibps?: number;
+  gets: number;
+  seconds: number;
+  upstreamGets: number;
+  peakRss: number;
+  cacheHeader?: string;
+}
+
+/** `clients` loops of full GETs until `seconds` have passed (each finishes its current GET). Bodies are counted, not hashed. */
+async function warm(server: Server, digest: string, size: number, clients: number, seconds: number): Promise<Warm> {
+  const url = `${server.url}/v2/${REPO}/blobs/${digest}`;
+  // One hashed GET first: it must be a correct, cached answer.
+  const check = await safeGet(url, { hash: true });
+  if (check.status !== 200 || check.sha256 !== digest) {
+    return { ok: false, error: `warm check GET: HTTP ${check.status} ${check.error ?? check.errorBody ?? ''} ${check.sha256 ?? ''}`.trim(), clients, gets: 0, seconds: 0, upstreamGets: 0, peakRss: 0 };
+  }
+  server.proxy.reset();
+  let bytes = 0;
+  let gets = 0;
+  const errors: string[] = [];
+  const started = performance.now();
+  const until = started + seconds * 1000;
+  const loop = async (): Promise<void> => {
+    while (performance.now() < until && errors.length === 0) {
+      const r = await safeGet(url);
+      if (r.status !== 200 || r.bytes !== size) {
+        errors.push(`HTTP ${r.status} ${r.error ?? r.errorBody ?? ''} (${r.bytes} bytes)`.trim());
+        return;
+      }
+      bytes += r.bytes;
+      gets += 1;
+    }
+  };
+  const { peakRss } = await withRssSampling(server.pid, () => Promise.all(Array.from({ length: clients }, loop)));
+  const elapsed = (performance.now() - started) / 1000;
+  return {
+    ok: errors.length === 0,
+    error: errors[0],
+    clients,
+    mibps: errors.length === 0 ? bytes / MiB / elapsed : undefined,
+    gets,
+    seconds: elapsed,
+    upstreamGets: blobGets(server.proxy, digest),
+    peakRss,
+    cacheHeader: header(check.headers['x-pullmirror-cache']),
+  };
+}
+
+interface WrkResult {
+  ok: boolean;
+  error?: string;
+  reference: string;
+  rps?: number;
+  requests?: number;
+  non2xx?: number;
+  socketErrors?: number;
+  p50ms?: number;
+  p99ms?: number;
+  upstreamManifestGets: number;
+  upstreamManifestHeads: number;
+}
+
+function wrkScript(dir: string): string {
+  const file = path.join(dir, 'manifest.lua');
+  writeFileSync(
+    file,
+    `-- pullmirror bench: GET a manifest with the Accept header a Docker client sends.
+wrk.method = "GET"
+wrk.headers["Accept"] = "${MANIFEST_ACCEPT}"
+done = function(summary, latency, requests)
+  io.write(string.format('BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+`,
+  );
+  return file;
+}
+
+function runAsync(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    wrkChildren.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => {
+      if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    }, timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      wrkChildren.delete(child);
+      reject(err);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      wrkChildren.delete(child);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function manifestRate(server: Server, wrk: string, script: string, reference: string, expectDigest: string): Promise<WrkResult> {
+  const url = `${server.url}/v2/${REPO}/manifests/${reference}`;
+  const base = { reference, upstreamManifestGets: 0, upstreamManifestHeads: 0 };
+  // Warm-up: one GET so the manifest is cached, and it must be the right one.
+  const first = await safeGet(url, { headers: { accept: MANIFEST_ACCEPT } });
+  const got = header(first.headers['docker-content-digest']);
+  if (first.status !== 200 || got !== expectDigest) {
+    return { ...base, ok: false, error: `warm-up GET ${reference}: HTTP ${first.status} ${first.error ?? first.errorBody ?? ''} digest ${got}`.trim() };
+  }
+  server.proxy.reset();
+  const run = await runAsync(wrk, ['-t', String(WRK_THREADS), '-c', String(WRK_CONNECTIONS), '-d', `${WRK_SECONDS}s`, '--timeout', '5s', '-s', script, url], (WRK_SECONDS + 30) * 1000);
+  const upstreamManifestGets = server.proxy.count('GET', /\/manifests\//);
+  const upstreamManifestHeads = server.proxy.count('HEAD', /\/manifests\//);
+  const line = /^BENCH_JSON (.*)$/m.exec(run.stdout)?.[1];
+  if (run.code !== 0 || !line) {
+    return { ...base, ok: false, error: `wrk exited ${run.code}: ${(run.stderr || run.stdout).trim().slice(0, 500)}`, upstreamManifestGets, upstreamManifestHeads };
+  }
+  const s = JSON.parse(line) as Record<string, number>;
+  const socketErrors = s.connect + s.read + s.write + s.timeout;
+  return {
+    ...base,
+    ok: s.status === 0 && socketErrors === 0,
+    error: s.status || socketErrors ? `${s.status} non-2xx/3xx, ${socketErrors} socket errors` : undefined,
+    rps: s.requests / (s.duration_us / 1e6),
+    requests: s.requests,
+    non2xx: s.status,
+    socketErrors,
+    p50ms: s.p50_us / 1000,
+    p99ms: s.p99_us / 1000,
+    upstreamManifestGets,
+    upstreamManifestHeads,
+  };
+}
+
+function header(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+interface Row {
+  metric: string;
+  better: 'higher' | 'lower' | '';
+  pm: number | string | undefined;
+  dist: number | string | undefined;
+  digits?: number;
+}
+
+function fmt(v: number | string | undefined, digits = 1): string {
+  if (v === undefined) return 'n/a';
+  if (typeof v === 'string') return v;
+  return v.toFixed(digits);
+}
+
+function ratio(row: Row): string {
+  if (typeof row.pm !== 'number' || typeof row.dist !== 'number' || row.dist === 0) return 'n/a';
+  return `${(row.pm / row.dist).toFixed(2)}×`;
+}
+
+function table(rows: Row[]): { text: string; markdown: string } {
+  const header = ['metric', 'pullmirror', 'distribution', 'pm/dist', 'better'];
+  const cells = rows.map((r) => [r.metric, fmt(r.pm, r.digits), fmt(r.dist, r.digits), ratio(r), r.better]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c: string[]): string => c.map((x, i) => (i === 0 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
+  const text = [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line)].join('\n');
+  const md = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`, ...cells.map((c) => `| ${c.join(' | ')} |`)].join('\n');
+  return { text, markdown: md };
+}
+
+const mib = (bytes: number | undefined): number | undefined => (bytes === undefined || !Number.isFinite(bytes) ? undefined : bytes / MiB);
+
+// ---------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const benchStarted = Date.now();
+  const wrk = findBinary('/usr/bin/wrk') ?? findBinary('wrk');
+  const missing = ['docker-registry', 'openssl'].filter((b) => !findBinary(b));
+  if (!wrk) {
+    log('ERROR: wrk not found (looked for /usr/bin/wrk and wrk on PATH). Install the Debian package: apt-get install wrk');
+    return 1;
+  }
+  if (missing.length) {
+    log(`ERROR: missing binaries: ${missing.join(', ')} (Debian: apt-get install docker-registry openssl)`);
+    return 1;
+  }
+  const keep = process.env.BENCH_KEEP === '1';
+  const work: TempDir = tempDir('pullmirror-bench');
+  onCleanup('bench temp dir', () => (keep ? undefined : work.cleanup()));
+  const script = wrkScript(work.path);
+
+  // --- upstream: token server + docker-registry, fixtures pushed with the pusher account
+  log('starting token server and upstream docker-registry');
+  const tokens: TokenServer = await startTokenServer({
+    users: { [PUSHER.username]: PUSHER.password, [MIRROR_ACCOUNT.username]: MIRROR_ACCOUNT.password },
+  });
+  onCleanup('token server', () => tokens.close());
+  const registry: RegistryServer = await startUpstreamRegistry({ tokenServer: tokens });
+  onCleanup(`upstream docker-registry pid ${registry.pid}`, () => (keep ? registry.process.stop() : registry.stop()));
+
+  log(`pushing ${REPO}:${TAG} and two ${BLOB_MIB} MiB blobs`);
+  const image = await pushImage(registry.url, PUSHER, { name: REPO, tag: TAG, layers: [randomLayer('bench-small', 64 * 1024)], format: 'docker' });
+  const blobA = await pushRandomBlob(registry.url, PUSHER, REPO, { sizeMiB: BLOB_MIB, label: 'bench-cold-single' });
+  const blobB = await pushRandomBlob(registry.url, PUSHER, REPO, { sizeMiB: BLOB_MIB, label: 'bench-cold-concurrent' });
+
+  // --- the two servers, each behind its own counting proxy, each with empty storage
+  const pmProxy = await startUpstreamProxy(registry.url);
+  onCleanup('pullmirror counting proxy', () => pmProxy.close());
+  const distProxy = await startUpstreamProxy(registry.url);
+  onCleanup('distribution counting proxy', () => distProxy.close());
+
+  log('starting pullmirror and distribution (proxy mode)');
+  const mirror: RunningMirror = await startMirror({ remoteurl: pmProxy.url, ...MIRROR_ACCOUNT });
+  const mirrorDir = path.dirname(mirror.configFile);
+  onCleanup(`pullmirror pid ${mirror.process.pid}`, async () => {
+    await mirror.stop();
+    if (!keep) rmSync(mirrorDir, { recursive: true, force: true });
+  });
+  const dist: RegistryServer = await startDistributionProxy({ remoteurl: distProxy.url, ...MIRROR_ACCOUNT });
+  onCleanup(`distribution pid ${dist.pid}`, () => (keep ? dist.process.stop() : dist.stop()));
+  if (keep) log(`BENCH_KEEP=1: pullmirror dir ${mirrorDir}, distribution ${path.dirname(dist.configPath)}, upstream ${path.dirname(registry.configPath)}`);
+
+  const servers: Server[] = [
+    {
+      name: 'pullmirror',
+      url: mirror.url,
+      pid: mirror.process.pid,
+      proxy: pmProxy,
+      // The mirror holds back a fill's last byte until the blob verified and was stored.
+      blobStored: async () => undefined,
+      logTail: () => mirror.process.readLog(3000),
+      logFile: mirror.process.logFile,
+    },
+    {
+      name: 'distribution',
+      url: dist.url,
+      pid: dist.pid,
+      proxy: distProxy,
+      // distribution stores a proxied blob in a background goroutine: wait for it (max 60 s).
+      blobStored: async (digest, size) => {
+        const file = blobDataPath(dist.rootDir, digest);
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline) {
+          if (existsSync(file) && statSync(file).size === size) return;
+          await sleep(100);
+        }
+        log(`distribution had not stored ${digest} after 60 s`);
+      },
+      logTail: () => dist.readLog(3000),
+      logFile: dist.logFile,
+    },
+  ];
+  const [pm, ds] = servers;
+  for (const s of servers) {
+    const r = await safeGet(`${s.url}/v2/`);
+    if (r.status !== 200) throw new Error(`${s.name} GET /v2/ → ${r.status} ${r.errorBody ?? r.error ?? ''}`);
+  }
+
+  // --- 1. one cold GET of a 256 MiB blob
+  const cold1: Record<string, ColdOne> = {};
+  for (const s of servers) {
+    log(`1. cold GET ${BLOB_MIB} MiB: ${s.name}`);
+    cold1[s.name] = await coldSingle(s, blobA.digest, blobA.size);
+    if (cold1[s.name].error) log(`   ${s.name} cold GET failed: ${cold1[s.name].error}`);
+  }
+
+  // --- 2. 16 concurrent cold GETs of another blob
+  const cold16: Record<string, ColdMany> = {};
+  for (const s of servers) {
+    log(`2. ${CONCURRENCY} concurrent cold GETs of ${BLOB_MIB} MiB: ${s.name}`);
+    cold16[s.name] = await coldConcurrent(s, blobB.digest, blobB.size);
+    if (cold16[s.name].error) log(`   ${s.name}: ${cold16[s.name].error}`);
+  }
+
+  // --- 3. warm GETs of the now-cached blob B
+  const warm1: Record<string, Warm> = {};
+  const warm16: Record<string, Warm> = {};
+  for (const s of servers) {
+    log(`3. warm GETs, 1 client then ${CONCURRENCY}: ${s.name}`);
+    warm1[s.name] = await warm(s, blobB.digest, blobB.size, 1, WARM_1_SECONDS);
+    warm16[s.name] = await warm(s, blobB.digest, blobB.size, CONCURRENCY, WARM_16_SECONDS);
+    for (const w of [warm1[s.name], warm16[s.name]]) if (w.error) log(`   ${s.name} warm (${w.clients} clients): ${w.error}`);
+  }
+
+  // --- 4. manifests with wrk
+  const byDigest: Record<string, WrkResult> = {};
+  const byTag: Record<string, WrkResult> = {};
+  for (const s of servers) {
+    log(`4. manifest req/s by digest and by tag (wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${WRK_SECONDS}s): ${s.name}`);
+    byDigest[s.name] = await manifestRate(s, wrk, script, image.manifestDigest, image.manifestDigest);
+    byTag[s.name] = await manifestRate(s, wrk, script, TAG, image.manifestDigest);
+    for (const w of [byDigest[s.name], byTag[s.name]]) if (w.error) log(`   ${s.name} manifests/${w.reference}: ${w.error}`);
+  }
+
+  // --- 5. memory at the end
+  const endMem: Record<string, ProcMem | undefined> = {};
+  for (const s of servers) endMem[s.name] = await readProcMem(s.pid);
+  const logSizes: Record<string, number> = {};
+  for (const s of servers) logSizes[s.name] = existsSync(s.logFile) ? statSync(s.logFile).size : 0;
+
+  // --- report
+  const both = <T>(rec: Record<string, T>, f: (v: T) => number | string | undefined): [number | string | undefined, number | string | undefined] => [f(rec[pm.name]), f(rec[ds.name])];
+  const row = (metric: string, better: Row['better'], [a, b]: [number | string | undefined, number | string | undefined], digits = 1): Row => ({ metric, better, pm: a, dist: b, digits });
+  const coldMibps = (c: ColdOne): number | string | undefined => (c.error ? 'ERROR' : c.mibps);
+  const rows: Row[] = [
+    row(`1. cold GET ${BLOB_MIB} MiB, 1 client: MiB/s`, 'higher', both(cold1, coldMibps)),
+    row('1. cold GET: upstream blob GETs', 'lower', both(cold1, (c) => c.upstreamGets), 0),
+    row(`2. cold GET ${BLOB_MIB} MiB, ${CONCURRENCY} clients: wall s`, 'lower', both(cold16, (c) => (c.verified === 0 ? 'ERROR' : c.wallSeconds)), 2),
+    row(`2. cold ${CONCURRENCY} clients: aggregate MiB/s`, 'higher', both(cold16, (c) => (c.error ? 'ERROR' : c.aggregateMibps))),
+    row(`2. cold ${CONCURRENCY} clients: sha256 verified`, '', both(cold16, (c) => `${c.verified}/${CONCURRENCY}`)),
+    row(`2. cold ${CONCURRENCY} clients: upstream blob GETs`, 'lower', both(cold16, (c) => c.upstreamGets), 0),
+    row('3. warm GET, 1 client: MiB/s', 'higher', both(warm1, (w) => (w.error ? 'ERROR' : w.mibps))),
+    row(`3. warm GET, ${CONCURRENCY} clients: aggregate MiB/s`, 'higher', both(warm16, (w) => (w.error ? 'ERROR' : w.mibps))),
+    row('3. warm GETs: upstream blob GETs', 'lower', [warm1[pm.name].upstreamGets + warm16[pm.name].upstreamGets, warm1[ds.name].upstreamGets + warm16[ds.name].upstreamGets], 0),
+    row(`4. manifest by digest: req/s (${WRK_CONNECTIONS} conns)`, 'higher', both(byDigest, (w) => w.rps ?? 'ERROR'), 0),
+    row('4. manifest by digest: non-2xx / socket errors', 'lower', both(byDigest, (w) => (w.requests === undefined ? 'n/a' : `${w.non2xx} / ${w.socketErrors}`))),
+    row('4. manifest by digest: p99 ms', 'lower', both(byDigest, (w) => w.p99ms), 2),
+    row(`4. manifest by tag: req/s (${WRK_CONNECTIONS} conns)`, 'higher', both(byTag, (w) => w.rps ?? 'ERROR'), 0),
+    row('4. manifest by tag: non-2xx / socket errors', 'lower', both(byTag, (w) => (w.requests === undefined ? 'n/a' : `${w.non2xx} / ${w.socketErrors}`))),
+    row('4. manifest by tag: p99 ms', 'lower', both(byTag, (w) => w.p99ms), 2),
+    row('4. manifest by tag: upstream HEAD / GET', 'lower', both(byTag, (w) => `${w.upstreamManifestHeads} / ${w.upstreamManifestGets}`)),
+    row(`5. peak RSS, ${CONCURRENCY} cold clients (MiB)`, 'lower', both(cold16, (c) => mib(c.peakRss))),
+    row(`5. peak RSS, ${CONCURRENCY} warm clients (MiB)`, 'lower', both(warm16, (w) => mib(w.peakRss))),
+    row('5. VmHWM at end (MiB)', 'lower', both(endMem, (m) => mib(m?.hwm))),
+  ];
+
+  // --- targets (informational)
+  const targets: Array<{ name: string; verdict: 'PASS' | 'FAIL' | 'N/A'; detail: string }> = [];
+  const target = (name: string, verdict: boolean | undefined, detail: string): void => {
+    targets.push({ name, verdict: verdict === undefined ? 'N/A' : verdict ? 'PASS' : 'FAIL', detail });
+  };
+  const pmCold1 = cold1[pm.name];
+  const dsCold1 = cold1[ds.name];
+  target(
+    'pullmirror: exactly 1 upstream GET per cold blob, whatever the concurrency',
+    pmCold1.upstreamGets === 1 && cold16[pm.name].upstreamGets === 1,
+    `1 client → ${pmCold1.upstreamGets}, ${CONCURRENCY} clients → ${cold16[pm.name].upstreamGets}`,
+  );
+  const ratioTarget = (name: string, a: number | undefined, b: number | undefined, factor: number, unit: string, why?: string): void => {
+    if (a === undefined || b === undefined) {
+      target(name, undefined, why ?? 'a server had errors');
+      return;
+    }
+    const r = a / b;
+    target(name, r >= factor, `${a.toFixed(1)} vs ${b.toFixed(1)} ${unit} = ${r.toFixed(2)}× (need ≥ ${factor}×${r < factor ? `; short by ${((factor * b - a) / (factor * b) * 100).toFixed(0)}%, i.e. ${(factor * b - a).toFixed(1)} ${unit}` : ''})`);
+  };
+  ratioTarget('cold MiB/s ≥ 2× distribution (1 client)', pmCold1.mibps, dsCold1.mibps, 2, 'MiB/s', `pullmirror: ${pmCold1.error ?? 'ok'}; distribution: ${dsCold1.error ?? 'ok'}`);
+  ratioTarget(`cold MiB/s ≥ 2× distribution (${CONCURRENCY} clients, aggregate)`, cold16[pm.name].aggregateMibps, cold16[ds.name].aggregateMibps, 2, 'MiB/s');
+  ratioTarget('warm MiB/s ≥ distribution (1 client)', warm1[pm.name].mibps, warm1[ds.name].mibps, 1, 'MiB/s');
+  ratioTarget(`warm MiB/s ≥ distribution (${CONCURRENCY} clients)`, warm16[pm.name].mibps, warm16[ds.name].mibps, 1, 'MiB/s');
+  ratioTarget('manifest req/s ≥ 3× distribution (by digest)', byDigest[pm.name].rps, byDigest[ds.name].rps, 3, 'req/s');
+  ratioTarget('manifest req/s ≥ 3× distribution (by tag)', byTag[pm.name].rps, byTag[ds.name].rps, 3, 'req/s');
+  const pmPeak = Math.max(cold16[pm.name].peakRss, warm16[pm.name].peakRss);
+  target(
+    `pullmirror peak RSS < 150 MB while ${CONCURRENCY} clients stream a ${BLOB_MIB} MiB blob`,
+    pmPeak > 0 ? pmPeak < RSS_TARGET_BYTES : undefined,
+    `${(pmPeak / 1e6).toFixed(1)} MB (${(pmPeak / MiB).toFixed(1)} MiB), max of cold and warm ${CONCURRENCY}-client runs${pmPeak >= RSS_TARGET_BYTES ? `; over by ${((pmPeak - RSS_TARGET_BYTES) / 1e6).toFixed(1)} MB` : ''}`,
+  );
+
+  // --- notes: errors and oddities worth reading
+  const notes: string[] = [];
+  const cores = os.cpus().length;
+  notes.push(
+    `Host: ${cores} CPU core(s), ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}. The bench process runs the HTTP clients, both counting proxies and the token server; wrk (${WRK_THREADS} threads) runs beside the servers. They all compete for CPU with the server under test${cores <= 2 ? ' (only 2 cores here: absolute numbers are pessimistic, compare the ratios)' : ''}.`,
+  );
+  notes.push('Scenarios run one server at a time (pullmirror first, then distribution). Cold/warm blob clients use node:http with a keep-alive agent; cold bodies and the first warm GET are sha256-hashed as they stream, warm-throughput bodies are only counted (length checked).');
+  notes.push(`Blob A (${blobA.digest}) is used for scenario 1, blob B (${blobB.digest}) for 2 and 3; both ${BLOB_MIB} MiB, in ${REPO}. Manifests: ${REPO}@${image.manifestDigest} and ${REPO}:${TAG}, Accept: ${MANIFEST_ACCEPT}.`);
+  notes.push('"non-2xx" is wrk\'s status error count (responses with status ≥ 400); each wrk run is preceded by one checked GET (200 + Docker-Content-Digest).');
+  for (const s of servers) {
+    const n = s.name;
+    if (cold1[n].error) notes.push(`${n}: scenario 1 cold GET failed: ${cold1[n].error}`);
+    if (cold16[n].error) notes.push(`${n}: scenario 2: ${cold16[n].error}`);
+    for (const w of [warm1[n], warm16[n]]) if (w.error) notes.push(`${n}: scenario 3 (${w.clients} clients): ${w.error}`);
+    for (const w of [byDigest[n], byTag[n]]) if (w.error) notes.push(`${n}: scenario 4 manifests/${w.reference}: ${w.error}`);
+    notes.push(
+      `${n}: cold 16 clients: fastest ${cold16[n].fastestSeconds.toFixed(2)} s, slowest ${cold16[n].slowestSeconds.toFixed(2)} s; upstream manifest requests during wrk by digest: ${byDigest[n].upstreamManifestHeads} HEAD / ${byDigest[n].upstreamManifestGets} GET, by tag: ${byTag[n].upstreamManifestHeads} HEAD / ${byTag[n].upstreamManifestGets} GET (of ${byTag[n].requests ?? '?'} requests); log file grew to ${(logSizes[n] / MiB).toFixed(1)} MiB.`,
+    );
+  }
+  if (cold1[pm.name].cacheHeader !== undefined || warm1[pm.name].cacheHeader !== undefined) {
+    notes.push(`pullmirror X-Pullmirror-Cache: cold GET "${cold1[pm.name].cacheHeader}", warm check GET "${warm1[pm.name].cacheHeader}".`);
+  }
+  const dsGets = [cold1[ds.name].upstreamGets, cold16[ds.name].upstreamGets];
+  if (dsGets.some((g) => g > 1)) {
+    notes.push(`distribution fetched the cold blob from upstream ${dsGets[0]}× for 1 client and ${dsGets[1]}× for ${CONCURRENCY} clients: its proxy blob store streams each cold client from its own upstream GET and stores the blob with yet another GET in the background.`);
+  }
+
+  const { text, markdown } = table(rows);
+  const targetLines = targets.map((t) => `${t.verdict.padEnd(4)}  ${t.name}: ${t.detail}`);
+  const elapsed = (Date.now() - benchStarted) / 1000;
+  const out = [
+    '',
+    `pullmirror vs distribution ${'(docker-registry proxy mode)'} — same local upstream, ${new Date().toISOString()}, ${elapsed.toFixed(0)} s`,
+    '',
+    text,
+    '',
+    'Targets (informational):',
+    ...targetLines.map((l) => `  ${l}`),
+    '',
+    'Notes:',
+    ...notes.map((n) => `  - ${n}`),
+    '',
+  ].join('\n');
+  process.stdout.write(out);
+
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const base = path.join(RESULTS_DIR, `bench-${stamp}`);
+  const json = {
+    date: new Date().toISOString(),
+    elapsedSeconds: elapsed,
+    host: { cores, cpu: os.cpus()[0]?.model, node: process.version, platform: `${os.type()} ${os.release()}` },
+    parameters: { blobMiB: BLOB_MIB, concurrency: CONCURRENCY, warm1Seconds: WARM_1_SECONDS, warm16Seconds: WARM_16_SECONDS, wrk: { threads: WRK_THREADS, connections: WRK_CONNECTIONS, seconds: WRK_SECONDS }, rssSampleMs: RSS_SAMPLE_MS },
+    fixtures: { repo: REPO, tag: TAG, manifestDigest: image.manifestDigest, blobA, blobB },
+    results: { cold1, cold16, warm1, warm16, manifestsByDigest: byDigest, manifestsByTag: byTag, endMemory: endMem },
+    table: rows.map((r) => ({ ...r, ratio: ratio(r) })),
+    targets,
+    notes,
+  };
+  writeFileSync(`${base}.json`, `${JSON.stringify(json, null, 2)}\n`);
+  writeFileSync(
+    `${base}.md`,
+    [
+      `# pullmirror vs distribution (proxy mode), ${json.date}`,
+      '',
+      markdown,
+      '',
+      '## Targets (informational)',
+      '',
+      ...targets.map((t) => `- **${t.verdict}** ${t.name}: ${t.detail}`),
+      '',
+      '## Notes',
+      '',
+      ...notes.map((n) => `- ${n}`),
+      '',
+    ].join('\n'),
+  );
+  process.stdout.write(`Results: ${base}.json and ${base}.md\n`);
+
+  // Exit status: pullmirror must have answered correctly everywhere; distribution's errors are reported only.
+  const pmFailures = [cold1[pm.name].error, cold16[pm.name].error, warm1[pm.name].error, warm16[pm.name].error, byDigest[pm.name].error, byTag[pm.name].error].filter(Boolean);
+  if (pmFailures.length) {
+    log(`pullmirror answered wrongly (${pmFailures.length} scenario(s)); its log tail:\n${pm.logTail()}`);
+    return 1;
+  }
+  return 0;
+}
+
+const watchdog = setTimeout(() => {
+  log(`ERROR: the bench did not finish within ${WHOLE_BENCH_TIMEOUT_MS / 60_000} minutes; stopping everything`);
+  void cleanup().finally(() => process.exit(1));
+}, WHOLE_BENCH_TIMEOUT_MS);
+
+let exitCode = 1;
+try {
+  exitCode = await main();
+} catch (e) {
+  log(`ERROR: ${(e as Error).stack ?? String(e)}`);
+  exitCode = 1;
+} finally {
+  clearTimeout(watchdog);
+  log('stopping servers and proxies');
+  await cleanup();
+  agent.destroy();
+}
+process.exit(exitCode);
