@@ -51,6 +51,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     cache: descriptors,
     logger: logger.child({ component: 'blobs' }),
     resume: { retries: config.proxy.resume.retries, backoffMs: config.proxy.resume.backoff },
+    minFreeBytes: config.storage.filesystem.minfreespace,
   });
   const context: RegistryContext = {
     blobs,

@@ -16,7 +16,7 @@ export interface MirrorOptions {
   password?: string;
   /** Store root; a fresh temp dir when absent (pass the same one to restart on a store). */
   root?: string;
-  /** Extra config merged over the generated one, section by section. */
+  /** Extra config merged deeply over the generated one. */
   config?: Record<string, any>;
   env?: NodeJS.ProcessEnv;
 }
@@ -42,9 +42,7 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
     http: { addr: '127.0.0.1:0' },
     proxy: { remoteurl: options.remoteurl, ...(options.username ? { username: options.username, password: options.password } : {}) },
   };
-  for (const [section, value] of Object.entries(options.config ?? {})) {
-    config[section] = typeof value === 'object' && !Array.isArray(value) ? { ...config[section], ...value } : value;
-  }
+  mergeInto(config, options.config ?? {});
   const configFile = path.join(dir.path, 'config.yml');
   writeFileSync(configFile, stringify(config));
   const child = startProcess(process.execPath, [MAIN, configFile], {
@@ -76,6 +74,14 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
       throw new Error(`pullmirror did not start:\n${child.readLog()}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function mergeInto(target: Record<string, any>, extra: Record<string, any>): void {
+  for (const [key, value] of Object.entries(extra)) {
+    const isObject = typeof value === 'object' && value !== null && !Array.isArray(value);
+    if (isObject && typeof target[key] === 'object' && target[key] !== null) mergeInto(target[key], value);
+    else target[key] = isObject ? structuredClone(value) : value;
   }
 }
 

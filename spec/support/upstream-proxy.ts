@@ -30,7 +30,17 @@ export type FaultAction =
   | { kind: 'status'; status: number; headers?: Record<string, string>; body?: string | Buffer }
   | { kind: 'delay'; ms: number }
   | { kind: 'drop-after'; bytes: number }
-  | { kind: 'corrupt'; atByte: number };
+  | { kind: 'corrupt'; atByte: number }
+  /** Close the client connection at once, with no response: an upstream that is down. */
+  | { kind: 'reset' }
+  /** Send status, headers and N body bytes, then nothing more (the connection stays open). */
+  | { kind: 'stall-after'; bytes: number }
+  /** Forward the request without its Range header: an upstream that cannot resume. */
+  | { kind: 'no-range' }
+  /** Add headers to the upstream's response (e.g. Docker Hub's ratelimit-* headers). */
+  | { kind: 'headers'; headers: Record<string, string> }
+  /** Forward the body at about this many bytes per second. */
+  | { kind: 'throttle'; bytesPerSecond: number };
 
 export type Fault = FaultAction & {
   /** Which requests the fault applies to. */
@@ -47,7 +57,10 @@ export interface UpstreamProxy {
   count(method: string, pathPattern: RegExp): number;
   /** Forget the recorded requests (does not clear the fault). */
   reset(): void;
+  /** Replaces every active fault with this one (or none). */
   setFault(fault: Fault | undefined): void;
+  /** Adds a fault after the active ones: e.g. a drop, then a no-range for the retry. */
+  addFault(fault: Fault): void;
   close(): Promise<void>;
 }
 
@@ -91,6 +104,27 @@ function forwardHeaders(h: IncomingHttpHeaders): OutgoingHttpHeaders {
   return out;
 }
 
+/** Stream transform that passes bytes on at about `bytesPerSecond`, in 10 slices a second. */
+function throttle(bytesPerSecond: number): Transform {
+  const slice = Math.max(1, Math.floor(bytesPerSecond / 10));
+  return new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback) {
+      const parts: Buffer[] = [];
+      for (let i = 0; i < chunk.length; i += slice) parts.push(chunk.subarray(i, i + slice));
+      const push = (): void => {
+        const next = parts.shift();
+        if (!next) {
+          cb();
+          return;
+        }
+        this.push(next);
+        setTimeout(push, 100);
+      };
+      push();
+    },
+  });
+}
+
 /** Stream transform that flips all bits of the byte at `atByte` (length unchanged, digest broken). */
 function corruptAt(atByte: number): Transform {
   let seen = 0;
@@ -115,14 +149,15 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
   const targetUrl = new URL(target);
   const agent = new Agent({ keepAlive: true });
   const requests: ProxiedRequest[] = [];
-  let fault: Fault | undefined;
+  /** Active faults, first match wins; one whose `times` runs out is removed. */
+  let faults: Fault[] = [];
 
   const takeFault = (method: string, p: string): FaultAction | undefined => {
-    const f = fault;
-    if (!f || !f.match(method, p)) return undefined;
+    const f = faults.find((candidate) => candidate.match(method, p));
+    if (!f) return undefined;
     if (f.times !== undefined) {
       f.times -= 1;
-      if (f.times <= 0 && fault === f) fault = undefined;
+      if (f.times <= 0) faults = faults.filter((candidate) => candidate !== f);
     }
     return f;
   };
@@ -145,6 +180,12 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
       return;
     }
     if (f?.kind === 'delay') await sleep(f.ms);
+    if (f?.kind === 'reset') {
+      req.socket.destroy();
+      return;
+    }
+    const headers = forwardHeaders(req.headers);
+    if (f?.kind === 'no-range') delete headers.range;
 
     const upstreamReq = httpRequest({
       protocol: targetUrl.protocol,
@@ -152,13 +193,31 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
       port: targetUrl.port,
       method,
       path: p,
-      headers: forwardHeaders(req.headers),
+      headers,
       agent,
     });
     upstreamReq.on('response', (upRes) => {
       const status = upRes.statusCode ?? 502;
       rec.status = status;
-      res.writeHead(status, upRes.statusMessage, forwardHeaders(upRes.headers));
+      res.writeHead(status, upRes.statusMessage, { ...forwardHeaders(upRes.headers), ...(f?.kind === 'headers' ? f.headers : {}) });
+      if (f?.kind === 'stall-after') {
+        let sent = 0;
+        upRes.on('data', (chunk: Buffer) => {
+          if (sent >= f.bytes) return;
+          const part = chunk.subarray(0, f.bytes - sent);
+          sent += part.length;
+          res.write(part);
+          if (sent >= f.bytes) upRes.pause();
+        });
+        // Never ends: the test kills the client (the mirror) while it waits here.
+        res.on('close', () => upRes.destroy());
+        return;
+      }
+      if (f?.kind === 'throttle') {
+        upRes.pipe(throttle(f.bytesPerSecond)).pipe(res);
+        upRes.on('error', () => res.destroy());
+        return;
+      }
       if (f?.kind === 'drop-after') {
         // Headers (incl. the full Content-Length) go out, then the socket dies mid-body.
         res.flushHeaders();
@@ -224,7 +283,10 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
       requests.length = 0;
     },
     setFault: (f) => {
-      fault = f === undefined ? undefined : { ...f };
+      faults = f === undefined ? [] : [{ ...f }];
+    },
+    addFault: (f) => {
+      faults.push({ ...f });
     },
     close: async () => {
       server.closeAllConnections();

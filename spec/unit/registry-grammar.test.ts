@@ -31,6 +31,8 @@ describe('names, tags and digests', () => {
     assert.equal(parseDigest(`sha512:${'0'.repeat(128)}`).algorithm, 'sha512');
     assert.equal(code(() => parseDigest(`sha256:${'A'.repeat(64)}`)), 'DIGEST_INVALID');
     assert.equal(code(() => parseDigest(`sha256:${'a'.repeat(63)}`)), 'DIGEST_INVALID');
+    // Names of Object.prototype members are not algorithms (a lookup with `in` once said so).
+    assert.equal(code(() => parseDigest(`constructor:${'a'.repeat(64)}`)), 'UNSUPPORTED');
     assert.equal(code(() => parseDigest(`sha256:../../${'a'.repeat(58)}`)), 'DIGEST_INVALID');
     assert.equal(code(() => parseDigest('md5:d41d8cd98f00b204e9800998ecf8427e')), 'UNSUPPORTED');
   });
@@ -48,6 +50,13 @@ describe('Range', () => {
     assert.equal(resolveRange('bytes=0-1,5-6', 100), undefined);
     assert.equal(resolveRange('items=0-1', 100), undefined);
     assert.equal(resolveRange(undefined, 100), undefined);
+  });
+
+  it('clamps positions too large for a number instead of refusing them', () => {
+    assert.deepEqual(resolveRange('bytes=0-99999999999999999999', 100), { start: 0, end: 99 });
+    assert.deepEqual(resolveRange('bytes=-99999999999999999999', 100), { start: 0, end: 99 });
+    assert.deepEqual(resolveRange('bytes=0000000000000000000001-2', 100), { start: 1, end: 2 });
+    assert.equal(resolveRange('bytes=99999999999999999999-', 100), 'unsatisfiable');
   });
 });
 

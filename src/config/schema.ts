@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import parseBytes from 'bytes';
 import { parseDuration } from './duration.ts';
 
 /*
@@ -25,6 +26,16 @@ const duration = () =>
       return z.NEVER;
     }
   });
+/** A size in bytes: a number, or a string with a unit ("512MB", "20GiB"; units are binary). */
+const size = () =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const parsed = typeof v === 'number' ? v : parseBytes.parse(v.trim().replace(/iB$/i, 'B'));
+    if (parsed === null || !Number.isFinite(parsed) || parsed < 0) {
+      ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use bytes or a unit: 512MB, 20GB)` });
+      return z.NEVER;
+    }
+    return Math.floor(parsed);
+  });
 /** distribution keys pullmirror reads but has no use for: accepted, so old configs start. */
 const ignored = () => z.unknown().optional();
 
@@ -43,6 +54,11 @@ const storage = z
     filesystem: z
       .strictObject({
         rootdirectory: str().default('./data'),
+        /**
+         * ours: free space the store always keeps. A blob that would eat into it is passed
+         * through to the client uncached instead of failing half-way with a full disk.
+         */
+        minfreespace: size().prefault('256MB'),
         maxthreads: ignored(),
       })
       .prefault({}),

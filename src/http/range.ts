@@ -15,16 +15,26 @@ export function resolveRange(header: string | undefined, size: number): ByteRang
   if (!header) return undefined;
   const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!match || (match[1] === '' && match[2] === '')) return undefined;
-  if (match[1].length > 15 || match[2].length > 15) return 'unsatisfiable';
   if (match[1] === '') {
-    // Suffix range: the last N bytes.
-    const length = Number(match[2]);
+    // Suffix range: the last N bytes (more than the blob has means all of it).
+    const length = position(match[2]);
     if (length === 0 || size === 0) return 'unsatisfiable';
     return { start: Math.max(0, size - length), end: size - 1 };
   }
-  const start = Number(match[1]);
-  const end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
-  if (match[2] !== '' && Number(match[2]) < start) return undefined;
+  const start = position(match[1]);
+  const last = match[2] === '' ? Infinity : position(match[2]);
+  if (last < start) return undefined;
+  const end = Math.min(last, size - 1);
   if (start >= size) return 'unsatisfiable';
   return { start, end };
+}
+
+/**
+ * A byte position from its digits. Positions past any real blob (more digits than a safe
+ * integer holds) become Infinity, so they clamp like any other too-large position instead of
+ * losing precision; leading zeros do not count.
+ */
+function position(digits: string): number {
+  const significant = digits.replace(/^0+(?=\d)/, '');
+  return significant.length > 15 ? Infinity : Number(significant);
 }

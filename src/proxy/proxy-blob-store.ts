@@ -12,8 +12,6 @@ import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { BlobFill } from './blob-fill.ts';
 
-/** Free space kept beyond a blob's size before the store takes it. */
-const SPACE_MARGIN_BYTES = 16 * 1024 * 1024;
 /** How long the store stays in pass-through mode after a write failure. */
 const DEGRADED_MS = 30_000;
 
@@ -39,6 +37,8 @@ export class ProxyBlobStore {
   private readonly cache: DescriptorCache;
   private readonly logger: Logger;
   private readonly resume: { retries: number; backoffMs: number };
+  /** Free space kept beyond a blob's size before the store takes it. */
+  private readonly minFreeBytes: number;
   /** Fills in flight by digest; a promise while the upstream request is being made. */
   private readonly fills = new Map<string, Promise<BlobFill>>();
   /** Until when the store is considered unwritable (pass-through mode). */
@@ -49,11 +49,13 @@ export class ProxyBlobStore {
     cache: DescriptorCache;
     logger: Logger;
     resume?: { retries: number; backoffMs: number };
+    minFreeBytes?: number;
   }) {
     this.blobs = options.blobs;
     this.cache = options.cache;
     this.logger = options.logger;
     this.resume = options.resume ?? { retries: 3, backoffMs: 250 };
+    this.minFreeBytes = options.minFreeBytes ?? 256 * 1024 * 1024;
   }
 
   /** Resolves once no fill is in flight (used by a graceful stop). */
@@ -219,7 +221,7 @@ export class ProxyBlobStore {
     try {
       if (size !== undefined) {
         const space = await statfs(this.blobs.tempDir);
-        if (space.bavail * space.bsize < size + SPACE_MARGIN_BYTES) {
+        if (space.bavail * space.bsize < size + this.minFreeBytes) {
           this.degrade(Object.assign(new Error('not enough free space in the store'), { code: 'ENOSPC' }), 0);
           return undefined;
         }

@@ -23,7 +23,7 @@ export function parseDigest(value: string): Digest {
   const match = DIGEST_SHAPE.exec(value);
   if (!match) throw new RegistryError('DIGEST_INVALID', 'invalid digest', { detail: { digest: value.slice(0, 200) } });
   const [, algorithm, hex] = match;
-  if (!(algorithm in ALGORITHMS)) {
+  if (!Object.hasOwn(ALGORITHMS, algorithm)) {
     throw new RegistryError('UNSUPPORTED', `unsupported digest algorithm ${algorithm}`, { status: 400, detail: { digest: value.slice(0, 200) } });
   }
   const length = ALGORITHMS[algorithm as DigestAlgorithm];

@@ -55,6 +55,8 @@ export class UpstreamRegistry {
   private readonly logger: Logger;
   /** The last challenge seen: lets requests carry a token up front instead of eating a 401. */
   private challenge?: Challenge;
+  /** The first `GET /v2/` in flight, which learns the challenge before any real request. */
+  private ping?: Promise<void>;
   /** Requests made, by method: tests and the benchmark read these. */
   readonly counters = { GET: 0, HEAD: 0 };
   /** Docker Hub's pull allowance as its last response stated it. */
@@ -94,6 +96,7 @@ export class UpstreamRegistry {
    */
   async request(req: UpstreamRequest): Promise<Dispatcher.ResponseData> {
     const scope = req.repository ? `repository:${req.repository}:pull` : '';
+    if (!this.challenge) await this.learnChallenge();
     let response = await this.send(req, await this.authorization(scope));
     if (response.statusCode === 401) {
       const challenge = parseChallenge(header(response, 'www-authenticate'));
@@ -107,6 +110,24 @@ export class UpstreamRegistry {
       response = await this.send(req, await this.authorization(retryScope));
     }
     return response;
+  }
+
+  /**
+   * Asks `GET /v2/` once, as docker clients do, so the first blob or manifest request already
+   * carries a token: one upstream GET per blob, not an unauthenticated one and a retry.
+   * A network error is the caller's (the upstream is down); other answers are just learned from.
+   */
+  private learnChallenge(): Promise<void> {
+    this.ping ??= (async () => {
+      const response = await this.send({ method: 'GET', path: '/v2/' }, undefined);
+      await response.body.dump();
+      const challenge = response.statusCode === 401 ? parseChallenge(header(response, 'www-authenticate')) : undefined;
+      if (challenge) this.challenge ??= challenge;
+    })().catch((error: unknown) => {
+      this.ping = undefined;
+      throw error;
+    });
+    return this.ping;
   }
 
   private async authorization(scope: string): Promise<string | undefined> {
