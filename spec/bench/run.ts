@@ -581,7 +581,7 @@ async function main(): Promise<number> {
   onCleanup('distribution counting proxy', () => distProxy.close());
 
   log('starting pullmirror and distribution (proxy mode)');
-  const mirror: RunningMirror = await startMirror({ remoteurl: pmProxy.url, ...MIRROR_ACCOUNT });
+  const mirror: RunningMirror = await startMirror({ remoteurl: pmProxy.url, ...MIRROR_ACCOUNT, bundle: true });
   const mirrorDir = path.dirname(mirror.configFile);
   onCleanup(`pullmirror pid ${mirror.process.pid}`, async () => {
     await mirror.stop();

@@ -8,7 +8,21 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { cleanEnv, startProcess, tempDir, type StartedProcess } from './processes.ts';
 
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/main.ts');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const MAIN = path.join(ROOT, 'src/main.ts');
+
+/**
+ * What `npm start` runs: the built bundle with its Node flags, read from package.json so the
+ * benchmark and the bundle test start the mirror exactly as users do.
+ */
+export function startCommand(): string[] {
+  const start: string = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.start;
+  const [node, ...args] = start.trim().split(/\s+/);
+  if (node !== 'node') throw new Error(`unexpected start script: ${start}`);
+  const bundle = args.at(-1)!;
+  if (!existsSync(path.join(ROOT, bundle))) throw new Error(`${bundle} is missing: run npm run build`);
+  return [...args.slice(0, -1), path.join(ROOT, bundle)];
+}
 
 export interface MirrorOptions {
   remoteurl: string;
@@ -19,6 +33,8 @@ export interface MirrorOptions {
   /** Extra config merged deeply over the generated one. */
   config?: Record<string, any>;
   env?: NodeJS.ProcessEnv;
+  /** Run the built bundle as `npm start` does, instead of src/main.ts. */
+  bundle?: boolean;
 }
 
 export interface RunningMirror {
@@ -45,7 +61,7 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
   mergeInto(config, options.config ?? {});
   const configFile = path.join(dir.path, 'config.yml');
   writeFileSync(configFile, stringify(config));
-  const child = startProcess(process.execPath, [MAIN, configFile], {
+  const child = startProcess(process.execPath, [...(options.bundle ? startCommand() : [MAIN]), configFile], {
     env: { ...cleanEnv(['REGISTRY_']), ...options.env },
     logFile: path.join(dir.path, 'mirror.log'),
   });

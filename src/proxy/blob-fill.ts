@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import type { BlobDescriptor, BlobWriter } from '../storage/blob-store.ts';
+import type { FileBytes } from './send-file.ts';
 
 type FillState = 'running' | 'committed' | 'failed';
 
@@ -21,8 +22,11 @@ class StoreWriteError extends Error {
   }
 }
 
-/** Bytes handed to a reader at a time: big enough for throughput, small enough for memory. */
-const READ_CHUNK = 256 * 1024;
+/**
+ * Upstream bytes gathered while a disk write is in flight before the upstream body is paused:
+ * the socket keeps being read during a write, and the next write takes them all in one writev.
+ */
+const MAX_BATCH = 4 * 1024 * 1024;
 
 /**
  * One upstream download of one blob, shared by every client that wants it while it runs.
@@ -111,22 +115,57 @@ export class BlobFill extends EventEmitter {
   /**
    * Copies one upstream body into the writer. Returns the upstream error (or a short-body
    * error) when the transfer was interrupted and may be resumed; throws store failures.
+   *
+   * Reading and writing overlap: while one write is in flight, the chunks that arrive are
+   * gathered and go in the next writev, so the upstream connection is not idle during disk
+   * writes; past MAX_BATCH gathered bytes the body waits (backpressure).
    */
   private async drain(body: Readable): Promise<Error | undefined> {
-    try {
-      for await (const chunk of body) {
-        try {
-          await this.writer.write(chunk as Buffer);
-        } catch (error) {
-          throw new StoreWriteError(error as Error);
-        }
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    let writing: Promise<void> | undefined;
+    let storeError: Error | undefined;
+    const writeBatches = async (): Promise<void> => {
+      while (batch.length > 0 && !storeError) {
+        const buffers = batch;
+        batch = [];
+        batchBytes = 0;
+        await this.writer.writev(buffers);
         this.written = this.writer.written;
         this.emit('progress');
       }
+    };
+    const kick = (): void => {
+      writing ??= writeBatches()
+        .catch((error: Error) => {
+          storeError ??= error;
+        })
+        .finally(() => {
+          writing = undefined;
+        });
+    };
+    let interruption: Error | undefined;
+    try {
+      for await (const chunk of body) {
+        if (storeError) break;
+        batch.push(chunk as Buffer);
+        batchBytes += (chunk as Buffer).length;
+        kick();
+        if (batchBytes >= MAX_BATCH) await writing;
+      }
     } catch (error) {
-      if (error instanceof StoreWriteError) throw error.cause;
-      return error as Error;
+      interruption = error as Error;
     }
+    // Everything received is good to keep, also when the connection dropped after it.
+    while ((writing || batch.length > 0) && !storeError) {
+      kick();
+      await writing;
+    }
+    if (storeError) {
+      body.destroy();
+      throw storeError;
+    }
+    if (interruption) return interruption;
     if (this.size !== undefined && this.written < this.size) {
       return new Error(`upstream body ended after ${this.written} of ${this.size} bytes`);
     }
@@ -134,49 +173,38 @@ export class BlobFill extends EventEmitter {
   }
 
   /**
-   * A stream of bytes [start, end] (inclusive; end defaults to the last byte) of this blob as
-   * they arrive. It errors if the fill fails and ends only once the content has verified.
+   * The bytes of this blob for one client, as they arrive: readable up to what was written,
+   * failing if the fill fails, and complete only once the content has verified. The caller
+   * closes the descriptor.
    */
-  read(start = 0, end?: number): AsyncGenerator<Buffer> {
-    return this.tail(start, end);
+  async openBytes(): Promise<FileBytes> {
+    const fd = await this.openContent();
+    return { fd, readableUpTo: (position, end) => this.readableUpTo(position, end) };
   }
 
-  private async *tail(start: number, end: number | undefined): AsyncGenerator<Buffer> {
-    const handle = await this.openContent();
-    try {
-      let position = start;
-      for (;;) {
-        // Checked first: once the content is known bad, not one more byte goes out.
-        if (this.state === 'failed') throw this.failure ?? new Error('blob fill failed');
-        const last = end ?? (this.size === undefined ? undefined : this.size - 1);
-        let limit = last === undefined ? this.written : Math.min(this.written, last + 1);
-        // Hold back the last byte until the content has verified: with a Content-Length, a
-        // client that has every byte sees a complete response, however we close afterwards.
-        if (this.state === 'running' && last !== undefined) limit = Math.min(limit, last);
-        if (position < limit) {
-          const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - position));
-          const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
-          if (bytesRead === 0) throw new Error('blob fill: temporary file shorter than written');
-          position += bytesRead;
-          yield bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
-          continue;
-        }
-        if (this.state === 'committed') return;
-        await new Promise<void>((resolve) => this.once('progress', resolve));
-      }
-    } finally {
-      await handle.close();
+  private async readableUpTo(position: number, end: number): Promise<number> {
+    for (;;) {
+      // Checked first: once the content is known bad, not one more byte goes out.
+      if (this.state === 'failed') throw this.failure ?? new Error('blob fill failed');
+      let limit = Math.min(this.written, end + 1);
+      // Hold back the last byte until the content has verified: with a Content-Length, a
+      // client that has every byte sees a complete response, however we close afterwards.
+      if (this.state === 'running') limit = Math.min(limit, end);
+      if (limit > position) return limit;
+      if (this.state === 'committed') return position;
+      await new Promise<void>((resolve) => this.once('progress', resolve));
     }
   }
 
   /** Opens the temporary file, or the committed blob if the rename already happened. */
-  private async openContent(): Promise<FileHandle> {
-    try {
-      return await open(this.writer.path, 'r');
-    } catch (error) {
-      if (this.state === 'committed') return open(this.finalPath, 'r');
-      if (this.state === 'failed') throw this.failure ?? error;
-      throw error;
-    }
+  private openContent(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      open(this.writer.path, 'r', (error, fd) => {
+        if (!error) return resolve(fd);
+        if (this.state === 'failed') return reject(this.failure ?? error);
+        if (this.state !== 'committed') return reject(error);
+        open(this.finalPath, 'r', (again, committedFd) => (again ? reject(again) : resolve(committedFd)));
+      });
+    });
   }
 }

@@ -1,7 +1,7 @@
-import { createReadStream } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { Digest } from '../registry/digest.ts';
@@ -11,6 +11,7 @@ import { verifyingPassThrough } from './pass-through.ts';
 import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { BlobFill } from './blob-fill.ts';
+import { closeFd, sendFileRange } from './send-file.ts';
 
 /** How long the store stays in pass-through mode after a write failure. */
 const DEGRADED_MS = 30_000;
@@ -19,10 +20,13 @@ const DEGRADED_MS = 30_000;
 export interface BlobSource {
   readonly descriptor: { digest: string; size: number | undefined };
   readonly origin: 'cache' | 'upstream';
-  /** Whether stream() can cut a range; a pass-through can only send the whole blob. */
+  /** Whether send() can cut a range; a pass-through can only send the whole blob. */
   readonly ranged: boolean;
-  /** Bytes [start, end] inclusive; consumes the source. */
-  stream(start?: number, end?: number): Readable;
+  /**
+   * Writes bytes [start, end] (inclusive; the whole blob by default) to the response and ends
+   * it; consumes the source. Rejects when the content fails or the client leaves.
+   */
+  send(res: Writable, start?: number, end?: number): Promise<void>;
   /** Releases the source when it is not streamed (HEAD, 304, 416). */
   release(): void;
 }
@@ -101,7 +105,15 @@ export class ProxyBlobStore {
       descriptor: { digest: digest.value, size: fill.size },
       origin: 'upstream',
       ranged: true,
-      stream: (start, end) => Readable.from(fill.read(start, end), { objectMode: false }),
+      async send(res, start = 0, end) {
+        const last = end ?? (fill.size === undefined ? Number.MAX_SAFE_INTEGER : fill.size - 1);
+        const bytes = await fill.openBytes();
+        try {
+          await sendFileRange(bytes, res, start, last);
+        } finally {
+          closeFd(bytes.fd);
+        }
+      },
       release: () => {},
     };
   }
@@ -281,7 +293,7 @@ function passThroughSource(digest: string, passing: PassThroughBody): BlobSource
     descriptor: { digest, size: passing.size },
     origin: 'upstream',
     ranged: false,
-    stream: () => passing.body,
+    send: (res) => pipeline(passing.body, res),
     release: () => passing.body.destroy(),
   };
 }
@@ -292,13 +304,13 @@ function localSource(digest: string, size: number, handle: FileHandle): BlobSour
     descriptor: { digest, size },
     origin: 'cache',
     ranged: true,
-    stream(start = 0, end = size - 1) {
+    async send(res, start = 0, end = size - 1) {
       used = true;
-      if (end < start) {
-        void handle.close().catch(() => {});
-        return Readable.from([]);
+      try {
+        await sendFileRange({ fd: handle.fd, readableUpTo: () => end + 1 }, res, start, end);
+      } finally {
+        await handle.close().catch(() => {});
       }
-      return createReadStream('', { fd: handle, start, end, highWaterMark: 1024 * 1024, autoClose: true });
     },
     release() {
       if (!used) void handle.close().catch(() => {});

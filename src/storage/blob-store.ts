@@ -116,13 +116,24 @@ export class BlobWriter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    this.hash.update(chunk);
-    let offset = 0;
-    while (offset < chunk.length) {
-      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.length - offset, this.written + offset);
-      offset += bytesWritten;
+    await this.writev([chunk]);
+  }
+
+  /** Appends several chunks with as few system calls as the kernel allows (one writev). */
+  async writev(chunks: Uint8Array[]): Promise<void> {
+    let total = 0;
+    for (const chunk of chunks) {
+      this.hash.update(chunk);
+      total += chunk.length;
     }
-    this.written += chunk.length;
+    let pending = chunks;
+    let done = 0;
+    while (done < total) {
+      const { bytesWritten } = await this.handle.writev(pending, this.written + done);
+      done += bytesWritten;
+      if (done < total) pending = remainderAfter(pending, bytesWritten);
+    }
+    this.written += total;
   }
 
   /** Verifies and atomically moves the content into the store; aborts on any mismatch. */
@@ -161,6 +172,21 @@ export class BlobWriter {
     this.closed = true;
     await this.handle.close().catch(() => {});
   }
+}
+
+/** What is left of `chunks` once the first `count` bytes of them were written. */
+function remainderAfter(chunks: Uint8Array[], count: number): Uint8Array[] {
+  let skip = count;
+  const rest: Uint8Array[] = [];
+  for (const chunk of chunks) {
+    if (skip >= chunk.length) {
+      skip -= chunk.length;
+      continue;
+    }
+    rest.push(skip > 0 ? chunk.subarray(skip) : chunk);
+    skip = 0;
+  }
+  return rest;
 }
 
 export function isNotFound(error: unknown): boolean {

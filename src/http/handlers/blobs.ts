@@ -1,4 +1,3 @@
-import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
 import { parseDigest } from '../../registry/digest.ts';
 import { RegistryError } from '../../registry/errors.ts';
@@ -49,19 +48,16 @@ export async function getBlob(ctx: RegistryContext, req: Request, res: Response,
     res.setHeader('Content-Range', `bytes */${size}`);
     throw new RegistryError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size } });
   }
-  let body;
   if (range) {
     res.status(206);
     res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
     res.setHeader('Content-Length', range.end - range.start + 1);
-    body = source.stream(range.start, range.end);
   } else {
     res.status(200);
     if (size !== undefined) res.setHeader('Content-Length', size);
-    body = source.stream();
   }
   try {
-    await pipeline(body, res);
+    await (range ? source.send(res, range.start, range.end) : source.send(res));
   } catch (error) {
     res.locals.streamError = (error as Error).message;
     res.destroy();

@@ -1,0 +1,51 @@
+/**
+ * The artifact users run: `npm start` runs the esbuild bundle (dist/pullmirror.mjs, built by
+ * `npm test` first) with its Node flags. The other e2e suites run src/main.ts; this one makes
+ * sure the bundle is whole (every module and dependency inside it) and pulls through it.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pushImage, pushIndex, randomLayer, type PushedIndex } from '../support/images.ts';
+import type { RunningMirror } from '../support/mirror.ts';
+import { tempDir } from '../support/processes.ts';
+import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
+import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+
+describe('the built bundle, started as npm start does', { skip: missingBinaries }, () => {
+  let world: World;
+  let mirror: RunningMirror;
+  let index: PushedIndex;
+  const work = tempDir('pullmirror-bundle');
+
+  before(async () => {
+    world = await startWorld();
+    const reg = world.registry.url;
+    const platforms = [
+      await pushImage(reg, PUSHER, { name: 'library/bundled', layers: [randomLayer('bundle-amd64', 200_000)], platform: { os: 'linux', architecture: 'amd64' }, format: 'oci' }),
+      await pushImage(reg, PUSHER, { name: 'library/bundled', layers: [randomLayer('bundle-arm64', 200_000)], platform: { os: 'linux', architecture: 'arm64' }, format: 'oci' }),
+    ];
+    index = await pushIndex(reg, PUSHER, { name: 'library/bundled', tag: 'v1', images: platforms, format: 'oci-index' });
+    mirror = await world.startMirror({ bundle: true });
+  });
+
+  after(async () => {
+    await world?.close();
+    await work.cleanup();
+  });
+
+  it('pulls an OCI index with both platforms through the bundle, then serves it warm', async () => {
+    for (const round of ['cold', 'warm']) {
+      world.proxy.reset();
+      const dest = path.join(work.path, round);
+      await skopeoCopy(`docker://127.0.0.1:${mirror.port}/library/bundled:v1`, `dir:${dest}`, { all: true });
+      const pulled = await readDirImage(dest);
+      assert.equal(pulled.manifest.digest, index.digest, `${round}: index digest`);
+      assert.equal(pulled.instances.size, 2, `${round}: both platform manifests`);
+      const blobGets = world.proxy.count('GET', /\/blobs\//);
+      if (round === 'cold') assert.equal(blobGets, 4, 'cold: two configs and two layers, once each');
+      else assert.equal(blobGets, 0, 'warm: no upstream blob GET');
+    }
+    assert.ok(mirror.logLines().some((line) => line.message === 'listening'));
+  });
+});
