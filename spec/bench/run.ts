@@ -47,6 +47,8 @@ const WRK_CONNECTIONS = 32;
 const WRK_THREADS = 2;
 const WRK_SECONDS = 10;
 const RSS_SAMPLE_MS = 100;
+const MANY_CONNECTIONS = 500;
+const MANY_SECONDS = 30;
 const REQUEST_IDLE_TIMEOUT_MS = 60_000;
 const WHOLE_BENCH_TIMEOUT_MS = 9.5 * 60_000;
 const RSS_TARGET_BYTES = 150e6; // "150 MB"
@@ -441,6 +443,76 @@ end
   return file;
 }
 
+/**
+ * wrk script for the many-connections run: each request is the next of a fixed rotation of
+ * warm content a pull asks for (manifest by tag, by digest, config blob, layer blob).
+ */
+function mixedScript(dir: string, paths: string[]): string {
+  const file = path.join(dir, 'mixed.lua');
+  writeFileSync(
+    file,
+    `-- pullmirror bench: rotate over the requests of a warm pull.
+local paths = { ${paths.map((p) => JSON.stringify(p)).join(', ')} }
+local i = 0
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i], { ["Accept"] = "${MANIFEST_ACCEPT}" })
+end
+done = function(summary, latency, requests)
+  io.write(string.format('BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+`,
+  );
+  return file;
+}
+
+interface ManyResult {
+  ok: boolean;
+  error?: string;
+  rps?: number;
+  requests?: number;
+  non2xx?: number;
+  socketErrors?: number;
+  p99ms?: number;
+  peakRss: number;
+  cpuSeconds: number;
+  upstreamRequests: number;
+}
+
+/** MANY_CONNECTIONS keep-alive connections on warm content for MANY_SECONDS (issue 3). */
+async function manyConnections(server: Server, wrk: string, script: string, checkPaths: string[]): Promise<ManyResult> {
+  for (const p of checkPaths) {
+    const r = await safeGet(`${server.url}${p}`, { headers: { accept: MANIFEST_ACCEPT } });
+    if (r.status !== 200) return { ok: false, error: `warm-up GET ${p}: HTTP ${r.status} ${r.error ?? r.errorBody ?? ''}`.trim(), peakRss: 0, cpuSeconds: 0, upstreamRequests: 0 };
+  }
+  server.proxy.reset();
+  const { result: run, peakRss, cpuSeconds } = await withRssSampling(server.pid, () =>
+    runAsync(wrk, ['-t', String(WRK_THREADS), '-c', String(MANY_CONNECTIONS), '-d', `${MANY_SECONDS}s`, '--timeout', '10s', '-s', script, server.url], (MANY_SECONDS + 60) * 1000),
+  );
+  const upstreamRequests = server.proxy.requests.length;
+  const line = /^BENCH_JSON (.*)$/m.exec(run.stdout)?.[1];
+  if (run.code !== 0 || !line) {
+    return { ok: false, error: `wrk exited ${run.code}: ${(run.stderr || run.stdout).trim().slice(0, 500)}`, peakRss, cpuSeconds, upstreamRequests };
+  }
+  const s = JSON.parse(line) as Record<string, number>;
+  const socketErrors = s.connect + s.read + s.write + s.timeout;
+  return {
+    ok: s.status === 0 && socketErrors === 0,
+    error: s.status || socketErrors ? `${s.status} non-2xx/3xx, ${socketErrors} socket errors` : undefined,
+    rps: s.requests / (s.duration_us / 1e6),
+    requests: s.requests,
+    non2xx: s.status,
+    socketErrors,
+    p99ms: s.p99_us / 1000,
+    peakRss,
+    cpuSeconds,
+    upstreamRequests,
+  };
+}
+
 function runAsync(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -679,7 +751,22 @@ async function main(): Promise<number> {
     for (const w of [byDigest[s.name], byTag[s.name]]) if (w.error) log(`   ${s.name} manifests/${w.reference}: ${w.error}`);
   }
 
-  // --- 5. memory at the end
+  // --- 5. many connections on warm content
+  const warmPaths = [
+    `/v2/${REPO}/manifests/${TAG}`,
+    `/v2/${REPO}/manifests/${image.manifestDigest}`,
+    `/v2/${REPO}/blobs/${image.configDigest}`,
+    `/v2/${REPO}/blobs/${image.layerDigests[0]}`,
+  ];
+  const mixed = mixedScript(work.path, warmPaths);
+  const many: Record<string, ManyResult> = {};
+  for (const s of servers) {
+    log(`5. ${MANY_CONNECTIONS} connections for ${MANY_SECONDS} s on warm content (wrk -t${WRK_THREADS} -c${MANY_CONNECTIONS}): ${s.name}`);
+    many[s.name] = await manyConnections(s, wrk, mixed, warmPaths);
+    if (many[s.name].error) log(`   ${s.name}: ${many[s.name].error}`);
+  }
+
+  // --- 6. memory at the end
   const endMem: Record<string, ProcMem | undefined> = {};
   for (const s of servers) endMem[s.name] = await readProcMem(s.pid);
   const logSizes: Record<string, number> = {};
@@ -713,10 +800,15 @@ async function main(): Promise<number> {
     row('4. manifest by tag: p99 ms', 'lower', both(byTag, (w) => w.p99ms), 2),
     row('4. manifest by tag: server CPU s over the run', '', both(byTag, (w) => w.cpuSeconds), 1),
     row('4. manifest by tag: upstream HEAD / GET', 'lower', both(byTag, (w) => `${w.upstreamManifestHeads} / ${w.upstreamManifestGets}`)),
-    row('5. RSS idle after start (MiB)', 'lower', both(idleMem, (m) => mib(m?.rss))),
-    row(`5. peak RSS, ${CONCURRENCY} cold clients (MiB)`, 'lower', both(cold16, (c) => mib(c.peakRss))),
-    row(`5. peak RSS, ${CONCURRENCY} warm clients (MiB)`, 'lower', both(warm16, (w) => mib(w.peakRss))),
-    row('5. VmHWM at end (MiB)', 'lower', both(endMem, (m) => mib(m?.hwm))),
+    row(`5. ${MANY_CONNECTIONS} connections, warm pull requests: req/s`, 'higher', both(many, (m) => m.rps ?? 'ERROR'), 0),
+    row(`5. ${MANY_CONNECTIONS} connections: non-2xx / socket errors`, 'lower', both(many, (m) => (m.requests === undefined ? 'n/a' : `${m.non2xx} / ${m.socketErrors}`))),
+    row(`5. ${MANY_CONNECTIONS} connections: p99 ms`, 'lower', both(many, (m) => m.p99ms), 1),
+    row(`5. ${MANY_CONNECTIONS} connections: peak RSS (MiB)`, 'lower', both(many, (m) => mib(m.peakRss))),
+    row(`5. ${MANY_CONNECTIONS} connections: upstream requests`, 'lower', both(many, (m) => m.upstreamRequests), 0),
+    row('6. RSS idle after start (MiB)', 'lower', both(idleMem, (m) => mib(m?.rss))),
+    row(`6. peak RSS, ${CONCURRENCY} cold clients (MiB)`, 'lower', both(cold16, (c) => mib(c.peakRss))),
+    row(`6. peak RSS, ${CONCURRENCY} warm clients (MiB)`, 'lower', both(warm16, (w) => mib(w.peakRss))),
+    row('6. VmHWM at end (MiB)', 'lower', both(endMem, (m) => mib(m?.hwm))),
   ];
 
   // --- targets (informational)
@@ -752,6 +844,15 @@ async function main(): Promise<number> {
     `pullmirror peak RSS < 150 MB while ${CONCURRENCY} clients stream a ${BLOB_MIB} MiB blob`,
     pmPeak > 0 ? pmPeak < RSS_TARGET_BYTES : undefined,
     `${(pmPeak / 1e6).toFixed(1)} MB (${(pmPeak / MiB).toFixed(1)} MiB), max of cold and warm ${CONCURRENCY}-client runs${pmPeak >= RSS_TARGET_BYTES ? `; over by ${((pmPeak - RSS_TARGET_BYTES) / 1e6).toFixed(1)} MB` : ''}`,
+  );
+
+  const pmMany = many[pm.name];
+  target(
+    `pullmirror: ${MANY_CONNECTIONS} connections on warm content for ${MANY_SECONDS} s with 0 errors`,
+    pmMany.requests === undefined ? undefined : pmMany.ok,
+    pmMany.requests === undefined
+      ? pmMany.error ?? 'did not run'
+      : `${pmMany.requests} requests, ${pmMany.rps?.toFixed(0)} req/s, ${pmMany.non2xx} non-2xx, ${pmMany.socketErrors} socket errors, peak RSS ${(pmMany.peakRss / MiB).toFixed(1)} MiB`,
   );
 
   // --- notes: errors and oddities worth reading
