@@ -1,0 +1,71 @@
+/**
+ * A private dockerd for the one check that matters most: `docker pull` through the mirror, as
+ * a fleet does it (`--registry-mirror`). Everything is its own: data root, exec root, pid
+ * file, unix socket; no iptables, no bridge, the vfs storage driver (works on any filesystem).
+ * The machine has no internet, so a pull that succeeds came through the mirror.
+ */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { findBinary, startProcess, tempDir, type StartedProcess, type TempDir } from './processes.ts';
+
+const run = promisify(execFile);
+
+export interface Dockerd {
+  socket: string;
+  process: StartedProcess;
+  /** Runs the docker CLI against this daemon. */
+  docker(args: string[], timeoutMs?: number): Promise<{ stdout: string; stderr: string }>;
+  stop(): Promise<void>;
+}
+
+export async function startDockerd(options: { registryMirror: string }): Promise<Dockerd> {
+  const dockerd = findBinary('dockerd');
+  const cli = findBinary('docker');
+  if (!dockerd || !cli) throw new Error('dockerd/docker not found (Debian package docker.io)');
+  const dir: TempDir = tempDir('pullmirror-dockerd');
+  const socket = path.join(dir.path, 'docker.sock');
+  const child = startProcess(
+    dockerd,
+    [
+      `--registry-mirror=${options.registryMirror}`,
+      '--storage-driver=vfs',
+      '--iptables=false',
+      '--ip6tables=false',
+      '--bridge=none',
+      `--data-root=${path.join(dir.path, 'data')}`,
+      `--exec-root=${path.join(dir.path, 'exec')}`,
+      `--pidfile=${path.join(dir.path, 'docker.pid')}`,
+      `-H`,
+      `unix://${socket}`,
+    ],
+    { logFile: path.join(dir.path, 'dockerd.log') },
+  );
+  const docker = async (args: string[], timeoutMs = 120_000) => {
+    const { stdout, stderr } = await run(cli, ['-H', `unix://${socket}`, ...args], { timeout: timeoutMs, env: { ...process.env, DOCKER_CONFIG: path.join(dir.path, 'cli') } });
+    return { stdout: String(stdout), stderr: String(stderr) };
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await docker(['version', '--format', '{{.Server.Version}}'], 5000);
+      break;
+    } catch (error) {
+      if (child.hasExited() || Date.now() > deadline) {
+        await child.stop();
+        throw new Error(`dockerd did not start: ${(error as Error).message}\n${child.readLog()}`);
+      }
+      await sleep(200);
+    }
+  }
+  return {
+    socket,
+    process: child,
+    docker,
+    async stop() {
+      await child.stop();
+      await dir.cleanup().catch(() => {});
+    },
+  };
+}
