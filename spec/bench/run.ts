@@ -425,6 +425,15 @@ interface WrkResult {
   upstreamManifestHeads: number;
 }
 
+/** wrk's end-of-run hook: one BENCH_JSON line with counts, errors and latency percentiles. */
+const WRK_REPORT = `done = function(summary, latency, requests)
+  io.write(string.format('BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+`;
+
 function wrkScript(dir: string): string {
   const file = path.join(dir, 'manifest.lua');
   writeFileSync(
@@ -432,13 +441,7 @@ function wrkScript(dir: string): string {
     `-- pullmirror bench: GET a manifest with the Accept header a Docker client sends.
 wrk.method = "GET"
 wrk.headers["Accept"] = "${MANIFEST_ACCEPT}"
-done = function(summary, latency, requests)
-  io.write(string.format('BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\\n',
-    summary.requests, summary.duration, summary.bytes,
-    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-`,
+${WRK_REPORT}`,
   );
   return file;
 }
@@ -458,13 +461,7 @@ request = function()
   i = i % #paths + 1
   return wrk.format("GET", paths[i], { ["Accept"] = "${MANIFEST_ACCEPT}" })
 end
-done = function(summary, latency, requests)
-  io.write(string.format('BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\\n',
-    summary.requests, summary.duration, summary.bytes,
-    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-`,
+${WRK_REPORT}`,
   );
   return file;
 }
