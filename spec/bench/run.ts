@@ -434,6 +434,22 @@ const WRK_REPORT = `done = function(summary, latency, requests)
 end
 `;
 
+/** The figures of a BENCH_JSON line; any non-2xx answer or socket error makes the run not ok. */
+function wrkFigures(line: string) {
+  const s = JSON.parse(line) as Record<string, number>;
+  const socketErrors = s.connect + s.read + s.write + s.timeout;
+  return {
+    ok: s.status === 0 && socketErrors === 0,
+    error: s.status || socketErrors ? `${s.status} non-2xx/3xx, ${socketErrors} socket errors` : undefined,
+    rps: s.requests / (s.duration_us / 1e6),
+    requests: s.requests,
+    non2xx: s.status,
+    socketErrors,
+    p50ms: s.p50_us / 1000,
+    p99ms: s.p99_us / 1000,
+  };
+}
+
 function wrkScript(dir: string): string {
   const file = path.join(dir, 'manifest.lua');
   writeFileSync(
@@ -494,16 +510,8 @@ async function manyConnections(server: Server, wrk: string, script: string, chec
   if (run.code !== 0 || !line) {
     return { ok: false, error: `wrk exited ${run.code}: ${(run.stderr || run.stdout).trim().slice(0, 500)}`, peakRss, cpuSeconds, upstreamRequests };
   }
-  const s = JSON.parse(line) as Record<string, number>;
-  const socketErrors = s.connect + s.read + s.write + s.timeout;
   return {
-    ok: s.status === 0 && socketErrors === 0,
-    error: s.status || socketErrors ? `${s.status} non-2xx/3xx, ${socketErrors} socket errors` : undefined,
-    rps: s.requests / (s.duration_us / 1e6),
-    requests: s.requests,
-    non2xx: s.status,
-    socketErrors,
-    p99ms: s.p99_us / 1000,
+    ...wrkFigures(line),
     peakRss,
     cpuSeconds,
     upstreamRequests,
@@ -553,18 +561,9 @@ async function manifestRate(server: Server, wrk: string, script: string, referen
   if (run.code !== 0 || !line) {
     return { ...base, ok: false, error: `wrk exited ${run.code}: ${(run.stderr || run.stdout).trim().slice(0, 500)}`, upstreamManifestGets, upstreamManifestHeads };
   }
-  const s = JSON.parse(line) as Record<string, number>;
-  const socketErrors = s.connect + s.read + s.write + s.timeout;
   return {
     ...base,
-    ok: s.status === 0 && socketErrors === 0,
-    error: s.status || socketErrors ? `${s.status} non-2xx/3xx, ${socketErrors} socket errors` : undefined,
-    rps: s.requests / (s.duration_us / 1e6),
-    requests: s.requests,
-    non2xx: s.status,
-    socketErrors,
-    p50ms: s.p50_us / 1000,
-    p99ms: s.p99_us / 1000,
+    ...wrkFigures(line),
     cpuSeconds,
     upstreamManifestGets,
     upstreamManifestHeads,
