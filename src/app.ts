@@ -2,6 +2,9 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
 import type { Config } from './config/schema.ts';
+import { AccessRecorder } from './eviction/access-recorder.ts';
+import { EvictionScheduler } from './eviction/scheduler.ts';
+import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
 import { registryRouter } from './http/registry-router.ts';
@@ -9,6 +12,7 @@ import type { RegistryContext } from './http/context.ts';
 import type { Logger } from './logging/logger.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
+import { parseDigest } from './registry/digest.ts';
 import { RegistryError } from './registry/errors.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
@@ -30,8 +34,10 @@ export interface Mirror {
 export async function createMirror(config: Config, logger: Logger): Promise<Mirror> {
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
   const tempArea = new TempArea(paths.tmpDir(), logger.child({ component: 'storage' }));
+  const readOnly = config.storage.maintenance.readonly.enabled;
+  if (readOnly) logger.warn('read-only maintenance mode: serving stored content, passing the rest through, evicting nothing');
   try {
-    await tempArea.start();
+    if (!readOnly) await tempArea.start();
   } catch (error) {
     // An unwritable store must not keep the mirror down: it serves from upstream meanwhile.
     logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message });
@@ -52,15 +58,43 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     logger: logger.child({ component: 'blobs' }),
     resume: { retries: config.proxy.resume.retries, backoffMs: config.proxy.resume.backoff },
     minFreeBytes: config.storage.filesystem.minfreespace,
+    readOnly,
   });
+  const manifests = new ProxyManifestStore({
+    manifests: manifestStore,
+    logger: logger.child({ component: 'manifests' }),
+    tagFreshnessMs: config.proxy.tagfreshness,
+    rateLimitReserve: config.proxy.ratelimitreserve,
+    readOnly,
+  });
+  const evictionLogger = logger.child({ component: 'eviction' });
+  // As in distribution, nothing is evicted unless deletes are enabled; never in read-only mode.
+  const scheduler =
+    config.storage.delete.enabled && !readOnly
+      ? new EvictionScheduler({
+          schedule: config.storage.eviction.schedule,
+          logger: evictionLogger,
+          pass: () =>
+            sweep({
+              ...sweepSettings(config),
+              paths,
+              logger: evictionLogger,
+              hooks: {
+                isBusy: (digest) => blobs.isFilling(digest),
+                manifestRemoved: (repository, digest) => manifests.forget(repository, digest),
+                blobRemoved: async (digest) => {
+                  manifests.forgetContent(digest);
+                  await blobs.forgetDescriptor(parseDigest(digest));
+                },
+              },
+            }),
+        })
+      : undefined;
+  scheduler?.start();
   const context: RegistryContext = {
     blobs,
-    manifests: new ProxyManifestStore({
-      manifests: manifestStore,
-      logger: logger.child({ component: 'manifests' }),
-      tagFreshnessMs: config.proxy.tagfreshness,
-      rateLimitReserve: config.proxy.ratelimitreserve,
-    }),
+    manifests,
+    access: readOnly ? undefined : new AccessRecorder({ paths, ttlMs: config.proxy.ttl, logger: evictionLogger }),
     // One upstream today; `ns` (containerd) must name it when present.
     upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
     logger,
@@ -88,6 +122,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     upstream,
     drain: () => blobs.drain(),
     async close() {
+      await scheduler?.stop();
       await upstream.close();
       await descriptors.close();
       await tempArea.stop().catch(() => {});

@@ -3,17 +3,20 @@
  * The one binary: `pullmirror <command> [args]`. Each command lives in src/cli/ and is
  * registered here; with no command (or a config file path first) it serves.
  */
+import { gc } from './cli/gc.ts';
 import { serve } from './cli/serve.ts';
 
 type Command = (args: string[]) => Promise<void>;
 
 const COMMANDS: Record<string, Command> = {
   serve,
+  gc,
 };
 
 const USAGE = `usage: pullmirror [command] [args]
 commands:
   serve [config.yml]   run the mirror (the default)
+  gc [--dry-run] [--now TIME] [config.yml]   one eviction pass; prints what it removes
 `;
 
 async function main(argv: string[]): Promise<void> {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import parseBytes from 'bytes';
+import cron from 'node-cron';
 import { parseDuration } from './duration.ts';
 
 /*
@@ -16,6 +17,8 @@ const bool = () =>
   z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean());
 const int = (min = 0) =>
   z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min));
+const percent = () =>
+  z.preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(1).max(100));
 /** A Go-style duration ("30s", "168h"), turned into milliseconds. */
 const duration = () =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -62,7 +65,29 @@ const storage = z
         maxthreads: ignored(),
       })
       .prefault({}),
+    /** distribution's switch: without it nothing is ever evicted by the scheduler. */
     delete: z.strictObject({ enabled: bool().default(false) }).prefault({}),
+    /** ours: when and how the scheduler evicts (src/eviction/); TTL is proxy.ttl. */
+    eviction: z
+      .strictObject({
+        /** node-cron expression (5 or 6 fields) for eviction passes; passes never overlap. */
+        schedule: str()
+          .default('*/15 * * * *')
+          .refine((v) => cron.validate(v), { message: 'not a cron expression (e.g. "*/15 * * * *")' }),
+        /** Size cap of the stored blobs; 0 means no cap (TTL only). */
+        maxsize: size().prefault(0),
+        /** Percent of maxsize past which least recently used images go... */
+        highwatermark: percent().default(90),
+        /** ...until the store is back under this percent of maxsize. */
+        lowwatermark: percent().default(80),
+        /**
+         * Content written or used this recently (wall clock) is never removed, whatever its
+         * TTL: it protects a manifest just stored and blobs a pull is about to fetch.
+         */
+        grace: duration().prefault('10m'),
+      })
+      .refine((e) => e.lowwatermark <= e.highwatermark, { message: 'lowwatermark must not exceed highwatermark', path: ['lowwatermark'] })
+      .prefault({}),
     cache: z
       .strictObject({
         blobdescriptor: z.enum(['inmemory', 'redis']).default('inmemory'),
@@ -70,7 +95,16 @@ const storage = z
         blobdescriptorsize: int(1).default(10_000),
       })
       .prefault({}),
-    maintenance: ignored(),
+    /**
+     * distribution's maintenance section. readonly here means: serve what is cached, pass new
+     * content through from upstream without storing it, record no access and evict nothing.
+     */
+    maintenance: z
+      .strictObject({
+        readonly: z.strictObject({ enabled: bool().default(false) }).prefault({}),
+        uploadpurging: ignored(),
+      })
+      .prefault({}),
     redirect: ignored(),
     tag: ignored(),
   })

@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express';
+import type { AccessRecorder } from '../eviction/access-recorder.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { ProxyBlobStore } from '../proxy/proxy-blob-store.ts';
 import type { ProxyManifestStore } from '../proxy/proxy-manifest-store.ts';
@@ -13,6 +14,8 @@ export interface RegistryContext {
   /** Picks the upstream for a request; `ns` is containerd's namespace parameter, if sent. */
   upstreamFor(ns: string | undefined): UpstreamRegistry | undefined;
   logger: Logger;
+  /** Records last use for eviction (fire-and-forget); absent when the store is read-only. */
+  access?: AccessRecorder;
 }
 
 /** The upstream and the upstream-side repository name a request is about. */

@@ -47,6 +47,7 @@ export class ProxyBlobStore {
   private readonly fills = new Map<string, Promise<BlobFill>>();
   /** Until when the store is considered unwritable (pass-through mode). */
   private degradedUntil = 0;
+  private readonly readOnly: boolean;
 
   constructor(options: {
     blobs: FilesystemBlobStore;
@@ -54,12 +55,25 @@ export class ProxyBlobStore {
     logger: Logger;
     resume?: { retries: number; backoffMs: number };
     minFreeBytes?: number;
+    /** storage.maintenance.readonly: serve what is stored, pass everything else through. */
+    readOnly?: boolean;
   }) {
     this.blobs = options.blobs;
     this.cache = options.cache;
     this.logger = options.logger;
     this.resume = options.resume ?? { retries: 3, backoffMs: 250 };
     this.minFreeBytes = options.minFreeBytes ?? 256 * 1024 * 1024;
+    this.readOnly = options.readOnly ?? false;
+  }
+
+  /** Whether a fill of this blob is in flight (an eviction pass must not delete it). */
+  isFilling(digest: string): boolean {
+    return this.fills.has(digest);
+  }
+
+  /** Drops a deleted blob from the descriptor cache. */
+  forgetDescriptor(digest: Digest): Promise<void> {
+    return this.forget(digest);
   }
 
   /** Resolves once no fill is in flight (used by a graceful stop). */
@@ -229,7 +243,7 @@ export class ProxyBlobStore {
    * or failing recently.
    */
   private async writerFor(digest: Digest, size: number | undefined): Promise<BlobWriter | undefined> {
-    if (Date.now() < this.degradedUntil) return undefined;
+    if (this.readOnly || Date.now() < this.degradedUntil) return undefined;
     try {
       if (size !== undefined) {
         const space = await statfs(this.blobs.tempDir);

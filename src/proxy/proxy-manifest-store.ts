@@ -43,8 +43,12 @@ export class ProxyManifestStore {
   private readonly freshnessMs: number;
   private readonly rateLimitReserve: number;
 
-  constructor(options: { manifests: FilesystemManifestStore; logger: Logger; tagFreshnessMs?: number; rateLimitReserve?: number }) {
+  /** storage.maintenance.readonly: nothing is stored, new manifests and tags pass through. */
+  private readonly readOnly: boolean;
+
+  constructor(options: { manifests: FilesystemManifestStore; logger: Logger; tagFreshnessMs?: number; rateLimitReserve?: number; readOnly?: boolean }) {
     this.manifests = options.manifests;
+    this.readOnly = options.readOnly ?? false;
     this.logger = options.logger;
     this.freshnessMs = options.tagFreshnessMs ?? 0;
     this.rateLimitReserve = options.rateLimitReserve ?? 0;
@@ -97,6 +101,33 @@ export class ProxyManifestStore {
     return bytes;
   }
 
+  /**
+   * The bytes to send for an answer. When they vanished from the store behind the in-memory
+   * link (an eviction pass in another process), the manifest is fetched again, not lost.
+   */
+  async bytesFor(upstream: UpstreamRegistry, name: string, result: ManifestResult): Promise<Buffer> {
+    if (result.bytes) return result.bytes;
+    try {
+      return await this.content(result.descriptor);
+    } catch (error) {
+      if (!(error instanceof RegistryError) || error.code !== 'MANIFEST_UNKNOWN') throw error;
+      this.forget(name, result.descriptor.digest);
+      const digest = result.descriptor.digest;
+      const again = await this.fetches.do(`${upstream.namespace}/${name}@${digest}`, () => this.fetch(upstream, name, digest));
+      return again.bytes ?? (await this.content(again.descriptor));
+    }
+  }
+
+  /** Forgets a repository's link to a manifest that an eviction pass removed. */
+  forget(name: string, digest: string): void {
+    this.links.delete(`${name}@${digest}`);
+  }
+
+  /** Forgets manifest content whose blob an eviction pass removed. */
+  forgetContent(digest: string): void {
+    this.contents.delete(digest);
+  }
+
   private async localLink(name: string, digest: Digest): Promise<ManifestDescriptor | undefined> {
     const key = `${name}@${digest.value}`;
     const cached = this.links.get(key);
@@ -130,7 +161,7 @@ export class ProxyManifestStore {
       result = await this.fetch(upstream, name, tag);
     }
     try {
-      if ((await this.manifests.readTag(name, tag)) !== result.descriptor.digest) {
+      if (!this.readOnly && (await this.manifests.readTag(name, tag)) !== result.descriptor.digest) {
         await this.manifests.writeTag(name, tag, result.descriptor.digest);
       }
     } catch (error) {
@@ -167,9 +198,11 @@ export class ProxyManifestStore {
     const mediaType = contentType && contentType.startsWith('application/vnd.') ? contentType : sniffManifestMediaType(bytes);
     const descriptor: ManifestDescriptor = { digest: actual, size: bytes.length, mediaType };
     try {
-      await this.manifests.put(name, descriptor, bytes);
-      this.links.set(`${name}@${actual}`, descriptor);
-      this.logger.info('manifest cached', { repository: name, digest: actual, mediaType });
+      if (!this.readOnly) {
+        await this.manifests.put(name, descriptor, bytes);
+        this.links.set(`${name}@${actual}`, descriptor);
+        this.logger.info('manifest cached', { repository: name, digest: actual, mediaType });
+      }
     } catch (error) {
       if (!isStoreUnwritable(error)) throw error;
       this.logger.warn('store unwritable: manifest served uncached', { repository: name, digest: actual, error: (error as Error).message });

@@ -1,0 +1,66 @@
+import { utimes } from 'node:fs/promises';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from '../logging/logger.ts';
+import { parseDigest } from '../registry/digest.ts';
+import type { StorePaths } from '../storage/paths.ts';
+
+/** The longest an access may go unrecorded: the resolution of "last access". */
+const MAX_DEBOUNCE_MS = 60 * 60 * 1000;
+
+/**
+ * Records when stored content was last used, as the modification time of the file that
+ * already stands for it: a repository's manifest link, a tag file, a blob.
+ *
+ * Why mtimes rather than a log or a database: the record is the file itself, so it cannot
+ * disagree with the store, a crash loses at most the touches in flight (never the whole
+ * record, unlike distribution's one scheduler JSON file), deleting an item deletes its record,
+ * and start-up reads nothing: cost appears only when a sweep walks the store, which it does
+ * anyway. Nothing in a blob's content changes, so content addressing is untouched.
+ *
+ * Touches are fire-and-forget (never awaited by a request) and debounced per file in an
+ * in-process LRU: a hot item costs one utimes per debounce interval, not one per request.
+ */
+export class AccessRecorder {
+  private readonly paths: StorePaths;
+  private readonly now: () => number;
+  private readonly debounceMs: number;
+  private readonly logger: Logger;
+  /** file → when this process last touched it. */
+  private readonly touched = new LRUCache<string, number>({ max: 100_000 });
+  private warned = false;
+
+  constructor(options: { paths: StorePaths; ttlMs: number; logger: Logger; now?: () => number }) {
+    this.paths = options.paths;
+    this.now = options.now ?? Date.now;
+    this.logger = options.logger;
+    // A small fraction of the TTL, so that debouncing never makes a used item look expired.
+    this.debounceMs = options.ttlMs > 0 ? Math.min(MAX_DEBOUNCE_MS, Math.floor(options.ttlMs / 24)) : MAX_DEBOUNCE_MS;
+  }
+
+  manifest(name: string, digest: string): void {
+    this.touch(this.paths.manifestLink(name, parseDigest(digest)));
+  }
+
+  tag(name: string, tag: string): void {
+    this.touch(this.paths.tag(name, tag));
+  }
+
+  blob(digest: string): void {
+    this.touch(this.paths.blob(parseDigest(digest)));
+  }
+
+  private touch(path: string): void {
+    const now = this.now();
+    const last = this.touched.get(path);
+    if (last !== undefined && now - last < this.debounceMs && now >= last) return;
+    this.touched.set(path, now);
+    const at = now / 1000;
+    utimes(path, at, at).catch((error: NodeJS.ErrnoException) => {
+      // Not stored (yet, or passed through uncached): nothing to record; try again next time.
+      this.touched.delete(path);
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR' || this.warned) return;
+      this.warned = true;
+      this.logger.warn('cannot record access times', { error: error.message, code: error.code });
+    });
+  }
+}

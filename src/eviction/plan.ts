@@ -1,0 +1,165 @@
+import type { Inventory, StoredLink, StoredTag } from './inventory.ts';
+import type { ManifestReferences } from './references.ts';
+
+export interface EvictionPolicy {
+  /** The sweep's clock for TTL and recency (ms since the epoch); `gc --now` moves it. */
+  now: number;
+  /** proxy.ttl in ms from last access; 0 disables expiry. */
+  ttlMs: number;
+  /** Wall-clock time (ms) after which anything written or used is protected (grace period). */
+  protectedSince: number;
+  /** Size cap in bytes (0: none) and its watermarks in percent. */
+  maxSize: number;
+  highWatermark: number;
+  lowWatermark: number;
+}
+
+export interface PlannedLink extends StoredLink {
+  lastAccess: number;
+  reason: 'ttl' | 'size';
+  /** Blobs this link kept alive (its manifest, children, config, layers). */
+  pins: string[];
+}
+
+export interface PlannedTag extends StoredTag {
+  reason: 'ttl' | 'manifest evicted' | 'manifest missing';
+}
+
+export interface PlannedBlob {
+  digest: string;
+  size: number;
+}
+
+export interface EvictionPlan {
+  tags: PlannedTag[];
+  links: PlannedLink[];
+  blobs: PlannedBlob[];
+  /** Bytes of blobs before and (as planned) after the pass. */
+  sizeBefore: number;
+  sizeAfter: number;
+  /** The size cap asked for eviction but protected content kept the store above the low mark. */
+  capUnreached: boolean;
+}
+
+interface LinkState extends StoredLink {
+  lastAccess: number;
+  pins: string[];
+  isIndex: boolean;
+  evicted?: 'ttl' | 'size';
+}
+
+/**
+ * Decides one pass, mark and sweep as distribution's garbage-collect: first manifests and tags
+ * go (TTL from last access, then least recently used images while the size cap asks), then
+ * exactly the blobs that no remaining manifest link references. Pure: the sweeper reads the
+ * store and carries the plan out.
+ *
+ * An image's last access is the latest of its link, the tags pointing at it, and for a child
+ * manifest the index that lists it, so a platform manifest never goes before its index.
+ */
+export function planEviction(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy): EvictionPlan {
+  const key = (repository: string, digest: string) => `${repository}@${digest}`;
+  const links = new Map<string, LinkState>();
+  for (const link of inventory.links) {
+    const refs = references.get(link.digest);
+    links.set(key(link.repository, link.digest), {
+      ...link,
+      lastAccess: link.mtimeMs,
+      pins: pinsOf(link.digest, references),
+      isIndex: (refs?.manifests.length ?? 0) > 0,
+    });
+  }
+  for (const tag of inventory.tags) {
+    const target = tag.digest && links.get(key(tag.repository, tag.digest));
+    if (target) target.lastAccess = Math.max(target.lastAccess, tag.mtimeMs);
+  }
+  for (const link of links.values()) {
+    if (!link.isIndex) continue;
+    for (const child of references.get(link.digest)?.manifests ?? []) {
+      const childLink = links.get(key(link.repository, child));
+      if (childLink) childLink.lastAccess = Math.max(childLink.lastAccess, link.lastAccess);
+    }
+  }
+  const isProtected = (link: LinkState) => link.lastAccess >= policy.protectedSince;
+
+  // 1. TTL from last access.
+  if (policy.ttlMs > 0) {
+    for (const link of links.values()) {
+      if (!isProtected(link) && link.lastAccess < policy.now - policy.ttlMs) link.evicted = 'ttl';
+    }
+  }
+
+  // 2. Reference counts over what remains, and the size that would remain.
+  const refCount = new Map<string, number>();
+  for (const link of links.values()) {
+    if (link.evicted) continue;
+    for (const pin of link.pins) refCount.set(pin, (refCount.get(pin) ?? 0) + 1);
+  }
+  const blobProtected = (digest: string) => (inventory.blobs.get(digest)?.mtimeMs ?? Infinity) >= policy.protectedSince;
+  let sizeBefore = 0;
+  let sizeAfter = 0;
+  for (const [digest, blob] of inventory.blobs) {
+    sizeBefore += blob.size;
+    if (refCount.has(digest) || blobProtected(digest)) sizeAfter += blob.size;
+  }
+
+  // 3. Size cap: least recently used images go until the store is under the low mark.
+  let capUnreached = false;
+  if (policy.maxSize > 0 && sizeAfter > (policy.maxSize * policy.highWatermark) / 100) {
+    const low = (policy.maxSize * policy.lowWatermark) / 100;
+    const candidates = [...links.values()]
+      .filter((link) => !link.evicted && !isProtected(link))
+      // Oldest first; on a tie an index before its children.
+      .sort((a, b) => a.lastAccess - b.lastAccess || Number(b.isIndex) - Number(a.isIndex));
+    for (const link of candidates) {
+      if (sizeAfter <= low) break;
+      link.evicted = 'size';
+      for (const pin of link.pins) {
+        const left = (refCount.get(pin) ?? 0) - 1;
+        if (left > 0) {
+          refCount.set(pin, left);
+          continue;
+        }
+        refCount.delete(pin);
+        const blob = inventory.blobs.get(pin);
+        if (blob && !blobProtected(pin)) sizeAfter -= blob.size;
+      }
+    }
+    capUnreached = sizeAfter > low;
+  }
+
+  // 4. Tags whose manifest goes (or was never stored), or unused past the TTL.
+  const tags: PlannedTag[] = [];
+  for (const tag of inventory.tags) {
+    if (tag.mtimeMs >= policy.protectedSince) continue;
+    const target = tag.digest ? links.get(key(tag.repository, tag.digest)) : undefined;
+    if (!target) tags.push({ ...tag, reason: 'manifest missing' });
+    else if (target.evicted) tags.push({ ...tag, reason: 'manifest evicted' });
+    else if (policy.ttlMs > 0 && tag.mtimeMs < policy.now - policy.ttlMs) tags.push({ ...tag, reason: 'ttl' });
+  }
+
+  const plannedLinks: PlannedLink[] = [];
+  for (const link of links.values()) {
+    if (link.evicted) plannedLinks.push({ repository: link.repository, digest: link.digest, mtimeMs: link.mtimeMs, lastAccess: link.lastAccess, reason: link.evicted, pins: link.pins });
+  }
+  const blobs: PlannedBlob[] = [];
+  for (const [digest, blob] of inventory.blobs) {
+    if (!refCount.has(digest) && !blobProtected(digest)) blobs.push({ digest, size: blob.size });
+  }
+  return { tags, links: plannedLinks, blobs, sizeBefore, sizeAfter, capUnreached };
+}
+
+/** The blobs a manifest keeps alive: itself, its config and layers, and its children's, recursively. */
+function pinsOf(digest: string, references: Map<string, ManifestReferences>): string[] {
+  const pins = new Set<string>();
+  const visit = (manifest: string, depth: number): void => {
+    if (pins.has(manifest)) return;
+    pins.add(manifest);
+    const refs = references.get(manifest);
+    if (!refs) return;
+    for (const blob of refs.blobs) pins.add(blob);
+    if (depth < 4) for (const child of refs.manifests) visit(child, depth + 1);
+  };
+  visit(digest, 0);
+  return [...pins];
+}

@@ -1,0 +1,158 @@
+import { readFile, stat, unlink } from 'node:fs/promises';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../logging/logger.ts';
+import { MAX_MANIFEST_BYTES } from '../proxy/proxy-manifest-store.ts';
+import { parseDigest } from '../registry/digest.ts';
+import { isNotFound } from '../storage/blob-store.ts';
+import type { StorePaths } from '../storage/paths.ts';
+import { mapLimited, readInventory, type Inventory } from './inventory.ts';
+import { planEviction, type EvictionPlan, type PlannedLink } from './plan.ts';
+import { manifestReferences, type ManifestReferences } from './references.ts';
+
+/** What a running mirror tells a sweep, and learns from it. */
+export interface SweepHooks {
+  /** A blob a fill is writing right now: never deleted under it. */
+  isBusy?(digest: string): boolean;
+  /** Forget in-memory knowledge of what was deleted (descriptor cache, manifest caches). */
+  manifestRemoved?(repository: string, digest: string): void;
+  blobRemoved?(digest: string): Promise<void> | void;
+}
+
+export interface SweepSettings {
+  ttlMs: number;
+  graceMs: number;
+  maxSize: number;
+  highWatermark: number;
+  lowWatermark: number;
+}
+
+export interface SweepOptions extends SweepSettings {
+  paths: StorePaths;
+  logger: Logger;
+  /** The clock for TTL and recency (default: now); wall time still decides the grace period. */
+  now?: number;
+  dryRun?: boolean;
+  hooks?: SweepHooks;
+}
+
+export interface SweepResult extends EvictionPlan {
+  dryRun: boolean;
+  /** Items the plan named that were used or rewritten meanwhile, and so kept. */
+  kept: number;
+  /** Bytes of blobs actually deleted (planned bytes on a dry run). */
+  freed: number;
+  durationMs: number;
+}
+
+export function sweepSettings(config: Config): SweepSettings {
+  const eviction = config.storage.eviction;
+  return {
+    ttlMs: config.proxy.ttl,
+    graceMs: eviction.grace,
+    maxSize: eviction.maxsize,
+    highWatermark: eviction.highwatermark,
+    lowWatermark: eviction.lowwatermark,
+  };
+}
+
+/**
+ * One eviction pass: walk the store, plan (see planEviction), then delete tags, manifest
+ * links, and last the blobs nothing references any more. Before each deletion the item is
+ * looked at again: one used or rewritten since the walk stays, and so do the blobs of a
+ * manifest that stays. A reader that already opened a deleted blob keeps reading it (an open
+ * descriptor outlives the unlink); a later request fetches it from upstream again.
+ */
+export async function sweep(options: SweepOptions): Promise<SweepResult> {
+  const started = Date.now();
+  const protectedSince = started - options.graceMs;
+  const inventory = await readInventory(options.paths);
+  const references = await readReferences(options.paths, inventory);
+  const plan = planEviction(inventory, references, {
+    now: options.now ?? started,
+    ttlMs: options.ttlMs,
+    protectedSince,
+    maxSize: options.maxSize,
+    highWatermark: options.highWatermark,
+    lowWatermark: options.lowWatermark,
+  });
+  if (options.dryRun) {
+    return { ...plan, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, durationMs: Date.now() - started };
+  }
+  const { paths, hooks = {} } = options;
+  const untouched = async (path: string): Promise<boolean> => {
+    try {
+      return (await stat(path)).mtimeMs < protectedSince;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  };
+  let kept = 0;
+  const tags = [];
+  for (const tag of plan.tags) {
+    const path = paths.tag(tag.repository, tag.tag);
+    if ((await untouched(path)) && (await removeFile(path))) tags.push(tag);
+    else kept++;
+  }
+  const links: PlannedLink[] = [];
+  const stillPinned = new Set<string>();
+  for (const link of plan.links) {
+    const path = paths.manifestLink(link.repository, parseDigest(link.digest));
+    if ((await untouched(path)) && (await removeFile(path))) {
+      links.push(link);
+      hooks.manifestRemoved?.(link.repository, link.digest);
+    } else {
+      kept++;
+      for (const pin of link.pins) stillPinned.add(pin);
+    }
+  }
+  const blobs = [];
+  let freed = 0;
+  for (const blob of plan.blobs) {
+    const path = paths.blob(parseDigest(blob.digest));
+    if (stillPinned.has(blob.digest) || hooks.isBusy?.(blob.digest) || !(await untouched(path)) || !(await removeFile(path))) {
+      kept++;
+      continue;
+    }
+    blobs.push(blob);
+    freed += blob.size;
+    await hooks.blobRemoved?.(blob.digest);
+  }
+  return { ...plan, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, durationMs: Date.now() - started };
+}
+
+/** Parses every linked manifest (and the children of indexes) once, whatever the number of links. */
+async function readReferences(paths: StorePaths, inventory: Inventory): Promise<Map<string, ManifestReferences>> {
+  const references = new Map<string, ManifestReferences>();
+  let pending = [...new Set(inventory.links.map((link) => link.digest))];
+  while (pending.length > 0) {
+    const children: string[] = [];
+    await mapLimited(pending, async (digest) => {
+      if (references.has(digest)) return;
+      const blob = inventory.blobs.get(digest);
+      if (!blob || blob.size > MAX_MANIFEST_BYTES) return;
+      let bytes: Buffer;
+      try {
+        bytes = await readFile(paths.blob(parseDigest(digest)));
+      } catch (error) {
+        if (isNotFound(error)) return;
+        throw error;
+      }
+      const refs = manifestReferences(bytes);
+      references.set(digest, refs);
+      children.push(...refs.manifests);
+    });
+    pending = [...new Set(children)].filter((digest) => !references.has(digest));
+  }
+  return references;
+}
+
+async function removeFile(path: string): Promise<boolean> {
+  try {
+    await unlink(path);
+    return true;
+  } catch (error) {
+    if (isNotFound(error)) return false;
+    throw error;
+  }
+}
