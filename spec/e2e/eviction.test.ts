@@ -1,0 +1,248 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { pushImage, pushIndex, randomLayer, type PushedImage, type PushedIndex } from '../support/images.ts';
+import { startMirror, type MirrorOptions, type RunningMirror } from '../support/mirror.ts';
+import { cleanEnv, tempDir } from '../support/processes.ts';
+import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
+import { matchRequests } from '../support/upstream-proxy.ts';
+import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+
+const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/main.ts');
+const HOUR = 3_600_000;
+const TTL = 168 * HOUR;
+/** No grace period: a pass may take anything the TTL or the cap names (the tests move the clock instead). */
+const NO_GRACE = { proxy: { tagfreshness: '0' }, storage: { eviction: { grace: '0s' } } };
+
+/** `pullmirror gc ARGS config.yml` against a mirror's store; resolves with stdout. */
+function gc(mirror: RunningMirror, ...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [MAIN, 'gc', ...args, mirror.configFile], { env: cleanEnv(['REGISTRY_']) }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`pullmirror gc failed: ${stderr || stdout}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** Every file in the store but the per-instance temporary area, with size and mtime. */
+function storeFiles(root: string): Map<string, string> {
+  const files = new Map<string, string>();
+  for (const entry of readdirSync(root, { recursive: true, withFileTypes: true })) {
+    const file = path.join(entry.parentPath, entry.name);
+    if (!entry.isFile() || file.includes(`${path.sep}_tmp${path.sep}`)) continue;
+    const info = statSync(file);
+    files.set(path.relative(root, file), `${info.size}@${info.mtimeMs}`);
+  }
+  return files;
+}
+
+function hasBlob(root: string, digest: string): boolean {
+  const hex = digest.slice('sha256:'.length);
+  return existsSync(path.join(root, 'blobs', 'sha256', hex.slice(0, 2), hex));
+}
+
+function blobsSize(root: string): number {
+  let total = 0;
+  const dir = path.join(root, 'blobs');
+  if (!existsSync(dir)) return 0;
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile()) total += statSync(path.join(entry.parentPath, entry.name)).size;
+  }
+  return total;
+}
+
+const blobsOf = (image: PushedImage) => [image.manifestDigest, image.configDigest, ...image.layerDigests];
+
+describe('eviction and garbage collection: never breaks an image', { skip: missingBinaries }, () => {
+  let world: World;
+  const work = tempDir('pullmirror-eviction');
+  const images: Record<string, PushedImage> = {};
+  let index: PushedIndex;
+
+  before(async () => {
+    world = await startWorld();
+    const reg = world.registry.url;
+    const push = (name: string, layers: ReturnType<typeof randomLayer>[]) => pushImage(reg, PUSHER, { name, tag: '1', layers, format: 'docker' });
+    images.old = await push('library/old', [randomLayer('old-0', 200 * 1024)]);
+    images.kept = await push('library/kept', [randomLayer('kept-0', 100 * 1024)]);
+    const shared = randomLayer('shared-base', 300 * 1024);
+    images.sa = await push('library/sa', [shared, randomLayer('sa-top', 50 * 1024)]);
+    images.sb = await push('library/sb', [shared, randomLayer('sb-top', 60 * 1024)]);
+    for (const name of ['a', 'b', 'c']) images[`cap${name}`] = await push(`library/cap${name}`, [randomLayer(`cap-${name}`, 1024 * 1024)]);
+    images.slow = await push('library/slow', [randomLayer('slow-0', 3 * 1024 * 1024)]);
+    const platforms = [
+      await pushImage(reg, PUSHER, { name: 'team/multi', layers: [randomLayer('multi-amd64')], platform: { os: 'linux', architecture: 'amd64' }, format: 'oci' }),
+      await pushImage(reg, PUSHER, { name: 'team/multi', layers: [randomLayer('multi-arm64')], platform: { os: 'linux', architecture: 'arm64' }, format: 'oci' }),
+    ];
+    images.multiAmd64 = platforms[0];
+    images.multiArm64 = platforms[1];
+    index = await pushIndex(reg, PUSHER, { name: 'team/multi', tag: 'latest', images: platforms, format: 'oci-index' });
+  });
+
+  after(async () => {
+    await world?.close();
+    await work.cleanup();
+  });
+
+  async function pull(mirror: RunningMirror, ref: string, options: { all?: boolean } = {}) {
+    const dest = path.join(work.path, `${ref.replace(/[^a-z0-9]/gi, '_')}-${Math.random().toString(36).slice(2)}`);
+    await skopeoCopy(`docker://127.0.0.1:${mirror.port}/${ref}`, `dir:${dest}`, { all: options.all });
+    return readDirImage(dest);
+  }
+
+  const upstreamBlobGets = (digests: string[]) => digests.reduce((n, d) => n + world.proxy.count('GET', new RegExp(`/blobs/${d}$`)), 0);
+
+  it('gc --dry-run prints the plan and removes nothing; a pass past the TTL evicts an unused image, which is fetched again later', async () => {
+    const mirror = await world.startMirror({ config: NO_GRACE });
+    await pull(mirror, 'library/old:1');
+    await pull(mirror, 'team/multi:latest', { all: true });
+    await sleep(200); // access records are written in the background
+    const before = storeFiles(mirror.root);
+
+    assert.match(await gc(mirror, '--dry-run', '--now', '+167h'), /^dry run: 0 tags, 0 manifests, 0 blobs/m, 'nothing is due before the TTL');
+    const plan = await gc(mirror, '--dry-run', '--now', '+169h');
+    assert.match(plan, new RegExp(`would remove tag library/old:1 \\(manifest evicted\\)`));
+    assert.match(plan, new RegExp(`would remove manifest library/old@${images.old.manifestDigest} \\(ttl, last used `));
+    assert.match(plan, new RegExp(`would remove manifest team/multi@${index.digest} `));
+    assert.match(plan, new RegExp(`would remove blob ${images.old.layerDigests[0]} \\d+(\\.\\d+)? KB`));
+    assert.match(plan, /^dry run: 2 tags, 4 manifests, 10 blobs, .* to free; store .* -> 0 B/m);
+    assert.deepEqual(storeFiles(mirror.root), before, 'a dry run changes nothing, not even access times');
+
+    const done = await gc(mirror, '--now', '+169h');
+    assert.match(done, new RegExp(`removed blob ${images.old.layerDigests[0]} `));
+    assert.match(done, /^2 tags, 4 manifests, 10 blobs, .* freed; store .* -> 0 B/m);
+    for (const digest of [...blobsOf(images.old), index.digest, ...blobsOf(images.multiAmd64), ...blobsOf(images.multiArm64)]) {
+      assert.equal(hasBlob(mirror.root, digest), false, digest);
+    }
+    assert.equal(mirror.logLines().some((line) => line.message === 'eviction scheduled'), false, 'no scheduler without storage.delete.enabled');
+
+    // The running mirror still knows the image in memory; the blobs come from upstream again.
+    const gets = upstreamBlobGets(images.old.layerDigests);
+    const again = await pull(mirror, 'library/old:1');
+    assert.equal(again.manifest.digest, images.old.manifestDigest);
+    assert.equal(upstreamBlobGets(images.old.layerDigests), gets + 1, 'the evicted layer was fetched again');
+    assert.ok(hasBlob(mirror.root, images.old.layerDigests[0]));
+    assert.equal((await pull(mirror, 'team/multi:latest', { all: true })).manifest.digest, index.digest);
+    await mirror.stop();
+  });
+
+  it('an image pulled again keeps living; access records survive a crash and a restart', async () => {
+    const first = await world.startMirror({ config: NO_GRACE });
+    await pull(first, 'library/kept:1');
+    await pull(first, 'library/old:1');
+    await sleep(200);
+    const firstPullsDone = Date.now();
+    process.kill(first.process.pid, 'SIGKILL');
+    await first.process.exited;
+    await sleep(1100);
+
+    const second = await world.startMirror({ root: first.root, config: NO_GRACE });
+    const pulledAgainAt = Date.now();
+    await pull(second, 'library/kept:1');
+    await sleep(200);
+    // A pass one TTL after a moment between the two pulls: old is stale, kept was used since.
+    const now = Math.round((firstPullsDone + pulledAgainAt) / 2) + TTL;
+    const output = await gc(second, '--now', String(now));
+    assert.match(output, new RegExp(`removed manifest library/old@${images.old.manifestDigest} \\(ttl`));
+    assert.doesNotMatch(output, /library\/kept/);
+    for (const digest of blobsOf(images.old)) assert.equal(hasBlob(second.root, digest), false, digest);
+    for (const digest of blobsOf(images.kept)) assert.ok(hasBlob(second.root, digest), digest);
+
+    const gets = upstreamBlobGets(blobsOf(images.kept));
+    await pull(second, 'library/kept:1');
+    assert.equal(upstreamBlobGets(blobsOf(images.kept)), gets, 'the kept image is served from the store');
+    await second.stop();
+  });
+
+  it('two images sharing a layer: evicting one keeps the other whole and pullable', async () => {
+    const mirror = await world.startMirror({ config: NO_GRACE });
+    await pull(mirror, 'library/sa:1');
+    await sleep(200);
+    const saDone = Date.now();
+    await sleep(1100);
+    const sbAt = Date.now();
+    await pull(mirror, 'library/sb:1');
+    await sleep(200);
+    const shared = images.sa.layerDigests[0];
+    assert.equal(shared, images.sb.layerDigests[0]);
+
+    const output = await gc(mirror, '--now', String(Math.round((saDone + sbAt) / 2) + TTL));
+    assert.match(output, new RegExp(`removed manifest library/sa@${images.sa.manifestDigest}`));
+    assert.doesNotMatch(output, new RegExp(`blob ${shared}`), 'the shared layer stays');
+    assert.ok(hasBlob(mirror.root, shared));
+    assert.equal(hasBlob(mirror.root, images.sa.layerDigests[1]), false, "sa's own layer goes");
+    for (const digest of blobsOf(images.sb)) assert.ok(hasBlob(mirror.root, digest), digest);
+
+    const gets = upstreamBlobGets(blobsOf(images.sb));
+    const sb = await pull(mirror, 'library/sb:1');
+    assert.equal(sb.manifest.digest, images.sb.manifestDigest);
+    assert.equal(upstreamBlobGets(blobsOf(images.sb)), gets, 'sb entirely from the store');
+    // And sa comes back: its own layer from upstream, the shared one from the store.
+    const sa = await pull(mirror, 'library/sa:1');
+    assert.ok(sa.blobs.has(images.sa.layerDigests[1]));
+    await mirror.stop();
+  });
+
+  it('the size cap brings the store under the low mark and keeps the most recently used image', async () => {
+    const maxsize = 2 * 1024 * 1024;
+    const mirror = await world.startMirror({ config: { ...NO_GRACE, storage: { eviction: { grace: '0s', maxsize, highwatermark: 90, lowwatermark: 60 } } } });
+    for (const name of ['capa', 'capb', 'capc']) {
+      await pull(mirror, `library/${name}:1`);
+      await sleep(1100);
+    }
+    assert.ok(blobsSize(mirror.root) > maxsize * 0.9, 'over the high mark before the pass');
+    const output = await gc(mirror);
+    assert.match(output, /removed manifest library\/capa@.* \(size, /);
+    assert.match(output, /removed manifest library\/capb@.* \(size, /);
+    assert.ok(blobsSize(mirror.root) <= maxsize * 0.6, `under the low mark: ${blobsSize(mirror.root)}`);
+    for (const digest of blobsOf(images.capc)) assert.ok(hasBlob(mirror.root, digest), digest);
+    const gets = upstreamBlobGets(blobsOf(images.capc));
+    await pull(mirror, 'library/capc:1');
+    assert.equal(upstreamBlobGets(blobsOf(images.capc)), gets, 'the most recent image is served from the store');
+    await mirror.stop();
+  });
+
+  it('a pull running while scheduled passes evict completes, and its content verifies', async () => {
+    const mirror = await world.startMirror({
+      config: { proxy: { tagfreshness: '0', ttl: '1s' }, storage: { delete: { enabled: true }, eviction: { schedule: '* * * * * *', grace: '0s' } } },
+    });
+    const layer = images.slow.layerDigests[0];
+    world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 1024 * 1024, match: matchRequests('GET', new RegExp(`/blobs/${layer}$`)) });
+    try {
+      const pulled = await pull(mirror, 'library/slow:1');
+      assert.equal(pulled.manifest.digest, images.slow.manifestDigest);
+      assert.ok(pulled.blobs.has(layer), 'the slow layer arrived whole (readDirImage verified its digest)');
+    } finally {
+      world.proxy.setFault(undefined);
+    }
+    await sleep(1500);
+    const passes = mirror.logLines().filter((line) => line.message === 'eviction pass finished');
+    assert.ok(passes.length >= 2, `passes ran during the pull: ${passes.length}`);
+    assert.ok(passes.some((line) => line.manifests > 0), 'a pass evicted the manifest while the layer was still being fetched');
+    assert.equal(mirror.logLines().some((line) => line.message === 'eviction pass failed'), false);
+    await mirror.stop();
+  });
+
+  it('read-only maintenance mode serves the store, passes new content through, stores and evicts nothing', async () => {
+    const filled = await world.startMirror({ config: NO_GRACE });
+    await pull(filled, 'library/kept:1');
+    await filled.stop();
+    const readonly = { ...NO_GRACE, storage: { delete: { enabled: true }, eviction: { grace: '0s', schedule: '* * * * * *' }, maintenance: { readonly: { enabled: true } } } };
+    const mirror = await world.startMirror({ root: filled.root, config: readonly });
+    const before = storeFiles(mirror.root);
+    const gets = upstreamBlobGets(blobsOf(images.kept));
+    await pull(mirror, 'library/kept:1');
+    assert.equal(upstreamBlobGets(blobsOf(images.kept)), gets, 'stored content is served');
+    const fresh = await pull(mirror, 'library/sb:1');
+    assert.equal(fresh.manifest.digest, images.sb.manifestDigest, 'content not stored passes through');
+    assert.match(await gc(mirror, '--now', '+1000h'), /readonly is enabled/);
+    await sleep(1200);
+    assert.deepEqual(storeFiles(mirror.root), before, 'nothing written, nothing removed, no access times');
+    assert.equal(mirror.logLines().some((line) => line.message === 'eviction scheduled'), false);
+    await mirror.stop();
+  });
+});
