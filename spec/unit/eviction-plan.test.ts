@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Inventory } from '../../src/eviction/inventory.ts';
+import { planEviction, type EvictionPolicy } from '../../src/eviction/plan.ts';
+import { manifestReferences, type ManifestReferences } from '../../src/eviction/references.ts';
+
+const d = (label: string) => `sha256:${label.padEnd(64, '0')}`;
+const HOUR = 3_600_000;
+const NOW = 1_000 * HOUR;
+const policy = (over: Partial<EvictionPolicy> = {}): EvictionPolicy => ({
+  now: NOW, ttlMs: 10 * HOUR, protectedSince: NOW + HOUR, maxSize: 0, highWatermark: 90, lowWatermark: 80, ...over,
+});
+
+/** A store with an index (two platform manifests) in repo r, and an image sharing a layer in repo s. */
+function store(access: { index: number; amd: number; arm: number; image: number }) {
+  const refs = new Map<string, ManifestReferences>([
+    [d('1'), { manifests: [d('a'), d('b')], blobs: [] }],
+    [d('a'), { manifests: [], blobs: [d('ca'), d('la'), d('shared')] }],
+    [d('b'), { manifests: [], blobs: [d('cb'), d('lb')] }],
+    [d('2'), { manifests: [], blobs: [d('c2'), d('shared')] }],
+  ]);
+  const blobs = new Map<string, { size: number; mtimeMs: number }>();
+  for (const [digest, size] of Object.entries({ 1: 1, a: 1, b: 1, ca: 1, la: 100, cb: 1, lb: 100, shared: 50, 2: 1, c2: 1, orphan: 7 })) {
+    blobs.set(d(digest), { size, mtimeMs: 0 });
+  }
+  const inventory: Inventory = {
+    blobs,
+    links: [
+      { repository: 'r', digest: d('1'), mtimeMs: access.index },
+      { repository: 'r', digest: d('a'), mtimeMs: access.amd },
+      { repository: 'r', digest: d('b'), mtimeMs: access.arm },
+      { repository: 's', digest: d('2'), mtimeMs: access.image },
+    ],
+    tags: [
+      { repository: 'r', tag: 'latest', digest: d('1'), mtimeMs: access.index },
+      { repository: 's', tag: 'v1', digest: d('2'), mtimeMs: access.image },
+      { repository: 's', tag: 'gone', digest: d('9'), mtimeMs: 0 },
+    ],
+  };
+  return { inventory, refs };
+}
+
+const names = (items: { digest: string }[]) => items.map((item) => item.digest.slice(7).replace(/0+$/, '')).sort();
+
+describe('eviction plan', () => {
+  it('TTL: an expired image goes with its own blobs, a shared layer stays with the image that uses it', () => {
+    const { inventory, refs } = store({ index: NOW - 11 * HOUR, amd: NOW - 11 * HOUR, arm: NOW - 11 * HOUR, image: NOW - HOUR });
+    const plan = planEviction(inventory, refs, policy());
+    assert.deepEqual(names(plan.links), ['1', 'a', 'b']);
+    assert.deepEqual(names(plan.blobs), ['1', 'a', 'b', 'ca', 'cb', 'la', 'lb', 'orphan']);
+    assert.deepEqual(plan.tags.map((t) => `${t.tag}:${t.reason}`).sort(), ['gone:manifest missing', 'latest:manifest evicted']);
+    assert.equal(plan.sizeAfter, 50 + 1 + 1);
+  });
+
+  it('a platform manifest lives as long as the index that lists it was used', () => {
+    const { inventory, refs } = store({ index: NOW - HOUR, amd: NOW - 20 * HOUR, arm: NOW - 20 * HOUR, image: NOW });
+    assert.deepEqual(names(planEviction(inventory, refs, policy()).links), []);
+  });
+
+  it('size cap: least recently used first until under the low mark; nothing below the high mark', () => {
+    const { inventory, refs } = store({ index: NOW - 2 * HOUR, amd: NOW - 2 * HOUR, arm: NOW - 2 * HOUR, image: NOW - HOUR });
+    // 257 bytes of referenced blobs (+7 orphan, which goes anyway).
+    assert.deepEqual(names(planEviction(inventory, refs, policy({ ttlMs: 0, maxSize: 300 })).links), [], 'under the high mark');
+    const plan = planEviction(inventory, refs, policy({ ttlMs: 0, maxSize: 100, highWatermark: 90, lowWatermark: 60 }));
+    assert.deepEqual(names(plan.links), ['1', 'a', 'b']);
+    assert.equal(plan.links.every((link) => link.reason === 'size'), true);
+    assert.equal(plan.sizeAfter, 52);
+    assert.equal(plan.capUnreached, false);
+  });
+
+  it('content used within the grace period is never taken, and a cap it blocks is reported', () => {
+    const { inventory, refs } = store({ index: NOW - 20 * HOUR, amd: NOW - 20 * HOUR, arm: NOW - 20 * HOUR, image: NOW - 20 * HOUR });
+    const plan = planEviction(inventory, refs, policy({ protectedSince: NOW - 30 * HOUR, maxSize: 10 }));
+    assert.deepEqual(plan.links, []);
+    assert.deepEqual(names(plan.blobs), ['orphan'], 'only the old unreferenced blob');
+    assert.equal(plan.capUnreached, true);
+  });
+
+  it('reads references from every manifest shape, ignoring what is not a digest', () => {
+    const bytes = (value: unknown) => Buffer.from(JSON.stringify(value));
+    assert.deepEqual(manifestReferences(bytes({ manifests: [{ digest: d('a') }, { digest: 'nope' }] })), { manifests: [d('a')], blobs: [] });
+    assert.deepEqual(manifestReferences(bytes({ config: { digest: d('c') }, layers: [{ digest: d('l') }] })).blobs, [d('c'), d('l')]);
+    assert.deepEqual(manifestReferences(bytes({ schemaVersion: 1, fsLayers: [{ blobSum: d('f') }] })).blobs, [d('f')]);
+    assert.deepEqual(manifestReferences(Buffer.from('not json')), { manifests: [], blobs: [] });
+  });
+});
