@@ -3,14 +3,14 @@
  * The one binary: `pullmirror <command> [args]`. Each command lives in src/cli/ and is
  * registered here; with no command (or a config file path first) it serves.
  */
-import { gc } from './cli/gc.ts';
 import { serve } from './cli/serve.ts';
 
 type Command = (args: string[]) => Promise<void>;
 
 const COMMANDS: Record<string, Command> = {
   serve,
-  gc,
+  // Loaded on demand: a maintenance pass need not load the HTTP stack.
+  gc: (args) => import('./cli/gc.ts').then((command) => command.gc(args)),
 };
 
 const USAGE = `usage: pullmirror [command] [args]
