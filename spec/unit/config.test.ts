@@ -92,4 +92,16 @@ describe('config', () => {
     assert.equal(parseDuration('0'), 0);
     assert.throws(() => parseDuration('soon'));
   });
+
+  it('has eviction and read-only maintenance keys with defaults, and refuses inverted watermarks', () => {
+    const config = loadConfig({ env: {} });
+    assert.deepEqual(config.storage.eviction, { schedule: '*/15 * * * *', maxsize: 0, highwatermark: 90, lowwatermark: 80, grace: 600_000 });
+    assert.equal(config.storage.maintenance.readonly.enabled, false);
+    const set = loadConfig({ env: { REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED: 'true', REGISTRY_STORAGE_EVICTION_MAXSIZE: '20GB' } });
+    assert.equal(set.storage.maintenance.readonly.enabled, true);
+    assert.equal(set.storage.eviction.maxsize, 20 * 1024 ** 3);
+    assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_EVICTION_LOWWATERMARK: '95' } }), /storage\.eviction\.lowwatermark/);
+    assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_EVICTION_SCHEDULE: 'every hour' } }), /storage\.eviction\.schedule/);
+    assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_MAINTENANCE_READONLY: '{enabled: true, typo: 1}' } }), /storage\.maintenance\.readonly\.typo/);
+  });
 });
