@@ -94,7 +94,18 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const context: RegistryContext = {
     blobs,
     manifests,
-    access: readOnly ? undefined : new AccessRecorder({ paths, ttlMs: config.proxy.ttl, logger: evictionLogger }),
+    access: readOnly
+      ? undefined
+      : new AccessRecorder({
+          paths,
+          ttlMs: config.proxy.ttl,
+          logger: evictionLogger,
+          // A `pullmirror gc` in another process removed what this one still knew: store it anew next time.
+          gone: {
+            manifest: (repository, digest) => manifests.forget(repository, digest),
+            blob: (digest) => void blobs.forgetDescriptor(parseDigest(digest)),
+          },
+        }),
     // One upstream today; `ns` (containerd) must name it when present.
     upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
     logger,

@@ -97,14 +97,15 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
   const upstreamBlobGets = (digests: string[]) => digests.reduce((n, d) => n + world.proxy.count('GET', new RegExp(`/blobs/${d}$`)), 0);
 
   it('gc --dry-run prints the plan and removes nothing; a pass past the TTL evicts an unused image, which is fetched again later', async () => {
-    const mirror = await world.startMirror({ config: NO_GRACE });
+    // A short TTL (120 s) so that access records are debounced for 5 s only (TTL/24).
+    const mirror = await world.startMirror({ config: { ...NO_GRACE, proxy: { tagfreshness: '0', ttl: '120s' } } });
     await pull(mirror, 'library/old:1');
     await pull(mirror, 'team/multi:latest', { all: true });
     await sleep(200); // access records are written in the background
     const before = storeFiles(mirror.root);
 
-    assert.match(await gc(mirror, '--dry-run', '--now', '+167h'), /^dry run: 0 tags, 0 manifests, 0 blobs/m, 'nothing is due before the TTL');
-    const plan = await gc(mirror, '--dry-run', '--now', '+169h');
+    assert.match(await gc(mirror, '--dry-run', '--now', '+100s'), /^dry run: 0 tags, 0 manifests, 0 blobs/m, 'nothing is due before the TTL');
+    const plan = await gc(mirror, '--dry-run', '--now', '+130s');
     assert.match(plan, new RegExp(`would remove tag library/old:1 \\(manifest evicted\\)`));
     assert.match(plan, new RegExp(`would remove manifest library/old@${images.old.manifestDigest} \\(ttl, last used `));
     assert.match(plan, new RegExp(`would remove manifest team/multi@${index.digest} `));
@@ -112,7 +113,7 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     assert.match(plan, /^dry run: 2 tags, 4 manifests, 10 blobs, .* to free; store .* -> 0 B/m);
     assert.deepEqual(storeFiles(mirror.root), before, 'a dry run changes nothing, not even access times');
 
-    const done = await gc(mirror, '--now', '+169h');
+    const done = await gc(mirror, '--now', '+130s');
     assert.match(done, new RegExp(`removed blob ${images.old.layerDigests[0]} `));
     assert.match(done, /^2 tags, 4 manifests, 10 blobs, .* freed; store .* -> 0 B/m);
     for (const digest of [...blobsOf(images.old), index.digest, ...blobsOf(images.multiAmd64), ...blobsOf(images.multiArm64)]) {
@@ -126,6 +127,13 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     assert.equal(again.manifest.digest, images.old.manifestDigest);
     assert.equal(upstreamBlobGets(images.old.layerDigests), gets + 1, 'the evicted layer was fetched again');
     assert.ok(hasBlob(mirror.root, images.old.layerDigests[0]));
+    // Its next recorded access finds the manifest gone from the store: the pull after that stores it again.
+    await sleep(5500);
+    await pull(mirror, 'library/old:1');
+    await sleep(200);
+    await pull(mirror, 'library/old:1');
+    const link = path.join(mirror.root, 'repositories', 'library', 'old', '_manifests', 'sha256', images.old.manifestDigest.slice(7));
+    assert.ok(existsSync(link), 'the mirror noticed the manifest had gone from the store and stored it again');
     assert.equal((await pull(mirror, 'team/multi:latest', { all: true })).manifest.digest, index.digest);
     await mirror.stop();
   });

@@ -7,6 +7,16 @@ import type { StorePaths } from '../storage/paths.ts';
 /** The longest an access may go unrecorded: the resolution of "last access". */
 const MAX_DEBOUNCE_MS = 60 * 60 * 1000;
 
+export interface AccessRecorderOptions {
+  paths: StorePaths;
+  /** proxy.ttl in ms: the debounce interval is a small fraction of it. */
+  ttlMs: number;
+  logger: Logger;
+  now?: () => number;
+  /** Told when a touched file is not there: in-memory knowledge of it is stale. */
+  gone?: { manifest(name: string, digest: string): void; blob(digest: string): void };
+}
+
 /**
  * Records when stored content was last used, as the modification time of the file that
  * already stands for it: a repository's manifest link, a tag file, a blob.
@@ -26,11 +36,13 @@ export class AccessRecorder {
   private readonly debounceMs: number;
   private readonly logger: Logger;
   /** file → when this process last touched it. */
-  private readonly touched = new LRUCache<string, number>({ max: 100_000 });
+  private readonly touched = new LRUCache<string, number>({ max: 20_000 });
+  private readonly gone: AccessRecorderOptions['gone'];
   private warned = false;
 
-  constructor(options: { paths: StorePaths; ttlMs: number; logger: Logger; now?: () => number }) {
+  constructor(options: AccessRecorderOptions) {
     this.paths = options.paths;
+    this.gone = options.gone;
     this.now = options.now ?? Date.now;
     this.logger = options.logger;
     // A small fraction of the TTL, so that debouncing never makes a used item look expired.
@@ -38,7 +50,7 @@ export class AccessRecorder {
   }
 
   manifest(name: string, digest: string): void {
-    this.touch(this.paths.manifestLink(name, parseDigest(digest)));
+    this.touch(this.paths.manifestLink(name, parseDigest(digest)), () => this.gone?.manifest(name, digest));
   }
 
   tag(name: string, tag: string): void {
@@ -46,19 +58,24 @@ export class AccessRecorder {
   }
 
   blob(digest: string): void {
-    this.touch(this.paths.blob(parseDigest(digest)));
+    this.touch(this.paths.blob(parseDigest(digest)), () => this.gone?.blob(digest));
   }
 
-  private touch(path: string): void {
+  private touch(path: string, whenGone?: () => void): void {
     const now = this.now();
     const last = this.touched.get(path);
     if (last !== undefined && now - last < this.debounceMs && now >= last) return;
     this.touched.set(path, now);
     const at = now / 1000;
     utimes(path, at, at).catch((error: NodeJS.ErrnoException) => {
-      // Not stored (yet, or passed through uncached): nothing to record; try again next time.
+      // Not stored (yet, or passed through uncached, or evicted by a `gc` in another process
+      // while this one still knew it): nothing to record; forget it so it is stored again.
       this.touched.delete(path);
-      if (error.code === 'ENOENT' || error.code === 'ENOTDIR' || this.warned) return;
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') {
+        whenGone?.();
+        return;
+      }
+      if (this.warned) return;
       this.warned = true;
       this.logger.warn('cannot record access times', { error: error.message, code: error.code });
     });
