@@ -230,8 +230,22 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     await sleep(1500);
     const passes = mirror.logLines().filter((line) => line.message === 'eviction pass finished');
     assert.ok(passes.length >= 2, `passes ran during the pull: ${passes.length}`);
-    assert.ok(passes.some((line) => line.manifests > 0), 'a pass evicted the manifest while the layer was still being fetched');
+    const layerCached = mirror.logLines().find((line) => line.message === 'blob cached' && line.digest === layer);
+    assert.ok(layerCached, 'the slow layer was stored');
+    assert.ok(
+      passes.some((line) => line.manifests > 0 && line.timestamp < layerCached.timestamp),
+      'a pass evicted the image while its layer was still being fetched',
+    );
     assert.equal(mirror.logLines().some((line) => line.message === 'eviction pass failed'), false);
+    await mirror.stop();
+  });
+
+  it('the grace period protects content just pulled, however far the TTL clock is moved', async () => {
+    const mirror = await world.startMirror({ config: { proxy: { tagfreshness: '0' } } });
+    await pull(mirror, 'library/kept:1');
+    const before = storeFiles(mirror.root);
+    assert.match(await gc(mirror, '--now', '+1000h'), /^0 tags, 0 manifests, 0 blobs/m);
+    assert.deepEqual([...storeFiles(mirror.root).keys()], [...before.keys()]);
     await mirror.stop();
   });
 
