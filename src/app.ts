@@ -2,6 +2,9 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
 import type { Config } from './config/schema.ts';
+import { Htpasswd } from './auth/htpasswd.ts';
+import { ConfigError } from './config/load.ts';
+import { authentication } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
 import { registryRouter } from './http/registry-router.ts';
@@ -9,6 +12,8 @@ import type { RegistryContext } from './http/context.ts';
 import type { Logger } from './logging/logger.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
+import { PrivateAccess } from './proxy/private-access.ts';
+import { RepositoryPrivacy } from './proxy/repository-privacy.ts';
 import { RegistryError } from './registry/errors.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
@@ -65,6 +70,12 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
     logger,
   };
+  if (config.proxy.privaterepos.protect) {
+    const accessLogger = logger.child({ component: 'access' });
+    const privacy = new RepositoryPrivacy({ links: manifestStore.links, ttlMs: config.proxy.privaterepos.checkttl, logger: accessLogger });
+    context.access = new PrivateAccess({ privacy, links: manifestStore.links, logger: accessLogger });
+  }
+  const htpasswd = loadHtpasswd(config, logger);
 
   const app = express();
   app.disable('x-powered-by');
@@ -76,6 +87,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     for (const [name, values] of Object.entries(config.http.headers)) res.setHeader(name, values);
     next();
   });
+  app.use(authentication({ htpasswd, realm: config.auth?.htpasswd?.realm ?? '', anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false }));
   app.use('/v2', registryRouter(context));
   app.use(() => {
     throw new RegistryError('NOT_FOUND', 'no such endpoint');
@@ -93,6 +105,19 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await tempArea.stop().catch(() => {});
     },
   };
+}
+
+/** auth.htpasswd: a file that cannot be read stops start-up, naming the key (never its content). */
+function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
+  const settings = config.auth?.htpasswd;
+  if (!settings) return undefined;
+  try {
+    const htpasswd = new Htpasswd(settings.path, logger.child({ component: 'auth' }));
+    if (htpasswd.userCount === 0) logger.warn('htpasswd holds no usable user: every request will be refused', { path: settings.path });
+    return htpasswd;
+  } catch (error) {
+    throw new ConfigError(`auth.htpasswd.path: cannot read ${settings.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
 }
 
 function createDescriptorCache(config: Config, logger: Logger): DescriptorCache {

@@ -76,7 +76,7 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
     if (listening) {
       const port = Number(String(listening.addr).split(':').pop());
       return {
-        url: `http://127.0.0.1:${port}`,
+        url: `${listening.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
         port,
         root,
         configFile,

@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import type { Logger } from '../logging/logger.ts';
 import type { ProxyBlobStore } from '../proxy/proxy-blob-store.ts';
 import type { ProxyManifestStore } from '../proxy/proxy-manifest-store.ts';
+import type { PrivateAccess } from '../proxy/private-access.ts';
 import { validateName } from '../registry/names.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
@@ -13,6 +14,8 @@ export interface RegistryContext {
   /** Picks the upstream for a request; `ns` is containerd's namespace parameter, if sent. */
   upstreamFor(ns: string | undefined): UpstreamRegistry | undefined;
   logger: Logger;
+  /** Refuses private upstream content to clients the mirror has not authenticated (proxy.privaterepos). */
+  access?: PrivateAccess;
 }
 
 /** The upstream and the upstream-side repository name a request is about. */

@@ -1,0 +1,97 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import bcrypt from 'bcryptjs';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from '../logging/logger.ts';
+import { SingleFlight } from '../util/single-flight.ts';
+
+/** How long a verified user:password pair is accepted without running bcrypt again. */
+const VERIFIED_TTL_MS = 60_000;
+/** How often the file's modification time is looked at, so an edited file takes effect. */
+const RELOAD_CHECK_MS = 5_000;
+/** Compared against for an unknown user, so a wrong name costs as much time as a wrong password. */
+const DUMMY_HASH = bcrypt.hashSync('pullmirror-no-such-user', 10);
+
+/**
+ * An htpasswd file in distribution's format: one `user:hash` per line, bcrypt hashes only
+ * (`htpasswd -B`, `$2y$`/`$2a$`/`$2b$`). Other hash kinds are skipped with a warning, as
+ * distribution refuses them too.
+ *
+ * bcrypt is slow on purpose (tens of milliseconds per check, pure JS here), and a client
+ * sends its credentials with every request: a pair that verified is remembered for a minute.
+ * The memory holds an HMAC of the pair under a key made at start, never the password itself.
+ */
+export class Htpasswd {
+  readonly path: string;
+  private readonly logger: Logger;
+  private users = new Map<string, string>();
+  private mtimeMs = 0;
+  private lastCheck = 0;
+  private readonly hmacKey = randomBytes(32);
+  private readonly verified = new LRUCache<string, string>({ max: 10_000, ttl: VERIFIED_TTL_MS });
+  private readonly inflight = new SingleFlight<boolean>();
+
+  /** Reads the file; throws (naming the path) when it cannot be read, so start-up stops. */
+  constructor(path: string, logger: Logger) {
+    this.path = path;
+    this.logger = logger;
+    this.load();
+  }
+
+  get userCount(): number {
+    return this.users.size;
+  }
+
+  private load(): void {
+    const stat = statSync(this.path);
+    const users = new Map<string, string>();
+    readFileSync(this.path, 'utf8')
+      .split(/\r?\n/)
+      .forEach((line, index) => {
+        const trimmed = line.trim();
+        if (trimmed === '' || trimmed.startsWith('#')) return;
+        const colon = trimmed.indexOf(':');
+        const user = trimmed.slice(0, colon);
+        const hash = trimmed.slice(colon + 1);
+        if (colon <= 0 || !/^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/.test(hash)) {
+          // The line number only: the line may hold a hash or a typo'd password.
+          this.logger.warn('htpasswd line skipped: not user:bcrypt-hash', { path: this.path, line: index + 1 });
+          return;
+        }
+        users.set(user, hash);
+      });
+    this.users = users;
+    this.mtimeMs = stat.mtimeMs;
+    this.verified.clear();
+  }
+
+  /** Re-reads the file when it changed (checked at most every few seconds); keeps the old users if it cannot. */
+  private reloadIfChanged(): void {
+    const now = Date.now();
+    if (now - this.lastCheck < RELOAD_CHECK_MS) return;
+    this.lastCheck = now;
+    try {
+      if (statSync(this.path).mtimeMs === this.mtimeMs) return;
+      this.load();
+      this.logger.info('htpasswd reloaded', { path: this.path, users: this.users.size });
+    } catch (error) {
+      this.logger.warn('htpasswd reload failed; keeping the users loaded before', { path: this.path, error: (error as NodeJS.ErrnoException).code });
+    }
+  }
+
+  /** Whether the pair is in the file. */
+  async verify(user: string, password: string): Promise<boolean> {
+    this.reloadIfChanged();
+    const key = createHmac('sha256', this.hmacKey).update(user).update('\0').update(password).digest('base64');
+    if (this.verified.get(key) === user) return true;
+    return this.inflight.do(key, async () => {
+      const hash = this.users.get(user);
+      const ok = await bcrypt.compare(password, hash ?? DUMMY_HASH);
+      if (ok && hash) {
+        this.verified.set(key, user);
+        return true;
+      }
+      return false;
+    });
+  }
+}
