@@ -9,8 +9,6 @@ import { SingleFlight } from '../util/single-flight.ts';
 const VERIFIED_TTL_MS = 60_000;
 /** How often the file's modification time is looked at, so an edited file takes effect. */
 const RELOAD_CHECK_MS = 5_000;
-/** Compared against for an unknown user, so a wrong name costs as much time as a wrong password. */
-const DUMMY_HASH = bcrypt.hashSync('pullmirror-no-such-user', 10);
 
 /**
  * An htpasswd file in distribution's format: one `user:hash` per line, bcrypt hashes only
@@ -30,6 +28,11 @@ export class Htpasswd {
   private readonly hmacKey = randomBytes(32);
   private readonly verified = new LRUCache<string, string>({ max: 10_000, ttl: VERIFIED_TTL_MS });
   private readonly inflight = new SingleFlight<boolean>();
+  /**
+   * Compared against for an unknown user, at the cost of the file's first entry, so a wrong
+   * name takes as long as a wrong password. Made on first need.
+   */
+  private dummyHash?: string;
 
   /** Reads the file; throws (naming the path) when it cannot be read, so start-up stops. */
   constructor(path: string, logger: Logger) {
@@ -63,6 +66,7 @@ export class Htpasswd {
     this.users = users;
     this.mtimeMs = stat.mtimeMs;
     this.verified.clear();
+    this.dummyHash = undefined;
   }
 
   /** Re-reads the file when it changed (checked at most every few seconds); keeps the old users if it cannot. */
@@ -79,6 +83,15 @@ export class Htpasswd {
     }
   }
 
+  private dummy(): string {
+    if (!this.dummyHash) {
+      const first = this.users.values().next().value;
+      const cost = first ? Number(first.slice(4, 6)) : 10;
+      this.dummyHash = bcrypt.hashSync(randomBytes(12).toString('base64'), Math.min(Math.max(cost, 4), 14));
+    }
+    return this.dummyHash;
+  }
+
   /** Whether the pair is in the file. */
   async verify(user: string, password: string): Promise<boolean> {
     this.reloadIfChanged();
@@ -86,7 +99,7 @@ export class Htpasswd {
     if (this.verified.get(key) === user) return true;
     return this.inflight.do(key, async () => {
       const hash = this.users.get(user);
-      const ok = await bcrypt.compare(password, hash ?? DUMMY_HASH);
+      const ok = await bcrypt.compare(password, hash ?? this.dummy());
       if (ok && hash) {
         this.verified.set(key, user);
         return true;
