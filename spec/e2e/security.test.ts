@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
@@ -216,9 +217,26 @@ describe('security: authentication, private repositories, TLS, secrets', { skip:
       const dest = path.join(work.path, 'mutual-pull');
       await skopeoCopy(`docker://127.0.0.1:${mutual.port}/library/public:1.0`, `dir:${dest}`, { srcTlsVerify: true, extraArgs: ['--src-cert-dir', certDir] });
       assert.equal((await readDirImage(dest)).manifest.digest, images.public.manifestDigest);
+      // A verified client certificate authenticates: the private repository is served.
+      const secretDest = path.join(work.path, 'mutual-secret');
+      await skopeoCopy(`docker://127.0.0.1:${mutual.port}/team/secret:1.0`, `dir:${secretDest}`, { srcTlsVerify: true, extraArgs: ['--src-cert-dir', certDir] });
+      assert.equal((await readDirImage(secretDest)).manifest.digest, images.secret.manifestDigest);
+      assert.ok(mutual.logLines().some((line) => line.message === 'request' && line.user === 'cert:pullmirror test client'));
     } finally {
       await mutual.stop();
     }
+  });
+
+  it('sets the http.headers on the raw answer to a request Node cannot parse', async () => {
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = connect(open.port, '127.0.0.1', () => socket.write('GARBAGE / HTTP/9.9\r\n\r\n'));
+      let data = '';
+      socket.on('data', (chunk) => (data += chunk.toString('latin1')));
+      socket.on('end', () => resolve(data));
+      socket.on('error', reject);
+    });
+    assert.match(raw, /^HTTP\/1\.1 400 /);
+    for (const [name, [value]] of Object.entries(SECURITY_HEADERS)) assert.ok(raw.includes(`\r\n${name}: ${value}\r\n`), name);
   });
 
   it('never writes a password, a credential header, a hash or a token to its logs (debug level)', () => {

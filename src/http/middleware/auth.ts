@@ -1,3 +1,4 @@
+import type { TLSSocket } from 'node:tls';
 import type { NextFunction, Request, Response } from 'express';
 import type { Htpasswd } from '../../auth/htpasswd.ts';
 import { RegistryError } from '../../registry/errors.ts';
@@ -24,6 +25,10 @@ export function unauthorized(realm: string, message = 'authentication required')
  * anonymous pulls are allowed. Sets `res.locals.user` for an authenticated client (the access
  * log shows it; the private-repository guard trusts it).
  *
+ * A client certificate verified against http.tls.clientcas authenticates too (the user is its
+ * CN): it is how a dockerd fleet can be let in, as dockerd sends a mirror that challenges it
+ * its Docker Hub login, not credentials of the mirror's own.
+ *
  * Empty credentials (`Basic Og==`, what skopeo sends after a challenge when it has none) count
  * as none. Without auth configured, credentials a client sends anyway are ignored: dockerd
  * sends its Docker Hub login to a mirror that challenges it, others send what they have.
@@ -31,10 +36,13 @@ export function unauthorized(realm: string, message = 'authentication required')
 export function authentication(options: AuthOptions) {
   const { htpasswd, realm, anonymousPull } = options;
   return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
+    const certificateUser = verifiedCertificateUser(req);
+    if (certificateUser !== undefined) res.locals.user = certificateUser;
     if (!htpasswd) return next();
     res.locals.authRealm = realm;
     const credentials = basicCredentials(req.headers.authorization);
     if (!credentials) {
+      if (certificateUser !== undefined) return next();
       const isPing = req.path === '/v2/' || req.path === '/v2';
       if (isPing || !anonymousPull) return next(unauthorized(realm));
       return next();
@@ -52,6 +60,16 @@ export function authentication(options: AuthOptions) {
     res.locals.user = credentials.user;
     next();
   };
+}
+
+/** `cert:<CN>` of a client certificate the TLS server verified (only with http.tls.clientcas). */
+function verifiedCertificateUser(req: Request): string | undefined {
+  const socket = req.socket as Partial<TLSSocket>;
+  if (!socket.encrypted || !socket.authorized || typeof socket.getPeerCertificate !== 'function') return undefined;
+  const certificate = socket.getPeerCertificate();
+  if (!certificate || Object.keys(certificate).length === 0) return undefined;
+  const cn = certificate.subject?.CN;
+  return `cert:${(Array.isArray(cn) ? cn[0] : cn) ?? 'unnamed'}`;
 }
 
 /** `Basic base64(user:password)` → the pair; undefined for none, another scheme, or an empty user. */
