@@ -113,6 +113,7 @@ function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
   if (!settings) return undefined;
   try {
     const htpasswd = new Htpasswd(settings.path, logger.child({ component: 'auth' }));
+    if (!config.http.tls) logger.warn('auth.htpasswd without http.tls: passwords cross the network in clear text');
     if (htpasswd.userCount === 0) logger.warn('htpasswd holds no usable user: every request will be refused', { path: settings.path });
     return htpasswd;
   } catch (error) {

@@ -1,9 +1,12 @@
 import type { Request, Response } from 'express';
+import { LRUCache } from 'lru-cache';
+import { SingleFlight } from '../util/single-flight.ts';
 import type { Logger } from '../logging/logger.ts';
 import { unauthorized } from '../http/middleware/auth.ts';
 import { resolveRepository, type RegistryContext } from '../http/context.ts';
 import type { Route } from '../http/route.ts';
-import { parseDigest } from '../registry/digest.ts';
+import { parseDigest, type Digest } from '../registry/digest.ts';
+import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { RepositoryLinks } from '../storage/repository-links.ts';
 import type { RepositoryPrivacy } from './repository-privacy.ts';
@@ -27,6 +30,10 @@ export class PrivateAccess {
   private readonly privacy: RepositoryPrivacy;
   private readonly links: RepositoryLinks;
   private readonly logger: Logger;
+  /** `name@digest` the repository is known to hold: spares the disk on the hot path. */
+  private readonly known = new LRUCache<string, true>({ max: 100_000 });
+  /** Concurrent first requests for one repository's blob share one upstream check. */
+  private readonly checks = new SingleFlight<void>();
 
   constructor(options: { privacy: RepositoryPrivacy; links: RepositoryLinks; logger: Logger }) {
     this.privacy = options.privacy;
@@ -53,9 +60,18 @@ export class PrivateAccess {
     if (route.kind === 'blob') await this.requireMembership(upstream, name, route.digest);
   }
 
-  private async requireMembership(upstream: Parameters<RepositoryPrivacy['verdict']>[0], name: string, rawDigest: string): Promise<void> {
+  private async requireMembership(upstream: UpstreamRegistry, name: string, rawDigest: string): Promise<void> {
     const digest = parseDigest(rawDigest);
-    if (await this.links.hasBlob(name, digest)) return;
+    const key = `${upstream.namespace}/${name}@${digest.value}`;
+    if (this.known.get(key)) return;
+    await this.checks.do(key, async () => {
+      if (!(await this.links.hasBlob(name, digest))) await this.confirmUpstream(upstream, name, digest);
+      this.known.set(key, true);
+    });
+  }
+
+  /** Asks upstream, with the mirror's account, whether the repository holds the blob; links it if so. */
+  private async confirmUpstream(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<void> {
     const response = await upstream.request({ method: 'HEAD', path: `/v2/${name}/blobs/${digest.value}`, repository: name });
     await response.body.dump();
     if (response.statusCode === 200) {

@@ -60,7 +60,14 @@ export class RepositoryPrivacy {
   }
 
   private async askUpstream(upstream: UpstreamRegistry, name: string, probePath: string): Promise<AccessVerdict> {
-    const granted = await upstream.anonymousPullGrant(name);
+    let granted: boolean | undefined;
+    try {
+      granted = await upstream.anonymousPullGrant(name);
+    } catch (error) {
+      // A token server that refuses anonymous clients outright serves nothing anonymously.
+      if (error instanceof RegistryError && error.code === 'DENIED') return 'private';
+      throw error;
+    }
     if (granted !== undefined) return granted ? 'public' : 'private';
     const response = await upstream.request({ method: 'HEAD', path: probePath, repository: name, anonymous: true });
     await response.body.dump();
