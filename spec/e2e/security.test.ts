@@ -191,6 +191,23 @@ describe('security: authentication, private repositories, TLS, secrets', { skip:
     assert.equal(pulled.manifest.digest, images.public.manifestDigest);
   });
 
+  it('keeps the recorded verdicts when upstream cannot be asked: public stays pullable, private stays refused', async () => {
+    const offline = await world.startMirror({ remoteurl: 'http://127.0.0.1:9', root: open.root, env: { REGISTRY_PROXY_PASSWORD: MIRROR_ACCOUNT.password } });
+    try {
+      const cached = await get(offline, '/v2/library/public/manifests/1.0');
+      assert.equal(cached.status, 200);
+      assert.equal(cached.headers.get('x-pullmirror-cache'), 'stale');
+      const secret = await get(offline, '/v2/team/secret/manifests/1.0');
+      assert.equal(secret.status, 403);
+      assert.equal(secret.json().errors[0].code, 'DENIED');
+      const unknown = await get(offline, '/v2/team/never-seen/manifests/1.0');
+      assert.equal(unknown.status, 502, 'no verdict, no upstream: the upstream error');
+      assert.equal(unknown.json().errors[0].code, 'UPSTREAM_UNAVAILABLE');
+    } finally {
+      await offline.stop();
+    }
+  });
+
   it('serves private repositories to anyone when the operator turns protection off', async () => {
     const unprotected = await world.startMirror({ config: { proxy: { privaterepos: { protect: false } } } });
     const pulled = await pull(unprotected, 'team/secret:1.0');

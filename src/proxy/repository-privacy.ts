@@ -14,7 +14,7 @@ import { SingleFlight } from '../util/single-flight.ts';
  * pull counted). When the token says nothing (an opaque token), an anonymous `HEAD` of what the
  * client asked for settles it: 401/403 is private. The verdict is kept in memory for
  * proxy.privaterepos.checkttl and on disk (repositories/<name>/_access), which answers when the
- * upstream cannot be asked; with neither, the repository is treated as private (fail closed).
+ * upstream cannot be asked; with neither, the request fails with the upstream error (no content).
  */
 export class RepositoryPrivacy {
   private readonly links: RepositoryLinks;
@@ -38,13 +38,12 @@ export class RepositoryPrivacy {
       try {
         verdict = await this.askUpstream(upstream, name, probePath);
       } catch (error) {
+        // Upstream cannot be asked: the verdict last recorded answers; without one, the client
+        // gets the upstream error, never content.
         const saved = await this.links.readVerdict(name).catch(() => undefined);
-        this.logger.warn('repository privacy unknown: upstream not asked', {
-          repository: name,
-          using: saved ?? 'private',
-          error: (error as Error).message,
-        });
-        return saved ?? 'private';
+        this.logger.warn('repository privacy: upstream not asked', { repository: name, using: saved ?? 'none', error: (error as Error).message });
+        if (saved) return saved;
+        throw error;
       }
       this.verdicts.set(key, verdict);
       try {
