@@ -5,7 +5,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logging/logger.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 
-/** How long a verified user:password pair is accepted without running bcrypt again. */
+/** How long a checked user:password pair's answer is kept without running bcrypt again. */
 const VERIFIED_TTL_MS = 60_000;
 /** How often the file's modification time is looked at, so an edited file takes effect. */
 const RELOAD_CHECK_MS = 5_000;
@@ -16,8 +16,9 @@ const RELOAD_CHECK_MS = 5_000;
  * distribution refuses them too.
  *
  * bcrypt is slow on purpose (tens of milliseconds per check, pure JS here), and a client
- * sends its credentials with every request: a pair that verified is remembered for a minute.
- * The memory holds an HMAC of the pair under a key made at start, never the password itself.
+ * sends its credentials with every request: the answer for a pair is remembered for a minute,
+ * a refusal too (dockerd repeats a wrong Docker Hub login on every pull). The memory holds an
+ * HMAC of the pair under a key made at start, never the password itself.
  */
 export class Htpasswd {
   readonly path: string;
@@ -26,7 +27,7 @@ export class Htpasswd {
   private mtimeMs = 0;
   private lastCheck = 0;
   private readonly hmacKey = randomBytes(32);
-  private readonly verified = new LRUCache<string, string>({ max: 10_000, ttl: VERIFIED_TTL_MS });
+  private readonly verified = new LRUCache<string, boolean>({ max: 10_000, ttl: VERIFIED_TTL_MS });
   private readonly inflight = new SingleFlight<boolean>();
   /**
    * Compared against for an unknown user, at the cost of the file's first entry, so a wrong
@@ -96,15 +97,13 @@ export class Htpasswd {
   async verify(user: string, password: string): Promise<boolean> {
     this.reloadIfChanged();
     const key = createHmac('sha256', this.hmacKey).update(user).update('\0').update(password).digest('base64');
-    if (this.verified.get(key) === user) return true;
+    const known = this.verified.get(key);
+    if (known !== undefined) return known;
     return this.inflight.do(key, async () => {
       const hash = this.users.get(user);
-      const ok = await bcrypt.compare(password, hash ?? this.dummy());
-      if (ok && hash) {
-        this.verified.set(key, user);
-        return true;
-      }
-      return false;
+      const ok = (await bcrypt.compare(password, hash ?? this.dummy())) && hash !== undefined;
+      this.verified.set(key, ok);
+      return ok;
     });
   }
 }
