@@ -74,6 +74,9 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     const accessLogger = logger.child({ component: 'access' });
     const privacy = new RepositoryPrivacy({ links: manifestStore.links, ttlMs: config.proxy.privaterepos.checkttl, logger: accessLogger });
     context.access = new PrivateAccess({ privacy, links: manifestStore.links, logger: accessLogger });
+    if (upstream.hasCredentials && !config.auth?.htpasswd && !config.http.tls?.clientcas?.length) {
+      accessLogger.info('no client authentication configured: repositories private upstream will be refused to every client');
+    }
   }
   const htpasswd = loadHtpasswd(config, logger);
 

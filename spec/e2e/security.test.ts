@@ -191,6 +191,23 @@ describe('security: authentication, private repositories, TLS, secrets', { skip:
     assert.equal(pulled.manifest.digest, images.public.manifestDigest);
   });
 
+  it('without anonymouspull, refuses every request without credentials, as distribution does', async () => {
+    const strict = await world.startMirror({ config: { auth: { htpasswd: { realm: REALM, path: path.join(work.path, 'htpasswd') } } } });
+    try {
+      for (const urlPath of ['/v2/', '/v2/library/public/manifests/1.0', '/v2/library/public/tags/list', '/v2/nowhere']) {
+        const response = await get(strict, urlPath, { headers: { authorization: 'Basic Og==' } });
+        assert.equal(response.status, 401, urlPath);
+        assert.equal(response.json().errors[0].code, 'UNAUTHORIZED');
+        assert.equal(response.headers.get('www-authenticate'), `Basic realm="${REALM}"`);
+      }
+      const pulled = await pull(strict, 'library/public:1.0', ALICE);
+      assert.equal(pulled.manifest.digest, images.public.manifestDigest);
+      await assert.rejects(pull(strict, 'library/public:1.0'), /unauthorized|401/i);
+    } finally {
+      await strict.stop();
+    }
+  });
+
   it('keeps the recorded verdicts when upstream cannot be asked: public stays pullable, private stays refused', async () => {
     const offline = await world.startMirror({ remoteurl: 'http://127.0.0.1:9', root: open.root, env: { REGISTRY_PROXY_PASSWORD: MIRROR_ACCOUNT.password } });
     try {
