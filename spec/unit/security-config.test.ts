@@ -26,6 +26,11 @@ describe('security configuration', () => {
     });
     assert.deepEqual(config.auth?.htpasswd, { realm: 'corp', path: '/etc/pullmirror/htpasswd', anonymouspull: false });
     assert.equal(config.http.tls?.certificate, '/certs/mirror.crt');
+    assert.equal(config.http.tls?.minimumtls, 'tls1.2');
+    assert.throws(
+      () => loadConfig({ env: { REGISTRY_HTTP_TLS_CERTIFICATE: 'c', REGISTRY_HTTP_TLS_KEY: 'k', REGISTRY_HTTP_TLS_MINIMUMTLS: 'tls1.0' } }),
+      /http\.tls\.minimumtls/,
+    );
     assert.equal(config.proxy.privaterepos.protect, true, 'private repositories are protected by default');
     assert.equal(loadConfig({ env: {} }).auth, undefined, 'no auth unless configured');
   });

@@ -67,7 +67,7 @@ function createHttpServer(config: Config, mirror: Mirror): Server {
         ...options,
         cert: read('certificate', tls.certificate),
         key: read('key', tls.key),
-        minVersion: 'TLSv1.2',
+        minVersion: tls.minimumtls === 'tls1.3' ? 'TLSv1.3' : 'TLSv1.2',
         ...(clientCas?.length ? { ca: clientCas, requestCert: true, rejectUnauthorized: true } : {}),
       },
       mirror.app,

@@ -96,7 +96,8 @@ const http = z
         certificate: str(),
         key: str(),
         clientcas: z.array(str()).optional(),
-        minimumtls: ignored(),
+        /** The oldest TLS version accepted (distribution's values); 1.0 and 1.1 are not offered. */
+        minimumtls: z.enum(['tls1.2', 'tls1.3']).default('tls1.2'),
         ciphersuites: ignored(),
         letsencrypt: ignored(),
       })
