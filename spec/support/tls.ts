@@ -19,12 +19,14 @@ export interface TestCa {
   clientKey: string;
 }
 
-export async function makeTestCa(dir: string): Promise<TestCa> {
+/** `ips`: more addresses the server certificate is valid for, besides 127.0.0.1. */
+export async function makeTestCa(dir: string, options: { ips?: string[] } = {}): Promise<TestCa> {
+  const san = ['IP:127.0.0.1', 'DNS:localhost', ...(options.ips ?? []).map((ip) => `IP:${ip}`)].join(',');
   const file = (name: string) => path.join(dir, name);
   const openssl = (...args: string[]) => run('openssl', args);
   await openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.crt'), '-days', '2', '-subj', '/CN=pullmirror test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
   for (const [name, cn, ext] of [
-    ['server', '127.0.0.1', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'],
+    ['server', '127.0.0.1', `subjectAltName=${san}\nextendedKeyUsage=serverAuth\n`],
     ['client', 'pullmirror test client', 'extendedKeyUsage=clientAuth\n'],
   ] as const) {
     writeFileSync(file(`${name}.ext`), ext);
