@@ -5,6 +5,9 @@ import type { Config } from './config/schema.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
+import { Htpasswd } from './auth/htpasswd.ts';
+import { ConfigError } from './config/load.ts';
+import { authentication } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
 import { registryRouter } from './http/registry-router.ts';
@@ -13,6 +16,8 @@ import type { Logger } from './logging/logger.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
 import { parseDigest } from './registry/digest.ts';
+import { PrivateAccess } from './proxy/private-access.ts';
+import { RepositoryPrivacy } from './proxy/repository-privacy.ts';
 import { RegistryError } from './registry/errors.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
@@ -60,6 +65,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     minFreeBytes: config.storage.filesystem.minfreespace,
     readOnly,
   });
+  manifestStore.links.writable = !readOnly;
   const manifests = new ProxyManifestStore({
     manifests: manifestStore,
     logger: logger.child({ component: 'manifests' }),
@@ -94,7 +100,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const context: RegistryContext = {
     blobs,
     manifests,
-    access: readOnly
+    usage: readOnly
       ? undefined
       : new AccessRecorder({
           paths,
@@ -110,6 +116,15 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
     logger,
   };
+  if (config.proxy.privaterepos.protect) {
+    const accessLogger = logger.child({ component: 'access' });
+    const privacy = new RepositoryPrivacy({ links: manifestStore.links, ttlMs: config.proxy.privaterepos.checkttl, logger: accessLogger });
+    context.access = new PrivateAccess({ privacy, links: manifestStore.links, logger: accessLogger });
+    if (upstream.hasCredentials && !config.auth?.htpasswd && !config.http.tls?.clientcas?.length) {
+      accessLogger.info('no client authentication configured: repositories private upstream will be refused to every client');
+    }
+  }
+  const htpasswd = loadHtpasswd(config, logger);
 
   const app = express();
   app.disable('x-powered-by');
@@ -121,6 +136,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     for (const [name, values] of Object.entries(config.http.headers)) res.setHeader(name, values);
     next();
   });
+  app.use(authentication({ htpasswd, realm: config.auth?.htpasswd?.realm ?? '', anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false }));
   app.use('/v2', registryRouter(context));
   app.use(() => {
     throw new RegistryError('NOT_FOUND', 'no such endpoint');
@@ -139,6 +155,20 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await tempArea.stop().catch(() => {});
     },
   };
+}
+
+/** auth.htpasswd: a file that cannot be read stops start-up, naming the key (never its content). */
+function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
+  const settings = config.auth?.htpasswd;
+  if (!settings) return undefined;
+  try {
+    const htpasswd = new Htpasswd(settings.path, logger.child({ component: 'auth' }));
+    if (!config.http.tls) logger.warn('auth.htpasswd without http.tls: passwords cross the network in clear text');
+    if (htpasswd.userCount === 0) logger.warn('htpasswd holds no usable user: every request will be refused', { path: settings.path });
+    return htpasswd;
+  } catch (error) {
+    throw new ConfigError(`auth.htpasswd.path: cannot read ${settings.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
 }
 
 function createDescriptorCache(config: Config, logger: Logger): DescriptorCache {

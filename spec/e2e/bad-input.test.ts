@@ -627,7 +627,7 @@ describe('bad input: a generated corpus of malformed requests against the real m
     const repositories = path.join(root, 'repositories');
     for (const { rel } of listRecursive(repositories)) {
       const segments = rel.split(path.sep);
-      const mark = segments.findIndex((segment) => segment === '_manifests' || segment === '_tags');
+      const mark = segments.findIndex((segment) => ['_manifests', '_tags', '_layers', '_access'].includes(segment));
       const nameSegments = mark < 0 ? segments : segments.slice(0, mark);
       assert.ok(
         nameSegments.every((segment) => COMPONENT.test(segment)),
@@ -635,7 +635,8 @@ describe('bad input: a generated corpus of malformed requests against the real m
       );
       if (mark >= 0) assert.equal(nameSegments.join('/'), NAME, `repositories/${rel}: only the pulled repository`);
       if (segments[mark] === '_tags' && segments.length > mark + 1) assert.equal(segments[mark + 1], TAG, `repositories/${rel}`);
-      if (segments[mark] === '_manifests' && segments.length > mark + 1) assert.match(segments.slice(mark + 1).join('/'), /^sha256(\/[0-9a-f]{64})?$/);
+      if (segments[mark] === '_access') assert.equal(segments.length, mark + 1, `repositories/${rel}`);
+      if ((segments[mark] === '_manifests' || segments[mark] === '_layers') && segments.length > mark + 1) assert.match(segments.slice(mark + 1).join('/'), /^sha256(\/[0-9a-f]{64})?$/);
     }
     assert.deepEqual(tempFiles(root), [], 'no temp files left');
     const internal = mirror.logLines().filter((line) => line.level === 'error' || line.message === 'unexpected error' || (line.message === 'request' && line.status >= 500));

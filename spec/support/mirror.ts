@@ -75,8 +75,11 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
     const listening = logLines().find((line) => line.message === 'listening');
     if (listening) {
       const port = Number(String(listening.addr).split(':').pop());
+      // The address it listens on, when that is one address (a test may bind a non-loopback one).
+      const bound = String(listening.addr).slice(0, String(listening.addr).lastIndexOf(':'));
+      const host = /^\d+\.\d+\.\d+\.\d+$/.test(bound) && bound !== '0.0.0.0' ? bound : '127.0.0.1';
       return {
-        url: `http://127.0.0.1:${port}`,
+        url: `${listening.tls ? 'https' : 'http'}://${host}:${port}`,
         port,
         root,
         configFile,

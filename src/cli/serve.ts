@@ -1,7 +1,10 @@
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { createMirror, type Mirror } from '../app.ts';
 import { ConfigError } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { loadConfigOrExit } from './config-arg.ts';
@@ -13,11 +16,19 @@ import { loadConfigOrExit } from './config-arg.ts';
 export async function serve(args: string[]): Promise<void> {
   const config = loadConfigOrExit(args[0]);
   const logger = createLogger(config.log);
-  const mirror = await createMirror(config, logger);
-  const server = createServer({ maxHeaderSize: 16 * 1024 }, mirror.app);
+  let mirror: Mirror;
+  let server: Server;
+  try {
+    mirror = await createMirror(config, logger);
+    server = createHttpServer(config, mirror);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`pullmirror: ${error.message}\n`);
+    process.exit(2);
+  }
   // Idle keep-alive connections should outlive a client's think time between requests.
   server.keepAliveTimeout = 65_000;
-  server.on('clientError', answerClientError);
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerClientError(error, socket, config.http.headers));
   const { host, port } = parseAddr(config.http.addr);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -26,10 +37,46 @@ export async function serve(args: string[]): Promise<void> {
   const address = server.address() as AddressInfo;
   logger.info('listening', {
     addr: `${address.address}:${address.port}`,
+    tls: config.http.tls !== undefined,
     upstream: mirror.upstream.url.origin,
     root: config.storage.filesystem.rootdirectory,
   });
   installShutdown(server, mirror, logger, config.http.draintimeout);
+}
+
+/**
+ * Plain HTTP, or HTTPS with http.tls (distribution's keys), so a remote dockerd can use the
+ * mirror without listing it in insecure-registries. With http.tls.clientcas, clients must
+ * present a certificate signed by one of those CAs (mutual TLS).
+ */
+function createHttpServer(config: Config, mirror: Mirror): Server {
+  const tls = config.http.tls;
+  const options = { maxHeaderSize: 16 * 1024 };
+  if (!tls) return createServer(options, mirror.app);
+  const read = (key: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      throw new ConfigError(`http.tls.${key}: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+  };
+  const clientCas = tls.clientcas?.map((file, index) => read(`clientcas.${index}`, file));
+  try {
+    return createHttpsServer(
+      {
+        ...options,
+        cert: read('certificate', tls.certificate),
+        key: read('key', tls.key),
+        minVersion: tls.minimumtls === 'tls1.3' ? 'TLSv1.3' : 'TLSv1.2',
+        ...(clientCas?.length ? { ca: clientCas, requestCert: true, rejectUnauthorized: true } : {}),
+      },
+      mirror.app,
+    ) as unknown as Server;
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    // A key that does not match the certificate, or PEM that is not one: the message names no secret.
+    throw new ConfigError(`http.tls: cannot use the certificate and key: ${(error as Error).message}`);
+  }
 }
 
 /** `:5000`, `0.0.0.0:5000`, `[::1]:5000` → host and port (distribution's http.addr format). */
@@ -43,7 +90,7 @@ export function parseAddr(addr: string): { host: string | undefined; port: numbe
  * Requests Node's parser refuses (oversized headers, a TLS ClientHello on this plain-HTTP
  * port, garbage) get a status and an OCI error body where the socket still takes one.
  */
-function answerClientError(error: NodeJS.ErrnoException & { code?: string }, socket: Socket): void {
+function answerClientError(error: NodeJS.ErrnoException & { code?: string }, socket: Socket, extraHeaders: Record<string, string[]>): void {
   if (!socket.writable || (error.code === 'ECONNRESET')) {
     socket.destroy();
     return;
@@ -55,8 +102,20 @@ function answerClientError(error: NodeJS.ErrnoException & { code?: string }, soc
   );
   socket.end(
     `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
-      `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n` +
+      securityHeaderLines(extraHeaders) +
+      `\r\n${body}`,
   );
+}
+
+/** http.headers as raw header lines; names and values with line breaks are left out. */
+function securityHeaderLines(headers: Record<string, string[]>): string {
+  let lines = '';
+  for (const [name, values] of Object.entries(headers)) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) continue;
+    for (const value of values) if (!/[\r\n]/.test(value)) lines += `${name}: ${value}\r\n`;
+  }
+  return lines;
 }
 
 /**

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { configSchema, SECRET_KEYS, type Config } from './schema.ts';
+import { resolveSecretFiles } from './secret-files.ts';
 
 /** Thrown for any bad configuration; its message names the offending key. */
 export class ConfigError extends Error {
@@ -42,7 +43,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
     setPath(raw, path, envValue(value));
     fromEnv.set(path.join('.'), name);
   }
-  return validate(raw, fromEnv);
+  return resolveSecretFiles(validate(raw, fromEnv), (message) => new ConfigError(message));
 }
 
 function envValue(value: string): unknown {

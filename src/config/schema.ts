@@ -124,14 +124,52 @@ const http = z
     draintimeout: duration().prefault('60s'),
     /** Extra headers set on every response, as in distribution. */
     headers: z.record(z.string(), z.array(str()).or(str().transform((v) => [v]))).default({ 'X-Content-Type-Options': ['nosniff'] }),
+    /** HTTPS, as in distribution: PEM files; clientcas makes the mirror ask for (and require) a client certificate. */
+    tls: z
+      .strictObject({
+        certificate: str(),
+        key: str(),
+        clientcas: z.array(str()).optional(),
+        /** The oldest TLS version accepted (distribution's values); 1.0 and 1.1 are not offered. */
+        minimumtls: z.enum(['tls1.2', 'tls1.3']).default('tls1.2'),
+        ciphersuites: ignored(),
+        letsencrypt: ignored(),
+      })
+      .optional(),
   })
   .prefault({});
+
+/** Auth kinds distribution has that pullmirror does not: named, so the error says what to use. */
+const unsupportedAuth = (kind: string) =>
+  z.unknown().refine((v) => v === undefined, { message: `auth.${kind} is not supported by pullmirror; use auth.htpasswd` }).optional();
+
+/** Who may pull from the mirror: distribution's auth section; htpasswd is the one kind supported. */
+const auth = z
+  .strictObject({
+    htpasswd: z
+      .strictObject({
+        realm: str().default('pullmirror'),
+        /** A file of `user:bcrypt-hash` lines (`htpasswd -B`), as distribution reads it. */
+        path: str(),
+        /**
+         * ours: let clients without credentials pull public images too. Private upstream
+         * repositories stay for authenticated clients (proxy.privaterepos).
+         */
+        anonymouspull: bool().default(false),
+      })
+      .optional(),
+    token: unsupportedAuth('token'),
+    silly: unsupportedAuth('silly'),
+  })
+  .optional();
 
 const proxy = z
   .strictObject({
     remoteurl: z.url({ protocol: /^https?$/ }).default('https://registry-1.docker.io'),
     username: str().optional(),
     password: str().optional(),
+    /** ours: a file holding the upstream password (a mounted secret), instead of proxy.password. */
+    passwordfile: str().optional(),
     ttl: duration().prefault('168h'),
     // ours: upstream timeouts, so a hung upstream gives a prompt error instead of a hang.
     timeouts: z
@@ -155,6 +193,17 @@ const proxy = z
      * cached copy are served from the cache without asking upstream.
      */
     ratelimitreserve: int(0).default(10),
+    /**
+     * ours: repositories the upstream serves only with credentials are served only to clients
+     * the mirror authenticated (protect), and a blob only through a repository that holds it.
+     * checkttl: how long a repository's public/private verdict is trusted.
+     */
+    privaterepos: z
+      .strictObject({
+        protect: bool().default(true),
+        checkttl: duration().prefault('10m'),
+      })
+      .prefault({}),
   })
   .prefault({});
 
@@ -180,6 +229,7 @@ export const configSchema = z.strictObject({
   loglevel: ignored(),
   storage,
   http,
+  auth,
   proxy,
   redis,
   health: ignored(),

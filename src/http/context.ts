@@ -3,6 +3,7 @@ import type { AccessRecorder } from '../eviction/access-recorder.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { ProxyBlobStore } from '../proxy/proxy-blob-store.ts';
 import type { ProxyManifestStore } from '../proxy/proxy-manifest-store.ts';
+import type { PrivateAccess } from '../proxy/private-access.ts';
 import { validateName } from '../registry/names.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
@@ -15,7 +16,9 @@ export interface RegistryContext {
   upstreamFor(ns: string | undefined): UpstreamRegistry | undefined;
   logger: Logger;
   /** Records last use for eviction (fire-and-forget); absent when the store is read-only. */
-  access?: AccessRecorder;
+  usage?: AccessRecorder;
+  /** Refuses private upstream content to clients the mirror has not authenticated (proxy.privaterepos). */
+  access?: PrivateAccess;
 }
 
 /** The upstream and the upstream-side repository name a request is about. */

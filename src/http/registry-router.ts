@@ -33,6 +33,7 @@ async function dispatch(ctx: RegistryContext, req: Request, res: Response): Prom
       headers: { Allow: 'GET, HEAD' },
     });
   }
+  await ctx.access?.authorize(ctx, req, res, route);
   switch (route.kind) {
     case 'base':
       res.status(200).json({});

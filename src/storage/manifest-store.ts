@@ -4,6 +4,8 @@ import { parseDigest } from '../registry/digest.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import { isNotFound, type BlobDescriptor, type FilesystemBlobStore } from './blob-store.ts';
 import type { StorePaths } from './paths.ts';
+import { referencedBlobs } from '../registry/manifest-references.ts';
+import { RepositoryLinks } from './repository-links.ts';
 
 /** A manifest as stored: its bytes live in the blob store, this is what a repository links. */
 export interface ManifestDescriptor extends BlobDescriptor {
@@ -17,10 +19,13 @@ export interface ManifestDescriptor extends BlobDescriptor {
 export class FilesystemManifestStore {
   private readonly paths: StorePaths;
   private readonly blobs: FilesystemBlobStore;
+  /** The repository's blob links, written with each manifest (what the manifest references). */
+  readonly links: RepositoryLinks;
 
   constructor(paths: StorePaths, blobs: FilesystemBlobStore) {
     this.paths = paths;
     this.blobs = blobs;
+    this.links = new RepositoryLinks(paths, blobs.tempDir);
   }
 
   private get tempDir(): string {
@@ -41,10 +46,12 @@ export class FilesystemManifestStore {
     return this.blobs.readSmall(digest);
   }
 
-  /** Stores verified manifest bytes and links them to the repository. */
+  /** Stores verified manifest bytes and links them, and the blobs they reference, to the repository. */
   async put(name: string, descriptor: ManifestDescriptor, bytes: Uint8Array): Promise<void> {
     const digest = parseDigest(descriptor.digest);
     if (!(await this.blobs.stat(digest))) await this.blobs.putSmall(digest, bytes);
+    // Blob links first: a manifest visible in a repository always has its blobs linked.
+    await this.links.linkBlobs(name, referencedBlobs(bytes));
     const link = JSON.stringify({ mediaType: descriptor.mediaType, size: descriptor.size });
     await writeFileAtomic(this.paths.manifestLink(name, digest), link, this.tempDir);
   }

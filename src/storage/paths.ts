@@ -8,6 +8,9 @@ import type { Digest } from '../registry/digest.ts';
  *   ├── blobs/<algorithm>/<first two hex>/<hex>      verified content: layers, configs, manifests
  *   ├── repositories/<name>/
  *   │   ├── _manifests/<algorithm>/<hex>              {"mediaType","size"}: the repository has this manifest
+ *   │   ├── _layers/<algorithm>/<hex>                 the repository holds this blob (a manifest of it references
+ *   │   │                                             it, or upstream served it for this repository)
+ *   │   ├── _access                                   "public" | "private": may an anonymous client pull it upstream
  *   │   └── _tags/<tag>                               the digest the tag pointed at when last checked
  *   └── _tmp/<random>                                 downloads in flight, renamed into blobs/ once verified
  *
@@ -32,6 +35,14 @@ export class StorePaths {
 
   manifestLink(name: string, digest: Digest): string {
     return join(this.root, 'repositories', name, '_manifests', digest.algorithm, digest.hex);
+  }
+
+  layerLink(name: string, digest: Digest): string {
+    return join(this.root, 'repositories', name, '_layers', digest.algorithm, digest.hex);
+  }
+
+  accessVerdict(name: string): string {
+    return join(this.root, 'repositories', name, '_access');
   }
 
   tag(name: string, tag: string): string {

@@ -19,6 +19,8 @@ export interface UpstreamRequest {
   /** The repository the request is about; its pull scope is what a token is asked for. */
   repository?: string;
   headers?: Record<string, string>;
+  /** Send without the mirror's credentials (anonymous token or none): what any client could get. */
+  anonymous?: boolean;
 }
 
 export interface RateLimit {
@@ -50,6 +52,8 @@ export class UpstreamRegistry {
   readonly namespace: string;
   readonly isDockerHub: boolean;
   readonly tokens: TokenCache;
+  /** Tokens asked for without credentials: they tell what an anonymous client may pull. */
+  private readonly anonymousTokens: TokenCache;
   private readonly agent: Agent;
   private readonly credentials?: Credentials;
   private readonly logger: Logger;
@@ -78,6 +82,31 @@ export class UpstreamRegistry {
       bodyTimeout: options.timeouts.bodyidle,
     });
     this.tokens = new TokenCache({ dispatcher: this.agent, credentials: this.credentials, logger: this.logger });
+    this.anonymousTokens = new TokenCache({ dispatcher: this.agent, logger: this.logger });
+  }
+
+  /** Whether the mirror pulls with an account (and so may hold content anonymous clients cannot get). */
+  get hasCredentials(): boolean {
+    return this.credentials !== undefined;
+  }
+
+  /**
+   * Whether the upstream grants an anonymous client pull on `repository`, when its token says:
+   * a Bearer token is asked for without credentials and its JWT `access` claim read (Docker Hub
+   * and distribution's token servers drop the pull action for a private repository rather than
+   * refuse). Undefined when the token is opaque: the caller must ask the registry itself.
+   * An upstream without auth grants everything; one with Basic auth grants nothing anonymously.
+   */
+  async anonymousPullGrant(repository: string): Promise<boolean | undefined> {
+    if (!this.challenge) await this.learnChallenge();
+    const challenge = this.challenge;
+    if (!challenge) return true;
+    if (challenge.scheme === 'basic') return false;
+    if (!challenge.params.realm) return undefined;
+    const token = await this.anonymousTokens.get(challenge.params.realm, challenge.params.service, `repository:${repository}:pull`);
+    const access = jwtAccessClaim(token);
+    if (!access) return undefined;
+    return access.some((entry) => entry.type === 'repository' && entry.name === repository && entry.actions?.includes('pull'));
   }
 
   /** Whether a request's `ns` query parameter names this upstream. */
@@ -97,17 +126,17 @@ export class UpstreamRegistry {
   async request(req: UpstreamRequest): Promise<Dispatcher.ResponseData> {
     const scope = req.repository ? `repository:${req.repository}:pull` : '';
     if (!this.challenge) await this.learnChallenge();
-    let response = await this.send(req, await this.authorization(scope));
+    let response = await this.send(req, await this.authorization(scope, req.anonymous));
     if (response.statusCode === 401) {
       const challenge = parseChallenge(header(response, 'www-authenticate'));
       await response.body.dump();
       if (!challenge) return response;
       if (this.challenge?.scheme === 'bearer' && challenge.scheme === 'bearer') {
-        this.tokens.invalidate(this.challenge.params.realm, this.challenge.params.service, scope);
+        (req.anonymous ? this.anonymousTokens : this.tokens).invalidate(this.challenge.params.realm, this.challenge.params.service, scope);
       }
       this.challenge = challenge;
       const retryScope = challenge.params.scope ?? scope;
-      response = await this.send(req, await this.authorization(retryScope));
+      response = await this.send(req, await this.authorization(retryScope, req.anonymous));
     }
     return response;
   }
@@ -130,15 +159,16 @@ export class UpstreamRegistry {
     return this.ping;
   }
 
-  private async authorization(scope: string): Promise<string | undefined> {
+  private async authorization(scope: string, anonymous = false): Promise<string | undefined> {
     const challenge = this.challenge;
     if (!challenge) return undefined;
     if (challenge.scheme === 'basic') {
-      if (!this.credentials) return undefined;
+      if (!this.credentials || anonymous) return undefined;
       return `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`;
     }
     if (!challenge.params.realm) return undefined;
-    return `Bearer ${await this.tokens.get(challenge.params.realm, challenge.params.service, scope)}`;
+    const tokens = anonymous ? this.anonymousTokens : this.tokens;
+    return `Bearer ${await tokens.get(challenge.params.realm, challenge.params.service, scope)}`;
   }
 
   /** One exchange, following redirects; credentials never follow to another origin. */
@@ -194,5 +224,18 @@ export class UpstreamRegistry {
 
   async close(): Promise<void> {
     await this.agent.close();
+  }
+}
+
+/** The `access` claim of a JWT, read without verifying (the mirror only learns from it); undefined if not a JWT. */
+function jwtAccessClaim(token: string): { type?: string; name?: string; actions?: string[] }[] | undefined {
+  const payload = token.split('.')[1];
+  if (!payload) return undefined;
+  try {
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { access?: unknown };
+    // No claim at all: a token of another design; the registry is asked instead.
+    return Array.isArray(claims.access) ? (claims.access as { type?: string; name?: string; actions?: string[] }[]) : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -21,7 +21,7 @@ export async function headBlob(ctx: RegistryContext, req: Request, res: Response
   const { size, origin } = await ctx.blobs.stat(upstream, name, digest);
   blobHeaders(res, digest.value);
   markCache(res, origin);
-  if (origin === 'cache') ctx.access?.blob(digest.value);
+  if (origin === 'cache') ctx.usage?.blob(digest.value);
   if (size !== undefined) res.setHeader('Content-Length', size);
   res.status(200).end();
 }
@@ -37,7 +37,7 @@ export async function getBlob(ctx: RegistryContext, req: Request, res: Response,
   const source = await ctx.blobs.open(upstream, name, digest);
   blobHeaders(res, digest.value);
   markCache(res, source.origin);
-  if (source.origin === 'cache') ctx.access?.blob(digest.value);
+  if (source.origin === 'cache') ctx.usage?.blob(digest.value);
   if (req.headers['if-none-match'] === `"${digest.value}"`) {
     source.release();
     res.status(304).end();

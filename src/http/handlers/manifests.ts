@@ -10,8 +10,8 @@ export async function serveManifest(ctx: RegistryContext, req: Request, res: Res
     ? await ctx.manifests.byDigest(upstream, name, parseDigest(reference))
     : await ctx.manifests.byTag(upstream, name, validateTag(reference));
   const { descriptor } = result;
-  ctx.access?.manifest(name, descriptor.digest);
-  if (!isDigest(reference)) ctx.access?.tag(name, reference);
+  ctx.usage?.manifest(name, descriptor.digest);
+  if (!isDigest(reference)) ctx.usage?.tag(name, reference);
   markCache(res, result.origin);
   if (result.origin === 'stale') res.setHeader('Warning', '110 pullmirror "Response is Stale"');
   res.setHeader('Content-Type', descriptor.mediaType);

@@ -32,6 +32,7 @@ export function requestContext(logger: Logger, options: { accessLog: boolean }) 
         const length = res.getHeader('content-length');
         if (length !== undefined) fields.bytes = Number(length);
         if (res.locals.cache) fields.cache = res.locals.cache;
+        if (res.locals.user) fields.user = res.locals.user;
         // The response was not ended by us: the client left or the transfer was broken off.
         if (!res.writableEnded || res.locals.streamError) fields.aborted = true;
         if (res.locals.streamError) fields.error = res.locals.streamError;

@@ -1,0 +1,88 @@
+import type { Request, Response } from 'express';
+import { LRUCache } from 'lru-cache';
+import { SingleFlight } from '../util/single-flight.ts';
+import type { Logger } from '../logging/logger.ts';
+import { unauthorized } from '../http/middleware/auth.ts';
+import { resolveRepository, type RegistryContext } from '../http/context.ts';
+import type { Route } from '../http/route.ts';
+import { parseDigest, type Digest } from '../registry/digest.ts';
+import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+import { RegistryError } from '../registry/errors.ts';
+import type { RepositoryLinks } from '../storage/repository-links.ts';
+import type { RepositoryPrivacy } from './repository-privacy.ts';
+
+/**
+ * Keeps what the mirror's upstream account can pull from reaching clients the upstream would
+ * refuse (proxy.privaterepos.protect). A client the mirror authenticated may pull all the
+ * account can, as distribution's proxy allows; for any other client:
+ *
+ * - a repository the upstream serves only with credentials is refused: 401 with the challenge
+ *   when the mirror has auth (the client may retry with credentials), else 403 DENIED;
+ * - a blob is served only through a repository that holds it: a manifest of that repository
+ *   the mirror fetched references it, or the upstream confirms it (a HEAD with the mirror's
+ *   account, whose verdict is then kept as a link). Otherwise BLOB_UNKNOWN, the answer the
+ *   upstream itself gives for a digest that is not in the repository, which also does not
+ *   tell whether the mirror holds the blob for some other repository.
+ *
+ * A mirror without upstream credentials only ever holds public content, so nothing is checked.
+ */
+export class PrivateAccess {
+  private readonly privacy: RepositoryPrivacy;
+  private readonly links: RepositoryLinks;
+  private readonly logger: Logger;
+  /** `name@digest` the repository is known to hold: spares the disk on the hot path. */
+  private readonly known = new LRUCache<string, true>({ max: 100_000 });
+  /** Concurrent first requests for one repository's blob share one upstream check. */
+  private readonly checks = new SingleFlight<void>();
+
+  constructor(options: { privacy: RepositoryPrivacy; links: RepositoryLinks; logger: Logger }) {
+    this.privacy = options.privacy;
+    this.links = options.links;
+    this.logger = options.logger;
+  }
+
+  async authorize(ctx: RegistryContext, req: Request, res: Response, route: Route): Promise<void> {
+    if (route.kind !== 'manifest' && route.kind !== 'blob' && route.kind !== 'tags') return;
+    if (res.locals.user !== undefined) return;
+    const { upstream, name } = resolveRepository(ctx, req, res, route.name);
+    if (!upstream.hasCredentials) return;
+    const probe =
+      route.kind === 'manifest'
+        ? `/v2/${name}/manifests/${encodeURIComponent(route.reference)}`
+        : route.kind === 'blob'
+          ? `/v2/${name}/blobs/${parseDigest(route.digest).value}`
+          : `/v2/${name}/manifests/latest`;
+    if ((await this.privacy.verdict(upstream, name, probe)) === 'private') {
+      (res.locals.log ?? this.logger).info('private repository refused to an anonymous client', { repository: name });
+      const message = 'this repository is private upstream: the mirror serves it to authenticated clients only';
+      throw typeof res.locals.authRealm === 'string' ? unauthorized(res.locals.authRealm, message) : new RegistryError('DENIED', message);
+    }
+    if (route.kind === 'blob') await this.requireMembership(upstream, name, route.digest);
+  }
+
+  private async requireMembership(upstream: UpstreamRegistry, name: string, rawDigest: string): Promise<void> {
+    const digest = parseDigest(rawDigest);
+    const key = `${upstream.namespace}/${name}@${digest.value}`;
+    if (this.known.get(key)) return;
+    await this.checks.do(key, async () => {
+      if (!(await this.links.hasBlob(name, digest))) await this.confirmUpstream(upstream, name, digest);
+      this.known.set(key, true);
+    });
+  }
+
+  /** Asks upstream, with the mirror's account, whether the repository holds the blob; links it if so. */
+  private async confirmUpstream(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<void> {
+    const response = await upstream.request({ method: 'HEAD', path: `/v2/${name}/blobs/${digest.value}`, repository: name });
+    await response.body.dump();
+    if (response.statusCode === 200) {
+      await this.links.linkBlobs(name, [digest.value]).catch((error: unknown) => {
+        this.logger.warn('blob link not recorded', { repository: name, digest: digest.value, error: (error as Error).message });
+      });
+      return;
+    }
+    if (response.statusCode === 404 || response.statusCode === 401 || response.statusCode === 403) {
+      throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
+    }
+    throw new RegistryError('UPSTREAM_UNAVAILABLE', `upstream answered ${response.statusCode} checking the blob`);
+  }
+}
