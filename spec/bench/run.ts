@@ -441,7 +441,7 @@ function wrkFigures(line: string) {
   const socketErrors = s.connect + s.read + s.write + s.timeout;
   return {
     ok: s.status === 0 && socketErrors === 0,
-    error: s.status || socketErrors ? `${s.status} non-2xx/3xx, ${socketErrors} socket errors` : undefined,
+    error: s.status || socketErrors ? `${s.status} non-2xx/3xx, ${socketErrors} socket errors (connect ${s.connect}, read ${s.read}, write ${s.write}, timeout ${s.timeout})` : undefined,
     rps: s.requests / (s.duration_us / 1e6),
     requests: s.requests,
     non2xx: s.status,
@@ -913,7 +913,7 @@ async function main(): Promise<number> {
     host: { loadBefore, loadAfter, cores, cpu: os.cpus()[0]?.model, node: process.version, platform: `${os.type()} ${os.release()}` },
     parameters: { blobMiB: BLOB_MIB, concurrency: CONCURRENCY, warm1Seconds: WARM_1_SECONDS, warm16Seconds: WARM_16_SECONDS, wrk: { threads: WRK_THREADS, connections: WRK_CONNECTIONS, seconds: WRK_SECONDS }, rssSampleMs: RSS_SAMPLE_MS },
     fixtures: { repo: REPO, tag: TAG, manifestDigest: image.manifestDigest, blobA, blobB },
-    results: { referenceUpstreamMibps: reference.mibps, idleMemory: idleMem, cold1, cold16, warm1, warm16, manifestsByDigest: byDigest, manifestsByTag: byTag, endMemory: endMem },
+    results: { referenceUpstreamMibps: reference.mibps, idleMemory: idleMem, cold1, cold16, warm1, warm16, manifestsByDigest: byDigest, manifestsByTag: byTag, manyConnections: many, endMemory: endMem },
     table: rows.map((r) => ({ ...r, ratio: ratio(r) })),
     targets,
     notes,
