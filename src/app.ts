@@ -1,6 +1,8 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
+import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
+import { createRedisConnection, redisConfigured, type RedisConnection } from './redis/redis-connection.ts';
 import type { Config } from './config/schema.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
@@ -49,7 +51,12 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   }
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
-  const descriptors: DescriptorCache = createDescriptorCache(config, logger);
+  const redis = redisConfigured(config.redis) || config.storage.cache.blobdescriptor === 'redis'
+    ? createRedisConnection(config.redis, logger.child({ component: 'redis' }))
+    : undefined;
+  const descriptors: DescriptorCache = redis && config.storage.cache.blobdescriptor === 'redis'
+    ? new RedisDescriptorCache(redis)
+    : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
   const upstream = new UpstreamRegistry({
     url: config.proxy.remoteurl,
     username: config.proxy.username,
@@ -152,6 +159,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await scheduler?.stop();
       await upstream.close();
       await descriptors.close();
+      await redis?.close();
       await tempArea.stop().catch(() => {});
     },
   };
@@ -169,11 +177,4 @@ function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
   } catch (error) {
     throw new ConfigError(`auth.htpasswd.path: cannot read ${settings.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
-}
-
-function createDescriptorCache(config: Config, logger: Logger): DescriptorCache {
-  if (config.storage.cache.blobdescriptor === 'redis') {
-    logger.warn('redis descriptor cache not available yet; using the in-process cache');
-  }
-  return new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
 }
