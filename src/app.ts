@@ -2,7 +2,9 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
 import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
-import { createRedisConnection, redisConfigured, type RedisConnection } from './redis/redis-connection.ts';
+import { createRedisConnection, redisConfigured } from './redis/redis-connection.ts';
+import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
+import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import type { Config } from './config/schema.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
@@ -64,6 +66,9 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     timeouts: config.proxy.timeouts,
     logger: logger.child({ component: 'upstream' }),
   });
+  const fleet: FillCoordinator = redis && config.redis.fleet.enabled
+    ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }) })
+    : new LocalFillCoordinator();
   const blobs = new ProxyBlobStore({
     blobs: blobStore,
     cache: descriptors,
@@ -71,6 +76,8 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     resume: { retries: config.proxy.resume.retries, backoffMs: config.proxy.resume.backoff },
     minFreeBytes: config.storage.filesystem.minfreespace,
     readOnly,
+    fleet,
+    fleetStallMs: config.redis.fleet.lease,
   });
   manifestStore.links.writable = !readOnly;
   const manifests = new ProxyManifestStore({
@@ -79,6 +86,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     tagFreshnessMs: config.proxy.tagfreshness,
     rateLimitReserve: config.proxy.ratelimitreserve,
     readOnly,
+    fleet,
   });
   const evictionLogger = logger.child({ component: 'eviction' });
   // As in distribution, nothing is evicted unless deletes are enabled; never in read-only mode.
@@ -158,6 +166,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     async close() {
       await scheduler?.stop();
       await upstream.close();
+      await fleet.close();
       await descriptors.close();
       await redis?.close();
       await tempArea.stop().catch(() => {});
