@@ -88,8 +88,8 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     const { a, b } = await fleet();
     const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 32, label: 'fleet-cold' });
     world.proxy.reset();
-    // Slow enough that all 16 requests meet the download in flight.
-    world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 16 * MiB, match: matchRequests('GET', new RegExp(`/blobs/${blob.digest}$`)) });
+    // Upstream answers late, so all 16 requests meet the download in flight.
+    world.proxy.setFault({ kind: 'delay', ms: 1000, match: matchRequests('GET', new RegExp(`/blobs/${blob.digest}$`)) });
     try {
       const results = await Promise.all([a, b].flatMap((m) => Array.from({ length: 8 }, () => pull(`${m.url}/v2/library/fleet/blobs/${blob.digest}`))));
       for (const result of results) {
@@ -127,7 +127,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
 
   it('when the holder is killed mid-download the other instance takes over; its clients get every byte once', async () => {
     const { a, b, root } = await fleet();
-    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 12, label: 'fleet-kill' });
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 4, label: 'fleet-kill' });
     world.proxy.reset();
     world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 4 * MiB, match: matchRequests('GET', new RegExp(`/blobs/${blob.digest}$`)) });
     try {
@@ -142,6 +142,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       assert.ok(progress.every((p) => p.bytes >= MiB), `B's clients receive bytes before the kill; B log:\n${b.process.readLog()}`);
       process.kill(a.process.pid, 'SIGKILL');
       await a.process.exited;
+      world.proxy.setFault(undefined);
       for (const result of await Promise.all(held)) assert.ok(result.error || result.bytes < blob.size, "the killed instance's clients do not get a clean end");
       for (const result of await Promise.all(followed)) {
         assert.equal(result.error, undefined, `B log:\n${b.process.readLog()}`);
@@ -151,7 +152,6 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       assert.ok(b.logLines().some((line) => line.message === 'blob download holder gone; taking the download over'));
       assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${blob.digest}$`)), 2, "A's download and B's takeover");
       assert.ok(existsSync(blobPath(root, blob.digest)), 'the blob is committed to the shared store');
-      world.proxy.setFault(undefined);
       const again = await pull(url(b));
       assert.equal(again.digest, blob.digest);
     } finally {
@@ -162,7 +162,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
 
   it('with Redis stopped mid-run pulls still succeed, the outage is logged once per instance, and Redis is used again when back', async () => {
     const { a, b } = await fleet();
-    const first = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 8, label: 'fleet-outage-1' });
+    const first = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 3, label: 'fleet-outage-1' });
     const second = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 2, label: 'fleet-outage-2' });
     world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 4 * MiB, match: matchRequests('GET', new RegExp(`/blobs/${first.digest}$`)) });
     try {
