@@ -125,7 +125,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     }
   });
 
-  it('when the holder is killed mid-download the other instance takes over; its clients get every byte once', async () => {
+  it('when the holder is killed mid-download the other instance takes over; its clients get every byte once', async (t) => {
     const { a, b, root } = await fleet();
     const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 4, label: 'fleet-kill' });
     world.proxy.reset();
@@ -151,6 +151,13 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       }
       assert.ok(b.logLines().some((line) => line.message === 'blob download holder gone; taking the download over'));
       assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${blob.digest}$`)), 2, "A's download and B's takeover");
+      // B resumes from A's temp file unless B's temp-area sweep removed it first (then from byte 0).
+      const takeover = world.proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${blob.digest}`))[1];
+      if (b.logLines().some((line) => line.message === 'resuming the download of a dead instance')) {
+        assert.match(takeover.range ?? '', /^bytes=[1-9]\d*-$/, 'the takeover asks only for the bytes A had not stored');
+      } else {
+        t.diagnostic("A's temp file was swept before the takeover: fetched again from byte 0");
+      }
       assert.ok(existsSync(blobPath(root, blob.digest)), 'the blob is committed to the shared store');
       const again = await pull(url(b));
       assert.equal(again.digest, blob.digest);

@@ -29,6 +29,9 @@ const PUBLISH = IF_OWNER(`redis.call('SET', KEYS[1], ARGV[1] .. ARGV[3], 'PX', A
 const RELEASE = IF_OWNER(`redis.call('DEL', KEYS[1])`);
 const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[2], 'PX', 30000)`);
 
+/** A download's temp file relative to the store root: `_tmp/<instance>/<file>`, nothing else. */
+const TEMP_PATH = /^_tmp\/[A-Za-z0-9._-]+\/[A-Za-z0-9-]+$/;
+
 /** How often an instance waiting on another's tag check looks for its answer. */
 const POLL_MS = 25;
 
@@ -104,8 +107,11 @@ export class RedisFillCoordinator implements FillCoordinator {
     try {
       const [[, claim], [, failed]] = (await this.redis.client.multi().get(`fill:{${digest}}`).get(`fillfailed:{${digest}}`).exec()) as [unknown, string | null][];
       if (typeof claim === 'string') {
-        const info = JSON.parse(claim.slice(claim.indexOf(' ') + 1)) as { tempPath?: string; size?: number };
-        return { kind: 'held', tempPath: info.tempPath, size: info.size };
+        const info = JSON.parse(claim.slice(claim.indexOf(' ') + 1)) as { tempPath?: unknown; size?: unknown };
+        // Only a file in a temp area of the store is ever read or adopted, whatever Redis says.
+        const tempPath = typeof info.tempPath === 'string' && TEMP_PATH.test(info.tempPath) ? info.tempPath : undefined;
+        const size = typeof info.size === 'number' && Number.isSafeInteger(info.size) && info.size >= 0 ? info.size : undefined;
+        return { kind: 'held', tempPath, size };
       }
       return { kind: 'free', failure: typeof failed === 'string' ? (JSON.parse(failed) as FillFailure) : undefined };
     } catch (error) {

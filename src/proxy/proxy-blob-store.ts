@@ -1,4 +1,4 @@
-import { relative } from 'node:path';
+import { join, relative } from 'node:path';
 import { statfs } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
@@ -225,10 +225,10 @@ export class ProxyBlobStore {
       coordinator: this.fleet,
       stallMs: this.fleetStallMs,
       logger: this.logger,
-      takeOver: async (_abandoned) => {
+      takeOver: async (abandoned) => {
         const again = await this.fleet.claimBlob(digest.value);
         if (again.kind === 'theirs') return undefined;
-        const fill = await this.download(upstream, name, digest, again.lease);
+        const fill = await this.download(upstream, name, digest, again.lease, abandoned);
         if (isPassThrough(fill)) {
           fill.body.destroy();
           throw new RegistryError('UNAVAILABLE', 'store unwritable while taking a download over');
@@ -240,17 +240,30 @@ export class ProxyBlobStore {
     return remote;
   }
 
-  /** This instance's own upstream download, under the fleet claim `lease`. */
-  private async download(upstream: UpstreamRegistry, name: string, digest: Digest, lease: BlobLease): Promise<BlobFill | PassThroughBody> {
+  /**
+   * This instance's own upstream download, under the fleet claim `lease`; resumed from the
+   * `abandoned` temp file of a dead holder when one is given and still there.
+   */
+  private async download(upstream: UpstreamRegistry, name: string, digest: Digest, lease: BlobLease, abandoned?: string): Promise<BlobFill | PassThroughBody> {
     let response: Dispatcher.ResponseData;
     let writer: BlobWriter | undefined;
     let size: number | undefined;
     try {
-      response = await this.upstreamGet(upstream, name, digest);
-      const length = header(response, 'content-length');
-      size = length === undefined ? undefined : Number(length);
-      writer = await this.writerFor(digest, size);
+      writer = abandoned ? await this.adopt(digest, abandoned) : undefined;
+      const resumed = writer && writer.written > 0 ? await this.resumeGet(upstream, name, digest, writer.written) : undefined;
+      if (writer && resumed) {
+        response = resumed.response;
+        size = resumed.size;
+        this.logger.info('resuming the download of a dead instance', { digest: digest.value, offset: writer.written });
+      } else {
+        await writer?.reset();
+        response = await this.upstreamGet(upstream, name, digest);
+        const length = header(response, 'content-length');
+        size = length === undefined ? undefined : Number(length);
+        writer ??= await this.writerFor(digest, size);
+      }
     } catch (error) {
+      await writer?.abort();
       await lease.release({ failed: failureOf(error as Error) });
       throw error;
     }
@@ -294,6 +307,23 @@ export class ProxyBlobStore {
     return response;
   }
 
+  /**
+   * Asks upstream for a blob from `offset` on, for a takeover; undefined when it will not
+   * answer exactly that (then the download starts over from byte 0).
+   */
+  private async resumeGet(upstream: UpstreamRegistry, name: string, digest: Digest, offset: number): Promise<{ response: Dispatcher.ResponseData; size: number } | undefined> {
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.upstreamGet(upstream, name, digest, { range: `bytes=${offset}-` });
+    } catch {
+      return undefined; // e.g. 416: the abandoned file already held every byte
+    }
+    const range = /^bytes (\d+)-\d+\/(\d+)$/.exec(header(response, 'content-range') ?? '');
+    if (response.statusCode === 206 && range && Number(range[1]) === offset) return { response, size: Number(range[2]) };
+    response.body.destroy();
+    return undefined;
+  }
+
   /** Asks upstream for the rest of a blob; a 200 means it starts over from byte 0. */
   private async reopen(upstream: UpstreamRegistry, name: string, digest: Digest, offset: number): Promise<{ body: Readable; offset: number }> {
     const response = await this.upstreamGet(upstream, name, digest, offset > 0 ? { range: `bytes=${offset}-` } : undefined);
@@ -304,6 +334,16 @@ export class ProxyBlobStore {
       throw new Error(`upstream resumed at ${start}, asked for ${offset}`);
     }
     return { body: response.body, offset: start };
+  }
+
+  /** Takes over a dead holder's temp file (relative to the store root); undefined when it is gone. */
+  private async adopt(digest: Digest, abandoned: string): Promise<BlobWriter | undefined> {
+    try {
+      return await this.blobs.adoptWriter(digest, join(this.blobs.paths.root, abandoned));
+    } catch (error) {
+      this.logger.warn('could not take over an abandoned download; starting over', { digest: digest.value, error: (error as Error).message });
+      return undefined;
+    }
   }
 
   /**
