@@ -76,7 +76,7 @@ export async function benchFleet(options: FleetBenchOptions): Promise<FleetBench
     const config = { storage: { cache: { blobdescriptor: 'redis' } }, redis: { addr: redis.addr }, log: { accesslog: { disabled: true } } };
     const mirrors: RunningMirror[] = [];
     for (let i = 0; i < (options.instances ?? 2); i++) {
-      const mirror = await startMirror({ remoteurl: proxy.url, ...MIRROR_ACCOUNT, root: path.join(store.path, 'store'), config });
+      const mirror = await startMirror({ remoteurl: proxy.url, ...MIRROR_ACCOUNT, root: path.join(store.path, 'store'), config, bundle: true });
       later(`fleet pullmirror pid ${mirror.process.pid}`, () => mirror.stop());
       mirrors.push(mirror);
     }
