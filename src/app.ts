@@ -27,6 +27,7 @@ import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
 import { TempArea } from './storage/temp-area.ts';
+import { storeId } from './storage/store-id.ts';
 import { UpstreamRegistry } from './upstream/upstream-registry.ts';
 
 /** Everything a running mirror is made of; main.ts listens with `app` and closes the rest. */
@@ -54,7 +55,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
   const redis = redisConfigured(config.redis) || config.storage.cache.blobdescriptor === 'redis'
-    ? createRedisConnection(config.redis, logger.child({ component: 'redis' }))
+    ? createRedisConnection(config.redis, logger.child({ component: 'redis' }), await storeId(paths))
     : undefined;
   const descriptors: DescriptorCache = redis && config.storage.cache.blobdescriptor === 'redis'
     ? new RedisDescriptorCache(redis)

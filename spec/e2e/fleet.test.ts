@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -168,7 +168,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
   });
 
   it('with Redis stopped mid-run pulls still succeed, the outage is logged once per instance, and Redis is used again when back', async () => {
-    const { a, b } = await fleet();
+    const { a, b, root } = await fleet();
     const first = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 3, label: 'fleet-outage-1' });
     const second = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 2, label: 'fleet-outage-2' });
     world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 4 * MiB, match: matchRequests('GET', new RegExp(`/blobs/${first.digest}$`)) });
@@ -207,7 +207,8 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       for (const m of [a, b]) assert.ok(m.logLines().some((line) => line.message === 'redis reachable again'));
       // The descriptor cache works again: a warm GET writes the blob's descriptor back to Redis.
       await pull(`${a.url}/v2/library/fleet/blobs/${second.digest}`);
-      assert.match(await redis.command(`EXISTS pullmirror:blob:${second.digest}`), /^:1/);
+      const id = readFileSync(path.join(root, '_store-id'), 'utf8').trim();
+      assert.match(await redis.command(`EXISTS pullmirror:${id}:blob:${second.digest}`), /^:1/, 'keys are namespaced by the store id');
     } finally {
       await Promise.all([a.stop(), b.stop()]);
     }

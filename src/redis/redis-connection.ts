@@ -3,7 +3,11 @@ import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logging/logger.ts';
 
-/** Every key pullmirror writes starts with this, so one Redis can serve other tenants too. */
+/**
+ * Every key pullmirror writes starts with this, and then the store's id when there is one
+ * (`pullmirror:<store id>:`), so one Redis can serve other tenants and several separate
+ * mirrors without their descriptors or claims mixing.
+ */
 export const KEY_PREFIX = 'pullmirror:';
 
 export type RedisClient = Redis | Cluster;
@@ -67,10 +71,10 @@ export function redisConfigured(config: Config['redis']): boolean {
  * `mastername` → Sentinel, several `addrs` → Cluster, else one server (`url` wins over all).
  * `poolsize` is accepted but unused: one pipelined ioredis connection does the work of a pool.
  */
-export function createRedisConnection(config: Config['redis'], logger: Logger): RedisConnection {
+export function createRedisConnection(config: Config['redis'], logger: Logger, storeId?: string): RedisConnection {
   const timeout = Math.max(config.readtimeout, config.writetimeout);
   const common: RedisOptions = {
-    keyPrefix: KEY_PREFIX,
+    keyPrefix: storeId ? `${KEY_PREFIX}${storeId}:` : KEY_PREFIX,
     connectTimeout: config.dialtimeout,
     commandTimeout: timeout,
     enableOfflineQueue: false,
@@ -89,7 +93,7 @@ export function createRedisConnection(config: Config['redis'], logger: Logger): 
   const nodes = addrs.map(parseHostPort);
   if (config.mastername) {
     return new RedisConnection(
-      new Redis({ ...common, sentinels: nodes, name: config.mastername, sentinelPassword: config.password, sentinelTLS: common.tls, enableTLSForSentinelMode: Boolean(common.tls) }),
+      new Redis({ ...common, sentinels: nodes, name: config.mastername, sentinelTLS: common.tls, enableTLSForSentinelMode: Boolean(common.tls) }),
       logger,
     );
   }
