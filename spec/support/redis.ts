@@ -17,6 +17,9 @@ export interface RedisServer {
   /** Stops the server (SIGTERM); start() brings it back on the same port, empty. */
   stop(): Promise<void>;
   start(): Promise<void>;
+  /** SIGSTOP / SIGCONT: a hung server, whose connections stay open but never answer. */
+  pause(): void;
+  resume(): void;
   /** Runs one command (inline protocol) and answers the raw reply. */
   command(line: string): Promise<string>;
   close(): Promise<void>;
@@ -66,8 +69,11 @@ export async function startRedis(): Promise<RedisServer> {
       await server?.stop();
     },
     start,
+    pause: () => server && process.kill(server.pid, 'SIGSTOP'),
+    resume: () => server && process.kill(server.pid, 'SIGCONT'),
     command,
     close: async () => {
+      if (server) process.kill(server.pid, 'SIGCONT');
       await server?.stop();
       await dir.cleanup();
     },

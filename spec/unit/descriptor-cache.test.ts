@@ -64,6 +64,27 @@ describe('redis', { skip: noRedis }, () => {
     assert.equal(await new RedisDescriptorCache(one).get(digest), undefined);
   });
 
+  it('with Redis hung (commands time out on an open connection) logs once and notices when it answers again', async () => {
+    const { logger, lines } = capturingLogger();
+    const connection = await connect(server, logger);
+    connections.push(connection);
+    const cache = new RedisDescriptorCache(connection);
+    const digest = `sha256:${'9'.repeat(64)}`;
+    server.pause();
+    try {
+      const results = await Promise.all(Array.from({ length: 20 }, () => cache.get(digest)));
+      assert.deepEqual(results, Array(20).fill(undefined), 'every call answered "not cached" after the timeout');
+    } finally {
+      server.resume();
+    }
+    const deadline = Date.now() + 10_000;
+    while (!lines.some((line) => line.message === 'redis reachable again') && Date.now() < deadline) await sleep(50);
+    assert.equal(lines.filter((line) => line.level === 'error').length, 1, JSON.stringify(lines));
+    assert.ok(lines.some((line) => line.message === 'redis reachable again'));
+    await cache.set({ digest, size: 1 });
+    assert.deepEqual(await cache.get(digest), { digest, size: 1 });
+  });
+
   it('with Redis stopped answers "not cached" at once, logs the outage once, and recovers by itself', async () => {
     const { logger, lines } = capturingLogger();
     const connection = await connect(server, logger);

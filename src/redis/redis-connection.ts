@@ -27,6 +27,7 @@ export class RedisConnection {
   private readonly logger: Logger;
   private down = false;
   private closed = false;
+  private probing = false;
 
   constructor(client: RedisClient, logger: Logger) {
     this.client = client;
@@ -46,9 +47,30 @@ export class RedisConnection {
 
   /** Reports a failed command or connection: logged only when an outage starts. */
   failed(error: Error): void {
-    if (this.down || this.closed) return;
-    this.down = true;
-    this.logger.error('redis unreachable; carrying on without it until it is back', { error: error.message });
+    if (this.closed) return;
+    if (!this.down) {
+      this.down = true;
+      this.logger.error('redis unreachable; carrying on without it until it is back', { error: error.message });
+    }
+    // A command that timed out on a connection still up: no 'ready' will mark the end of
+    // this outage, so a PING a moment later does.
+    if (this.client.status === 'ready' && !this.probing) {
+      this.probing = true;
+      setTimeout(() => {
+        this.client
+          .ping()
+          .then(() => {
+            if (this.down && !this.closed) {
+              this.down = false;
+              this.logger.info('redis reachable again');
+            }
+          })
+          .catch(() => {})
+          .finally(() => {
+            this.probing = false;
+          });
+      }, 1_000).unref();
+    }
   }
 
   async close(): Promise<void> {
