@@ -108,16 +108,6 @@ export class ProxyBlobStore {
     return stored;
   }
 
-  /**
-   * Removes a blob from the store and its descriptor from the cache (eviction), so no
-   * instance sharing the cache answers for it afterwards. Answers whether a file was removed.
-   */
-  async delete(digest: Digest): Promise<boolean> {
-    const removed = await this.blobs.delete(digest);
-    await this.forget(digest);
-    return removed;
-  }
-
   /** For HEAD: what the blob is, asking upstream (HEAD, no download) only when it is not here. */
   async stat(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<{ size: number | undefined; origin: 'cache' | 'upstream' }> {
     const local = await this.localDescriptor(digest);

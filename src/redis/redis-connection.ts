@@ -45,6 +45,13 @@ export class RedisConnection {
     return !this.closed && this.client.status === 'ready';
   }
 
+  /** Resolves true once connected, false after `timeoutMs` (for short-lived tools such as gc). */
+  async whenReady(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.available && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    return this.available;
+  }
+
   /** Reports a failed command or connection: logged only when an outage starts. */
   failed(error: Error): void {
     if (this.closed) return;

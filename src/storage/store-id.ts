@@ -10,11 +10,8 @@ import type { StorePaths } from './paths.ts';
  */
 export async function storeId(paths: StorePaths): Promise<string | undefined> {
   const file = paths.storeId();
-  try {
-    return await readId(file);
-  } catch {
-    // not there yet
-  }
+  const existing = await readStoreId(paths);
+  if (existing) return existing;
   try {
     await mkdir(paths.root, { recursive: true });
     const temp = `${file}.${randomBytes(6).toString('hex')}`;
@@ -24,6 +21,15 @@ export async function storeId(paths: StorePaths): Promise<string | undefined> {
     });
     await unlink(temp).catch(() => {});
     return await readId(file);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The store's id if one was made, without making one (for tools that must not write). */
+export async function readStoreId(paths: StorePaths): Promise<string | undefined> {
+  try {
+    return await readId(paths.storeId());
   } catch {
     return undefined;
   }
