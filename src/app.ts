@@ -1,6 +1,10 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
+import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
+import { createRedisConnection, redisConfigured } from './redis/redis-connection.ts';
+import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
+import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import type { Config } from './config/schema.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
@@ -23,6 +27,7 @@ import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
 import { TempArea } from './storage/temp-area.ts';
+import { storeId } from './storage/store-id.ts';
 import { UpstreamRegistry } from './upstream/upstream-registry.ts';
 
 /** Everything a running mirror is made of; main.ts listens with `app` and closes the rest. */
@@ -49,7 +54,12 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   }
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
-  const descriptors: DescriptorCache = createDescriptorCache(config, logger);
+  const redis = redisConfigured(config.redis) || config.storage.cache.blobdescriptor === 'redis'
+    ? createRedisConnection(config.redis, logger.child({ component: 'redis' }), await storeId(paths))
+    : undefined;
+  const descriptors: DescriptorCache = redis && config.storage.cache.blobdescriptor === 'redis'
+    ? new RedisDescriptorCache(redis)
+    : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
   const upstream = new UpstreamRegistry({
     url: config.proxy.remoteurl,
     username: config.proxy.username,
@@ -57,6 +67,9 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     timeouts: config.proxy.timeouts,
     logger: logger.child({ component: 'upstream' }),
   });
+  const fleet: FillCoordinator = redis && config.redis.fleet.enabled
+    ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }) })
+    : new LocalFillCoordinator();
   const blobs = new ProxyBlobStore({
     blobs: blobStore,
     cache: descriptors,
@@ -64,6 +77,8 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     resume: { retries: config.proxy.resume.retries, backoffMs: config.proxy.resume.backoff },
     minFreeBytes: config.storage.filesystem.minfreespace,
     readOnly,
+    fleet,
+    fleetStallMs: config.redis.fleet.lease,
   });
   manifestStore.links.writable = !readOnly;
   const manifests = new ProxyManifestStore({
@@ -72,6 +87,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     tagFreshnessMs: config.proxy.tagfreshness,
     rateLimitReserve: config.proxy.ratelimitreserve,
     readOnly,
+    fleet,
   });
   const evictionLogger = logger.child({ component: 'eviction' });
   // As in distribution, nothing is evicted unless deletes are enabled; never in read-only mode.
@@ -151,7 +167,9 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     async close() {
       await scheduler?.stop();
       await upstream.close();
+      await fleet.close();
       await descriptors.close();
+      await redis?.close();
       await tempArea.stop().catch(() => {});
     },
   };
@@ -169,11 +187,4 @@ function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
   } catch (error) {
     throw new ConfigError(`auth.htpasswd.path: cannot read ${settings.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
-}
-
-function createDescriptorCache(config: Config, logger: Logger): DescriptorCache {
-  if (config.storage.cache.blobdescriptor === 'redis') {
-    logger.warn('redis descriptor cache not available yet; using the in-process cache');
-  }
-  return new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
 }

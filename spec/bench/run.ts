@@ -34,6 +34,7 @@ import { blobDataPath, startDistributionProxy, startUpstreamRegistry, type Regis
 import { startTokenServer, type TokenServer } from '../support/token-server.ts';
 import { startUpstreamProxy, type UpstreamProxy } from '../support/upstream-proxy.ts';
 import { benchGc } from './gc.ts';
+import { benchFleetCase } from './fleet.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.join(HERE, 'results');
@@ -960,6 +961,8 @@ try {
     main,
     // One eviction pass over 100 000 blobs (spec/bench/gc.ts).
     gc: () => benchGc(log),
+    // Two instances on one store and one Redis, 16 clients, a cold 256 MiB blob (spec/bench/fleet.ts).
+    fleet: () => benchFleetCase(log),
   };
   const chosen = process.argv.slice(2);
   const unknown = chosen.filter((name) => !Object.hasOwn(cases, name));

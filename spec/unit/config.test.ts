@@ -85,6 +85,32 @@ describe('config', () => {
     assert.ok(printed.includes('bob'));
   });
 
+  it("reads distribution's redis section, REDIS_URL, and masks the URL's password", () => {
+    const config = loadConfig({
+      env: {
+        REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR: 'redis',
+        REGISTRY_REDIS_ADDRS: 'sentinel-1:26379, sentinel-2:26379',
+        REGISTRY_REDIS_MASTERNAME: 'mymaster',
+        REGISTRY_REDIS_DIALTIMEOUT: '2s',
+        REGISTRY_REDIS_POOLSIZE: '20',
+        REGISTRY_REDIS_FLEET_LEASE: '15s',
+      },
+    });
+    assert.equal(config.storage.cache.blobdescriptor, 'redis');
+    assert.deepEqual(config.redis.addrs, ['sentinel-1:26379', 'sentinel-2:26379']);
+    assert.equal(config.redis.mastername, 'mymaster');
+    assert.equal(config.redis.dialtimeout, 2000);
+    assert.equal(config.redis.poolsize, 20);
+    assert.equal(config.redis.fleet.enabled, true);
+    assert.equal(config.redis.fleet.lease, 15_000);
+    const fromUrl = loadConfig({ env: { REDIS_URL: 'redis://:s3cret@cache:6379/2' } });
+    assert.equal(fromUrl.redis.url, 'redis://:s3cret@cache:6379/2');
+    assert.ok(!JSON.stringify(maskSecrets(fromUrl)).includes('s3cret'));
+    const both = loadConfig({ env: { REDIS_URL: 'redis://a:6379', REGISTRY_REDIS_URL: 'redis://b:6379' } });
+    assert.equal(both.redis.url, 'redis://b:6379', 'the REGISTRY_ name wins');
+    assert.throws(() => loadConfig({ env: { REGISTRY_REDIS_FLEET_LEASEE: '1s' } }), /redis\.fleet\.leasee/);
+  });
+
   it('parses Go durations', () => {
     assert.equal(parseDuration('168h'), 604_800_000);
     assert.equal(parseDuration('1h30m'), 5_400_000);

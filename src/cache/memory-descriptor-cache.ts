@@ -11,7 +11,8 @@ export class MemoryDescriptorCache implements DescriptorCache {
   }
 
   async get(digest: string): Promise<BlobDescriptor | undefined> {
-    return this.entries.get(digest);
+    const entry = this.entries.get(digest);
+    return entry && { ...entry };
   }
 
   async set(descriptor: BlobDescriptor): Promise<void> {

@@ -3,6 +3,9 @@ import { parseDuration } from '../config/duration.ts';
 import { sweep, sweepSettings, type SweepResult } from '../eviction/sweeper.ts';
 import { createLogger } from '../logging/logger.ts';
 import { StorePaths } from '../storage/paths.ts';
+import { readStoreId } from '../storage/store-id.ts';
+import { RedisDescriptorCache } from '../cache/redis-descriptor-cache.ts';
+import { createRedisConnection } from '../redis/redis-connection.ts';
 import { loadConfigOrExit } from './config-arg.ts';
 
 const USAGE = 'usage: pullmirror gc [--dry-run] [--now TIME] [config.yml]';
@@ -37,8 +40,16 @@ export async function gc(args: string[]): Promise<void> {
     return;
   }
   const logger = createLogger({ ...config.log, level: 'error' });
-  const result = await sweep({ ...sweepSettings(config), paths: new StorePaths(config.storage.filesystem.rootdirectory), logger, now, dryRun });
-  process.stdout.write(report(result));
+  const paths = new StorePaths(config.storage.filesystem.rootdirectory);
+  // Running mirrors share their descriptors in Redis: a removed blob must leave none behind.
+  const redis = config.storage.cache.blobdescriptor === 'redis' && !dryRun ? createRedisConnection(config.redis, logger, await readStoreId(paths)) : undefined;
+  const descriptors = redis && (await redis.whenReady(config.redis.dialtimeout)) ? new RedisDescriptorCache(redis) : undefined;
+  try {
+    const result = await sweep({ ...sweepSettings(config), paths, logger, now, dryRun, hooks: { blobRemoved: (digest) => descriptors?.delete(digest) } });
+    process.stdout.write(report(result));
+  } finally {
+    await redis?.close();
+  }
 }
 
 function parseNow(value: string | undefined): number {

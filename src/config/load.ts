@@ -43,6 +43,11 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
     setPath(raw, path, envValue(value));
     fromEnv.set(path.join('.'), name);
   }
+  // The usual REDIS_URL of container platforms, unless the distribution-style name is set.
+  if (env.REDIS_URL && env.REGISTRY_REDIS_URL === undefined) {
+    setPath(raw, ['redis', 'url'], env.REDIS_URL);
+    fromEnv.set('redis.url', 'REDIS_URL');
+  }
   return resolveSecretFiles(validate(raw, fromEnv), (message) => new ConfigError(message));
 }
 

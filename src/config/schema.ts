@@ -207,10 +207,20 @@ const proxy = z
   })
   .prefault({});
 
+/**
+ * distribution's `redis:` section (go-redis UniversalOptions): one `addr`/`addrs` entry is a
+ * single server, `mastername` with `addrs` is Sentinel, several `addrs` without it a Cluster.
+ * Used by `storage.cache.blobdescriptor: redis` and, whenever a Redis is configured, to
+ * coordinate a fleet of instances on one store (src/fleet/).
+ */
 const redis = z
   .strictObject({
+    /** ours: redis[s]://[user:password@]host:port[/db], overrides addr/password/db/tls (env REDIS_URL works too). */
+    url: str().optional(),
     addr: str().optional(),
-    addrs: z.array(str()).optional(),
+    addrs: z.array(str()).or(str().transform((v) => v.split(',').map((a) => a.trim()).filter(Boolean))).optional(),
+    /** With addrs: the Sentinel master's name (go-redis UniversalOptions, as in distribution 3). */
+    mastername: str().optional(),
     username: str().optional(),
     password: str().optional(),
     db: int(0).default(0),
@@ -219,7 +229,24 @@ const redis = z
     writetimeout: duration().prefault('5s'),
     poolsize: int(1).optional(),
     pool: ignored(),
-    tls: z.strictObject({ enabled: bool().default(false) }).prefault({}),
+    tls: z
+      .strictObject({
+        enabled: bool().default(false),
+        certificate: str().optional(),
+        key: str().optional(),
+        clientcas: z.array(str()).optional(),
+        /** ours: CA bundle the server's certificate must chain to (default: the system's). */
+        ca: str().optional(),
+      })
+      .prefault({}),
+    /** ours: fleet coordination of upstream fetches through this Redis (see src/fleet/). */
+    fleet: z
+      .strictObject({
+        enabled: bool().default(true),
+        /** How long a claim on a blob download or tag check outlives its holder's last renewal. */
+        lease: duration().prefault('10s'),
+      })
+      .prefault({}),
   })
   .prefault({});
 
@@ -243,4 +270,4 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>;
 
 /** Config keys whose values are secrets: masked wherever a config is printed. */
-export const SECRET_KEYS = ['proxy.password', 'redis.password', 'http.secret'];
+export const SECRET_KEYS = ['proxy.password', 'redis.password', 'redis.url', 'http.secret'];

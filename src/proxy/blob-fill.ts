@@ -68,6 +68,8 @@ export class BlobFill extends EventEmitter {
     this.writer = options.writer;
     this.finalPath = options.finalPath;
     this.resume = options.resume;
+    // An adopted writer (fleet takeover) already holds bytes: they are readable at once.
+    this.written = options.writer.written;
     this.done = this.run(options.body);
     // Readers observe failures through their own streams; keep the process from seeing it as unhandled.
     this.done.catch(() => {});

@@ -1,3 +1,4 @@
+import { join, relative } from 'node:path';
 import { statfs } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
@@ -12,6 +13,9 @@ import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { BlobFill } from './blob-fill.ts';
 import { closeFd, sendFileRange } from './send-file.ts';
+import { LocalFillCoordinator, type BlobLease, type FillCoordinator } from '../fleet/fill-coordinator.ts';
+import { RemoteFill, type SharedFill } from '../fleet/remote-fill.ts';
+import { RegistryError } from '../registry/errors.ts';
 
 /** How long the store stays in pass-through mode after a write failure. */
 const DEGRADED_MS = 30_000;
@@ -43,8 +47,11 @@ export class ProxyBlobStore {
   private readonly resume: { retries: number; backoffMs: number };
   /** Free space kept beyond a blob's size before the store takes it. */
   private readonly minFreeBytes: number;
-  /** Fills in flight by digest; a promise while the upstream request is being made. */
-  private readonly fills = new Map<string, Promise<BlobFill>>();
+  /** Who downloads a cold blob when several instances share the store (see src/fleet/). */
+  private readonly fleet: FillCoordinator;
+  private readonly fleetStallMs: number;
+  /** Fills in flight by digest (ours, or another instance's we follow); a promise while starting. */
+  private readonly fills = new Map<string, Promise<SharedFill>>();
   /** Until when the store is considered unwritable (pass-through mode). */
   private degradedUntil = 0;
   private readonly readOnly: boolean;
@@ -57,12 +64,17 @@ export class ProxyBlobStore {
     minFreeBytes?: number;
     /** storage.maintenance.readonly: serve what is stored, pass everything else through. */
     readOnly?: boolean;
+    fleet?: FillCoordinator;
+    /** How long a followed download may show no sign of life before this instance takes over. */
+    fleetStallMs?: number;
   }) {
     this.blobs = options.blobs;
     this.cache = options.cache;
     this.logger = options.logger;
     this.resume = options.resume ?? { retries: 3, backoffMs: 250 };
     this.minFreeBytes = options.minFreeBytes ?? 256 * 1024 * 1024;
+    this.fleet = options.fleet ?? new LocalFillCoordinator();
+    this.fleetStallMs = options.fleetStallMs ?? 10_000;
     this.readOnly = options.readOnly ?? false;
   }
 
@@ -114,7 +126,7 @@ export class ProxyBlobStore {
     const local = await this.openLocal(digest);
     if (local) return local;
     const fill = await this.fillFor(upstream, name, digest);
-    if (!(fill instanceof BlobFill)) return passThroughSource(digest.value, fill);
+    if (isPassThrough(fill)) return passThroughSource(digest.value, fill);
     return {
       descriptor: { digest: digest.value, size: fill.size },
       origin: 'upstream',
@@ -148,7 +160,7 @@ export class ProxyBlobStore {
     return localSource(digest.value, size, handle);
   }
 
-  private fillFor(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<BlobFill | PassThroughBody> {
+  private fillFor(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<SharedFill | PassThroughBody> {
     const existing = this.fills.get(digest.value);
     if (existing) {
       // Joining a start that turned out to be a pass-through: that body was the other
@@ -161,14 +173,14 @@ export class ProxyBlobStore {
     const starting = this.startFill(upstream, name, digest);
     // Only real fills are shared; a pass-through body belongs to the one client that asked.
     const shared = starting.then((started) => {
-      if (started instanceof BlobFill) return started;
+      if (!isPassThrough(started)) return started;
       throw new NotShareable();
     });
     shared.catch(() => {});
     this.fills.set(digest.value, shared);
     starting.then(
       (started) => {
-        if (!(started instanceof BlobFill)) {
+        if (isPassThrough(started)) {
           this.fills.delete(digest.value);
           return;
         }
@@ -188,15 +200,71 @@ export class ProxyBlobStore {
     return starting;
   }
 
-  private async startFill(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<BlobFill | PassThroughBody> {
-    const response = await this.upstreamGet(upstream, name, digest);
-    const length = header(response, 'content-length');
-    const size = length === undefined ? undefined : Number(length);
-    const writer = await this.writerFor(digest, size);
+  /**
+   * Starts a fill: this instance's own download when the fleet gives it the claim, else a
+   * RemoteFill that follows the instance holding it (and takes over if that one dies).
+   */
+  private async startFill(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<SharedFill | PassThroughBody> {
+    const claim = await this.fleet.claimBlob(digest.value);
+    if (claim.kind === 'mine') return this.download(upstream, name, digest, claim.lease);
+    this.logger.info('following a blob download of another instance', { digest: digest.value });
+    const remote = new RemoteFill({
+      digest: digest.value,
+      root: this.blobs.paths.root,
+      finalPath: this.blobs.paths.blob(digest),
+      coordinator: this.fleet,
+      stallMs: this.fleetStallMs,
+      logger: this.logger,
+      takeOver: async (abandoned) => {
+        const again = await this.fleet.claimBlob(digest.value);
+        if (again.kind === 'theirs') return undefined;
+        const fill = await this.download(upstream, name, digest, again.lease, abandoned);
+        if (isPassThrough(fill)) {
+          fill.body.destroy();
+          throw new RegistryError('UNAVAILABLE', 'store unwritable while taking a download over');
+        }
+        return fill;
+      },
+    });
+    await remote.ready;
+    return remote;
+  }
+
+  /**
+   * This instance's own upstream download, under the fleet claim `lease`; resumed from the
+   * `abandoned` temp file of a dead holder when one is given and still there.
+   */
+  private async download(upstream: UpstreamRegistry, name: string, digest: Digest, lease: BlobLease, abandoned?: string): Promise<BlobFill | PassThroughBody> {
+    let response: Dispatcher.ResponseData;
+    let writer: BlobWriter | undefined;
+    let size: number | undefined;
+    try {
+      writer = abandoned ? await this.adopt(digest, abandoned) : undefined;
+      const resumed = writer && writer.written > 0 ? await this.resumeGet(upstream, name, digest, writer.written) : undefined;
+      if (writer && resumed) {
+        response = resumed.response;
+        size = resumed.size;
+        this.logger.info('resuming the download of a dead instance', { digest: digest.value, offset: writer.written });
+      } else {
+        await writer?.reset();
+        response = await this.upstreamGet(upstream, name, digest);
+        const length = header(response, 'content-length');
+        size = length === undefined ? undefined : Number(length);
+        writer ??= await this.writerFor(digest, size);
+      }
+    } catch (error) {
+      await writer?.abort();
+      await lease.release({ failed: failureOf(error as Error) });
+      throw error;
+    }
     if (!writer) {
+      // Followers cannot tail a pass-through: let one of them try its own store.
+      await lease.release('abandoned');
       this.logger.warn('store unwritable: passing blob through uncached', { digest: digest.value, size });
       return { size, body: response.body.pipe(verifyingPassThrough(digest, size)) };
     }
+    const tempPath = relative(this.blobs.paths.root, writer.path);
+    await lease.publish(tempPath, size);
     this.logger.info('blob fill started', { digest: digest.value, size, repository: name });
     const fill = new BlobFill({
       digest: digest.value,
@@ -213,6 +281,10 @@ export class ProxyBlobStore {
     fill.on('resumed', (info: { offset: number; attempt: number }) =>
       this.logger.warn('upstream transfer interrupted; resuming', { digest: digest.value, ...info }),
     );
+    fill.done.then(
+      () => lease.release('committed'),
+      (error: Error) => lease.release({ failed: { ...failureOf(error), tempPath } }),
+    );
     return fill;
   }
 
@@ -225,6 +297,23 @@ export class ProxyBlobStore {
     return response;
   }
 
+  /**
+   * Asks upstream for a blob from `offset` on, for a takeover; undefined when it will not
+   * answer exactly that (then the download starts over from byte 0).
+   */
+  private async resumeGet(upstream: UpstreamRegistry, name: string, digest: Digest, offset: number): Promise<{ response: Dispatcher.ResponseData; size: number } | undefined> {
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.upstreamGet(upstream, name, digest, { range: `bytes=${offset}-` });
+    } catch {
+      return undefined; // e.g. 416: the abandoned file already held every byte
+    }
+    const range = /^bytes (\d+)-\d+\/(\d+)$/.exec(header(response, 'content-range') ?? '');
+    if (response.statusCode === 206 && range && Number(range[1]) === offset) return { response, size: Number(range[2]) };
+    response.body.destroy();
+    return undefined;
+  }
+
   /** Asks upstream for the rest of a blob; a 200 means it starts over from byte 0. */
   private async reopen(upstream: UpstreamRegistry, name: string, digest: Digest, offset: number): Promise<{ body: Readable; offset: number }> {
     const response = await this.upstreamGet(upstream, name, digest, offset > 0 ? { range: `bytes=${offset}-` } : undefined);
@@ -235,6 +324,16 @@ export class ProxyBlobStore {
       throw new Error(`upstream resumed at ${start}, asked for ${offset}`);
     }
     return { body: response.body, offset: start };
+  }
+
+  /** Takes over a dead holder's temp file (relative to the store root); undefined when it is gone. */
+  private async adopt(digest: Digest, abandoned: string): Promise<BlobWriter | undefined> {
+    try {
+      return await this.blobs.adoptWriter(digest, join(this.blobs.paths.root, abandoned));
+    } catch (error) {
+      this.logger.warn('could not take over an abandoned download; starting over', { digest: digest.value, error: (error as Error).message });
+      return undefined;
+    }
   }
 
   /**
@@ -295,6 +394,16 @@ export class ProxyBlobStore {
 }
 
 class NotShareable extends Error {}
+
+function isPassThrough(fill: SharedFill | PassThroughBody): fill is PassThroughBody {
+  return 'body' in fill;
+}
+
+/** What followers in other instances are told when this instance's download fails. */
+function failureOf(error: Error): { code: string; message: string; status?: number } {
+  if (error instanceof RegistryError) return { code: error.code, message: error.message, status: error.status };
+  return { code: 'UPSTREAM_UNAVAILABLE', message: 'the upstream download failed' };
+}
 
 /** A blob streamed from upstream to a single client because the store cannot take it. */
 interface PassThroughBody {

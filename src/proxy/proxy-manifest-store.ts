@@ -9,6 +9,7 @@ import { isStoreUnwritable } from '../storage/blob-store.ts';
 import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { SingleFlight } from '../util/single-flight.ts';
+import { LocalFillCoordinator, type FillCoordinator } from '../fleet/fill-coordinator.ts';
 
 /** distribution refuses manifests above 4 MiB; so do we, so no upstream can make us buffer more. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -42,16 +43,19 @@ export class ProxyManifestStore {
   private readonly checkedTags = new LRUCache<string, { digest: string; at: number }>({ max: 50_000 });
   private readonly freshnessMs: number;
   private readonly rateLimitReserve: number;
+  /** Shares tag checks with the other instances on the store (one upstream check between them). */
+  private readonly fleet: FillCoordinator;
 
   /** storage.maintenance.readonly: nothing is stored, new manifests and tags pass through. */
   private readonly readOnly: boolean;
 
-  constructor(options: { manifests: FilesystemManifestStore; logger: Logger; tagFreshnessMs?: number; rateLimitReserve?: number; readOnly?: boolean }) {
+  constructor(options: { manifests: FilesystemManifestStore; logger: Logger; tagFreshnessMs?: number; rateLimitReserve?: number; readOnly?: boolean; fleet?: FillCoordinator }) {
     this.manifests = options.manifests;
     this.readOnly = options.readOnly ?? false;
     this.logger = options.logger;
     this.freshnessMs = options.tagFreshnessMs ?? 0;
     this.rateLimitReserve = options.rateLimitReserve ?? 0;
+    this.fleet = options.fleet ?? new LocalFillCoordinator();
   }
 
   async byDigest(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<ManifestResult> {
@@ -80,7 +84,17 @@ export class ProxyManifestStore {
       }
     }
     return this.tagChecks.do(key, async () => {
-      const result = await this.checkTag(upstream, name, tag);
+      let result: ManifestResult | undefined;
+      const digest = await this.fleet.checkTag(key, this.freshnessMs, async () => {
+        result = await this.checkTag(upstream, name, tag);
+        return result.origin === 'stale' ? undefined : result.descriptor.digest;
+      });
+      if (!result && digest) {
+        // Another instance checked the tag and stored the manifest in the shared store.
+        const local = await this.localLink(name, parseDigest(digest));
+        result = local ? { descriptor: local, origin: 'cache' } : await this.checkTag(upstream, name, tag);
+      }
+      if (!result) result = await this.checkTag(upstream, name, tag);
       if (result.origin !== 'stale') this.checkedTags.set(key, { digest: result.descriptor.digest, at: Date.now() });
       return result;
     });

@@ -64,6 +64,31 @@ export class FilesystemBlobStore {
     return new BlobWriter(this, digest, path, handle);
   }
 
+  /**
+   * Takes over the temporary file of a download whose instance died (fleet takeover): moves it
+   * into this instance's temp area and hashes what it holds, so the download resumes from
+   * there and the bytes other clients already received are part of what is verified.
+   * Undefined when the file is gone (another instance took it, or a sweep removed it).
+   */
+  async adoptWriter(digest: Digest, abandonedPath: string): Promise<BlobWriter | undefined> {
+    await mkdir(this.tempDir, { recursive: true });
+    const path = tmpPath(this.tempDir);
+    try {
+      await rename(abandonedPath, path);
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    const writer = new BlobWriter(this, digest, path, await open(path, 'r+'));
+    try {
+      await writer.rehash();
+    } catch (error) {
+      await writer.abort();
+      throw error;
+    }
+    return writer;
+  }
+
   /** Stores small verified content (a manifest) in one call. */
   async putSmall(digest: Digest, bytes: Uint8Array): Promise<void> {
     const writer = await this.createWriter(digest);
@@ -106,6 +131,19 @@ export class BlobWriter {
     this.path = path;
     this.handle = handle;
     this.hash = createHash(digest.algorithm);
+  }
+
+  /** Hashes the bytes the file already holds and continues after them (adoptWriter). */
+  async rehash(): Promise<void> {
+    const buffer = Buffer.allocUnsafe(1024 * 1024);
+    let position = 0;
+    for (;;) {
+      const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, position);
+      if (bytesRead === 0) break;
+      this.hash.update(buffer.subarray(0, bytesRead));
+      position += bytesRead;
+    }
+    this.written = position;
   }
 
   /** Starts over from byte 0 (an upstream that could not resume sends the whole blob again). */

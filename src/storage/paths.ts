@@ -12,7 +12,8 @@ import type { Digest } from '../registry/digest.ts';
  *   │   │                                             it, or upstream served it for this repository)
  *   │   ├── _access                                   "public" | "private": may an anonymous client pull it upstream
  *   │   └── _tags/<tag>                               the digest the tag pointed at when last checked
- *   └── _tmp/<random>                                 downloads in flight, renamed into blobs/ once verified
+ *   ├── _tmp/<instance>/<random>                      downloads in flight, renamed into blobs/ once verified
+ *   └── _store-id                                     random id of this store: instances sharing it share Redis keys
  *
  * Names and tags are validated before they get here (every name component matches
  * [a-z0-9]+(…)*, so it never starts with "_" or "."), and digests are lowercase hex, so no
@@ -55,5 +56,9 @@ export class StorePaths {
 
   tmpDir(): string {
     return join(this.root, '_tmp');
+  }
+
+  storeId(): string {
+    return join(this.root, '_store-id');
   }
 }

@@ -71,7 +71,8 @@ export class UpstreamRegistry {
     this.isDockerHub = DOCKER_HUB_HOSTS.has(this.url.hostname);
     this.namespace = this.isDockerHub ? 'docker.io' : this.url.host;
     this.logger = options.logger;
-    if (options.username !== undefined && options.password !== undefined) {
+    // An empty username (compose's `${REGISTRY_PROXY_USERNAME:-}` when unset) means anonymous.
+    if (options.username && options.password !== undefined) {
       this.credentials = { username: options.username, password: options.password };
     }
     this.agent = new Agent({

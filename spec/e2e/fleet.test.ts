@@ -1,0 +1,216 @@
+/**
+ * A fleet: two real pullmirror processes on one store directory and one real redis-server,
+ * in front of the real upstream (token server + docker-registry behind the counting proxy).
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { pushImage, pushRandomBlob, randomLayer, type PushedImage } from '../support/images.ts';
+import { type RunningMirror } from '../support/mirror.ts';
+import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
+import { startRedis, type RedisServer } from '../support/redis.ts';
+import { matchRequests } from '../support/upstream-proxy.ts';
+import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+
+const MiB = 1024 * 1024;
+
+/** What a client got: status, the digest of the bytes it received, and how many there were. */
+interface Pulled {
+  status: number;
+  digest?: string;
+  bytes: number;
+  error?: Error;
+}
+
+/** GETs a blob and hashes it as it streams; `progress` tracks bytes received so far. */
+function pull(url: string, progress?: { bytes: number }): Promise<Pulled> {
+  return (async () => {
+    const counter = progress ?? { bytes: 0 };
+    let status = 0;
+    try {
+      const response = await fetch(url);
+      status = response.status;
+      const hash = createHash('sha256');
+      for await (const chunk of response.body!) {
+        hash.update(chunk);
+        counter.bytes += chunk.length;
+      }
+      return { status, digest: `sha256:${hash.digest('hex')}`, bytes: counter.bytes };
+    } catch (error) {
+      return { status, bytes: counter.bytes, error: error as Error };
+    }
+  })();
+}
+
+function blobPath(root: string, digest: string): string {
+  const hex = digest.slice('sha256:'.length);
+  return path.join(root, 'blobs', 'sha256', hex.slice(0, 2), hex);
+}
+
+describe('fleet: two instances on one store and one Redis', { skip: missingBinaries || skipUnlessBinaries(['redis-server']) }, () => {
+  let world: World;
+  let redis: RedisServer;
+  let store: TempDir;
+  let image: PushedImage;
+
+  /** Two instances on a fresh shared store (a short lease so takeovers show in a test's time). */
+  async function fleet(extra: Record<string, any> = {}): Promise<{ a: RunningMirror; b: RunningMirror; root: string }> {
+    const root = path.join(store.path, `store-${Math.random().toString(36).slice(2, 8)}`);
+    const config = {
+      storage: { cache: { blobdescriptor: 'redis' } },
+      redis: { addr: redis.addr, dialtimeout: '500ms', readtimeout: '1s', writetimeout: '1s', fleet: { lease: '1s' } },
+      proxy: { tagfreshness: '30s', timeouts: { connect: '1s', headers: '2s', bodyidle: '5s' } },
+      ...extra,
+    };
+    const [a, b] = await Promise.all([world.startMirror({ root, config }), world.startMirror({ root, config })]);
+    // Teach both the upstream's auth challenge, so the counts below are blob and tag requests only.
+    await Promise.all([a, b].map(async (m) => (await fetch(`${m.url}/v2/`)).arrayBuffer()));
+    return { a, b, root };
+  }
+
+  before(async () => {
+    world = await startWorld();
+    redis = await startRedis();
+    store = tempDir('pullmirror-fleet');
+    image = await pushImage(world.registry.url, PUSHER, { name: 'library/fleet', tag: 'v1', layers: [randomLayer('fleet-0', 50_000)], format: 'oci' });
+  });
+
+  after(async () => {
+    await world?.close();
+    await redis?.close();
+    await store?.cleanup();
+  });
+
+  it('2 × 8 concurrent cold GETs of one blob make one upstream GET, and every body verifies', async () => {
+    const { a, b } = await fleet();
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 32, label: 'fleet-cold' });
+    world.proxy.reset();
+    // Upstream answers late, so all 16 requests meet the download in flight.
+    world.proxy.setFault({ kind: 'delay', ms: 1000, match: matchRequests('GET', new RegExp(`/blobs/${blob.digest}$`)) });
+    try {
+      const results = await Promise.all([a, b].flatMap((m) => Array.from({ length: 8 }, () => pull(`${m.url}/v2/library/fleet/blobs/${blob.digest}`))));
+      for (const result of results) {
+        assert.equal(result.error, undefined);
+        assert.equal(result.status, 200);
+        assert.equal(result.digest, blob.digest);
+      }
+      assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${blob.digest}$`)), 1, 'exactly one upstream GET between both instances');
+      const followers = [a, b].filter((m) => m.logLines().some((line) => line.message === 'following a blob download of another instance'));
+      assert.equal(followers.length, 1, 'one instance downloads, the other follows');
+    } finally {
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('2 × 8 concurrent requests for a tag make one upstream check and one manifest GET', async () => {
+    const { a, b } = await fleet();
+    world.proxy.reset();
+    world.proxy.setFault({ kind: 'delay', ms: 300, match: matchRequests('HEAD', /\/manifests\/v1$/), times: 1 });
+    try {
+      const responses = await Promise.all([a, b].flatMap((m) => Array.from({ length: 8 }, () => fetch(`${m.url}/v2/library/fleet/manifests/v1`))));
+      for (const response of responses) {
+        assert.equal(response.status, 200);
+        assert.equal(response.headers.get('docker-content-digest'), image.manifestDigest);
+        assert.deepEqual(Buffer.from(await response.arrayBuffer()), image.manifestBytes);
+      }
+      assert.equal(world.proxy.count('HEAD', /\/manifests\/v1$/), 1, 'one tag check between both instances');
+      assert.equal(world.proxy.count('GET', /\/manifests\//), 1, 'one manifest GET');
+    } finally {
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('when the holder is killed mid-download the other instance takes over; its clients get every byte once', async (t) => {
+    const { a, b, root } = await fleet();
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 4, label: 'fleet-kill' });
+    world.proxy.reset();
+    world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 4 * MiB, match: matchRequests('GET', new RegExp(`/blobs/${blob.digest}$`)) });
+    try {
+      const url = (m: RunningMirror) => `${m.url}/v2/library/fleet/blobs/${blob.digest}`;
+      const held = Array.from({ length: 3 }, () => pull(url(a)));
+      // A holds the download once its temp file exists; then B's clients join as followers.
+      const deadline = Date.now() + 10_000;
+      while (!a.logLines().some((line) => line.message === 'blob fill started') && Date.now() < deadline) await sleep(20);
+      const progress = Array.from({ length: 3 }, () => ({ bytes: 0 }));
+      const followed = progress.map((p) => pull(url(b), p));
+      while (progress.some((p) => p.bytes < MiB) && Date.now() < deadline) await sleep(20);
+      assert.ok(progress.every((p) => p.bytes >= MiB), `B's clients receive bytes before the kill; B log:\n${b.process.readLog()}`);
+      process.kill(a.process.pid, 'SIGKILL');
+      await a.process.exited;
+      world.proxy.setFault(undefined);
+      for (const result of await Promise.all(held)) assert.ok(result.error || result.bytes < blob.size, "the killed instance's clients do not get a clean end");
+      for (const result of await Promise.all(followed)) {
+        assert.equal(result.error, undefined, `B log:\n${b.process.readLog()}`);
+        assert.equal(result.bytes, blob.size, 'nothing lost or sent twice');
+        assert.equal(result.digest, blob.digest);
+      }
+      assert.ok(b.logLines().some((line) => line.message === 'blob download holder gone; taking the download over'));
+      assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${blob.digest}$`)), 2, "A's download and B's takeover");
+      // B resumes from A's temp file unless B's temp-area sweep removed it first (then from byte 0).
+      const takeover = world.proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${blob.digest}`))[1];
+      if (b.logLines().some((line) => line.message === 'resuming the download of a dead instance')) {
+        assert.match(takeover.range ?? '', /^bytes=[1-9]\d*-$/, 'the takeover asks only for the bytes A had not stored');
+      } else {
+        t.diagnostic("A's temp file was swept before the takeover: fetched again from byte 0");
+      }
+      assert.ok(existsSync(blobPath(root, blob.digest)), 'the blob is committed to the shared store');
+      const again = await pull(url(b));
+      assert.equal(again.digest, blob.digest);
+    } finally {
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('with Redis stopped mid-run pulls still succeed, the outage is logged once per instance, and Redis is used again when back', async () => {
+    const { a, b, root } = await fleet();
+    const first = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 3, label: 'fleet-outage-1' });
+    const second = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 2, label: 'fleet-outage-2' });
+    world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 4 * MiB, match: matchRequests('GET', new RegExp(`/blobs/${first.digest}$`)) });
+    try {
+      // A download in flight, followed by the other instance, when Redis goes away.
+      const inFlight = [a, b, a, b].map((m) => pull(`${m.url}/v2/library/fleet/blobs/${first.digest}`));
+      await sleep(500);
+      await redis.stop();
+      for (const result of await Promise.all(inFlight)) {
+        assert.equal(result.error, undefined);
+        assert.equal(result.digest, first.digest);
+      }
+      // Many requests during the outage: cold, warm, manifests, on both instances.
+      for (let round = 0; round < 5; round++) {
+        for (const m of [a, b]) {
+          for (const digest of [first.digest, second.digest, image.configDigest]) {
+            assert.equal((await pull(`${m.url}/v2/library/fleet/blobs/${digest}`)).digest, digest);
+          }
+          const manifest = await fetch(`${m.url}/v2/library/fleet/manifests/v1`);
+          assert.equal(manifest.status, 200);
+          await manifest.arrayBuffer();
+        }
+      }
+      for (const m of [a, b]) {
+        const errors = m.logLines().filter((line) => line.level === 'error');
+        assert.equal(errors.length, 1, `one error line per instance for the outage:\n${JSON.stringify(errors)}`);
+        assert.equal(errors[0].message, 'redis unreachable; carrying on without it until it is back');
+      }
+    } finally {
+      world.proxy.setFault(undefined);
+      if (!(await redis.command('PING').catch(() => ''))) await redis.start();
+    }
+    try {
+      const deadline = Date.now() + 10_000;
+      while (![a, b].every((m) => m.logLines().some((line) => line.message === 'redis reachable again')) && Date.now() < deadline) await sleep(100);
+      for (const m of [a, b]) assert.ok(m.logLines().some((line) => line.message === 'redis reachable again'));
+      // The descriptor cache works again: a warm GET writes the blob's descriptor back to Redis.
+      await pull(`${a.url}/v2/library/fleet/blobs/${second.digest}`);
+      const id = readFileSync(path.join(root, '_store-id'), 'utf8').trim();
+      assert.match(await redis.command(`EXISTS pullmirror:${id}:blob:${second.digest}`), /^:1/, 'keys are namespaced by the store id');
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+});

@@ -1,0 +1,96 @@
+/**
+ * The Redis code against Sentinel and Cluster, as `redis.mastername` + `addrs` and several
+ * `addrs` configure them: the descriptor cache suite, and the fleet coordinator's claims and
+ * scripts (which must keep each blob's keys in one Cluster slot).
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import winston from 'winston';
+import { RedisDescriptorCache } from '../../src/cache/redis-descriptor-cache.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { RedisFillCoordinator } from '../../src/fleet/redis-fill-coordinator.ts';
+import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
+import { skipUnlessBinaries } from '../support/processes.ts';
+import { startCluster, startRedis, startSentinel, type RedisServer, type RedisTopology } from '../support/redis.ts';
+import { descriptorCacheSuite } from './descriptor-cache-suite.ts';
+
+const logger = winston.createLogger({ silent: true });
+const DIGEST = `sha256:${'f'.repeat(64)}`;
+
+async function connect(topology: RedisTopology): Promise<RedisConnection> {
+  const env: Record<string, string> = { REGISTRY_REDIS_ADDRS: topology.addrs.join(','), REGISTRY_REDIS_READTIMEOUT: '2s' };
+  if (topology.mastername) env.REGISTRY_REDIS_MASTERNAME = topology.mastername;
+  const connection = createRedisConnection(loadConfig({ env }).redis, logger, 'test');
+  const deadline = Date.now() + 10_000;
+  while (!connection.available && Date.now() < deadline) await sleep(20);
+  assert.ok(connection.available, `connected to ${topology.addrs.join(',')}`);
+  return connection;
+}
+
+function topologySuite(name: string, start: () => Promise<RedisTopology>): void {
+  describe(`redis ${name}`, { skip: skipUnlessBinaries(['redis-server', 'redis-cli']) }, () => {
+    let topology: RedisTopology;
+    const connections: RedisConnection[] = [];
+    const connected = async () => {
+      const connection = await connect(topology);
+      connections.push(connection);
+      return connection;
+    };
+    before(async () => {
+      topology = await start();
+    });
+    after(async () => {
+      await Promise.all(connections.map((c) => c.close()));
+      await topology?.close();
+    });
+
+    descriptorCacheSuite(`redis ${name}`, async () => new RedisDescriptorCache(await connected()));
+
+    it('hands a blob download to one instance and tells the others where it lands, or why it failed', async () => {
+      const [one, two] = [new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger }), new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger })];
+      const claim = await one.claimBlob(DIGEST);
+      assert.equal(claim.kind, 'mine');
+      assert.equal((await two.claimBlob(DIGEST)).kind, 'theirs');
+      assert.deepEqual(await two.blobHolder(DIGEST), { kind: 'held', tempPath: undefined, size: undefined });
+      if (claim.kind !== 'mine') return;
+      await claim.lease.publish('_tmp/host-1-abcdef01/7d3c-11', 1234);
+      assert.deepEqual(await two.blobHolder(DIGEST), { kind: 'held', tempPath: '_tmp/host-1-abcdef01/7d3c-11', size: 1234 });
+      await claim.lease.release({ failed: { code: 'DIGEST_INVALID', message: 'bad', status: 502, tempPath: '_tmp/host-1-abcdef01/7d3c-11' } });
+      const after = await two.blobHolder(DIGEST);
+      assert.equal(after.kind, 'free');
+      assert.equal(after.kind === 'free' && after.failure?.code, 'DIGEST_INVALID');
+      assert.equal((await two.claimBlob(DIGEST)).kind, 'mine', 'free to claim again');
+      await Promise.all([one.close(), two.close()]);
+    });
+
+    it('runs one check for a tag asked on two instances at once, and shares its answer', async () => {
+      const [one, two] = [new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger }), new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger })];
+      let checks = 0;
+      const check = async () => {
+        checks++;
+        await sleep(200);
+        return DIGEST;
+      };
+      const answers = await Promise.all([one.checkTag('docker.io/library/x:1', 10_000, check), two.checkTag('docker.io/library/x:1', 10_000, check)]);
+      assert.deepEqual(answers, [DIGEST, DIGEST]);
+      assert.equal(checks, 1);
+      assert.equal(await two.checkTag('docker.io/library/x:1', 10_000, check), DIGEST);
+      assert.equal(checks, 1, 'fresh for the window');
+    });
+  });
+}
+
+let master: RedisServer | undefined;
+topologySuite('sentinel', async () => {
+  master = await startRedis();
+  const sentinel = await startSentinel(master);
+  return {
+    ...sentinel,
+    close: async () => {
+      await sentinel.close();
+      await master?.close();
+    },
+  };
+});
+topologySuite('cluster', startCluster);

@@ -1,0 +1,67 @@
+/**
+ * Coordination of upstream work between the instances of a fleet that share one store: who
+ * downloads a cold blob, who checks a tag. Within one instance the proxy stores already run
+ * one fill per blob and one check per tag; this extends that to every instance.
+ *
+ * The local implementation (no Redis) always answers "yours": each instance works alone.
+ * The Redis one (redis-fill-coordinator.ts) hands out leases.
+ */
+export interface FillCoordinator {
+  /** Claims the fleet-wide download of a blob: ours to fetch, or another instance's to follow. */
+  claimBlob(digest: string): Promise<BlobClaim>;
+  /** What the holder of a blob's download has published, as a follower polls it. */
+  blobHolder(digest: string): Promise<HolderState>;
+  /**
+   * Runs `check` (a tag's upstream check, answering the digest, or undefined when it has
+   * nothing to share) unless another instance checked the tag within `freshnessMs` or is
+   * checking it now: then answers that instance's digest without running `check`.
+   */
+  checkTag(key: string, freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined>;
+  close(): Promise<void>;
+}
+
+export type BlobClaim = { kind: 'mine'; lease: BlobLease } | { kind: 'theirs' };
+
+/** The holder's side of a blob download. */
+export interface BlobLease {
+  /** Tells followers where the bytes land: a temp file (relative to the store root) and the size. */
+  publish(tempPath: string, size: number | undefined): Promise<void>;
+  /** Ends the claim. `failed` with an error tells followers to fail as well; `abandoned` lets one of them try. */
+  release(outcome: 'committed' | 'abandoned' | { failed: FillFailure }): Promise<void>;
+}
+
+/** What a failed holder tells its followers. */
+export interface FillFailure {
+  code: string;
+  message: string;
+  status?: number;
+  /** The temp file the failure concerns (followers of a later holder are unaffected). */
+  tempPath?: string;
+}
+
+export type HolderState =
+  /** Someone holds the claim; `tempPath` once they have an upstream response. */
+  | { kind: 'held'; tempPath?: string; size?: number }
+  /** No claim: the blob is committed, or the holder failed (`failure`) or died. */
+  | { kind: 'free'; failure?: FillFailure }
+  /** The coordinator cannot tell now (Redis unreachable). */
+  | { kind: 'unknown' };
+
+const noLease: BlobLease = { publish: async () => {}, release: async () => {} };
+
+/** No fleet: every claim is this instance's, every tag check runs. */
+export class LocalFillCoordinator implements FillCoordinator {
+  async claimBlob(): Promise<BlobClaim> {
+    return { kind: 'mine', lease: noLease };
+  }
+
+  async blobHolder(): Promise<HolderState> {
+    return { kind: 'free' };
+  }
+
+  checkTag(_key: string, _freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined> {
+    return check();
+  }
+
+  async close(): Promise<void> {}
+}

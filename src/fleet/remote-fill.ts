@@ -1,0 +1,264 @@
+import { EventEmitter } from 'node:events';
+import { close, fstat, open, stat } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Logger } from '../logging/logger.ts';
+import type { FileBytes } from '../proxy/send-file.ts';
+import { ERROR_CODES, RegistryError, type ErrorCode } from '../registry/errors.ts';
+import type { BlobDescriptor } from '../storage/blob-store.ts';
+import type { FillCoordinator, FillFailure } from './fill-coordinator.ts';
+
+/** What ProxyBlobStore sends from: a fill of its own (BlobFill) or one it follows (RemoteFill). */
+export interface SharedFill {
+  readonly size: number | undefined;
+  /** The bytes for one client as they arrive (see FileBytes); the caller closes the descriptor. */
+  openBytes(): Promise<FileBytes>;
+  readonly done: Promise<BlobDescriptor>;
+}
+
+type State =
+  | { kind: 'following'; tempPath?: string; size?: number }
+  | { kind: 'committed'; size: number }
+  | { kind: 'failed'; error: Error }
+  /** The holder went away and this instance took the download over. */
+  | { kind: 'local'; fill: SharedFill };
+
+/**
+ * A blob another instance of the fleet is downloading into the shared store, sent from its
+ * temporary file as the bytes land there.
+ *
+ * A watcher polls the holder's claim (FillCoordinator.blobHolder) and the final path. Readers
+ * read the temporary file and hold back the blob's last byte until the committed (verified)
+ * blob exists; so a client never sees a clean end of content that did not verify. A holder
+ * that fails tells its followers, which fail too (the client's connection breaks); a holder
+ * that dies stops renewing its claim, and when the claim expires this instance takes the
+ * download over (`takeOver`, resuming from the dead holder's file when it is still there):
+ * readers go on from the byte they had reached, now from the new fill, so nothing is sent
+ * twice or skipped.
+ */
+export class RemoteFill extends EventEmitter implements SharedFill {
+  readonly digest: string;
+  private readonly root: string;
+  private readonly finalPath: string;
+  private readonly coordinator: FillCoordinator;
+  /**
+   * Claims the download for this instance; undefined when another instance won the claim.
+   * `abandoned` is the dead holder's temp file (relative to the store root), to resume from.
+   */
+  private readonly takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
+  private readonly stallMs: number;
+  private readonly pollMs: number;
+  private readonly logger: Logger;
+  private state: State = { kind: 'following' };
+  /** Resolves once the size is known (or the fill is over): ProxyBlobStore needs it for headers. */
+  readonly ready: Promise<void>;
+  readonly done: Promise<BlobDescriptor>;
+
+  constructor(options: {
+    digest: string;
+    root: string;
+    finalPath: string;
+    coordinator: FillCoordinator;
+    takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
+    /** How long without progress or word from Redis before this instance takes over. */
+    stallMs: number;
+    pollMs?: number;
+    logger: Logger;
+  }) {
+    super();
+    this.setMaxListeners(0);
+    this.digest = options.digest;
+    this.root = options.root;
+    this.finalPath = options.finalPath;
+    this.coordinator = options.coordinator;
+    this.takeOver = options.takeOver;
+    this.stallMs = options.stallMs;
+    this.pollMs = options.pollMs ?? 50;
+    this.logger = options.logger;
+    this.done = this.watch();
+    this.done.catch(() => {});
+    this.ready = new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (this.size !== undefined || this.state.kind === 'committed' || this.state.kind === 'local') return resolve();
+        if (this.state.kind === 'failed') return reject(this.state.error);
+        this.once('progress', check);
+      };
+      check();
+    });
+    this.ready.catch(() => {});
+  }
+
+  get size(): number | undefined {
+    switch (this.state.kind) {
+      case 'following':
+        return this.state.tempPath ? this.state.size : undefined;
+      case 'committed':
+        return this.state.size;
+      case 'local':
+        return this.state.fill.size;
+      default:
+        return undefined;
+    }
+  }
+
+  private setState(state: State): void {
+    this.state = state;
+    this.emit('progress');
+  }
+
+  /** Polls until the blob is committed, the holder fails, or this instance takes over. */
+  private async watch(): Promise<BlobDescriptor> {
+    let lastGrowth = Date.now();
+    let lastLength = -1;
+    for (;;) {
+      const committed = await fileSize(this.finalPath);
+      if (committed !== undefined) {
+        this.setState({ kind: 'committed', size: committed });
+        return { digest: this.digest, size: committed };
+      }
+      const holder = await this.coordinator.blobHolder(this.digest);
+      const current = this.state.kind === 'following' ? this.state : undefined;
+      if (holder.kind === 'held') {
+        if (holder.tempPath && (holder.tempPath !== current?.tempPath || holder.size !== current?.size)) {
+          this.setState({ kind: 'following', tempPath: holder.tempPath, size: holder.size });
+        }
+        lastGrowth = Date.now();
+      } else {
+        // No word from Redis: the temp file growing is the holder's sign of life.
+        const length = current?.tempPath ? await fileSize(join(this.root, current.tempPath)) : undefined;
+        if (length !== undefined && length !== lastLength) {
+          lastLength = length;
+          lastGrowth = Date.now();
+        }
+        const free = holder.kind === 'free';
+        if (free && (await fileSize(this.finalPath)) !== undefined) continue; // committed just now
+        if (free && holder.failure && (!holder.failure.tempPath || holder.failure.tempPath === current?.tempPath)) {
+          const error = failureError(holder.failure);
+          this.setState({ kind: 'failed', error });
+          throw error;
+        }
+        if (free || Date.now() - lastGrowth > this.stallMs) {
+          const fill = await this.tryTakeOver(current?.tempPath);
+          if (fill) return fill.done;
+          lastGrowth = Date.now();
+        }
+      }
+      this.emit('progress');
+      await delay(this.pollMs);
+    }
+  }
+
+  private async tryTakeOver(abandoned: string | undefined): Promise<SharedFill | undefined> {
+    let fill: SharedFill | undefined;
+    try {
+      fill = await this.takeOver(abandoned);
+    } catch (error) {
+      this.setState({ kind: 'failed', error: error as Error });
+      throw error;
+    }
+    if (!fill) return undefined;
+    this.logger.warn('blob download holder gone; taking the download over', { digest: this.digest });
+    this.setState({ kind: 'local', fill });
+    return fill;
+  }
+
+  async openBytes(): Promise<FileBytes> {
+    await this.ready;
+    if (this.state.kind === 'local') return this.state.fill.openBytes();
+    const reader = new FollowerBytes(this);
+    await reader.readableUpTo(0, 0, false);
+    return reader;
+  }
+
+  /** @internal for FollowerBytes: the file holding the bytes now, and what may be read of it. */
+  current(): { state: State; path?: string } {
+    const state = this.state;
+    if (state.kind === 'committed') return { state, path: this.finalPath };
+    if (state.kind === 'following' && state.tempPath) return { state, path: join(this.root, state.tempPath) };
+    return { state };
+  }
+
+  /** @internal */
+  nextProgress(): Promise<void> {
+    return new Promise((resolve) => this.once('progress', resolve));
+  }
+}
+
+/**
+ * One client's view of a followed download. Its descriptor follows the content: it stays on
+ * the same file while that is renamed (committed, or adopted by a takeover), and moves to the
+ * new file when the content lands elsewhere. It only moves inside readableUpTo, which
+ * sendFileRange calls between reads, never during one.
+ */
+class FollowerBytes implements FileBytes {
+  private readonly fill: RemoteFill;
+  fd = -1;
+  private ino = -1;
+  private local?: FileBytes;
+
+  constructor(fill: RemoteFill) {
+    this.fill = fill;
+  }
+
+  /** `wait` false: just get a descriptor open (openBytes), do not wait for bytes. */
+  async readableUpTo(position: number, end: number, wait = true): Promise<number> {
+    for (;;) {
+      if (this.local) return wait ? this.local.readableUpTo(position, end) : position;
+      const { state, path } = this.fill.current();
+      if (state.kind === 'failed') throw state.error;
+      if (state.kind === 'local') {
+        this.local = await state.fill.openBytes();
+        this.release();
+        this.fd = this.local.fd;
+        continue;
+      }
+      let available = 0;
+      if (path) {
+        const info = await pathInfo(path);
+        if (info && info.ino !== this.ino) {
+          const fd = await openRead(path).catch(() => undefined);
+          if (fd !== undefined) {
+            this.release();
+            this.fd = fd;
+            this.ino = (await fdInfo(fd)).ino;
+          }
+        }
+        if (this.fd >= 0) available = (await fdInfo(this.fd)).size;
+      }
+      if (!wait && this.fd >= 0) return position;
+      let limit = Math.min(available, end + 1);
+      // Until the blob is committed (verified) the range's last byte stays back.
+      if (state.kind !== 'committed') limit = Math.min(limit, end);
+      if (limit > position) return limit;
+      if (state.kind === 'committed' && this.fd >= 0 && available >= state.size) return position;
+      await this.fill.nextProgress();
+    }
+  }
+
+  private release(): void {
+    if (this.fd >= 0 && this.fd !== this.local?.fd) close(this.fd, () => {});
+    this.fd = -1;
+    this.ino = -1;
+  }
+}
+
+function fileSize(path: string): Promise<number | undefined> {
+  return pathInfo(path).then((info) => info?.size);
+}
+
+function pathInfo(path: string): Promise<{ size: number; ino: number } | undefined> {
+  return new Promise((resolve) => stat(path, (error, info) => resolve(error ? undefined : { size: info.size, ino: info.ino })));
+}
+
+function fdInfo(fd: number): Promise<{ size: number; ino: number }> {
+  return new Promise((resolve, reject) => fstat(fd, (error, info) => (error ? reject(error) : resolve({ size: info.size, ino: info.ino }))));
+}
+
+function openRead(path: string): Promise<number> {
+  return new Promise((resolve, reject) => open(path, 'r', (error, fd) => (error ? reject(error) : resolve(fd))));
+}
+
+function failureError(failure: FillFailure): Error {
+  const code = (failure.code in ERROR_CODES ? failure.code : 'UPSTREAM_UNAVAILABLE') as ErrorCode;
+  return new RegistryError(code, failure.message, { status: failure.status });
+}

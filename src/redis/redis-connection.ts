@@ -1,0 +1,155 @@
+import { readFileSync } from 'node:fs';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../logging/logger.ts';
+
+/**
+ * Every key pullmirror writes starts with this, and then the store's id when there is one
+ * (`pullmirror:<store id>:`), so one Redis can serve other tenants and several separate
+ * mirrors without their descriptors or claims mixing.
+ */
+export const KEY_PREFIX = 'pullmirror:';
+
+export type RedisClient = Redis | Cluster;
+
+/**
+ * The one Redis connection of an instance, shared by the descriptor cache and the fleet
+ * coordinator, and the place that tracks outages.
+ *
+ * Redis only ever speeds things up or saves upstream requests, so it must never hold a
+ * request: commands fail at once while it is unreachable (no offline queue, no retries, a
+ * command timeout), callers carry on without it, and ioredis keeps reconnecting in the
+ * background. An outage is logged once when it starts and once when it ends, however many
+ * requests meet it in between.
+ */
+export class RedisConnection {
+  readonly client: RedisClient;
+  private readonly logger: Logger;
+  private down = false;
+  private closed = false;
+  private probing = false;
+
+  constructor(client: RedisClient, logger: Logger) {
+    this.client = client;
+    this.logger = logger;
+    client.on('error', (error: Error) => this.failed(error));
+    client.on('ready', () => {
+      if (!this.down) return;
+      this.down = false;
+      this.logger.info('redis reachable again');
+    });
+  }
+
+  /** Whether commands can be sent now; callers skip Redis altogether when not. */
+  get available(): boolean {
+    return !this.closed && this.client.status === 'ready';
+  }
+
+  /** Resolves true once connected, false after `timeoutMs` (for short-lived tools such as gc). */
+  async whenReady(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.available && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    return this.available;
+  }
+
+  /** Reports a failed command or connection: logged only when an outage starts. */
+  failed(error: Error): void {
+    if (this.closed) return;
+    if (!this.down) {
+      this.down = true;
+      this.logger.error('redis unreachable; carrying on without it until it is back', { error: error.message });
+    }
+    // A command that timed out on a connection still up: no 'ready' will mark the end of
+    // this outage, so a PING a moment later does.
+    if (this.client.status === 'ready' && !this.probing) {
+      this.probing = true;
+      setTimeout(() => {
+        this.client
+          .ping()
+          .then(() => {
+            if (this.down && !this.closed) {
+              this.down = false;
+              this.logger.info('redis reachable again');
+            }
+          })
+          .catch(() => {})
+          .finally(() => {
+            this.probing = false;
+          });
+      }, 1_000).unref();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    try {
+      await this.client.quit();
+    } catch {
+      this.client.disconnect();
+    }
+  }
+}
+
+/** Whether the configuration names a Redis at all. */
+export function redisConfigured(config: Config['redis']): boolean {
+  return Boolean(config.url || config.addr || config.addrs?.length);
+}
+
+/**
+ * Builds the client the way go-redis' UniversalClient reads distribution's section:
+ * `mastername` → Sentinel, several `addrs` → Cluster, else one server (`url` wins over all).
+ * `poolsize` is accepted but unused: one pipelined ioredis connection does the work of a pool.
+ */
+export function createRedisConnection(config: Config['redis'], logger: Logger, storeId?: string): RedisConnection {
+  const timeout = Math.max(config.readtimeout, config.writetimeout);
+  const common: RedisOptions = {
+    keyPrefix: storeId ? `${KEY_PREFIX}${storeId}:` : KEY_PREFIX,
+    connectTimeout: config.dialtimeout,
+    commandTimeout: timeout,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    // Reconnect forever, never more than 2 s apart, so the cache comes back by itself.
+    retryStrategy: (attempt) => Math.min(100 * attempt, 2_000),
+    username: config.username,
+    password: config.password,
+    db: config.db,
+    tls: tlsOptions(config.tls),
+  };
+  if (config.url) {
+    return new RedisConnection(new Redis(config.url, { ...common, username: undefined, password: undefined, db: undefined, tls: urlTls(config) }), logger);
+  }
+  const addrs = config.addrs?.length ? config.addrs : [config.addr ?? '127.0.0.1:6379'];
+  const nodes = addrs.map(parseHostPort);
+  if (config.mastername) {
+    return new RedisConnection(
+      new Redis({ ...common, sentinels: nodes, name: config.mastername, sentinelTLS: common.tls, enableTLSForSentinelMode: Boolean(common.tls) }),
+      logger,
+    );
+  }
+  if (nodes.length > 1) {
+    const { keyPrefix, db: _db, ...redisOptions } = common;
+    const options: ClusterOptions = { keyPrefix, enableOfflineQueue: false, redisOptions, clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2_000) };
+    return new RedisConnection(new Cluster(nodes, options), logger);
+  }
+  return new RedisConnection(new Redis({ ...common, ...nodes[0] }), logger);
+}
+
+function urlTls(config: Config['redis']): RedisOptions['tls'] {
+  if (config.url?.startsWith('rediss:')) return tlsOptions({ ...config.tls, enabled: true });
+  return tlsOptions(config.tls);
+}
+
+function tlsOptions(tls: Config['redis']['tls']): RedisOptions['tls'] {
+  if (!tls.enabled) return undefined;
+  return {
+    cert: tls.certificate ? readFileSync(tls.certificate) : undefined,
+    key: tls.key ? readFileSync(tls.key) : undefined,
+    ca: tls.ca ? readFileSync(tls.ca) : undefined,
+  };
+}
+
+function parseHostPort(addr: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(addr.trim());
+  if (!match) throw new Error(`redis address "${addr}" is not host:port`);
+  return { host: match[1] ?? (match[2] || '127.0.0.1'), port: Number(match[3] ?? 6379) };
+}
