@@ -2,6 +2,8 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
 import type { Config } from './config/schema.ts';
+import { readFileSync } from 'node:fs';
+import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
@@ -10,6 +12,11 @@ import { ConfigError } from './config/load.ts';
 import { authentication } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
+import { requestMetrics } from './http/middleware/request-metrics.ts';
+import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
+import { bindSources, collectProcessMetrics } from './metrics/metrics.ts';
+import { TrafficRecorder } from './metrics/traffic.ts';
+import { StoreStatsCache } from './storage/store-stats.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { RegistryContext } from './http/context.ts';
 import type { Logger } from './logging/logger.ts';
@@ -28,7 +35,10 @@ import { UpstreamRegistry } from './upstream/upstream-registry.ts';
 /** Everything a running mirror is made of; main.ts listens with `app` and closes the rest. */
 export interface Mirror {
   app: Express;
+  /** distribution's debug server (metrics, /debug/health), when http.debug.addr is set. */
+  debugApp?: Express;
   context: RegistryContext;
+  ops: OpsContext;
   upstream: UpstreamRegistry;
   /** Resolves once every blob download in flight has finished (graceful stop). */
   drain(): Promise<void>;
@@ -126,16 +136,22 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   }
   const htpasswd = loadHtpasswd(config, logger);
 
+  const ops = createOps(config, paths, upstream, blobs);
+
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled }));
+  app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format }));
+  app.use(requestMetrics(ops.traffic, { onMiss: () => ops.storeStats.changed() }));
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
     for (const [name, values] of Object.entries(config.http.headers)) res.setHeader(name, values);
     next();
   });
+  const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;
+  const debugAddr = config.http.debug.addr;
+  app.use(opsRouter(ops, { metricsPath: debugAddr ? undefined : metricsPath }));
   app.use(authentication({ htpasswd, realm: config.auth?.htpasswd?.realm ?? '', anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false }));
   app.use('/v2', registryRouter(context));
   app.use(() => {
@@ -143,8 +159,18 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   });
   app.use(errorHandler(logger));
 
+  let debugApp: Express | undefined;
+  if (debugAddr) {
+    debugApp = express();
+    debugApp.disable('x-powered-by');
+    debugApp.use(debugRouter(ops, { metricsPath }));
+    debugApp.use(errorHandler(logger));
+  }
+
   return {
     app,
+    debugApp,
+    ops,
     context,
     upstream,
     drain: () => blobs.drain(),
@@ -176,4 +202,38 @@ function createDescriptorCache(config: Config, logger: Logger): DescriptorCache 
     logger.warn('redis descriptor cache not available yet; using the in-process cache');
   }
   return new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
+}
+
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
+function createOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry, blobs: ProxyBlobStore): OpsContext {
+  const storeStats = new StoreStatsCache(paths);
+  const checks: CachedCheck[] = [];
+  const { storagedriver, upstream: upstreamCheck } = config.health;
+  if (storagedriver.enabled) {
+    checks.push(new CachedCheck('storage', storeWritableProbe(paths.tmpDir()), { intervalMs: storagedriver.interval, threshold: storagedriver.threshold }));
+  }
+  if (upstreamCheck.enabled) {
+    checks.push(
+      new CachedCheck('upstream', upstreamReachableProbe(upstream, upstreamCheck.timeout), { intervalMs: upstreamCheck.interval, threshold: upstreamCheck.threshold }),
+    );
+  }
+  for (const { file, interval } of config.health.file) {
+    checks.push(new CachedCheck(`file:${file}`, fileAbsentProbe(file), { intervalMs: interval, threshold: 1 }));
+  }
+  collectProcessMetrics();
+  bindSources({
+    fillsInFlight: () => blobs.fillsInFlight,
+    rateLimit: () => upstream.rateLimit,
+    store: () => storeStats.get(),
+  });
+  return {
+    readiness: new Readiness(checks),
+    traffic: new TrafficRecorder(),
+    storeStats,
+    upstream,
+    fillsInFlight: () => blobs.fillsInFlight,
+    version: VERSION,
+  };
 }
