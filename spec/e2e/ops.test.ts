@@ -199,6 +199,21 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
     assert.equal(world.proxy.count('GET', /\/blobs\//), 2, 'amd64 was not warmed');
   });
 
+  it('refreshes the images of proxy.warm on its cron schedule', async () => {
+    const mirror = await world.startMirror({ config: { proxy: { warm: { schedule: '* * * * * *', images: ['team/app:1.0'] } } } });
+    let done: Record<string, any> | undefined;
+    for (let i = 0; i < 100 && !done; i++) {
+      done = mirror.logLines().find((line) => line.message === 'scheduled warm done');
+      if (!done) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.ok(done, 'a scheduled warm ran');
+    assert.equal(done.failed, 0);
+    assert.equal(done.blobs, 3);
+    world.proxy.reset();
+    await pull(mirror, 'team/app:1.0');
+    assert.equal(world.proxy.count('GET', /\/blobs\//), 0, 'the scheduled warm filled the cache');
+  });
+
   it('warm reports an image the upstream lacks and exits 1', async () => {
     const mirror = await world.startMirror();
     const result = await pullmirror(['warm', '--mirror', mirror.url, 'team/nothing:here', 'library/tool:v2']);
@@ -232,6 +247,11 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
     assert.ok(!ok.stdout.includes(MIRROR_ACCOUNT.password), 'the proxy password never printed');
     assert.ok(!ok.stdout.includes('redis-secret-99'), 'the redis password never printed');
     assert.match(ok.stderr, /is valid/);
+
+    const inUrl = await pullmirror(['config', 'check'], { REGISTRY_PROXY_REMOTEURL: 'https://mirror:url-secret-77@registry.example.test' });
+    assert.equal(inUrl.code, 0, inUrl.stderr);
+    assert.match(inUrl.stdout, /remoteurl: https:\/\/mirror:\*\*\*\*\*@registry\.example\.test/);
+    assert.ok(!inUrl.stdout.includes('url-secret-77'));
 
     writeFileSync(file, stringify({ proxy: { remoteurl: 'https://registry-1.docker.io', pasword: 'x' } }));
     const bad = await pullmirror(['config', 'check', file]);
