@@ -39,6 +39,9 @@ export function parseImageRef(input: string): ImageRef {
   let ns: string | undefined;
   const first = rest.split('/')[0];
   if (rest.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost')) {
+    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/i.test(first)) {
+      throw new Error(`not an image reference: ${JSON.stringify(input)} (bad registry host)`);
+    }
     rest = rest.slice(first.length + 1);
     if (DOCKER_HUB.has(first)) {
       if (!rest.includes('/')) rest = `library/${rest}`;
