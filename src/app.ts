@@ -151,7 +151,9 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   });
   const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;
   const debugAddr = config.http.debug.addr;
-  app.use(opsRouter(ops, { metricsPath: debugAddr ? undefined : metricsPath }));
+  const opsRoutes = opsRouter(ops, { metricsPath: debugAddr ? undefined : metricsPath });
+  // Registry requests skip the ops routes with one string test: the warm blob path is benchmarked.
+  app.use((req: Request, res: Response, next: NextFunction) => (req.url.startsWith('/v2/') ? next() : opsRoutes(req, res, next)));
   app.use(authentication({ htpasswd, realm: config.auth?.htpasswd?.realm ?? '', anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false }));
   app.use('/v2', registryRouter(context));
   app.use(() => {
