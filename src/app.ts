@@ -206,7 +206,14 @@ function createDescriptorCache(config: Config, logger: Logger): DescriptorCache 
   return new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
 }
 
-const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+/** package.json's version: next to src/ when run from source, next to dist/ in the bundle. */
+const VERSION = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();
 
 /** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
 function createOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry, blobs: ProxyBlobStore): OpsContext {

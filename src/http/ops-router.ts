@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { Router, type Request, type Response } from 'express';
 import type { Readiness } from '../health/checks.ts';
 import { metricsRegistry } from '../metrics/metrics.ts';
 import type { TrafficRecorder } from '../metrics/traffic.ts';
 import type { StoreStatsCache } from '../storage/store-stats.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+import { STATUS_PAGE } from './status-page.ts';
 
 /** What the operator endpoints read; built once by the composition root. */
 export interface OpsContext {
@@ -16,7 +16,6 @@ export interface OpsContext {
   version: string;
 }
 
-const STATUS_PAGE = readFileSync(new URL('./status-page.html', import.meta.url));
 
 /**
  * The operator's side of the main address, mounted before /v2: liveness and readiness for a

@@ -1,4 +1,9 @@
-<!doctype html>
+/*
+ * The status page at `/`: one HTML document with inline CSS and JS, no framework. It fetches
+ * /api/status every 5 s and draws the figures, the tables and an SVG chart of the last hour.
+ * Kept as a module (not a file read at run time) so the esbuild bundle carries it.
+ */
+export const STATUS_PAGE = String.raw`<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -175,3 +180,4 @@ setInterval(refresh, 5000);
 </script>
 </body>
 </html>
+`;
