@@ -1,33 +1,29 @@
 import type { NextFunction, Request, Response } from 'express';
-import { cacheResults, httpRequests, servedBytes } from '../../metrics/metrics.ts';
+import { cacheResults, httpRequests, servedBytes, type TallyCell } from '../../metrics/metrics.ts';
 import type { CacheResult, TrafficRecorder } from '../../metrics/traffic.ts';
 import type { Route } from '../route.ts';
 
-type Child = { inc(value?: number): void };
-
 /**
  * Counts every response once it is over (Prometheus counters and the status page's traffic).
- * The warm blob path pays one 'close' listener and a few map look-ups; label children are
- * cached so no label object is hashed per request.
+ * The warm blob path pays one 'close' listener, two map look-ups and a few additions: the
+ * counters are plain numbers in cells (see Tally) that prom-client reads at scrape time.
  */
 export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () => void } = {}) {
-  const requestChildren = new Map<string, Child>();
-  const cacheChildren = new Map<string, Child>();
-  const fromCache = servedBytes.labels('cache');
-  const fromUpstream = servedBytes.labels('upstream');
-  const child = (map: Map<string, Child>, key: string, make: () => Child): Child => {
-    let found = map.get(key);
-    if (!found) map.set(key, (found = make()));
-    return found;
-  };
+  const requestCells = new Map<string, TallyCell>();
+  const cacheCells = new Map<string, TallyCell>();
+  const fromCache = servedBytes.cell('cache');
+  const fromUpstream = servedBytes.cell('upstream');
 
   return (req: Request, res: Response, next: NextFunction): void => {
-    res.once('close', () => {
+    res.on('close', () => {
       const route = res.locals.route as Route | undefined;
       const label: string = route?.kind ?? res.locals.routeLabel ?? (req.originalUrl.startsWith('/v2') ? 'v2' : 'other');
       const status = res.statusCode;
       const method = req.method;
-      child(requestChildren, `${label} ${method} ${status}`, () => httpRequests.labels(label, method, String(status))).inc();
+      const key = `${label} ${method} ${status}`;
+      let cell = requestCells.get(key);
+      if (!cell) requestCells.set(key, (cell = httpRequests.cell(label, method, String(status))));
+      cell.value++;
       if (route?.kind !== 'blob' && route?.kind !== 'manifest') return;
       const cache = res.locals.cache as CacheResult | undefined;
       let bytes = 0;
@@ -35,12 +31,15 @@ export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () 
         bytes = Number(res.getHeader('content-length')) || 0;
       }
       if (cache) {
-        child(cacheChildren, `${route.kind} ${cache}`, () => cacheResults.labels(route.kind, cache)).inc();
-        if (bytes > 0) (cache === 'miss' ? fromUpstream : fromCache).inc(bytes);
+        const cacheKey = `${route.kind} ${cache}`;
+        let cacheCell = cacheCells.get(cacheKey);
+        if (!cacheCell) cacheCells.set(cacheKey, (cacheCell = cacheResults.cell(route.kind, cache)));
+        cacheCell.value++;
+        (cache === 'miss' ? fromUpstream : fromCache).value += bytes;
         if (cache === 'miss') options.onMiss?.();
       }
       traffic.response(cache, bytes);
-      if (route.kind === 'manifest' && status === 200 && !route.reference.includes(':') && cache) {
+      if (route.kind === 'manifest' && status === 200 && cache && !route.reference.includes(':')) {
         const digest = res.getHeader('docker-content-digest');
         traffic.pull({ at: Date.now(), repository: route.name, reference: route.reference, digest: typeof digest === 'string' ? digest : undefined, cache });
       }
