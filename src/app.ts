@@ -152,8 +152,11 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;
   const debugAddr = config.http.debug.addr;
   const opsRoutes = opsRouter(ops, { metricsPath: debugAddr ? undefined : metricsPath });
-  // Registry requests skip the ops routes with one string test: the warm blob path is benchmarked.
-  app.use((req: Request, res: Response, next: NextFunction) => (req.url.startsWith('/v2/') ? next() : opsRoutes(req, res, next)));
+  // Registry requests skip the ops routes with one string test (the warm blob path is
+  // benchmarked); the ops routes answer GET and HEAD only, anything else is the 404 below.
+  app.use((req: Request, res: Response, next: NextFunction) =>
+    req.url.startsWith('/v2/') || (req.method !== 'GET' && req.method !== 'HEAD') ? next() : opsRoutes(req, res, next),
+  );
   app.use(authentication({ htpasswd, realm: config.auth?.htpasswd?.realm ?? '', anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false }));
   app.use('/v2', registryRouter(context));
   app.use(() => {
