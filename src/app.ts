@@ -9,7 +9,7 @@ import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
 import { ConfigError } from './config/load.ts';
-import { authentication } from './http/middleware/auth.ts';
+import { authentication, unauthorized } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
 import { requestMetrics } from './http/middleware/request-metrics.ts';
@@ -151,13 +151,21 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   });
   const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;
   const debugAddr = config.http.debug.addr;
-  const opsRoutes = opsRouter(ops, { metricsPath: debugAddr ? undefined : metricsPath });
+  const realm = config.auth?.htpasswd?.realm ?? '';
+  const authenticate = authentication({ htpasswd, realm, anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false });
+  const opsRoutes = opsRouter(ops, {
+    metricsPath: debugAddr ? undefined : metricsPath,
+    // With auth, the status page is for authenticated clients only, anonymous pulls or not.
+    protect: htpasswd
+      ? (req, res, next) => authenticate(req, res, (error?: unknown) => next(error ?? (res.locals.user ? undefined : unauthorized(realm))))
+      : undefined,
+  });
   // Registry requests skip the ops routes with one string test (the warm blob path is
   // benchmarked); the ops routes answer GET and HEAD only, anything else is the 404 below.
   app.use((req: Request, res: Response, next: NextFunction) =>
     req.url.startsWith('/v2/') || (req.method !== 'GET' && req.method !== 'HEAD') ? next() : opsRoutes(req, res, next),
   );
-  app.use(authentication({ htpasswd, realm: config.auth?.htpasswd?.realm ?? '', anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false }));
+  app.use(authenticate);
   app.use('/v2', registryRouter(context));
   app.use(() => {
     throw new RegistryError('NOT_FOUND', 'no such endpoint');

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
+import bcrypt from 'bcryptjs';
 import { stringify } from 'yaml';
 import { pushImage, pushIndex, randomLayer, type PushedImage, type PushedIndex } from '../support/images.ts';
 import { type RunningMirror } from '../support/mirror.ts';
@@ -272,6 +273,37 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
       line ?? '',
       /^127\.0\.0\.1 - - \[\d{2}\/[A-Z][a-z]{2}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/v2\/library\/tool\/manifests\/v2 HTTP\/1\.1" 200 \d+ "http:\/\/example\.test\/" "ops-test\/1\.0"$/,
     );
+  });
+
+  it('with auth.htpasswd: health and metrics stay open, the status page asks for a login, warm pulls with --user', async () => {
+    const htpasswd = path.join(work.path, 'ops-htpasswd');
+    writeFileSync(htpasswd, `ops:${bcrypt.hashSync('ops-secret-31', 5)}\n`);
+    const mirror = await world.startMirror({ config: { auth: { htpasswd: { realm: 'ops-test', path: htpasswd } } } });
+    const login = { authorization: `Basic ${Buffer.from('ops:ops-secret-31').toString('base64')}` };
+    assert.equal((await fetch(`${mirror.url}/health/ready`)).status, 200);
+    assert.equal((await fetch(`${mirror.url}/metrics`)).status, 200);
+    for (const page of ['/', '/api/status']) {
+      const anonymous = await fetch(`${mirror.url}${page}`);
+      assert.equal(anonymous.status, 401, page);
+      assert.match(anonymous.headers.get('www-authenticate') ?? '', /^Basic realm="ops-test"/);
+      assert.equal((await anonymous.json()).errors[0].code, 'UNAUTHORIZED');
+      const wrong = await fetch(`${mirror.url}${page}`, { headers: { authorization: `Basic ${Buffer.from('ops:nope').toString('base64')}` } });
+      assert.equal(wrong.status, 401, `${page}: wrong password`);
+      await wrong.arrayBuffer();
+      const allowed = await fetch(`${mirror.url}${page}`, { headers: login });
+      assert.equal(allowed.status, 200, page);
+      await allowed.arrayBuffer();
+    }
+
+    const refused = await pullmirror(['warm', '--mirror', mirror.url, 'library/tool:v2']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stdout, /mirror answered 401: UNAUTHORIZED/);
+    const missingPassword = await pullmirror(['warm', '--mirror', mirror.url, '--user', 'ops', 'library/tool:v2']);
+    assert.equal(missingPassword.code, 2);
+    assert.match(missingPassword.stderr, /PULLMIRROR_PASSWORD/);
+    const warmed = await pullmirror(['warm', '--mirror', mirror.url, '--user', 'ops', 'library/tool:v2'], { PULLMIRROR_PASSWORD: 'ops-secret-31' });
+    assert.equal(warmed.code, 0, warmed.stdout + warmed.stderr);
+    assert.match(warmed.stdout, /✓ library\/tool:v2: 2 blob\(s\)/);
   });
 
   it('serves metrics and /debug/health on http.debug.addr, and not on the main address', async () => {

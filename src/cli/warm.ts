@@ -3,10 +3,12 @@ import { parseArgs } from 'node:util';
 import parseBytes from 'bytes';
 import { parsePlatform, warmImages, type ImageResult, type WarmProgress } from '../warm/warm.ts';
 
-const USAGE = `usage: pullmirror warm [--mirror URL] [--platform os/arch[/variant]]… [--file LIST] [--concurrency N] IMAGE…
+const USAGE = `usage: pullmirror warm [--mirror URL] [--platform os/arch[/variant]]… [--file LIST] [--concurrency N] [--user USER] IMAGE…
   Pulls images through a running mirror so it caches them: every platform of an index, or
   only the --platform ones. IMAGE is alpine:3.20, library/alpine@sha256:…, docker.io/team/app:v1.
   --file reads more images, one a line (# starts a comment). Exits 1 if any image failed.
+  --user (or PULLMIRROR_USER): the mirror's own account (auth.htpasswd); the password comes
+  from PULLMIRROR_PASSWORD, never from the command line.
 `;
 
 /** `pullmirror warm IMAGE…`: pre-fetches images through a mirror's HTTP API. */
@@ -21,6 +23,7 @@ export async function warm(args: string[]): Promise<void> {
         platform: { type: 'string', multiple: true },
         file: { type: 'string', short: 'f', multiple: true },
         concurrency: { type: 'string', default: '4' },
+        user: { type: 'string', default: process.env.PULLMIRROR_USER },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -57,11 +60,19 @@ export async function warm(args: string[]): Promise<void> {
     return usageError(`--mirror: not a URL: ${values.mirror}`);
   }
 
+  let credentials;
+  if (values.user) {
+    const password = process.env.PULLMIRROR_PASSWORD;
+    if (password === undefined) return usageError('--user needs the password in PULLMIRROR_PASSWORD');
+    credentials = { username: values.user, password };
+  }
+
   const bar = process.stderr.isTTY ? new ProgressLine() : undefined;
   const summary = await warmImages(images, {
     mirror: values.mirror,
     platforms,
     concurrency,
+    credentials,
     onProgress: (progress) => bar?.draw(progress),
     onImage: (result) => {
       bar?.clear();

@@ -239,6 +239,9 @@ const proxy = z
         /** Only these platforms of an index (`linux/amd64`, `linux/arm64/v8`); every one when absent. */
         platforms: z.array(z.string().regex(/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/, 'expected os/arch[/variant]')).optional(),
         concurrency: int(1).default(4),
+        /** An account of auth.htpasswd the schedule pulls with, when the mirror requires one. */
+        username: str().optional(),
+        password: str().optional(),
       })
       .optional(),
   })
@@ -314,4 +317,4 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>;
 
 /** Config keys whose values are secrets: masked wherever a config is printed. */
-export const SECRET_KEYS = ['proxy.password', 'redis.password', 'http.secret'];
+export const SECRET_KEYS = ['proxy.password', 'redis.password', 'http.secret', 'proxy.warm.password'];

@@ -22,7 +22,18 @@ export interface OpsContext {
  * load balancer, the status page and its JSON, and (unless a debug address takes them)
  * Prometheus metrics.
  */
-export function opsRouter(ops: OpsContext, options: { metricsPath?: string }): Router {
+export function opsRouter(
+  ops: OpsContext,
+  options: {
+    metricsPath?: string;
+    /**
+     * Guards the status page and its JSON (they name repositories): with auth.htpasswd, only an
+     * authenticated client sees them. Health and metrics stay open for load balancers and scrapers.
+     */
+    protect?: (req: Request, res: Response, next: (error?: unknown) => void) => void;
+  },
+): Router {
+  const protect = options.protect ?? ((_req: Request, _res: Response, next: () => void) => next());
   const router = Router();
   const label = (name: string) => (_req: Request, res: Response, next: () => void) => {
     res.locals.routeLabel = name;
@@ -31,7 +42,7 @@ export function opsRouter(ops: OpsContext, options: { metricsPath?: string }): R
   router.get('/health', label('health'), liveness);
   router.get('/health/ready', label('health'), readinessHandler(ops));
   if (options.metricsPath) router.get(options.metricsPath, label('metrics'), metricsHandler);
-  router.get('/api/status', label('status'), async (_req, res, next) => {
+  router.get('/api/status', label('status'), protect, async (_req: Request, res: Response, next: (error?: unknown) => void) => {
     try {
       res.setHeader('Cache-Control', 'no-store');
       res.json(await statusDocument(ops));
@@ -39,7 +50,7 @@ export function opsRouter(ops: OpsContext, options: { metricsPath?: string }): R
       next(error);
     }
   });
-  router.get('/', label('status'), (_req, res) => {
+  router.get('/', label('status'), protect, (_req: Request, res: Response) => {
     res.setHeader('Content-Type', 'text/html; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache');
     res.setHeader('Content-Security-Policy', "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:");

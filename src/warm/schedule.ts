@@ -11,10 +11,11 @@ import { parsePlatform, warmImages } from './warm.ts';
  */
 export function scheduleWarm(warm: NonNullable<Config['proxy']['warm']>, mirrorUrl: string, logger: Logger): () => void {
   const platforms = warm.platforms?.map(parsePlatform);
+  const credentials = warm.username !== undefined && warm.password !== undefined ? { username: warm.username, password: warm.password } : undefined;
   const task = schedule(
     warm.schedule,
     async () => {
-      const summary = await warmImages(warm.images, { mirror: mirrorUrl, platforms, concurrency: warm.concurrency });
+      const summary = await warmImages(warm.images, { mirror: mirrorUrl, platforms, concurrency: warm.concurrency, credentials });
       for (const image of summary.images.filter((i) => !i.ok)) logger.warn('scheduled warm failed', { image: image.ref, error: image.error });
       logger.info('scheduled warm done', {
         images: summary.images.length,

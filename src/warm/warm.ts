@@ -123,6 +123,8 @@ export interface WarmOptions {
   platforms?: Platform[];
   /** Blob transfers at a time. */
   concurrency?: number;
+  /** The mirror's own credentials (auth.htpasswd), sent as HTTP Basic. */
+  credentials?: { username: string; password: string };
   onProgress?(progress: WarmProgress): void;
   onImage?(result: ImageResult): void;
 }
@@ -141,6 +143,10 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
   const started = Date.now();
   const base = options.mirror.replace(/\/+$/, '');
   const concurrency = Math.max(1, options.concurrency ?? 4);
+  const headers: Record<string, string> = { 'user-agent': 'pullmirror-warm' };
+  if (options.credentials) {
+    headers.authorization = `Basic ${Buffer.from(`${options.credentials.username}:${options.credentials.password}`).toString('base64')}`;
+  }
   const progress: WarmProgress = { images: refs.length, imagesDone: 0, totalBytes: 0, doneBytes: 0, blobs: 0, blobsDone: 0 };
   const report = () => options.onProgress?.({ ...progress });
   /** Blobs handled in this run, by digest: an image sharing layers with another does not redo them. */
@@ -155,14 +161,14 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
       const ref = parseImageRef(input);
       const query = ref.ns ? `?ns=${encodeURIComponent(ref.ns)}` : '';
       const url = (kind: string, what: string) => `${base}/v2/${ref.name}/${kind}/${what}${query}`;
-      const top = await getManifest(url('manifests', ref.reference));
+      const top = await getManifest(url('manifests', ref.reference), headers);
       result.manifests++;
       const images: { manifest: Manifest; platform: string }[] = [];
       if (Array.isArray(top.manifests)) {
         const chosen = top.manifests.filter((m) => !options.platforms || platformMatches(options.platforms, m.platform));
         if (chosen.length === 0) throw new WarmError(`no manifest for ${options.platforms!.map(platformName).join(', ')} in the index`);
         for (const entry of chosen) {
-          images.push({ manifest: await getManifest(url('manifests', entry.digest)), platform: platformName(entry.platform) });
+          images.push({ manifest: await getManifest(url('manifests', entry.digest), headers), platform: platformName(entry.platform) });
           result.manifests++;
         }
       } else {
@@ -183,7 +189,7 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
       const errors: string[] = [];
       await runLimited(blobs, concurrency, async (blob) => {
         try {
-          const fetched = await warmBlob(url('blobs', blob.digest), (n) => {
+          const fetched = await warmBlob(url('blobs', blob.digest), headers, (n) => {
             progress.doneBytes += n;
             report();
           }, blob.size);
@@ -216,8 +222,8 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
   };
 }
 
-async function getManifest(url: string): Promise<Manifest> {
-  const response = await request(url, { method: 'GET', headers: { accept: MANIFEST_ACCEPT, 'user-agent': 'pullmirror-warm' } });
+async function getManifest(url: string, headers: Record<string, string>): Promise<Manifest> {
+  const response = await request(url, { method: 'GET', headers: { ...headers, accept: MANIFEST_ACCEPT } });
   if (response.statusCode !== 200) throw new WarmError(await describeFailure(response.statusCode, response.body));
   const text = await response.body.text();
   let manifest: Manifest;
@@ -237,14 +243,14 @@ async function getManifest(url: string): Promise<Manifest> {
  * read it to the end, which is when the mirror has verified and stored it. Answers whether
  * the blob had to be fetched. `onBytes` gets the bytes done as they happen.
  */
-async function warmBlob(url: string, onBytes: (n: number) => void, size: number): Promise<boolean> {
-  const head = await request(url, { method: 'HEAD', headers: { 'user-agent': 'pullmirror-warm' } });
+async function warmBlob(url: string, headers: Record<string, string>, onBytes: (n: number) => void, size: number): Promise<boolean> {
+  const head = await request(url, { method: 'HEAD', headers });
   await head.body.dump();
   if (head.statusCode === 200 && head.headers['x-pullmirror-cache'] === 'hit') {
     onBytes(size);
     return false;
   }
-  const response = await request(url, { method: 'GET', headers: { 'user-agent': 'pullmirror-warm' } });
+  const response = await request(url, { method: 'GET', headers });
   if (response.statusCode !== 200) throw new WarmError(await describeFailure(response.statusCode, response.body));
   let received = 0;
   for await (const chunk of response.body) {
