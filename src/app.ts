@@ -6,14 +6,21 @@ import { createRedisConnection, redisConfigured } from './redis/redis-connection
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
 import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import type { Config } from './config/schema.ts';
+import { readFileSync } from 'node:fs';
+import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
 import { ConfigError } from './config/load.ts';
-import { authentication } from './http/middleware/auth.ts';
+import { authentication, unauthorized } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
+import { requestMetrics } from './http/middleware/request-metrics.ts';
+import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
+import { bindSources, collectProcessMetrics } from './metrics/metrics.ts';
+import { TrafficRecorder } from './metrics/traffic.ts';
+import { StoreStatsCache } from './storage/store-stats.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { RegistryContext } from './http/context.ts';
 import type { Logger } from './logging/logger.ts';
@@ -33,7 +40,10 @@ import { UpstreamRegistry } from './upstream/upstream-registry.ts';
 /** Everything a running mirror is made of; main.ts listens with `app` and closes the rest. */
 export interface Mirror {
   app: Express;
+  /** distribution's debug server (metrics, /debug/health), when http.debug.addr is set. */
+  debugApp?: Express;
   context: RegistryContext;
+  ops: OpsContext;
   upstream: UpstreamRegistry;
   /** Resolves once every blob download in flight has finished (graceful stop). */
   drain(): Promise<void>;
@@ -142,25 +152,54 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   }
   const htpasswd = loadHtpasswd(config, logger);
 
+  const ops = createOps(config, paths, upstream, blobs);
+
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled }));
+  app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format }));
+  app.use(requestMetrics(ops.traffic, { onMiss: () => ops.storeStats.changed() }));
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
     for (const [name, values] of Object.entries(config.http.headers)) res.setHeader(name, values);
     next();
   });
-  app.use(authentication({ htpasswd, realm: config.auth?.htpasswd?.realm ?? '', anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false }));
+  const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;
+  const debugAddr = config.http.debug.addr;
+  const realm = config.auth?.htpasswd?.realm ?? '';
+  const authenticate = authentication({ htpasswd, realm, anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false });
+  const opsRoutes = opsRouter(ops, {
+    metricsPath: debugAddr ? undefined : metricsPath,
+    // With auth, the status page is for authenticated clients only, anonymous pulls or not.
+    protect: htpasswd
+      ? (req, res, next) => authenticate(req, res, (error?: unknown) => next(error ?? (res.locals.user ? undefined : unauthorized(realm))))
+      : undefined,
+  });
+  // Registry requests skip the ops routes with one string test (the warm blob path is
+  // benchmarked); the ops routes answer GET and HEAD only, anything else is the 404 below.
+  app.use((req: Request, res: Response, next: NextFunction) =>
+    req.url.startsWith('/v2/') || (req.method !== 'GET' && req.method !== 'HEAD') ? next() : opsRoutes(req, res, next),
+  );
+  app.use(authenticate);
   app.use('/v2', registryRouter(context));
   app.use(() => {
     throw new RegistryError('NOT_FOUND', 'no such endpoint');
   });
   app.use(errorHandler(logger));
 
+  let debugApp: Express | undefined;
+  if (debugAddr) {
+    debugApp = express();
+    debugApp.disable('x-powered-by');
+    debugApp.use(debugRouter(ops, { metricsPath }));
+    debugApp.use(errorHandler(logger));
+  }
+
   return {
     app,
+    debugApp,
+    ops,
     context,
     upstream,
     drain: () => blobs.drain(),
@@ -187,4 +226,45 @@ function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
   } catch (error) {
     throw new ConfigError(`auth.htpasswd.path: cannot read ${settings.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
+}
+
+/** package.json's version: next to src/ when run from source, next to dist/ in the bundle. */
+const VERSION = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();
+
+/** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
+function createOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry, blobs: ProxyBlobStore): OpsContext {
+  const storeStats = new StoreStatsCache(paths);
+  const checks: CachedCheck[] = [];
+  const { storagedriver, upstream: upstreamCheck } = config.health;
+  if (storagedriver.enabled) {
+    checks.push(new CachedCheck('storage', storeWritableProbe(paths.tmpDir()), { intervalMs: storagedriver.interval, threshold: storagedriver.threshold }));
+  }
+  if (upstreamCheck.enabled) {
+    checks.push(
+      new CachedCheck('upstream', upstreamReachableProbe(upstream, upstreamCheck.timeout), { intervalMs: upstreamCheck.interval, threshold: upstreamCheck.threshold }),
+    );
+  }
+  for (const { file, interval } of config.health.file) {
+    checks.push(new CachedCheck(`file:${file}`, fileAbsentProbe(file), { intervalMs: interval, threshold: 1 }));
+  }
+  collectProcessMetrics();
+  bindSources({
+    fillsInFlight: () => blobs.fillsInFlight,
+    rateLimit: () => upstream.rateLimit,
+    store: () => storeStats.get(),
+  });
+  return {
+    readiness: new Readiness(checks),
+    traffic: new TrafficRecorder(),
+    storeStats,
+    upstream,
+    fillsInFlight: () => blobs.fillsInFlight,
+    version: VERSION,
+  };
 }

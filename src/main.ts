@@ -11,12 +11,18 @@ const COMMANDS: Record<string, Command> = {
   serve,
   // Loaded on demand: a maintenance pass need not load the HTTP stack.
   gc: (args) => import('./cli/gc.ts').then((command) => command.gc(args)),
+  warm: (args) => import('./cli/warm.ts').then((command) => command.warm(args)),
+  stats: (args) => import('./cli/stats.ts').then((command) => command.stats(args)),
+  config: (args) => import('./cli/config.ts').then((command) => command.config(args)),
 };
 
 const USAGE = `usage: pullmirror [command] [args]
 commands:
   serve [config.yml]   run the mirror (the default)
   gc [--dry-run] [--now TIME] [config.yml]   one eviction pass; prints what it removes
+  warm IMAGE…          pull images through a running mirror so it caches them (--help for options)
+  stats [config.yml]   the store's figures: blobs, bytes, manifests, repositories, tags
+  config check [file]  validate a config and print the effective one, secrets masked
 `;
 
 async function main(argv: string[]): Promise<void> {

@@ -403,7 +403,7 @@ describe('bad input: a generated corpus of malformed requests against the real m
   it('answers unknown paths 404 NOT_FOUND (and the catalog 404 UNSUPPORTED)', async () => {
     const notFound = err(404, 'NOT_FOUND');
     const paths: [string, Expect][] = [
-      ['/', notFound],
+      // GET / is the status page (see ops.test.ts); every other method on it is 404 (below).
       ['/favicon.ico', notFound],
       ['/robots.txt', notFound],
       ['/v1/', notFound],

@@ -48,4 +48,15 @@ describe('the built bundle, started as npm start does', { skip: missingBinaries 
     }
     assert.ok(mirror.logLines().some((line) => line.message === 'listening'));
   });
+
+  it('carries the status page, its figures, readiness and metrics', async () => {
+    const page = await fetch(`${mirror.url}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<title>pullmirror<\/title>/);
+    const status = await (await fetch(`${mirror.url}/api/status`)).json();
+    assert.ok(status.totals.pulls >= 2, 'the pulls above are counted');
+    assert.notEqual(status.version, 'unknown');
+    assert.equal((await fetch(`${mirror.url}/health/ready`)).status, 200);
+    assert.match(await (await fetch(`${mirror.url}/metrics`)).text(), /pullmirror_cache_requests_total\{kind="blob",result="hit"\}/);
+  });
 });

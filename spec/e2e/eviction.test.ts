@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { pushImage, pushIndex, randomLayer, type PushedImage, type PushedIndex } from '../support/images.ts';
 import { startMirror, type MirrorOptions, type RunningMirror } from '../support/mirror.ts';
+import { scrape, sum } from '../support/prometheus.ts';
 import { cleanEnv, tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
@@ -237,6 +238,9 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
       'a pass evicted the image while its layer was still being fetched',
     );
     assert.equal(mirror.logLines().some((line) => line.message === 'eviction pass failed'), false);
+    const metrics = await scrape(`${mirror.url}/metrics`);
+    assert.ok(sum(metrics, 'pullmirror_evictions_total', { kind: 'manifest' }) >= 1, 'evictions counted in the metrics');
+    assert.ok(sum(metrics, 'pullmirror_evicted_bytes_total') > 0);
     await mirror.stop();
   });
 

@@ -14,7 +14,7 @@ describe('eviction scheduler', () => {
     let finish!: () => void;
     const scheduler = new EvictionScheduler({
       schedule: '* * * * *',
-      logger: createLogger({ level: 'error', formatter: 'json', accesslog: { disabled: true } }),
+      logger: createLogger({ level: 'error', formatter: 'json', accesslog: { disabled: true, format: 'json' } }),
       pass: async () => {
         running++;
         passes++;

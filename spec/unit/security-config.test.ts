@@ -10,7 +10,7 @@ import { referencedBlobs } from '../../src/registry/manifest-references.ts';
 import { tempDir } from '../support/processes.ts';
 
 const dir = tempDir('pullmirror-security-config');
-const logger = createLogger({ level: 'error', formatter: 'json', accesslog: { disabled: true } });
+const logger = createLogger({ level: 'error', formatter: 'json', accesslog: { disabled: true, format: 'json' } });
 
 after(() => dir.cleanup());
 

@@ -7,6 +7,7 @@ import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
+import { scheduleWarm } from '../warm/schedule.ts';
 import { loadConfigOrExit } from './config-arg.ts';
 
 /**
@@ -41,7 +42,26 @@ export async function serve(args: string[]): Promise<void> {
     upstream: mirror.upstream.url.origin,
     root: config.storage.filesystem.rootdirectory,
   });
-  installShutdown(server, mirror, logger, config.http.draintimeout);
+  const extras: (() => void)[] = [];
+  if (mirror.debugApp && config.http.debug.addr) {
+    const debugServer = createServer(mirror.debugApp);
+    const debug = parseAddr(config.http.debug.addr);
+    await new Promise<void>((resolve, reject) => {
+      debugServer.once('error', reject);
+      debugServer.listen(debug.port, debug.host, () => resolve());
+    });
+    const debugAddress = debugServer.address() as AddressInfo;
+    logger.info('debug listening', { addr: `${debugAddress.address}:${debugAddress.port}` });
+    extras.push(() => debugServer.close());
+  }
+  if (config.proxy.warm) extras.push(scheduleWarm(config.proxy.warm, selfUrl(address), logger));
+  installShutdown(server, mirror, logger, config.http.draintimeout, extras);
+}
+
+/** This process's own URL, for the warm schedule: loopback when listening on every address. */
+function selfUrl(address: AddressInfo): string {
+  if (address.address === '0.0.0.0' || address.address === '::') return `http://${address.family === 'IPv6' ? '[::1]' : '127.0.0.1'}:${address.port}`;
+  return `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
 }
 
 /**
@@ -122,12 +142,13 @@ function securityHeaderLines(headers: Record<string, string[]>): string {
  * SIGTERM: stop accepting, let responses and blob downloads in flight finish within the
  * grace period (http.draintimeout), then exit.
  */
-function installShutdown(server: Server, mirror: Mirror, logger: Logger, graceMs: number): void {
+function installShutdown(server: Server, mirror: Mirror, logger: Logger, graceMs: number, extras: (() => void)[] = []): void {
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info('stopping', { signal, graceMs });
+    for (const stopExtra of extras) stopExtra();
     const deadline = setTimeout(() => {
       logger.warn('grace period over; closing remaining connections');
       server.closeAllConnections();

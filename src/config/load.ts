@@ -100,5 +100,14 @@ export function maskSecrets(config: Config): unknown {
     const leaf = path[path.length - 1];
     if (parent && parent[leaf] !== undefined) parent[leaf] = '*****';
   }
+  // A password written into the upstream URL (https://user:secret@host) is a secret too.
+  const remote = copy.proxy?.remoteurl;
+  if (typeof remote === 'string' && URL.canParse(remote)) {
+    const url = new URL(remote);
+    if (url.password) {
+      url.password = '*****';
+      copy.proxy.remoteurl = url.toString();
+    }
+  }
   return copy;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { validate as validCron } from 'node-cron';
 import parseBytes from 'bytes';
 import cron from 'node-cron';
 import { parseDuration } from './duration.ts';
@@ -47,7 +48,13 @@ const log = z
     level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
     formatter: z.enum(['text', 'json', 'logstash']).default('text'),
     fields: z.record(z.string(), z.unknown()).optional(),
-    accesslog: z.strictObject({ disabled: bool().default(false) }).prefault({}),
+    accesslog: z
+      .strictObject({
+        disabled: bool().default(false),
+        /** ours: `json` (a structured line through the logger) or `combined` (Apache Combined Log Format on stdout, distribution's style). */
+        format: z.enum(['json', 'combined']).default('json'),
+      })
+      .prefault({}),
     hooks: ignored(),
   })
   .prefault({});
@@ -119,7 +126,24 @@ const http = z
     secret: ignored(),
     relativeurls: ignored(),
     http2: ignored(),
-    debug: ignored(),
+    /**
+     * distribution's debug server: when `addr` is set, /metrics and /debug/health are served
+     * there (and no longer on the main address). Without it, /metrics is on the main address.
+     */
+    debug: z
+      .strictObject({
+        addr: str().optional(),
+        prometheus: z
+          .strictObject({
+            // distribution's default is false; ours is true, the metrics being cheap.
+            enabled: bool().default(true),
+            path: str().default('/metrics'),
+          })
+          .prefault({}),
+        pprof: ignored(),
+        tls: ignored(),
+      })
+      .prefault({}),
     /** How long SIGTERM waits for transfers in flight before exiting. */
     draintimeout: duration().prefault('60s'),
     /** Extra headers set on every response, as in distribution. */
@@ -204,6 +228,22 @@ const proxy = z
         checkttl: duration().prefault('10m'),
       })
       .prefault({}),
+    /**
+     * ours: images refreshed through the mirror on a cron schedule (as `pullmirror warm`
+     * does), so chosen tags are current and cached before anyone asks.
+     */
+    warm: z
+      .strictObject({
+        schedule: str().refine((v) => validCron(v), { message: 'not a cron expression (e.g. "0 * * * *")' }),
+        images: z.array(str()).min(1),
+        /** Only these platforms of an index (`linux/amd64`, `linux/arm64/v8`); every one when absent. */
+        platforms: z.array(z.string().regex(/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/, 'expected os/arch[/variant]')).optional(),
+        concurrency: int(1).default(4),
+        /** An account of auth.htpasswd the schedule pulls with, when the mirror requires one. */
+        username: str().optional(),
+        password: str().optional(),
+      })
+      .optional(),
   })
   .prefault({});
 
@@ -250,6 +290,40 @@ const redis = z
   })
   .prefault({});
 
+/** One periodic check: its answer is cached for `interval`; it fails after `threshold` failures in a row. */
+const check = (enabled: boolean, interval: string, threshold: number) =>
+  z
+    .strictObject({
+      enabled: bool().default(enabled),
+      interval: duration().prefault(interval),
+      threshold: int(1).default(threshold),
+    })
+    .prefault({});
+
+/**
+ * distribution's health section, answered at /health/ready (and /debug/health on the debug
+ * address). `storagedriver` probes that the store takes a write; `file` entries make the
+ * instance unready while the file exists. `http` and `tcp` checks are accepted and ignored.
+ */
+const health = z
+  .strictObject({
+    // distribution's default is off; a mirror's readiness needs it, so ours is on.
+    storagedriver: check(true, '5s', 1),
+    file: z.array(z.strictObject({ file: str(), interval: duration().prefault('10s') })).default([]),
+    http: ignored(),
+    tcp: ignored(),
+    /** ours: the upstream answers `GET /v2/` (any HTTP status counts as reachable). */
+    upstream: z
+      .strictObject({
+        enabled: bool().default(true),
+        interval: duration().prefault('10s'),
+        threshold: int(1).default(1),
+        timeout: duration().prefault('5s'),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
 export const configSchema = z.strictObject({
   version: str().default('0.1'),
   log,
@@ -259,7 +333,7 @@ export const configSchema = z.strictObject({
   auth,
   proxy,
   redis,
-  health: ignored(),
+  health,
   notifications: ignored(),
   reporting: ignored(),
   middleware: ignored(),
@@ -270,4 +344,4 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>;
 
 /** Config keys whose values are secrets: masked wherever a config is printed. */
-export const SECRET_KEYS = ['proxy.password', 'redis.password', 'redis.url', 'http.secret'];
+export const SECRET_KEYS = ['proxy.password', 'redis.password', 'redis.url', 'http.secret', 'proxy.warm.password'];

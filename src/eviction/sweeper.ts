@@ -1,4 +1,5 @@
 import { readFile, stat, unlink } from 'node:fs/promises';
+import { evictedBytes, evictions } from '../metrics/metrics.ts';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logging/logger.ts';
 import { MAX_MANIFEST_BYTES } from '../proxy/proxy-manifest-store.ts';
@@ -119,6 +120,10 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
     freed += blob.size;
     await hooks.blobRemoved?.(blob.digest);
   });
+  evictions.labels('tag').inc(tags.length);
+  evictions.labels('manifest').inc(links.length);
+  evictions.labels('blob').inc(blobs.length);
+  evictedBytes.inc(freed);
   return { ...plan, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, durationMs: Date.now() - started };
 }
 

@@ -27,6 +27,7 @@ export function registryRouter(ctx: RegistryContext): Router {
 
 async function dispatch(ctx: RegistryContext, req: Request, res: Response): Promise<void> {
   const route = matchRoute(req.path);
+  res.locals.route = route;
   if (route.kind === 'upload' || !READ_METHODS.has(req.method)) {
     if ('name' in route) validateName(route.name);
     throw new RegistryError('UNSUPPORTED', 'this registry is a pull-through mirror: pushes and deletes are not supported', {

@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import { request, type Dispatcher } from 'undici';
 import type { Logger } from '../logging/logger.ts';
+import { tokensFetched } from '../metrics/metrics.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 
@@ -69,6 +70,7 @@ export class TokenCache {
       throw new RegistryError('UPSTREAM_UNAVAILABLE', `token server unreachable: ${(error as Error).message}`, { cause: error });
     }
     this.fetched++;
+    tokensFetched.inc();
     if (response.statusCode !== 200) {
       await response.body.dump();
       this.logger.warn('upstream token refused', { realm: url.origin + url.pathname, scope, status: response.statusCode });

@@ -1,5 +1,6 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Logger } from '../logging/logger.ts';
+import { upstreamDuration } from '../metrics/metrics.ts';
 import { parseChallenge, type Challenge } from './challenge.ts';
 import { TokenCache, type Credentials } from './token-cache.ts';
 import { header, upstreamNetworkError } from './upstream-errors.ts';
@@ -180,12 +181,15 @@ export class UpstreamRegistry {
       const headers: Record<string, string> = { 'user-agent': 'pullmirror', ...req.headers };
       if (auth) headers.authorization = auth;
       let response: Dispatcher.ResponseData;
+      const started = performance.now();
       try {
         this.counters[req.method]++;
         response = await request(url, { method: req.method, headers, dispatcher: this.agent });
       } catch (error) {
+        upstreamDuration.labels(req.method, 'error').observe((performance.now() - started) / 1000);
         throw upstreamNetworkError(error);
       }
+      upstreamDuration.labels(req.method, String(response.statusCode)).observe((performance.now() - started) / 1000);
       this.observeRateLimit(response);
       const location = header(response, 'location');
       if (![301, 302, 303, 307, 308].includes(response.statusCode) || !location || hop >= MAX_REDIRECTS) return response;
@@ -215,6 +219,22 @@ export class UpstreamRegistry {
     if (previous !== this.rateLimit.remaining) {
       this.logger.info('upstream rate limit', { limit: this.rateLimit.limit, remaining: this.rateLimit.remaining, windowS: this.rateLimit.windowS });
     }
+  }
+
+  /**
+   * For readiness: asks `GET /v2/` without credentials and answers the status (any status
+   * means the registry is reachable); throws on a network error or after `timeoutMs`.
+   */
+  async probe(timeoutMs: number): Promise<number> {
+    const url = new URL(this.url.pathname.replace(/\/$/, '') + '/v2/', this.url);
+    const response = await request(url, {
+      method: 'GET',
+      headers: { 'user-agent': 'pullmirror' },
+      dispatcher: this.agent,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await response.body.dump();
+    return response.statusCode;
   }
 
   /** Whether Docker Hub said no more than `reserve` pulls remain, within its window. */

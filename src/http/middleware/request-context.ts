@@ -8,7 +8,9 @@ const prefix = process.pid.toString(36);
  * Gives each request an id (echoed as X-Request-Id) and a child logger, and writes the one
  * access line per request when the response finishes or the connection drops.
  */
-export function requestContext(logger: Logger, options: { accessLog: boolean }) {
+export function requestContext(logger: Logger, options: { accessLog: boolean; format?: 'json' | 'combined'; write?: (line: string) => void }) {
+  const combined = options.format === 'combined';
+  const write = options.write ?? ((line: string) => process.stdout.write(line));
   return (req: Request, res: Response, next: NextFunction): void => {
     const id = `${prefix}-${(++sequence).toString(36)}`;
     const started = process.hrtime.bigint();
@@ -20,6 +22,10 @@ export function requestContext(logger: Logger, options: { accessLog: boolean }) 
       const done = () => {
         if (logged) return;
         logged = true;
+        if (combined) {
+          write(combinedLine(req, res, remote));
+          return;
+        }
         const fields: Record<string, unknown> = {
           requestId: id,
           method: req.method,
@@ -43,4 +49,29 @@ export function requestContext(logger: Logger, options: { accessLog: boolean }) 
     }
     next();
   };
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** `[23/Nov/2026:11:09:50 +0000]`: the Common Log Format time, in UTC. */
+export function clfTime(date: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `[${pad(date.getUTCDate())}/${MONTHS[date.getUTCMonth()]}/${date.getUTCFullYear()}:${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000]`;
+}
+
+/** A quoted field of the Combined Log Format: `"` and `\\` escaped, control bytes as \xHH. */
+function quoted(value: string | undefined): string {
+  if (value === undefined || value === '') return '"-"';
+  return `"${value.replace(/["\\]/g, (c) => `\\${c}`).replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)}"`;
+}
+
+/**
+ * One access line in Apache's Combined Log Format, as distribution writes it:
+ * `host - user [time] "METHOD path HTTP/1.1" status bytes "referer" "user-agent"`.
+ */
+export function combinedLine(req: Request, res: Response, remote: string | undefined): string {
+  const length = res.getHeader('content-length');
+  const bytes = req.method === 'HEAD' || length === undefined ? '-' : String(length);
+  const request = `${req.method} ${req.originalUrl.slice(0, 2048)} HTTP/${req.httpVersion}`;
+  return `${remote ?? '-'} - - ${clfTime(new Date())} ${quoted(request)} ${res.statusCode} ${bytes} ${quoted(req.headers.referer?.slice(0, 512))} ${quoted(req.headers['user-agent']?.slice(0, 512))}\n`;
 }

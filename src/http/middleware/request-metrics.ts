@@ -1,0 +1,49 @@
+import type { NextFunction, Request, Response } from 'express';
+import { cacheResults, httpRequests, servedBytes, type TallyCell } from '../../metrics/metrics.ts';
+import type { CacheResult, TrafficRecorder } from '../../metrics/traffic.ts';
+import type { Route } from '../route.ts';
+
+/**
+ * Counts every response once it is over (Prometheus counters and the status page's traffic).
+ * The warm blob path pays one 'close' listener, two map look-ups and a few additions: the
+ * counters are plain numbers in cells (see Tally) that prom-client reads at scrape time.
+ */
+export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () => void } = {}) {
+  const requestCells = new Map<string, TallyCell>();
+  const cacheCells = new Map<string, TallyCell>();
+  const fromCache = servedBytes.cell('cache');
+  const fromUpstream = servedBytes.cell('upstream');
+
+  return (req: Request, res: Response, next: NextFunction): void => {
+    res.on('close', () => {
+      const route = res.locals.route as Route | undefined;
+      const label: string = route?.kind ?? res.locals.routeLabel ?? (req.originalUrl.startsWith('/v2') ? 'v2' : 'other');
+      const status = res.statusCode;
+      const method = req.method;
+      const key = `${label} ${method} ${status}`;
+      let cell = requestCells.get(key);
+      if (!cell) requestCells.set(key, (cell = httpRequests.cell(label, method, String(status))));
+      cell.value++;
+      if (route?.kind !== 'blob' && route?.kind !== 'manifest') return;
+      const cache = res.locals.cache as CacheResult | undefined;
+      let bytes = 0;
+      if (method === 'GET' && (status === 200 || status === 206) && res.writableFinished && !res.locals.streamError) {
+        bytes = Number(res.getHeader('content-length')) || 0;
+      }
+      if (cache) {
+        const cacheKey = `${route.kind} ${cache}`;
+        let cacheCell = cacheCells.get(cacheKey);
+        if (!cacheCell) cacheCells.set(cacheKey, (cacheCell = cacheResults.cell(route.kind, cache)));
+        cacheCell.value++;
+        (cache === 'miss' ? fromUpstream : fromCache).value += bytes;
+        if (cache === 'miss') options.onMiss?.();
+      }
+      traffic.response(cache, bytes);
+      if (route.kind === 'manifest' && status === 200 && cache && !route.reference.includes(':')) {
+        const digest = res.getHeader('docker-content-digest');
+        traffic.pull({ at: Date.now(), repository: route.name, reference: route.reference, digest: typeof digest === 'string' ? digest : undefined, cache });
+      }
+    });
+    next();
+  };
+}

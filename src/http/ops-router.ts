@@ -1,0 +1,118 @@
+import { Router, type Request, type Response } from 'express';
+import type { Readiness } from '../health/checks.ts';
+import { metricsRegistry } from '../metrics/metrics.ts';
+import type { TrafficRecorder } from '../metrics/traffic.ts';
+import type { StoreStatsCache } from '../storage/store-stats.ts';
+import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+import { STATUS_PAGE } from './status-page.ts';
+
+/** What the operator endpoints read; built once by the composition root. */
+export interface OpsContext {
+  readiness: Readiness;
+  traffic: TrafficRecorder;
+  storeStats: StoreStatsCache;
+  upstream: UpstreamRegistry;
+  fillsInFlight(): number;
+  version: string;
+}
+
+
+/**
+ * The operator's side of the main address, mounted before /v2: liveness and readiness for a
+ * load balancer, the status page and its JSON, and (unless a debug address takes them)
+ * Prometheus metrics.
+ */
+export function opsRouter(
+  ops: OpsContext,
+  options: {
+    metricsPath?: string;
+    /**
+     * Guards the status page and its JSON (they name repositories): with auth.htpasswd, only an
+     * authenticated client sees them. Health and metrics stay open for load balancers and scrapers.
+     */
+    protect?: (req: Request, res: Response, next: (error?: unknown) => void) => void;
+  },
+): Router {
+  const protect = options.protect ?? ((_req: Request, _res: Response, next: () => void) => next());
+  const router = Router();
+  const label = (name: string) => (_req: Request, res: Response, next: () => void) => {
+    res.locals.routeLabel = name;
+    next();
+  };
+  router.get('/health', label('health'), liveness);
+  router.get('/health/ready', label('health'), readinessHandler(ops));
+  if (options.metricsPath) router.get(options.metricsPath, label('metrics'), metricsHandler);
+  router.get('/api/status', label('status'), protect, async (_req: Request, res: Response, next: (error?: unknown) => void) => {
+    try {
+      res.setHeader('Cache-Control', 'no-store');
+      res.json(await statusDocument(ops));
+    } catch (error) {
+      next(error);
+    }
+  });
+  router.get('/', label('status'), protect, (_req: Request, res: Response) => {
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    res.setHeader('Cache-Control', 'no-cache');
+    res.setHeader('Content-Security-Policy', "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:");
+    res.end(STATUS_PAGE);
+  });
+  return router;
+}
+
+/** distribution's debug server: metrics and /debug/health on their own address. */
+export function debugRouter(ops: OpsContext, options: { metricsPath?: string }): Router {
+  const router = Router();
+  if (options.metricsPath) router.get(options.metricsPath, metricsHandler);
+  router.get('/debug/health', readinessHandler(ops));
+  router.get('/health', liveness);
+  router.get('/health/ready', readinessHandler(ops));
+  return router;
+}
+
+function liveness(_req: Request, res: Response): void {
+  res.setHeader('Cache-Control', 'no-store');
+  res.status(200).json({ status: 'ok' });
+}
+
+/** 200 when every check passes, 503 otherwise, with each check's answer in the body. */
+function readinessHandler(ops: OpsContext) {
+  return async (_req: Request, res: Response, next: (error?: unknown) => void) => {
+    try {
+      const { ready, checks } = await ops.readiness.status();
+      res.setHeader('Cache-Control', 'no-store');
+      res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks });
+    } catch (error) {
+      next(error);
+    }
+  };
+}
+
+async function metricsHandler(_req: Request, res: Response, next: (error?: unknown) => void): Promise<void> {
+  try {
+    const body = await metricsRegistry.metrics();
+    res.setHeader('Content-Type', metricsRegistry.contentType);
+    res.setHeader('Cache-Control', 'no-store');
+    res.end(body);
+  } catch (error) {
+    next(error);
+  }
+}
+
+/** The figures the status page draws (also handy for scripts: `curl /api/status`). */
+export async function statusDocument(ops: OpsContext) {
+  const store = await ops.storeStats.get();
+  const traffic = ops.traffic.snapshot(60);
+  const rateLimit = ops.upstream.rateLimit;
+  return {
+    version: ops.version,
+    now: Date.now(),
+    upstream: {
+      url: ops.upstream.url.origin,
+      rateLimit: rateLimit ? { remaining: rateLimit.remaining, limit: rateLimit.limit, windowS: rateLimit.windowS, observedAt: rateLimit.observedAt } : null,
+    },
+    store,
+    fillsInFlight: ops.fillsInFlight(),
+    ...traffic,
+    totals: { ...traffic.totals, bytesSaved: traffic.totals.bytesFromCache },
+  };
+}

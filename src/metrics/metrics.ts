@@ -1,0 +1,232 @@
+import { readdirSync } from 'node:fs';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/*
+ * Every Prometheus metric of the mirror, in one registry. Metrics are module singletons so
+ * any module (the upstream client, the token cache, the eviction sweep) can import the one it
+ * moves without plumbing; figures that already live in an object (fills in flight, Docker
+ * Hub's allowance, the store's size) are read at scrape time through `bindSources`.
+ */
+export const metricsRegistry = new Registry();
+
+/** One series of a tallied counter: its label values and a plain number the hot path bumps. */
+export interface TallyCell {
+  readonly labels: Record<string, string>;
+  value: number;
+}
+
+/**
+ * A counter for the per-request path: callers keep a cell per label set and add to its plain
+ * `value`; prom-client sees the totals only when Prometheus scrapes. (prom-client's own inc()
+ * hashes and validates the labels on every call, which the warm blob path should not pay.)
+ */
+export class Tally {
+  private readonly cells = new Map<string, TallyCell>();
+  private readonly labelNames: readonly string[];
+
+  constructor(options: { name: string; help: string; labelNames: readonly string[] }) {
+    this.labelNames = options.labelNames;
+    const cells = this.cells;
+    new Counter({
+      name: options.name,
+      help: options.help,
+      labelNames: options.labelNames,
+      registers: [metricsRegistry],
+      collect() {
+        this.reset();
+        for (const cell of cells.values()) this.inc(cell.labels, cell.value);
+      },
+    });
+  }
+
+  /** The cell of one label set (values in labelNames order); keep it and add to `value`. */
+  cell(...values: string[]): TallyCell {
+    const key = values.join('\u0000');
+    let cell = this.cells.get(key);
+    if (!cell) {
+      cell = { labels: Object.fromEntries(this.labelNames.map((name, i) => [name, values[i]])), value: 0 };
+      this.cells.set(key, cell);
+    }
+    return cell;
+  }
+}
+
+/** Responses, by route of the registry API (or ops endpoint), method and status. */
+export const httpRequests = new Tally({
+  name: 'pullmirror_http_requests_total',
+  help: 'HTTP responses by route, method and status',
+  labelNames: ['route', 'method', 'status'],
+});
+
+/** Blob and manifest responses by how they were served (X-Pullmirror-Cache). */
+export const cacheResults = new Tally({
+  name: 'pullmirror_cache_requests_total',
+  help: 'Blob and manifest responses by kind and cache result (hit, miss, stale)',
+  labelNames: ['kind', 'result'],
+});
+
+/** Body bytes sent to clients, by where they came from: the local store or a fill from upstream. */
+export const servedBytes = new Tally({
+  name: 'pullmirror_served_bytes_total',
+  help: 'Blob and manifest body bytes sent to clients, by source (cache or upstream)',
+  labelNames: ['source'],
+});
+
+/** Time from sending an upstream request to its response headers. */
+export const upstreamDuration = new Histogram({
+  name: 'pullmirror_upstream_request_duration_seconds',
+  help: 'Upstream registry requests: time to response headers, by method and status',
+  labelNames: ['method', 'status'] as const,
+  buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: [metricsRegistry],
+});
+
+/** Bearer tokens fetched from the upstream's token server (cached ones are not counted). */
+export const tokensFetched = new Counter({
+  name: 'pullmirror_upstream_tokens_fetched_total',
+  help: 'Bearer tokens fetched from the upstream token server',
+  registers: [metricsRegistry],
+});
+
+/**
+ * Content removed from the store by eviction (TTL, size cap); the eviction sweep increments
+ * it with the kind it removed (blob, manifest, tag) and the bytes freed.
+ */
+export const evictions = new Counter({
+  name: 'pullmirror_evictions_total',
+  help: 'Items evicted from the store, by kind',
+  labelNames: ['kind'] as const,
+  registers: [metricsRegistry],
+});
+
+/** Bytes freed by eviction. */
+export const evictedBytes = new Counter({
+  name: 'pullmirror_evicted_bytes_total',
+  help: 'Bytes freed by eviction',
+  registers: [metricsRegistry],
+});
+
+/** Figures that live elsewhere and are read when Prometheus scrapes. */
+export interface MetricSources {
+  fillsInFlight(): number;
+  rateLimit(): { remaining: number; limit?: number; windowS: number } | undefined;
+  /** The store's figures; cached by the caller, never a disk walk per scrape. */
+  store(): Promise<{ blobs: number; bytes: number }>;
+}
+
+let sources: MetricSources | undefined;
+
+/** Connects the scrape-time gauges to a running mirror (the last one bound wins). */
+export function bindSources(next: MetricSources): void {
+  sources = next;
+}
+
+new Gauge({
+  name: 'pullmirror_blob_fills_in_flight',
+  help: 'Blob downloads from upstream in progress (each shared by every client that wants the blob)',
+  registers: [metricsRegistry],
+  collect() {
+    this.set(sources?.fillsInFlight() ?? 0);
+  },
+});
+
+new Gauge({
+  name: 'pullmirror_upstream_ratelimit_remaining',
+  help: 'Pulls Docker Hub said remain (ratelimit-remaining), labelled with its window in seconds; absent until seen',
+  labelNames: ['window'] as const,
+  registers: [metricsRegistry],
+  collect() {
+    this.reset();
+    const limit = sources?.rateLimit();
+    if (limit) this.labels(String(limit.windowS)).set(limit.remaining);
+  },
+});
+
+new Gauge({
+  name: 'pullmirror_upstream_ratelimit_limit',
+  help: 'Pulls Docker Hub allows (ratelimit-limit), labelled with its window in seconds; absent until seen',
+  labelNames: ['window'] as const,
+  registers: [metricsRegistry],
+  collect() {
+    this.reset();
+    const limit = sources?.rateLimit();
+    if (limit?.limit !== undefined) this.labels(String(limit.windowS)).set(limit.limit);
+  },
+});
+
+new Gauge({
+  name: 'pullmirror_store_bytes',
+  help: 'Bytes of verified content in the store (computed periodically, not per scrape)',
+  registers: [metricsRegistry],
+  async collect() {
+    if (sources) this.set((await sources.store()).bytes);
+  },
+});
+
+new Gauge({
+  name: 'pullmirror_store_blobs',
+  help: 'Blobs (layers, configs, manifests) in the store (computed periodically, not per scrape)',
+  registers: [metricsRegistry],
+  async collect() {
+    if (sources) this.set((await sources.store()).blobs);
+  },
+});
+
+let processOn = false;
+
+/**
+ * Process figures (CPU, memory, open files, start time) read at scrape time. prom-client's
+ * collectDefaultMetrics is not used: its GC observer and event-loop monitor run all the time,
+ * and the warm blob path is benchmarked.
+ */
+export function collectProcessMetrics(): void {
+  if (processOn) return;
+  processOn = true;
+  const startSeconds = Math.round(Date.now() / 1000 - process.uptime());
+  new Counter({
+    name: 'process_cpu_seconds_total',
+    help: 'User and system CPU time spent, in seconds',
+    registers: [metricsRegistry],
+    collect() {
+      const usage = process.cpuUsage();
+      this.reset();
+      this.inc((usage.user + usage.system) / 1e6);
+    },
+  });
+  new Gauge({
+    name: 'process_resident_memory_bytes',
+    help: 'Resident memory size in bytes',
+    registers: [metricsRegistry],
+    collect() {
+      this.set(process.memoryUsage.rss());
+    },
+  });
+  new Gauge({
+    name: 'nodejs_heap_used_bytes',
+    help: 'V8 heap in use, in bytes',
+    registers: [metricsRegistry],
+    collect() {
+      this.set(process.memoryUsage().heapUsed);
+    },
+  });
+  new Gauge({
+    name: 'process_open_fds',
+    help: 'Open file descriptors (Linux)',
+    registers: [metricsRegistry],
+    collect() {
+      try {
+        this.set(readdirSync('/proc/self/fd').length);
+      } catch {
+        // not Linux: left out
+      }
+    },
+  });
+  new Gauge({
+    name: 'process_start_time_seconds',
+    help: 'Start time of the process since the epoch, in seconds',
+    registers: [metricsRegistry],
+    collect() {
+      this.set(startSeconds);
+    },
+  });
+}
