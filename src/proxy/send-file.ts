@@ -33,7 +33,9 @@ export async function sendFileRange(source: FileBytes, res: Writable, start: num
     return;
   }
   const size = Math.min(CHUNK, length);
-  const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)];
+  // A blob that fits in one chunk is one read and one write: one buffer is enough.
+  const first = Buffer.allocUnsafeSlow(size);
+  const buffers = length <= CHUNK ? [first, first] : [first, Buffer.allocUnsafeSlow(size)];
   const gone = closedPromise(res);
   let position = start;
   let turn = 0;
@@ -45,6 +47,8 @@ export async function sendFileRange(source: FileBytes, res: Writable, start: num
       if (upTo <= position) break;
       const buffer = buffers[turn];
       turn ^= 1;
+      // With one buffer, its previous write must be done before it is read into again.
+      if (buffers[0] === buffers[1]) await Promise.race([writing, gone]);
       const bytesRead = await readAt(source.fd, buffer, Math.min(buffer.length, upTo - position, end + 1 - position), position);
       if (bytesRead === 0) throw new Error('blob file shorter than expected');
       position += bytesRead;
