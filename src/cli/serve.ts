@@ -35,13 +35,7 @@ export async function serve(args: string[]): Promise<void> {
     server.once('error', reject);
     server.listen(port, host, () => resolve());
   });
-  const address = server.address() as AddressInfo;
-  logger.info('listening', {
-    addr: `${address.address}:${address.port}`,
-    tls: config.http.tls !== undefined,
-    upstream: mirror.upstream.url.origin,
-    root: config.storage.filesystem.rootdirectory,
-  });
+  // The debug address first: 'listening' tells that every address answers.
   const extras: (() => void)[] = [];
   if (mirror.debugApp && config.http.debug.addr) {
     const debugServer = createServer(mirror.debugApp);
@@ -54,6 +48,13 @@ export async function serve(args: string[]): Promise<void> {
     logger.info('debug listening', { addr: `${debugAddress.address}:${debugAddress.port}` });
     extras.push(() => debugServer.close());
   }
+  const address = server.address() as AddressInfo;
+  logger.info('listening', {
+    addr: `${address.address}:${address.port}`,
+    tls: config.http.tls !== undefined,
+    upstream: mirror.upstream.url.origin,
+    root: config.storage.filesystem.rootdirectory,
+  });
   if (config.proxy.warm) extras.push(scheduleWarm(config.proxy.warm, selfUrl(address), logger));
   installShutdown(server, mirror, logger, config.http.draintimeout, extras);
 }
