@@ -2,7 +2,6 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
 import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
-import { createRedisConnection, redisConfigured } from './redis/redis-connection.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
 import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import type { Config } from './config/schema.ts';
@@ -64,8 +63,10 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   }
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
-  const redis = redisConfigured(config.redis) || config.storage.cache.blobdescriptor === 'redis'
-    ? createRedisConnection(config.redis, logger.child({ component: 'redis' }), await storeId(paths))
+  // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
+  const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
+  const redis = redisWanted
+    ? (await import('./redis/redis-connection.ts')).createRedisConnection(config.redis, logger.child({ component: 'redis' }), await storeId(paths))
     : undefined;
   const descriptors: DescriptorCache = redis && config.storage.cache.blobdescriptor === 'redis'
     ? new RedisDescriptorCache(redis)

@@ -91,10 +91,6 @@ export class RedisConnection {
 }
 
 /** Whether the configuration names a Redis at all. */
-export function redisConfigured(config: Config['redis']): boolean {
-  return Boolean(config.url || config.addr || config.addrs?.length);
-}
-
 /**
  * Builds the client the way go-redis' UniversalClient reads distribution's section:
  * `mastername` → Sentinel, several `addrs` → Cluster, else one server (`url` wins over all).

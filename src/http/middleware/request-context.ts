@@ -15,7 +15,10 @@ export function requestContext(logger: Logger, options: { accessLog: boolean; fo
     const id = `${prefix}-${(++sequence).toString(36)}`;
     const started = process.hrtime.bigint();
     const remote = req.socket.remoteAddress;
-    res.locals.log = logger.child({ requestId: id });
+    // Made on first use: most requests log nothing but their access line, and a winston child
+    // per request is a measurable share of a warm request's CPU.
+    let log: Logger | undefined;
+    Object.defineProperty(res.locals, 'log', { get: () => (log ??= logger.child({ requestId: id })), configurable: true });
     res.setHeader('X-Request-Id', id);
     if (options.accessLog) {
       let logged = false;
