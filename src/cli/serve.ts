@@ -33,7 +33,9 @@ export async function serve(args: string[]): Promise<void> {
   const { host, port } = parseAddr(config.http.addr);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve());
+    // A fleet's worth of connections at once: the kernel caps the backlog at somaxconn, as Go's
+    // net package (distribution) asks for.
+    server.listen({ port, host, backlog: 4096 }, () => resolve());
   });
   // The debug address first: 'listening' tells that every address answers.
   const extras: (() => void)[] = [];
