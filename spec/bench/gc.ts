@@ -116,10 +116,11 @@ export function generateStore(root: string, log: Log): { referenced: number; orp
 function runGc(configFile: string, args: string[], outFile: string): Promise<Run> {
   const gnuTime = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
   // The shipped form, as `npm start` runs it (the bundle and its Node flags).
-  const command = [...(gnuTime ? [gnuTime, '-f', 'PEAKRSS %M'] : []), process.execPath, ...startCommand()];
+  const shipped = startCommand();
+  const command = [...(gnuTime ? [gnuTime, '-f', 'PEAKRSS %M'] : []), process.execPath, ...shipped.args];
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const child = spawn(command[0], [...command.slice(1), 'gc', ...args, configFile], { env: cleanEnv(['REGISTRY_']), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command[0], [...command.slice(1), 'gc', ...args, configFile], { env: { ...cleanEnv(['REGISTRY_']), ...shipped.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     let sampled = 0;

@@ -12,16 +12,26 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const MAIN = path.join(ROOT, 'src/main.ts');
 
 /**
- * What `npm start` runs: the built bundle with its Node flags, read from package.json so the
- * benchmark and the bundle test start the mirror exactly as users do.
+ * What `npm start` runs: the built bundle with its Node flags and environment (`env K=V node
+ * FLAGS dist/pullmirror.mjs`), read from package.json so the benchmark and the bundle test
+ * start the mirror exactly as users do.
  */
-export function startCommand(): string[] {
+export function startCommand(): { args: string[]; env: Record<string, string> } {
   const start: string = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.start;
-  const [node, ...args] = start.trim().split(/\s+/);
+  const words = start.trim().split(/\s+/);
+  const env: Record<string, string> = {};
+  if (words[0] === 'env') {
+    words.shift();
+    while (words[0]?.includes('=')) {
+      const [key, ...value] = words.shift()!.split('=');
+      env[key] = value.join('=');
+    }
+  }
+  const [node, ...args] = words;
   if (node !== 'node') throw new Error(`unexpected start script: ${start}`);
   const bundle = args.at(-1)!;
   if (!existsSync(path.join(ROOT, bundle))) throw new Error(`${bundle} is missing: run npm run build`);
-  return [...args.slice(0, -1), path.join(ROOT, bundle)];
+  return { args: [...args.slice(0, -1), path.join(ROOT, bundle)], env };
 }
 
 export interface MirrorOptions {
@@ -61,8 +71,9 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
   mergeInto(config, options.config ?? {});
   const configFile = path.join(dir.path, 'config.yml');
   writeFileSync(configFile, stringify(config));
-  const child = startProcess(process.execPath, [...(options.bundle ? startCommand() : [MAIN]), configFile], {
-    env: { ...cleanEnv(['REGISTRY_']), ...options.env },
+  const shipped = options.bundle ? startCommand() : undefined;
+  const child = startProcess(process.execPath, [...(shipped ? shipped.args : [MAIN]), configFile], {
+    env: { ...cleanEnv(['REGISTRY_']), ...shipped?.env, ...options.env },
     logFile: path.join(dir.path, 'mirror.log'),
   });
   const logLines = () =>
