@@ -26,7 +26,7 @@ class StoreWriteError extends Error {
  * Upstream bytes gathered while a disk write is in flight before the upstream body is paused:
  * the socket keeps being read during a write, and the next write takes them all in one writev.
  */
-const MAX_BATCH = 4 * 1024 * 1024;
+const MAX_BATCH = 1024 * 1024;
 
 /**
  * One upstream download of one blob, shared by every client that wants it while it runs.
