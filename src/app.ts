@@ -161,9 +161,10 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   app.set('query parser', 'simple');
   app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format }));
   app.use(requestMetrics(ops.traffic, { onMiss: () => ops.storeStats.changed() }));
+  const extraHeaders = Object.entries(config.http.headers);
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
-    for (const [name, values] of Object.entries(config.http.headers)) res.setHeader(name, values);
+    for (const [name, values] of extraHeaders) res.setHeader(name, values);
     next();
   });
   const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;

@@ -35,7 +35,7 @@ export class AccessRecorder {
   private readonly now: () => number;
   private readonly debounceMs: number;
   private readonly logger: Logger;
-  /** file → when this process last touched it. */
+  /** item (`b:digest`, `m:name@digest`, `t:name:tag`) → when this process last touched its file. */
   private readonly touched = new LRUCache<string, number>({ max: 20_000 });
   private readonly gone: AccessRecorderOptions['gone'];
   private warned = false;
@@ -49,28 +49,31 @@ export class AccessRecorder {
     this.debounceMs = options.ttlMs > 0 ? Math.min(MAX_DEBOUNCE_MS, Math.floor(options.ttlMs / 24)) : MAX_DEBOUNCE_MS;
   }
 
+  // Called on every warm request: the debounce check comes first, the path is built only when
+  // the file is really touched.
   manifest(name: string, digest: string): void {
-    this.touch(this.paths.manifestLink(name, parseDigest(digest)), () => this.gone?.manifest(name, digest));
+    this.touch(`m:${name}@${digest}`, () => this.paths.manifestLink(name, parseDigest(digest)), () => this.gone?.manifest(name, digest));
   }
 
   tag(name: string, tag: string): void {
-    this.touch(this.paths.tag(name, tag));
+    this.touch(`t:${name}:${tag}`, () => this.paths.tag(name, tag));
   }
 
   blob(digest: string): void {
-    this.touch(this.paths.blob(parseDigest(digest)), () => this.gone?.blob(digest));
+    this.touch(`b:${digest}`, () => this.paths.blob(parseDigest(digest)), () => this.gone?.blob(digest));
   }
 
-  private touch(path: string, whenGone?: () => void): void {
+  private touch(key: string, pathOf: () => string, whenGone?: () => void): void {
     const now = this.now();
-    const last = this.touched.get(path);
+    const last = this.touched.get(key);
     if (last !== undefined && now - last < this.debounceMs && now >= last) return;
-    this.touched.set(path, now);
+    this.touched.set(key, now);
+    const path = pathOf();
     const at = now / 1000;
     utimes(path, at, at).catch((error: NodeJS.ErrnoException) => {
       // Not stored (yet, or passed through uncached, or evicted by a `gc` in another process
       // while this one still knew it): nothing to record; forget it so it is stored again.
-      this.touched.delete(path);
+      this.touched.delete(key);
       if (error.code === 'ENOENT' || error.code === 'ENOTDIR') {
         whenGone?.();
         return;

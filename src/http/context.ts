@@ -23,6 +23,9 @@ export interface RegistryContext {
 
 /** The upstream and the upstream-side repository name a request is about. */
 export function resolveRepository(ctx: RegistryContext, req: Request, res: Response, rawName: string): { upstream: UpstreamRegistry; name: string } {
+  // The access check and the handler both ask: resolve once per request.
+  const known = res.locals.repository as { raw: string; upstream: UpstreamRegistry; name: string } | undefined;
+  if (known?.raw === rawName) return known;
   const ns = typeof req.query.ns === 'string' ? req.query.ns : undefined;
   const name = validateName(rawName);
   const upstream = ctx.upstreamFor(ns);
@@ -30,7 +33,9 @@ export function resolveRepository(ctx: RegistryContext, req: Request, res: Respo
     throw new RegistryError('NAME_UNKNOWN', `this mirror does not serve namespace ${ns?.slice(0, 100)}`);
   }
   if (ns) res.setHeader('OCI-Namespace', ns);
-  return { upstream, name: upstream.repositoryName(name) };
+  const resolved = { raw: rawName, upstream, name: upstream.repositoryName(name) };
+  res.locals.repository = resolved;
+  return resolved;
 }
 
 /** Marks how a response was served, for the access log and the X-Pullmirror-Cache header. */

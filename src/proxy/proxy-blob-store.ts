@@ -83,11 +83,6 @@ export class ProxyBlobStore {
     return this.fills.has(digest);
   }
 
-  /** Drops a deleted blob from the descriptor cache. */
-  forgetDescriptor(digest: Digest): Promise<void> {
-    return this.forget(digest);
-  }
-
   /** Resolves once no fill is in flight (used by a graceful stop). */
   async drain(): Promise<void> {
     while (this.fills.size > 0) {
@@ -104,7 +99,7 @@ export class ProxyBlobStore {
     const cached = await this.cachedDescriptor(digest);
     if (cached) return cached;
     const stored = await this.blobs.stat(digest);
-    if (stored) await this.remember(stored);
+    if (stored) void this.remember(stored);
     return stored;
   }
 
@@ -145,17 +140,17 @@ export class ProxyBlobStore {
   }
 
   private async openLocal(digest: Digest): Promise<BlobSource | undefined> {
-    const cached = await this.cachedDescriptor(digest);
-    const handle = await this.blobs.open(digest);
+    // Both at once: with Redis as the cache, its round trip would otherwise come before the open.
+    const [cached, handle] = await Promise.all([this.cachedDescriptor(digest), this.blobs.open(digest)]);
     if (!handle) {
       // Deleted behind the cache's back: forget it and fetch again.
-      if (cached) await this.forget(digest);
+      if (cached) await this.forgetDescriptor(digest);
       return undefined;
     }
     let size = cached?.size;
     if (size === undefined) {
       size = (await handle.stat()).size;
-      await this.remember({ digest: digest.value, size });
+      void this.remember({ digest: digest.value, size });
     }
     return localSource(digest.value, size, handle);
   }
@@ -384,7 +379,8 @@ export class ProxyBlobStore {
     }
   }
 
-  private async forget(digest: Digest): Promise<void> {
+  /** Drops a deleted blob from the descriptor cache. */
+  async forgetDescriptor(digest: Digest): Promise<void> {
     try {
       await this.cache.delete(digest.value);
     } catch (error) {
