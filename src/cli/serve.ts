@@ -123,11 +123,13 @@ function answerClientError(error: NodeJS.ErrnoException & { code?: string }, soc
   const body = JSON.stringify(
     new RegistryError('UNSUPPORTED', tooLarge ? 'request headers too large' : 'malformed HTTP request', { status }).toJSON(),
   );
+  // Node's parser gave up, so the method is read from the raw bytes: a HEAD gets no body.
+  const head = (error as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
   socket.end(
     `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
       `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n` +
       securityHeaderLines(extraHeaders) +
-      `\r\n${body}`,
+      `\r\n${head ? '' : body}`,
   );
 }
 
