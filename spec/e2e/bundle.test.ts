@@ -46,7 +46,8 @@ describe('the built bundle, started as npm start does', { skip: missingBinaries 
       if (round === 'cold') assert.equal(blobGets, 4, 'cold: two configs and two layers, once each');
       else assert.equal(blobGets, 0, 'warm: no upstream blob GET');
     }
-    assert.ok(mirror.logLines().some((line) => line.message === 'listening'));
+    assert.ok(mirror.process.child.spawnargs.some((arg) => arg.endsWith('dist/pullmirror.mjs')), 'the bundle served, not src/main.ts');
+    assert.ok(!mirror.process.child.spawnargs.some((arg) => arg.endsWith('src/main.ts')));
   });
 
   it('carries the status page, its figures, readiness and metrics', async () => {

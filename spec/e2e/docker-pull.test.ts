@@ -62,6 +62,8 @@ describe('docker pull through pullmirror as a registry mirror (real dockerd)', {
     await dockerd.docker(['pull', 'team/app:v1']);
     await dockerd.docker(['pull', 'alpine:3.20']);
     assert.equal(world.proxy.count('GET', /\/blobs\//), 0, 'every blob came from the mirror’s disk');
+    const again = (await dockerd.docker(['image', 'inspect', '--format', '{{.Id}}', 'alpine:3.20'])).stdout.trim();
+    assert.equal(again, amd64.configDigest, 'the same image, pulled again from the mirror');
     assert.equal(world.proxy.count('GET', /\/manifests\/sha256:/), 0, 'manifests by digest too');
   });
 

@@ -74,6 +74,7 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
     assert.ok(delta('pullmirror_http_requests_total', { route: 'blob', method: 'GET', status: '200' }) >= first.blobs.size);
     assert.ok(delta('pullmirror_upstream_request_duration_seconds_count', { method: 'GET' }) >= first.blobs.size, 'upstream latency observed');
     assert.ok(delta('pullmirror_upstream_tokens_fetched_total') >= 1, 'a token fetched');
+    assert.ok(afterFirst.has('pullmirror_blob_fills_in_flight'), 'the fills-in-flight gauge is exported');
     assert.equal(sample(afterFirst, 'pullmirror_blob_fills_in_flight'), 0);
 
     const second = await pull(mirror, 'team/app:1.0');

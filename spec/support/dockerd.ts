@@ -2,13 +2,14 @@
  * A private dockerd for the one check that matters most: `docker pull` through the mirror, as
  * a fleet does it (`--registry-mirror`). Everything is its own: data root, exec root, pid
  * file, unix socket; no iptables, no bridge, the vfs storage driver (works on any filesystem).
- * The machine has no internet, so a pull that succeeds came through the mirror.
+ * Its proxy is a loopback port nobody listens on, so even on a machine with internet it can
+ * reach nothing but the mirror: a pull that succeeds came through the mirror.
  */
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { findBinary, startProcess, tempDir, type StartedProcess, type TempDir } from './processes.ts';
+import { findBinary, freePort, startProcess, tempDir, type StartedProcess, type TempDir } from './processes.ts';
 
 const run = promisify(execFile);
 
@@ -18,6 +19,13 @@ export interface Dockerd {
   /** Runs the docker CLI against this daemon. */
   docker(args: string[], timeoutMs?: number): Promise<{ stdout: string; stderr: string }>;
   stop(): Promise<void>;
+}
+
+/** Proxy settings that send every non-loopback request of dockerd to a closed loopback port. */
+async function noWayOut(): Promise<Record<string, string>> {
+  const closed = `http://127.0.0.1:${await freePort()}`;
+  const loopback = '127.0.0.1,localhost,::1';
+  return { HTTP_PROXY: closed, HTTPS_PROXY: closed, http_proxy: closed, https_proxy: closed, NO_PROXY: loopback, no_proxy: loopback };
 }
 
 export async function startDockerd(options: { registryMirror: string }): Promise<Dockerd> {
@@ -40,7 +48,7 @@ export async function startDockerd(options: { registryMirror: string }): Promise
       `-H`,
       `unix://${socket}`,
     ],
-    { logFile: path.join(dir.path, 'dockerd.log') },
+    { logFile: path.join(dir.path, 'dockerd.log'), env: { ...process.env, ...(await noWayOut()) } },
   );
   const docker = async (args: string[], timeoutMs = 120_000) => {
     const { stdout, stderr } = await run(cli, ['-H', `unix://${socket}`, ...args], { timeout: timeoutMs, env: { ...process.env, DOCKER_CONFIG: path.join(dir.path, 'cli') } });

@@ -198,8 +198,10 @@ export function findBinary(name: string): string | undefined {
   return undefined;
 }
 
+/** CI sets CI to true, 1 or yes depending on the system: anything but empty, 0 or false. */
 function isCI(): boolean {
-  return process.env.CI === 'true';
+  const value = (process.env.CI ?? '').trim().toLowerCase();
+  return value !== '' && value !== '0' && value !== 'false';
 }
 
 /**

@@ -30,6 +30,7 @@ async function connect(server: RedisServer, logger: winston.Logger): Promise<Red
   const connection = createRedisConnection(config.redis, logger);
   const deadline = Date.now() + 5_000;
   while (!connection.available && Date.now() < deadline) await sleep(10);
+  assert.ok(connection.available, `connected to ${server.url}`);
   return connection;
 }
 
