@@ -239,6 +239,21 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
     assert.equal(json.manifests, 1);
   });
 
+  it('a second mirror on an address in use refuses to start, and the first keeps serving', async () => {
+    // The mirror listens with several SO_REUSEPORT sockets (http.acceptors); another process
+    // must still not be able to join the port and take a share of the clients.
+    const first = await world.startMirror();
+    const second = await pullmirror([], {
+      REGISTRY_HTTP_ADDR: `127.0.0.1:${first.port}`,
+      REGISTRY_PROXY_REMOTEURL: world.proxy.url,
+      REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: path.join(work.path, 'second-store'),
+    });
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${first.port}: EADDRINUSE`));
+    const responses = await Promise.all(Array.from({ length: 32 }, () => fetch(`${first.url}/v2/`, { headers: { connection: 'close' } })));
+    assert.deepEqual(responses.map((response) => response.status), Array(32).fill(200), 'every new connection reaches the first mirror');
+  });
+
   it('config check prints the effective config with the password masked, and names a bad key', async () => {
     const file = path.join(work.path, 'check.yml');
     writeFileSync(file, stringify({ version: '0.1', proxy: { remoteurl: 'https://registry-1.docker.io', username: 'mirror', password: MIRROR_ACCOUNT.password } }));

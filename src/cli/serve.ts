@@ -6,6 +6,7 @@ import { createMirror, type Mirror } from '../app.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../logging/logger.ts';
+import { listenWithAcceptors, type Listening } from '../http/listen.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { scheduleWarm } from '../warm/schedule.ts';
 import { loadConfigOrExit } from './config-arg.ts';
@@ -31,12 +32,15 @@ export async function serve(args: string[]): Promise<void> {
   server.keepAliveTimeout = 65_000;
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerClientError(error, socket, config.http.headers));
   const { host, port } = parseAddr(config.http.addr);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // A fleet's worth of connections at once: the kernel caps the backlog at somaxconn, as Go's
-    // net package (distribution) asks for.
-    server.listen({ port, host, backlog: 4096 }, () => resolve());
-  });
+  let listening: Listening;
+  try {
+    listening = await listenWithAcceptors(server, host, port, config.http.acceptors);
+  } catch (error) {
+    // Another mirror on the port, a port below 1024, an address this host does not have.
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    process.stderr.write(`pullmirror: cannot listen on ${config.http.addr}: ${code}\n`);
+    process.exit(1);
+  }
   // The debug address first: 'listening' tells that every address answers.
   const extras: (() => void)[] = [];
   if (mirror.debugApp && config.http.debug.addr) {
@@ -58,7 +62,7 @@ export async function serve(args: string[]): Promise<void> {
     root: config.storage.filesystem.rootdirectory,
   });
   if (config.proxy.warm) extras.push(scheduleWarm(config.proxy.warm, selfUrl(address), logger));
-  installShutdown(server, mirror, logger, config.http.draintimeout, extras);
+  installShutdown(server, listening, mirror, logger, config.http.draintimeout, extras);
 }
 
 /** This process's own URL, for the warm schedule: loopback when listening on every address. */
@@ -147,7 +151,7 @@ function securityHeaderLines(headers: Record<string, string[]>): string {
  * SIGTERM: stop accepting, let responses and blob downloads in flight finish within the
  * grace period (http.draintimeout), then exit.
  */
-function installShutdown(server: Server, mirror: Mirror, logger: Logger, graceMs: number, extras: (() => void)[] = []): void {
+function installShutdown(server: Server, listening: Listening, mirror: Mirror, logger: Logger, graceMs: number, extras: (() => void)[] = []): void {
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -160,7 +164,7 @@ function installShutdown(server: Server, mirror: Mirror, logger: Logger, graceMs
       process.exit(0);
     }, graceMs);
     deadline.unref();
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const closed = listening.close();
     // Keep-alive connections become idle as their last response ends: close them as they do.
     const sweeper = setInterval(() => server.closeIdleConnections(), 100);
     server.closeIdleConnections();

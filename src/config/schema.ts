@@ -16,8 +16,8 @@ import { parseDuration } from './duration.ts';
 const str = () => z.preprocess((v) => (typeof v === 'number' || typeof v === 'boolean' ? String(v) : v), z.string());
 const bool = () =>
   z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean());
-const int = (min = 0) =>
-  z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min));
+const int = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
 const percent = () =>
   z.preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(1).max(100));
 /** A Go-style duration ("30s", "168h"), turned into milliseconds. */
@@ -144,6 +144,12 @@ const http = z
         tls: ignored(),
       })
       .prefault({}),
+    /**
+     * ours: sockets listening on the one address (SO_REUSEPORT). Node accepts one connection
+     * per socket per turn of its event loop; several keep a burst of new connections from
+     * waiting seconds to be accepted while the mirror is busy (src/http/listen.ts).
+     */
+    acceptors: int(1, 64).default(16),
     /** How long SIGTERM waits for transfers in flight before exiting. */
     draintimeout: duration().prefault('60s'),
     /** Extra headers set on every response, as in distribution. */
