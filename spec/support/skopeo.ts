@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { sha256Digest } from './images.ts';
 import { privateMounts } from './private-mounts.ts';
 import { tempDir } from './processes.ts';
 
@@ -137,7 +138,7 @@ function asManifest(bytes: Buffer): DirManifest {
   } catch {
     // not JSON; leave undefined
   }
-  return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, mediaType };
+  return { bytes, digest: sha256Digest(bytes), mediaType };
 }
 
 /**
