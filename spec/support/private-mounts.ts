@@ -10,7 +10,10 @@
  * and mounts the daemon makes itself stay inside too). Without root nothing is wrapped: those
  * tools then write under HOME/XDG_* paths, which the callers point into their temp dir.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { findBinary } from './processes.ts';
 
 export interface BindOver {
@@ -24,9 +27,26 @@ function shellQuote(value: string): string {
   return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
-/** True when `privateMounts` will wrap (root), so callers know which paths their tool writes. */
-export function isRoot(): boolean {
-  return process.getuid?.() === 0;
+let probed: string | undefined | null = null;
+
+/**
+ * `unshare` if this root may make a mount namespace and bind mounts in it, else undefined (with
+ * one warning: root without CAP_SYS_ADMIN, e.g. an unprivileged container, still runs the
+ * suite, the tools then write where they always do). Probed once per test process.
+ */
+function unshareBinary(): string | undefined {
+  if (probed !== null) return probed;
+  probed = undefined;
+  const unshare = findBinary('unshare');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pullmirror-unshare-probe-'));
+  try {
+    const probe = unshare && spawnSync(unshare, ['--mount', '--propagation', 'private', '--', 'mount', '--bind', dir, dir], { stdio: 'ignore' });
+    if (probe && probe.status === 0) probed = unshare;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  if (!probed) process.emitWarning('no private mount namespace (unshare --mount failed or util-linux missing): skopeo and dockerd will write their root state paths on this machine');
+  return probed;
 }
 
 /**
@@ -36,9 +56,9 @@ export function isRoot(): boolean {
  * otherwise the command unchanged.
  */
 export function privateMounts(cmd: string, args: string[], binds: BindOver[]): [string, string[]] {
-  if (!isRoot() || binds.length === 0) return [cmd, args];
-  const unshare = findBinary('unshare');
-  if (!unshare) throw new Error('unshare not found (util-linux): needed to keep a root tool from writing outside the test dir');
+  if (process.getuid?.() !== 0 || binds.length === 0) return [cmd, args];
+  const unshare = unshareBinary();
+  if (!unshare) return [cmd, args];
   const mounts = binds.map(({ over, from }) => {
     if (!existsSync(over)) throw new Error(`privateMounts: mount point ${over} does not exist`);
     mkdirSync(from, { recursive: true });
