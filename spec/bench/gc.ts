@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { startCommand, startMirror } from '../support/mirror.ts';
 import { cleanEnv, tempDir } from '../support/processes.ts';
+import { blobPath } from '../support/store.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BLOBS = 100_000;
@@ -45,11 +46,6 @@ function prng(seed: number): () => number {
 }
 
 const digestOf = (label: string | Buffer) => `sha256:${createHash('sha256').update(label).digest('hex')}`;
-
-function blobPath(root: string, digest: string): string {
-  const hex = digest.slice(7);
-  return path.join(root, 'blobs', 'sha256', hex.slice(0, 2), hex);
-}
 
 /** Writes the store; returns how many blobs are referenced by fresh and by stale images. */
 export function generateStore(root: string, log: Log): { referenced: number; orphans: number; staleImages: number } {

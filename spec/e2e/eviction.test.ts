@@ -10,6 +10,7 @@ import { startMirror, type MirrorOptions, type RunningMirror } from '../support/
 import { scrape, sum } from '../support/prometheus.ts';
 import { cleanEnv, tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
+import { blobPath } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
@@ -42,8 +43,7 @@ function storeFiles(root: string): Map<string, string> {
 }
 
 function hasBlob(root: string, digest: string): boolean {
-  const hex = digest.slice('sha256:'.length);
-  return existsSync(path.join(root, 'blobs', 'sha256', hex.slice(0, 2), hex));
+  return existsSync(blobPath(root, digest));
 }
 
 function blobsSize(root: string): number {

@@ -12,6 +12,7 @@ import { pushImage, pushRandomBlob, randomLayer, type PushedImage } from '../sup
 import { type RunningMirror } from '../support/mirror.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
+import { blobPath } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
@@ -43,11 +44,6 @@ function pull(url: string, progress?: { bytes: number }): Promise<Pulled> {
       return { status, bytes: counter.bytes, error: error as Error };
     }
   })();
-}
-
-function blobPath(root: string, digest: string): string {
-  const hex = digest.slice('sha256:'.length);
-  return path.join(root, 'blobs', 'sha256', hex.slice(0, 2), hex);
 }
 
 describe('fleet: two instances on one store and one Redis', { skip: missingBinaries || skipUnlessBinaries(['redis-server']) }, () => {

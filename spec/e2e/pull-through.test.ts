@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { pushBlob, pushImage, pushIndex, pushRandomBlob, randomLayer, seededBytes, type PushedImage, type PushedIndex } from '../support/images.ts';
+import { pushBlob, pushImage, pushIndex, pushRandomBlob, randomLayer, seededBytes, sha256OfBody, type PushedImage, type PushedIndex } from '../support/images.ts';
 import { tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
+import { blobPath } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, MIRROR_ACCOUNT, type World } from './fixtures.ts';
 
@@ -113,9 +113,7 @@ describe('pull-through: real skopeo pulls through pullmirror from a real registr
         const response = await fetch(`${mirror.url}/v2/library/big/blobs/${blob.digest}`);
         assert.equal(response.status, 200);
         assert.equal(Number(response.headers.get('content-length')), blob.size);
-        const hash = createHash('sha256');
-        for await (const chunk of response.body!) hash.update(chunk);
-        return `sha256:${hash.digest('hex')}`;
+        return sha256OfBody(response);
       }),
     );
     assert.deepEqual(new Set(bodies), new Set([blob.digest]));
@@ -165,8 +163,7 @@ describe('pull-through: real skopeo pulls through pullmirror from a real registr
       await assert.rejects(response.arrayBuffer(), `attempt ${attempt}: the transfer must break, not end cleanly`);
     }
     assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${digest}$`)), 2, 'not cached: the second request went upstream again');
-    const hex = digest.slice('sha256:'.length);
-    assert.equal(existsSync(path.join(mirror.root, 'blobs', 'sha256', hex.slice(0, 2), hex)), false);
+    assert.equal(existsSync(blobPath(mirror.root, digest)), false);
     assert.deepEqual(tempFiles(mirror.root), [], 'no temporary file left behind');
     const head = await fetch(`${mirror.url}/v2/library/corrupt/blobs/${digest}`, { method: 'HEAD' });
     assert.equal(head.headers.get('x-pullmirror-cache'), 'miss');

@@ -1,29 +1,18 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { pushBlob, pushImage, randomLayer, seededBytes, type PushedImage } from '../support/images.ts';
+import { pushBlob, pushImage, randomLayer, seededBytes, sha256OfBody, type PushedImage } from '../support/images.ts';
 import { startMirror, tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { tempDir } from '../support/processes.ts';
+import { blobPath } from '../support/store.ts';
 import { mountTmpfs } from '../support/tmpfs.ts';
 import { dockerHubRateLimit, matchRequests } from '../support/upstream-proxy.ts';
 import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
 /** Short upstream timeouts and retry backoff, so failures show in a test's time. */
 const FAST = { proxy: { tagfreshness: '0', timeouts: { connect: '1s', headers: '1s', bodyidle: '2s' }, resume: { retries: 3, backoff: '50ms' } } };
-
-async function sha256OfBody(response: Response): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of response.body!) hash.update(chunk);
-  return `sha256:${hash.digest('hex')}`;
-}
-
-function blobPath(root: string, digest: string): string {
-  const hex = digest.slice('sha256:'.length);
-  return path.join(root, 'blobs', 'sha256', hex.slice(0, 2), hex);
-}
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
   const started = Date.now();

@@ -5,11 +5,10 @@
  * harness problems, not mirror problems.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { pushImage, pushIndex, pushRandomBlob, randomLayer, makeLayer, registryFetch, MT } from '../support/images.ts';
+import { pushImage, pushIndex, pushRandomBlob, randomLayer, makeLayer, registryFetch, sha256Digest, MT } from '../support/images.ts';
 import type { PushedImage, PushedIndex, RegistryAuth } from '../support/images.ts';
 import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
 import type { TempDir } from '../support/processes.ts';
@@ -80,7 +79,7 @@ describe('upstream harness (real docker-registry + token server + skopeo)', { sk
   test('layers are real gzipped tars and stored where blobDataPath says', () => {
     const layerDigest = alpha.layerDigests[1];
     const stored = readFileSync(upstream.blobDataPath(layerDigest));
-    assert.equal(`sha256:${createHash('sha256').update(stored).digest('hex')}`, layerDigest);
+    assert.equal(sha256Digest(stored), layerDigest);
     assert.equal(stored[0], 0x1f);
     assert.equal(stored[1], 0x8b);
   });
@@ -195,11 +194,11 @@ describe('upstream harness (real docker-registry + token server + skopeo)', { sk
 
     // Prime the token cache first: a fault counts every matching request, 401s included.
     const clean = Buffer.from(await (await getBlob()).arrayBuffer());
-    assert.equal(`sha256:${createHash('sha256').update(clean).digest('hex')}`, layer);
+    assert.equal(sha256Digest(clean), layer);
 
     proxy.setFault({ kind: 'corrupt', atByte: 100, match: matchRequests('GET', /\/blobs\//), times: 1 });
     const corrupted = Buffer.from(await (await getBlob()).arrayBuffer());
-    assert.notEqual(`sha256:${createHash('sha256').update(corrupted).digest('hex')}`, layer);
+    assert.notEqual(sha256Digest(corrupted), layer);
     assert.equal(corrupted.length, clean.length);
     assert.equal(corrupted[100], clean[100] ^ 0xff);
     assert.deepEqual(Buffer.from(await (await getBlob()).arrayBuffer()), clean, 'corrupt fault with times:1 must clear itself');

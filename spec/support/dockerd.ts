@@ -1,14 +1,23 @@
 /**
  * A private dockerd for the one check that matters most: `docker pull` through the mirror, as
  * a fleet does it (`--registry-mirror`). Everything is its own: data root, exec root, pid
- * file, unix socket; no iptables, no bridge, the vfs storage driver (works on any filesystem).
- * Its proxy is a loopback port nobody listens on, so even on a machine with internet it can
- * reach nothing but the mirror: a pull that succeeds came through the mirror.
+ * file, unix socket, daemon.json and trust key (`--config-file`, whose `deprecated-key-path`
+ * moves /etc/docker/key.json); no iptables, no bridge, the vfs storage driver (works on any
+ * filesystem). Its proxy is a loopback port nobody listens on, so even on a machine with
+ * internet it can reach nothing but the mirror: a pull that succeeds came through the mirror.
+ *
+ * Two paths no flag moves in dockerd 20.10: plugin sockets in /run/docker/plugins and the
+ * containerd it starts creating /opt/containerd/{bin,lib}. So it runs in its own mount
+ * namespace with /run and /opt replaced by directories in its temp dir (private-mounts.ts);
+ * hiding /run also keeps it off a system containerd (/run/containerd/containerd.sock), and
+ * the mounts it makes itself (its data root) stay out of the host's mount table.
  */
 import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { privateMounts } from './private-mounts.ts';
 import { findBinary, freePort, startProcess, tempDir, type StartedProcess, type TempDir } from './processes.ts';
 
 const run = promisify(execFile);
@@ -34,9 +43,12 @@ export async function startDockerd(options: { registryMirror: string }): Promise
   if (!dockerd || !cli) throw new Error('dockerd/docker not found (Debian package docker.io)');
   const dir: TempDir = tempDir('pullmirror-dockerd');
   const socket = path.join(dir.path, 'docker.sock');
-  const child = startProcess(
+  const configFile = path.join(dir.path, 'daemon.json');
+  writeFileSync(configFile, JSON.stringify({ 'deprecated-key-path': path.join(dir.path, 'key.json') }));
+  const [cmd, args] = privateMounts(
     dockerd,
     [
+      `--config-file=${configFile}`,
       `--registry-mirror=${options.registryMirror}`,
       '--storage-driver=vfs',
       '--iptables=false',
@@ -48,8 +60,15 @@ export async function startDockerd(options: { registryMirror: string }): Promise
       `-H`,
       `unix://${socket}`,
     ],
-    { logFile: path.join(dir.path, 'dockerd.log'), env: { ...process.env, ...(await noWayOut()) } },
+    [
+      { over: '/run', from: path.join(dir.path, 'run') },
+      { over: '/opt', from: path.join(dir.path, 'opt') },
+    ],
   );
+  // TMPDIR: the containerd it starts inherits it (goroutine dumps go to os.TempDir()).
+  mkdirSync(path.join(dir.path, 'tmp'));
+  const env = { ...process.env, HOME: path.join(dir.path, 'home'), TMPDIR: path.join(dir.path, 'tmp'), ...(await noWayOut()) };
+  const child = startProcess(cmd, args, { logFile: path.join(dir.path, 'dockerd.log'), env });
   const docker = async (args: string[], timeoutMs = 120_000) => {
     const { stdout, stderr } = await run(cli, ['-H', `unix://${socket}`, ...args], { timeout: timeoutMs, env: { ...process.env, DOCKER_CONFIG: path.join(dir.path, 'cli') } });
     return { stdout: String(stdout), stderr: String(stderr) };

@@ -34,6 +34,13 @@ export function sha256Digest(bytes: Uint8Array): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
+/** Reads a fetch response's body to the end, hashing as it streams (no whole body in memory). */
+export async function sha256OfBody(response: Response): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of response.body!) hash.update(chunk);
+  return `sha256:${hash.digest('hex')}`;
+}
+
 // ---------------------------------------------------------------------------
 // Deterministic pseudo-random bytes
 

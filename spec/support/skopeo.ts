@@ -8,9 +8,12 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { sha256Digest } from './images.ts';
+import { privateMounts } from './private-mounts.ts';
+import { tempDir } from './processes.ts';
 
 export interface SkopeoCopyOptions {
   /** Copy every instance of a manifest list / index (`--all`). */
@@ -39,10 +42,40 @@ export interface SkopeoResult {
 /**
  * `skopeo copy SRC DEST`; rejects with skopeo's stderr on failure. Runs with
  * `--insecure-policy` so the host's /etc/containers/policy.json cannot break
- * (or silently change) tests.
+ * (or silently change) tests, and with an empty registries.conf,
+ * registries.conf.d and registries.d of its own so host mirror or lookaside
+ * settings cannot either.
+ *
+ * Nothing is written outside a temp dir of its own (removed afterwards):
+ * temp files go to `--tmpdir`/TMPDIR, HOME and XDG_* point there, and the blob
+ * info cache, which containers/image keeps in /var/lib/containers/cache for
+ * root whatever the flags or environment say, lands in a bind mount over
+ * /var/lib seen only by this skopeo (see private-mounts.ts).
  */
-export function skopeoCopy(srcRef: string, destRef: string, opts: SkopeoCopyOptions = {}): Promise<SkopeoResult> {
-  const args = ['--insecure-policy'];
+export async function skopeoCopy(srcRef: string, destRef: string, opts: SkopeoCopyOptions = {}): Promise<SkopeoResult> {
+  const own = tempDir('pullmirror-skopeo');
+  try {
+    return await runSkopeoCopy(own.path, srcRef, destRef, opts);
+  } finally {
+    await own.cleanup();
+  }
+}
+
+function runSkopeoCopy(own: string, srcRef: string, destRef: string, opts: SkopeoCopyOptions): Promise<SkopeoResult> {
+  const registriesConf = path.join(own, 'registries.conf');
+  writeFileSync(registriesConf, '');
+  const env = {
+    ...process.env,
+    TMPDIR: path.join(own, 'tmp'),
+    HOME: path.join(own, 'home'),
+    XDG_CONFIG_HOME: path.join(own, 'config'),
+    XDG_DATA_HOME: path.join(own, 'data'),
+    XDG_RUNTIME_DIR: path.join(own, 'run'),
+  };
+  const registriesD = path.join(own, 'registries.d');
+  for (const dir of [env.TMPDIR, registriesD]) mkdirSync(dir);
+  // --registries-conf is hidden in skopeo 1.9 but works; CONTAINERS_REGISTRIES_CONF is ignored there.
+  const args = ['--insecure-policy', '--registries-conf', registriesConf, '--registries.d', registriesD, '--tmpdir', env.TMPDIR];
   if (opts.overrideArch) args.push('--override-arch', opts.overrideArch);
   if (opts.overrideOs) args.push('--override-os', opts.overrideOs);
   args.push('copy', '--retry-times', String(opts.retryTimes ?? 0));
@@ -57,8 +90,12 @@ export function skopeoCopy(srcRef: string, destRef: string, opts: SkopeoCopyOpti
   }
   args.push(...(opts.extraArgs ?? []), srcRef, destRef);
   const timeoutMs = opts.timeoutMs ?? 120_000;
+  const binds = [{ over: '/var/lib', from: path.join(own, 'var-lib') }];
+  // The registries.conf.d drop-ins are read from here whatever --registries-conf says.
+  if (existsSync('/etc/containers')) binds.push({ over: '/etc/containers', from: path.join(own, 'etc-containers') });
+  const [cmd, cmdArgs] = privateMounts('skopeo', args, binds);
   return new Promise((resolve, reject) => {
-    execFile('skopeo', args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(cmd, cmdArgs, { env, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       if (err) {
         const why = err.killed ? `timed out after ${timeoutMs} ms` : `exit ${String(err.code)}`;
         reject(new Error(`skopeo ${args.join(' ')} failed (${why}):\n${stderr || stdout}`));
@@ -101,7 +138,7 @@ function asManifest(bytes: Buffer): DirManifest {
   } catch {
     // not JSON; leave undefined
   }
-  return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, mediaType };
+  return { bytes, digest: sha256Digest(bytes), mediaType };
 }
 
 /**
