@@ -121,6 +121,25 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     }
   });
 
+  it('2 × 8 concurrent requests for a manifest by digest make one upstream GET (Docker Hub counts each as a pull)', async () => {
+    const { a, b } = await fleet();
+    world.proxy.reset();
+    const byDigest = new RegExp(`/manifests/${image.manifestDigest}$`);
+    world.proxy.setFault({ kind: 'delay', ms: 300, match: matchRequests('GET', byDigest), times: 1 });
+    try {
+      const responses = await Promise.all([a, b].flatMap((m) => Array.from({ length: 8 }, () => fetch(`${m.url}/v2/library/fleet/manifests/${image.manifestDigest}`))));
+      for (const response of responses) {
+        assert.equal(response.status, 200);
+        assert.equal(response.headers.get('docker-content-digest'), image.manifestDigest);
+        assert.deepEqual(Buffer.from(await response.arrayBuffer()), image.manifestBytes);
+      }
+      assert.equal(world.proxy.count('GET', byDigest), 1, 'one manifest GET between both instances');
+    } finally {
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
   it('when the holder is killed mid-download the other instance takes over; its clients get every byte once', async (t) => {
     const { a, b, root } = await fleet();
     const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 4, label: 'fleet-kill' });

@@ -17,6 +17,12 @@ export interface FillCoordinator {
    * checking it now: then answers that instance's digest without running `check`.
    */
   checkTag(key: string, freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined>;
+  /**
+   * Runs `fetch` (a manifest download by digest, answering the digest once it is stored)
+   * unless another instance is running it now: then answers that instance's digest without
+   * running `fetch`. Docker Hub counts every manifest GET as a pull.
+   */
+  fetchManifest(key: string, fetch: () => Promise<string | undefined>): Promise<string | undefined>;
   close(): Promise<void>;
 }
 
@@ -61,6 +67,10 @@ export class LocalFillCoordinator implements FillCoordinator {
 
   checkTag(_key: string, _freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined> {
     return check();
+  }
+
+  fetchManifest(_key: string, fetch: () => Promise<string | undefined>): Promise<string | undefined> {
+    return fetch();
   }
 
   async close(): Promise<void> {}

@@ -151,6 +151,11 @@ export class RedisFillCoordinator implements FillCoordinator {
     return claimed ? this.checkAsHolder(key, claimed, freshnessMs, check) : check();
   }
 
+  /** The lease of a tag check, on the manifest's own key (`name@digest`, where a tag's is `name:tag`). */
+  fetchManifest(key: string, fetch: () => Promise<string | undefined>): Promise<string | undefined> {
+    return this.checkTag(key, 0, fetch);
+  }
+
   private async checkAsHolder(key: string, owner: string, freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined> {
     let digest: string | undefined;
     try {

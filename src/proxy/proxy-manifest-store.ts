@@ -61,7 +61,7 @@ export class ProxyManifestStore {
   async byDigest(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<ManifestResult> {
     const local = await this.localLink(name, digest);
     if (local) return { descriptor: local, origin: 'cache' };
-    return this.fetches.do(`${upstream.namespace}/${name}@${digest.value}`, () => this.fetch(upstream, name, digest.value));
+    return this.fetchByDigest(upstream, name, digest.value);
   }
 
   /**
@@ -127,7 +127,7 @@ export class ProxyManifestStore {
       if (!(error instanceof RegistryError) || error.code !== 'MANIFEST_UNKNOWN') throw error;
       this.forget(name, result.descriptor.digest);
       const digest = result.descriptor.digest;
-      const again = await this.fetches.do(`${upstream.namespace}/${name}@${digest}`, () => this.fetch(upstream, name, digest));
+      const again = await this.fetchByDigest(upstream, name, digest);
       return again.bytes ?? (await this.content(again.descriptor));
     }
   }
@@ -169,7 +169,7 @@ export class ProxyManifestStore {
     if (announced) {
       const digest = parseDigest(announced);
       const local = await this.localLink(name, digest);
-      result = local ? { descriptor: local, origin: 'cache' } : await this.fetches.do(`${upstream.namespace}/${name}@${digest.value}`, () => this.fetch(upstream, name, digest.value));
+      result = local ? { descriptor: local, origin: 'cache' } : await this.fetchByDigest(upstream, name, digest.value);
     } else {
       // An upstream that does not say the digest on HEAD: fetch by tag and hash what came.
       result = await this.fetch(upstream, name, tag);
@@ -191,6 +191,25 @@ export class ProxyManifestStore {
     if (!local) throw error;
     this.logger.warn('serving stale tag', { repository: name, tag, digest: local.digest, reason: error.message });
     return { descriptor: local, origin: 'stale' };
+  }
+
+  /**
+   * A manifest by digest, fetched once: one fetch per digest at a time in this instance, and
+   * in a fleet one instance fetches while the others then read what it stored.
+   */
+  private fetchByDigest(upstream: UpstreamRegistry, name: string, digest: string): Promise<ManifestResult> {
+    const key = `${upstream.namespace}/${name}@${digest}`;
+    return this.fetches.do(key, async () => {
+      let fetched: ManifestResult | undefined;
+      await this.fleet.fetchManifest(key, async () => {
+        fetched = await this.fetch(upstream, name, digest);
+        return fetched.descriptor.digest;
+      });
+      if (fetched) return fetched;
+      // Another instance fetched it into the shared store (or could not: then we fetch).
+      const local = await this.localLink(name, parseDigest(digest));
+      return local ? { descriptor: local, origin: 'cache' } : this.fetch(upstream, name, digest);
+    });
   }
 
   /** GETs a manifest by digest (or by tag), verifies it and stores it. */
