@@ -19,44 +19,53 @@ export function createLogger(config: Config['log']): Logger {
     level: config.level,
     defaultMeta: config.fields,
     format: winston.format.combine(winston.format.timestamp(), config.formatter === 'text' ? text : winston.format.json()),
-    transports: [new BatchedStdout()],
+    transports: [new StdoutTransport()],
   });
 }
 
 const MESSAGE = Symbol.for('message');
 
-/**
- * Log lines to stdout. Access lines (message `request`) are gathered during one turn of the
- * event loop and written at its end in one write: a busy mirror logs thousands a second, and a
- * write each cost ~25% of the manifest requests a second it served. Every other line is
- * written at once (after the access lines before it, keeping the order), so an operational
- * event is on disk as soon as it happened; pending access lines are written at exit.
+/*
+ * Access lines (JSON or Combined) are gathered during one turn of the event loop and written
+ * at its end in one write: a busy mirror logs thousands a second, and a write each cost ~20% of
+ * the manifest requests a second it served. Every other line is written at once (after the
+ * access lines before it, keeping the order), so an operational event is on disk as soon as it
+ * happened. Access lines still pending are written at exit.
  */
-class BatchedStdout extends Transport {
-  private pending: string[] = [];
-  private scheduled = false;
+let pending: string[] = [];
+let scheduled = false;
+let exitHooked = false;
 
-  constructor() {
-    super();
-    process.once('exit', () => this.flush());
+/** Queues an access line for stdout; it is written with the others at the end of this turn. */
+export function queueAccessLine(line: string): void {
+  pending.push(line);
+  if (scheduled) return;
+  scheduled = true;
+  setImmediate(flushStdout);
+  if (!exitHooked) {
+    exitHooked = true;
+    process.once('exit', flushStdout);
   }
+}
 
+function flushStdout(): void {
+  scheduled = false;
+  if (pending.length === 0) return;
+  const text = pending.length === 1 ? pending[0] : pending.join('');
+  pending = [];
+  process.stdout.write(text);
+}
+
+/** winston's lines to stdout: access lines queued, the others written at once. */
+class StdoutTransport extends Transport {
   override log(info: Record<PropertyKey, unknown>, callback: () => void): void {
-    this.pending.push(`${String(info[MESSAGE])}\n`);
-    if (info.message !== 'request') {
-      this.flush();
-    } else if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.flush());
+    const line = `${String(info[MESSAGE])}\n`;
+    if (info.message === 'request') {
+      queueAccessLine(line);
+    } else {
+      pending.push(line);
+      flushStdout();
     }
     callback();
-  }
-
-  private flush(): void {
-    this.scheduled = false;
-    if (this.pending.length === 0) return;
-    const text = this.pending.length === 1 ? this.pending[0] : this.pending.join('');
-    this.pending = [];
-    process.stdout.write(text);
   }
 }

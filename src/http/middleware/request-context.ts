@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
-import type { Logger } from '../../logging/logger.ts';
+import { queueAccessLine, type Logger } from '../../logging/logger.ts';
 
 let sequence = 0;
 const prefix = process.pid.toString(36);
@@ -10,7 +10,7 @@ const prefix = process.pid.toString(36);
  */
 export function requestContext(logger: Logger, options: { accessLog: boolean; format?: 'json' | 'combined'; write?: (line: string) => void }) {
   const combined = options.format === 'combined';
-  const write = options.write ?? ((line: string) => process.stdout.write(line));
+  const write = options.write ?? queueAccessLine;
   return (req: Request, res: Response, next: NextFunction): void => {
     const id = `${prefix}-${(++sequence).toString(36)}`;
     const started = process.hrtime.bigint();
