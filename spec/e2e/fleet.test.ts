@@ -67,6 +67,16 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     return { a, b, root };
   }
 
+  /** 8 concurrent requests to each instance for the image's manifest by `reference`; each gets its exact bytes. */
+  async function eightEachGetTheManifest(mirrors: RunningMirror[], reference: string): Promise<void> {
+    const responses = await Promise.all(mirrors.flatMap((m) => Array.from({ length: 8 }, () => fetch(`${m.url}/v2/library/fleet/manifests/${reference}`))));
+    for (const response of responses) {
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('docker-content-digest'), image.manifestDigest);
+      assert.deepEqual(Buffer.from(await response.arrayBuffer()), image.manifestBytes);
+    }
+  }
+
   before(async () => {
     world = await startWorld();
     redis = await startRedis();
@@ -107,12 +117,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     world.proxy.reset();
     world.proxy.setFault({ kind: 'delay', ms: 300, match: matchRequests('HEAD', /\/manifests\/v1$/), times: 1 });
     try {
-      const responses = await Promise.all([a, b].flatMap((m) => Array.from({ length: 8 }, () => fetch(`${m.url}/v2/library/fleet/manifests/v1`))));
-      for (const response of responses) {
-        assert.equal(response.status, 200);
-        assert.equal(response.headers.get('docker-content-digest'), image.manifestDigest);
-        assert.deepEqual(Buffer.from(await response.arrayBuffer()), image.manifestBytes);
-      }
+      await eightEachGetTheManifest([a, b], 'v1');
       assert.equal(world.proxy.count('HEAD', /\/manifests\/v1$/), 1, 'one tag check between both instances');
       assert.equal(world.proxy.count('GET', /\/manifests\//), 1, 'one manifest GET');
     } finally {
@@ -127,12 +132,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     const byDigest = new RegExp(`/manifests/${image.manifestDigest}$`);
     world.proxy.setFault({ kind: 'delay', ms: 300, match: matchRequests('GET', byDigest), times: 1 });
     try {
-      const responses = await Promise.all([a, b].flatMap((m) => Array.from({ length: 8 }, () => fetch(`${m.url}/v2/library/fleet/manifests/${image.manifestDigest}`))));
-      for (const response of responses) {
-        assert.equal(response.status, 200);
-        assert.equal(response.headers.get('docker-content-digest'), image.manifestDigest);
-        assert.deepEqual(Buffer.from(await response.arrayBuffer()), image.manifestBytes);
-      }
+      await eightEachGetTheManifest([a, b], image.manifestDigest);
       assert.equal(world.proxy.count('GET', byDigest), 1, 'one manifest GET between both instances');
     } finally {
       world.proxy.setFault(undefined);

@@ -1,7 +1,8 @@
 /**
  * Coordination of upstream work between the instances of a fleet that share one store: who
- * downloads a cold blob, who checks a tag. Within one instance the proxy stores already run
- * one fill per blob and one check per tag; this extends that to every instance.
+ * downloads a cold blob, who checks a tag or fetches a manifest. Within one instance the proxy
+ * stores already run one fill per blob and one lookup per tag or manifest; this extends that to
+ * every instance.
  *
  * The local implementation (no Redis) always answers "yours": each instance works alone.
  * The Redis one (redis-fill-coordinator.ts) hands out leases.
@@ -12,17 +13,13 @@ export interface FillCoordinator {
   /** What the holder of a blob's download has published, as a follower polls it. */
   blobHolder(digest: string): Promise<HolderState>;
   /**
-   * Runs `check` (a tag's upstream check, answering the digest, or undefined when it has
-   * nothing to share) unless another instance checked the tag within `freshnessMs` or is
-   * checking it now: then answers that instance's digest without running `check`.
+   * Runs `lookup`, an upstream request whose answer is a manifest digest (a tag's check, a
+   * manifest's fetch by digest; undefined when it has nothing to share), once for the fleet:
+   * when another instance ran it for `key` within `freshnessMs`, or is running it now, answers
+   * that instance's digest without running `lookup`. Docker Hub counts every manifest GET as a
+   * pull.
    */
-  checkTag(key: string, freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined>;
-  /**
-   * Runs `fetch` (a manifest download by digest, answering the digest once it is stored)
-   * unless another instance is running it now: then answers that instance's digest without
-   * running `fetch`. Docker Hub counts every manifest GET as a pull.
-   */
-  fetchManifest(key: string, fetch: () => Promise<string | undefined>): Promise<string | undefined>;
+  lookupOnce(key: string, freshnessMs: number, lookup: () => Promise<string | undefined>): Promise<string | undefined>;
   close(): Promise<void>;
 }
 
@@ -55,7 +52,7 @@ export type HolderState =
 
 const noLease: BlobLease = { publish: async () => {}, release: async () => {} };
 
-/** No fleet: every claim is this instance's, every tag check runs. */
+/** No fleet: every claim is this instance's, every lookup runs. */
 export class LocalFillCoordinator implements FillCoordinator {
   async claimBlob(): Promise<BlobClaim> {
     return { kind: 'mine', lease: noLease };
@@ -65,12 +62,8 @@ export class LocalFillCoordinator implements FillCoordinator {
     return { kind: 'free' };
   }
 
-  checkTag(_key: string, _freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined> {
-    return check();
-  }
-
-  fetchManifest(_key: string, fetch: () => Promise<string | undefined>): Promise<string | undefined> {
-    return fetch();
+  lookupOnce(_key: string, _freshnessMs: number, lookup: () => Promise<string | undefined>): Promise<string | undefined> {
+    return lookup();
   }
 
   async close(): Promise<void> {}

@@ -10,9 +10,12 @@ import type { BlobClaim, BlobLease, FillCoordinator, FillFailure, HolderState } 
  *
  *   fill:{<digest>}         "<owner> <json {tempPath,size}>"  the download's claim, PX lease, renewed by its holder
  *   fillfailed:{<digest>}   json FillFailure                  a holder's failure, for its followers (30 s)
- *   tag:{<ns/name:tag>}       "<digest>"                      a tag checked upstream, PX freshness window
- *   taglease:{<ns/name:tag>}  "<owner>"                       a tag check in flight, PX lease
- *   tagdone:{<ns/name:tag>}   "<owner> <digest>"              its answer, for instances that waited on it
+ *   lookup:{<key>}          "<digest>"                        a lookup's answer, PX freshness window (tags only)
+ *   lookuplease:{<key>}     "<owner>"                         a lookup in flight, PX lease
+ *   lookupdone:{<key>}      "<owner> <digest>"                its answer, for instances that waited on it
+ *
+ * A lookup's key is `<ns>/<name>:<tag>` for a tag's check, `<ns>/<name>@<digest>` for a
+ * manifest's fetch.
  */
 
 /** Runs `body` when the key still holds this owner's claim (compare-and-act, atomically). */
@@ -32,7 +35,7 @@ const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARG
 /** A download's temp file relative to the store root: `_tmp/<instance>/<file>`, nothing else. */
 const TEMP_PATH = /^_tmp\/[A-Za-z0-9._-]+\/[A-Za-z0-9-]+$/;
 
-/** How often an instance waiting on another's tag check looks for its answer. */
+/** How often an instance waiting on another's lookup looks for its answer. */
 const POLL_MS = 25;
 
 /**
@@ -120,26 +123,26 @@ export class RedisFillCoordinator implements FillCoordinator {
     }
   }
 
-  async checkTag(key: string, freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined> {
+  async lookupOnce(key: string, freshnessMs: number, lookup: () => Promise<string | undefined>): Promise<string | undefined> {
     const client = this.redis.client;
     const deadline = Date.now() + this.leaseMs;
     let claimed: string | undefined;
     try {
       while (this.redis.available && Date.now() < deadline && !claimed) {
         if (freshnessMs > 0) {
-          const fresh = await client.get(`tag:{${key}}`);
+          const fresh = await client.get(`lookup:{${key}}`);
           if (fresh) return fresh;
         }
         const owner = this.owner();
-        if ((await client.set(`taglease:{${key}}`, owner, 'PX', this.leaseMs, 'NX')) !== null) {
+        if ((await client.set(`lookuplease:{${key}}`, owner, 'PX', this.leaseMs, 'NX')) !== null) {
           claimed = owner;
           break;
         }
-        // Another instance is checking: wait for its answer, or for its claim to go away.
-        const holder = await client.get(`taglease:{${key}}`);
+        // Another instance is at it: wait for its answer, or for its claim to go away.
+        const holder = await client.get(`lookuplease:{${key}}`);
         while (holder && Date.now() < deadline) {
           await delay(POLL_MS);
-          const [[, done], [, still]] = (await client.multi().get(`tagdone:{${key}}`).get(`taglease:{${key}}`).exec()) as [unknown, string | null][];
+          const [[, done], [, still]] = (await client.multi().get(`lookupdone:{${key}}`).get(`lookuplease:{${key}}`).exec()) as [unknown, string | null][];
           if (typeof done === 'string' && done.startsWith(holder)) return done.slice(holder.length);
           if (still !== holder) break;
         }
@@ -147,29 +150,24 @@ export class RedisFillCoordinator implements FillCoordinator {
     } catch (error) {
       this.redis.failed(error as Error);
     }
-    // Ours to check: we hold the claim, or Redis cannot coordinate (then we check alone).
-    return claimed ? this.checkAsHolder(key, claimed, freshnessMs, check) : check();
+    // Ours to run: we hold the claim, or Redis cannot coordinate (then we run it alone).
+    return claimed ? this.lookupAsHolder(key, claimed, freshnessMs, lookup) : lookup();
   }
 
-  /** The lease of a tag check, on the manifest's own key (`name@digest`, where a tag's is `name:tag`). */
-  fetchManifest(key: string, fetch: () => Promise<string | undefined>): Promise<string | undefined> {
-    return this.checkTag(key, 0, fetch);
-  }
-
-  private async checkAsHolder(key: string, owner: string, freshnessMs: number, check: () => Promise<string | undefined>): Promise<string | undefined> {
+  private async lookupAsHolder(key: string, owner: string, freshnessMs: number, lookup: () => Promise<string | undefined>): Promise<string | undefined> {
     let digest: string | undefined;
     try {
-      digest = await check();
+      digest = await lookup();
       return digest;
     } finally {
       try {
         const multi = this.redis.client.multi();
         if (digest) {
-          multi.set(`tagdone:{${key}}`, `${owner}${digest}`, 'PX', this.leaseMs);
-          if (freshnessMs > 0) multi.set(`tag:{${key}}`, digest, 'PX', freshnessMs);
+          multi.set(`lookupdone:{${key}}`, `${owner}${digest}`, 'PX', this.leaseMs);
+          if (freshnessMs > 0) multi.set(`lookup:{${key}}`, digest, 'PX', freshnessMs);
         }
         await multi.exec();
-        await this.redis.client.eval(RELEASE, 1, `taglease:{${key}}`, owner);
+        await this.redis.client.eval(RELEASE, 1, `lookuplease:{${key}}`, owner);
       } catch (error) {
         this.redis.failed(error as Error);
       }

@@ -26,16 +26,20 @@ export async function listenWithAcceptors(server: Server, host: string | undefin
   const backlog = 4096; // the kernel caps it at somaxconn, as Go's net package (distribution) asks for
   // server.close()'s callback counts only the connections its own socket accepted.
   const open = new Set<Socket>();
+  let allClosed: (() => void) | undefined;
   server.on('connection', (socket: Socket) => {
     open.add(socket);
-    socket.once('close', () => open.delete(socket));
+    socket.once('close', () => {
+      open.delete(socket);
+      if (open.size === 0) allClosed?.();
+    });
   });
   const extras: NetServer[] = [];
   const listening: Listening = {
     async close() {
       for (const extra of extras) extra.close();
       server.close();
-      while (open.size > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      if (open.size > 0) await new Promise<void>((resolve) => (allClosed = resolve));
     },
   };
   if (acceptors <= 1) {

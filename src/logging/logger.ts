@@ -34,7 +34,10 @@ const MESSAGE = Symbol.for('message');
  */
 let pending: string[] = [];
 let scheduled = false;
-let exitHooked = false;
+process.on('exit', flushStdout);
+
+/** The message of the one access line per request (request-context.ts); the transport queues these. */
+export const ACCESS_MESSAGE = 'request';
 
 /** Queues an access line for stdout; it is written with the others at the end of this turn. */
 export function queueAccessLine(line: string): void {
@@ -42,16 +45,12 @@ export function queueAccessLine(line: string): void {
   if (scheduled) return;
   scheduled = true;
   setImmediate(flushStdout);
-  if (!exitHooked) {
-    exitHooked = true;
-    process.once('exit', flushStdout);
-  }
 }
 
 function flushStdout(): void {
   scheduled = false;
   if (pending.length === 0) return;
-  const text = pending.length === 1 ? pending[0] : pending.join('');
+  const text = pending.join('');
   pending = [];
   process.stdout.write(text);
 }
@@ -60,7 +59,7 @@ function flushStdout(): void {
 class StdoutTransport extends Transport {
   override log(info: Record<PropertyKey, unknown>, callback: () => void): void {
     const line = `${String(info[MESSAGE])}\n`;
-    if (info.message === 'request') {
+    if (info.message === ACCESS_MESSAGE) {
       queueAccessLine(line);
     } else {
       pending.push(line);

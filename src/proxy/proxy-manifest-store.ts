@@ -85,7 +85,7 @@ export class ProxyManifestStore {
     }
     return this.tagChecks.do(key, async () => {
       let result: ManifestResult | undefined;
-      const digest = await this.fleet.checkTag(key, this.freshnessMs, async () => {
+      const digest = await this.fleet.lookupOnce(key, this.freshnessMs, async () => {
         result = await this.checkTag(upstream, name, tag);
         return result.origin === 'stale' ? undefined : result.descriptor.digest;
       });
@@ -201,7 +201,7 @@ export class ProxyManifestStore {
     const key = `${upstream.namespace}/${name}@${digest}`;
     return this.fetches.do(key, async () => {
       let fetched: ManifestResult | undefined;
-      await this.fleet.fetchManifest(key, async () => {
+      await this.fleet.lookupOnce(key, 0, async () => {
         fetched = await this.fetch(upstream, name, digest);
         return fetched.descriptor.digest;
       });

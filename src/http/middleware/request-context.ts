@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
-import { queueAccessLine, type Logger } from '../../logging/logger.ts';
+import { ACCESS_MESSAGE, queueAccessLine, type Logger } from '../../logging/logger.ts';
 
 let sequence = 0;
 const prefix = process.pid.toString(36);
@@ -45,7 +45,7 @@ export function requestContext(logger: Logger, options: { accessLog: boolean; fo
         // The response was not ended by us: the client left or the transfer was broken off.
         if (!res.writableEnded || res.locals.streamError) fields.aborted = true;
         if (res.locals.streamError) fields.error = res.locals.streamError;
-        logger.info('request', fields);
+        logger.info(ACCESS_MESSAGE, fields);
       };
       res.on('finish', done);
       res.on('close', done);
