@@ -1,56 +1,98 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
-import type { DescriptorCache } from './cache/descriptor-cache.ts';
-import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
-import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
-import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
-import type { Config } from './config/schema.ts';
 import { readFileSync } from 'node:fs';
-import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
+import { Htpasswd } from './auth/htpasswd.ts';
+import type { DescriptorCache } from './cache/descriptor-cache.ts';
+import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
+import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
+import { ConfigError } from './config/load.ts';
+import type { Config } from './config/schema.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
-import { Htpasswd } from './auth/htpasswd.ts';
-import { ConfigError } from './config/load.ts';
+import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
+import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
+import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
+import type { RegistryContext } from './http/context.ts';
 import { authentication, unauthorized } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
 import { requestMetrics } from './http/middleware/request-metrics.ts';
 import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
+import { registryRouter } from './http/registry-router.ts';
+import type { Logger } from './logging/logger.ts';
 import { bindSources, collectProcessMetrics } from './metrics/metrics.ts';
 import { TrafficRecorder } from './metrics/traffic.ts';
-import { StoreStatsCache } from './storage/store-stats.ts';
-import { registryRouter } from './http/registry-router.ts';
-import type { RegistryContext } from './http/context.ts';
-import type { Logger } from './logging/logger.ts';
+import { BlobDownloads } from './proxy/blob-downloads.ts';
+import { PrivateAccess } from './proxy/private-access.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
-import { parseDigest } from './registry/digest.ts';
-import { PrivateAccess } from './proxy/private-access.ts';
 import { RepositoryPrivacy } from './proxy/repository-privacy.ts';
+import { StoreAdmission } from './proxy/store-admission.ts';
+import type { RedisConnection } from './redis/redis-connection.ts';
 import { RegistryError } from './registry/errors.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
-import { TempArea } from './storage/temp-area.ts';
 import { storeId } from './storage/store-id.ts';
+import { StoreStatsCache } from './storage/store-stats.ts';
+import { TempArea } from './storage/temp-area.ts';
 import { UpstreamRegistry } from './upstream/upstream-registry.ts';
 
-/** Everything a running mirror is made of; main.ts listens with `app` and closes the rest. */
+/** Everything a running mirror is made of; serve.ts listens with `app` and closes the rest. */
 export interface Mirror {
   app: Express;
   /** distribution's debug server (metrics, /debug/health), when http.debug.addr is set. */
   debugApp?: Express;
-  context: RegistryContext;
-  ops: OpsContext;
   upstream: UpstreamRegistry;
   /** Resolves once every blob download in flight has finished (graceful stop). */
   drain(): Promise<void>;
   close(): Promise<void>;
 }
 
-/** The composition root: config → storage → caches → upstream → routes. */
+/** The composition root: config → storage → caches → upstream → stores → eviction → HTTP. */
 export async function createMirror(config: Config, logger: Logger): Promise<Mirror> {
+  const storage = await buildStorage(config, logger);
+  const caches = await buildCaches(config, logger, storage.paths);
+  const upstream = buildUpstream(config, logger);
+  const stores = buildStores(config, logger, storage, caches);
+  const eviction = buildEviction(config, logger, storage, stores);
+  const ops = buildOps(config, storage.paths, upstream, stores.downloads);
+  const { app, debugApp } = buildHttpApp(config, logger, {
+    blobs: stores.blobs,
+    manifests: stores.manifests,
+    usage: eviction.usage,
+    access: buildPrivateAccess(config, logger, storage.manifestStore, upstream),
+    // One upstream today; `ns` (containerd) must name it when present.
+    upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
+    logger,
+    sendTimeoutMs: config.http.sendtimeout,
+  }, ops);
+  return {
+    app,
+    debugApp,
+    upstream,
+    drain: () => stores.downloads.drain(),
+    async close() {
+      await eviction.scheduler?.stop();
+      await upstream.close();
+      await caches.fleet.close();
+      await caches.descriptors.close();
+      await caches.redis?.close();
+      await storage.tempArea.stop().catch(() => {});
+    },
+  };
+}
+
+interface Storage {
+  paths: StorePaths;
+  tempArea: TempArea;
+  blobStore: FilesystemBlobStore;
+  manifestStore: FilesystemManifestStore;
+  readOnly: boolean;
+}
+
+/** The filesystem store and this instance's temporary area in it. */
+async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
   const tempArea = new TempArea(paths.tmpDir(), logger.child({ component: 'storage' }));
   const readOnly = config.storage.maintenance.readonly.enabled;
@@ -59,102 +101,132 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     if (!readOnly) await tempArea.start();
   } catch (error) {
     // An unwritable store must not keep the mirror down: it serves from upstream meanwhile.
-    logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message });
+    logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
   }
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
+  manifestStore.links.writable = !readOnly;
+  return { paths, tempArea, blobStore, manifestStore, readOnly };
+}
+
+interface Caches {
+  redis?: RedisConnection;
+  descriptors: DescriptorCache;
+  fleet: FillCoordinator;
+}
+
+/** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
+async function buildCaches(config: Config, logger: Logger, paths: StorePaths): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
   const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
   const redis = redisWanted
     ? (await import('./redis/redis-connection.ts')).createRedisConnection(config.redis, logger.child({ component: 'redis' }), await storeId(paths))
     : undefined;
-  const descriptors: DescriptorCache = redis && config.storage.cache.blobdescriptor === 'redis'
-    ? new RedisDescriptorCache(redis)
-    : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
-  const upstream = new UpstreamRegistry({
+  const descriptors: DescriptorCache =
+    redis && config.storage.cache.blobdescriptor === 'redis' ? new RedisDescriptorCache(redis) : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
+  const fleet: FillCoordinator =
+    redis && config.redis.fleet.enabled
+      ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }) })
+      : new LocalFillCoordinator();
+  return { redis, descriptors, fleet };
+}
+
+function buildUpstream(config: Config, logger: Logger): UpstreamRegistry {
+  return new UpstreamRegistry({
     url: config.proxy.remoteurl,
     username: config.proxy.username,
     password: config.proxy.password,
     timeouts: config.proxy.timeouts,
     logger: logger.child({ component: 'upstream' }),
   });
-  const fleet: FillCoordinator = redis && config.redis.fleet.enabled
-    ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }) })
-    : new LocalFillCoordinator();
-  const blobs = new ProxyBlobStore({
-    blobs: blobStore,
-    cache: descriptors,
-    logger: logger.child({ component: 'blobs' }),
+}
+
+interface Stores {
+  blobs: ProxyBlobStore;
+  downloads: BlobDownloads;
+  manifests: ProxyManifestStore;
+  /** Forgets, in every in-memory cache, what an eviction pass (here or in another process) deleted. */
+  forgetManifest(repository: string, digest: string): void;
+  forgetBlob(digest: string): Promise<void>;
+}
+
+/** The pull-through stores over the local ones. */
+function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches): Stores {
+  const blobLogger = logger.child({ component: 'blobs' });
+  const downloads = new BlobDownloads({
+    blobs: storage.blobStore,
+    admission: new StoreAdmission({ blobs: storage.blobStore, readOnly: storage.readOnly, minFreeBytes: config.storage.filesystem.minfreespace, logger: blobLogger }),
+    descriptors: caches.descriptors,
+    logger: blobLogger,
     resume: { retries: config.proxy.resume.retries, backoffMs: config.proxy.resume.backoff },
-    minFreeBytes: config.storage.filesystem.minfreespace,
-    readOnly,
-    fleet,
+    fleet: caches.fleet,
     fleetStallMs: config.redis.fleet.lease,
   });
-  manifestStore.links.writable = !readOnly;
+  const blobs = new ProxyBlobStore({ local: storage.blobStore, descriptors: caches.descriptors, downloads });
   const manifests = new ProxyManifestStore({
-    manifests: manifestStore,
+    manifests: storage.manifestStore,
     logger: logger.child({ component: 'manifests' }),
     tagFreshnessMs: config.proxy.tagfreshness,
     rateLimitReserve: config.proxy.ratelimitreserve,
-    readOnly,
-    fleet,
+    readOnly: storage.readOnly,
+    fleet: caches.fleet,
   });
-  const evictionLogger = logger.child({ component: 'eviction' });
-  // As in distribution, nothing is evicted unless deletes are enabled; never in read-only mode.
-  const scheduler =
-    config.storage.delete.enabled && !readOnly
-      ? new EvictionScheduler({
-          schedule: config.storage.eviction.schedule,
-          logger: evictionLogger,
-          pass: () =>
-            sweep({
-              ...sweepSettings(config),
-              paths,
-              logger: evictionLogger,
-              hooks: {
-                isBusy: (digest) => blobs.isFilling(digest),
-                manifestRemoved: (repository, digest) => manifests.forget(repository, digest),
-                blobRemoved: async (digest) => {
-                  manifests.forgetContent(digest);
-                  await blobs.forgetDescriptor(parseDigest(digest));
-                },
-              },
-            }),
-        })
-      : undefined;
-  scheduler?.start();
-  const context: RegistryContext = {
+  return {
     blobs,
+    downloads,
     manifests,
-    usage: readOnly
-      ? undefined
-      : new AccessRecorder({
-          paths,
-          ttlMs: config.proxy.ttl,
-          logger: evictionLogger,
-          // A `pullmirror gc` in another process removed what this one still knew: store it anew next time.
-          gone: {
-            manifest: (repository, digest) => manifests.forget(repository, digest),
-            blob: (digest) => void blobs.forgetDescriptor(parseDigest(digest)),
-          },
-        }),
-    // One upstream today; `ns` (containerd) must name it when present.
-    upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
-    logger,
+    forgetManifest: (repository, digest) => manifests.forget(repository, digest),
+    forgetBlob: async (digest) => {
+      manifests.forgetContent(digest);
+      await blobs.forget(digest);
+    },
   };
-  if (config.proxy.privaterepos.protect) {
-    const accessLogger = logger.child({ component: 'access' });
-    const privacy = new RepositoryPrivacy({ links: manifestStore.links, ttlMs: config.proxy.privaterepos.checkttl, logger: accessLogger });
-    context.access = new PrivateAccess({ privacy, links: manifestStore.links, logger: accessLogger });
-    if (upstream.hasCredentials && !config.auth?.htpasswd && !config.http.tls?.clientcas?.length) {
-      accessLogger.info('no client authentication configured: repositories private upstream will be refused to every client');
-    }
+}
+
+/**
+ * Access records and the eviction schedule. As in distribution, nothing is evicted unless
+ * deletes are enabled, and never in read-only mode (which records no access either).
+ */
+function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
+  if (storage.readOnly) return {};
+  const evictionLogger = logger.child({ component: 'eviction' });
+  const usage = new AccessRecorder({
+    paths: storage.paths,
+    ttlMs: config.proxy.ttl,
+    logger: evictionLogger,
+    // A `pullmirror gc` in another process removed what this one still knew: store it anew next time.
+    gone: { manifest: stores.forgetManifest, blob: (digest) => void stores.forgetBlob(digest) },
+  });
+  if (!config.storage.delete.enabled) return { usage };
+  const scheduler = new EvictionScheduler({
+    schedule: config.storage.eviction.schedule,
+    logger: evictionLogger,
+    pass: () =>
+      sweep({
+        ...sweepSettings(config),
+        paths: storage.paths,
+        logger: evictionLogger,
+        hooks: { isBusy: (digest) => stores.downloads.isFilling(digest), manifestRemoved: stores.forgetManifest, blobRemoved: stores.forgetBlob },
+      }),
+  });
+  scheduler.start();
+  return { usage, scheduler };
+}
+
+/** proxy.privaterepos.protect: what keeps private upstream content from anonymous clients. */
+function buildPrivateAccess(config: Config, logger: Logger, manifestStore: FilesystemManifestStore, upstream: UpstreamRegistry): PrivateAccess | undefined {
+  if (!config.proxy.privaterepos.protect) return undefined;
+  const accessLogger = logger.child({ component: 'access' });
+  const privacy = new RepositoryPrivacy({ links: manifestStore.links, ttlMs: config.proxy.privaterepos.checkttl, logger: accessLogger });
+  if (upstream.hasCredentials && !config.auth?.htpasswd && !config.http.tls?.clientcas?.length) {
+    accessLogger.info('no client authentication configured: repositories private upstream will be refused to every client');
   }
+  return new PrivateAccess({ privacy, links: manifestStore.links, logger: accessLogger });
+}
+
+/** The Express apps: the main one (ops routes, auth, /v2) and the debug one when configured. */
+function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, ops: OpsContext): { app: Express; debugApp?: Express } {
   const htpasswd = loadHtpasswd(config, logger);
-
-  const ops = createOps(config, paths, upstream, blobs);
-
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -189,31 +261,12 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     throw new RegistryError('NOT_FOUND', 'no such endpoint');
   });
   app.use(errorHandler(logger));
-
-  let debugApp: Express | undefined;
-  if (debugAddr) {
-    debugApp = express();
-    debugApp.disable('x-powered-by');
-    debugApp.use(debugRouter(ops, { metricsPath }));
-    debugApp.use(errorHandler(logger));
-  }
-
-  return {
-    app,
-    debugApp,
-    ops,
-    context,
-    upstream,
-    drain: () => blobs.drain(),
-    async close() {
-      await scheduler?.stop();
-      await upstream.close();
-      await fleet.close();
-      await descriptors.close();
-      await redis?.close();
-      await tempArea.stop().catch(() => {});
-    },
-  };
+  if (!debugAddr) return { app };
+  const debugApp = express();
+  debugApp.disable('x-powered-by');
+  debugApp.use(debugRouter(ops, { metricsPath }));
+  debugApp.use(errorHandler(logger));
+  return { app, debugApp };
 }
 
 /** auth.htpasswd: a file that cannot be read stops start-up, naming the key (never its content). */
@@ -240,7 +293,7 @@ const VERSION = (() => {
 })();
 
 /** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
-function createOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry, blobs: ProxyBlobStore): OpsContext {
+function buildOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry, downloads: BlobDownloads): OpsContext {
   const storeStats = new StoreStatsCache(paths);
   const checks: CachedCheck[] = [];
   const { storagedriver, upstream: upstreamCheck } = config.health;
@@ -248,25 +301,13 @@ function createOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry
     checks.push(new CachedCheck('storage', storeWritableProbe(paths.tmpDir()), { intervalMs: storagedriver.interval, threshold: storagedriver.threshold }));
   }
   if (upstreamCheck.enabled) {
-    checks.push(
-      new CachedCheck('upstream', upstreamReachableProbe(upstream, upstreamCheck.timeout), { intervalMs: upstreamCheck.interval, threshold: upstreamCheck.threshold }),
-    );
+    checks.push(new CachedCheck('upstream', upstreamReachableProbe(upstream, upstreamCheck.timeout), { intervalMs: upstreamCheck.interval, threshold: upstreamCheck.threshold }));
   }
   for (const { file, interval } of config.health.file) {
     checks.push(new CachedCheck(`file:${file}`, fileAbsentProbe(file), { intervalMs: interval, threshold: 1 }));
   }
   collectProcessMetrics();
-  bindSources({
-    fillsInFlight: () => blobs.fillsInFlight,
-    rateLimit: () => upstream.rateLimit,
-    store: () => storeStats.get(),
-  });
-  return {
-    readiness: new Readiness(checks),
-    traffic: new TrafficRecorder(),
-    storeStats,
-    upstream,
-    fillsInFlight: () => blobs.fillsInFlight,
-    version: VERSION,
-  };
+  const fillsInFlight = () => downloads.inFlight;
+  bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.get() });
+  return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, fillsInFlight, version: VERSION };
 }

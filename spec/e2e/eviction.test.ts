@@ -271,4 +271,26 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     assert.equal(mirror.logLines().some((line) => line.message === 'eviction scheduled'), false);
     await mirror.stop();
   });
+
+  it("a pass removes a repository's _layers links and _access verdict with its manifests, and keeps those of images still held", async () => {
+    const mirror = await world.startMirror({ config: { ...NO_GRACE, proxy: { tagfreshness: '0', ttl: '120s' } } });
+    const records = (name: string) => {
+      const dir = path.join(mirror.root, 'repositories', ...name.split('/'));
+      const layers = path.join(dir, '_layers', 'sha256');
+      return { access: existsSync(path.join(dir, '_access')), layers: existsSync(layers) ? readdirSync(layers).length : 0 };
+    };
+    await pull(mirror, 'library/old:1');
+    await sleep(200);
+    assert.deepEqual(records('library/old'), { access: true, layers: 2 }, 'the pull wrote the verdict and a link per blob of the image');
+    const output = await gc(mirror, '--now', '+130s');
+    assert.match(output, /^1 tags, 1 manifests, 3 blobs/m);
+    assert.deepEqual(records('library/old'), { access: false, layers: 0 }, 'they went with the image');
+
+    await pull(mirror, 'library/kept:1');
+    await sleep(200);
+    await gc(mirror, '--now', '+60s');
+    assert.deepEqual(records('library/kept'), { access: true, layers: 2 }, 'an image that stays keeps them');
+    assert.equal((await pull(mirror, 'library/old:1')).manifest.digest, images.old.manifestDigest, 'and the evicted one is pulled again as before');
+    await mirror.stop();
+  });
 });

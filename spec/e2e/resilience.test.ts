@@ -295,5 +295,28 @@ describe('resilience: upstream failures, limits, interruptions, crashes, a full 
       assert.equal(existsSync(blobPath(small.root, other.layerDigests[0])), false);
       assert.equal((await fetch(`${small.url}/v2/`)).status, 200, 'still running');
     });
+
+    it('a store read-only from the start (a read-only volume): manifests and blobs pass through, the cause logged as EROFS', async (t) => {
+      if (typeof disk === 'string') return t.skip(disk);
+      assert.ok(small, 'the store was remounted read-only by the previous test');
+      await small.stop();
+      // A fresh store directory can no longer be made there: the temp area is missing too.
+      const fresh = await startMirror({ remoteurl: world.proxy.url, ...MIRROR_ACCOUNT, root: path.join(disk.path, 'store', 'never-made'), config: FAST });
+      try {
+        const other = await pushImage(world.registry.url, PUSHER, { name: 'library/rovolume', tag: 'v1', layers: [randomLayer('rov-0', 60_000)], format: 'docker' });
+        const manifest = await fetch(`${fresh.url}/v2/library/rovolume/manifests/v1`);
+        assert.equal(manifest.status, 200, 'a manifest passes through, not 500');
+        assert.deepEqual(Buffer.from(await manifest.arrayBuffer()), other.manifestBytes);
+        const layer = await fetch(`${fresh.url}/v2/library/rovolume/blobs/${other.layerDigests[0]}`);
+        assert.equal(layer.status, 200);
+        assert.equal(await sha256OfBody(layer), other.layerDigests[0]);
+        const logged = JSON.stringify(fresh.logLines().filter((line) => line.level === 'error' || line.level === 'warn'));
+        assert.match(logged, /EROFS/, 'the cause is named');
+        assert.doesNotMatch(logged, /ENOENT/, 'not mistaken for a missing file');
+        assert.equal(fresh.logLines().filter((line) => line.message === 'unexpected error').length, 0, 'no 500');
+      } finally {
+        await fresh.stop();
+      }
+    });
   });
 });

@@ -29,12 +29,13 @@ export interface ProxiedRequest {
 export type FaultAction =
   | { kind: 'status'; status: number; headers?: Record<string, string>; body?: string | Buffer }
   | { kind: 'delay'; ms: number }
-  | { kind: 'drop-after'; bytes: number }
+  /** Send status, headers and N body bytes (paced at `bytesPerSecond` when given), then reset the connection. */
+  | { kind: 'drop-after'; bytes: number; bytesPerSecond?: number }
   | { kind: 'corrupt'; atByte: number }
   /** Close the client connection at once, with no response: an upstream that is down. */
   | { kind: 'reset' }
   /** Send status, headers and N body bytes, then nothing more (the connection stays open). */
-  | { kind: 'stall-after'; bytes: number }
+  | { kind: 'stall-after'; bytes: number; bytesPerSecond?: number }
   /** Forward the request without its Range header: an upstream that cannot resume. */
   | { kind: 'no-range' }
   /** Add headers to the upstream's response (e.g. Docker Hub's ratelimit-* headers). */
@@ -200,16 +201,28 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
       const status = upRes.statusCode ?? 502;
       rec.status = status;
       res.writeHead(status, upRes.statusMessage, { ...forwardHeaders(upRes.headers), ...(f?.kind === 'headers' ? f.headers : {}) });
+      // A fault that paces its bytes reads them through the throttle.
+      const paced = (f?.kind === 'stall-after' || f?.kind === 'drop-after') && f.bytesPerSecond ? upRes.pipe(throttle(f.bytesPerSecond)) : upRes;
       if (f?.kind === 'stall-after') {
+        // Status and headers go out at once: the stall is in the body.
+        res.flushHeaders();
         let sent = 0;
-        upRes.on('data', (chunk: Buffer) => {
-          if (sent >= f.bytes) return;
+        let held = false;
+        paced.on('data', (chunk: Buffer) => {
+          if (sent >= f.bytes) {
+            held = held || chunk.length > 0;
+            return;
+          }
           const part = chunk.subarray(0, f.bytes - sent);
           sent += part.length;
+          held = part.length < chunk.length;
           res.write(part);
-          if (sent >= f.bytes) upRes.pause();
         });
-        // Never ends: the test kills the client (the mirror) while it waits here.
+        // A body no longer than the stall point ends as it should (its framing is complete, so
+        // a client may reuse the connection); a longer one never ends: the client gives up.
+        paced.on('end', () => {
+          if (!held) res.end();
+        });
         res.on('close', () => upRes.destroy());
         return;
       }
@@ -231,7 +244,7 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
           cut();
           return;
         }
-        upRes.on('data', (chunk: Buffer) => {
+        paced.on('data', (chunk: Buffer) => {
           if (sent >= f.bytes) return;
           const part = chunk.subarray(0, f.bytes - sent);
           sent += part.length;
@@ -239,7 +252,7 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
             if (sent >= f.bytes) cut();
           });
         });
-        upRes.on('end', () => res.end());
+        paced.on('end', () => res.end());
         return;
       }
       if (f?.kind === 'corrupt') {

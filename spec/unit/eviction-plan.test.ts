@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Inventory } from '../../src/eviction/inventory.ts';
 import { planEviction, type EvictionPolicy } from '../../src/eviction/plan.ts';
-import { manifestReferences, type ManifestReferences } from '../../src/eviction/references.ts';
+import { manifestReferences, type ManifestReferences } from '../../src/registry/manifest-references.ts';
 
 const d = (label: string) => `sha256:${label.padEnd(64, '0')}`;
 const HOUR = 3_600_000;
@@ -36,6 +36,7 @@ function store(access: { index: number; amd: number; arm: number; image: number 
       { repository: 's', tag: 'v1', digest: d('2'), mtimeMs: access.image },
       { repository: 's', tag: 'gone', digest: d('9'), mtimeMs: 0 },
     ],
+    records: [],
   };
   return { inventory, refs };
 }
@@ -79,7 +80,7 @@ describe('eviction plan', () => {
   it('reads references from every manifest shape, ignoring what is not a digest', () => {
     const bytes = (value: unknown) => Buffer.from(JSON.stringify(value));
     assert.deepEqual(manifestReferences(bytes({ manifests: [{ digest: d('a') }, { digest: 'nope' }] })), { manifests: [d('a')], blobs: [] });
-    assert.deepEqual(manifestReferences(bytes({ config: { digest: d('c') }, layers: [{ digest: d('l') }] })).blobs, [d('c'), d('l')]);
+    assert.deepEqual(manifestReferences(bytes({ config: { digest: d('c') }, layers: [{ digest: d('e') }, { digest: 'sha256:not-hex' }] })).blobs, [d('c'), d('e')]);
     assert.deepEqual(manifestReferences(bytes({ schemaVersion: 1, fsLayers: [{ blobSum: d('f') }] })).blobs, [d('f')]);
     assert.deepEqual(manifestReferences(Buffer.from('not json')), { manifests: [], blobs: [] });
   });

@@ -6,7 +6,8 @@ import bcrypt from 'bcryptjs';
 import { Htpasswd } from '../../src/auth/htpasswd.ts';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { createLogger } from '../../src/logging/logger.ts';
-import { referencedBlobs } from '../../src/registry/manifest-references.ts';
+import { manifestReferences } from '../../src/registry/manifest-references.ts';
+const referencedBlobs = (bytes: Uint8Array) => manifestReferences(bytes).blobs;
 import { tempDir } from '../support/processes.ts';
 
 const dir = tempDir('pullmirror-security-config');

@@ -1,4 +1,4 @@
-import type { BlobDescriptor } from '../storage/blob-store.ts';
+import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 
 /**
  * Remembers descriptors of blobs the local store holds, so a warm HEAD or GET need not stat

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { BlobDescriptor } from '../storage/blob-store.ts';
+import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { DescriptorCache } from './descriptor-cache.ts';
 
 /** The embedded default: an LRU of descriptors in this process. */

@@ -1,6 +1,9 @@
-import type { BlobDescriptor } from '../storage/blob-store.ts';
+import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
 import type { DescriptorCache } from './descriptor-cache.ts';
+
+/** How long a descriptor lookup may take before the disk is asked instead. */
+const LOOKUP_DEADLINE_MS = 250;
 
 /**
  * Descriptors in Redis, shared by every instance on one store: one hash per blob,
@@ -18,13 +21,21 @@ export class RedisDescriptorCache implements DescriptorCache {
 
   async get(digest: string): Promise<BlobDescriptor | undefined> {
     if (!this.redis.available) return undefined;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const fields = await this.redis.client.hgetall(key(digest));
+      // A lookup slower than the disk it spares is worse than none: give up on it, and let the
+      // connection's circuit breaker skip Redis until it answers again.
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`redis did not answer a descriptor lookup within ${LOOKUP_DEADLINE_MS} ms`)), LOOKUP_DEADLINE_MS);
+      });
+      const fields = await Promise.race([this.redis.client.hgetall(key(digest)), late]);
       if (fields.size === undefined || !/^\d+$/.test(fields.size)) return undefined;
       return { digest, size: Number(fields.size), ...(fields.mediatype ? { mediaType: fields.mediatype } : {}) };
     } catch (error) {
       this.redis.failed(error as Error);
       return undefined;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

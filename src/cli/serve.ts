@@ -30,6 +30,7 @@ export async function serve(args: string[]): Promise<void> {
   }
   // Idle keep-alive connections should outlive a client's think time between requests.
   server.keepAliveTimeout = 65_000;
+  applyTimeouts(server, config.http);
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerClientError(error, socket, config.http.headers));
   const { host, port } = parseAddr(config.http.addr);
   let listening: Listening;
@@ -65,6 +66,18 @@ export async function serve(args: string[]): Promise<void> {
   installShutdown(server, listening, mirror, logger, config.http.draintimeout, extras);
 }
 
+/**
+ * A connection that sends half a request is destroyed after http.headertimeout (Node checks
+ * the deadline every `connectionsCheckingInterval`, set at creation, see createHttpServer).
+ * http.sendtimeout is armed by the blob handler while it sends, not here: a socket timeout on
+ * the whole server would also cut requests that wait on a slow upstream.
+ */
+function applyTimeouts(server: Server, http: Config['http']): void {
+  server.headersTimeout = http.headertimeout;
+  // Node requires requestTimeout >= headersTimeout unless it is 0; a GET has no body to wait for.
+  server.requestTimeout = 0;
+}
+
 /** This process's own URL, for the warm schedule: loopback when listening on every address. */
 function selfUrl(address: AddressInfo): string {
   if (address.address === '0.0.0.0' || address.address === '::') return `http://${address.family === 'IPv6' ? '[::1]' : '127.0.0.1'}:${address.port}`;
@@ -78,7 +91,9 @@ function selfUrl(address: AddressInfo): string {
  */
 function createHttpServer(config: Config, mirror: Mirror): Server {
   const tls = config.http.tls;
-  const options = { maxHeaderSize: 16 * 1024 };
+  // The header deadline is checked this often: a tenth of it, between 250 ms and Node's 30 s.
+  const connectionsCheckingInterval = Math.min(30_000, Math.max(250, Math.floor(config.http.headertimeout / 10)));
+  const options = { maxHeaderSize: 16 * 1024, connectionsCheckingInterval };
   if (!tls) return createServer(options, mirror.app);
   const read = (key: string, file: string) => {
     try {

@@ -152,6 +152,13 @@ const http = z
     acceptors: int(1, 64).default(16),
     /** How long SIGTERM waits for transfers in flight before exiting. */
     draintimeout: duration().prefault('60s'),
+    /**
+     * ours: a response that makes no progress for this long (a client that stopped reading) is
+     * closed and its file released, so stalled clients cannot pin descriptors and memory.
+     */
+    sendtimeout: duration().prefault('5m'),
+    /** ours: the request line and headers must arrive within this (a client that sends half a request is closed). */
+    headertimeout: duration().prefault('20s'),
     /** Extra headers set on every response, as in distribution. */
     headers: z.record(z.string(), z.array(str()).or(str().transform((v) => [v]))).default({ 'X-Content-Type-Options': ['nosniff'] }),
     /** HTTPS, as in distribution: PEM files; clientcas makes the mirror ask for (and require) a client certificate. */
@@ -280,6 +287,7 @@ const redis = z
         enabled: bool().default(false),
         certificate: str().optional(),
         key: str().optional(),
+        /** distribution's: CAs the server's certificate is verified with (as `ca`). */
         clientcas: z.array(str()).optional(),
         /** ours: CA bundle the server's certificate must chain to (default: the system's). */
         ca: str().optional(),

@@ -25,11 +25,20 @@ export interface StoredTag {
   mtimeMs: number;
 }
 
+/** A repository's bookkeeping file: a `_layers` blob link (`digest` set) or its `_access` verdict. */
+export interface StoredRecord {
+  repository: string;
+  digest?: string;
+  mtimeMs: number;
+}
+
 /** Everything a sweep decides on, read in one walk of the store. */
 export interface Inventory {
   blobs: Map<string, StoredBlob>;
   links: StoredLink[];
   tags: StoredTag[];
+  /** `_layers` links and `_access` files: removed with what made them (see sweeper). */
+  records: StoredRecord[];
 }
 
 /** How many stat calls run at once: enough to keep the disk busy, few enough to bound memory. */
@@ -65,9 +74,10 @@ async function readBlobs(root: string): Promise<Map<string, StoredBlob>> {
   return blobs;
 }
 
-async function readRepositories(root: string): Promise<{ links: StoredLink[]; tags: StoredTag[] }> {
+async function readRepositories(root: string): Promise<{ links: StoredLink[]; tags: StoredTag[]; records: StoredRecord[] }> {
   const links: StoredLink[] = [];
   const tags: StoredTag[] = [];
+  const records: StoredRecord[] = [];
   const walk = async (dir: string, name: string): Promise<void> => {
     for (const entry of await list(dir)) {
       const path = join(dir, entry);
@@ -87,13 +97,23 @@ async function readRepositories(root: string): Promise<{ links: StoredLink[]; ta
           const content = (await readFile(file, 'utf8').catch(() => '')).trim();
           tags.push({ repository: name, tag, digest: /^[a-z0-9]+:[a-f0-9]+$/.test(content) ? content : undefined, mtimeMs: info.mtimeMs });
         });
+      } else if (entry === '_layers') {
+        for (const algorithm of await list(path)) {
+          await mapLimited(await list(join(path, algorithm)), async (hex) => {
+            const info = await statOrUndefined(join(path, algorithm, hex));
+            if (info?.isFile()) records.push({ repository: name, digest: `${algorithm}:${hex}`, mtimeMs: info.mtimeMs });
+          });
+        }
+      } else if (entry === '_access') {
+        const info = await statOrUndefined(path);
+        if (info?.isFile()) records.push({ repository: name, mtimeMs: info.mtimeMs });
       } else if (!entry.startsWith('_') && !entry.startsWith('.')) {
         await walk(path, name ? `${name}/${entry}` : entry);
       }
     }
   };
   await walk(root, '');
-  return { links, tags };
+  return { links, tags, records };
 }
 
 async function list(dir: string): Promise<string[]> {

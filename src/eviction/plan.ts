@@ -1,5 +1,5 @@
 import type { Inventory, StoredLink, StoredTag } from './inventory.ts';
-import type { ManifestReferences } from './references.ts';
+import type { ManifestReferences } from '../registry/manifest-references.ts';
 
 export interface EvictionPolicy {
   /** The sweep's clock for TTL and recency (ms since the epoch); `gc --now` moves it. */
@@ -150,7 +150,7 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
 }
 
 /** The blobs a manifest keeps alive: itself, its config and layers, and its children's, recursively. */
-function pinsOf(digest: string, references: Map<string, ManifestReferences>): string[] {
+export function pinsOf(digest: string, references: Map<string, ManifestReferences>): string[] {
   const pins = new Set<string>();
   const visit = (manifest: string, depth: number): void => {
     if (pins.has(manifest)) return;

@@ -2,13 +2,13 @@ import { readFile, stat, unlink } from 'node:fs/promises';
 import { evictedBytes, evictions } from '../metrics/metrics.ts';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logging/logger.ts';
-import { MAX_MANIFEST_BYTES } from '../proxy/proxy-manifest-store.ts';
+import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { parseDigest } from '../registry/digest.ts';
 import { isNotFound } from '../storage/blob-store.ts';
 import type { StorePaths } from '../storage/paths.ts';
-import { mapLimited, readInventory, type Inventory } from './inventory.ts';
-import { planEviction, type EvictionPlan, type PlannedLink } from './plan.ts';
-import { manifestReferences, type ManifestReferences } from './references.ts';
+import { mapLimited, readInventory, type Inventory, type StoredRecord } from './inventory.ts';
+import { pinsOf, planEviction, type EvictionPlan, type PlannedLink } from './plan.ts';
+import { manifestReferences, type ManifestReferences } from '../registry/manifest-references.ts';
 
 /** What a running mirror tells a sweep, and learns from it. */
 export interface SweepHooks {
@@ -42,6 +42,8 @@ export interface SweepResult extends EvictionPlan {
   kept: number;
   /** Bytes of blobs actually deleted (planned bytes on a dry run). */
   freed: number;
+  /** `_layers` links and `_access` files removed with what they described (0 on a dry run). */
+  records: number;
   durationMs: number;
 }
 
@@ -77,7 +79,7 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
     lowWatermark: options.lowWatermark,
   });
   if (options.dryRun) {
-    return { ...plan, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, durationMs: Date.now() - started };
+    return { ...plan, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Date.now() - started };
   }
   const { paths, hooks = {} } = options;
   const untouched = async (path: string): Promise<boolean> => {
@@ -120,11 +122,49 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
     freed += blob.size;
     await hooks.blobRemoved?.(blob.digest);
   });
+  const records = await removeStaleRecords(paths, inventory, references, { tags, links }, untouched);
   evictions.labels('tag').inc(tags.length);
   evictions.labels('manifest').inc(links.length);
   evictions.labels('blob').inc(blobs.length);
   evictedBytes.inc(freed);
-  return { ...plan, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, durationMs: Date.now() - started };
+  return { ...plan, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Date.now() - started };
+}
+
+/**
+ * A repository's bookkeeping goes with what it describes, or it would grow without bound: a
+ * `_layers` link once no manifest the repository still links references the blob, its
+ * `_access` verdict once the repository holds no manifest and no tag. Both are only ever a
+ * shortcut (a missing one costs an upstream check), and recent ones stay for the grace
+ * period: a link is written just before the blob it permits is fetched.
+ */
+async function removeStaleRecords(
+  paths: StorePaths,
+  inventory: Inventory,
+  references: Map<string, ManifestReferences>,
+  removed: { tags: EvictionPlan['tags']; links: PlannedLink[] },
+  untouched: (path: string) => Promise<boolean>,
+): Promise<number> {
+  const gone = new Set(removed.links.map((link) => `${link.repository}@${link.digest}`));
+  const goneTags = new Set(removed.tags.map((tag) => `${tag.repository}:${tag.tag}`));
+  const held = new Map<string, Set<string>>();
+  const inUse = new Set<string>();
+  for (const link of inventory.links) {
+    if (gone.has(`${link.repository}@${link.digest}`)) continue;
+    inUse.add(link.repository);
+    let pins = held.get(link.repository);
+    if (!pins) held.set(link.repository, (pins = new Set()));
+    for (const pin of pinsOf(link.digest, references)) pins.add(pin);
+  }
+  for (const tag of inventory.tags) if (!goneTags.has(`${tag.repository}:${tag.tag}`)) inUse.add(tag.repository);
+  const stale = inventory.records.filter((record: StoredRecord) =>
+    record.digest === undefined ? !inUse.has(record.repository) : !held.get(record.repository)?.has(record.digest),
+  );
+  let count = 0;
+  await mapLimited(stale, async (record) => {
+    const path = record.digest === undefined ? paths.accessVerdict(record.repository) : paths.layerLink(record.repository, parseDigest(record.digest));
+    if ((await untouched(path)) && (await removeFile(path))) count++;
+  });
+  return count;
 }
 
 /** Parses every linked manifest (and the children of indexes) once, whatever the number of links. */

@@ -3,18 +3,11 @@ import { close, fstat, open, stat } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
-import type { FileBytes } from '../proxy/send-file.ts';
+import type { SharedFill } from '../proxy/shared-fill.ts';
+import type { FileBytes } from '../storage/send-file.ts';
 import { ERROR_CODES, RegistryError, type ErrorCode } from '../registry/errors.ts';
-import type { BlobDescriptor } from '../storage/blob-store.ts';
+import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { FillCoordinator, FillFailure } from './fill-coordinator.ts';
-
-/** What ProxyBlobStore sends from: a fill of its own (BlobFill) or one it follows (RemoteFill). */
-export interface SharedFill {
-  readonly size: number | undefined;
-  /** The bytes for one client as they arrive (see FileBytes); the caller closes the descriptor. */
-  openBytes(): Promise<FileBytes>;
-  readonly done: Promise<BlobDescriptor>;
-}
 
 type State =
   | { kind: 'following'; tempPath?: string; size?: number }
@@ -101,8 +94,16 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     }
   }
 
+  /** Counts 'progress' events, so a reader can tell whether one came while it was looking. */
+  private generation = 0;
+
   private setState(state: State): void {
     this.state = state;
+    this.signal();
+  }
+
+  private signal(): void {
+    this.generation++;
     this.emit('progress');
   }
 
@@ -143,7 +144,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
           lastGrowth = Date.now();
         }
       }
-      this.emit('progress');
+      this.signal();
       await delay(this.pollMs);
     }
   }
@@ -178,8 +179,19 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     return { state };
   }
 
-  /** @internal */
-  nextProgress(): Promise<void> {
+  /** @internal the generation a reader saw before it looked at the files. */
+  progressMark(): number {
+    return this.generation;
+  }
+
+  /**
+   * @internal Resolves at the next sign of progress after `mark`: at once when one came since
+   * (a reader that looked at the files while the blob was committed must not wait for an event
+   * that already happened) or when the fill is over (no more will come).
+   */
+  nextProgress(mark: number): Promise<void> {
+    const over = this.state.kind === 'committed' || this.state.kind === 'failed' || this.state.kind === 'local';
+    if (over || this.generation !== mark) return Promise.resolve();
     return new Promise((resolve) => this.once('progress', resolve));
   }
 }
@@ -204,6 +216,7 @@ class FollowerBytes implements FileBytes {
   async readableUpTo(position: number, end: number, wait = true): Promise<number> {
     for (;;) {
       if (this.local) return wait ? this.local.readableUpTo(position, end) : position;
+      const mark = this.fill.progressMark();
       const { state, path } = this.fill.current();
       if (state.kind === 'failed') throw state.error;
       if (state.kind === 'local') {
@@ -231,7 +244,9 @@ class FollowerBytes implements FileBytes {
       if (state.kind !== 'committed') limit = Math.min(limit, end);
       if (limit > position) return limit;
       if (state.kind === 'committed' && this.fd >= 0 && available >= state.size) return position;
-      await this.fill.nextProgress();
+      // Committed, yet not readable to the end here (deleted under us): no event will mend that.
+      if (state.kind === 'committed') throw new Error('the committed blob could not be read');
+      await this.fill.nextProgress(mark);
     }
   }
 

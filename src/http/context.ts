@@ -15,6 +15,8 @@ export interface RegistryContext {
   /** Picks the upstream for a request; `ns` is containerd's namespace parameter, if sent. */
   upstreamFor(ns: string | undefined): UpstreamRegistry | undefined;
   logger: Logger;
+  /** http.sendtimeout: a blob response that makes no progress this long is closed. */
+  sendTimeoutMs: number;
   /** Records last use for eviction (fire-and-forget); absent when the store is read-only. */
   usage?: AccessRecorder;
   /** Refuses private upstream content to clients the mirror has not authenticated (proxy.privaterepos). */
@@ -24,7 +26,7 @@ export interface RegistryContext {
 /** The upstream and the upstream-side repository name a request is about. */
 export function resolveRepository(ctx: RegistryContext, req: Request, res: Response, rawName: string): { upstream: UpstreamRegistry; name: string } {
   // The access check and the handler both ask: resolve once per request.
-  const known = res.locals.repository as { raw: string; upstream: UpstreamRegistry; name: string } | undefined;
+  const known = res.locals.repository;
   if (known?.raw === rawName) return known;
   const ns = typeof req.query.ns === 'string' ? req.query.ns : undefined;
   const name = validateName(rawName);

@@ -1,8 +1,4 @@
-/** A resolved byte range, both ends inclusive. */
-export interface ByteRange {
-  start: number;
-  end: number;
-}
+import type { ByteRange } from '../storage/readable-blob-store.ts';
 
 /**
  * Reads a `Range` header against a blob of `size` bytes.

@@ -1,11 +1,14 @@
 import { Router, type NextFunction, type Request, type Response } from 'express';
+import { parseDigest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { validateName } from '../registry/names.ts';
-import type { RegistryContext } from './context.ts';
+import type { AccessRequest } from '../proxy/private-access.ts';
+import { resolveRepository, type RegistryContext } from './context.ts';
+import { unauthorized } from './middleware/auth.ts';
 import { getBlob, headBlob } from './handlers/blobs.ts';
 import { serveManifest } from './handlers/manifests.ts';
 import { listTags } from './handlers/tags.ts';
-import { matchRoute } from './route.ts';
+import { matchRoute, type Route } from './route.ts';
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 
@@ -34,7 +37,7 @@ async function dispatch(ctx: RegistryContext, req: Request, res: Response): Prom
       headers: { Allow: 'GET, HEAD' },
     });
   }
-  await ctx.access?.authorize(ctx, req, res, route);
+  await refusePrivate(ctx, req, res, route);
   switch (route.kind) {
     case 'base':
       res.status(200).json({});
@@ -54,4 +57,25 @@ async function dispatch(ctx: RegistryContext, req: Request, res: Response): Prom
       // OCI 1.1: a 404 here tells clients to fall back to the referrers tag schema.
       throw new RegistryError('NOT_FOUND', 'the referrers API is not supported by this mirror');
   }
+}
+
+/**
+ * proxy.privaterepos: an anonymous client gets nothing the upstream would refuse it (see
+ * PrivateAccess): 401 with the challenge when the mirror has auth (it may retry with
+ * credentials), else 403; a blob through a repository that does not hold it is BLOB_UNKNOWN.
+ */
+async function refusePrivate(ctx: RegistryContext, req: Request, res: Response, route: Route): Promise<void> {
+  if (!ctx.access || res.locals.user !== undefined) return;
+  if (route.kind !== 'manifest' && route.kind !== 'blob' && route.kind !== 'tags') return;
+  const { upstream, name } = resolveRepository(ctx, req, res, route.name);
+  const request: AccessRequest =
+    route.kind === 'blob' ? { kind: 'blob', digest: parseDigest(route.digest) } : route.kind === 'manifest' ? { kind: 'manifest', reference: route.reference } : { kind: 'tags' };
+  const decision = await ctx.access.check(upstream, name, request);
+  if (decision === 'allowed') return;
+  if (decision === 'not-in-repository' && request.kind === 'blob') {
+    throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: request.digest.value } });
+  }
+  res.locals.log.info('private repository refused to an anonymous client', { repository: name });
+  const message = 'this repository is private upstream: the mirror serves it to authenticated clients only';
+  throw typeof res.locals.authRealm === 'string' ? unauthorized(res.locals.authRealm, message) : new RegistryError('DENIED', message);
 }

@@ -1,26 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { open } from 'node:fs';
-import { setTimeout as delay } from 'node:timers/promises';
-import type { Readable } from 'node:stream';
-import type { BlobDescriptor, BlobWriter } from '../storage/blob-store.ts';
-import type { FileBytes } from './send-file.ts';
+import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
+import type { BlobWriter } from '../storage/blob-store.ts';
+import type { FileBytes } from '../storage/send-file.ts';
+import type { ResumableBlobBody } from './upstream-blob.ts';
 
 type FillState = 'running' | 'committed' | 'failed';
-
-/** How a fill resumes an interrupted upstream transfer. */
-export interface ResumePolicy {
-  retries: number;
-  backoffMs: number;
-  /** Asks upstream for the blob from `offset`; answers the offset it really starts at (0 without Range support). */
-  reopen(offset: number): Promise<{ body: Readable; offset: number }>;
-}
-
-/** Marks an error of the local store, which no upstream retry can mend. */
-class StoreWriteError extends Error {
-  constructor(cause: Error) {
-    super(cause.message, { cause });
-  }
-}
 
 /**
  * Upstream bytes gathered while a disk write is in flight before the upstream body is paused:
@@ -30,11 +15,14 @@ const MAX_BATCH = 1024 * 1024;
 
 /**
  * One upstream download of one blob, shared by every client that wants it while it runs.
+ * It owns the whole life of the download: the upstream chunks (resumed across dropped
+ * connections, see ResumableBlobBody), the writer, the verification and the commit or the
+ * abort. Clients only read what it wrote.
  *
  * The bytes go to a temporary file and a running hash (the BlobWriter); readers tail that file
  * rather than a buffer, so a late joiner starts from byte 0, a slow client never holds memory
  * or slows the download, and a client that leaves changes nothing for the others. When the
- * body ends, the writer verifies digest and size and renames the file into the store; only
+ * chunks end, the writer verifies digest and size and renames the file into the store; only
  * then do readers end cleanly. On a mismatch or an upstream failure every reader fails, so the
  * client's connection is broken instead of ending as if the content were good.
  */
@@ -51,15 +39,13 @@ export class BlobFill extends EventEmitter {
   /** Resolves when the fill is over, with the descriptor or the failure. */
   readonly done: Promise<BlobDescriptor>;
 
-  private readonly resume: ResumePolicy;
-
   constructor(options: {
     digest: string;
     size: number | undefined;
     writer: BlobWriter;
     finalPath: string;
-    body: Readable;
-    resume: ResumePolicy;
+    /** The blob's bytes from `writer.written` on. */
+    body: ResumableBlobBody;
   }) {
     super();
     this.setMaxListeners(0);
@@ -67,7 +53,6 @@ export class BlobFill extends EventEmitter {
     this.size = options.size;
     this.writer = options.writer;
     this.finalPath = options.finalPath;
-    this.resume = options.resume;
     // An adopted writer (fleet takeover) already holds bytes: they are readable at once.
     this.written = options.writer.written;
     this.done = this.run(options.body);
@@ -75,37 +60,15 @@ export class BlobFill extends EventEmitter {
     this.done.catch(() => {});
   }
 
-  get bytesWritten(): number {
-    return this.written;
-  }
-
-  private async run(first: Readable): Promise<BlobDescriptor> {
-    let body = first;
-    let attempt = 0;
+  private async run(body: ResumableBlobBody): Promise<BlobDescriptor> {
     try {
-      for (;;) {
-        const interruption = await this.drain(body);
-        if (!interruption) break;
-        // The upstream connection dropped mid-blob: ask again from the bytes we have.
-        if (attempt >= this.resume.retries) throw interruption;
-        attempt++;
-        await delay(this.resume.backoffMs * 2 ** (attempt - 1));
-        const next = await this.resume.reopen(this.written);
-        if (next.offset !== this.written) {
-          // The upstream would not resume (no 206): start over; readers just wait for their
-          // position again, the bytes being the same content.
-          await this.writer.reset();
-          this.written = 0;
-        }
-        this.emit('resumed', { offset: next.offset, attempt });
-        body = next.body;
-      }
+      await this.copy(body.chunks());
       const descriptor = await this.writer.commit(this.size);
       this.state = 'committed';
       this.emit('progress');
       return descriptor;
     } catch (error) {
-      body.destroy();
+      body.close();
       await this.writer.abort();
       this.failure = error as Error;
       this.state = 'failed';
@@ -115,14 +78,12 @@ export class BlobFill extends EventEmitter {
   }
 
   /**
-   * Copies one upstream body into the writer. Returns the upstream error (or a short-body
-   * error) when the transfer was interrupted and may be resumed; throws store failures.
-   *
-   * Reading and writing overlap: while one write is in flight, the chunks that arrive are
-   * gathered and go in the next writev, so the upstream connection is not idle during disk
-   * writes; past MAX_BATCH gathered bytes the body waits (backpressure).
+   * Copies the chunks into the writer. Reading and writing overlap: while one write is in
+   * flight, the chunks that arrive are gathered and go in the next writev, so the upstream
+   * connection is not idle during disk writes; past MAX_BATCH gathered bytes the reading waits
+   * (backpressure). A store failure stops the copy at once.
    */
-  private async drain(body: Readable): Promise<Error | undefined> {
+  private async copy(chunks: AsyncGenerator<Buffer, void, undefined>): Promise<void> {
     let batch: Buffer[] = [];
     let batchBytes = 0;
     let writing: Promise<void> | undefined;
@@ -146,32 +107,24 @@ export class BlobFill extends EventEmitter {
           writing = undefined;
         });
     };
-    let interruption: Error | undefined;
     try {
-      for await (const chunk of body) {
+      for await (const chunk of chunks) {
         if (storeError) break;
-        batch.push(chunk as Buffer);
-        batchBytes += (chunk as Buffer).length;
+        batch.push(chunk);
+        batchBytes += chunk.length;
         kick();
         if (batchBytes >= MAX_BATCH) await writing;
       }
     } catch (error) {
-      interruption = error as Error;
+      // The writer is aborted next: no write may still be in flight on its file.
+      await writing;
+      throw error;
     }
-    // Everything received is good to keep, also when the connection dropped after it.
     while ((writing || batch.length > 0) && !storeError) {
       kick();
       await writing;
     }
-    if (storeError) {
-      body.destroy();
-      throw storeError;
-    }
-    if (interruption) return interruption;
-    if (this.size !== undefined && this.written < this.size) {
-      return new Error(`upstream body ended after ${this.written} of ${this.size} bytes`);
-    }
-    return undefined;
+    if (storeError) throw storeError;
   }
 
   /**

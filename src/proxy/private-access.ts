@@ -1,15 +1,20 @@
-import type { Request, Response } from 'express';
 import { LRUCache } from 'lru-cache';
 import { SingleFlight } from '../util/single-flight.ts';
 import type { Logger } from '../logging/logger.ts';
-import { unauthorized } from '../http/middleware/auth.ts';
-import { resolveRepository, type RegistryContext } from '../http/context.ts';
-import type { Route } from '../http/route.ts';
-import { parseDigest, type Digest } from '../registry/digest.ts';
+import type { Digest } from '../registry/digest.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { RepositoryLinks } from '../storage/repository-links.ts';
 import type { RepositoryPrivacy } from './repository-privacy.ts';
+
+/** What an anonymous client asks for, as far as access is concerned. */
+export type AccessRequest =
+  | { kind: 'manifest'; reference: string }
+  | { kind: 'blob'; digest: Digest }
+  | { kind: 'tags' };
+
+/** The answer: allowed; private upstream (refuse the client); or a blob the repository does not hold. */
+export type AccessDecision = 'allowed' | 'private' | 'not-in-repository';
 
 /**
  * Keeps what the mirror's upstream account can pull from reaching clients the upstream would
@@ -33,7 +38,7 @@ export class PrivateAccess {
   /** `name@digest` the repository is known to hold: spares the disk on the hot path. */
   private readonly known = new LRUCache<string, true>({ max: 100_000 });
   /** Concurrent first requests for one repository's blob share one upstream check. */
-  private readonly checks = new SingleFlight<void>();
+  private readonly checks = new SingleFlight<boolean>();
 
   constructor(options: { privacy: RepositoryPrivacy; links: RepositoryLinks; logger: Logger }) {
     this.privacy = options.privacy;
@@ -41,48 +46,41 @@ export class PrivateAccess {
     this.logger = options.logger;
   }
 
-  async authorize(ctx: RegistryContext, req: Request, res: Response, route: Route): Promise<void> {
-    if (route.kind !== 'manifest' && route.kind !== 'blob' && route.kind !== 'tags') return;
-    if (res.locals.user !== undefined) return;
-    const { upstream, name } = resolveRepository(ctx, req, res, route.name);
-    if (!upstream.hasCredentials) return;
+  /** May an anonymous client have this from this repository? (Authenticated clients are not asked.) */
+  async check(upstream: UpstreamRegistry, name: string, request: AccessRequest): Promise<AccessDecision> {
+    if (!upstream.hasCredentials) return 'allowed';
     const probe =
-      route.kind === 'manifest'
-        ? `/v2/${name}/manifests/${encodeURIComponent(route.reference)}`
-        : route.kind === 'blob'
-          ? `/v2/${name}/blobs/${parseDigest(route.digest).value}`
+      request.kind === 'manifest'
+        ? `/v2/${name}/manifests/${encodeURIComponent(request.reference)}`
+        : request.kind === 'blob'
+          ? `/v2/${name}/blobs/${request.digest.value}`
           : `/v2/${name}/manifests/latest`;
-    if ((await this.privacy.verdict(upstream, name, probe)) === 'private') {
-      (res.locals.log ?? this.logger).info('private repository refused to an anonymous client', { repository: name });
-      const message = 'this repository is private upstream: the mirror serves it to authenticated clients only';
-      throw typeof res.locals.authRealm === 'string' ? unauthorized(res.locals.authRealm, message) : new RegistryError('DENIED', message);
-    }
-    if (route.kind === 'blob') await this.requireMembership(upstream, name, route.digest);
+    if ((await this.privacy.verdict(upstream, name, probe)) === 'private') return 'private';
+    if (request.kind === 'blob') return (await this.holdsBlob(upstream, name, request.digest)) ? 'allowed' : 'not-in-repository';
+    return 'allowed';
   }
 
-  private async requireMembership(upstream: UpstreamRegistry, name: string, rawDigest: string): Promise<void> {
-    const digest = parseDigest(rawDigest);
+  private async holdsBlob(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<boolean> {
     const key = `${upstream.namespace}/${name}@${digest.value}`;
-    if (this.known.get(key)) return;
-    await this.checks.do(key, async () => {
-      if (!(await this.links.hasBlob(name, digest))) await this.confirmUpstream(upstream, name, digest);
-      this.known.set(key, true);
+    if (this.known.get(key)) return true;
+    return this.checks.do(key, async () => {
+      const holds = (await this.links.hasBlob(name, digest)) || (await this.confirmUpstream(upstream, name, digest));
+      if (holds) this.known.set(key, true);
+      return holds;
     });
   }
 
   /** Asks upstream, with the mirror's account, whether the repository holds the blob; links it if so. */
-  private async confirmUpstream(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<void> {
+  private async confirmUpstream(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<boolean> {
     const response = await upstream.request({ method: 'HEAD', path: `/v2/${name}/blobs/${digest.value}`, repository: name });
     await response.body.dump();
     if (response.statusCode === 200) {
       await this.links.linkBlobs(name, [digest.value]).catch((error: unknown) => {
         this.logger.warn('blob link not recorded', { repository: name, digest: digest.value, error: (error as Error).message });
       });
-      return;
+      return true;
     }
-    if (response.statusCode === 404 || response.statusCode === 401 || response.statusCode === 403) {
-      throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
-    }
+    if (response.statusCode === 404 || response.statusCode === 401 || response.statusCode === 403) return false;
     throw new RegistryError('UPSTREAM_UNAVAILABLE', `upstream answered ${response.statusCode} checking the blob`);
   }
 }

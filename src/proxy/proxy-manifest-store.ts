@@ -3,6 +3,7 @@ import type { Dispatcher } from 'undici';
 import type { Logger } from '../logging/logger.ts';
 import { digestOf, parseDigest, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
+import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { MANIFEST_ACCEPT, sniffManifestMediaType } from '../registry/media-types.ts';
 import type { FilesystemManifestStore, ManifestDescriptor } from '../storage/manifest-store.ts';
 import { isStoreUnwritable } from '../storage/blob-store.ts';
@@ -11,8 +12,6 @@ import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 import { LocalFillCoordinator, type FillCoordinator } from '../fleet/fill-coordinator.ts';
 
-/** distribution refuses manifests above 4 MiB; so do we, so no upstream can make us buffer more. */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Bytes of manifest content kept in memory for the hot by-digest path. */
 const CONTENT_CACHE_BYTES = 64 * 1024 * 1024;
 

@@ -12,37 +12,39 @@ export const KEY_PREFIX = 'pullmirror:';
 
 export type RedisClient = Redis | Cluster;
 
+/** How soon after a failure Redis is probed again, and the longest wait between probes. */
+const PROBE_FIRST_MS = 1_000;
+const PROBE_MAX_MS = 10_000;
+
 /**
  * The one Redis connection of an instance, shared by the descriptor cache and the fleet
- * coordinator, and the place that tracks outages.
+ * coordinator, and its circuit breaker.
  *
  * Redis only ever speeds things up or saves upstream requests, so it must never hold a
  * request: commands fail at once while it is unreachable (no offline queue, no retries, a
  * command timeout), callers carry on without it, and ioredis keeps reconnecting in the
- * background. An outage is logged once when it starts and once when it ends, however many
- * requests meet it in between.
+ * background. A Redis that hangs (SIGSTOP, a stuck host) keeps its connection "ready" while
+ * every command waits for the timeout; so the first failure opens the circuit: `available`
+ * is false and callers skip Redis altogether, until a probe (one PING, half-open) answers.
+ * An outage is logged once when it starts and once when it ends.
  */
 export class RedisConnection {
   readonly client: RedisClient;
   private readonly logger: Logger;
   private down = false;
   private closed = false;
-  private probing = false;
+  private probe?: NodeJS.Timeout;
 
   constructor(client: RedisClient, logger: Logger) {
     this.client = client;
     this.logger = logger;
     client.on('error', (error: Error) => this.failed(error));
-    client.on('ready', () => {
-      if (!this.down) return;
-      this.down = false;
-      this.logger.info('redis reachable again');
-    });
+    client.on('ready', () => this.recovered());
   }
 
-  /** Whether commands can be sent now; callers skip Redis altogether when not. */
+  /** Whether commands may be sent now; callers skip Redis altogether when not. */
   get available(): boolean {
-    return !this.closed && this.client.status === 'ready';
+    return !this.closed && !this.down && this.client.status === 'ready';
   }
 
   /** Resolves true once connected, false after `timeoutMs` (for short-lived tools such as gc). */
@@ -52,36 +54,55 @@ export class RedisConnection {
     return this.available;
   }
 
-  /** Reports a failed command or connection: logged only when an outage starts. */
+  /** Reports a failed command or connection: opens the circuit; logged only when an outage starts. */
   failed(error: Error): void {
     if (this.closed) return;
     if (!this.down) {
       this.down = true;
       this.logger.error('redis unreachable; carrying on without it until it is back', { error: error.message });
     }
-    // A command that timed out on a connection still up: no 'ready' will mark the end of
-    // this outage, so a PING a moment later does.
-    if (this.client.status === 'ready' && !this.probing) {
-      this.probing = true;
-      setTimeout(() => {
-        this.client
-          .ping()
-          .then(() => {
-            if (this.down && !this.closed) {
-              this.down = false;
-              this.logger.info('redis reachable again');
-            }
-          })
-          .catch(() => {})
-          .finally(() => {
-            this.probing = false;
-          });
-      }, 1_000).unref();
-    }
+    this.scheduleProbe(PROBE_FIRST_MS);
+  }
+
+  private recovered(): void {
+    if (!this.down || this.closed) return;
+    this.down = false;
+    clearTimeout(this.probe);
+    this.probe = undefined;
+    this.logger.info('redis reachable again');
+  }
+
+  /**
+   * While the circuit is open, one PING at a time tells whether Redis answers again: a hung
+   * server gives no 'ready' event (its connection never closed), so only a probe can close
+   * the circuit. A disconnected client reconnects by itself and 'ready' closes it.
+   */
+  private scheduleProbe(delayMs: number): void {
+    if (this.probe || this.closed) return;
+    this.probe = setTimeout(() => {
+      if (this.client.status !== 'ready') {
+        // Reconnecting: 'ready' will tell; look again later in case it never comes.
+        this.probe = undefined;
+        this.scheduleProbe(Math.min(delayMs * 2, PROBE_MAX_MS));
+        return;
+      }
+      this.client.ping().then(
+        () => {
+          this.probe = undefined;
+          this.recovered();
+        },
+        () => {
+          this.probe = undefined;
+          if (this.down) this.scheduleProbe(Math.min(delayMs * 2, PROBE_MAX_MS));
+        },
+      );
+    }, delayMs);
+    this.probe.unref();
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.probe);
     try {
       await this.client.quit();
     } catch {
@@ -137,10 +158,12 @@ function urlTls(config: Config['redis']): RedisOptions['tls'] {
 
 function tlsOptions(tls: Config['redis']['tls']): RedisOptions['tls'] {
   if (!tls.enabled) return undefined;
+  // distribution's clientcas are the CAs the client verifies the server with: our `ca` too.
+  const cas = [tls.ca, ...(tls.clientcas ?? [])].filter((file): file is string => Boolean(file));
   return {
     cert: tls.certificate ? readFileSync(tls.certificate) : undefined,
     key: tls.key ? readFileSync(tls.key) : undefined,
-    ca: tls.ca ? readFileSync(tls.ca) : undefined,
+    ca: cas.length > 0 ? cas.map((file) => readFileSync(file)) : undefined,
   };
 }
 

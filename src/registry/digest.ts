@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { RegistryError } from './errors.ts';
 
 /** The algorithms the OCI spec registers, with the length of their hex encoding. */
@@ -35,11 +35,6 @@ export function parseDigest(value: string): Digest {
 
 export function isDigest(value: string): boolean {
   return value.includes(':');
-}
-
-/** A running hash for a given digest's algorithm, used to verify content while it streams. */
-export function hasherFor(digest: Digest): Hash {
-  return createHash(digest.algorithm);
 }
 
 export function digestOf(bytes: Uint8Array, algorithm: DigestAlgorithm = 'sha256'): string {

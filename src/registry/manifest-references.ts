@@ -1,33 +1,44 @@
 import { parseDigest } from './digest.ts';
 
+/** What one manifest references: child manifests (of an index or list) and blobs (config, layers). */
+export interface ManifestReferences {
+  manifests: string[];
+  blobs: string[];
+}
+
 /**
- * The blobs an image manifest references: its config and layers (OCI and Docker schema 2),
- * `fsLayers[].blobSum` (schema 1), and an OCI artifact's `blobs`. An index references
- * manifests, not blobs, so it yields nothing; its children are linked when they are fetched.
- * What is not JSON or not a digest is left out: this only widens what a repository may serve.
+ * The digests a manifest references, by its shape rather than its declared media type
+ * (upstreams mislabel): an index or list has `manifests`, an image manifest `config` and
+ * `layers`, schema 1 `fsLayers[].blobSum`, the short-lived OCI artifact manifest `blobs`.
+ * What is not JSON, or not a digest this mirror knows, is left out. The one parser for both
+ * uses: the blobs a repository may serve (links written with a manifest), and what keeps what
+ * alive in an eviction pass.
  */
-export function referencedBlobs(bytes: Uint8Array): string[] {
-  let parsed: unknown;
+export function manifestReferences(bytes: Uint8Array): ManifestReferences {
+  const manifests = new Set<string>();
+  const blobs = new Set<string>();
+  let parsed: any;
   try {
     parsed = JSON.parse(Buffer.from(bytes).toString('utf8'));
   } catch {
-    return [];
+    return { manifests: [], blobs: [] };
   }
-  if (parsed === null || typeof parsed !== 'object') return [];
-  const manifest = parsed as { config?: { digest?: unknown }; layers?: unknown; blobs?: unknown; fsLayers?: unknown };
-  const found = new Set<string>();
-  const add = (value: unknown) => {
+  if (parsed === null || typeof parsed !== 'object') return { manifests: [], blobs: [] };
+  const add = (into: Set<string>, value: unknown): void => {
     if (typeof value !== 'string') return;
     try {
-      found.add(parseDigest(value).value);
+      into.add(parseDigest(value).value);
     } catch {
       // not a digest this mirror knows: left out
     }
   };
-  add(manifest.config?.digest);
-  for (const list of [manifest.layers, manifest.blobs]) {
-    if (Array.isArray(list)) for (const entry of list) add((entry as { digest?: unknown } | null)?.digest);
-  }
-  if (Array.isArray(manifest.fsLayers)) for (const entry of manifest.fsLayers) add((entry as { blobSum?: unknown } | null)?.blobSum);
-  return [...found];
+  const each = (list: unknown, into: Set<string>, field: string): void => {
+    if (Array.isArray(list)) for (const entry of list) add(into, (entry as Record<string, unknown> | null)?.[field]);
+  };
+  each(parsed.manifests, manifests, 'digest');
+  add(blobs, parsed.config?.digest);
+  each(parsed.layers, blobs, 'digest');
+  each(parsed.blobs, blobs, 'digest');
+  each(parsed.fsLayers, blobs, 'blobSum');
+  return { manifests: [...manifests], blobs: [...blobs] };
 }

@@ -1,5 +1,6 @@
+import { ensureDir } from './ensure-dir.ts';
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 /** A temporary file name in `tmpDir`; the caller renames it into place or unlinks it. */
@@ -12,7 +13,7 @@ export function tmpPath(tmpDir: string): string {
  * temporary file, flush it, rename it over the target.
  */
 export async function writeFileAtomic(target: string, data: string | Uint8Array, tmpDir: string): Promise<void> {
-  await mkdir(tmpDir, { recursive: true });
+  await ensureDir(tmpDir);
   const temp = tmpPath(tmpDir);
   const handle = await open(temp, 'w');
   try {
@@ -22,7 +23,7 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array,
     await handle.close();
   }
   try {
-    await mkdir(dirname(target), { recursive: true });
+    await ensureDir(dirname(target));
     await rename(temp, target);
   } catch (error) {
     await unlink(temp).catch(() => {});

@@ -1,23 +1,20 @@
+import { ensureDir } from './ensure-dir.ts';
 import { createHash, type Hash } from 'node:crypto';
-import { mkdir, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { tmpPath } from './atomic-file.ts';
 import type { StorePaths } from './paths.ts';
-
-/** What the mirror knows of a stored blob without reading it. */
-export interface BlobDescriptor {
-  digest: string;
-  size: number;
-  mediaType?: string;
-}
+import type { BlobInfo, BlobRef, ReadableBlobStore } from './readable-blob-store.ts';
+import { StoredBlob } from './stored-blob.ts';
 
 /**
  * The local, content-addressed blob store on a filesystem. Content enters it only through a
  * BlobWriter, which verifies digest and size before the atomic rename that makes it visible.
  */
-export class FilesystemBlobStore {
+export class FilesystemBlobStore implements ReadableBlobStore {
   readonly paths: StorePaths;
   /** Where this instance writes downloads in flight (see TempArea). */
   readonly tempDir: string;
@@ -27,22 +24,33 @@ export class FilesystemBlobStore {
     this.tempDir = tempDir;
   }
 
-  async stat(digest: Digest): Promise<BlobDescriptor | undefined> {
+  async stat({ digest }: BlobRef): Promise<BlobInfo | undefined> {
     try {
       const info = await stat(this.paths.blob(digest));
-      return { digest: digest.value, size: info.size };
+      return { digest: digest.value, size: info.size, origin: 'cache' };
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
     }
   }
 
-  /** Opens a stored blob for reading, or undefined when it is not stored. */
-  async open(digest: Digest): Promise<FileHandle | undefined> {
+  /**
+   * Opens a stored blob for sending, or undefined when it is not stored. Its size comes from
+   * the open file itself (one fstat), so nothing, not even a descriptor cache, stands between
+   * a warm GET and its first byte; the file is closed if that fails.
+   */
+  async open({ digest }: BlobRef): Promise<StoredBlob | undefined> {
+    let handle: FileHandle;
     try {
-      return await open(this.paths.blob(digest), 'r');
+      handle = await open(this.paths.blob(digest), 'r');
     } catch (error) {
       if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    try {
+      return new StoredBlob(digest.value, (await handle.stat()).size, handle);
+    } catch (error) {
+      await handle.close().catch(() => {});
       throw error;
     }
   }
@@ -58,7 +66,7 @@ export class FilesystemBlobStore {
   }
 
   async createWriter(digest: Digest): Promise<BlobWriter> {
-    await mkdir(this.tempDir, { recursive: true });
+    await ensureDir(this.tempDir);
     const path = tmpPath(this.tempDir);
     const handle = await open(path, 'wx');
     return new BlobWriter(this, digest, path, handle);
@@ -71,7 +79,7 @@ export class FilesystemBlobStore {
    * Undefined when the file is gone (another instance took it, or a sweep removed it).
    */
   async adoptWriter(digest: Digest, abandonedPath: string): Promise<BlobWriter | undefined> {
-    await mkdir(this.tempDir, { recursive: true });
+    await ensureDir(this.tempDir);
     const path = tmpPath(this.tempDir);
     try {
       await rename(abandonedPath, path);
@@ -191,7 +199,7 @@ export class BlobWriter {
       await this.handle.datasync();
       await this.close();
       const target = this.store.paths.blob(this.digest);
-      await mkdir(dirname(target), { recursive: true });
+      await ensureDir(dirname(target));
       await rename(this.path, target);
       return { digest: this.digest.value, size: this.written };
     } catch (error) {

@@ -2,9 +2,10 @@ import { readFile } from 'node:fs/promises';
 import type { Digest } from '../registry/digest.ts';
 import { parseDigest } from '../registry/digest.ts';
 import { writeFileAtomic } from './atomic-file.ts';
-import { isNotFound, type BlobDescriptor, type FilesystemBlobStore } from './blob-store.ts';
+import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
+import { isNotFound, type FilesystemBlobStore } from './blob-store.ts';
 import type { StorePaths } from './paths.ts';
-import { referencedBlobs } from '../registry/manifest-references.ts';
+import { manifestReferences } from '../registry/manifest-references.ts';
 import { RepositoryLinks } from './repository-links.ts';
 
 /** A manifest as stored: its bytes live in the blob store, this is what a repository links. */
@@ -49,9 +50,9 @@ export class FilesystemManifestStore {
   /** Stores verified manifest bytes and links them, and the blobs they reference, to the repository. */
   async put(name: string, descriptor: ManifestDescriptor, bytes: Uint8Array): Promise<void> {
     const digest = parseDigest(descriptor.digest);
-    if (!(await this.blobs.stat(digest))) await this.blobs.putSmall(digest, bytes);
+    if (!(await this.blobs.stat({ digest }))) await this.blobs.putSmall(digest, bytes);
     // Blob links first: a manifest visible in a repository always has its blobs linked.
-    await this.links.linkBlobs(name, referencedBlobs(bytes));
+    await this.links.linkBlobs(name, manifestReferences(bytes).blobs);
     const link = JSON.stringify({ mediaType: descriptor.mediaType, size: descriptor.size });
     await writeFileAtomic(this.paths.manifestLink(name, digest), link, this.tempDir);
   }

@@ -1,4 +1,5 @@
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { ensureDir } from './ensure-dir.ts';
+import { access, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { parseDigest, type Digest } from '../registry/digest.ts';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -45,7 +46,7 @@ export class RepositoryLinks {
     if (!this.writable) return;
     for (const value of digests) {
       const path = this.paths.layerLink(name, parseDigest(value));
-      await mkdir(dirname(path), { recursive: true });
+      await ensureDir(dirname(path));
       await writeFile(path, value);
     }
   }

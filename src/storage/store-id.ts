@@ -1,5 +1,6 @@
+import { ensureDir } from './ensure-dir.ts';
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import type { StorePaths } from './paths.ts';
 
 /**
@@ -13,7 +14,7 @@ export async function storeId(paths: StorePaths): Promise<string | undefined> {
   const existing = await readStoreId(paths);
   if (existing) return existing;
   try {
-    await mkdir(paths.root, { recursive: true });
+    await ensureDir(paths.root);
     const temp = `${file}.${randomBytes(6).toString('hex')}`;
     await writeFile(temp, `${randomBytes(8).toString('hex')}\n`, { flag: 'wx' });
     await link(temp, file).catch((error: NodeJS.ErrnoException) => {

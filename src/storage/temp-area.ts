@@ -1,5 +1,6 @@
+import { ensureDir } from './ensure-dir.ts';
 import { hostname } from 'node:os';
-import { mkdir, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { readdir, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logging/logger.ts';
@@ -32,12 +33,12 @@ export class TempArea {
 
   /** Creates this instance's directory, sweeps dead ones, and keeps doing both. */
   async start(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await ensureDir(this.dir);
     await this.sweep();
     this.heartbeat = setInterval(() => {
       const now = new Date();
       // Recreate the directory if something removed it: downloads must keep a place to go.
-      void mkdir(this.dir, { recursive: true })
+      void ensureDir(this.dir)
         .then(() => utimes(this.dir, now, now))
         .then(() => this.sweep())
         .catch((error: Error) => this.logger.warn('temporary area heartbeat failed', { error: error.message }));

@@ -62,8 +62,6 @@ export class UpstreamRegistry {
   private challenge?: Challenge;
   /** The first `GET /v2/` in flight, which learns the challenge before any real request. */
   private ping?: Promise<void>;
-  /** Requests made, by method: tests and the benchmark read these. */
-  readonly counters = { GET: 0, HEAD: 0 };
   /** Docker Hub's pull allowance as its last response stated it. */
   rateLimit?: RateLimit;
 
@@ -183,7 +181,6 @@ export class UpstreamRegistry {
       let response: Dispatcher.ResponseData;
       const started = performance.now();
       try {
-        this.counters[req.method]++;
         response = await request(url, { method: req.method, headers, dispatcher: this.agent });
       } catch (error) {
         upstreamDuration.labels(req.method, 'error').observe((performance.now() - started) / 1000);

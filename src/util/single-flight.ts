@@ -18,8 +18,4 @@ export class SingleFlight<V> {
     this.running.set(key, call);
     return call;
   }
-
-  get size(): number {
-    return this.running.size;
-  }
 }

@@ -18,50 +18,71 @@ function blobHeaders(res: Response, digest: string): void {
 export async function headBlob(ctx: RegistryContext, req: Request, res: Response, rawName: string, rawDigest: string): Promise<void> {
   const { upstream, name } = resolveRepository(ctx, req, res, rawName);
   const digest = parseDigest(rawDigest);
-  const { size, origin } = await ctx.blobs.stat(upstream, name, digest);
+  const info = await ctx.blobs.stat({ digest, upstream, name });
+  if (!info) throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
   blobHeaders(res, digest.value);
-  markCache(res, origin);
-  if (origin === 'cache') ctx.usage?.blob(digest.value);
-  if (size !== undefined) res.setHeader('Content-Length', size);
+  markCache(res, info.origin);
+  if (info.origin === 'cache') ctx.usage?.blob(digest.value);
+  if (info.size !== undefined) res.setHeader('Content-Length', info.size);
   res.status(200).end();
 }
 
 /**
- * Sends a blob, whole or a range of it, from disk or from the fill in flight. Once headers
- * are out, an error (upstream dropped, digest mismatch) destroys the connection: a client
- * must see a broken transfer, never a clean end of bad content.
+ * Sends a blob, whole or a range of it, from whatever source the store gives (stored file, a
+ * fill in flight, a pass-through). Every answer that is not the content (304, 416) is decided
+ * before any content header is set, and the source is released in a `finally`, whatever
+ * happens. Once headers are out, an error (upstream dropped, digest mismatch, client gone)
+ * destroys the connection: a client must see a broken transfer, never a clean end of bad
+ * content.
  */
 export async function getBlob(ctx: RegistryContext, req: Request, res: Response, rawName: string, rawDigest: string): Promise<void> {
   const { upstream, name } = resolveRepository(ctx, req, res, rawName);
   const digest = parseDigest(rawDigest);
-  const source = await ctx.blobs.open(upstream, name, digest);
-  blobHeaders(res, digest.value);
-  markCache(res, source.origin);
-  if (source.origin === 'cache') ctx.usage?.blob(digest.value);
-  if (req.headers['if-none-match'] === `"${digest.value}"`) {
-    source.release();
-    res.status(304).end();
-    return;
-  }
-  const size = source.descriptor.size;
-  const range = size === undefined || !source.ranged ? undefined : resolveRange(req.headers.range, size);
-  if (range === 'unsatisfiable') {
-    source.release();
-    res.setHeader('Content-Range', `bytes */${size}`);
-    throw new RegistryError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size } });
-  }
-  if (range) {
-    res.status(206);
-    res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
-    res.setHeader('Content-Length', range.end - range.start + 1);
-  } else {
-    res.status(200);
-    if (size !== undefined) res.setHeader('Content-Length', size);
-  }
+  const source = await ctx.blobs.open({ digest, upstream, name });
   try {
-    await (range ? source.send(res, range.start, range.end) : source.send(res));
-  } catch (error) {
-    res.locals.streamError = (error as Error).message;
-    res.destroy();
+    markCache(res, source.origin);
+    if (source.origin === 'cache') ctx.usage?.blob(digest.value);
+    const size = source.size;
+    const range = size === undefined || !source.ranged ? undefined : resolveRange(req.headers.range, size);
+    if (range === 'unsatisfiable') {
+      throw new RegistryError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size }, headers: { 'Content-Range': `bytes */${size}` } });
+    }
+    blobHeaders(res, digest.value);
+    if (req.headers['if-none-match'] === `"${digest.value}"`) {
+      res.status(304).end();
+      return;
+    }
+    if (range) {
+      res.status(206);
+      res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
+      res.setHeader('Content-Length', range.end - range.start + 1);
+    } else {
+      res.status(200);
+      if (size !== undefined) res.setHeader('Content-Length', size);
+    }
+    // A client that stops reading lets no write complete, so its socket sees no activity:
+    // after http.sendtimeout with bytes still waiting for it, it is destroyed, which ends the
+    // send and releases the source. Without bytes waiting, the mirror is the one waiting (on
+    // upstream, whose own timeouts bound that): the next write re-arms the timer.
+    // (Listened to on the response: Node destroys a timed-out socket itself only when nobody
+    // listens for the response's 'timeout'.)
+    const socket = res.socket;
+    const stalled = () => {
+      if (!socket || socket.writableLength === 0) return;
+      res.locals.streamError = 'no progress within http.sendtimeout';
+      res.destroy();
+    };
+    res.setTimeout(ctx.sendTimeoutMs, stalled);
+    try {
+      await source.send(res, range);
+    } catch (error) {
+      res.locals.streamError ??= (error as Error).message;
+      res.destroy();
+    } finally {
+      socket?.setTimeout(0);
+      res.off('timeout', stalled);
+    }
+  } finally {
+    source.release();
   }
 }

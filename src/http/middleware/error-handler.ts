@@ -3,6 +3,12 @@ import type { Logger } from '../../logging/logger.ts';
 import { RegistryError } from '../../registry/errors.ts';
 
 /**
+ * Headers that describe content: an error answer carries none of them, whatever a handler set
+ * before it failed (a 416 is not a year-cacheable blob, a failed manifest has no digest).
+ */
+const CONTENT_HEADERS = ['cache-control', 'etag', 'docker-content-digest', 'content-type', 'content-length', 'content-range', 'accept-ranges', 'last-modified', 'warning'];
+
+/**
  * The one place errors become responses: a RegistryError is rendered in the OCI error format
  * with its status; anything else is logged and answered 500 UNKNOWN without internals.
  */
@@ -22,6 +28,7 @@ export function errorHandler(logger: Logger) {
       res.destroy();
       return;
     }
+    for (const name of CONTENT_HEADERS) res.removeHeader(name);
     for (const [name, value] of Object.entries(registryError.headers)) res.setHeader(name, value);
     const body = JSON.stringify(registryError.toJSON());
     res.status(registryError.status);

@@ -1,7 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { cacheResults, httpRequests, servedBytes, type TallyCell } from '../../metrics/metrics.ts';
 import type { CacheResult, TrafficRecorder } from '../../metrics/traffic.ts';
-import type { Route } from '../route.ts';
 
 /**
  * Counts every response once it is over (Prometheus counters and the status page's traffic).
@@ -16,7 +15,7 @@ export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () 
 
   return (req: Request, res: Response, next: NextFunction): void => {
     res.on('close', () => {
-      const route = res.locals.route as Route | undefined;
+      const route = res.locals.route;
       const label: string = route?.kind ?? res.locals.routeLabel ?? (req.originalUrl.startsWith('/v2') ? 'v2' : 'other');
       const status = res.statusCode;
       const method = req.method;
@@ -25,7 +24,7 @@ export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () 
       if (!cell) requestCells.set(key, (cell = httpRequests.cell(label, method, String(status))));
       cell.value++;
       if (route?.kind !== 'blob' && route?.kind !== 'manifest') return;
-      const cache = res.locals.cache as CacheResult | undefined;
+      const cache: CacheResult | undefined = res.locals.cache;
       let bytes = 0;
       if (method === 'GET' && (status === 200 || status === 206) && res.writableFinished && !res.locals.streamError) {
         bytes = Number(res.getHeader('content-length')) || 0;

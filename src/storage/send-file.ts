@@ -1,8 +1,11 @@
 import { close, read } from 'node:fs';
 import type { Writable } from 'node:stream';
 
-/** Bytes per read and per socket write. Two of these per client are all a transfer holds. */
-const CHUNK = 256 * 1024;
+/**
+ * Bytes per read and per socket write. A client that stops reading pins the one buffer of its
+ * pending write (see below): 128 KiB, where 256 KiB chunks with read-ahead pinned 512 KiB.
+ */
+const CHUNK = 128 * 1024;
 
 /**
  * Where the bytes of a blob can be read, and how many are there yet: a stored file has them
@@ -20,11 +23,13 @@ export interface FileBytes {
 /**
  * Sends bytes [start, end] (inclusive) of a file to a response, then ends it.
  *
- * Two buffers per transfer, reused: one is read from disk while the other is being written to
- * the socket, and a buffer is read into again only after its write completed. No buffer per
- * chunk means no garbage for the GC to chase while many clients stream big blobs, which is what
- * keeps the memory of 16 clients on a 256 MiB blob small. Rejects if the client goes away or
- * the source fails; the caller then breaks the connection.
+ * At most two buffers per transfer, from a pool: one is read from disk while the other is
+ * being written to the socket, so disk and network overlap for a client that keeps up. A
+ * client that falls behind (its write did not go straight into the kernel's buffer) gets no
+ * read-ahead: the next read waits for that write, so a stalled client holds one buffer, not
+ * two, until http.sendtimeout closes it. No buffer per chunk means no garbage for the GC to
+ * chase while many clients stream big blobs. Rejects if the client goes away or the source
+ * fails; the caller then breaks the connection.
  */
 export async function sendFileRange(source: FileBytes, res: Writable, start: number, end: number): Promise<void> {
   const length = end - start + 1;
@@ -32,36 +37,31 @@ export async function sendFileRange(source: FileBytes, res: Writable, start: num
     await endResponse(res);
     return;
   }
-  // A blob that fits in one chunk is one read and one write: one buffer is enough.
-  const first = acquire(Math.min(CHUNK, length));
-  const buffers = length <= CHUNK ? [first, first] : [first, acquire(CHUNK)];
   const guard = closeGuard(res);
   let position = start;
-  let turn = 0;
+  /** The write in flight, and whether the socket took it without queueing. */
   let writing: Promise<void> | undefined;
+  let behind = false;
   try {
     while (position <= end) {
       const upTo = await guard.wait(source.readableUpTo(position, end));
       // No more bytes will come: the end of a blob whose size upstream did not announce.
       if (upTo <= position) break;
-      const buffer = buffers[turn];
-      turn ^= 1;
-      // With one buffer, its previous write must be done before it is read into again.
-      if (buffers[0] === buffers[1]) await guard.wait(writing);
+      if (behind) await guard.wait(writing);
+      const buffer = acquire(Math.min(CHUNK, length));
       const bytesRead = await readAt(source.fd, buffer, Math.min(buffer.length, upTo - position, end + 1 - position), position);
       if (bytesRead === 0) throw new Error('blob file shorter than expected');
       position += bytesRead;
-      // The previous write must be done before this one starts; the buffer read into next
-      // (the previous write's) is then free again.
+      // Writes go out in order, one at a time: the previous one must be done.
       await guard.wait(writing);
-      writing = writeChunk(res, bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
+      const write = writeChunk(res, bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
+      behind = !write.flushed;
+      // Back to the pool only after a clean write: after a failure the socket may still hold it.
+      writing = write.done.then(() => release(buffer));
       writing.catch(() => {});
     }
     await guard.wait(writing);
     await guard.wait(endResponse(res));
-    // Only after a clean end: after a failure a write may still hold a buffer.
-    release(buffers[0]);
-    if (buffers[1] !== buffers[0]) release(buffers[1]);
   } finally {
     guard.dispose();
   }
@@ -96,10 +96,13 @@ function readAt(fd: number, buffer: Buffer, length: number, position: number): P
   });
 }
 
-function writeChunk(res: Writable, chunk: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    res.write(chunk, (error) => (error ? reject(error) : resolve()));
+/** Writes a chunk; `flushed` is false when the socket had to queue it (the client is behind). */
+function writeChunk(res: Writable, chunk: Buffer): { done: Promise<void>; flushed: boolean } {
+  let flushed = true;
+  const done = new Promise<void>((resolve, reject) => {
+    flushed = res.write(chunk, (error) => (error ? reject(error) : resolve()));
   });
+  return { done, flushed };
 }
 
 function endResponse(res: Writable): Promise<void> {

@@ -1,0 +1,33 @@
+import type { Logger } from '../logging/logger.ts';
+import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+import type { Route } from './route.ts';
+
+/*
+ * What the middleware and handlers of one request tell each other through `res.locals`, typed
+ * once here instead of cast at every use.
+ */
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Locals {
+      /** The request's child logger (made on first use, see request-context). */
+      log: Logger;
+      /** The authenticated client (`user`, or `cert:<CN>`); absent for an anonymous one. */
+      user?: string;
+      /** The Basic realm when the mirror has auth: a refusal carries its challenge. */
+      authRealm?: string;
+      /** The /v2 route the request matched. */
+      route?: Route;
+      /** An ops route's name, for the request metrics. */
+      routeLabel?: string;
+      /** The upstream and repository resolved for the request (once per request). */
+      repository?: { raw: string; upstream: UpstreamRegistry; name: string };
+      /** How the answer was served, for the access log. */
+      cache?: 'hit' | 'miss' | 'stale';
+      /** Why a transfer was broken off after its headers went out. */
+      streamError?: string;
+    }
+  }
+}
+
+export {};

@@ -1,0 +1,244 @@
+import { join, relative } from 'node:path';
+import type { DescriptorCache } from '../cache/descriptor-cache.ts';
+import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillFailure } from '../fleet/fill-coordinator.ts';
+import { RemoteFill } from '../fleet/remote-fill.ts';
+import type { Logger } from '../logging/logger.ts';
+import { RegistryError } from '../registry/errors.ts';
+import type { BlobWriter, FilesystemBlobStore } from '../storage/blob-store.ts';
+import type { BlobSource } from '../storage/readable-blob-store.ts';
+import { BlobFill } from './blob-fill.ts';
+import { PassThroughSource } from './pass-through.ts';
+import { fillSource, type SharedFill } from './shared-fill.ts';
+import type { StoreAdmission } from './store-admission.ts';
+import { getUpstreamBlob, ResumableBlobBody, type ResumePolicy, type UpstreamBlobRef, type UpstreamBlobResponse } from './upstream-blob.ts';
+
+/** How a cold blob's download started: a fill others can share, or one client's pass-through. */
+type Started = { kind: 'fill'; fill: SharedFill } | { kind: 'pass-through'; first: UpstreamBlobResponse };
+
+/**
+ * Everything about blobs the store does not hold yet: one download per digest, whatever the
+ * number of clients (and, in a fleet, of instances), each client reading it as it lands.
+ *
+ * A download is one of:
+ * - a fill this instance runs (BlobFill: upstream GET, resume, writer, verify, commit or abort),
+ * - a fill another instance runs, followed from the shared store (fleet/RemoteFill), which this
+ *   instance takes over if that one dies,
+ * - a pass-through to one client when the store cannot take the blob (StoreAdmission): every
+ *   client then has its own, since no file is there to share.
+ * Every one of them is tracked until it ends, so an eviction pass never deletes a blob being
+ * filled and a graceful stop waits for all of them.
+ */
+export class BlobDownloads {
+  private readonly blobs: FilesystemBlobStore;
+  private readonly admission: StoreAdmission;
+  private readonly descriptors: DescriptorCache;
+  private readonly fleet: FillCoordinator;
+  private readonly fleetStallMs: number;
+  private readonly resume: ResumePolicy;
+  private readonly logger: Logger;
+  /** Shareable fills by digest; undefined once the start turned out to be a pass-through. */
+  private readonly fills = new Map<string, Promise<SharedFill | undefined>>();
+  /** Every download in flight (fills and pass-throughs), settled when it ends. */
+  private readonly running = new Set<Promise<unknown>>();
+
+  constructor(options: {
+    blobs: FilesystemBlobStore;
+    admission: StoreAdmission;
+    descriptors: DescriptorCache;
+    logger: Logger;
+    resume?: ResumePolicy;
+    fleet?: FillCoordinator;
+    /** How long a followed download may show no sign of life before this instance takes over. */
+    fleetStallMs?: number;
+  }) {
+    this.blobs = options.blobs;
+    this.admission = options.admission;
+    this.descriptors = options.descriptors;
+    this.logger = options.logger;
+    this.resume = options.resume ?? { retries: 3, backoffMs: 250 };
+    this.fleet = options.fleet ?? new LocalFillCoordinator();
+    this.fleetStallMs = options.fleetStallMs ?? 10_000;
+  }
+
+  /** Whether a blob is being downloaded into the store (an eviction pass must not delete it). */
+  isFilling(digest: string): boolean {
+    return this.fills.has(digest);
+  }
+
+  /** Downloads in flight, pass-throughs included. */
+  get inFlight(): number {
+    return this.running.size;
+  }
+
+  /** Resolves once no download is in flight (a graceful stop). */
+  async drain(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  /** The size of a blob being filled, for a HEAD; undefined when none is (or it passes through). */
+  async fillSize(digest: string): Promise<number | undefined> {
+    const fill = await this.fills.get(digest)?.catch(() => undefined);
+    return fill?.size;
+  }
+
+  /** A source for a blob the store lacks: the fill in flight, a new one, or a pass-through. */
+  async open(ref: UpstreamBlobRef): Promise<BlobSource> {
+    const digest = ref.digest.value;
+    const joined = this.fills.get(digest);
+    if (joined) {
+      const fill = await joined;
+      return fill ? fillSource(digest, fill) : this.passThrough(ref, await getUpstreamBlob(ref));
+    }
+    const starting = this.start(ref);
+    const shared = starting.then((started) => (started.kind === 'fill' ? started.fill : undefined));
+    shared.catch(() => {});
+    this.fills.set(digest, shared);
+    // Seen by isFilling() and drain() from the first moment: the start, then the fill to its end.
+    this.track(
+      shared.then((fill) => fill?.done),
+      () => {
+        if (this.fills.get(digest) === shared) this.fills.delete(digest);
+      },
+    );
+    let started: Started;
+    try {
+      started = await starting;
+    } catch (error) {
+      this.fills.delete(digest);
+      throw error;
+    }
+    if (started.kind === 'pass-through') {
+      this.fills.delete(digest);
+      return this.passThrough(ref, started.first);
+    }
+    started.fill.done.then(
+      (descriptor) => {
+        this.logger.info('blob cached', { digest, size: descriptor.size });
+        void this.descriptors.set(descriptor).catch(() => {});
+      },
+      (error: Error) => {
+        this.admission.failed(error);
+        this.logger.warn('blob fill failed', { digest, error: error.message });
+      },
+    );
+    return fillSource(digest, started.fill);
+  }
+
+  private track(work: Promise<unknown>, after?: () => void): void {
+    const tracked = work.catch(() => {}).finally(() => {
+      this.running.delete(tracked);
+      after?.();
+    });
+    this.running.add(tracked);
+  }
+
+  private passThrough(ref: UpstreamBlobRef, first: UpstreamBlobResponse): BlobSource {
+    this.logger.warn('store cannot take the blob: passing it through uncached', { digest: ref.digest.value, size: first.size });
+    const source = new PassThroughSource(ref.digest, this.body(ref, first));
+    let settle!: () => void;
+    this.track(new Promise<void>((resolve) => (settle = resolve)));
+    // Tracked until the client's transfer ends or the source is let go unsent (HEAD, 304, 416).
+    return {
+      digest: source.digest,
+      size: source.size,
+      origin: source.origin,
+      ranged: source.ranged,
+      send: (res) => source.send(res).finally(settle),
+      release: () => {
+        source.release();
+        settle();
+      },
+    };
+  }
+
+  /** The fleet decides: this instance downloads, or follows the instance that does. */
+  private async start(ref: UpstreamBlobRef): Promise<Started> {
+    const claim = await this.fleet.claimBlob(ref.digest.value);
+    if (claim.kind === 'mine') return this.download(ref, claim.lease);
+    this.logger.info('following a blob download of another instance', { digest: ref.digest.value });
+    const remote = new RemoteFill({
+      digest: ref.digest.value,
+      root: this.blobs.paths.root,
+      finalPath: this.blobs.paths.blob(ref.digest),
+      coordinator: this.fleet,
+      stallMs: this.fleetStallMs,
+      logger: this.logger,
+      takeOver: (abandoned) => this.takeOver(ref, abandoned),
+    });
+    await remote.ready;
+    return { kind: 'fill', fill: remote };
+  }
+
+  /** The holder of a followed download died: claim it and resume from its file when there. */
+  private async takeOver(ref: UpstreamBlobRef, abandoned: string | undefined): Promise<SharedFill | undefined> {
+    const again = await this.fleet.claimBlob(ref.digest.value);
+    if (again.kind === 'theirs') return undefined;
+    const started = await this.download(ref, again.lease, abandoned);
+    if (started.kind === 'fill') return started.fill;
+    started.first.body.destroy();
+    throw new RegistryError('UNAVAILABLE', 'store unwritable while taking a download over');
+  }
+
+  /**
+   * This instance's own upstream download, under the fleet claim `lease`; resumed from the
+   * `abandoned` temp file of a dead holder when one is given and still there. Whatever fails
+   * on the way releases the claim, aborts the writer and destroys the upstream body.
+   */
+  private async download(ref: UpstreamBlobRef, lease: BlobLease, abandoned?: string): Promise<Started> {
+    const digest = ref.digest.value;
+    let writer: BlobWriter | undefined;
+    let first: UpstreamBlobResponse | undefined;
+    try {
+      writer = abandoned ? await this.adopt(ref, abandoned) : undefined;
+      if (writer && writer.written > 0) {
+        first = await getUpstreamBlob(ref, writer.written).catch(() => undefined);
+        if (first) this.logger.info('resuming the download of a dead instance', { digest, offset: writer.written });
+        // Refused (a 416: the dead holder had every byte, or a Range-less error): start over.
+        else await writer.reset();
+      }
+      first ??= await getUpstreamBlob(ref);
+      writer ??= await this.admission.writerFor(ref.digest, first.size);
+    } catch (error) {
+      first?.body.destroy();
+      await writer?.abort();
+      await lease.release({ failed: failureOf(error) });
+      throw error;
+    }
+    if (!writer) {
+      // Followers cannot tail a pass-through: let one of them try its own store.
+      await lease.release('abandoned');
+      return { kind: 'pass-through', first };
+    }
+    const tempPath = relative(this.blobs.paths.root, writer.path);
+    await lease.publish(tempPath, first.size);
+    this.logger.info('blob fill started', { digest, size: first.size, repository: ref.name });
+    const fill = new BlobFill({ digest, size: first.size, writer, finalPath: this.blobs.paths.blob(ref.digest), body: this.body(ref, first) });
+    fill.done.then(
+      () => lease.release('committed'),
+      (error: unknown) => lease.release({ failed: { ...failureOf(error), tempPath } }),
+    );
+    return { kind: 'fill', fill };
+  }
+
+  private body(ref: UpstreamBlobRef, first: UpstreamBlobResponse): ResumableBlobBody {
+    return new ResumableBlobBody(ref, first, this.resume, (info) =>
+      this.logger.warn('upstream transfer interrupted; resuming', { digest: ref.digest.value, ...info }),
+    );
+  }
+
+  /** Takes over a dead holder's temp file (relative to the store root); undefined when it is gone. */
+  private async adopt(ref: UpstreamBlobRef, abandoned: string): Promise<BlobWriter | undefined> {
+    try {
+      return await this.blobs.adoptWriter(ref.digest, join(this.blobs.paths.root, abandoned));
+    } catch (error) {
+      this.logger.warn('could not take over an abandoned download; starting over', { digest: ref.digest.value, error: (error as Error).message });
+      return undefined;
+    }
+  }
+}
+
+/** What followers in other instances are told when this instance's download fails. */
+function failureOf(error: unknown): FillFailure {
+  if (error instanceof RegistryError) return { code: error.code, message: error.message, status: error.status };
+  return { code: 'UPSTREAM_UNAVAILABLE', message: 'the upstream download failed' };
+}

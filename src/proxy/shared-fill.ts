@@ -1,0 +1,38 @@
+import type { Writable } from 'node:stream';
+import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
+import type { BlobSource, ByteRange } from '../storage/readable-blob-store.ts';
+import { closeFd, sendFileRange, type FileBytes } from '../storage/send-file.ts';
+
+/**
+ * A download in flight that any number of clients read as it lands: a fill of this instance
+ * (BlobFill) or another instance's that this one follows (fleet/RemoteFill).
+ */
+export interface SharedFill {
+  readonly size: number | undefined;
+  /** The bytes for one client as they arrive (see FileBytes); the caller closes the descriptor. */
+  openBytes(): Promise<FileBytes>;
+  /** Resolves with the committed blob, or rejects with why the download failed. */
+  readonly done: Promise<BlobDescriptor>;
+}
+
+/** One client's view of a shared fill: a source like any other, that only sends bytes. */
+export function fillSource(digest: string, fill: SharedFill): BlobSource {
+  return {
+    digest,
+    size: fill.size,
+    origin: 'upstream',
+    ranged: true,
+    async send(res: Writable, range?: ByteRange) {
+      const start = range?.start ?? 0;
+      const end = range?.end ?? (fill.size === undefined ? Number.MAX_SAFE_INTEGER : fill.size - 1);
+      const bytes = await fill.openBytes();
+      try {
+        await sendFileRange(bytes, res, start, end);
+      } finally {
+        closeFd(bytes.fd);
+      }
+    },
+    // Nothing is held until send() opens the file; the fill itself belongs to every reader.
+    release() {},
+  };
+}

@@ -1,0 +1,65 @@
+import { statfs } from 'node:fs/promises';
+import type { Logger } from '../logging/logger.ts';
+import type { Digest } from '../registry/digest.ts';
+import { isStoreUnwritable, type BlobWriter, type FilesystemBlobStore } from '../storage/blob-store.ts';
+
+/** How long the store stays in pass-through mode after a write failure. */
+const DEGRADED_MS = 30_000;
+
+/**
+ * Decides whether the local store takes a new blob: not in read-only mode, not while it is
+ * failing (for DEGRADED_MS after a write error, so clients get a pass-through at once instead
+ * of each meeting the error), and not when the blob would eat into the free space kept
+ * (`storage.filesystem.minfreespace`, checked up front against the announced size, so no
+ * client sees a transfer break for a full disk).
+ */
+export class StoreAdmission {
+  private readonly blobs: FilesystemBlobStore;
+  private readonly readOnly: boolean;
+  private readonly minFreeBytes: number;
+  private readonly logger: Logger;
+  private degradedUntil = 0;
+
+  constructor(options: { blobs: FilesystemBlobStore; readOnly: boolean; minFreeBytes: number; logger: Logger }) {
+    this.blobs = options.blobs;
+    this.readOnly = options.readOnly;
+    this.minFreeBytes = options.minFreeBytes;
+    this.logger = options.logger;
+  }
+
+  /**
+   * A writer for a new blob, or undefined when the store cannot take it (the blob is then
+   * passed through). Throws only what is not the store's state (a bug, an unknown error).
+   */
+  async writerFor(digest: Digest, size: number | undefined): Promise<BlobWriter | undefined> {
+    if (this.readOnly || Date.now() < this.degradedUntil) return undefined;
+    try {
+      if (size !== undefined) {
+        // The root, not the temp area: that may not exist yet. A root that does not exist
+        // either is for createWriter to make (or to say why it cannot).
+        const space = await statfs(this.blobs.paths.root).catch(() => undefined);
+        if (space && space.bavail * space.bsize < size + this.minFreeBytes) {
+          this.degrade(Object.assign(new Error('not enough free space in the store'), { code: 'ENOSPC' }), 0);
+          return undefined;
+        }
+      }
+      return await this.blobs.createWriter(digest);
+    } catch (error) {
+      if (!isStoreUnwritable(error)) throw error;
+      this.degrade(error as Error);
+      return undefined;
+    }
+  }
+
+  /** A fill met a store error: stop trying to write for a while. Other errors are not the store's. */
+  failed(error: unknown): void {
+    if (isStoreUnwritable(error)) this.degrade(error as Error);
+  }
+
+  private degrade(error: Error, forMs = DEGRADED_MS): void {
+    if (Date.now() >= this.degradedUntil) {
+      this.logger.error('store not writable; serving uncached from upstream', { error: error.message, code: (error as NodeJS.ErrnoException).code });
+    }
+    this.degradedUntil = Math.max(this.degradedUntil, Date.now() + forMs);
+  }
+}
