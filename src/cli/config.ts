@@ -15,7 +15,7 @@ export async function config(args: string[]): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const effective = loadConfigOrExit(rest[0]);
+  const effective = loadConfigOrExit(rest[0], { serving: true });
   process.stdout.write(stringify(maskSecrets(effective)));
   process.stderr.write(`pullmirror: configuration ${rest[0] ?? process.env.PULLMIRROR_CONFIG ?? '(defaults and environment)'} is valid\n`);
 }

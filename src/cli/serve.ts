@@ -9,15 +9,17 @@ import { createLogger, type Logger } from '../logging/logger.ts';
 import { listenWithAcceptors, type Listening } from '../http/listen.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { scheduleWarm } from '../warm/schedule.ts';
-import { loadConfigOrExit } from './config-arg.ts';
+import { parseAddr as parseConfigAddr } from '../config/addr.ts';
+import { loadConfigOrExit, logConfigWarnings } from './config-arg.ts';
 
 /**
  * `pullmirror serve [config.yml]`: starts the mirror. Without a file, the schema's defaults
  * and REGISTRY_* environment variables make the whole configuration.
  */
 export async function serve(args: string[]): Promise<void> {
-  const config = loadConfigOrExit(args[0]);
+  const config = loadConfigOrExit(args[0], { serving: true, logWarnings: true });
   const logger = createLogger(config.log);
+  logConfigWarnings(config, logger);
   let mirror: Mirror;
   let server: Server;
   try {
@@ -46,10 +48,16 @@ export async function serve(args: string[]): Promise<void> {
   if (mirror.debugApp && config.http.debug.addr) {
     const debugServer = createServer(mirror.debugApp);
     const debug = parseAddr(config.http.debug.addr);
-    await new Promise<void>((resolve, reject) => {
-      debugServer.once('error', reject);
-      debugServer.listen(debug.port, debug.host, () => resolve());
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        debugServer.once('error', reject);
+        debugServer.listen(debug.port, debug.host, () => resolve());
+      });
+    } catch (error) {
+      // As for the main address: one line naming the address and the reason, no stack trace.
+      process.stderr.write(`pullmirror: cannot listen on ${config.http.debug.addr} (http.debug.addr): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
+      process.exit(1);
+    }
     const debugAddress = debugServer.address() as AddressInfo;
     logger.info('debug listening', { addr: `${debugAddress.address}:${debugAddress.port}` });
     extras.push(() => debugServer.close());
@@ -108,9 +116,10 @@ function createHttpServer(config: Config, mirror: Mirror): Server {
 
 /** `:5000`, `0.0.0.0:5000`, `[::1]:5000` → host and port (distribution's http.addr format). */
 export function parseAddr(addr: string): { host: string | undefined; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr);
-  if (!match) throw new ConfigError(`http.addr: expected host:port, got "${addr}"`);
-  return { host: match[1] ?? (match[2] || undefined), port: Number(match[3]) };
+  const parsed = parseConfigAddr(addr);
+  // The schema refused any other address already; this is for a caller that skipped it.
+  if (!parsed) throw new ConfigError(`http.addr: expected host:port, got "${addr}"`);
+  return parsed;
 }
 
 /**
