@@ -100,5 +100,24 @@ export function report(result: SweepResult): string {
       `${result.kept ? `; ${result.kept} kept (used during the pass)` : ''}${result.capUnreached ? '; size cap not reached (recent content is protected)' : ''}` +
       ` in ${(result.durationMs / 1000).toFixed(2)} s`,
   );
+  lines.push(graceLine(result));
   return `${lines.join('\n')}\n`;
+}
+
+/** How much the grace period holds back from this pass, and until when (wall clock, UTC). */
+function graceLine(result: SweepResult): string {
+  const held = result.graceHeld;
+  const grace = `grace period (storage.eviction.grace ${formatDuration(result.graceMs)})`;
+  if (held.until === undefined) return `${grace} holds nothing back`;
+  const items = `${held.tags} tags, ${held.links} manifests, ${held.blobs} blobs (${size(held.bytes)})`;
+  const when = held.from === held.until ? `until ${iso(held.until)}` : `released between ${iso(held.from!)} and ${iso(held.until)}`;
+  return `${grace} holds back ${items}: ${when}`;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  return `${ms / 1000}s`;
 }
