@@ -77,7 +77,7 @@ export async function warm(args: string[]): Promise<void> {
   bar?.clear();
   const ok = summary.images.length - summary.failed;
   process.stdout.write(
-    `warmed ${ok} of ${summary.images.length} image(s), ${summary.blobs} blob(s): ` +
+    `warmed ${ok} of ${summary.images.length} image(s), ${summary.blobs} distinct blob(s): ` +
       `${formatBytes(summary.fetchedBytes)} fetched into the cache, ${formatBytes(summary.cachedBytes)} already cached, ` +
       `in ${(summary.ms / 1000).toFixed(1)} s\n`,
   );
@@ -87,7 +87,8 @@ export async function warm(args: string[]): Promise<void> {
 function describeImage(result: ImageResult): string {
   if (!result.ok) return `✗ ${result.ref}: ${result.error}`;
   const platforms = result.platforms.length === 1 && result.platforms[0] === 'image' ? '' : ` [${result.platforms.join(', ')}]`;
-  return `✓ ${result.ref}${platforms}: ${result.blobs} blob(s), ${formatBytes(result.fetchedBytes)} fetched, ${formatBytes(result.cachedBytes)} already cached`;
+  const shared = result.sharedBlobs > 0 ? ` (${result.sharedBlobs} shared with an image above)` : '';
+  return `✓ ${result.ref}${platforms}: ${result.blobs} blob(s)${shared}, ${formatBytes(result.fetchedBytes)} fetched, ${formatBytes(result.cachedBytes)} already cached`;
 }
 
 
