@@ -159,7 +159,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format }));
+  app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format, trustedProxies: config.http.trustedproxies }));
   app.use(requestMetrics(ops.traffic, { onMiss: () => ops.storeStats.changed() }));
   const extraHeaders = Object.entries(config.http.headers);
   app.use((_req: Request, res: Response, next: NextFunction) => {

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { validate as validCron } from 'node-cron';
 import parseBytes from 'bytes';
 import cron from 'node-cron';
-import { parseAddr } from './addr.ts';
+import { parseAddr, parseProxyEntry } from './addr.ts';
 import { parseDuration } from './duration.ts';
 
 /*
@@ -195,6 +195,16 @@ const http = z
         letsencrypt: ignored(),
       })
       .optional(),
+    /**
+     * ours: load balancers (addresses or CIDRs) whose X-Forwarded-For is believed, so the access
+     * log names the client rather than the proxy. None by default: a header anyone can send is
+     * worth nothing from an address not listed.
+     */
+    trustedproxies: z
+      .array(str())
+      .or(str().transform((v) => v.split(',').map((a) => a.trim()).filter(Boolean)))
+      .default([])
+      .refine((list) => list.every((entry) => parseProxyEntry(entry) !== undefined), { message: 'expected addresses or CIDRs (10.0.0.0/8, 127.0.0.1, fd00::/8)' }),
   })
   .prefault({});
 
