@@ -278,6 +278,22 @@ describe('security: authentication, private repositories, TLS, secrets', { skip:
     for (const [name, [value]] of Object.entries(SECURITY_HEADERS)) assert.ok(raw.includes(`\r\n${name}: ${value}\r\n`), name);
   });
 
+  it('answers plain HTTP sent to the TLS port with a 400 saying the port speaks TLS, and keeps serving TLS', async () => {
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = connect(authed.port, '127.0.0.1', () => socket.write('GET /v2/ HTTP/1.1\r\nHost: mirror\r\n\r\n'));
+      let data = '';
+      socket.on('data', (chunk) => (data += chunk.toString('latin1')));
+      socket.on('close', () => resolve(data));
+      socket.on('error', reject);
+    });
+    assert.match(raw, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    for (const [name, [value]] of Object.entries(SECURITY_HEADERS)) assert.ok(raw.includes(`\r\n${name}: ${value}\r\n`), name);
+    const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4));
+    assert.equal(body.errors[0].code, 'UNSUPPORTED');
+    assert.match(body.errors[0].message, /this port speaks TLS/);
+    assert.equal((await get(authed, '/v2/', { headers: { authorization: basic(ALICE) } })).status, 200, 'TLS clients unaffected');
+  });
+
   it('never writes a password, a credential header, a hash or a token to its logs (debug level)', () => {
     const secrets = [
       MIRROR_ACCOUNT.password,

@@ -7,6 +7,7 @@ import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../logging/logger.ts';
 import { listenWithAcceptors, type Listening } from '../http/listen.ts';
+import { answerPlainHttpOnTls } from '../http/plain-http-on-tls.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { scheduleWarm } from '../warm/schedule.ts';
 import { parseAddr as parseConfigAddr } from '../config/addr.ts';
@@ -33,6 +34,7 @@ export async function serve(args: string[]): Promise<void> {
   // Idle keep-alive connections should outlive a client's think time between requests.
   server.keepAliveTimeout = 65_000;
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerClientError(error, socket, config.http.headers));
+  if (config.http.tls) answerPlainHttpOnTls(server, config.http.headers);
   const { host, port } = parseAddr(config.http.addr);
   let listening: Listening;
   try {
