@@ -7,6 +7,7 @@ import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import type { Config } from './config/schema.ts';
 import { readFileSync } from 'node:fs';
 import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
+import { watchUpstreamCredentials } from './health/credentials.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
@@ -154,6 +155,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const htpasswd = loadHtpasswd(config, logger);
 
   const ops = createOps(config, paths, upstream, blobs);
+  watchUpstreamCredentials(upstream, ops.readiness, config, logger);
 
   const app = express();
   app.disable('x-powered-by');
