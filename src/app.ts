@@ -12,6 +12,7 @@ import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
 import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
+import { watchUpstreamCredentials } from './health/credentials.ts';
 import type { RegistryContext } from './http/context.ts';
 import { authentication, unauthorized } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
@@ -57,6 +58,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const stores = buildStores(config, logger, storage, caches);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage.paths, upstream, stores.downloads);
+  watchUpstreamCredentials(upstream, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,
     manifests: stores.manifests,
@@ -231,7 +233,7 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format }));
+  app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format, trustedProxies: config.http.trustedproxies }));
   app.use(requestMetrics(ops.traffic, { onMiss: () => ops.storeStats.changed() }));
   const extraHeaders = Object.entries(config.http.headers);
   app.use((_req: Request, res: Response, next: NextFunction) => {

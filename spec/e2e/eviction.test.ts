@@ -110,7 +110,7 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     assert.match(plan, new RegExp(`would remove tag library/old:1 \\(manifest evicted\\)`));
     assert.match(plan, new RegExp(`would remove manifest library/old@${images.old.manifestDigest} \\(ttl, last used `));
     assert.match(plan, new RegExp(`would remove manifest team/multi@${index.digest} `));
-    assert.match(plan, new RegExp(`would remove blob ${images.old.layerDigests[0]} \\d+(\\.\\d+)? KB`));
+    assert.match(plan, new RegExp(`would remove blob ${images.old.layerDigests[0]} \\d+(\\.\\d+)? KiB`));
     assert.match(plan, /^dry run: 2 tags, 4 manifests, 10 blobs, .* to free; store .* -> 0 B/m);
     assert.deepEqual(storeFiles(mirror.root), before, 'a dry run changes nothing, not even access times');
 
@@ -248,8 +248,16 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     const mirror = await world.startMirror({ config: { proxy: { tagfreshness: '0' } } });
     await pull(mirror, 'library/kept:1');
     const before = storeFiles(mirror.root);
-    assert.match(await gc(mirror, '--now', '+1000h'), /^0 tags, 0 manifests, 0 blobs/m);
+    const pulledAt = Date.now();
+    const output = await gc(mirror, '--now', '+1000h');
+    assert.match(output, /^0 tags, 0 manifests, 0 blobs/m);
     assert.deepEqual([...storeFiles(mirror.root).keys()], [...before.keys()]);
+    // The preview says what waits and until when, instead of a bare "0 to free".
+    const held = /^grace period \(storage\.eviction\.grace 10m\) holds back 1 tags, 1 manifests, (\d+) blobs \([^)]+\): (?:until|released between \S+ and) (\S+)$/m.exec(output);
+    assert.ok(held, output);
+    assert.equal(Number(held[1]), [...before.keys()].filter((file) => file.includes('blobs/')).length, 'every stored blob is held back');
+    const until = Date.parse(held[2]);
+    assert.ok(until >= pulledAt + 10 * 60_000 - 60_000 && until <= Date.now() + 10 * 60_000, `released ten minutes after the pull: ${held[2]}`);
     await mirror.stop();
   });
 

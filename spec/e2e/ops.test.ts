@@ -172,7 +172,7 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
     assert.equal(result.code, 0, result.stderr + result.stdout);
     assert.match(result.stdout, /✓ team\/app:1\.0: 3 blob\(s\)/);
     assert.match(result.stdout, /✓ library\/multi:latest \[linux\/amd64, linux\/arm64\]: 4 blob\(s\)/);
-    assert.match(result.stdout, /warmed 2 of 2 image\(s\), 7 blob\(s\)/);
+    assert.match(result.stdout, /warmed 2 of 2 image\(s\), 7 distinct blob\(s\)/);
 
     world.proxy.reset();
     await pull(mirror, 'team/app:1.0');
@@ -187,6 +187,21 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
     assert.equal(again.code, 0);
     assert.match(again.stdout, /0 B fetched into the cache/);
     assert.equal(world.proxy.count('GET', /\/blobs\//), 0);
+  });
+
+  it('warm of images sharing a layer counts the shared blob for each, transfers it once, and prints binary units', async () => {
+    const mirror = await world.startMirror();
+    // The same bytes as team/app's first layer (80 KiB): one blob in two images.
+    const sibling = await pushImage(world.registry.url, PUSHER, { name: 'team/sibling', tag: '1.0', layers: [randomLayer('ops-app-0', 80 * 1024), randomLayer('ops-sibling-1', 4 * 1024)], format: 'docker' });
+    assert.equal(sibling.layerDigests[0], images.app.layerDigests[0]);
+    world.proxy.reset();
+    const result = await pullmirror(['warm', '--mirror', mirror.url, 'team/app:1.0', 'team/sibling:1.0']);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.match(result.stdout, /✓ team\/app:1\.0: 3 blob\(s\), [\d.]+ KiB fetched, 0 B already cached/);
+    assert.match(result.stdout, /✓ team\/sibling:1\.0: 3 blob\(s\) \(1 shared with an image above\), [\d.]+ KiB fetched, 80(\.\d)? KiB already cached/);
+    assert.match(result.stdout, /warmed 2 of 2 image\(s\), 5 distinct blob\(s\)/);
+    assert.doesNotMatch(result.stdout, /\d (KB|MB|GB)\b/, 'binary sizes carry binary names');
+    assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${images.app.layerDigests[0]}`)), 1, 'the shared layer transferred once');
   });
 
   it('warm --platform fetches only that platform of an index', async () => {

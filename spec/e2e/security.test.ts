@@ -104,12 +104,13 @@ describe('security: authentication, private repositories, TLS, secrets', { skip:
     return readDirImage(dest);
   }
 
-  it('challenges GET /v2/ with Basic and its realm, and answers it 200 with valid credentials', async () => {
+  it('with anonymouspull, answers an anonymous GET /v2/ 200 (a dockerd without a login would fall back to Docker Hub), challenge included', async () => {
     const anonymous = await get(authed, '/v2/');
-    assert.equal(anonymous.status, 401);
-    assert.equal(anonymous.headers.get('www-authenticate'), `Basic realm="${REALM}"`);
-    assert.equal(anonymous.json().errors[0].code, 'UNAUTHORIZED');
-    assertSecurityHeaders(anonymous, '401');
+    assert.equal(anonymous.status, 200);
+    assert.equal(anonymous.headers.get('www-authenticate'), `Basic realm="${REALM}"`, 'a client with credentials still learns to send them');
+    assertSecurityHeaders(anonymous, '200');
+    // Empty credentials (skopeo without any) are anonymous too.
+    assert.equal((await get(authed, '/v2/', { headers: { authorization: 'Basic Og==' } })).status, 200);
     const alice = await get(authed, '/v2/', { headers: { authorization: basic(ALICE) } });
     assert.equal(alice.status, 200);
     assertSecurityHeaders(alice, '200');
@@ -220,6 +221,10 @@ describe('security: authentication, private repositories, TLS, secrets', { skip:
       const unknown = await get(offline, '/v2/team/never-seen/manifests/1.0');
       assert.equal(unknown.status, 502, 'no verdict, no upstream: the upstream error');
       assert.equal(unknown.json().errors[0].code, 'UPSTREAM_UNAVAILABLE');
+      // The outage is worth one warning per repository and window, not one per request.
+      for (let i = 0; i < 5; i++) assert.equal((await get(offline, '/v2/library/public/manifests/1.0')).status, 200);
+      const warnings = offline.logLines().filter((line) => line.message === 'repository privacy: upstream not asked');
+      assert.deepEqual(warnings.map((line) => line.repository).sort(), ['library/public', 'team/never-seen', 'team/secret']);
     } finally {
       await offline.stop();
     }
@@ -271,6 +276,22 @@ describe('security: authentication, private repositories, TLS, secrets', { skip:
     });
     assert.match(raw, /^HTTP\/1\.1 400 /);
     for (const [name, [value]] of Object.entries(SECURITY_HEADERS)) assert.ok(raw.includes(`\r\n${name}: ${value}\r\n`), name);
+  });
+
+  it('answers plain HTTP sent to the TLS port with a 400 saying the port speaks TLS, and keeps serving TLS', async () => {
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = connect(authed.port, '127.0.0.1', () => socket.write('GET /v2/ HTTP/1.1\r\nHost: mirror\r\n\r\n'));
+      let data = '';
+      socket.on('data', (chunk) => (data += chunk.toString('latin1')));
+      socket.on('close', () => resolve(data));
+      socket.on('error', reject);
+    });
+    assert.match(raw, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    for (const [name, [value]] of Object.entries(SECURITY_HEADERS)) assert.ok(raw.includes(`\r\n${name}: ${value}\r\n`), name);
+    const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4));
+    assert.equal(body.errors[0].code, 'UNSUPPORTED');
+    assert.match(body.errors[0].message, /this port speaks TLS/);
+    assert.equal((await get(authed, '/v2/', { headers: { authorization: basic(ALICE) } })).status, 200, 'TLS clients unaffected');
   });
 
   it('never writes a password, a credential header, a hash or a token to its logs (debug level)', () => {

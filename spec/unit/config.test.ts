@@ -60,12 +60,24 @@ describe('config', () => {
     assert.equal(config.proxy.ttl, 72 * 3600 * 1000);
   });
 
-  it('stops on an unknown key, naming it and the variable it came from', () => {
-    assert.throws(() => loadConfig({ env: { REGISTRY_PROXY_REMOTEURLL: 'x' } }), (error: Error) => {
-      assert.ok(error instanceof ConfigError);
-      assert.match(error.message, /proxy\.remoteurll \(from REGISTRY_PROXY_REMOTEURLL\): unknown key/);
-      return true;
-    });
+  it('stops on an unknown key in the file; a variable naming no key is warned about by name and ignored', () => {
+    // What Kubernetes injects for a Service named `registry`, and podman's own variable.
+    const stray = {
+      REGISTRY_PORT: 'tcp://10.96.0.12:5000',
+      REGISTRY_PORT_5000_TCP_ADDR: '10.96.0.12',
+      REGISTRY_SERVICE_HOST: '10.96.0.12',
+      REGISTRY_SERVICE_PORT: '5000',
+      REGISTRY_AUTH_FILE: '/run/user/1000/containers/auth.json',
+      REGISTRY_PROXY_REMOTEURLL: 'x',
+    };
+    const warnings: string[] = [];
+    const config = loadConfig({ env: { ...stray, REGISTRY_PROXY_TTL: '24h' }, warnings });
+    assert.equal(config.proxy.ttl, 24 * 3600 * 1000, 'the variables that name keys still apply');
+    assert.deepEqual(warnings, Object.keys(stray).map((name) => `${name} names no configuration key; ignored`));
+    // A variable naming a section whose value holds a bad key: an error naming the variable.
+    assert.throws(() => loadConfig({ env: { REGISTRY_PROXY_WARM: '{schedule: "* * * * *", images: [a], typo: 1}' } }), /proxy\.warm\.typo \(from REGISTRY_PROXY_WARM\): unknown key/);
+    assert.throws(() => loadConfig({ env: { REGISTRY_PROXY_WARM: '{schedule: never, images: [a]}' } }), /proxy\.warm\.schedule \(from REGISTRY_PROXY_WARM\)/);
+    assert.throws(() => loadConfig({ env: { REGISTRY_PROXY_PASSWORDFILE: '/nonexistent/pw' } }), /proxy\.passwordfile \(from REGISTRY_PROXY_PASSWORDFILE\): cannot read/);
     const dir = tempDir('pullmirror-config');
     const file = path.join(dir.path, 'config.yml');
     writeFileSync(file, 'storage:\n  filesystem:\n    rootdir: /x\n');
@@ -108,7 +120,9 @@ describe('config', () => {
     assert.ok(!JSON.stringify(maskSecrets(fromUrl)).includes('s3cret'));
     const both = loadConfig({ env: { REDIS_URL: 'redis://a:6379', REGISTRY_REDIS_URL: 'redis://b:6379' } });
     assert.equal(both.redis.url, 'redis://b:6379', 'the REGISTRY_ name wins');
-    assert.throws(() => loadConfig({ env: { REGISTRY_REDIS_FLEET_LEASEE: '1s' } }), /redis\.fleet\.leasee/);
+    const warnings: string[] = [];
+    loadConfig({ env: { REGISTRY_REDIS_FLEET_LEASEE: '1s' }, warnings });
+    assert.deepEqual(warnings, ['REGISTRY_REDIS_FLEET_LEASEE names no configuration key; ignored']);
   });
 
   it('parses Go durations', () => {
@@ -116,7 +130,72 @@ describe('config', () => {
     assert.equal(parseDuration('1h30m'), 5_400_000);
     assert.equal(parseDuration('250ms'), 250);
     assert.equal(parseDuration('0'), 0);
+    assert.equal(parseDuration(0), 0);
     assert.throws(() => parseDuration('soon'));
+  });
+
+  it('refuses a bare number for a duration with a hint, as distribution would read nanoseconds', () => {
+    const dir = tempDir('pullmirror-config');
+    const file = path.join(dir.path, 'config.yml');
+    writeFileSync(file, 'proxy:\n  ttl: 168\n');
+    assert.throws(() => loadConfig({ file, env: {} }), /proxy\.ttl: a duration needs a unit: 168 → 168h\?/);
+    assert.throws(() => loadConfig({ env: { REGISTRY_HTTP_DRAINTIMEOUT: '60' } }), /http\.draintimeout \(from REGISTRY_HTTP_DRAINTIMEOUT\): a duration needs a unit: 60 → 60h\?/);
+    writeFileSync(file, 'proxy:\n  ttl: 0\n');
+    assert.equal(loadConfig({ file, env: {} }).proxy.ttl, 0, '0 needs no unit');
+  });
+
+  it("reads YAML 1.1 booleans and logrus's level names as distribution does; a type error shows the value", () => {
+    const dir = tempDir('pullmirror-config');
+    const file = path.join(dir.path, 'config.yml');
+    writeFileSync(file, 'log:\n  level: warning\nstorage:\n  delete:\n    enabled: yes\n  maintenance:\n    readonly:\n      enabled: Off\nhealth:\n  upstream:\n    enabled: NO\n');
+    const config = loadConfig({ file, env: { REGISTRY_PROXY_PRIVATEREPOS_PROTECT: 'on' } });
+    assert.equal(config.log.level, 'warn');
+    assert.equal(config.storage.delete.enabled, true);
+    assert.equal(config.storage.maintenance.readonly.enabled, false);
+    assert.equal(config.health.upstream.enabled, false);
+    assert.equal(config.proxy.privaterepos.protect, true);
+    assert.equal(loadConfig({ env: { REGISTRY_LOG_LEVEL: 'INFO' } }).log.level, 'info');
+    assert.equal(loadConfig({ env: { REGISTRY_LOG_LEVEL: 'Debug' } }).log.level, 'debug');
+    assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_DELETE_ENABLED: 'maybe' } }), /storage\.delete\.enabled \(from REGISTRY_STORAGE_DELETE_ENABLED\): expected boolean, got "maybe"/);
+    assert.throws(() => loadConfig({ env: { REGISTRY_HTTP_ACCEPTORS: 'many' } }), /http\.acceptors \(from REGISTRY_HTTP_ACCEPTORS\): expected number, got "many"/);
+    assert.throws(() => loadConfig({ env: { REGISTRY_HTTP_ADDR: '5384' } }), /http\.addr \(from REGISTRY_HTTP_ADDR\): expected host:port .*got "5384"/);
+    // A secret's value is never shown, even when it is the wrong type.
+    writeFileSync(file, 'proxy:\n  password: [hunter2]\n');
+    assert.throws(() => loadConfig({ file, env: {} }), (error: Error) => /proxy\.password/.test(error.message) && !error.message.includes('hunter2'));
+  });
+
+  it('warns about registry:2 keys it ignores, naming each; refuses storage drivers other than the filesystem', () => {
+    const dir = tempDir('pullmirror-config');
+    const file = path.join(dir.path, 'config.yml');
+    writeFileSync(
+      file,
+      [
+        'http:',
+        '  addr: :5000',
+        '  host: https://registry.example.com',
+        'storage:',
+        '  filesystem: {rootdirectory: /var/lib/registry}',
+        '  redirect: {disable: false}',
+        'health:',
+        '  http: [{uri: "http://db:8080/health"}]',
+        'middleware:',
+        '  registry: [{name: redirect}]',
+        'notifications:',
+        '  endpoints: [{name: hook, url: "http://hooks:8080/"}]',
+      ].join('\n'),
+    );
+    const warnings: string[] = [];
+    loadConfig({ file, env: {}, warnings });
+    const named = warnings.map((warning) => warning.split(' ')[0]).sort();
+    assert.deepEqual(named, ['health.http', 'http.host', 'middleware', 'notifications', 'storage.redirect']);
+    assert.ok(warnings.every((warning) => warning.includes('is ignored by pullmirror')));
+    writeFileSync(file, 'storage:\n  s3:\n    bucket: images\n    secretkey: AKIAsecret\n');
+    assert.throws(() => loadConfig({ file, env: {} }), (error: Error) => {
+      assert.match(error.message, /storage\.s3: only filesystem storage is supported/);
+      assert.ok(!error.message.includes('AKIAsecret'));
+      return true;
+    });
+    assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_GCS: '{bucket: x}' } }), /storage\.gcs \(from REGISTRY_STORAGE_GCS\): only filesystem storage is supported/);
   });
 
   it('has eviction and read-only maintenance keys with defaults, and refuses inverted watermarks', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Inventory } from '../../src/eviction/inventory.ts';
-import { planEviction, type EvictionPolicy } from '../../src/eviction/plan.ts';
+import { graceHeldBack, planEviction, type EvictionPolicy } from '../../src/eviction/plan.ts';
 import { manifestReferences, type ManifestReferences } from '../../src/registry/manifest-references.ts';
 
 const d = (label: string) => `sha256:${label.padEnd(64, '0')}`;
@@ -83,5 +83,24 @@ describe('eviction plan', () => {
     assert.deepEqual(manifestReferences(bytes({ config: { digest: d('c') }, layers: [{ digest: d('e') }, { digest: 'sha256:not-hex' }] })).blobs, [d('c'), d('e')]);
     assert.deepEqual(manifestReferences(bytes({ schemaVersion: 1, fsLayers: [{ blobSum: d('f') }] })).blobs, [d('f')]);
     assert.deepEqual(manifestReferences(Buffer.from('not json')), { manifests: [], blobs: [] });
+  });
+
+  it('says what the grace period holds back from a pass, and when the last of it is released', () => {
+    // Everything unused past the TTL, but the orphan blob and the image in s were written 5 minutes ago.
+    const { inventory, refs } = store({ index: 0, amd: 0, arm: 0, image: NOW - 5 * 60_000 });
+    inventory.blobs.get(d('orphan'))!.mtimeMs = NOW - 2 * 60_000;
+    const grace = 10 * 60_000;
+    const withGrace = policy({ protectedSince: NOW - grace, now: NOW + 20 * HOUR });
+    const plan = planEviction(inventory, refs, withGrace);
+    const held = graceHeldBack(inventory, refs, withGrace, grace, plan);
+    assert.deepEqual(names(plan.links), ['1', 'a', 'b']);
+    assert.equal(held.links, 1, "s's image manifest");
+    assert.equal(held.tags, 1, 's:v1');
+    assert.equal(held.blobs, 4, 'the orphan, and the manifest, config and shared layer of the image in s');
+    assert.equal(held.bytes, 7 + 1 + 1 + 50);
+    assert.equal(held.from, NOW - 5 * 60_000 + grace);
+    assert.equal(held.until, NOW - 2 * 60_000 + grace, 'the orphan, written last, is released last');
+    const none = graceHeldBack(inventory, refs, { ...withGrace, protectedSince: Infinity }, 0, planEviction(inventory, refs, { ...withGrace, protectedSince: Infinity }));
+    assert.deepEqual(none, { tags: 0, links: 0, blobs: 0, bytes: 0 });
   });
 });

@@ -53,7 +53,7 @@ describe('security configuration', () => {
     assert.throws(() => loadConfig({ env: { REGISTRY_PROXY_PASSWORDFILE: file, REGISTRY_PROXY_PASSWORD: 'x' } }), /not both/);
     assert.throws(
       () => loadConfig({ env: { REGISTRY_PROXY_PASSWORDFILE: path.join(dir.path, 'missing') } }),
-      (error: Error) => error instanceof ConfigError && /proxy\.passwordfile: cannot read .*ENOENT/.test(error.message),
+      (error: Error) => error instanceof ConfigError && /proxy\.passwordfile \(from REGISTRY_PROXY_PASSWORDFILE\): cannot read .*ENOENT/.test(error.message),
     );
   });
 });

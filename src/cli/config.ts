@@ -1,21 +1,34 @@
 import { stringify } from 'yaml';
 import { maskSecrets } from '../config/load.ts';
+import { parseCommand, usageError, type CommandSpec } from './args.ts';
 import { loadConfigOrExit } from './config-arg.ts';
 
-const USAGE = `usage: pullmirror config check [config.yml]
-  Validates a config (with REGISTRY_* overrides) and prints the effective one, secrets masked.
-  Durations are printed in milliseconds and sizes in bytes, as the mirror uses them.
-`;
+export const CONFIG_CHECK: CommandSpec = {
+  name: 'config check',
+  synopsis: '[options] [config.yml]',
+  description: `
+Validates a config exactly as serve does before it listens (the schema, REGISTRY_* variables,
+then the files it names: htpasswd, TLS certificate and key) and prints the effective config,
+secrets masked; warnings (ignored registry:2 keys, stray REGISTRY_* variables) go to stderr.
+Exit status 0 when serve would start, 2 otherwise. Durations are printed in milliseconds and
+sizes in bytes, as the mirror uses them. Without a file: PULLMIRROR_CONFIG, else the defaults.`,
+  options: {},
+  examples: ['pullmirror config check /etc/pullmirror/config.yml', 'REGISTRY_HTTP_ADDR=:5000 pullmirror config check'],
+  maxPositionals: 1,
+};
+
+const CONFIG = { name: 'config' };
 
 /** `pullmirror config check [config.yml]`: exit 0 and the effective config, or exit 2 naming the bad key. */
 export async function config(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
-  if (sub !== 'check' || rest.length > 1) {
-    process.stderr.write(USAGE);
-    process.exitCode = 2;
+  if (sub === '--help' || sub === '-h') {
+    process.stdout.write(`usage: pullmirror config check [options] [config.yml]\n\nsubcommands:\n  check   validate a config as serve does; print it, secrets masked (pullmirror config check --help)\n`);
     return;
   }
-  const effective = loadConfigOrExit(rest[0]);
+  if (sub !== 'check') usageError(CONFIG, sub === undefined ? 'missing subcommand: check' : `unknown subcommand "${sub}"`);
+  const { positionals } = parseCommand(CONFIG_CHECK, rest);
+  const effective = loadConfigOrExit(positionals[0], { serving: true });
   process.stdout.write(stringify(maskSecrets(effective)));
-  process.stderr.write(`pullmirror: configuration ${rest[0] ?? process.env.PULLMIRROR_CONFIG ?? '(defaults and environment)'} is valid\n`);
+  process.stderr.write(`pullmirror: configuration ${positionals[0] ?? process.env.PULLMIRROR_CONFIG ?? '(defaults and environment)'} is valid\n`);
 }

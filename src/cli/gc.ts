@@ -1,4 +1,3 @@
-import bytes from 'bytes';
 import { parseDuration } from '../config/duration.ts';
 import { sweep, sweepSettings, type SweepResult } from '../eviction/sweeper.ts';
 import { createLogger } from '../logging/logger.ts';
@@ -6,9 +5,32 @@ import { StorePaths } from '../storage/paths.ts';
 import { readStoreId } from '../storage/store-id.ts';
 import { RedisDescriptorCache } from '../cache/redis-descriptor-cache.ts';
 import { createRedisConnection } from '../redis/redis-connection.ts';
+import { formatBytes } from '../util/format-bytes.ts';
+import { parseCommand, usageError, type CommandSpec } from './args.ts';
 import { loadConfigOrExit } from './config-arg.ts';
 
-const USAGE = 'usage: pullmirror gc [--dry-run] [--now TIME] [config.yml]';
+export const GC: CommandSpec = {
+  name: 'gc',
+  synopsis: '[options] [config.yml]',
+  description: `
+One eviction pass over the store, the one the scheduler runs (storage.delete.enabled need not be
+set): tags and manifests unused for proxy.ttl, least recently used images past the size cap, then
+every blob no remaining manifest references. Prints each item it removes, or would remove, with
+sizes, and how many items the grace period (storage.eviction.grace) holds back and until when.
+Safe beside a running mirror on the same store. The config is the file given, else
+PULLMIRROR_CONFIG, else the defaults, with REGISTRY_* variables over it.`,
+  options: {
+    'dry-run': { type: 'boolean', short: 'n', help: 'list what would be removed; remove nothing' },
+    now: {
+      type: 'string',
+      value: 'TIME',
+      help: 'measure the TTL from this moment: an ISO date, epoch milliseconds, or +DURATION from now (+200h)',
+      defaultText: 'now',
+    },
+  },
+  examples: ['pullmirror gc --dry-run /etc/pullmirror/config.yml', 'pullmirror gc --dry-run --now +200h   # what a pass in 200 hours would take'],
+  maxPositionals: 1,
+};
 
 /**
  * `pullmirror gc [--dry-run] [--now TIME] [config.yml]`: one eviction pass over the store by
@@ -21,19 +43,10 @@ const USAGE = 'usage: pullmirror gc [--dry-run] [--now TIME] [config.yml]';
  * moves the clock the TTL is measured with, to preview what a later pass would take.
  */
 export async function gc(args: string[]): Promise<void> {
-  let dryRun = false;
-  let now: number | undefined;
-  let file: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === '--dry-run' || arg === '-n') dryRun = true;
-    else if (arg === '--now' || arg.startsWith('--now=')) now = parseNow(arg.includes('=') ? arg.slice(6) : args[++i]);
-    else if (arg === '--help' || arg === '-h') {
-      process.stdout.write(`${USAGE}\n`);
-      return;
-    } else if (arg.startsWith('-') || file !== undefined) fail(`unexpected argument "${arg}"`);
-    else file = arg;
-  }
+  const { values, positionals } = parseCommand(GC, args);
+  const dryRun = values['dry-run'] === true;
+  const now = typeof values.now === 'string' ? parseNow(values.now) : undefined;
+  const file = positionals[0];
   const config = loadConfigOrExit(file);
   if (config.storage.maintenance.readonly.enabled) {
     process.stdout.write('storage.maintenance.readonly is enabled: the store is not changed, nothing evicted\n');
@@ -52,7 +65,7 @@ export async function gc(args: string[]): Promise<void> {
   }
 }
 
-function parseNow(value: string | undefined): number {
+function parseNow(value: string): number {
   if (!value) fail('--now needs a time');
   if (value.startsWith('+')) {
     try {
@@ -67,11 +80,10 @@ function parseNow(value: string | undefined): number {
 }
 
 function fail(message: string): never {
-  process.stderr.write(`pullmirror gc: ${message}\n${USAGE}\n`);
-  process.exit(2);
+  return usageError(GC, message);
 }
 
-const size = (n: number) => bytes.format(n, { unitSeparator: ' ' }) ?? `${n} B`;
+const size = (n: number) => formatBytes(n, 2);
 
 /** One line per item, then a summary; "would remove" on a dry run. */
 export function report(result: SweepResult): string {
@@ -88,5 +100,24 @@ export function report(result: SweepResult): string {
       `${result.kept ? `; ${result.kept} kept (used during the pass)` : ''}${result.capUnreached ? '; size cap not reached (recent content is protected)' : ''}` +
       ` in ${(result.durationMs / 1000).toFixed(2)} s`,
   );
+  lines.push(graceLine(result));
   return `${lines.join('\n')}\n`;
+}
+
+/** How much the grace period holds back from this pass, and until when (wall clock, UTC). */
+function graceLine(result: SweepResult): string {
+  const held = result.graceHeld;
+  const grace = `grace period (storage.eviction.grace ${formatDuration(result.graceMs)})`;
+  if (held.until === undefined) return `${grace} holds nothing back`;
+  const items = `${held.tags} tags, ${held.links} manifests, ${held.blobs} blobs (${size(held.bytes)})`;
+  const when = held.from === held.until ? `until ${iso(held.until)}` : `released between ${iso(held.from!)} and ${iso(held.until)}`;
+  return `${grace} holds back ${items}: ${when}`;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  return `${ms / 1000}s`;
 }

@@ -7,17 +7,20 @@ import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { createLogger, type Logger } from '../logging/logger.ts';
 import { listenWithAcceptors, type Listening } from '../http/listen.ts';
+import { answerPlainHttpOnTls } from '../http/plain-http-on-tls.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { scheduleWarm } from '../warm/schedule.ts';
-import { loadConfigOrExit } from './config-arg.ts';
+import { parseAddr as parseConfigAddr } from '../config/addr.ts';
+import { loadConfigOrExit, logConfigWarnings } from './config-arg.ts';
 
 /**
  * `pullmirror serve [config.yml]`: starts the mirror. Without a file, the schema's defaults
  * and REGISTRY_* environment variables make the whole configuration.
  */
 export async function serve(args: string[]): Promise<void> {
-  const config = loadConfigOrExit(args[0]);
+  const config = loadConfigOrExit(args[0], { serving: true, logWarnings: true });
   const logger = createLogger(config.log);
+  logConfigWarnings(config, logger);
   let mirror: Mirror;
   let server: Server;
   try {
@@ -32,6 +35,7 @@ export async function serve(args: string[]): Promise<void> {
   server.keepAliveTimeout = 65_000;
   applyTimeouts(server, config.http);
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerClientError(error, socket, config.http.headers));
+  if (config.http.tls) answerPlainHttpOnTls(server, config.http.headers);
   const { host, port } = parseAddr(config.http.addr);
   let listening: Listening;
   try {
@@ -47,10 +51,16 @@ export async function serve(args: string[]): Promise<void> {
   if (mirror.debugApp && config.http.debug.addr) {
     const debugServer = createServer(mirror.debugApp);
     const debug = parseAddr(config.http.debug.addr);
-    await new Promise<void>((resolve, reject) => {
-      debugServer.once('error', reject);
-      debugServer.listen(debug.port, debug.host, () => resolve());
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        debugServer.once('error', reject);
+        debugServer.listen(debug.port, debug.host, () => resolve());
+      });
+    } catch (error) {
+      // As for the main address: one line naming the address and the reason, no stack trace.
+      process.stderr.write(`pullmirror: cannot listen on ${config.http.debug.addr} (http.debug.addr): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
+      process.exit(1);
+    }
     const debugAddress = debugServer.address() as AddressInfo;
     logger.info('debug listening', { addr: `${debugAddress.address}:${debugAddress.port}` });
     extras.push(() => debugServer.close());
@@ -123,9 +133,10 @@ function createHttpServer(config: Config, mirror: Mirror): Server {
 
 /** `:5000`, `0.0.0.0:5000`, `[::1]:5000` → host and port (distribution's http.addr format). */
 export function parseAddr(addr: string): { host: string | undefined; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr);
-  if (!match) throw new ConfigError(`http.addr: expected host:port, got "${addr}"`);
-  return { host: match[1] ?? (match[2] || undefined), port: Number(match[3]) };
+  const parsed = parseConfigAddr(addr);
+  // The schema refused any other address already; this is for a caller that skipped it.
+  if (!parsed) throw new ConfigError(`http.addr: expected host:port, got "${addr}"`);
+  return parsed;
 }
 
 /**

@@ -1,15 +1,27 @@
-import { parseArgs } from 'node:util';
-import parseBytes from 'bytes';
 import { StorePaths } from '../storage/paths.ts';
 import { computeStoreFigures } from '../storage/store-stats.ts';
+import { formatBytes } from '../util/format-bytes.ts';
+import { parseCommand, type CommandSpec } from './args.ts';
 import { loadConfigOrExit } from './config-arg.ts';
+
+export const STATS: CommandSpec = {
+  name: 'stats',
+  synopsis: '[options] [config.yml]',
+  description: `
+The figures of the store the config names, read from the disk (no running mirror needed):
+blobs and bytes, manifests, layers and configs, repositories, tags, temporary files. The config
+is the file given, else PULLMIRROR_CONFIG, else the defaults, with REGISTRY_* variables over it.`,
+  options: { json: { type: 'boolean', help: 'print the figures as JSON' } },
+  examples: ['pullmirror stats /etc/pullmirror/config.yml', 'REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/var/lib/pullmirror pullmirror stats --json'],
+  maxPositionals: 1,
+};
 
 /**
  * `pullmirror stats [config.yml] [--json]`: the figures of the store the config names, read
  * from the disk (no running mirror needed).
  */
 export async function stats(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' } } });
+  const { values, positionals } = parseCommand(STATS, args);
   const config = loadConfigOrExit(positionals[0]);
   const root = config.storage.filesystem.rootdirectory;
   const figures = await computeStoreFigures(new StorePaths(root));
@@ -17,7 +29,7 @@ export async function stats(args: string[]): Promise<void> {
     process.stdout.write(`${JSON.stringify({ root, ...figures }, null, 2)}\n`);
     return;
   }
-  const size = (n: number) => `${parseBytes.format(n, { unitSeparator: ' ', decimalPlaces: 1 })} (${n} bytes)`;
+  const size = (n: number) => `${formatBytes(n)} (${n} bytes)`;
   const layerCount = figures.blobs - figures.manifests;
   const rows: [string, string][] = [
     ['store', root],

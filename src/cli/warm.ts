@@ -1,40 +1,35 @@
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import parseBytes from 'bytes';
+import { formatBytes } from '../util/format-bytes.ts';
+import { parseCommand, usageError as commandUsageError, type CommandSpec } from './args.ts';
 import { parsePlatform, warmImages, type ImageResult, type WarmProgress } from '../warm/warm.ts';
 
-const USAGE = `usage: pullmirror warm [--mirror URL] [--platform os/arch[/variant]]… [--file LIST] [--concurrency N] [--user USER] IMAGE…
-  Pulls images through a running mirror so it caches them: every platform of an index, or
-  only the --platform ones. IMAGE is alpine:3.20, library/alpine@sha256:…, docker.io/team/app:v1.
-  --file reads more images, one a line (# starts a comment). Exits 1 if any image failed.
-  --user (or PULLMIRROR_USER): the mirror's own account (auth.htpasswd); the password comes
-  from PULLMIRROR_PASSWORD, never from the command line.
-`;
+export const WARM: CommandSpec = {
+  name: 'warm',
+  synopsis: '[options] IMAGE…',
+  description: `
+Pulls images through a running mirror so it caches them, as a client would: the manifest, then
+every blob (a blob the mirror already holds is not downloaded again). An index is warmed for
+every platform, or only the --platform ones. IMAGE is alpine:3.20, library/alpine@sha256:…,
+docker.io/team/app:v1. Shows progress on a terminal, plain lines otherwise, then a summary;
+exits 1 if any image failed. With --user (the mirror's own htpasswd account) the password comes
+from PULLMIRROR_PASSWORD, never from the command line.`,
+  options: {
+    mirror: { type: 'string', value: 'URL', help: 'the mirror to warm', default: process.env.PULLMIRROR_URL ?? 'http://127.0.0.1:5000', defaultText: `${process.env.PULLMIRROR_URL ?? 'http://127.0.0.1:5000'}, or PULLMIRROR_URL` },
+    platform: { type: 'string', multiple: true, value: 'OS/ARCH[/VARIANT]', help: 'only this platform of an index', defaultText: 'every platform' },
+    file: { type: 'string', short: 'f', multiple: true, value: 'LIST', help: 'read more images from a file, one a line (# starts a comment)' },
+    concurrency: { type: 'string', value: 'N', help: 'images warmed at once', default: '4' },
+    user: { type: 'string', value: 'USER', help: "the mirror's account (auth.htpasswd); password from PULLMIRROR_PASSWORD", defaultText: process.env.PULLMIRROR_USER ? `${process.env.PULLMIRROR_USER}, from PULLMIRROR_USER` : 'none, or PULLMIRROR_USER' },
+  },
+  examples: ['pullmirror warm --mirror http://mirror:5000 alpine:3.20 node:24 --platform linux/amd64', 'pullmirror warm --file images.txt'],
+  maxPositionals: Infinity,
+};
 
 /** `pullmirror warm IMAGE…`: pre-fetches images through a mirror's HTTP API. */
 export async function warm(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        mirror: { type: 'string', default: process.env.PULLMIRROR_URL ?? 'http://127.0.0.1:5000' },
-        platform: { type: 'string', multiple: true },
-        file: { type: 'string', short: 'f', multiple: true },
-        concurrency: { type: 'string', default: '4' },
-        user: { type: 'string', default: process.env.PULLMIRROR_USER },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (error) {
-    return usageError((error as Error).message);
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return;
-  }
+  const parsed = parseCommand(WARM, args);
+  const values = parsed.values as { mirror: string; platform?: string[]; file?: string[]; concurrency: string; user?: string };
+  values.user ??= process.env.PULLMIRROR_USER;
+  const positionals = parsed.positionals;
   const images = [...positionals];
   for (const file of values.file ?? []) {
     let text: string;
@@ -82,7 +77,7 @@ export async function warm(args: string[]): Promise<void> {
   bar?.clear();
   const ok = summary.images.length - summary.failed;
   process.stdout.write(
-    `warmed ${ok} of ${summary.images.length} image(s), ${summary.blobs} blob(s): ` +
+    `warmed ${ok} of ${summary.images.length} image(s), ${summary.blobs} distinct blob(s): ` +
       `${formatBytes(summary.fetchedBytes)} fetched into the cache, ${formatBytes(summary.cachedBytes)} already cached, ` +
       `in ${(summary.ms / 1000).toFixed(1)} s\n`,
   );
@@ -92,12 +87,10 @@ export async function warm(args: string[]): Promise<void> {
 function describeImage(result: ImageResult): string {
   if (!result.ok) return `✗ ${result.ref}: ${result.error}`;
   const platforms = result.platforms.length === 1 && result.platforms[0] === 'image' ? '' : ` [${result.platforms.join(', ')}]`;
-  return `✓ ${result.ref}${platforms}: ${result.blobs} blob(s), ${formatBytes(result.fetchedBytes)} fetched, ${formatBytes(result.cachedBytes)} already cached`;
+  const shared = result.sharedBlobs > 0 ? ` (${result.sharedBlobs} shared with an image above)` : '';
+  return `✓ ${result.ref}${platforms}: ${result.blobs} blob(s)${shared}, ${formatBytes(result.fetchedBytes)} fetched, ${formatBytes(result.cachedBytes)} already cached`;
 }
 
-function formatBytes(n: number): string {
-  return parseBytes.format(n, { unitSeparator: ' ', decimalPlaces: 1 }) ?? `${n} B`;
-}
 
 /** One line redrawn in place on a terminal: a bar over the bytes known so far. */
 class ProgressLine {
@@ -126,7 +119,6 @@ class ProgressLine {
   }
 }
 
-function usageError(message: string): void {
-  process.stderr.write(`pullmirror warm: ${message}\n${USAGE}`);
-  process.exitCode = 2;
+function usageError(message: string): never {
+  return commandUsageError(WARM, message);
 }

@@ -4,13 +4,16 @@ const UNIT_MS: Record<string, number> = {
 
 /**
  * Parses a Go duration ("168h", "1h30m", "500ms", "0") into milliseconds, because
- * distribution's config files write durations that way. A bare number means seconds.
+ * distribution's config files write durations that way. A bare number other than 0 is
+ * refused: distribution reads one as nanoseconds, and whoever wrote `ttl: 168` meant hours or
+ * seconds, never that; the message suggests the unit.
  */
 export function parseDuration(input: string | number): number {
-  if (typeof input === 'number') return input * 1000;
-  const text = input.trim();
-  if (text === '0') return 0;
-  if (/^\d+(\.\d+)?$/.test(text)) return Number(text) * 1000;
+  const text = String(input).trim();
+  if (/^0+(\.0+)?$/.test(text)) return 0;
+  if (/^-?\d+(\.\d+)?$/.test(text)) {
+    throw new Error(`a duration needs a unit: ${text} → ${text}h? ${text}s? (Go syntax: 500ms, 30s, 5m, 168h)`);
+  }
   const part = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/y;
   let total = 0;
   let index = 0;

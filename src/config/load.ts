@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { ignoredKeyWarnings } from './ignored-keys.ts';
 import { configSchema, SECRET_KEYS, type Config } from './schema.ts';
+import { namesKey } from './schema-paths.ts';
 import { resolveSecretFiles } from './secret-files.ts';
 
 /** Thrown for any bad configuration; its message names the offending key. */
@@ -14,12 +16,25 @@ export class ConfigError extends Error {
 
 const ENV_PREFIX = 'REGISTRY_';
 
+export interface LoadOptions {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Receives what does not stop start-up but should be said: stray variables, ignored keys. */
+  warnings?: string[];
+}
+
 /**
  * Loads the configuration: the schema's defaults, then the YAML file if one is given, then
  * REGISTRY_* environment variables the distribution way (REGISTRY_PROXY_REMOTEURL sets
  * proxy.remoteurl). An env value that is YAML for a mapping or a list sets a whole section.
+ *
+ * A variable that names no key (Kubernetes' REGISTRY_PORT and REGISTRY_SERVICE_HOST for a
+ * Service called registry, podman's REGISTRY_AUTH_FILE) is not ours: it is named in a warning
+ * and ignored. An unknown key in the file still stops start-up, and every error a variable
+ * caused names the variable.
  */
-export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } = {}): Config {
+export function loadConfig(options: LoadOptions = {}): Config {
+  const warnings = options.warnings ?? [];
   const env = options.env ?? process.env;
   let raw: Record<string, unknown> = {};
   if (options.file) {
@@ -40,6 +55,10 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith(ENV_PREFIX) || value === undefined) continue;
     const path = name.slice(ENV_PREFIX.length).toLowerCase().split('_');
+    if (!namesKey(path)) {
+      warnings.push(`${name} names no configuration key; ignored`);
+      continue;
+    }
     setPath(raw, path, envValue(value));
     fromEnv.set(path.join('.'), name);
   }
@@ -48,7 +67,27 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
     setPath(raw, ['redis', 'url'], env.REDIS_URL);
     fromEnv.set('redis.url', 'REDIS_URL');
   }
-  return resolveSecretFiles(validate(raw, fromEnv), (message) => new ConfigError(message));
+  const config = validate(raw, fromEnv);
+  warnings.push(...ignoredKeyWarnings(raw));
+  return resolveSecretFiles(config, (message) => new ConfigError(withSource(message, fromEnv)));
+}
+
+/** `proxy.passwordfile: …` → `proxy.passwordfile (from REGISTRY_PROXY_PASSWORDFILE): …` when a variable set it. */
+function withSource(message: string, fromEnv: Map<string, string>): string {
+  const key = /^([a-z0-9.]+):/.exec(message)?.[1];
+  const source = key ? sourceOf(key, fromEnv) : undefined;
+  return source ? `${key} (from ${source})${message.slice(key!.length)}` : message;
+}
+
+/**
+ * The variables behind a key: the one that set it, or set a section holding it
+ * (REGISTRY_PROXY_WARM={…} for proxy.warm.schedule), or set something inside it.
+ */
+function sourceOf(key: string, fromEnv: Map<string, string>): string | undefined {
+  const exact = fromEnv.get(key);
+  if (exact) return exact;
+  const names = [...fromEnv].filter(([path]) => key.startsWith(`${path}.`) || (key !== '' && path.startsWith(`${key}.`))).map(([, name]) => name);
+  return names.length > 0 ? names.join(', ') : undefined;
 }
 
 function envValue(value: string): unknown {
@@ -74,7 +113,7 @@ function setPath(target: Record<string, unknown>, path: string[], value: unknown
 }
 
 function validate(raw: unknown, fromEnv: Map<string, string>): Config {
-  const result = configSchema.safeParse(raw);
+  const result = configSchema.safeParse(raw, { reportInput: true });
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => describeIssue(issue, fromEnv));
   throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
@@ -84,11 +123,26 @@ function describeIssue(issue: z.core.$ZodIssue, fromEnv: Map<string, string>): s
   const keys = issue.code === 'unrecognized_keys' ? issue.keys.map((key) => [...issue.path, key].join('.')) : [issue.path.join('.')];
   return keys
     .map((key) => {
-      const source = fromEnv.get(key) ? ` (from ${fromEnv.get(key)})` : '';
-      const what = issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message;
+      const variable = sourceOf(key, fromEnv);
+      const source = variable ? ` (from ${variable})` : '';
+      const what = issue.code === 'unrecognized_keys' ? 'unknown key' : describeValueIssue(key, issue);
       return `${key || '(root)'}${source}: ${what}`;
     })
     .join('\n  ');
+}
+
+/** The issue's message with the value it was given (`expected boolean, got "maybe"`); a secret's value is never shown. */
+function describeValueIssue(key: string, issue: z.core.$ZodIssue): string {
+  const input = (issue as { input?: unknown }).input;
+  const secret = SECRET_KEYS.some((name) => key === name || key.startsWith(`${name}.`));
+  // Scalars only: a section (storage.s3 with its secretkey) may hold secrets of its own.
+  const scalar = typeof input === 'string' || typeof input === 'number' || typeof input === 'boolean';
+  const json = !scalar || secret ? undefined : JSON.stringify(input);
+  if (json === undefined) return issue.message;
+  const text = json.length > 80 ? `${json.slice(0, 77)}...` : json;
+  if (issue.code === 'invalid_type') return `expected ${issue.expected}, got ${text}`;
+  if (issue.message.includes(String(input))) return issue.message;
+  return `${issue.message}, got ${text}`;
 }
 
 /** A copy of the config fit for printing: every secret replaced by "*****". */

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { validate as validCron } from 'node-cron';
 import parseBytes from 'bytes';
 import cron from 'node-cron';
+import { parseAddr, parseProxyEntry } from './addr.ts';
 import { parseDuration } from './duration.ts';
 
 /*
@@ -14,8 +15,13 @@ import { parseDuration } from './duration.ts';
  */
 
 const str = () => z.preprocess((v) => (typeof v === 'number' || typeof v === 'boolean' ? String(v) : v), z.string());
+/**
+ * A boolean as Go's YAML (yaml.v2, distribution's parser) reads one: YAML 1.1's yes/no/on/off
+ * and y/n besides true/false, in any of their cases, so a distribution config means the same here.
+ */
+const YAML11_BOOLEANS: Record<string, boolean> = { true: true, yes: true, y: true, on: true, false: false, no: false, n: false, off: false };
 const bool = () =>
-  z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean());
+  z.preprocess((v) => (typeof v === 'string' && Object.hasOwn(YAML11_BOOLEANS, v.trim().toLowerCase()) ? YAML11_BOOLEANS[v.trim().toLowerCase()] : v), z.boolean());
 const int = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
 const percent = () =>
@@ -40,12 +46,21 @@ const size = () =>
     }
     return Math.floor(parsed);
   });
-/** distribution keys pullmirror reads but has no use for: accepted, so old configs start. */
-const ignored = () => z.unknown().optional();
+/**
+ * distribution keys pullmirror reads but has no use for: accepted, so old configs start, and
+ * named in a warning when set (src/config/ignored-keys.ts says what each did in registry:2).
+ */
+const ignored = () => z.unknown().optional().meta({ ignored: true });
+/** A host:port address as distribution's http.addr: `:5000`, `0.0.0.0:5000`, `[::1]:5000`. */
+const addr = () => str().refine((v) => parseAddr(v) !== undefined, { message: 'expected host:port (":5000", "127.0.0.1:5000", "[::1]:5000")' });
+/** logrus's level names as distribution accepts them (any case; warning, trace, fatal, panic too). */
+const LOG_LEVEL_ALIASES: Record<string, string> = { warning: 'warn', trace: 'debug', fatal: 'error', panic: 'error' };
 
 const log = z
   .strictObject({
-    level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+    level: z
+      .preprocess((v) => (typeof v === 'string' ? (LOG_LEVEL_ALIASES[v.trim().toLowerCase()] ?? v.trim().toLowerCase()) : v), z.enum(['error', 'warn', 'info', 'debug']))
+      .default('info'),
     formatter: z.enum(['text', 'json', 'logstash']).default('text'),
     fields: z.record(z.string(), z.unknown()).optional(),
     accesslog: z
@@ -58,6 +73,14 @@ const log = z
     hooks: ignored(),
   })
   .prefault({});
+
+/** Storage drivers distribution has that pullmirror does not: named, so the error says what is supported. */
+const unsupportedStorage = (driver: string) =>
+  z
+    .unknown()
+    .refine((v) => v === undefined, { message: `only filesystem storage is supported (storage.filesystem.rootdirectory)` })
+    .optional()
+    .meta({ unsupported: true });
 
 const storage = z
   .strictObject({
@@ -114,12 +137,18 @@ const storage = z
       .prefault({}),
     redirect: ignored(),
     tag: ignored(),
+    s3: unsupportedStorage('s3'),
+    azure: unsupportedStorage('azure'),
+    gcs: unsupportedStorage('gcs'),
+    swift: unsupportedStorage('swift'),
+    oss: unsupportedStorage('oss'),
+    inmemory: unsupportedStorage('inmemory'),
   })
   .prefault({});
 
 const http = z
   .strictObject({
-    addr: str().default('127.0.0.1:5000'),
+    addr: addr().default('127.0.0.1:5000'),
     net: z.enum(['tcp']).default('tcp'),
     host: ignored(),
     prefix: ignored(),
@@ -132,7 +161,7 @@ const http = z
      */
     debug: z
       .strictObject({
-        addr: str().optional(),
+        addr: addr().optional(),
         prometheus: z
           .strictObject({
             // distribution's default is false; ours is true, the metrics being cheap.
@@ -173,12 +202,22 @@ const http = z
         letsencrypt: ignored(),
       })
       .optional(),
+    /**
+     * ours: load balancers (addresses or CIDRs) whose X-Forwarded-For is believed, so the access
+     * log names the client rather than the proxy. None by default: a header anyone can send is
+     * worth nothing from an address not listed.
+     */
+    trustedproxies: z
+      .array(str())
+      .or(str().transform((v) => v.split(',').map((a) => a.trim()).filter(Boolean)))
+      .default([])
+      .refine((list) => list.every((entry) => parseProxyEntry(entry) !== undefined), { message: 'expected addresses or CIDRs (10.0.0.0/8, 127.0.0.1, fd00::/8)' }),
   })
   .prefault({});
 
 /** Auth kinds distribution has that pullmirror does not: named, so the error says what to use. */
 const unsupportedAuth = (kind: string) =>
-  z.unknown().refine((v) => v === undefined, { message: `auth.${kind} is not supported by pullmirror; use auth.htpasswd` }).optional();
+  z.unknown().refine((v) => v === undefined, { message: `auth.${kind} is not supported by pullmirror; use auth.htpasswd` }).optional().meta({ unsupported: true });
 
 /** Who may pull from the mirror: distribution's auth section; htpasswd is the one kind supported. */
 const auth = z

@@ -163,3 +163,52 @@ export function pinsOf(digest: string, references: Map<string, ManifestReference
   visit(digest, 0);
   return [...pins];
 }
+
+/** What the grace period kept out of a plan: items a pass without it would take, and when the last of them is released. */
+export interface GraceHeldBack {
+  tags: number;
+  links: number;
+  blobs: number;
+  bytes: number;
+  /** Wall-clock time (ms) the first and the last held item leave the grace period; undefined when none is held. */
+  from?: number;
+  until?: number;
+}
+
+/**
+ * The same plan without the grace period, compared with `plan`: a dry run that says "0 to free"
+ * while minutes-old content waits is a trap, so the preview says how much waits and until when.
+ */
+export function graceHeldBack(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy, graceMs: number, plan: EvictionPlan): GraceHeldBack {
+  const without = planEviction(inventory, references, { ...policy, protectedSince: Infinity });
+  const planned = {
+    tags: new Set(plan.tags.map((tag) => `${tag.repository}:${tag.tag}`)),
+    links: new Set(plan.links.map((link) => `${link.repository}@${link.digest}`)),
+    blobs: new Set(plan.blobs.map((blob) => blob.digest)),
+  };
+  const held: GraceHeldBack = { tags: 0, links: 0, blobs: 0, bytes: 0 };
+  const release = (time: number) => {
+    const at = time + graceMs;
+    held.from = Math.min(held.from ?? at, at);
+    held.until = Math.max(held.until ?? at, at);
+  };
+  for (const tag of without.tags) {
+    if (planned.tags.has(`${tag.repository}:${tag.tag}`)) continue;
+    held.tags++;
+    release(tag.mtimeMs);
+  }
+  for (const link of without.links) {
+    if (planned.links.has(`${link.repository}@${link.digest}`)) continue;
+    held.links++;
+    release(link.lastAccess);
+  }
+  for (const blob of without.blobs) {
+    if (planned.blobs.has(blob.digest)) continue;
+    held.blobs++;
+    held.bytes += blob.size;
+    // A blob kept by a held manifest is released with it; one protected itself has its own time.
+    const mtimeMs = inventory.blobs.get(blob.digest)?.mtimeMs ?? 0;
+    if (mtimeMs >= policy.protectedSince) release(mtimeMs);
+  }
+  return held;
+}

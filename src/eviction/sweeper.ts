@@ -7,7 +7,7 @@ import { parseDigest } from '../registry/digest.ts';
 import { isNotFound } from '../storage/blob-store.ts';
 import type { StorePaths } from '../storage/paths.ts';
 import { mapLimited, readInventory, type Inventory, type StoredRecord } from './inventory.ts';
-import { pinsOf, planEviction, type EvictionPlan, type PlannedLink } from './plan.ts';
+import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedLink } from './plan.ts';
 import { manifestReferences, type ManifestReferences } from '../registry/manifest-references.ts';
 
 /** What a running mirror tells a sweep, and learns from it. */
@@ -45,6 +45,9 @@ export interface SweepResult extends EvictionPlan {
   /** `_layers` links and `_access` files removed with what they described (0 on a dry run). */
   records: number;
   durationMs: number;
+  /** What the grace period kept from this pass (storage.eviction.grace), and until when. */
+  graceHeld: GraceHeldBack;
+  graceMs: number;
 }
 
 export function sweepSettings(config: Config): SweepSettings {
@@ -70,16 +73,18 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
   const protectedSince = started - options.graceMs;
   const inventory = await readInventory(options.paths);
   const references = await readReferences(options.paths, inventory);
-  const plan = planEviction(inventory, references, {
+  const policy = {
     now: options.now ?? started,
     ttlMs: options.ttlMs,
     protectedSince,
     maxSize: options.maxSize,
     highWatermark: options.highWatermark,
     lowWatermark: options.lowWatermark,
-  });
+  };
+  const plan = planEviction(inventory, references, policy);
+  const grace = { graceHeld: graceHeldBack(inventory, references, policy, options.graceMs, plan), graceMs: options.graceMs };
   if (options.dryRun) {
-    return { ...plan, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Date.now() - started };
+    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Date.now() - started };
   }
   const { paths, hooks = {} } = options;
   const untouched = async (path: string): Promise<boolean> => {
@@ -127,7 +132,7 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
   evictions.labels('manifest').inc(links.length);
   evictions.labels('blob').inc(blobs.length);
   evictedBytes.inc(freed);
-  return { ...plan, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Date.now() - started };
+  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Date.now() - started };
 }
 
 /**

@@ -97,6 +97,29 @@ export function upstreamReachableProbe(upstream: UpstreamRegistry, timeoutMs: nu
 }
 
 /**
+ * The upstream takes the mirror's credentials: fails while they are refused (the mirror pulls
+ * anonymously meanwhile), so a deploy with a wrong proxy.password does not look ready. While
+ * refused (or not yet checked) each probe asks again, one token request; once accepted it asks
+ * nothing, a refusal during real traffic turning it back.
+ */
+export function upstreamCredentialsProbe(upstream: UpstreamRegistry): () => Promise<void> {
+  return async () => {
+    let status = upstream.credentialStatus;
+    if (status.state === 'refused' || status.state === 'unchecked') {
+      try {
+        status = await upstream.checkCredentials();
+      } catch {
+        // Unreachable: the upstream check reports that; the credentials are not known bad.
+        return;
+      }
+    }
+    if (status.state === 'refused') {
+      throw new Error(`the mirror's upstream credentials were refused by ${status.realm} (${status.status}); pulling anonymously`);
+    }
+  };
+}
+
+/**
  * distribution's file check: unhealthy while the file exists. Operators touch it to take an
  * instance out of a load balancer before maintenance.
  */
@@ -120,8 +143,13 @@ export class Readiness {
     this.checks = checks;
   }
 
+  add(check: CachedCheck): void {
+    this.checks.push(check);
+  }
+
   async status(): Promise<{ ready: boolean; checks: Record<string, CheckStatus> }> {
     const results = await Promise.all(this.checks.map(async (check) => [check.name, await check.status()] as const));
     return { ready: results.every(([, status]) => status.ok), checks: Object.fromEntries(results) };
   }
 }
+

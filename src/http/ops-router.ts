@@ -109,6 +109,8 @@ export async function statusDocument(ops: OpsContext) {
     upstream: {
       url: ops.upstream.url.origin,
       rateLimit: rateLimit ? { remaining: rateLimit.remaining, limit: rateLimit.limit, windowS: rateLimit.windowS, observedAt: rateLimit.observedAt } : null,
+      // Whether the upstream takes the mirror's own credentials (refused: pulls go anonymously).
+      credentials: ops.upstream.credentialStatus,
     },
     store,
     fillsInFlight: ops.fillsInFlight(),

@@ -123,7 +123,9 @@ function drawChart(minutes) {
 }
 
 function render(s) {
-  $('upstream').textContent = s.upstream.url;
+  const creds = s.upstream.credentials;
+  $('upstream').textContent = s.upstream.url + (creds && creds.state === 'refused' ? ' (credentials refused by ' + creds.realm + ': pulling anonymously)' : '');
+  $('upstream').className = creds && creds.state === 'refused' ? 'miss' : '';
   show('store-size', s.store.bytes, formatBytes(s.store.bytes));
   show('store-blobs', s.store.blobs);
   show('store-repositories', s.store.repositories);

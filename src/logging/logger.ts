@@ -5,7 +5,8 @@ import type { Config } from '../config/schema.ts';
 export type Logger = winston.Logger;
 
 /**
- * Builds the process logger: JSON lines (json/logstash) or one readable line per event (text).
+ * Builds the process logger: JSON lines (json), logstash-shaped JSON lines (logstash), or one
+ * readable line per event (text).
  * Callers log fields first and a short fixed message; secrets are never passed in.
  */
 export function createLogger(config: Config['log']): Logger {
@@ -15,10 +16,16 @@ export function createLogger(config: Config['log']): Logger {
       .join(' ');
     return `${timestamp} ${level} ${message}${rest ? ` ${rest}` : ''}`;
   });
+  // logstash's json codec (and logrus's logstash formatter, which distribution uses): @timestamp
+  // and @version, the message under `message`, the fields beside it.
+  const logstash = winston.format.printf(({ level, message, timestamp, ...fields }) =>
+    JSON.stringify({ '@timestamp': timestamp, '@version': '1', message, level, ...fields }),
+  );
+  const formats = { text, json: winston.format.json(), logstash };
   return winston.createLogger({
     level: config.level,
     defaultMeta: config.fields,
-    format: winston.format.combine(winston.format.timestamp(), config.formatter === 'text' ? text : winston.format.json()),
+    format: winston.format.combine(winston.format.timestamp(), formats[config.formatter]),
     transports: [new StdoutTransport()],
   });
 }

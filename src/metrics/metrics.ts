@@ -116,6 +116,13 @@ export interface MetricSources {
 
 let sources: MetricSources | undefined;
 
+let credentialsSource: (() => { state: string }) | undefined;
+
+/** Connects the credentials gauge to the upstream whose credentials it reports. */
+export function bindCredentialsSource(next: () => { state: string }): void {
+  credentialsSource = next;
+}
+
 /** Connects the scrape-time gauges to a running mirror (the last one bound wins). */
 export function bindSources(next: MetricSources): void {
   sources = next;
@@ -127,6 +134,15 @@ new Gauge({
   registers: [metricsRegistry],
   collect() {
     this.set(sources?.fillsInFlight() ?? 0);
+  },
+});
+
+new Gauge({
+  name: 'pullmirror_upstream_credentials_refused',
+  help: "1 while the upstream refuses the mirror's credentials (pulls go anonymously meanwhile), else 0",
+  registers: [metricsRegistry],
+  collect() {
+    this.set(credentialsSource?.().state === 'refused' ? 1 : 0);
   },
 });
 

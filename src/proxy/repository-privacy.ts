@@ -21,11 +21,14 @@ export class RepositoryPrivacy {
   private readonly logger: Logger;
   private readonly verdicts: LRUCache<string, AccessVerdict>;
   private readonly inflight = new SingleFlight<AccessVerdict>();
+  /** Repositories whose outage was logged this window: one warning each, not one per request. */
+  private readonly warned: LRUCache<string, true>;
 
   constructor(options: { links: RepositoryLinks; ttlMs: number; logger: Logger }) {
     this.links = options.links;
     this.logger = options.logger;
     this.verdicts = new LRUCache({ max: 50_000, ttl: Math.max(options.ttlMs, 1) });
+    this.warned = new LRUCache({ max: 50_000, ttl: Math.max(options.ttlMs, 60_000) });
   }
 
   /** `probePath`: an upstream path for the anonymous HEAD, e.g. `/v2/<name>/manifests/<tag>`. */
@@ -41,7 +44,10 @@ export class RepositoryPrivacy {
         // Upstream cannot be asked: the verdict last recorded answers; without one, the client
         // gets the upstream error, never content.
         const saved = await this.links.readVerdict(name).catch(() => undefined);
-        this.logger.warn('repository privacy: upstream not asked', { repository: name, using: saved ?? 'none', error: (error as Error).message });
+        if (!this.warned.has(key)) {
+          this.warned.set(key, true);
+          this.logger.warn('repository privacy: upstream not asked', { repository: name, using: saved ?? 'none', error: (error as Error).message });
+        }
         if (saved) return saved;
         throw error;
       }

@@ -17,6 +17,21 @@ interface TokenResponse {
   issued_at?: string;
 }
 
+/**
+ * The token server refused the mirror's own credentials (401/403 to a request carrying them):
+ * a configuration fault, not a client's. UpstreamRegistry falls back to anonymous tokens on it.
+ */
+export class CredentialsRefusedError extends RegistryError {
+  readonly realm: string;
+  readonly upstreamStatus: number;
+
+  constructor(realm: string, upstreamStatus: number) {
+    super('DENIED', "upstream token server refused the mirror's credentials", { status: 502 });
+    this.realm = realm;
+    this.upstreamStatus = upstreamStatus;
+  }
+}
+
 /** Tokens live at least this long per the spec when the server gives no expiry. */
 const DEFAULT_EXPIRES_IN_S = 60;
 
@@ -74,8 +89,11 @@ export class TokenCache {
     if (response.statusCode !== 200) {
       await response.body.dump();
       this.logger.warn('upstream token refused', { realm: url.origin + url.pathname, scope, status: response.statusCode });
+      if ((response.statusCode === 401 || response.statusCode === 403) && this.credentials) {
+        throw new CredentialsRefusedError(url.origin + url.pathname, response.statusCode);
+      }
       if (response.statusCode === 401 || response.statusCode === 403) {
-        throw new RegistryError('DENIED', 'upstream token server refused the mirror\'s credentials', { status: 502 });
+        throw new RegistryError('DENIED', 'upstream token server refused an anonymous token', { status: 502 });
       }
       throw new RegistryError('UPSTREAM_UNAVAILABLE', `upstream token server answered ${response.statusCode}`);
     }

@@ -2,7 +2,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import type { Logger } from '../logging/logger.ts';
 import { upstreamDuration } from '../metrics/metrics.ts';
 import { parseChallenge, type Challenge } from './challenge.ts';
-import { TokenCache, type Credentials } from './token-cache.ts';
+import { CredentialsRefusedError, TokenCache, type Credentials } from './token-cache.ts';
 import { header, upstreamNetworkError } from './upstream-errors.ts';
 
 export interface UpstreamOptions {
@@ -39,6 +39,17 @@ function parseLimitHeader(value: string | undefined): { value: number; window?: 
   return { value: Number(match[1]), window: match[2] ? Number(match[2]) : undefined };
 }
 
+/**
+ * What the upstream made of the mirror's own credentials: `none` configured, `unchecked` yet,
+ * `accepted`, `refused` (by `realm`, with `status`), or `unused` (the upstream asks for none).
+ */
+export interface CredentialStatus {
+  state: 'none' | 'unchecked' | 'accepted' | 'refused' | 'unused';
+  realm?: string;
+  status?: number;
+  since: number;
+}
+
 const DOCKER_HUB_HOSTS = new Set(['registry-1.docker.io', 'index.docker.io', 'docker.io']);
 const MAX_REDIRECTS = 5;
 
@@ -64,6 +75,12 @@ export class UpstreamRegistry {
   private ping?: Promise<void>;
   /** Docker Hub's pull allowance as its last response stated it. */
   rateLimit?: RateLimit;
+  /**
+   * Whether the upstream takes the mirror's credentials. While they are refused every request
+   * goes anonymously instead (public images keep being served); a later check may accept them.
+   */
+  credentialStatus: CredentialStatus;
+  private readonly credentialListeners: ((status: CredentialStatus) => void)[] = [];
 
   constructor(options: UpstreamOptions) {
     this.url = new URL(options.url.replace(/\/+$/, ''));
@@ -81,6 +98,7 @@ export class UpstreamRegistry {
       headersTimeout: options.timeouts.headers,
       bodyTimeout: options.timeouts.bodyidle,
     });
+    this.credentialStatus = { state: this.credentials ? 'unchecked' : 'none', since: Date.now() };
     this.tokens = new TokenCache({ dispatcher: this.agent, credentials: this.credentials, logger: this.logger });
     this.anonymousTokens = new TokenCache({ dispatcher: this.agent, logger: this.logger });
   }
@@ -109,6 +127,56 @@ export class UpstreamRegistry {
     return access.some((entry) => entry.type === 'repository' && entry.name === repository && entry.actions?.includes('pull'));
   }
 
+  /** Called on every change of credentialStatus (the start-up check, a refusal, a recovery). */
+  onCredentialStatus(listener: (status: CredentialStatus) => void): void {
+    this.credentialListeners.push(listener);
+  }
+
+  /**
+   * Asks the upstream once whether it takes the mirror's credentials: one token request without
+   * a scope for a Bearer upstream (Docker Hub: no pull counted), one `GET /v2/` with them for a
+   * Basic one. A network error is thrown (nothing learned); any answer updates credentialStatus.
+   */
+  async checkCredentials(): Promise<CredentialStatus> {
+    if (!this.credentials) return this.credentialStatus;
+    await this.learnChallenge();
+    const challenge = this.challenge;
+    if (!challenge || (challenge.scheme === 'bearer' && !challenge.params.realm)) {
+      this.setCredentialStatus({ state: 'unused' });
+    } else if (challenge.scheme === 'bearer') {
+      this.tokens.invalidate(challenge.params.realm, challenge.params.service, '');
+      try {
+        await this.tokens.get(challenge.params.realm, challenge.params.service, '');
+        this.setCredentialStatus({ state: 'accepted' });
+      } catch (error) {
+        if (!(error instanceof CredentialsRefusedError)) throw error;
+        this.setCredentialStatus({ state: 'refused', realm: error.realm, status: error.upstreamStatus });
+      }
+    } else {
+      const response = await this.send({ method: 'GET', path: '/v2/' }, this.basicAuthorization());
+      await response.body.dump();
+      const refused = response.statusCode === 401 || response.statusCode === 403;
+      this.setCredentialStatus(refused ? { state: 'refused', realm: this.url.origin, status: response.statusCode } : { state: 'accepted' });
+    }
+    return this.credentialStatus;
+  }
+
+  private setCredentialStatus(next: Omit<CredentialStatus, 'since'>): void {
+    const current = this.credentialStatus;
+    if (current.state === next.state && current.realm === next.realm && current.status === next.status) return;
+    this.credentialStatus = { ...next, since: Date.now() };
+    for (const listener of this.credentialListeners) listener(this.credentialStatus);
+  }
+
+  /** Credentials are sent unless the upstream refused them: then everything goes anonymously. */
+  private get sendsCredentials(): boolean {
+    return this.credentials !== undefined && this.credentialStatus.state !== 'refused';
+  }
+
+  private basicAuthorization(): string | undefined {
+    return this.credentials ? `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}` : undefined;
+  }
+
   /** Whether a request's `ns` query parameter names this upstream. */
   servesNamespace(ns: string): boolean {
     return ns === this.namespace || (this.isDockerHub && DOCKER_HUB_HOSTS.has(ns));
@@ -132,7 +200,7 @@ export class UpstreamRegistry {
       await response.body.dump();
       if (!challenge) return response;
       if (this.challenge?.scheme === 'bearer' && challenge.scheme === 'bearer') {
-        (req.anonymous ? this.anonymousTokens : this.tokens).invalidate(this.challenge.params.realm, this.challenge.params.service, scope);
+        (req.anonymous || !this.sendsCredentials ? this.anonymousTokens : this.tokens).invalidate(this.challenge.params.realm, this.challenge.params.service, scope);
       }
       this.challenge = challenge;
       const retryScope = challenge.params.scope ?? scope;
@@ -163,12 +231,20 @@ export class UpstreamRegistry {
     const challenge = this.challenge;
     if (!challenge) return undefined;
     if (challenge.scheme === 'basic') {
-      if (!this.credentials || anonymous) return undefined;
-      return `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`;
+      if (!this.sendsCredentials || anonymous) return undefined;
+      return this.basicAuthorization();
     }
     if (!challenge.params.realm) return undefined;
-    const tokens = anonymous ? this.anonymousTokens : this.tokens;
-    return `Bearer ${await tokens.get(challenge.params.realm, challenge.params.service, scope)}`;
+    if (!anonymous && this.sendsCredentials) {
+      try {
+        return `Bearer ${await this.tokens.get(challenge.params.realm, challenge.params.service, scope)}`;
+      } catch (error) {
+        if (!(error instanceof CredentialsRefusedError)) throw error;
+        // Refused credentials must not fail public pulls: anonymous from now on, said once.
+        this.setCredentialStatus({ state: 'refused', realm: error.realm, status: error.upstreamStatus });
+      }
+    }
+    return `Bearer ${await this.anonymousTokens.get(challenge.params.realm, challenge.params.service, scope)}`;
   }
 
   /** One exchange, following redirects; credentials never follow to another origin. */

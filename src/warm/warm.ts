@@ -90,7 +90,10 @@ export interface ImageResult {
   /** Platforms warmed (an image manifest without platform counts as one). */
   platforms: string[];
   manifests: number;
+  /** The image's distinct blobs (configs and layers), shared ones included. */
   blobs: number;
+  /** Of these, blobs an image before it in this run warmed already (not transferred again). */
+  sharedBlobs: number;
   /** Blob bytes the mirror had to fetch for this image, and those it already held. */
   fetchedBytes: number;
   cachedBytes: number;
@@ -149,12 +152,15 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
   }
   const progress: WarmProgress = { images: refs.length, imagesDone: 0, totalBytes: 0, doneBytes: 0, blobs: 0, blobsDone: 0 };
   const report = () => options.onProgress?.({ ...progress });
-  /** Blobs handled in this run, by digest: an image sharing layers with another does not redo them. */
-  const seen = new Set<string>();
+  /**
+   * Blobs warmed in this run, by digest: an image sharing layers with an earlier one does not
+   * transfer them again, but still counts them as its own (and as already cached).
+   */
+  const warmed = new Map<string, { size: number; fetched: boolean }>();
   const results: ImageResult[] = [];
 
   for (const input of refs) {
-    const result: ImageResult = { ref: input, ok: true, platforms: [], manifests: 0, blobs: 0, fetchedBytes: 0, cachedBytes: 0 };
+    const result: ImageResult = { ref: input, ok: true, platforms: [], manifests: 0, blobs: 0, sharedBlobs: 0, fetchedBytes: 0, cachedBytes: 0 };
     progress.current = input;
     report();
     try {
@@ -175,11 +181,19 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
         images.push({ manifest: top, platform: 'image' });
       }
       const blobs: { digest: string; size: number }[] = [];
+      const own = new Set<string>();
       for (const { manifest, platform } of images) {
         result.platforms.push(platform);
         for (const blob of [manifest.config, ...(manifest.layers ?? [])]) {
-          if (!blob || typeof blob.digest !== 'string' || seen.has(blob.digest)) continue;
-          seen.add(blob.digest);
+          if (!blob || typeof blob.digest !== 'string' || own.has(blob.digest)) continue;
+          own.add(blob.digest);
+          const earlier = warmed.get(blob.digest);
+          if (earlier) {
+            result.blobs++;
+            result.sharedBlobs++;
+            result.cachedBytes += earlier.size;
+            continue;
+          }
           blobs.push({ digest: blob.digest, size: Number(blob.size) || 0 });
           progress.totalBytes += Number(blob.size) || 0;
           progress.blobs++;
@@ -194,6 +208,7 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
             report();
           }, blob.size);
           result.blobs++;
+          warmed.set(blob.digest, { size: blob.size, fetched });
           if (fetched) result.fetchedBytes += blob.size;
           else result.cachedBytes += blob.size;
         } catch (error) {
@@ -215,9 +230,10 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
   return {
     images: results,
     failed: results.filter((r) => !r.ok).length,
-    blobs: results.reduce((n, r) => n + r.blobs, 0),
-    fetchedBytes: results.reduce((n, r) => n + r.fetchedBytes, 0),
-    cachedBytes: results.reduce((n, r) => n + r.cachedBytes, 0),
+    // Distinct blobs: a layer shared by several images is one blob, fetched (or found) once.
+    blobs: warmed.size,
+    fetchedBytes: [...warmed.values()].reduce((n, blob) => n + (blob.fetched ? blob.size : 0), 0),
+    cachedBytes: [...warmed.values()].reduce((n, blob) => n + (blob.fetched ? 0 : blob.size), 0),
     ms: Date.now() - started,
   };
 }

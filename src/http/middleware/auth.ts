@@ -14,15 +14,19 @@ export interface AuthOptions {
 /** The 401 every refusal sends: the challenge tells clients to retry with Basic credentials. */
 export function unauthorized(realm: string, message = 'authentication required'): RegistryError {
   return new RegistryError('UNAUTHORIZED', message, {
-    headers: { 'WWW-Authenticate': `Basic realm="${realm.replace(/["\\]/g, '\\$&')}"` },
+    headers: { 'WWW-Authenticate': challengeFor(realm) },
   });
+}
+
+function challengeFor(realm: string): string {
+  return `Basic realm="${realm.replace(/["\\]/g, '\\$&')}"`;
 }
 
 /**
  * HTTP Basic authentication against auth.htpasswd, as distribution does it: `GET /v2/` without
  * credentials is challenged (clients learn there that the mirror wants credentials), wrong
  * credentials are always 401 UNAUTHORIZED, and a request without credentials is 401 unless
- * anonymous pulls are allowed. Sets `res.locals.user` for an authenticated client (the access
+ * anonymous pulls are allowed (then the ping answers 200, carrying the challenge). Sets `res.locals.user` for an authenticated client (the access
  * log shows it; the private-repository guard trusts it).
  *
  * A client certificate verified against http.tls.clientcas authenticates too (the user is its
@@ -43,8 +47,12 @@ export function authentication(options: AuthOptions) {
     const credentials = basicCredentials(req.headers.authorization);
     if (!credentials) {
       if (certificateUser !== undefined) return next();
-      const isPing = req.path === '/v2/' || req.path === '/v2';
-      if (isPing || !anonymousPull) return next(unauthorized(realm));
+      if (!anonymousPull) return next(unauthorized(realm));
+      // Anonymous pulls allowed: the ping answers 200, or a dockerd without a login for the
+      // mirror (it has none to give) falls back to Docker Hub for every image. The challenge
+      // rides along on the 200, so a client that has credentials (skopeo --creds) still learns
+      // to send them; dockerd reads challenges from 401s only.
+      if (req.path === '/v2/' || req.path === '/v2') res.setHeader('WWW-Authenticate', challengeFor(realm));
       return next();
     }
     let ok: boolean;

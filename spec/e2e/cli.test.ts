@@ -1,0 +1,180 @@
+/**
+ * The command line a registry:2 user meets in the first hour: help and usage errors of every
+ * command, the version, the Node check, and `config check` agreeing with `serve`. Each runs
+ * the real binary (src/main.ts under this Node, the bundle under an old one).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { after, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { nodeVersionProblem, REQUIRED_NODE } from '../../src/node-version.ts';
+import { startMirror } from '../support/mirror.ts';
+import { cleanEnv, tempDir } from '../support/processes.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const MAIN = path.join(ROOT, 'src/main.ts');
+const run = promisify(execFile);
+
+async function pullmirror(args: string[], options: { env?: NodeJS.ProcessEnv; node?: string; entry?: string } = {}) {
+  try {
+    const { stdout, stderr } = await run(options.node ?? process.execPath, [options.entry ?? MAIN, ...args], {
+      env: { ...cleanEnv(['REGISTRY_', 'PULLMIRROR_']), ...options.env },
+      timeout: 30_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
+const work = tempDir('pullmirror-cli');
+after(() => work.cleanup());
+
+describe('the command line', () => {
+  const commands = [['serve'], ['gc'], ['warm'], ['stats'], ['config', 'check']];
+
+  it('--help of every command: usage, options with defaults, an example; nothing read or started', async () => {
+    for (const command of commands) {
+      const { code, stdout, stderr } = await pullmirror([...command, '--help']);
+      const name = command.join(' ');
+      assert.equal(code, 0, `${name} --help exits 0: ${stderr}`);
+      assert.equal(stderr, '', `${name} --help reads no config file`);
+      assert.match(stdout, new RegExp(`^usage: pullmirror ${name} `), name);
+      assert.match(stdout, /\noptions:\n/, name);
+      assert.match(stdout, /-h, --help/, name);
+      assert.match(stdout, /\nexamples?:\n {2}pullmirror /, name);
+    }
+    const warm = (await pullmirror(['warm', '--help'])).stdout;
+    assert.match(warm, /--mirror URL .*\(default: http:\/\/127\.0\.0\.1:5000, or PULLMIRROR_URL\)/);
+    assert.match(warm, /--concurrency N .*\(default: 4\)/);
+    assert.match((await pullmirror(['gc', '--help'])).stdout, /--dry-run[\s\S]*--now TIME .*\(default: now\)/);
+    const top = await pullmirror(['--help']);
+    assert.equal(top.code, 0);
+    for (const command of ['serve', 'gc', 'warm', 'stats', 'config check']) assert.ok(top.stdout.includes(`  ${command} `), command);
+  });
+
+  it('a bad flag or argument is one line on stderr and exit status 2', async () => {
+    for (const args of [['gc', '--dryrun'], ['stats', '--bogus'], ['serve', '--port', '5000'], ['config', 'check', '-x'], ['warm', '--mirorr', 'http://x'], ['gc', '--now'], ['config', 'lint'], ['--verbose'], ['stats', 'a.yml', 'b.yml']]) {
+      const { code, stdout, stderr } = await pullmirror(args);
+      assert.equal(code, 2, `${args.join(' ')}: ${stderr}`);
+      assert.equal(stdout, '');
+      assert.equal(stderr.trimEnd().split('\n').length, 1, `${args.join(' ')}: one line, got:\n${stderr}`);
+      assert.match(stderr, /^pullmirror/);
+      assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
+    }
+  });
+
+  it('--version prints the package version', async () => {
+    const { version } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    for (const flag of ['--version', '-v']) {
+      const { code, stdout } = await pullmirror([flag]);
+      assert.equal(code, 0);
+      assert.match(stdout, new RegExp(`^pullmirror ${version.replaceAll('.', '\\.')} \\(Node `));
+    }
+  });
+});
+
+describe('the Node version', () => {
+  it("is checked against package.json's engines before anything else, naming what is needed", () => {
+    const { engines } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    assert.equal(engines.node, `>=${REQUIRED_NODE.replace(/\.0$/, '')}`, 'REQUIRED_NODE is the engines field');
+    assert.equal(nodeVersionProblem('24.21.0', '/x/node'), undefined);
+    assert.equal(nodeVersionProblem(REQUIRED_NODE, '/x/node'), undefined);
+    assert.equal(nodeVersionProblem('23.0.0', '/x/node'), undefined);
+    const problem = nodeVersionProblem('20.20.2', '/usr/bin/node');
+    assert.match(problem ?? '', /needs Node\.js 22\.18\.0 or newer; this is Node 20\.20\.2 \(\/usr\/bin\/node\)/);
+    assert.match(nodeVersionProblem('22.12.0', '/x') ?? '', /needs Node\.js 22\.18\.0/);
+  });
+
+  it('an old Node running the bundle says what is needed instead of failing to listen', async (t) => {
+    const bundle = path.join(ROOT, 'dist/pullmirror.mjs');
+    const system = '/usr/bin/node';
+    let version: string;
+    try {
+      version = (await run(system, ['-p', 'process.versions.node'])).stdout.trim();
+    } catch {
+      return t.skip(`no ${system} to try an old Node with`);
+    }
+    if (nodeVersionProblem(version, system) === undefined) return t.skip(`${system} is Node ${version}, new enough`);
+    try {
+      readFileSync(bundle);
+    } catch {
+      return t.skip('dist/pullmirror.mjs not built (npm test builds it)');
+    }
+    const { code, stderr } = await pullmirror(['serve'], { node: system, entry: bundle, env: { REGISTRY_HTTP_ADDR: '127.0.0.1:0' } });
+    assert.equal(code, 1);
+    assert.match(stderr, new RegExp(`^pullmirror needs Node\\.js ${REQUIRED_NODE.replaceAll('.', '\\.')} or newer; this is Node ${version.replaceAll('.', '\\.')}`));
+    assert.doesNotMatch(stderr, /EADDRINUSE/);
+  });
+
+  it('the systemd unit runs the Node the install provides, not the distribution one', () => {
+    const unit = readFileSync(path.join(ROOT, 'deploy/pullmirror.service'), 'utf8');
+    const exec = /^ExecStart=(\S+)/m.exec(unit)?.[1];
+    assert.equal(exec, '/opt/pullmirror/node_modules/.bin/node');
+  });
+});
+
+describe('config check and serve: one validation path', () => {
+  const dir = work.path;
+  const write = (name: string, config: Record<string, unknown>) => {
+    const file = path.join(dir, name);
+    writeFileSync(file, stringify({ storage: { filesystem: { rootdirectory: path.join(dir, 'store') } }, http: { addr: '127.0.0.1:0' }, ...config }));
+    return file;
+  };
+  const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
+    ['a missing htpasswd file', [write('htpasswd.yml', { auth: { htpasswd: { realm: 'r', path: path.join(dir, 'no-htpasswd') } } })], {}, /auth\.htpasswd\.path: cannot read .*no-htpasswd: ENOENT/],
+    ['a missing TLS certificate', [write('tls.yml', { http: { addr: '127.0.0.1:0', tls: { certificate: path.join(dir, 'no.crt'), key: path.join(dir, 'no.key') } } })], {}, /http\.tls\.certificate: cannot read .*no\.crt: ENOENT/],
+    ['an address without a port', [], { REGISTRY_HTTP_ADDR: '5384', REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: path.join(dir, 'store') }, /http\.addr \(from REGISTRY_HTTP_ADDR\): expected host:port/],
+  ];
+  for (const [what, files, env, message] of cases) {
+    it(`both refuse ${what}, with the same one message and no stack trace`, async () => {
+      const check = await pullmirror(['config', 'check', ...files], { env });
+      const serve = await pullmirror(['serve', ...files], { env });
+      for (const [name, result] of [['config check', check], ['serve', serve]] as const) {
+        assert.equal(result.code, 2, `${name}: ${result.stderr}`);
+        assert.match(result.stderr, message, name);
+        assert.doesNotMatch(result.stderr, /\n\s+at |ConfigError/, `${name}: no stack trace`);
+      }
+      assert.equal(check.stderr, serve.stderr, 'the same message');
+    });
+  }
+
+  it('config check prints the warnings serve logs: ignored registry:2 keys and stray REGISTRY_* variables', async () => {
+    const file = write('ignored.yml', { notifications: { endpoints: [{ name: 'hook', url: 'http://hooks:8080/' }] }, middleware: { registry: [{ name: 'redirect' }] } });
+    const env = { REGISTRY_SERVICE_HOST: '10.96.0.12' };
+    const check = await pullmirror(['config', 'check', file], { env });
+    assert.equal(check.code, 0, check.stderr);
+    assert.match(check.stderr, /warning: notifications is ignored by pullmirror/);
+    assert.match(check.stderr, /warning: middleware is ignored by pullmirror/);
+    assert.match(check.stderr, /warning: REGISTRY_SERVICE_HOST names no configuration key; ignored/);
+    const mirror = await startMirror({ remoteurl: 'http://127.0.0.1:9', config: { notifications: { endpoints: [{ name: 'hook' }] } }, env });
+    try {
+      const warnings = mirror.logLines().filter((line) => line.message === 'configuration').map((line) => line.warning);
+      assert.ok(warnings.some((warning) => /^notifications is ignored by pullmirror/.test(warning)), JSON.stringify(warnings));
+      assert.ok(warnings.includes('REGISTRY_SERVICE_HOST names no configuration key; ignored'));
+    } finally {
+      await mirror.stop();
+    }
+  });
+
+  it('a taken debug port is one line naming the address, exit status 1, no stack trace', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const file = write('debug.yml', { http: { addr: '127.0.0.1:0', debug: { addr: `127.0.0.1:${port}` } }, proxy: { remoteurl: 'http://127.0.0.1:9' } });
+      const { code, stderr } = await pullmirror(['serve', file]);
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, new RegExp(`^pullmirror: cannot listen on 127\\.0\\.0\\.1:${port} \\(http\\.debug\\.addr\\): EADDRINUSE\\n$`, 'm'));
+      assert.doesNotMatch(stderr, /\n\s+at /);
+    } finally {
+      holder.close();
+    }
+  });
+});

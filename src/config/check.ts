@@ -1,0 +1,38 @@
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
+import type { Config } from './schema.ts';
+
+/**
+ * What the schema cannot see but `serve` needs: the files the config names exist and can be
+ * used (auth.htpasswd.path, http.tls.*). `serve` and `config check` both call this after
+ * loading, so a config check passes exactly the configs serve starts with. Each problem names
+ * the key and the file, never the content.
+ */
+export function checkFiles(config: Config): string[] {
+  const problems: string[] = [];
+  const read = (key: string, file: string): Buffer | undefined => {
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      problems.push(`${key}: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+      return undefined;
+    }
+  };
+  const htpasswd = config.auth?.htpasswd;
+  if (htpasswd) read('auth.htpasswd.path', htpasswd.path);
+  const tls = config.http.tls;
+  if (tls) {
+    const cert = read('http.tls.certificate', tls.certificate);
+    const key = read('http.tls.key', tls.key);
+    const cas = (tls.clientcas ?? []).map((file, index) => read(`http.tls.clientcas.${index}`, file));
+    if (cert && key && cas.every(Boolean)) {
+      try {
+        createSecureContext({ cert, key, ...(cas.length ? { ca: cas as Buffer[] } : {}) });
+      } catch (error) {
+        // A key that does not match the certificate, or PEM that is not one: OpenSSL's reason names no secret.
+        problems.push(`http.tls: cannot use the certificate and key: ${(error as Error).message}`);
+      }
+    }
+  }
+  return problems;
+}

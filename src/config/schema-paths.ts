@@ -1,0 +1,75 @@
+import { z } from 'zod';
+import { configSchema } from './schema.ts';
+
+/*
+ * Questions about the shape of the one schema, answered by walking it rather than by a second
+ * list of keys that could drift: does a path name a key (REGISTRY_* variables), which keys are
+ * leaves (the documentation test), which are accepted and ignored (start-up warnings).
+ */
+
+type Node = z.core.$ZodType;
+type Meta = { ignored?: boolean; unsupported?: boolean };
+
+const def = (node: Node) => node._zod.def as unknown as Record<string, any> & { type: string };
+const meta = (node: Node): Meta => (z.globalRegistry.get(node as z.ZodType) as Meta | undefined) ?? {};
+
+/** The schemas a wrapper stands for (optional, default, preprocess pipes, unions); itself otherwise. */
+function unwrap(node: Node): Node[] {
+  const d = def(node);
+  switch (d.type) {
+    case 'optional':
+    case 'nullable':
+    case 'default':
+    case 'prefault':
+    case 'readonly':
+    case 'catch':
+      return unwrap(d.innerType);
+    case 'pipe':
+      return [...unwrap(d.in), ...unwrap(d.out)];
+    case 'union':
+      return (d.options as Node[]).flatMap(unwrap);
+    default:
+      return [node];
+  }
+}
+
+function isOpaque(node: Node): boolean {
+  const m = meta(node);
+  return m.ignored === true || m.unsupported === true || def(node).type === 'unknown' || def(node).type === 'any';
+}
+
+/** Whether `path` (lower-case key names) names a key of the schema, or lies inside a free-form one. */
+export function namesKey(path: string[], node: Node = configSchema): boolean {
+  if (path.length === 0) return true;
+  if (isOpaque(node)) return true;
+  const [key, ...rest] = path;
+  return unwrap(node).some((inner) => {
+    if (isOpaque(inner)) return true;
+    const d = def(inner);
+    if (d.type === 'object') return Object.hasOwn(d.shape, key) && namesKey(rest, d.shape[key]);
+    if (d.type === 'record') return namesKey(rest, d.valueType);
+    return false;
+  });
+}
+
+export interface SchemaKey {
+  path: string;
+  ignored: boolean;
+  unsupported: boolean;
+}
+
+/** Every key down to the leaves (a record or a list is a leaf: it is set as a whole). */
+export function schemaKeys(node: Node = configSchema, prefix = ''): SchemaKey[] {
+  const keys: SchemaKey[] = [];
+  const objects = unwrap(node).filter((inner) => !isOpaque(inner) && def(inner).type === 'object');
+  for (const object of objects) {
+    for (const [key, child] of Object.entries(def(object).shape as Record<string, Node>)) {
+      const path = prefix ? `${prefix}.${key}` : key;
+      const m = meta(child);
+      const isObject = unwrap(child).some((inner) => def(inner).type === 'object');
+      if (m.ignored || m.unsupported || !isObject) keys.push({ path, ignored: m.ignored === true, unsupported: m.unsupported === true });
+      else keys.push(...schemaKeys(child, path));
+    }
+  }
+  return keys;
+}
