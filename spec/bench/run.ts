@@ -16,8 +16,9 @@
  * servers (and wrk) for CPU: on a 2-core machine absolute numbers are lower than on real
  * hardware; the ratios are the interesting part.
  *
- * Other cases: `npm run bench -- gc`, `fleet`. BENCH_BLOB_MIB=N (default 256) sets the big
- * blobs' size for every case, for short runs while developing.
+ * Other cases: `npm run bench -- link` (through a link-shaped upstream, spec/bench/link.ts),
+ * `gc`, `fleet`. BENCH_BLOB_MIB=N (default 256) sets the big blobs' size for every case, for
+ * short runs while developing.
  *
  * Exit status: 0 when the bench ran (targets are informational), 1 when the harness failed or
  * pullmirror answered wrongly (error status, wrong digest), 130 on SIGINT/SIGTERM.
@@ -41,6 +42,7 @@ import { startTokenServer, type TokenServer } from '../support/token-server.ts';
 import { accessLogCounter, type UpstreamRequests } from '../support/access-log.ts';
 import { benchGc } from './gc.ts';
 import { benchFleetCase } from './fleet.ts';
+import { benchLinkCase } from './link.ts';
 import { BLOB_MIB, blobPathInStore, GiB, MiB, ratio, readCpuSeconds, readProcMem, table, waitForFile, type ProcMem, type Row } from './measure.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -914,6 +916,8 @@ try {
     gc: () => benchGc(log),
     // Two instances on one store and one Redis, 16 clients, a cold 256 MiB blob (spec/bench/fleet.ts).
     fleet: () => benchFleetCase(log, BLOB_MIB),
+    // Through a link-shaped upstream (100 MiB/s shared, 20 ms rtt): 1 and 8 skopeo clients, and the limit (spec/bench/link.ts).
+    link: () => benchLinkCase(log, onCleanup),
   };
   const chosen = process.argv.slice(2);
   const unknown = chosen.filter((name) => !Object.hasOwn(cases, name));
