@@ -17,8 +17,8 @@
  * hardware; the ratios are the interesting part.
  *
  * Other cases: `npm run bench -- link` (through a link-shaped upstream, spec/bench/link.ts),
- * `gc`, `fleet`. BENCH_BLOB_MIB=N (default 256) sets the big blobs' size for every case, for
- * short runs while developing.
+ * `stall` (stalled readers, spec/bench/stall.ts), `gc`, `fleet`. BENCH_BLOB_MIB=N (default 256)
+ * sets the big blobs' size for every case, for short runs while developing.
  *
  * Exit status: 0 when the bench ran (targets are informational), 1 when the harness failed or
  * pullmirror answered wrongly (error status, wrong digest), 130 on SIGINT/SIGTERM.
@@ -43,6 +43,7 @@ import { accessLogCounter, type UpstreamRequests } from '../support/access-log.t
 import { benchGc } from './gc.ts';
 import { benchFleetCase } from './fleet.ts';
 import { benchLinkCase } from './link.ts';
+import { benchStallCase } from './stall.ts';
 import { BLOB_MIB, blobPathInStore, GiB, MiB, ratio, readCpuSeconds, readProcMem, table, waitForFile, type ProcMem, type Row } from './measure.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -918,6 +919,8 @@ try {
     fleet: () => benchFleetCase(log, BLOB_MIB),
     // Through a link-shaped upstream (100 MiB/s shared, 20 ms rtt): 1 and 8 skopeo clients, and the limit (spec/bench/link.ts).
     link: () => benchLinkCase(log, onCleanup),
+    // 400 clients that stop reading a cached 256 MiB blob: memory, descriptors, http.sendtimeout (spec/bench/stall.ts).
+    stall: () => benchStallCase(log, onCleanup),
   };
   const chosen = process.argv.slice(2);
   const unknown = chosen.filter((name) => !Object.hasOwn(cases, name));
