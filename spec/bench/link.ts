@@ -151,6 +151,8 @@ interface Pull {
   copies: number;
   linkConnections: number;
   layerGets: Record<string, number>;
+  /** The first 2xx layer GET over the link: request line seen → last body byte crossed, s. */
+  layerGetSeconds?: number;
   manifestRequests: number;
   serverCpuSeconds?: number;
 }
@@ -215,6 +217,10 @@ async function pull(link: LinkProxy, image: PushedLinkImage, src: string, client
       copies: stats.bytesDown / image.bytes,
       linkConnections: stats.connections,
       layerGets: linkStatuses(stats, 'GET', new RegExp(`/blobs/${image.layerDigest}$`)),
+      layerGetSeconds: (() => {
+        const get = stats.requests.find((r) => r.method === 'GET' && r.status >= 200 && r.status < 300 && r.path.endsWith(`/blobs/${image.layerDigest}`));
+        return get?.doneMs !== undefined ? (get.doneMs - get.startedMs) / 1000 : undefined;
+      })(),
       manifestRequests: stats.requests.filter((r) => r.path.includes('/manifests/')).length,
       serverCpuSeconds,
     };
@@ -332,6 +338,7 @@ export function reportLink(r: LinkBenchResult): { text: string; markdown: string
     { metric: 'cold, 1 client: MiB over the link (down)', better: 'lower', pm: pm.one.bytesDown / MiB, dist: ds.one.bytesDown / MiB },
     { metric: 'cold, 1 client: copies of the image over the link', better: 'lower', pm: pm.one.copies, dist: ds.one.copies, digits: 2 },
     { metric: 'cold, 1 client: layer GETs over the link', better: '', pm: statusText(pm.one.layerGets), dist: statusText(ds.one.layerGets) },
+    { metric: 'cold, 1 client: first layer GET over the link, s', better: 'lower', pm: pm.one.layerGetSeconds, dist: ds.one.layerGetSeconds, digits: 2 },
     { metric: 'cold, 1 client: server CPU s', better: 'lower', pm: pm.one.serverCpuSeconds, dist: ds.one.serverCpuSeconds, digits: 2 },
     { metric: `cold, ${MANY_CLIENTS} clients: wall s`, better: 'lower', pm: val(pm.many, (p) => p.wallSeconds), dist: val(ds.many, (p) => p.wallSeconds), digits: 2 },
     { metric: `cold, ${MANY_CLIENTS} clients: fastest / slowest client s`, better: '', pm: `${pm.many.fastestSeconds.toFixed(2)} / ${pm.many.slowestSeconds.toFixed(2)}`, dist: `${ds.many.fastestSeconds.toFixed(2)} / ${ds.many.slowestSeconds.toFixed(2)}` },
@@ -339,6 +346,7 @@ export function reportLink(r: LinkBenchResult): { text: string; markdown: string
     { metric: `cold, ${MANY_CLIENTS} clients: MiB over the link (down)`, better: 'lower', pm: pm.many.bytesDown / MiB, dist: ds.many.bytesDown / MiB },
     { metric: `cold, ${MANY_CLIENTS} clients: copies of the image over the link`, better: 'lower', pm: pm.many.copies, dist: ds.many.copies, digits: 2 },
     { metric: `cold, ${MANY_CLIENTS} clients: layer GETs over the link`, better: '', pm: statusText(pm.many.layerGets), dist: statusText(ds.many.layerGets) },
+    { metric: `cold, ${MANY_CLIENTS} clients: first layer GET over the link, s`, better: 'lower', pm: pm.many.layerGetSeconds, dist: ds.many.layerGetSeconds, digits: 2 },
     { metric: `cold, ${MANY_CLIENTS} clients: server CPU s`, better: 'lower', pm: pm.many.serverCpuSeconds, dist: ds.many.serverCpuSeconds, digits: 2 },
   ];
   const { text, markdown } = table(rows);
@@ -380,6 +388,7 @@ export function reportLink(r: LinkBenchResult): { text: string; markdown: string
   const notes: string[] = [
     `Link: ${r.link.mibps} MiB/s per direction shared by all connections (one FIFO bottleneck), ${r.link.rttMs} ms round trip (half each way, plus one rtt of handshake per new connection), 4 MiB window per connection; a relay in its own process (spec/support/link-proxy.ts). The token server is reached directly, not across the link.`,
     `Image: ${REPO}:${TAG}, one ${r.blobMiB} MiB layer of random bytes + config + manifest = ${(r.imageBytes / MiB).toFixed(2)} MiB. Clients: skopeo copy docker://… dir:… (each in its own temp dir and mount namespace, as the e2e tests run it), ${MANY_CLIENTS} started at once; each copy is checked by digest. Every server run starts on an empty store.`,
+    `"First layer GET over the link" runs from its request line to its last body byte crossing the link: at ${r.link.mibps} MiB/s alone, one copy takes ${(r.imageBytes / MiB / r.link.mibps).toFixed(2)} s; longer means the server read it slower than the link could carry it (or shared the link with its other GETs).`,
     `"Bytes over the link" are counted until the server had stored the layer and the link had been quiet for 1 s, so distribution's background fill is included; "until stored" is when the layer was in the server's store.`,
     `Limit: skopeo straight from the link (${r.limit.ok ? `${r.limit.wallSeconds.toFixed(2)} s, ${(r.limit.bytesDown / MiB).toFixed(1)} MiB, ${(r.imageBytes / MiB / r.limit.wallSeconds).toFixed(1)} MiB/s effective` : r.limit.error}). ${os.cpus().length} cores here: skopeo's own sha256 and disk writes (${MANY_CLIENTS} × ${r.blobMiB} MiB) compete with the server.`,
   ];
