@@ -46,7 +46,7 @@ const FAST_READ = 1024 * 1024;
 /** Read size with shaping: a piece is scheduled whole, so smaller pieces pace more smoothly. */
 const SHAPED_READ = 64 * 1024;
 /** Recycled read buffers per size, so the relay does not allocate per read. */
-const POOL_MAX = 256;
+const POOL_MAX = 64;
 /** Header block limit; beyond it a message is not parsed any more (counted as bytes only). */
 const MAX_HEAD = 64 * 1024;
 
@@ -230,13 +230,17 @@ interface Bottleneck {
   bytesPerMs: number;
 }
 
-/** A buffer pool per read size: buffers come back when the write that carried them is done. */
+/**
+ * A pool of read buffers of one size: buffers come back when the write that carried them is
+ * done. Only buffers of that size are kept (the client side's copies are smaller), or a read
+ * into a small one would make every later read small.
+ */
 function bufferPool(size: number): { take(): Buffer; give(b: Buffer): void } {
   const free: Buffer[] = [];
   return {
     take: () => free.pop() ?? Buffer.allocUnsafeSlow(size),
     give: (b) => {
-      if (free.length < POOL_MAX) free.push(b);
+      if (b.length === size && free.length < POOL_MAX) free.push(b);
     },
   };
 }
