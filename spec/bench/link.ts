@@ -234,7 +234,8 @@ type ServerName = 'pullmirror' | 'distribution';
 /** A fresh server with an empty store, pulling through `link`; stopped (and its store removed) by the returned stop(). */
 async function startServer(name: ServerName, link: LinkProxy, image: PushedLinkImage): Promise<{ url: string; pid: number; stored: () => Promise<boolean>; stop: () => Promise<void> }> {
   if (name === 'pullmirror') {
-    const mirror = await startMirror({ remoteurl: link.url, ...MIRROR_ACCOUNT, bundle: true, config: { log: { accesslog: { disabled: true } } } });
+    // Both servers keep their access logs on (distribution writes its own, as in the main case).
+    const mirror = await startMirror({ remoteurl: link.url, ...MIRROR_ACCOUNT, bundle: true });
     return {
       url: mirror.url,
       pid: mirror.process.pid,

@@ -289,7 +289,7 @@ export async function benchStall(log: Log, onCleanup: OnCleanup): Promise<{ resu
 
     // pullmirror, with the send timeout if this build knows the key.
     let sendTimeout = SEND_TIMEOUT;
-    const base = { remoteurl: registry.url, ...MIRROR_ACCOUNT, bundle: true, config: { log: { accesslog: { disabled: true } } } };
+    const base = { remoteurl: registry.url, ...MIRROR_ACCOUNT, bundle: true };
     const mirror = await startMirror({ ...base, env: { REGISTRY_HTTP_SENDTIMEOUT: SEND_TIMEOUT } }).catch(async (err: Error) => {
       if (!/sendtimeout/i.test(err.message)) throw err;
       sendTimeout = 'not supported';
@@ -312,7 +312,7 @@ export async function benchStall(log: Log, onCleanup: OnCleanup): Promise<{ resu
   }
 }
 
-const released = (w: Watch, within: number): string => (w.releasedAfterSeconds === undefined ? `held after ${within} s` : `${w.releasedAfterSeconds.toFixed(1)} s`);
+const released = (w: Watch, within: number): string => (w.releasedAfterSeconds === undefined ? `still held after ${within} s` : `released after ${w.releasedAfterSeconds.toFixed(1)} s`);
 
 export function reportStall(results: StallResult[], notes: string[]): { text: string; markdown: string; targets: Target[]; notes: string[] } {
   const [pm, ds] = results;
@@ -325,12 +325,12 @@ export function reportStall(results: StallResult[], notes: string[]): { text: st
     both((r) => r.bytesPerReader / 1024, 'memory per stalled reader (KiB)', 'lower'),
     both((r) => `${r.fdsBefore} → ${r.fdsStalled}`, 'open fds before → stalled', ''),
     both((r) => (r.fdsStalled - r.fdsBefore) / r.clients, 'fds per stalled reader', 'lower', 2),
-    both((r) => released(r.watch, STALL_WATCH_SECONDS), 'stalled readers released after', ''),
+    both((r) => released(r.watch, STALL_WATCH_SECONDS), 'stalled readers', ''),
     both((r) => r.watch.fdsAtEnd, 'open fds at the end of the watch', 'lower', 0),
     both((r) => r.watch.rssAtEnd / MiB, 'RSS at the end of the watch (MiB)', 'lower'),
     both((r) => `${r.resumed.endedEarly + r.resumed.endedBefore} closed / ${r.resumed.stillStreaming} streaming`, 'stalled clients, reading again', ''),
     both((r) => `${r.halfRequest.fdsBefore} → ${r.halfRequest.fdsHeld}`, `${HALF_REQUEST_CLIENTS} half request heads: fds`, ''),
-    both((r) => released(r.halfRequest.watch, HALF_WATCH_SECONDS), 'half request heads released after', ''),
+    both((r) => released(r.halfRequest.watch, HALF_WATCH_SECONDS), 'half request heads', ''),
   ];
   const { text, markdown } = table(rows);
   const targets: Target[] = [];
@@ -340,8 +340,8 @@ export function reportStall(results: StallResult[], notes: string[]): { text: st
       `pullmirror: stalled readers are closed after http.sendtimeout (${SEND_TIMEOUT}) and their descriptors released`,
       pm.sendTimeout === 'not supported' ? false : pmReleased !== undefined && pmReleased <= SEND_TIMEOUT_SECONDS + 10,
       pm.sendTimeout === 'not supported'
-        ? `sendtimeout not supported by this build; without it: ${released(pm.watch, STALL_WATCH_SECONDS)}, ${pm.watch.fdsAtEnd} fds at the end`
-        : `released after ${released(pm.watch, STALL_WATCH_SECONDS)} (fds ${pm.fdsStalled} → ${pm.watch.fdsAtEnd}); distribution: ${released(ds.watch, STALL_WATCH_SECONDS)}`,
+        ? `sendtimeout not supported by this build; without it the readers were ${released(pm.watch, STALL_WATCH_SECONDS)}, ${pm.watch.fdsAtEnd} fds at the end`
+        : `${released(pm.watch, STALL_WATCH_SECONDS)} (fds ${pm.fdsStalled} → ${pm.watch.fdsAtEnd}); distribution: ${released(ds.watch, STALL_WATCH_SECONDS)}`,
     ),
   );
   targets.push(
@@ -355,7 +355,7 @@ export function reportStall(results: StallResult[], notes: string[]): { text: st
     target(
       'pullmirror: a request head must arrive within 20 s',
       pm.halfRequest.watch.releasedAfterSeconds !== undefined ? pm.halfRequest.watch.releasedAfterSeconds <= 21 : false,
-      `${HALF_REQUEST_CLIENTS} half heads released after ${released(pm.halfRequest.watch, HALF_WATCH_SECONDS)}; distribution ${released(ds.halfRequest.watch, HALF_WATCH_SECONDS)}`,
+      `${HALF_REQUEST_CLIENTS} half heads: ${released(pm.halfRequest.watch, HALF_WATCH_SECONDS)}; distribution: ${released(ds.halfRequest.watch, HALF_WATCH_SECONDS)}`,
     ),
   );
   const allNotes = [
