@@ -162,15 +162,16 @@ async function resumeAndCount(clients: StalledClient[]): Promise<{ endedEarly: n
             resolve();
             return;
           }
+          let ours = false;
           const timer = setTimeout(() => {
+            ours = true;
             c.socket.destroy();
             resolve();
           }, RESUME_MS);
           c.socket.on('data', () => {});
           c.socket.once('close', () => {
             clearTimeout(timer);
-            if (!c.ended) endedEarly += 1;
-            c.ended = true;
+            if (!ours) endedEarly += 1;
             resolve();
           });
           c.socket.resume();
@@ -216,7 +217,8 @@ async function getHashed(url: string): Promise<{ status: number; sha256: string;
   });
 }
 
-async function stallOne(
+/** One server's figures; exported so the case's logic can be tried against any HTTP server. */
+export async function stallOne(
   log: Log,
   server: { name: StallResult['server']; port: number; pid: number; sendTimeout: string; stored: () => Promise<boolean> },
   blob: { digest: string; size: number },
@@ -229,7 +231,7 @@ async function stallOne(
   const rssBefore = (await readProcMem(server.pid))?.rss ?? NaN;
   const before = countFds(server.pid);
 
-  log(`stall: ${server.name}: ${STALL_CLIENTS} clients read ${STALL_READ_BYTES / 1024} KiB of the ${BLOB_MIB} MiB blob, then stop reading`);
+  log(`stall: ${server.name}: ${STALL_CLIENTS} clients read ${STALL_READ_BYTES / 1024} KiB of the ${(blob.size / MiB).toFixed(0)} MiB blob, then stop reading`);
   const clients = await inBatches(STALL_CLIENTS, () => openStalled(server.port, path));
   const statuses: Record<string, number> = {};
   for (const c of clients) statuses[String(c.status)] = (statuses[String(c.status)] ?? 0) + 1;
