@@ -12,7 +12,7 @@ import { pushImage, pushRandomBlob, randomLayer, type PushedImage } from '../sup
 import { type RunningMirror } from '../support/mirror.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
-import { blobPath } from '../support/store.ts';
+import { blobPath, stored } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
@@ -173,7 +173,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       } else {
         t.diagnostic("A's temp file was swept before the takeover: fetched again from byte 0");
       }
-      assert.ok(existsSync(blobPath(root, blob.digest)), 'the blob is committed to the shared store');
+      assert.ok(await stored(root, blob.digest), 'the blob is committed to the shared store');
       const again = await pull(url(b));
       assert.equal(again.digest, blob.digest);
     } finally {

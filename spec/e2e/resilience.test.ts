@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { pushBlob, pushImage, randomLayer, seededBytes, sha256OfBody, type PushedImage } from '../support/images.ts';
 import { startMirror, tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { tempDir } from '../support/processes.ts';
-import { blobPath } from '../support/store.ts';
+import { blobPath, stored } from '../support/store.ts';
 import { mountTmpfs } from '../support/tmpfs.ts';
 import { dockerHubRateLimit, matchRequests } from '../support/upstream-proxy.ts';
 import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
@@ -154,7 +154,7 @@ describe('resilience: upstream failures, limits, interruptions, crashes, a full 
     const gets = world.proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(digest));
     assert.equal(gets.length, 2, 'the first transfer and one resumption');
     assert.match(gets[1].range ?? '', /^bytes=[1-9]\d*-$/, 'resumed from the bytes it had');
-    assert.ok(existsSync(blobPath(mirror.root, digest)), 'stored once verified');
+    assert.ok(await stored(mirror.root, digest), 'stored once verified');
     assert.ok(mirror.logLines().some((line) => line.message === 'upstream transfer interrupted; resuming' && line.digest === digest));
   });
 
@@ -168,7 +168,7 @@ describe('resilience: upstream failures, limits, interruptions, crashes, a full 
     const response = await fetch(`${mirror.url}/v2/library/app/blobs/${digest}`);
     assert.equal(await sha256OfBody(response), digest);
     assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${digest}$`)), 2);
-    assert.ok(existsSync(blobPath(mirror.root, digest)));
+    assert.ok(await stored(mirror.root, digest));
     const again = await fetch(`${mirror.url}/v2/library/app/blobs/${digest}`);
     assert.equal(again.headers.get('x-pullmirror-cache'), 'hit');
     assert.equal(await sha256OfBody(again), digest);
@@ -222,7 +222,7 @@ describe('resilience: upstream failures, limits, interruptions, crashes, a full 
       assert.deepEqual(await Promise.all(bodies.map((body) => body.done)), Array(4).fill(digest), 'the transfers in flight complete');
       const exit = await stopping.process.exited;
       assert.equal(exit.code, 0);
-      assert.ok(existsSync(blobPath(stopping.root, digest)), 'the fill finished before exit');
+      assert.ok(await stored(stopping.root, digest), 'the fill finished before exit');
     } finally {
       world.proxy.setFault(undefined);
       await stopping.stop();
@@ -278,7 +278,7 @@ describe('resilience: upstream failures, limits, interruptions, crashes, a full 
       assert.deepEqual(tempFiles(small.root), []);
       const layer = await fetch(`${small.url}/v2/library/app/blobs/${image.layerDigests[0]}`);
       assert.equal(await sha256OfBody(layer), image.layerDigests[0]);
-      assert.ok(existsSync(blobPath(small.root, image.layerDigests[0])), 'what fits is still cached');
+      assert.ok(await stored(small.root, image.layerDigests[0]), 'what fits is still cached');
     });
 
     it('serves from upstream when the store turns read-only, with nothing half-written', async (t) => {

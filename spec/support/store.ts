@@ -6,10 +6,25 @@
  * src/storage/paths.ts (`blobs/<algorithm>/<first two hex>/<hex>`), written out once for every
  * test and benchmark.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 /** The committed file of a `sha256:<hex>` blob under the store root `root`. */
 export function blobPath(root: string, digest: string): string {
   const hex = digest.slice('sha256:'.length);
   return path.join(root, 'blobs', 'sha256', hex.slice(0, 2), hex);
+}
+
+/**
+ * Whether the blob lands in the store within `ms`. A client gets a blob's last byte once it has
+ * verified, a moment before the file is flushed and renamed into the store, so a test that
+ * looks right after a pull polls for it.
+ */
+export async function stored(root: string, digest: string, ms = 5_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (existsSync(blobPath(root, digest))) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }

@@ -81,6 +81,10 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     this.ready.catch(() => {});
   }
 
+  get complete(): boolean {
+    return this.state.kind === 'committed' || (this.state.kind === 'local' && this.state.fill.complete);
+  }
+
   get size(): number | undefined {
     switch (this.state.kind) {
       case 'following':

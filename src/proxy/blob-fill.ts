@@ -5,7 +5,8 @@ import type { BlobWriter } from '../storage/blob-store.ts';
 import type { FileBytes } from '../storage/send-file.ts';
 import type { ResumableBlobBody } from './upstream-blob.ts';
 
-type FillState = 'running' | 'committed' | 'failed';
+/** `verified`: every byte is written and the digest matched; the file is being made durable. */
+type FillState = 'running' | 'verified' | 'committed' | 'failed';
 
 /**
  * Upstream bytes gathered while a disk write is in flight before the upstream body is paused:
@@ -39,6 +40,10 @@ export class BlobFill extends EventEmitter {
   /** Resolves when the fill is over, with the descriptor or the failure. */
   readonly done: Promise<BlobDescriptor>;
 
+  get complete(): boolean {
+    return this.state === 'verified' || this.state === 'committed';
+  }
+
   constructor(options: {
     digest: string;
     size: number | undefined;
@@ -63,7 +68,12 @@ export class BlobFill extends EventEmitter {
   private async run(body: ResumableBlobBody): Promise<BlobDescriptor> {
     try {
       await this.copy(body.chunks());
-      const descriptor = await this.writer.commit(this.size);
+      const descriptor = await this.writer.verify(this.size);
+      // The bytes are known good: readers get their last byte now, not after the fsync (for a
+      // 256 MiB layer ~0.1 s on this machine's disk, more on a busy one).
+      this.state = 'verified';
+      this.emit('progress');
+      await this.writer.persist();
       this.state = 'committed';
       this.emit('progress');
       return descriptor;
@@ -71,7 +81,9 @@ export class BlobFill extends EventEmitter {
       body.close();
       await this.writer.abort();
       this.failure = error as Error;
-      this.state = 'failed';
+      // Verified bytes stay good for readers that have the file open, even if they could not be
+      // stored: only unverified content fails its readers.
+      if (this.state !== 'verified') this.state = 'failed';
       this.emit('progress');
       throw error;
     }
@@ -146,7 +158,7 @@ export class BlobFill extends EventEmitter {
       // client that has every byte sees a complete response, however we close afterwards.
       if (this.state === 'running') limit = Math.min(limit, end);
       if (limit > position) return limit;
-      if (this.state === 'committed') return position;
+      if (this.state !== 'running') return position;
       await new Promise<void>((resolve) => this.once('progress', resolve));
     }
   }
@@ -157,7 +169,8 @@ export class BlobFill extends EventEmitter {
       open(this.writer.path, 'r', (error, fd) => {
         if (!error) return resolve(fd);
         if (this.state === 'failed') return reject(this.failure ?? error);
-        if (this.state !== 'committed') return reject(error);
+        // Renamed into the store meanwhile (or about to be: verified, being made durable).
+        if (this.state === 'running') return reject(error);
         open(this.finalPath, 'r', (again, committedFd) => (again ? reject(again) : resolve(committedFd)));
       });
     });

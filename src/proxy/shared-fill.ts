@@ -13,6 +13,8 @@ export interface SharedFill {
   openBytes(): Promise<FileBytes>;
   /** Resolves with the committed blob, or rejects with why the download failed. */
   readonly done: Promise<BlobDescriptor>;
+  /** Every byte is here and verified (the file may still be being made durable). */
+  readonly complete: boolean;
 }
 
 /** One client's view of a shared fill: a source like any other, that only sends bytes. */
@@ -20,7 +22,8 @@ export function fillSource(digest: string, fill: SharedFill): BlobSource {
   return {
     digest,
     size: fill.size,
-    origin: 'upstream',
+    // Joined after the last byte verified: served as the store would, so it counts as a hit.
+    origin: fill.complete ? 'cache' : 'upstream',
     ranged: true,
     async send(res: Writable, range?: ByteRange) {
       const start = range?.start ?? 0;

@@ -9,6 +9,7 @@ import { tmpPath } from './atomic-file.ts';
 import type { StorePaths } from './paths.ts';
 import type { BlobInfo, BlobRef, ReadableBlobStore } from './readable-blob-store.ts';
 import { StoredBlob } from './stored-blob.ts';
+import { FileHashJob, HASH_OFF_THREAD_BYTES } from './file-hasher.ts';
 
 /**
  * The local, content-addressed blob store on a filesystem. Content enters it only through a
@@ -122,14 +123,18 @@ export class FilesystemBlobStore implements ReadableBlobStore {
 
 /**
  * One blob being written: bytes go to a temporary file and a running hash; commit() makes it
- * visible only if the digest (and the expected size, when known) match.
+ * visible only if the digest (and the expected size, when known) match. Past
+ * HASH_OFF_THREAD_BYTES the hash moves to a worker that reads the file behind the writer
+ * (see file-hasher.ts), so a large layer's sha256 does not hold the main thread.
  */
 export class BlobWriter {
   readonly digest: Digest;
   readonly path: string;
   private readonly store: FilesystemBlobStore;
   private readonly handle: FileHandle;
-  private hash: Hash;
+  /** The hash on this thread, while the blob is small; undefined once the worker has it. */
+  private hash: Hash | undefined;
+  private job: FileHashJob | undefined;
   private closed = false;
   written = 0;
 
@@ -143,12 +148,18 @@ export class BlobWriter {
 
   /** Hashes the bytes the file already holds and continues after them (adoptWriter). */
   async rehash(): Promise<void> {
+    const size = (await this.handle.stat()).size;
+    if (size > HASH_OFF_THREAD_BYTES) {
+      this.written = size;
+      this.handOff();
+      return;
+    }
     const buffer = Buffer.allocUnsafe(1024 * 1024);
     let position = 0;
     for (;;) {
       const { bytesRead } = await this.handle.read(buffer, 0, buffer.length, position);
       if (bytesRead === 0) break;
-      this.hash.update(buffer.subarray(0, bytesRead));
+      this.hash!.update(buffer.subarray(0, bytesRead));
       position += bytesRead;
     }
     this.written = position;
@@ -157,8 +168,17 @@ export class BlobWriter {
   /** Starts over from byte 0 (an upstream that could not resume sends the whole blob again). */
   async reset(): Promise<void> {
     await this.handle.truncate(0);
+    this.job?.cancel();
+    this.job = undefined;
     this.hash = createHash(this.digest.algorithm);
     this.written = 0;
+  }
+
+  /** From now on the worker hashes the file, from byte 0 to what is written. */
+  private handOff(): void {
+    this.hash = undefined;
+    this.job = new FileHashJob(this.path, this.digest.algorithm);
+    this.job.advance(this.written);
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -169,7 +189,7 @@ export class BlobWriter {
   async writev(chunks: Uint8Array[]): Promise<void> {
     let total = 0;
     for (const chunk of chunks) {
-      this.hash.update(chunk);
+      this.hash?.update(chunk);
       total += chunk.length;
     }
     let pending = chunks;
@@ -180,27 +200,34 @@ export class BlobWriter {
       if (done < total) pending = remainderAfter(pending, bytesWritten);
     }
     this.written += total;
+    if (this.job) this.job.advance(this.written);
+    else if (this.written > HASH_OFF_THREAD_BYTES) this.handOff();
   }
 
   /** Verifies and atomically moves the content into the store; aborts on any mismatch. */
   async commit(expectedSize?: number): Promise<BlobDescriptor> {
+    const descriptor = await this.verify(expectedSize);
+    await this.persist();
+    return descriptor;
+  }
+
+  /**
+   * Checks size and digest of what was written; aborts on a mismatch. Once this answers, the
+   * bytes are known good: readers may have them all while persist() makes them durable.
+   */
+  async verify(expectedSize?: number): Promise<BlobDescriptor> {
     try {
       if (expectedSize !== undefined && expectedSize !== this.written) {
         throw new RegistryError('SIZE_INVALID', `upstream sent ${this.written} bytes, expected ${expectedSize}`, { status: 502 });
       }
-      const actual = `${this.digest.algorithm}:${this.hash.digest('hex')}`;
+      const hex = this.job ? await this.job.digest(this.written) : this.hash!.digest('hex');
+      const actual = `${this.digest.algorithm}:${hex}`;
       if (actual !== this.digest.value) {
         throw new RegistryError('DIGEST_INVALID', 'upstream content does not match its digest', {
           status: 502,
           detail: { expected: this.digest.value, actual },
         });
       }
-      // Flush before the rename: after a crash the name must never point at missing bytes.
-      await this.handle.datasync();
-      await this.close();
-      const target = this.store.paths.blob(this.digest);
-      await ensureDir(dirname(target));
-      await rename(this.path, target);
       return { digest: this.digest.value, size: this.written };
     } catch (error) {
       await this.abort();
@@ -208,7 +235,23 @@ export class BlobWriter {
     }
   }
 
+  /** Flushes verified content and renames it into the store; aborts on a failure. */
+  async persist(): Promise<void> {
+    try {
+      // Flush before the rename: after a crash the name must never point at missing bytes.
+      await this.handle.datasync();
+      await this.close();
+      const target = this.store.paths.blob(this.digest);
+      await ensureDir(dirname(target));
+      await rename(this.path, target);
+    } catch (error) {
+      await this.abort();
+      throw error;
+    }
+  }
+
   async abort(): Promise<void> {
+    this.job?.cancel();
     await this.close();
     await unlink(this.path).catch(() => {});
   }
