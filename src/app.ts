@@ -1,6 +1,8 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { readFileSync } from 'node:fs';
+import { BcryptPool } from './auth/bcrypt-pool.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
+import { LoginThrottle } from './auth/login-throttle.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
@@ -276,7 +278,11 @@ function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
   const settings = config.auth?.htpasswd;
   if (!settings) return undefined;
   try {
-    const htpasswd = new Htpasswd(settings.path, logger.child({ component: 'auth' }));
+    const authLogger = logger.child({ component: 'auth' });
+    const htpasswd = new Htpasswd(settings.path, authLogger, {
+      pool: new BcryptPool({ threads: settings.workers, queue: settings.queue, logger: authLogger }),
+      throttle: new LoginThrottle({ failures: settings.throttle.failures, windowMs: settings.throttle.window, logger: authLogger }),
+    });
     if (!config.http.tls) logger.warn('auth.htpasswd without http.tls: passwords cross the network in clear text');
     if (htpasswd.userCount === 0) logger.warn('htpasswd holds no usable user: every request will be refused', { path: settings.path });
     return htpasswd;

@@ -232,6 +232,23 @@ const auth = z
          * repositories stay for authenticated clients (proxy.privaterepos).
          */
         anonymouspull: bool().default(false),
+        /**
+         * ours: bcrypt runs on this many worker threads, never on the event loop, so password
+         * guessing cannot stall pulls; checks beyond them wait in a queue of `queue`, and when
+         * that is full the client gets 429 TOOMANYREQUESTS with Retry-After.
+         */
+        workers: int(1, 64).default(2),
+        queue: int(0, 10_000).default(64),
+        /**
+         * ours: after `failures` failed logins within `window` from one client address (or for
+         * one user name), further logins from it (for it) are answered 429 until the window ends.
+         */
+        throttle: z
+          .strictObject({
+            failures: int(1).default(10),
+            window: duration().prefault('1m'),
+          })
+          .prefault({}),
       })
       .optional(),
     token: unsupportedAuth('token'),

@@ -12,6 +12,8 @@ declare global {
     interface Locals {
       /** The request's child logger (made on first use, see request-context). */
       log: Logger;
+      /** The client's address (behind http.trustedproxies, the one they name): logs and login throttling. */
+      remote?: string;
       /** The authenticated client (`user`, or `cert:<CN>`); absent for an anonymous one. */
       user?: string;
       /** The Basic realm when the mirror has auth: a refusal carries its challenge. */

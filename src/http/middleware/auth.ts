@@ -1,6 +1,6 @@
 import type { TLSSocket } from 'node:tls';
 import type { NextFunction, Request, Response } from 'express';
-import type { Htpasswd } from '../../auth/htpasswd.ts';
+import type { Htpasswd, LoginOutcome } from '../../auth/htpasswd.ts';
 import { RegistryError } from '../../registry/errors.ts';
 
 export interface AuthOptions {
@@ -16,6 +16,11 @@ export function unauthorized(realm: string, message = 'authentication required')
   return new RegistryError('UNAUTHORIZED', message, {
     headers: { 'WWW-Authenticate': challengeFor(realm) },
   });
+}
+
+/** 429 TOOMANYREQUESTS with Retry-After: throttled logins and a full bcrypt queue. */
+function tooManyRequests(message: string, retryAfterS: number): RegistryError {
+  return new RegistryError('TOOMANYREQUESTS', message, { headers: { 'Retry-After': String(retryAfterS) } });
 }
 
 function challengeFor(realm: string): string {
@@ -55,18 +60,24 @@ export function authentication(options: AuthOptions) {
       if (req.path === '/v2/' || req.path === '/v2') res.setHeader('WWW-Authenticate', challengeFor(realm));
       return next();
     }
-    let ok: boolean;
+    let outcome: LoginOutcome;
     try {
-      ok = await htpasswd.verify(credentials.user, credentials.password);
+      outcome = await htpasswd.login(credentials.user, credentials.password, res.locals.remote ?? 'unknown');
     } catch (error) {
       return next(error);
     }
-    if (!ok) {
-      res.locals.log?.info('authentication failed', { user: credentials.user.slice(0, 100) });
-      return next(unauthorized(realm, 'invalid username or password'));
+    switch (outcome.kind) {
+      case 'valid':
+        res.locals.user = credentials.user;
+        return next();
+      case 'invalid':
+        res.locals.log?.info('authentication failed', { user: credentials.user.slice(0, 100) });
+        return next(unauthorized(realm, 'invalid username or password'));
+      case 'throttled':
+        return next(tooManyRequests('too many failed logins: try again later', outcome.retryAfterS));
+      case 'busy':
+        return next(tooManyRequests('too many logins being checked: try again shortly', outcome.retryAfterS));
     }
-    res.locals.user = credentials.user;
-    next();
   };
 }
 
