@@ -45,14 +45,39 @@ describe('security configuration', () => {
     assert.equal(loadConfig({ env: {} }).auth, undefined, 'no auth unless configured');
   });
 
-  it('rejects other auth kinds with a message naming the one supported', () => {
-    for (const kind of ['TOKEN', 'SILLY']) {
-      assert.throws(
-        () => loadConfig({ env: { [`REGISTRY_AUTH_${kind}`]: '{realm: x}' } }),
-        (error: Error) => error instanceof ConfigError && error.message.includes(`auth.${kind.toLowerCase()}`) && error.message.includes('use auth.htpasswd'),
-      );
-    }
+  it('rejects auth.silly with a message naming the kinds supported, and two kinds at once', () => {
+    assert.throws(
+      () => loadConfig({ env: { REGISTRY_AUTH_SILLY: '{realm: x}' } }),
+      (error: Error) => error instanceof ConfigError && error.message.includes('auth.silly') && error.message.includes('use auth.htpasswd or auth.token'),
+    );
     assert.throws(() => loadConfig({ env: { REGISTRY_AUTH_HTPASSWD_REALM: 'x' } }), /auth\.htpasswd\.path/);
+    assert.throws(
+      () => loadConfig({ env: { REGISTRY_AUTH_HTPASSWD_PATH: '/h', REGISTRY_AUTH_TOKEN: '{realm: r, service: s, issuer: i, rootcertbundle: /c}' } }),
+      /auth\.token \(from REGISTRY_AUTH_TOKEN\): one auth kind at a time/,
+    );
+  });
+
+  it("takes a registry:2 auth.token section as it is (autoredirect accepted and named as ignored)", () => {
+    const warnings: string[] = [];
+    const config = loadConfig({
+      env: {
+        REGISTRY_AUTH_TOKEN_REALM: 'https://auth.example.com/token',
+        REGISTRY_AUTH_TOKEN_SERVICE: 'registry.example.com',
+        REGISTRY_AUTH_TOKEN_ISSUER: 'auth.example.com',
+        REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE: '/certs/token.crt',
+        REGISTRY_AUTH_TOKEN_AUTOREDIRECT: 'false',
+      },
+      warnings,
+    });
+    assert.deepEqual(config.auth?.token, {
+      realm: 'https://auth.example.com/token',
+      service: 'registry.example.com',
+      issuer: 'auth.example.com',
+      rootcertbundle: '/certs/token.crt',
+      autoredirect: 'false',
+    });
+    assert.ok(warnings.some((warning) => warning.includes('auth.token.autoredirect')), 'the ignored key is named');
+    assert.throws(() => loadConfig({ env: { REGISTRY_AUTH_TOKEN: '{realm: r, service: s, issuer: i}' } }), /auth\.token\.rootcertbundle \(from REGISTRY_AUTH_TOKEN\): auth\.token needs rootcertbundle or jwks/);
   });
 
   it('reads the upstream password from proxy.passwordfile, and names the key, not the content, on error', () => {

@@ -217,9 +217,9 @@ const http = z
 
 /** Auth kinds distribution has that pullmirror does not: named, so the error says what to use. */
 const unsupportedAuth = (kind: string) =>
-  z.unknown().refine((v) => v === undefined, { message: `auth.${kind} is not supported by pullmirror; use auth.htpasswd` }).optional().meta({ unsupported: true });
+  z.unknown().refine((v) => v === undefined, { message: `auth.${kind} is not supported by pullmirror; use auth.htpasswd or auth.token` }).optional().meta({ unsupported: true });
 
-/** Who may pull from the mirror: distribution's auth section; htpasswd is the one kind supported. */
+/** Who may pull from the mirror: distribution's auth section; htpasswd and token are supported. */
 const auth = z
   .strictObject({
     htpasswd: z
@@ -251,9 +251,28 @@ const auth = z
           .prefault({}),
       })
       .optional(),
-    token: unsupportedAuth('token'),
+    /**
+     * distribution's token authentication: clients get a Bearer challenge naming `realm` and
+     * `service`, and come back with a JWT from that token server: `iss` = issuer, `aud` =
+     * service, signed by a key of rootcertbundle (an x5c chain to it, or a kid) or of jwks.
+     */
+    token: z
+      .strictObject({
+        realm: str(),
+        service: str(),
+        issuer: str(),
+        rootcertbundle: str().optional(),
+        jwks: str().optional(),
+        /** The JWS algorithms accepted (RS256…RS512, ES256…ES512); every one of them when absent. */
+        signingalgorithms: z.array(str()).optional(),
+        autoredirect: ignored(),
+        autoredirectpath: ignored(),
+      })
+      .refine((t) => t.rootcertbundle !== undefined || t.jwks !== undefined, { message: 'auth.token needs rootcertbundle or jwks', path: ['rootcertbundle'] })
+      .optional(),
     silly: unsupportedAuth('silly'),
   })
+  .refine((a) => !(a.htpasswd && a.token), { message: 'one auth kind at a time: auth.htpasswd or auth.token, as distribution takes one', path: ['token'] })
   .optional();
 
 const proxy = z

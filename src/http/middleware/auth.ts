@@ -1,11 +1,22 @@
 import type { TLSSocket } from 'node:tls';
 import type { NextFunction, Request, Response } from 'express';
 import type { Htpasswd, LoginOutcome } from '../../auth/htpasswd.ts';
+import { grants, type TokenVerifier } from '../../auth/token-verifier.ts';
 import { RegistryError } from '../../registry/errors.ts';
+import { matchRoute } from '../route.ts';
+
+/** auth.token: the token server clients are sent to, and the verifier of what they bring back. */
+export interface TokenAuthOptions {
+  verifier: TokenVerifier;
+  realm: string;
+  service: string;
+}
 
 export interface AuthOptions {
-  /** Absent: the mirror has no auth; every client is anonymous and credentials are ignored. */
+  /** Neither: the mirror has no auth; every client is anonymous and credentials are ignored. */
   htpasswd?: Htpasswd;
+  token?: TokenAuthOptions;
+  /** The Basic realm (auth.htpasswd.realm). */
   realm: string;
   /** ours (auth.htpasswd.anonymouspull): clients without credentials may pull public images. */
   anonymousPull: boolean;
@@ -44,11 +55,12 @@ function challengeFor(realm: string): string {
  */
 export function authentication(options: AuthOptions) {
   const { htpasswd, realm, anonymousPull } = options;
+  if (options.token) return tokenAuthentication(options.token);
   return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
     const certificateUser = verifiedCertificateUser(req);
     if (certificateUser !== undefined) res.locals.user = certificateUser;
     if (!htpasswd) return next();
-    res.locals.authRealm = realm;
+    res.locals.refuseAnonymous = (message) => unauthorized(realm, message);
     const credentials = basicCredentials(req.headers.authorization);
     if (!credentials) {
       if (certificateUser !== undefined) return next();
@@ -79,6 +91,74 @@ export function authentication(options: AuthOptions) {
         return next(tooManyRequests('too many logins being checked: try again shortly', outcome.retryAfterS));
     }
   };
+}
+
+/**
+ * distribution's token authentication (auth.token): a request without a Bearer token is
+ * answered 401 with `Bearer realm=…,service=…,scope=repository:NAME:pull` (no scope for
+ * `GET /v2/`), and a token must be valid (TokenVerifier) and, for a repository, grant `pull`
+ * on it; else 401 with `error="invalid_token"` or `error="insufficient_scope"`, as distribution
+ * answers. A token with a subject authenticates that subject (`res.locals.user`, so private
+ * upstream repositories are served to it); a token the server gave an anonymous client
+ * (empty `sub`) lets it pull what the token grants, as an anonymous client. A client
+ * certificate verified against http.tls.clientcas authenticates without a token.
+ */
+function tokenAuthentication(options: TokenAuthOptions) {
+  const { verifier } = options;
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const repository = repositoryOf(req.path);
+    const challenge = (error?: 'invalid_token' | 'insufficient_scope') => bearerChallenge(options, repository, error);
+    res.locals.refuseAnonymous = (message) => new RegistryError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': challenge('insufficient_scope') } });
+    const certificateUser = verifiedCertificateUser(req);
+    if (certificateUser !== undefined) res.locals.user = certificateUser;
+    const token = /^\s*bearer\s+([A-Za-z0-9._~+/=-]+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+    if (token === undefined) {
+      if (certificateUser !== undefined) return next();
+      return next(new RegistryError('UNAUTHORIZED', 'authentication required', { headers: { 'WWW-Authenticate': challenge() }, detail: accessDetail(repository) }));
+    }
+    const check = verifier.verify(token);
+    if (!check.ok) {
+      res.locals.log?.info('token refused', { reason: check.reason });
+      return next(new RegistryError('UNAUTHORIZED', `invalid token: ${check.reason}`, { headers: { 'WWW-Authenticate': challenge('invalid_token') } }));
+    }
+    if (repository !== undefined && !grants(check.access, repository, 'pull')) {
+      res.locals.log?.info('token does not grant pull', { repository, subject: check.subject.slice(0, 100) });
+      return next(
+        new RegistryError('UNAUTHORIZED', 'the token does not grant pull on this repository', {
+          headers: { 'WWW-Authenticate': challenge('insufficient_scope') },
+          detail: accessDetail(repository),
+        }),
+      );
+    }
+    if (check.subject !== '') res.locals.user = check.subject;
+    next();
+  };
+}
+
+function bearerChallenge(options: TokenAuthOptions, repository: string | undefined, error?: string): string {
+  const quote = (value: string) => `"${value.replace(/["\\]/g, '\\$&')}"`;
+  let challenge = `Bearer realm=${quote(options.realm)},service=${quote(options.service)}`;
+  if (repository !== undefined) challenge += `,scope=${quote(`repository:${repository}:pull`)}`;
+  if (error) challenge += `,error=${quote(error)}`;
+  return challenge;
+}
+
+/** distribution's detail of an UNAUTHORIZED answer: the access the request needs. */
+function accessDetail(repository: string | undefined): unknown {
+  return repository === undefined ? undefined : [{ Type: 'repository', Class: '', Name: repository, Action: 'pull' }];
+}
+
+/** The repository a /v2 request is for, when its name is well-formed (it goes into a header). */
+function repositoryOf(path: string): string | undefined {
+  if (!path.startsWith('/v2/')) return undefined;
+  let route;
+  try {
+    route = matchRoute(path.slice(3));
+  } catch {
+    return undefined; // no route: the router answers it
+  }
+  if (!('name' in route) || route.name.length > 255) return undefined;
+  return /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/.test(route.name) ? route.name : undefined;
 }
 
 /** `cert:<CN>` of a client certificate the TLS server verified (only with http.tls.clientcas). */
