@@ -114,6 +114,7 @@ describe('login attack on auth.htpasswd', { skip: missingBinaries }, () => {
       underAttackP95Ms: quantile(loaded, 0.95).toFixed(1),
       underAttackP99Ms: quantile(loaded, 0.99).toFixed(1),
       underAttackMaxMs: Math.max(...loaded).toFixed(1),
+      slowestPullIndex: loaded.indexOf(Math.max(...loaded)),
       ratioMedian: (median(loaded) / median(unloaded)).toFixed(1),
       ratioP95: (quantile(loaded, 0.95) / median(unloaded)).toFixed(1),
       ratioMax: (Math.max(...loaded) / median(unloaded)).toFixed(1),

@@ -3,6 +3,8 @@
  * hash per message, off the event loop that serves pulls. `npm run build` bundles it as
  * dist/bcrypt-worker.mjs, next to the mirror's bundle.
  */
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import bcrypt from 'bcryptjs';
 
@@ -15,6 +17,18 @@ export interface CompareJob {
 export interface CompareAnswer {
   id: number;
   ok: boolean;
+}
+
+/*
+ * The lowest CPU priority for this thread only (Linux keeps a nice value per thread, and
+ * /proc/thread-self names its id): when the machine is short of CPU, the event loop serving
+ * pulls always goes first, and checks wait. Elsewhere the thread keeps the default share.
+ */
+try {
+  const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+  if (tid > 0 && tid !== process.pid) setPriority(tid, 19);
+} catch {
+  // Not Linux, or not allowed: the default priority.
 }
 
 parentPort?.on('message', (job: CompareJob) => {
