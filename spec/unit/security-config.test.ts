@@ -5,7 +5,7 @@ import { after, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { BcryptPool } from '../../src/auth/bcrypt-pool.ts';
 import { Htpasswd } from '../../src/auth/htpasswd.ts';
-import { LoginThrottle } from '../../src/auth/login-throttle.ts';
+import { addressKey, LoginThrottle } from '../../src/auth/login-throttle.ts';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { createLogger } from '../../src/logging/logger.ts';
 import { manifestReferences } from '../../src/registry/manifest-references.ts';
@@ -147,6 +147,22 @@ describe('login throttle', () => {
     assert.equal(throttle.addressBlocked('192.0.2.7'), 30);
     now += 30_000;
     assert.equal(throttle.addressBlocked('192.0.2.7'), undefined, 'the window passed');
+  });
+
+  it('counts an IPv6 client by its /64 (one host holds all of it), an IPv4 one by its address', () => {
+    assert.equal(addressKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8:1:2::99'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(addressKey('::1'), '0:0:0:0::/64');
+    assert.equal(addressKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(addressKey('::ffff:192.0.2.5'), '192.0.2.5');
+    assert.equal(addressKey('192.0.2.5'), '192.0.2.5');
+    const throttle = new LoginThrottle({ failures: 1, windowMs: 60_000, logger });
+    const check = throttle.admit('2001:db8:1:2::1', 'x');
+    assert.ok(check.admitted);
+    check.done(false);
+    assert.equal(throttle.addressBlocked('2001:db8:1:2:ffff::7'), 60, 'another address of the same /64');
+    assert.equal(throttle.addressBlocked('2001:db8:1:3::1'), undefined);
   });
 
   it('refuses a user name failed from many addresses; successes do not count', () => {

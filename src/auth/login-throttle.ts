@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logging/logger.ts';
 
@@ -44,7 +45,7 @@ export class LoginThrottle {
    * not even that a guess matched a pair someone else just used.
    */
   addressBlocked(address: string): number | undefined {
-    const window = this.current(this.addresses, address);
+    const window = this.current(this.addresses, addressKey(address));
     if (window.failures + window.pending < this.failures) return undefined;
     this.refused(window, 'address', { address });
     return this.retryAfter(window);
@@ -52,7 +53,7 @@ export class LoginThrottle {
 
   /** Admits one bcrypt check for address and user, or says which of them is throttled and for how long. */
   admit(address: string, user: string): Admission {
-    const byAddress = this.current(this.addresses, address);
+    const byAddress = this.current(this.addresses, addressKey(address));
     const byUser = this.current(this.users, user);
     if (byAddress.failures + byAddress.pending >= this.failures) {
       this.refused(byAddress, 'address', { address });
@@ -102,4 +103,18 @@ export class LoginThrottle {
     window.logged = true;
     this.logger.warn('logins throttled', { scope, ...fields, failures: this.failures, windowS: this.windowMs / 1000, retryAfterS: this.retryAfter(window) });
   }
+}
+
+/**
+ * What failures are counted against: an IPv4 address (IPv4-mapped IPv6 too), or the /64 of an
+ * IPv6 address, since one host holds a whole /64 and could otherwise try from 2^64 addresses.
+ */
+export function addressKey(address: string): string {
+  if (address.startsWith('::ffff:') && isIP(address.slice(7)) === 4) return address.slice(7);
+  if (isIP(address) !== 6) return address;
+  const [head, tail = ''] = address.split('%')[0].split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = address.includes('::') ? (tail === '' ? [] : tail.split(':')) : [];
+  const groups = address.includes('::') ? [...left, ...Array(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((group) => Number.parseInt(group, 16).toString(16)).join(':')}::/64`;
 }
