@@ -147,12 +147,14 @@ export class Htpasswd {
       admission.done(true);
       return { kind: 'busy', retryAfterS: BUSY_RETRY_AFTER_S };
     }
-    let ok = false;
+    let ok: boolean;
     try {
       ok = (await compared) && hash !== undefined;
-    } finally {
-      admission.done(ok);
+    } catch (error) {
+      admission.done(true); // a lost worker is no failed login
+      throw error;
     }
+    admission.done(ok);
     this.verified.set(key, ok);
     return ok ? { kind: 'valid' } : { kind: 'invalid' };
   }

@@ -43,7 +43,9 @@ function challengeFor(realm: string): string {
  * credentials is challenged (clients learn there that the mirror wants credentials), wrong
  * credentials are always 401 UNAUTHORIZED, and a request without credentials is 401 unless
  * anonymous pulls are allowed (then the ping answers 200, carrying the challenge). Sets `res.locals.user` for an authenticated client (the access
- * log shows it; the private-repository guard trusts it).
+ * log shows it; the private-repository guard trusts it). A throttled login (too many failures
+ * from the address or for the name) or a full bcrypt queue is 429 TOOMANYREQUESTS with
+ * Retry-After (Htpasswd.login decides). With auth.token, tokenAuthentication below instead.
  *
  * A client certificate verified against http.tls.clientcas authenticates too (the user is its
  * CN): it is how a dockerd fleet can be let in, as dockerd sends a mirror that challenges it
