@@ -7,11 +7,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHmac, createPrivateKey, generateKeyPairSync, sign, X509Certificate, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { grants, libtrustKeyId, TokenVerifier } from '../../src/auth/token-verifier.ts';
 import { findBinary, tempDir } from '../support/processes.ts';
+import { makeTestCa } from '../support/tls.ts';
 
 const ISSUER = 'issuer.test';
 const SERVICE = 'mirror.test';
@@ -101,5 +102,27 @@ describe('TokenVerifier', () => {
       assert.ok(rsa.verify(jwt({ alg: 'RS256', kid }, claims(), key)).ok);
       assert.deepEqual(rsa.verify(jwt({ alg: 'ES256', kid }, claims(), ec.privateKey)), { ok: false, reason: 'the signing key does not fit ES256' });
     });
+
+    it('accepts an x5c leaf signed by a CA of the bundle (a token server with a CA-issued certificate), not by another CA', async () => {
+      const ca = await makeTestCa(mkdir(path.join(dir.path, 'ca')));
+      const otherCa = await makeTestCa(mkdir(path.join(dir.path, 'other-ca')));
+      const leafDer = new X509Certificate(readFileSync(ca.serverCert)).raw.toString('base64');
+      const token = jwt({ alg: 'RS256', x5c: [leafDer] }, claims(), createPrivateKey(readFileSync(ca.serverKey)));
+      assert.ok(new TokenVerifier({ issuer: ISSUER, service: SERVICE, rootCertBundle: readFileSync(ca.caCert, 'utf8') }).verify(token).ok);
+      const two = `${readFileSync(otherCa.caCert, 'utf8')}\n${readFileSync(ca.caCert, 'utf8')}`;
+      assert.ok(new TokenVerifier({ issuer: ISSUER, service: SERVICE, rootCertBundle: two }).verify(token).ok, 'any certificate of the bundle');
+      assert.deepEqual(new TokenVerifier({ issuer: ISSUER, service: SERVICE, rootCertBundle: readFileSync(otherCa.caCert, 'utf8') }).verify(token), {
+        ok: false,
+        reason: 'x5c chain not signed by rootcertbundle',
+      });
+      const otherLeaf = new X509Certificate(readFileSync(otherCa.serverCert)).raw.toString('base64');
+      const mismatched = jwt({ alg: 'RS256', x5c: [otherLeaf] }, claims(), createPrivateKey(readFileSync(ca.serverKey)));
+      assert.deepEqual(new TokenVerifier({ issuer: ISSUER, service: SERVICE, rootCertBundle: two }).verify(mismatched), { ok: false, reason: 'bad signature' }, 'a trusted leaf, another key');
+    });
   });
 });
+
+function mkdir(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}

@@ -116,12 +116,14 @@ export class TokenVerifier {
       for (const cert of chain) {
         if (now < new Date(cert.validFrom) || now > new Date(cert.validTo)) return 'x5c certificate outside its validity';
       }
+      // Each certificate issued by the next, which must be a CA; the last one is a certificate
+      // of the bundle itself (a self-signed token certificate, as many setups have) or issued by one that is a CA.
       for (let i = 0; i + 1 < chain.length; i++) {
-        if (!chain[i].checkIssued(chain[i + 1]) || !chain[i].verify(chain[i + 1].publicKey)) return 'x5c chain broken';
+        if (!chain[i + 1].ca || !chain[i].checkIssued(chain[i + 1]) || !chain[i].verify(chain[i + 1].publicKey)) return 'x5c chain broken';
       }
       const top = chain[chain.length - 1];
       const trusted = this.roots.some(
-        (root) => root.fingerprint256 === top.fingerprint256 || (top.checkIssued(root) && top.verify(root.publicKey)),
+        (root) => root.fingerprint256 === top.fingerprint256 || (root.ca && top.checkIssued(root) && top.verify(root.publicKey)),
       );
       return trusted ? chain[0].publicKey : 'x5c chain not signed by rootcertbundle';
     }
