@@ -1,6 +1,9 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { readFileSync } from 'node:fs';
+import { BcryptPool } from './auth/bcrypt-pool.ts';
 import { Htpasswd } from './auth/htpasswd.ts';
+import { LoginThrottle } from './auth/login-throttle.ts';
+import { TokenVerifier } from './auth/token-verifier.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
@@ -14,7 +17,7 @@ import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
 import { watchUpstreamCredentials } from './health/credentials.ts';
 import type { RegistryContext } from './http/context.ts';
-import { authentication, unauthorized } from './http/middleware/auth.ts';
+import { authentication, unauthorized, type TokenAuthOptions } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
 import { requestMetrics } from './http/middleware/request-metrics.ts';
@@ -220,7 +223,7 @@ function buildPrivateAccess(config: Config, logger: Logger, manifestStore: Files
   if (!config.proxy.privaterepos.protect) return undefined;
   const accessLogger = logger.child({ component: 'access' });
   const privacy = new RepositoryPrivacy({ links: manifestStore.links, ttlMs: config.proxy.privaterepos.checkttl, logger: accessLogger });
-  if (upstream.hasCredentials && !config.auth?.htpasswd && !config.http.tls?.clientcas?.length) {
+  if (upstream.hasCredentials && !config.auth?.htpasswd && !config.auth?.token && !config.http.tls?.clientcas?.length) {
     accessLogger.info('no client authentication configured: repositories private upstream will be refused to every client');
   }
   return new PrivateAccess({ privacy, links: manifestStore.links, logger: accessLogger });
@@ -244,13 +247,16 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;
   const debugAddr = config.http.debug.addr;
   const realm = config.auth?.htpasswd?.realm ?? '';
-  const authenticate = authentication({ htpasswd, realm, anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false });
+  const token = loadTokenAuth(config, logger);
+  const authenticate = authentication({ htpasswd, token, realm, anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false });
   const opsRoutes = opsRouter(ops, {
     metricsPath: debugAddr ? undefined : metricsPath,
     // With auth, the status page is for authenticated clients only, anonymous pulls or not.
-    protect: htpasswd
-      ? (req, res, next) => authenticate(req, res, (error?: unknown) => next(error ?? (res.locals.user ? undefined : unauthorized(realm))))
-      : undefined,
+    protect:
+      htpasswd || token
+        ? (req, res, next) =>
+            authenticate(req, res, (error?: unknown) => next(error ?? (res.locals.user ? undefined : (res.locals.refuseAnonymous?.('authentication required') ?? unauthorized(realm)))))
+        : undefined,
   });
   // Registry requests skip the ops routes with one string test (the warm blob path is
   // benchmarked); the ops routes answer GET and HEAD only, anything else is the 404 below.
@@ -276,13 +282,42 @@ function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
   const settings = config.auth?.htpasswd;
   if (!settings) return undefined;
   try {
-    const htpasswd = new Htpasswd(settings.path, logger.child({ component: 'auth' }));
+    const authLogger = logger.child({ component: 'auth' });
+    const htpasswd = new Htpasswd(settings.path, authLogger, {
+      pool: new BcryptPool({ threads: settings.workers, queue: settings.queue, logger: authLogger }),
+      throttle: new LoginThrottle({ failures: settings.throttle.failures, windowMs: settings.throttle.window, logger: authLogger }),
+    });
     if (!config.http.tls) logger.warn('auth.htpasswd without http.tls: passwords cross the network in clear text');
     if (htpasswd.userCount === 0) logger.warn('htpasswd holds no usable user: every request will be refused', { path: settings.path });
     return htpasswd;
   } catch (error) {
     throw new ConfigError(`auth.htpasswd.path: cannot read ${settings.path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
+}
+
+/** auth.token: a bundle or JWKS that cannot be read or parsed stops start-up, naming the key. */
+function loadTokenAuth(config: Config, logger: Logger): TokenAuthOptions | undefined {
+  const settings = config.auth?.token;
+  if (!settings) return undefined;
+  const read = (key: 'rootcertbundle' | 'jwks') => {
+    const file = settings[key];
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new ConfigError(`auth.token.${key}: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+  };
+  const rootCertBundle = read('rootcertbundle');
+  const jwks = read('jwks');
+  let verifier: TokenVerifier;
+  try {
+    verifier = new TokenVerifier({ issuer: settings.issuer, service: settings.service, rootCertBundle, jwks, algorithms: settings.signingalgorithms });
+  } catch (error) {
+    throw new ConfigError(`auth.token: ${(error as Error).message}`);
+  }
+  if (!config.http.tls) logger.warn('auth.token without http.tls: tokens cross the network in clear text');
+  return { verifier, realm: settings.realm, service: settings.service };
 }
 
 /** package.json's version: next to src/ when run from source, next to dist/ in the bundle. */

@@ -4,7 +4,9 @@
  * sure the bundle is whole (every module and dependency inside it) and pulls through it.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import bcrypt from 'bcryptjs';
 import { after, before, describe, it } from 'node:test';
 import { pushImage, pushIndex, randomLayer, type PushedIndex } from '../support/images.ts';
 import type { RunningMirror } from '../support/mirror.ts';
@@ -48,6 +50,17 @@ describe('the built bundle, started as npm start does', { skip: missingBinaries 
     }
     assert.ok(mirror.process.child.spawnargs.some((arg) => arg.endsWith('dist/pullmirror.mjs')), 'the bundle served, not src/main.ts');
     assert.ok(!mirror.process.child.spawnargs.some((arg) => arg.endsWith('src/main.ts')));
+  });
+
+  it('checks passwords on its bcrypt worker threads (dist/bcrypt-worker.mjs, the build\'s second entry)', async () => {
+    const file = path.join(work.path, 'htpasswd');
+    writeFileSync(file, `carl:${bcrypt.hashSync('carls-pass', 6)}\n`);
+    const guarded = await world.startMirror({ bundle: true, config: { auth: { htpasswd: { path: file } } } });
+    const url = `${guarded.url}/v2/library/bundled/manifests/${index.digest}`;
+    const as = (password: string) => ({ headers: { authorization: `Basic ${Buffer.from(`carl:${password}`).toString('base64')}` } });
+    assert.equal((await fetch(url)).status, 401);
+    assert.equal((await fetch(url, as('wrong'))).status, 401);
+    assert.equal((await fetch(url, as('carls-pass'))).status, 200);
   });
 
   it('carries the status page, its figures, readiness and metrics', async () => {

@@ -3,7 +3,9 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
+import { BcryptPool } from '../../src/auth/bcrypt-pool.ts';
 import { Htpasswd } from '../../src/auth/htpasswd.ts';
+import { addressKey, LoginThrottle } from '../../src/auth/login-throttle.ts';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { createLogger } from '../../src/logging/logger.ts';
 import { manifestReferences } from '../../src/registry/manifest-references.ts';
@@ -25,7 +27,14 @@ describe('security configuration', () => {
         REGISTRY_HTTP_TLS_KEY: '/certs/mirror.key',
       },
     });
-    assert.deepEqual(config.auth?.htpasswd, { realm: 'corp', path: '/etc/pullmirror/htpasswd', anonymouspull: false });
+    assert.deepEqual(config.auth?.htpasswd, {
+      realm: 'corp',
+      path: '/etc/pullmirror/htpasswd',
+      anonymouspull: false,
+      workers: 2,
+      queue: 64,
+      throttle: { failures: 10, window: 60_000 },
+    });
     assert.equal(config.http.tls?.certificate, '/certs/mirror.crt');
     assert.equal(config.http.tls?.minimumtls, 'tls1.2');
     assert.throws(
@@ -36,14 +45,39 @@ describe('security configuration', () => {
     assert.equal(loadConfig({ env: {} }).auth, undefined, 'no auth unless configured');
   });
 
-  it('rejects other auth kinds with a message naming the one supported', () => {
-    for (const kind of ['TOKEN', 'SILLY']) {
-      assert.throws(
-        () => loadConfig({ env: { [`REGISTRY_AUTH_${kind}`]: '{realm: x}' } }),
-        (error: Error) => error instanceof ConfigError && error.message.includes(`auth.${kind.toLowerCase()}`) && error.message.includes('use auth.htpasswd'),
-      );
-    }
+  it('rejects auth.silly with a message naming the kinds supported, and two kinds at once', () => {
+    assert.throws(
+      () => loadConfig({ env: { REGISTRY_AUTH_SILLY: '{realm: x}' } }),
+      (error: Error) => error instanceof ConfigError && error.message.includes('auth.silly') && error.message.includes('use auth.htpasswd or auth.token'),
+    );
     assert.throws(() => loadConfig({ env: { REGISTRY_AUTH_HTPASSWD_REALM: 'x' } }), /auth\.htpasswd\.path/);
+    assert.throws(
+      () => loadConfig({ env: { REGISTRY_AUTH_HTPASSWD_PATH: '/h', REGISTRY_AUTH_TOKEN: '{realm: r, service: s, issuer: i, rootcertbundle: /c}' } }),
+      /auth\.token \(from REGISTRY_AUTH_TOKEN\): one auth kind at a time/,
+    );
+  });
+
+  it("takes a registry:2 auth.token section as it is (autoredirect accepted and named as ignored)", () => {
+    const warnings: string[] = [];
+    const config = loadConfig({
+      env: {
+        REGISTRY_AUTH_TOKEN_REALM: 'https://auth.example.com/token',
+        REGISTRY_AUTH_TOKEN_SERVICE: 'registry.example.com',
+        REGISTRY_AUTH_TOKEN_ISSUER: 'auth.example.com',
+        REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE: '/certs/token.crt',
+        REGISTRY_AUTH_TOKEN_AUTOREDIRECT: 'false',
+      },
+      warnings,
+    });
+    assert.deepEqual(config.auth?.token, {
+      realm: 'https://auth.example.com/token',
+      service: 'registry.example.com',
+      issuer: 'auth.example.com',
+      rootcertbundle: '/certs/token.crt',
+      autoredirect: 'false',
+    });
+    assert.ok(warnings.some((warning) => warning.includes('auth.token.autoredirect')), 'the ignored key is named');
+    assert.throws(() => loadConfig({ env: { REGISTRY_AUTH_TOKEN: '{realm: r, service: s, issuer: i}' } }), /auth\.token\.rootcertbundle \(from REGISTRY_AUTH_TOKEN\): auth\.token needs rootcertbundle or jwks/);
   });
 
   it('reads the upstream password from proxy.passwordfile, and names the key, not the content, on error', () => {
@@ -71,14 +105,81 @@ describe('htpasswd', () => {
         '',
       ].join('\n'),
     );
-    const htpasswd = new Htpasswd(file, logger);
+    const pool = new BcryptPool({ threads: 1, queue: 8, logger });
+    after(() => pool.close());
+    const htpasswd = new Htpasswd(file, logger, { pool, throttle: new LoginThrottle({ failures: 100, windowMs: 60_000, logger }) });
+    const verify = async (user: string, password: string) => (await htpasswd.login(user, password, '192.0.2.1')).kind;
     assert.equal(htpasswd.userCount, 2, 'the SHA1 entry is skipped, as distribution does');
-    assert.equal(await htpasswd.verify('rasmus', 'rasmuslerdorf'), true);
-    assert.equal(await htpasswd.verify('rasmus', 'rasmuslerdorf'), true, 'again, from the short-lived cache');
-    assert.equal(await htpasswd.verify('rasmus', 'rasmuslerdorF'), false);
-    assert.equal(await htpasswd.verify('bob', 'bobs-pass'), true);
-    assert.equal(await htpasswd.verify('carol', 'password'), false);
-    assert.equal(await htpasswd.verify('nobody', 'rasmuslerdorf'), false);
+    assert.equal(await verify('rasmus', 'rasmuslerdorf'), 'valid');
+    assert.equal(await verify('rasmus', 'rasmuslerdorf'), 'valid', 'again, from the short-lived cache');
+    assert.equal(await verify('rasmus', 'rasmuslerdorF'), 'invalid');
+    assert.equal(await verify('bob', 'bobs-pass'), 'valid');
+    assert.equal(await verify('carol', 'password'), 'invalid');
+    assert.equal(await verify('nobody', 'rasmuslerdorf'), 'invalid');
+  });
+
+  it('answers busy at once when every bcrypt thread is taken and the queue is full', async () => {
+    const pool = new BcryptPool({ threads: 1, queue: 2, logger });
+    after(() => pool.close());
+    const hash = bcrypt.hashSync('x', 8);
+    const running = [pool.compare('a', hash), pool.compare('b', hash), pool.compare('x', hash)];
+    assert.equal(pool.compare('c', hash), 'busy', 'one running and two waiting: the fourth is refused');
+    assert.ok(running.every((check) => check !== 'busy'));
+    assert.deepEqual(await Promise.all(running), [false, false, true]);
+    const again = pool.compare('x', hash);
+    assert.notEqual(again, 'busy', 'free again once they are answered');
+    assert.equal(await again, true);
+  });
+});
+
+describe('login throttle', () => {
+  it('refuses an address after `failures` failures in a window (checks in flight count), until the window ends', () => {
+    let now = 1_000_000;
+    const throttle = new LoginThrottle({ failures: 3, windowMs: 60_000, logger, now: () => now });
+    const checks = [0, 1, 2].map((i) => throttle.admit('192.0.2.7', `user${i}`));
+    assert.ok(checks.every((check) => check.admitted), 'three checks admitted');
+    const fourth = throttle.admit('192.0.2.7', 'user9');
+    assert.deepEqual(fourth, { admitted: false, scope: 'address', retryAfterS: 60 }, 'the burst cannot outrun the limit');
+    for (const check of checks) if (check.admitted) check.done(false);
+    assert.equal(throttle.addressBlocked('192.0.2.7'), 60);
+    assert.equal(throttle.addressBlocked('192.0.2.8'), undefined, 'another address is not affected');
+    now += 30_000;
+    assert.equal(throttle.addressBlocked('192.0.2.7'), 30);
+    now += 30_000;
+    assert.equal(throttle.addressBlocked('192.0.2.7'), undefined, 'the window passed');
+  });
+
+  it('counts an IPv6 client by its /64 (one host holds all of it), an IPv4 one by its address', () => {
+    assert.equal(addressKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8:1:2::99'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(addressKey('::1'), '0:0:0:0::/64');
+    assert.equal(addressKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(addressKey('::ffff:192.0.2.5'), '192.0.2.5');
+    assert.equal(addressKey('192.0.2.5'), '192.0.2.5');
+    const throttle = new LoginThrottle({ failures: 1, windowMs: 60_000, logger });
+    const check = throttle.admit('2001:db8:1:2::1', 'x');
+    assert.ok(check.admitted);
+    check.done(false);
+    assert.equal(throttle.addressBlocked('2001:db8:1:2:ffff::7'), 60, 'another address of the same /64');
+    assert.equal(throttle.addressBlocked('2001:db8:1:3::1'), undefined);
+  });
+
+  it('refuses a user name failed from many addresses; successes do not count', () => {
+    const throttle = new LoginThrottle({ failures: 2, windowMs: 60_000, logger });
+    for (const address of ['192.0.2.1', '192.0.2.2']) {
+      const check = throttle.admit(address, 'alice');
+      assert.ok(check.admitted);
+      check.done(false);
+    }
+    const refused = throttle.admit('192.0.2.3', 'alice');
+    assert.equal(refused.admitted, false);
+    assert.equal(!refused.admitted && refused.scope, 'user');
+    for (let i = 0; i < 5; i++) {
+      const check = throttle.admit('192.0.2.9', 'bob');
+      assert.ok(check.admitted, `bob's success ${i} is not a failure`);
+      check.done(true);
+    }
   });
 });
 

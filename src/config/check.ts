@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
+import { TokenVerifier } from '../auth/token-verifier.ts';
 import type { Config } from './schema.ts';
 
 /**
  * What the schema cannot see but `serve` needs: the files the config names exist and can be
- * used (auth.htpasswd.path, http.tls.*). `serve` and `config check` both call this after
+ * used (auth.htpasswd.path, auth.token's rootcertbundle and jwks, http.tls.*). `serve` and `config check` both call this after
  * loading, so a config check passes exactly the configs serve starts with. Each problem names
  * the key and the file, never the content.
  */
@@ -20,6 +21,18 @@ export function checkFiles(config: Config): string[] {
   };
   const htpasswd = config.auth?.htpasswd;
   if (htpasswd) read('auth.htpasswd.path', htpasswd.path);
+  const token = config.auth?.token;
+  if (token) {
+    const bundle = token.rootcertbundle === undefined ? undefined : read('auth.token.rootcertbundle', token.rootcertbundle);
+    const jwks = token.jwks === undefined ? undefined : read('auth.token.jwks', token.jwks);
+    if ((token.rootcertbundle === undefined || bundle) && (token.jwks === undefined || jwks)) {
+      try {
+        new TokenVerifier({ issuer: token.issuer, service: token.service, rootCertBundle: bundle?.toString('utf8'), jwks: jwks?.toString('utf8'), algorithms: token.signingalgorithms });
+      } catch (error) {
+        problems.push(`auth.token: ${(error as Error).message}`);
+      }
+    }
+  }
   const tls = config.http.tls;
   if (tls) {
     const cert = read('http.tls.certificate', tls.certificate);

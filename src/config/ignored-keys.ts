@@ -20,6 +20,8 @@ const WHAT_IT_DID: Record<string, string> = {
   'http.debug.pprof': 'Go profiling has no Node counterpart here',
   'http.debug.tls': 'the debug address speaks plain HTTP',
   'http.tls.ciphersuites': "Node's default cipher suites are used",
+  'auth.token.autoredirect': 'registry:2 rewrites the token realm to its own host; pullmirror sends the realm as configured',
+  'auth.token.autoredirectpath': 'registry:2 rewrites the token realm to its own host; pullmirror sends the realm as configured',
   'http.tls.letsencrypt': 'pullmirror does not fetch certificates; give http.tls.certificate and key',
   'storage.maintenance.uploadpurging': 'a mirror takes no uploads',
   'storage.filesystem.maxthreads': "Node's file I/O threads are libuv's (UV_THREADPOOL_SIZE)",

@@ -217,9 +217,9 @@ const http = z
 
 /** Auth kinds distribution has that pullmirror does not: named, so the error says what to use. */
 const unsupportedAuth = (kind: string) =>
-  z.unknown().refine((v) => v === undefined, { message: `auth.${kind} is not supported by pullmirror; use auth.htpasswd` }).optional().meta({ unsupported: true });
+  z.unknown().refine((v) => v === undefined, { message: `auth.${kind} is not supported by pullmirror; use auth.htpasswd or auth.token` }).optional().meta({ unsupported: true });
 
-/** Who may pull from the mirror: distribution's auth section; htpasswd is the one kind supported. */
+/** Who may pull from the mirror: distribution's auth section; htpasswd and token are supported. */
 const auth = z
   .strictObject({
     htpasswd: z
@@ -232,11 +232,47 @@ const auth = z
          * repositories stay for authenticated clients (proxy.privaterepos).
          */
         anonymouspull: bool().default(false),
+        /**
+         * ours: bcrypt runs on this many worker threads, never on the event loop, so password
+         * guessing cannot stall pulls; checks beyond them wait in a queue of `queue`, and when
+         * that is full the client gets 429 TOOMANYREQUESTS with Retry-After.
+         */
+        workers: int(1, 64).default(2),
+        queue: int(0, 10_000).default(64),
+        /**
+         * ours: after `failures` failed logins within `window` from one client address (or for
+         * one user name), further logins from it (for it) are answered 429 until the window ends.
+         */
+        throttle: z
+          .strictObject({
+            failures: int(1).default(10),
+            window: duration().prefault('1m'),
+          })
+          .prefault({}),
       })
       .optional(),
-    token: unsupportedAuth('token'),
+    /**
+     * distribution's token authentication: clients get a Bearer challenge naming `realm` and
+     * `service`, and come back with a JWT from that token server: `iss` = issuer, `aud` =
+     * service, signed by a key of rootcertbundle (an x5c chain to it, or a kid) or of jwks.
+     */
+    token: z
+      .strictObject({
+        realm: str(),
+        service: str(),
+        issuer: str(),
+        rootcertbundle: str().optional(),
+        jwks: str().optional(),
+        /** The JWS algorithms accepted (RS256…RS512, ES256…ES512); every one of them when absent. */
+        signingalgorithms: z.array(str()).optional(),
+        autoredirect: ignored(),
+        autoredirectpath: ignored(),
+      })
+      .refine((t) => t.rootcertbundle !== undefined || t.jwks !== undefined, { message: 'auth.token needs rootcertbundle or jwks', path: ['rootcertbundle'] })
+      .optional(),
     silly: unsupportedAuth('silly'),
   })
+  .refine((a) => !(a.htpasswd && a.token), { message: 'one auth kind at a time: auth.htpasswd or auth.token, as distribution takes one', path: ['token'] })
   .optional();
 
 const proxy = z

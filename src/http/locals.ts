@@ -1,4 +1,5 @@
 import type { Logger } from '../logging/logger.ts';
+import type { RegistryError } from '../registry/errors.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import type { Route } from './route.ts';
 
@@ -12,10 +13,12 @@ declare global {
     interface Locals {
       /** The request's child logger (made on first use, see request-context). */
       log: Logger;
+      /** The client's address (behind http.trustedproxies, the one they name): logs and login throttling. */
+      remote?: string;
       /** The authenticated client (`user`, or `cert:<CN>`); absent for an anonymous one. */
       user?: string;
-      /** The Basic realm when the mirror has auth: a refusal carries its challenge. */
-      authRealm?: string;
+      /** When the mirror has auth: the 401 (challenge included) for a client it did not authenticate. */
+      refuseAnonymous?: (message: string) => RegistryError;
       /** The /v2 route the request matched. */
       route?: Route;
       /** An ops route's name, for the request metrics. */

@@ -4,7 +4,6 @@ import { RegistryError } from '../registry/errors.ts';
 import { validateName } from '../registry/names.ts';
 import type { AccessRequest } from '../proxy/private-access.ts';
 import { resolveRepository, type RegistryContext } from './context.ts';
-import { unauthorized } from './middleware/auth.ts';
 import { getBlob, headBlob } from './handlers/blobs.ts';
 import { serveManifest } from './handlers/manifests.ts';
 import { listTags } from './handlers/tags.ts';
@@ -77,5 +76,5 @@ async function refusePrivate(ctx: RegistryContext, req: Request, res: Response, 
   }
   res.locals.log.info('private repository refused to an anonymous client', { repository: name });
   const message = 'this repository is private upstream: the mirror serves it to authenticated clients only';
-  throw typeof res.locals.authRealm === 'string' ? unauthorized(res.locals.authRealm, message) : new RegistryError('DENIED', message);
+  throw res.locals.refuseAnonymous?.(message) ?? new RegistryError('DENIED', message);
 }

@@ -89,6 +89,17 @@ export const tokensFetched = new Counter({
 });
 
 /**
+ * Client logins refused: `failed` (wrong user or password), `throttled` (too many failures from
+ * the address or for the user name, auth.htpasswd.throttle), `busy` (the bcrypt queue was full).
+ */
+export const loginRefusals = new Counter({
+  name: 'pullmirror_login_refusals_total',
+  help: 'Client logins refused, by reason (failed, throttled, busy)',
+  labelNames: ['reason'] as const,
+  registers: [metricsRegistry],
+});
+
+/**
  * Content removed from the store by eviction (TTL, size cap); the eviction sweep increments
  * it with the kind it removed (blob, manifest, tag) and the bytes freed.
  */

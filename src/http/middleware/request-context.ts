@@ -21,6 +21,7 @@ export function requestContext(
     const started = process.hrtime.bigint();
     // The client behind a trusted load balancer (http.trustedproxies), else the socket's peer.
     const remote = client.enabled ? client.of(req.socket.remoteAddress, req.headers['x-forwarded-for']) : req.socket.remoteAddress;
+    res.locals.remote = remote;
     // Made on first use: most requests log nothing but their access line, and a winston child
     // per request is a measurable share of a warm request's CPU.
     let log: Logger | undefined;
