@@ -15,6 +15,8 @@ import { Worker } from 'node:worker_threads';
 
 /** Blobs larger than this are hashed off the main thread. */
 export const HASH_OFF_THREAD_BYTES = 4 * 1024 * 1024;
+/** The worker is told of the writer's progress in steps of this many bytes. */
+const ADVANCE_STEP = 8 * 1024 * 1024;
 
 /** The worker: one job per file, messages in order, reads with its own synchronous calls. */
 const WORKER_SOURCE = `
@@ -127,13 +129,23 @@ export class FileHashJob {
     shared.post({ kind: 'start', id: this.id, path, algorithm });
   }
 
-  /** Bytes [0, upTo) of the file are written (and may be read). */
+  /** How far the worker was last told the file is written. */
+  private told = 0;
+
+  /**
+   * Bytes [0, upTo) of the file are written (and may be read). Told in steps of ADVANCE_STEP:
+   * a message per 1 MiB write cost the main thread more (~0.1 s per 256 MiB in postMessage)
+   * than the worker needs to keep up; digest() tells the rest.
+   */
   advance(upTo: number): void {
-    if (!this.ended) shared.post({ kind: 'advance', id: this.id, upTo });
+    if (this.ended || upTo - this.told < ADVANCE_STEP) return;
+    this.told = upTo;
+    shared.post({ kind: 'advance', id: this.id, upTo });
   }
 
   /** The file was truncated to 0: hash from the start again. */
   reset(): void {
+    this.told = 0;
     if (!this.ended) shared.post({ kind: 'reset', id: this.id });
   }
 
