@@ -72,7 +72,10 @@ export async function getBlob(ctx: RegistryContext, req: Request, res: Response,
       res.locals.streamError = 'no progress within http.sendtimeout';
       res.destroy();
     };
-    res.setTimeout(ctx.sendTimeoutMs, stalled);
+    // Armed at half the timeout: Node's first idle timeout on a socket with a pending write only
+    // re-arms (its write queue grew since the last look), so a stalled client is closed after
+    // between one and one and a half http.sendtimeout, not two.
+    res.setTimeout(Math.max(1, Math.floor(ctx.sendTimeoutMs / 2)), stalled);
     try {
       await source.send(res, range);
     } catch (error) {
