@@ -37,7 +37,8 @@ import { StorePaths } from './storage/paths.ts';
 import { storeId } from './storage/store-id.ts';
 import { StoreStatsCache } from './storage/store-stats.ts';
 import { TempArea } from './storage/temp-area.ts';
-import { UpstreamRegistry } from './upstream/upstream-registry.ts';
+import { Remotes } from './upstream/remotes.ts';
+import type { UpstreamRegistry } from './upstream/upstream-registry.ts';
 
 /** Everything a running mirror is made of; serve.ts listens with `app` and closes the rest. */
 export interface Mirror {
@@ -54,7 +55,8 @@ export interface Mirror {
 export async function createMirror(config: Config, logger: Logger): Promise<Mirror> {
   const storage = await buildStorage(config, logger);
   const caches = await buildCaches(config, logger, storage.paths);
-  const upstream = buildUpstream(config, logger);
+  const remotes = new Remotes(config, logger.child({ component: 'upstream' }));
+  const upstream = remotes.default.upstream;
   const stores = buildStores(config, logger, storage, caches);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage.paths, upstream, stores.downloads);
@@ -63,9 +65,8 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     blobs: stores.blobs,
     manifests: stores.manifests,
     usage: eviction.usage,
-    access: buildPrivateAccess(config, logger, storage.manifestStore, upstream),
-    // One upstream today; `ns` (containerd) must name it when present.
-    upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
+    access: buildPrivateAccess(config, logger, storage.manifestStore, remotes),
+    remotes,
     logger,
     sendTimeoutMs: config.http.sendtimeout,
   }, ops);
@@ -76,7 +77,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     drain: () => stores.downloads.drain(),
     async close() {
       await eviction.scheduler?.stop();
-      await upstream.close();
+      await remotes.close();
       await caches.fleet.close();
       await caches.descriptors.close();
       await caches.redis?.close();
@@ -133,16 +134,6 @@ async function buildCaches(config: Config, logger: Logger, paths: StorePaths): P
   return { redis, descriptors, fleet };
 }
 
-function buildUpstream(config: Config, logger: Logger): UpstreamRegistry {
-  return new UpstreamRegistry({
-    url: config.proxy.remoteurl,
-    username: config.proxy.username,
-    password: config.proxy.password,
-    timeouts: config.proxy.timeouts,
-    logger: logger.child({ component: 'upstream' }),
-  });
-}
-
 interface Stores {
   blobs: ProxyBlobStore;
   downloads: BlobDownloads;
@@ -168,8 +159,6 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
   const manifests = new ProxyManifestStore({
     manifests: storage.manifestStore,
     logger: logger.child({ component: 'manifests' }),
-    tagFreshnessMs: config.proxy.tagfreshness,
-    rateLimitReserve: config.proxy.ratelimitreserve,
     readOnly: storage.readOnly,
     fleet: caches.fleet,
   });
@@ -192,9 +181,11 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
 function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
   if (storage.readOnly) return {};
   const evictionLogger = logger.child({ component: 'eviction' });
+  const ttls = [config.proxy, ...config.proxy.remotes].map((remote) => remote.ttl).filter((ttl) => ttl > 0);
   const usage = new AccessRecorder({
     paths: storage.paths,
-    ttlMs: config.proxy.ttl,
+    // The shortest TTL of any registry: debouncing must not make a used item look expired anywhere.
+    ttlMs: ttls.length > 0 ? Math.min(...ttls) : 0,
     logger: evictionLogger,
     // A `pullmirror gc` in another process removed what this one still knew: store it anew next time.
     gone: { manifest: stores.forgetManifest, blob: (digest) => void stores.forgetBlob(digest) },
@@ -215,12 +206,13 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
   return { usage, scheduler };
 }
 
-/** proxy.privaterepos.protect: what keeps private upstream content from anonymous clients. */
-function buildPrivateAccess(config: Config, logger: Logger, manifestStore: FilesystemManifestStore, upstream: UpstreamRegistry): PrivateAccess | undefined {
-  if (!config.proxy.privaterepos.protect) return undefined;
+/** proxy.privaterepos.protect (each registry's): what keeps private upstream content from anonymous clients. */
+function buildPrivateAccess(config: Config, logger: Logger, manifestStore: FilesystemManifestStore, remotes: Remotes): PrivateAccess | undefined {
+  const protecting = remotes.all.filter((remote) => remote.policy.privateRepos.protect);
+  if (protecting.length === 0) return undefined;
   const accessLogger = logger.child({ component: 'access' });
-  const privacy = new RepositoryPrivacy({ links: manifestStore.links, ttlMs: config.proxy.privaterepos.checkttl, logger: accessLogger });
-  if (upstream.hasCredentials && !config.auth?.htpasswd && !config.http.tls?.clientcas?.length) {
+  const privacy = new RepositoryPrivacy({ links: manifestStore.links, logger: accessLogger });
+  if (protecting.some((remote) => remote.upstream.hasCredentials) && !config.auth?.htpasswd && !config.http.tls?.clientcas?.length) {
     accessLogger.info('no client authentication configured: repositories private upstream will be refused to every client');
   }
   return new PrivateAccess({ privacy, links: manifestStore.links, logger: accessLogger });

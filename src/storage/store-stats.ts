@@ -39,13 +39,15 @@ export async function computeStoreFigures(paths: StorePaths): Promise<StoreFigur
     }
   }
   const linked = new Set<string>();
-  await walkRepositories(paths.repositoriesDir(), async (repoDir) => {
-    figures.repositories++;
-    figures.tags += (await list(join(repoDir, '_tags'))).length;
-    for (const algorithm of await list(join(repoDir, '_manifests'))) {
-      for (const hex of await list(join(repoDir, '_manifests', algorithm))) linked.add(`${algorithm}:${hex}`);
-    }
-  });
+  for (const { dir } of await paths.repositoryRoots()) {
+    await walkRepositories(dir, async (repoDir) => {
+      figures.repositories++;
+      figures.tags += (await list(join(repoDir, '_tags'))).length;
+      for (const algorithm of await list(join(repoDir, '_manifests'))) {
+        for (const hex of await list(join(repoDir, '_manifests', algorithm))) linked.add(`${algorithm}:${hex}`);
+      }
+    });
+  }
   for (const digest of linked) {
     const size = sizes.get(digest);
     if (size === undefined) continue;
