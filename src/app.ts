@@ -59,8 +59,8 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const upstream = remotes.default.upstream;
   const stores = buildStores(config, logger, storage, caches);
   const eviction = buildEviction(config, logger, storage, stores);
-  const ops = buildOps(config, storage.paths, upstream, stores.downloads);
-  watchUpstreamCredentials(upstream, ops.readiness, config, logger);
+  const ops = buildOps(config, storage.paths, remotes, stores.downloads);
+  for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,
     manifests: stores.manifests,
@@ -287,7 +287,8 @@ const VERSION = (() => {
 })();
 
 /** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
-function buildOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry, downloads: BlobDownloads): OpsContext {
+function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads: BlobDownloads): OpsContext {
+  const upstream = remotes.default.upstream;
   const storeStats = new StoreStatsCache(paths);
   const checks: CachedCheck[] = [];
   const { storagedriver, upstream: upstreamCheck } = config.health;
@@ -295,7 +296,16 @@ function buildOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry,
     checks.push(new CachedCheck('storage', storeWritableProbe(paths.tmpDir()), { intervalMs: storagedriver.interval, threshold: storagedriver.threshold }));
   }
   if (upstreamCheck.enabled) {
-    checks.push(new CachedCheck('upstream', upstreamReachableProbe(upstream, upstreamCheck.timeout), { intervalMs: upstreamCheck.interval, threshold: upstreamCheck.threshold }));
+    // One per remote; another registry's is advisory: its outage degrades only its own images.
+    for (const remote of remotes.all) {
+      checks.push(
+        new CachedCheck(remote.isDefault ? 'upstream' : `upstream:${remote.namespace}`, upstreamReachableProbe(remote.upstream, upstreamCheck.timeout), {
+          intervalMs: upstreamCheck.interval,
+          threshold: upstreamCheck.threshold,
+          advisory: !remote.isDefault,
+        }),
+      );
+    }
   }
   for (const { file, interval } of config.health.file) {
     checks.push(new CachedCheck(`file:${file}`, fileAbsentProbe(file), { intervalMs: interval, threshold: 1 }));
@@ -303,5 +313,5 @@ function buildOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry,
   collectProcessMetrics();
   const fillsInFlight = () => downloads.inFlight;
   bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.get() });
-  return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, fillsInFlight, version: VERSION };
+  return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: VERSION };
 }

@@ -23,6 +23,13 @@ const K8S_ACCOUNT = { username: 'k8s-account', password: 'k8s-secret-2468' };
  * docker.io) and a second docker-registry without auth standing for registry.k8s.io. Both hold
  * `team/tool:1` with different content; each pull must get its own registry's image.
  */
+/** `pullmirror ARGS`; resolves with stdout. */
+function pullmirror(...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [MAIN, ...args], { env: cleanEnv(['REGISTRY_']) }, (error, stdout, stderr) => (error ? reject(new Error(`pullmirror ${args[0]}: ${stderr || stdout}`)) : resolve(stdout)));
+  });
+}
+
 describe('many registries: one mirror for docker.io and registry.k8s.io', { skip: missingBinaries }, () => {
   let world: World;
   let k8s: RegistryServer;
@@ -43,6 +50,7 @@ describe('many registries: one mirror for docker.io and registry.k8s.io', { skip
     second.tool = await pushImage(k8s.url, undefined, { name: 'team/tool', tag: '1', layers: [randomLayer('k8s-tool', 24 * 1024), shared], format: 'oci' });
     second.pause = await pushImage(k8s.url, undefined, { name: 'pause', tag: '3.9', layers: [randomLayer('k8s-pause', 4 * 1024)], format: 'docker' });
     second.cold = await pushImage(k8s.url, undefined, { name: 'team/cold', tag: '1', layers: [randomLayer('k8s-cold', 20 * 1024)], format: 'docker' });
+    second.warmed = await pushImage(k8s.url, undefined, { name: 'team/warmed', tag: '1', layers: [randomLayer('k8s-warmed', 12 * 1024)], format: 'docker' });
     assert.notEqual(hub.tool.manifestDigest, second.tool.manifestDigest);
     mirror = await world.startMirror({
       config: {
@@ -52,6 +60,8 @@ describe('many registries: one mirror for docker.io and registry.k8s.io', { skip
           remotes: [{ namespace: K8S, remoteurl: k8sProxy.url, prefix: 'k8s', tagfreshness: '0', ttl: '1h', ...K8S_ACCOUNT }],
         },
         storage: { eviction: { grace: '0s' } },
+        // Readiness asks on every request, so a test sees an outage at once.
+        health: { upstream: { interval: '0s' } },
       },
     });
     host = `127.0.0.1:${mirror.port}`;
@@ -168,13 +178,52 @@ describe('many registries: one mirror for docker.io and registry.k8s.io', { skip
     }
   });
 
+  it("readiness: another registry's upstream down is reported, advisory; the default's makes the instance unready", async () => {
+    const ready = async () => {
+      const response = await fetch(`http://${host}/health/ready`);
+      return { status: response.status, body: (await response.json()) as { checks: Record<string, { ok: boolean; advisory?: true }> } };
+    };
+    const healthy = await ready();
+    assert.equal(healthy.status, 200);
+    assert.deepEqual(healthy.body.checks[`upstream:${K8S}`], { ...healthy.body.checks[`upstream:${K8S}`], ok: true, advisory: true });
+    k8sProxy.setFault({ kind: 'reset', match: () => true });
+    try {
+      const degraded = await ready();
+      assert.equal(degraded.status, 200, 'still ready: only the second registry\'s images are affected');
+      assert.equal(degraded.body.checks[`upstream:${K8S}`].ok, false);
+      assert.equal(degraded.body.checks.upstream.ok, true);
+    } finally {
+      k8sProxy.setFault(undefined);
+    }
+    world.proxy.setFault({ kind: 'reset', match: () => true });
+    try {
+      assert.equal((await ready()).status, 503, 'the default remote down: unready, as with one registry');
+    } finally {
+      world.proxy.setFault(undefined);
+    }
+  });
+
+  it('/api/status and `pullmirror stats` give figures per registry', async () => {
+    const status = (await (await fetch(`http://${host}/api/status`)).json()) as { registries: { namespace: string; default: boolean; prefix?: string; url: string; store: { repositories: number } }[] };
+    const byName = new Map(status.registries.map((registry) => [registry.namespace, registry]));
+    assert.equal(byName.get('docker.io')?.default, true);
+    assert.equal(byName.get(K8S)?.prefix, 'k8s');
+    assert.equal(byName.get(K8S)?.url, k8sProxy.url);
+    const stats = JSON.parse(await pullmirror('stats', '--json', mirror.configFile)) as { repositories: number; registries: Record<string, { repositories: number; tags: number }> };
+    assert.ok(stats.registries[K8S].repositories >= 3, JSON.stringify(stats.registries));
+    assert.ok(stats.registries[''].repositories >= 2, JSON.stringify(stats.registries));
+    assert.equal(stats.repositories, stats.registries[''].repositories + stats.registries[K8S].repositories);
+  });
+
+  it('`pullmirror warm registry.k8s.io/team/warmed:1` warms the second registry through the mirror', async () => {
+    await pullmirror('warm', '--mirror', `http://${host}`, `${K8S}/team/warmed:1`);
+    const tagFile = path.join(mirror.root, `registries/${K8S}/repositories/team/warmed/_tags/1`);
+    assert.equal(readFileSync(tagFile, 'utf8').trim(), second.warmed.manifestDigest);
+  });
+
   it("evicts by each registry's ttl: gc walks registries/ too", async () => {
     // proxy.ttl is 168h, the second registry's 1h: two hours on, only the second's images expire.
-    const out = await new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, [MAIN, 'gc', '--dry-run', '--now', '+2h', mirror.configFile], { env: cleanEnv(['REGISTRY_']) }, (error, stdout, stderr) =>
-        error ? reject(new Error(stderr || stdout)) : resolve(stdout),
-      );
-    });
+    const out = await pullmirror('gc', '--dry-run', '--now', '+2h', mirror.configFile);
     const manifests = out.split('\n').filter((line) => line.startsWith('would remove manifest '));
     assert.ok(manifests.length >= 3, out);
     assert.ok(manifests.every((line) => line.startsWith(`would remove manifest ${K8S}/`)), out);
