@@ -52,8 +52,12 @@ describe('routing a request to one of several registries', () => {
 
   it('answers NAME_UNKNOWN for a registry it does not serve, NAME_INVALID for a bad name', () => {
     assert.equal(code(() => remotes.route('quay.io', 'team/app')), 'NAME_UNKNOWN');
+    assert.equal(code(() => remotes.route('quay.io', '../app')), 'NAME_INVALID', 'a bad name first');
+    assert.equal(code(() => remotes.route(undefined, 'quay.io/../app')), 'NAME_INVALID');
     assert.equal(code(() => remotes.route(undefined, 'quay.io/team/app')), 'NAME_UNKNOWN');
     assert.equal(code(() => remotes.route(undefined, 'ghcr.io/Bad')), 'NAME_INVALID');
+    assert.equal(code(() => remotes.route(undefined, '../etc/passwd')), 'NAME_INVALID', 'a dot does not make .. a registry');
+    assert.equal(code(() => remotes.route(undefined, 'a..b/x')), 'NAME_INVALID');
     assert.equal(code(() => remotes.route(undefined, 'ghcr.io')), 'routed', 'one component: a name on the default remote');
   });
 

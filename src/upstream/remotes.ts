@@ -26,6 +26,8 @@ export interface RemoteSettings {
   privaterepos: { protect: boolean; checkttl: number };
 }
 
+/** A host with an optional port, as a registry namespace is written (the config schema's rule). */
+const REGISTRY_HOST = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
 const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
 
 /**
@@ -104,17 +106,24 @@ export class Remotes {
    */
   route(ns: string | undefined, name: string): RoutedRepository {
     if (ns !== undefined) {
+      // A bad name is NAME_INVALID whatever the namespace.
+      const valid = validateName(name);
       const remote = this.forNamespace(ns.toLowerCase());
       if (!remote) throw new RegistryError('NAME_UNKNOWN', `this mirror does not serve namespace ${ns.slice(0, 100)}`);
-      return { remote, name: remote.repositoryName(validateName(name)) };
+      return { remote, name: remote.repositoryName(valid) };
     }
     const slash = name.indexOf('/');
     if (slash > 0) {
       const first = name.slice(0, slash);
       const rest = name.slice(slash + 1);
-      const remote = isRegistryHost(first) ? this.forNamespace(first) : this.all.find((r) => r.prefix === first);
+      // A registry host by its shape (`..` has a dot but is no host: the name check refuses it below).
+      const host = isRegistryHost(first) && REGISTRY_HOST.test(first);
+      const remote = host ? this.forNamespace(first) : this.all.find((r) => r.prefix === first);
       if (remote) return { remote, name: remote.repositoryName(validateName(rest)) };
-      if (isRegistryHost(first)) throw new RegistryError('NAME_UNKNOWN', `this mirror does not serve registry ${first.slice(0, 100)}`);
+      if (host) {
+        validateName(rest); // a bad name is NAME_INVALID whatever the registry
+        throw new RegistryError('NAME_UNKNOWN', `this mirror does not serve registry ${first.slice(0, 100)}`);
+      }
     }
     return { remote: this.default, name: this.default.repositoryName(validateName(name)) };
   }
