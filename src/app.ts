@@ -57,7 +57,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const caches = await buildCaches(config, logger, storage.paths);
   const remotes = new Remotes(config, logger.child({ component: 'upstream' }));
   const upstream = remotes.default.upstream;
-  const stores = buildStores(config, logger, storage, caches);
+  const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage.paths, remotes, stores.downloads);
   for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
@@ -144,7 +144,7 @@ interface Stores {
 }
 
 /** The pull-through stores over the local ones. */
-function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches): Stores {
+function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches, remotes: Remotes): Stores {
   const blobLogger = logger.child({ component: 'blobs' });
   const downloads = new BlobDownloads({
     blobs: storage.blobStore,
@@ -152,6 +152,7 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     descriptors: caches.descriptors,
     logger: blobLogger,
     resume: { retries: config.proxy.resume.retries, backoffMs: config.proxy.resume.backoff },
+    resumeFor: (upstream) => remotes.forUpstream(upstream)?.policy.resume,
     fleet: caches.fleet,
     fleetStallMs: config.redis.fleet.lease,
   });

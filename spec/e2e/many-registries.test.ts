@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startContainerd, type Containerd } from '../support/containerd.ts';
-import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
+import { pushImage, randomLayer, sha256OfBody, type PushedImage } from '../support/images.ts';
 import { startMirror, type RunningMirror } from '../support/mirror.ts';
 import { cleanEnv, requireBinary, tempDir } from '../support/processes.ts';
 import { startOpenRegistry, type RegistryServer } from '../support/registry.ts';
@@ -50,6 +50,8 @@ describe('many registries: one mirror for docker.io and registry.k8s.io', { skip
     second.tool = await pushImage(k8s.url, undefined, { name: 'team/tool', tag: '1', layers: [randomLayer('k8s-tool', 24 * 1024), shared], format: 'oci' });
     second.pause = await pushImage(k8s.url, undefined, { name: 'pause', tag: '3.9', layers: [randomLayer('k8s-pause', 4 * 1024)], format: 'docker' });
     second.cold = await pushImage(k8s.url, undefined, { name: 'team/cold', tag: '1', layers: [randomLayer('k8s-cold', 20 * 1024)], format: 'docker' });
+    hub.fresh = await pushImage(world.registry.url, PUSHER, { name: 'team/fresh', tag: '1', layers: [randomLayer('hub-fresh', 256 * 1024)], format: 'docker' });
+    second.fresh = await pushImage(k8s.url, undefined, { name: 'team/fresh', tag: '1', layers: [randomLayer('k8s-fresh', 256 * 1024)], format: 'docker' });
     second.warmed = await pushImage(k8s.url, undefined, { name: 'team/warmed', tag: '1', layers: [randomLayer('k8s-warmed', 12 * 1024)], format: 'docker' });
     assert.notEqual(hub.tool.manifestDigest, second.tool.manifestDigest);
     mirror = await world.startMirror({
@@ -57,7 +59,8 @@ describe('many registries: one mirror for docker.io and registry.k8s.io', { skip
         proxy: {
           namespace: 'docker.io',
           tagfreshness: '0',
-          remotes: [{ namespace: K8S, remoteurl: k8sProxy.url, prefix: 'k8s', tagfreshness: '0', ttl: '1h', ...K8S_ACCOUNT }],
+          // The second registry gives up an interrupted blob download at once (its own proxy.resume).
+          remotes: [{ namespace: K8S, remoteurl: k8sProxy.url, prefix: 'k8s', tagfreshness: '0', ttl: '1h', resume: { retries: 0 }, ...K8S_ACCOUNT }],
         },
         storage: { eviction: { grace: '0s' } },
         // Readiness asks on every request, so a test sees an outage at once.
@@ -175,6 +178,28 @@ describe('many registries: one mirror for docker.io and registry.k8s.io', { skip
       assert.equal((await pull(`docker://${host}/k8s/team/cold:1`)).manifest.digest, second.cold.manifestDigest, 'cold');
     } finally {
       world.proxy.setFault(undefined);
+    }
+  });
+
+  it("resumes an interrupted blob download by each registry's own proxy.resume", async () => {
+    const [hubLayer] = hub.fresh.layerDigests;
+    const [k8sLayer] = second.fresh.layerDigests;
+    world.proxy.setFault({ kind: 'drop-after', bytes: 4096, match: (method, p) => method === 'GET' && p.includes(hubLayer), times: 1 });
+    k8sProxy.setFault({ kind: 'drop-after', bytes: 4096, match: (method, p) => method === 'GET' && p.includes(k8sLayer), times: 1 });
+    try {
+      const resumed = await fetch(`http://${host}/v2/team/fresh/blobs/${hubLayer}`);
+      assert.equal(resumed.status, 200);
+      assert.equal(await sha256OfBody(resumed), hubLayer, 'the default remote resumes (3 retries)');
+      // The second registry gives up at once (retries: 0): a broken transfer, never a clean end.
+      await assert.rejects(async () => {
+        const broken = await fetch(`http://${host}/v2/k8s/team/fresh/blobs/${k8sLayer}`);
+        await broken.arrayBuffer();
+      });
+      assert.equal(mirror.logLines().filter((line) => line.message === 'upstream transfer interrupted; resuming' && line.digest === k8sLayer).length, 0);
+      assert.equal(mirror.logLines().filter((line) => line.message === 'upstream transfer interrupted; resuming' && line.digest === hubLayer).length, 1);
+    } finally {
+      world.proxy.setFault(undefined);
+      k8sProxy.setFault(undefined);
     }
   });
 

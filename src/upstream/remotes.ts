@@ -10,6 +10,8 @@ export interface RemotePolicy {
   tagFreshnessMs: number;
   rateLimitReserve: number;
   privateRepos: { protect: boolean; checkTtlMs: number };
+  /** proxy.resume: how an interrupted blob download from this registry is resumed. */
+  resume: { retries: number; backoffMs: number };
 }
 
 /** The per-upstream keys as the config schema gives them (proxy, or one entry of proxy.remotes). */
@@ -24,6 +26,7 @@ export interface RemoteSettings {
   ratelimitreserve: number;
   timeouts: { connect: number; headers: number; bodyidle: number };
   privaterepos: { protect: boolean; checkttl: number };
+  resume: { retries: number; backoff: number };
 }
 
 /** A host with an optional port, as a registry namespace is written (the config schema's rule). */
@@ -60,6 +63,7 @@ export class Remote {
       tagFreshnessMs: settings.tagfreshness,
       rateLimitReserve: settings.ratelimitreserve,
       privateRepos: { protect: settings.privaterepos.protect, checkTtlMs: settings.privaterepos.checkttl },
+      resume: { retries: settings.resume.retries, backoffMs: settings.resume.backoff },
     };
   }
 
@@ -93,6 +97,11 @@ export class Remotes {
   constructor(config: { proxy: RemoteSettings & { remotes: (RemoteSettings & { prefix?: string })[] } }, logger: Logger) {
     this.default = new Remote(config.proxy, true, logger);
     this.all = [this.default, ...config.proxy.remotes.map((settings) => new Remote(settings, false, logger))];
+  }
+
+  /** The remote an upstream client belongs to. */
+  forUpstream(upstream: UpstreamRegistry): Remote | undefined {
+    return this.all.find((remote) => remote.upstream === upstream);
   }
 
   forNamespace(ns: string): Remote | undefined {
