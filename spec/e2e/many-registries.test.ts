@@ -236,6 +236,11 @@ describe('many registries: one mirror for docker.io and registry.k8s.io', { skip
     assert.equal(byName.get(K8S)?.url, k8sProxy.url);
     const stats = JSON.parse(await pullmirror('stats', '--json', mirror.configFile)) as { repositories: number; registries: Record<string, { repositories: number; tags: number }> };
     assert.ok(stats.registries[K8S].repositories >= 3, JSON.stringify(stats.registries));
+    const metrics = await (await fetch(`http://${host}/metrics`)).text();
+    for (const registry of ['docker.io', K8S]) {
+      assert.match(metrics, new RegExp(`pullmirror_cache_requests_total\\{kind="manifest",result="(hit|miss)",registry="${registry.replaceAll('.', '\\.')}"\\} [1-9]`), registry);
+      assert.match(metrics, new RegExp(`pullmirror_upstream_request_duration_seconds_count\\{registry="${registry.replaceAll('.', '\\.')}",method="(GET|HEAD)"`), registry);
+    }
     assert.ok(stats.registries[''].repositories >= 2, JSON.stringify(stats.registries));
     assert.equal(stats.repositories, stats.registries[''].repositories + stats.registries[K8S].repositories);
   });

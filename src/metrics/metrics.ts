@@ -61,8 +61,8 @@ export const httpRequests = new Tally({
 /** Blob and manifest responses by how they were served (X-Pullmirror-Cache). */
 export const cacheResults = new Tally({
   name: 'pullmirror_cache_requests_total',
-  help: 'Blob and manifest responses by kind and cache result (hit, miss, stale)',
-  labelNames: ['kind', 'result'],
+  help: 'Blob and manifest responses by kind, cache result (hit, miss, stale) and registry (its namespace)',
+  labelNames: ['kind', 'result', 'registry'],
 });
 
 /** Body bytes sent to clients, by where they came from: the local store or a fill from upstream. */
