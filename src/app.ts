@@ -40,7 +40,8 @@ import { StorePaths } from './storage/paths.ts';
 import { storeId } from './storage/store-id.ts';
 import { StoreStatsCache } from './storage/store-stats.ts';
 import { TempArea } from './storage/temp-area.ts';
-import { UpstreamRegistry } from './upstream/upstream-registry.ts';
+import { Remotes } from './upstream/remotes.ts';
+import type { UpstreamRegistry } from './upstream/upstream-registry.ts';
 
 /** Everything a running mirror is made of; serve.ts listens with `app` and closes the rest. */
 export interface Mirror {
@@ -57,18 +58,18 @@ export interface Mirror {
 export async function createMirror(config: Config, logger: Logger): Promise<Mirror> {
   const storage = await buildStorage(config, logger);
   const caches = await buildCaches(config, logger, storage.paths);
-  const upstream = buildUpstream(config, logger);
-  const stores = buildStores(config, logger, storage, caches);
+  const remotes = new Remotes(config, logger.child({ component: 'upstream' }));
+  const upstream = remotes.default.upstream;
+  const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
-  const ops = buildOps(config, storage.paths, upstream, stores.downloads);
-  watchUpstreamCredentials(upstream, ops.readiness, config, logger);
+  const ops = buildOps(config, storage.paths, remotes, stores.downloads);
+  for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,
     manifests: stores.manifests,
     usage: eviction.usage,
-    access: buildPrivateAccess(config, logger, storage.manifestStore, upstream),
-    // One upstream today; `ns` (containerd) must name it when present.
-    upstreamFor: (ns) => (ns === undefined || upstream.servesNamespace(ns) ? upstream : undefined),
+    access: buildPrivateAccess(config, logger, storage.manifestStore, remotes),
+    remotes,
     logger,
     sendTimeoutMs: config.http.sendtimeout,
   }, ops);
@@ -79,7 +80,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     drain: () => stores.downloads.drain(),
     async close() {
       await eviction.scheduler?.stop();
-      await upstream.close();
+      await remotes.close();
       await caches.fleet.close();
       await caches.descriptors.close();
       await caches.redis?.close();
@@ -136,16 +137,6 @@ async function buildCaches(config: Config, logger: Logger, paths: StorePaths): P
   return { redis, descriptors, fleet };
 }
 
-function buildUpstream(config: Config, logger: Logger): UpstreamRegistry {
-  return new UpstreamRegistry({
-    url: config.proxy.remoteurl,
-    username: config.proxy.username,
-    password: config.proxy.password,
-    timeouts: config.proxy.timeouts,
-    logger: logger.child({ component: 'upstream' }),
-  });
-}
-
 interface Stores {
   blobs: ProxyBlobStore;
   downloads: BlobDownloads;
@@ -156,7 +147,7 @@ interface Stores {
 }
 
 /** The pull-through stores over the local ones. */
-function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches): Stores {
+function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches, remotes: Remotes): Stores {
   const blobLogger = logger.child({ component: 'blobs' });
   const downloads = new BlobDownloads({
     blobs: storage.blobStore,
@@ -164,6 +155,7 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     descriptors: caches.descriptors,
     logger: blobLogger,
     resume: { retries: config.proxy.resume.retries, backoffMs: config.proxy.resume.backoff },
+    resumeFor: (upstream) => remotes.forUpstream(upstream)?.policy.resume,
     fleet: caches.fleet,
     fleetStallMs: config.redis.fleet.lease,
   });
@@ -171,8 +163,6 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
   const manifests = new ProxyManifestStore({
     manifests: storage.manifestStore,
     logger: logger.child({ component: 'manifests' }),
-    tagFreshnessMs: config.proxy.tagfreshness,
-    rateLimitReserve: config.proxy.ratelimitreserve,
     readOnly: storage.readOnly,
     fleet: caches.fleet,
   });
@@ -195,9 +185,11 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
 function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
   if (storage.readOnly) return {};
   const evictionLogger = logger.child({ component: 'eviction' });
+  const ttls = [config.proxy, ...config.proxy.remotes].map((remote) => remote.ttl).filter((ttl) => ttl > 0);
   const usage = new AccessRecorder({
     paths: storage.paths,
-    ttlMs: config.proxy.ttl,
+    // The shortest TTL of any registry: debouncing must not make a used item look expired anywhere.
+    ttlMs: ttls.length > 0 ? Math.min(...ttls) : 0,
     logger: evictionLogger,
     // A `pullmirror gc` in another process removed what this one still knew: store it anew next time.
     gone: { manifest: stores.forgetManifest, blob: (digest) => void stores.forgetBlob(digest) },
@@ -218,12 +210,13 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
   return { usage, scheduler };
 }
 
-/** proxy.privaterepos.protect: what keeps private upstream content from anonymous clients. */
-function buildPrivateAccess(config: Config, logger: Logger, manifestStore: FilesystemManifestStore, upstream: UpstreamRegistry): PrivateAccess | undefined {
-  if (!config.proxy.privaterepos.protect) return undefined;
+/** proxy.privaterepos.protect (each registry's): what keeps private upstream content from anonymous clients. */
+function buildPrivateAccess(config: Config, logger: Logger, manifestStore: FilesystemManifestStore, remotes: Remotes): PrivateAccess | undefined {
+  const protecting = remotes.all.filter((remote) => remote.policy.privateRepos.protect);
+  if (protecting.length === 0) return undefined;
   const accessLogger = logger.child({ component: 'access' });
-  const privacy = new RepositoryPrivacy({ links: manifestStore.links, ttlMs: config.proxy.privaterepos.checkttl, logger: accessLogger });
-  if (upstream.hasCredentials && !config.auth?.htpasswd && !config.auth?.token && !config.http.tls?.clientcas?.length) {
+  const privacy = new RepositoryPrivacy({ links: manifestStore.links, logger: accessLogger });
+  if (protecting.some((remote) => remote.upstream.hasCredentials) && !config.auth?.htpasswd && !config.auth?.token && !config.http.tls?.clientcas?.length) {
     accessLogger.info('no client authentication configured: repositories private upstream will be refused to every client');
   }
   return new PrivateAccess({ privacy, links: manifestStore.links, logger: accessLogger });
@@ -330,7 +323,8 @@ const VERSION = (() => {
 })();
 
 /** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
-function buildOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry, downloads: BlobDownloads): OpsContext {
+function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads: BlobDownloads): OpsContext {
+  const upstream = remotes.default.upstream;
   const storeStats = new StoreStatsCache(paths);
   const checks: CachedCheck[] = [];
   const { storagedriver, upstream: upstreamCheck } = config.health;
@@ -338,7 +332,16 @@ function buildOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry,
     checks.push(new CachedCheck('storage', storeWritableProbe(paths.tmpDir()), { intervalMs: storagedriver.interval, threshold: storagedriver.threshold }));
   }
   if (upstreamCheck.enabled) {
-    checks.push(new CachedCheck('upstream', upstreamReachableProbe(upstream, upstreamCheck.timeout), { intervalMs: upstreamCheck.interval, threshold: upstreamCheck.threshold }));
+    // One per remote; another registry's is advisory: its outage degrades only its own images.
+    for (const remote of remotes.all) {
+      checks.push(
+        new CachedCheck(remote.isDefault ? 'upstream' : `upstream:${remote.namespace}`, upstreamReachableProbe(remote.upstream, upstreamCheck.timeout), {
+          intervalMs: upstreamCheck.interval,
+          threshold: upstreamCheck.threshold,
+          advisory: !remote.isDefault,
+        }),
+      );
+    }
   }
   for (const { file, interval } of config.health.file) {
     checks.push(new CachedCheck(`file:${file}`, fileAbsentProbe(file), { intervalMs: interval, threshold: 1 }));
@@ -346,5 +349,5 @@ function buildOps(config: Config, paths: StorePaths, upstream: UpstreamRegistry,
   collectProcessMetrics();
   const fillsInFlight = () => downloads.inFlight;
   bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.get() });
-  return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, fillsInFlight, version: VERSION };
+  return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: VERSION };
 }

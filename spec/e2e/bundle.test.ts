@@ -71,6 +71,6 @@ describe('the built bundle, started as npm start does', { skip: missingBinaries 
     assert.ok(status.totals.pulls >= 2, 'the pulls above are counted');
     assert.notEqual(status.version, 'unknown');
     assert.equal((await fetch(`${mirror.url}/health/ready`)).status, 200);
-    assert.match(await (await fetch(`${mirror.url}/metrics`)).text(), /pullmirror_cache_requests_total\{kind="blob",result="hit"\}/);
+    assert.match(await (await fetch(`${mirror.url}/metrics`)).text(), /pullmirror_cache_requests_total\{kind="blob",result="hit",registry="[^"]*"\}/);
   });
 });

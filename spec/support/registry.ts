@@ -131,6 +131,11 @@ export function startUpstreamRegistry(opts: UpstreamRegistryOptions): Promise<Re
   );
 }
 
+/** A registry without auth (as registry.k8s.io is): anyone may pull and push. Ready when GET /v2/ answers 200. */
+export function startOpenRegistry(): Promise<RegistryServer> {
+  return startDistribution('open-upstream', baseConfig, [200]);
+}
+
 export interface DistributionProxyOptions {
   remoteurl: string;
   username?: string;

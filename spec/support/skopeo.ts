@@ -31,6 +31,8 @@ export interface SkopeoCopyOptions {
   /** skopeo's own --retry-times (default 0: a failure must surface, not be papered over). */
   retryTimes?: number;
   extraArgs?: string[];
+  /** The registries.conf skopeo reads (mirrors, say); empty when absent, so the host's cannot interfere. */
+  registriesConf?: string;
 }
 
 export interface SkopeoResult {
@@ -63,7 +65,7 @@ export async function skopeoCopy(srcRef: string, destRef: string, opts: SkopeoCo
 
 function runSkopeoCopy(own: string, srcRef: string, destRef: string, opts: SkopeoCopyOptions): Promise<SkopeoResult> {
   const registriesConf = path.join(own, 'registries.conf');
-  writeFileSync(registriesConf, '');
+  writeFileSync(registriesConf, opts.registriesConf ?? '');
   const env = {
     ...process.env,
     TMPDIR: path.join(own, 'tmp'),

@@ -24,6 +24,8 @@ export interface ProxiedRequest {
   range?: string;
   /** Name of the fault applied to this request, if any. */
   fault?: FaultAction['kind'];
+  /** The scheme of the client's Authorization header (`Bearer`, `Basic`), when it sent one; never its value. */
+  authorization?: string;
 }
 
 export type FaultAction =
@@ -168,6 +170,7 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
     const p = req.url ?? '/';
     const rec: ProxiedRequest = { method, path: p, status: 0 };
     if (typeof req.headers.range === 'string') rec.range = req.headers.range;
+    if (typeof req.headers.authorization === 'string') rec.authorization = req.headers.authorization.split(' ')[0];
     requests.push(rec);
     const f = takeFault(method, p);
     if (f) rec.fault = f.kind;

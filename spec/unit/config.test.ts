@@ -209,4 +209,40 @@ describe('config', () => {
     assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_EVICTION_SCHEDULE: 'every hour' } }), /storage\.eviction\.schedule/);
     assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_MAINTENANCE_READONLY: '{enabled: true, typo: 1}' } }), /storage\.maintenance\.readonly\.typo/);
   });
+
+  it('reads proxy.namespace and proxy.remotes: defaults per remote, secrets masked, bad ones named', () => {
+    const dir = tempDir('pullmirror-config');
+    const file = path.join(dir.path, 'config.yml');
+    const load = (yaml: string, env: NodeJS.ProcessEnv = {}) => {
+      writeFileSync(file, yaml);
+      return loadConfig({ file, env });
+    };
+    assert.equal(loadConfig({ env: {} }).proxy.namespace, 'docker.io');
+    assert.equal(loadConfig({ env: { REGISTRY_PROXY_REMOTEURL: 'http://127.0.0.1:5001' } }).proxy.namespace, '127.0.0.1:5001');
+    assert.equal(loadConfig({ env: { REGISTRY_PROXY_REMOTEURL: 'http://127.0.0.1:5001', REGISTRY_PROXY_NAMESPACE: 'docker.io' } }).proxy.namespace, 'docker.io');
+    writeFileSync(path.join(dir.path, 'pw'), 'filepw\n');
+    const config = load(
+      ['proxy:', '  remotes:', '    - namespace: ghcr.io', '      prefix: ghcr', '      username: u', '      password: sekrit', '      ttl: 24h',
+        '    - namespace: registry.k8s.io', `      passwordfile: ${path.join(dir.path, 'pw')}`, '      username: k'].join('\n'),
+    );
+    const [ghcr, k8s] = config.proxy.remotes;
+    assert.equal(ghcr.remoteurl, 'https://ghcr.io');
+    assert.equal(ghcr.ttl, 24 * 3600 * 1000);
+    assert.equal(ghcr.tagfreshness, 15_000);
+    assert.deepEqual(ghcr.timeouts, config.proxy.timeouts);
+    assert.equal(k8s.password, 'filepw');
+    assert.equal(k8s.prefix, undefined);
+    const masked = JSON.stringify(maskSecrets(config));
+    assert.ok(!masked.includes('sekrit') && !masked.includes('filepw'), masked);
+    const bad: [string, RegExp][] = [
+      ['proxy:\n  remotes:\n    - namespace: ghcr.io\n      bogus: 1', /proxy\.remotes\.0\.bogus: unknown key/],
+      ['proxy:\n  remotes:\n    - namespace: ghcr.io\n    - namespace: GHCR.io', /proxy\.remotes\.1\.namespace: "ghcr\.io" is already/],
+      ['proxy:\n  remotes:\n    - namespace: registry-1.docker.io', /proxy\.remotes\.0\.namespace: "registry-1\.docker\.io" is already the namespace of the default/],
+      ['proxy:\n  remotes:\n    - namespace: ghcr.io\n      prefix: q\n    - namespace: quay.io\n      prefix: q', /proxy\.remotes\.1\.prefix: "q" is already/],
+      ['proxy:\n  remotes:\n    - namespace: ghcr.io\n      prefix: gh.cr', /proxy\.remotes\.0\.prefix: expected one name component/],
+      ['proxy:\n  remotes:\n    - namespace: ghcr', /proxy\.remotes\.0\.namespace: a remote namespace must look like a registry host/],
+      ['proxy:\n  remotes:\n    - remoteurl: https://ghcr.io', /proxy\.remotes\.0\.namespace: /],
+    ];
+    for (const [yaml, message] of bad) assert.throws(() => load(yaml), (error: Error) => error instanceof ConfigError && message.test(error.message), yaml);
+  });
 });

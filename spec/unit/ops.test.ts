@@ -98,10 +98,22 @@ describe('store figures', () => {
     writeFileSync(path.join(dir.path, 'repositories', 'team', 'app', '_manifests', 'sha256', hex('b')), '{}');
     mkdirSync(path.join(dir.path, 'repositories', 'team', 'app', '_tags'), { recursive: true });
     writeFileSync(path.join(dir.path, 'repositories', 'team', 'app', '_tags', 'v1'), `sha256:${hex('b')}`);
+    // The same name on another registry (proxy.remotes), linking the same manifest blob: counted once.
+    const ghcr = path.join(dir.path, 'registries', 'ghcr.io', 'repositories', 'team', 'app');
+    mkdirSync(path.join(ghcr, '_manifests', 'sha256'), { recursive: true });
+    writeFileSync(path.join(ghcr, '_manifests', 'sha256', hex('b')), '{}');
+    mkdirSync(path.join(ghcr, '_tags'), { recursive: true });
+    writeFileSync(path.join(ghcr, '_tags', 'v2'), `sha256:${hex('b')}`);
     mkdirSync(path.join(dir.path, '_tmp', 'host-1-abcdef01'), { recursive: true });
     writeFileSync(path.join(dir.path, '_tmp', 'host-1-abcdef01', 'x'), Buffer.alloc(7));
     const figures = await computeStoreFigures(paths);
-    assert.deepEqual({ ...figures, computedAt: 0 }, { blobs: 3, bytes: 125, manifests: 1, manifestBytes: 20, repositories: 1, tags: 1, tempFiles: 1, tempBytes: 7, computedAt: 0 });
+    assert.deepEqual(
+      { ...figures, computedAt: 0 },
+      {
+        blobs: 3, bytes: 125, manifests: 1, manifestBytes: 20, repositories: 2, tags: 2, tempFiles: 1, tempBytes: 7, computedAt: 0,
+        registries: { '': { repositories: 1, tags: 1 }, 'ghcr.io': { repositories: 1, tags: 1 } },
+      },
+    );
 
     const cache = new StoreStatsCache(paths, { minAgeMs: 0, maxAgeMs: 60_000 });
     const before = await cache.get();

@@ -40,6 +40,13 @@ export async function stats(args: string[]): Promise<void> {
     ['tags', String(figures.tags)],
     ['temporary files', `${figures.tempFiles}, ${size(figures.tempBytes)}`],
   ];
+  // Other registries (proxy.remotes) each on a line of their own, once there are any.
+  const others = Object.entries(figures.registries).filter(([namespace]) => namespace !== '');
+  if (others.length > 0) {
+    const own = figures.registries[''] ?? { repositories: 0, tags: 0 };
+    rows.push([`  ${config.proxy.namespace} (default)`, `${own.repositories} repositories, ${own.tags} tags`]);
+    for (const [namespace, counts] of others) rows.push([`  ${namespace}`, `${counts.repositories} repositories, ${counts.tags} tags`]);
+  }
   const width = Math.max(...rows.map(([label]) => label.length));
   process.stdout.write(rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`).join('\n') + '\n');
 }

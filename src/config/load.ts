@@ -134,7 +134,7 @@ function describeIssue(issue: z.core.$ZodIssue, fromEnv: Map<string, string>): s
 /** The issue's message with the value it was given (`expected boolean, got "maybe"`); a secret's value is never shown. */
 function describeValueIssue(key: string, issue: z.core.$ZodIssue): string {
   const input = (issue as { input?: unknown }).input;
-  const secret = SECRET_KEYS.some((name) => key === name || key.startsWith(`${name}.`));
+  const secret = SECRET_KEYS.some((name) => secretPattern(name).test(key));
   // Scalars only: a section (storage.s3 with its secretkey) may hold secrets of its own.
   const scalar = typeof input === 'string' || typeof input === 'number' || typeof input === 'boolean';
   const json = !scalar || secret ? undefined : JSON.stringify(input);
@@ -145,22 +145,33 @@ function describeValueIssue(key: string, issue: z.core.$ZodIssue): string {
   return `${issue.message}, got ${text}`;
 }
 
+/** A SECRET_KEYS entry as a pattern of key paths: `*` is any one component (a list index), and keys below it count. */
+function secretPattern(name: string): RegExp {
+  return new RegExp(`^${name.split('.').map((part) => (part === '*' ? '[^.]+' : part)).join('\\.')}(\\.|$)`);
+}
+
 /** A copy of the config fit for printing: every secret replaced by "*****". */
 export function maskSecrets(config: Config): unknown {
   const copy = structuredClone(config) as Record<string, any>;
-  for (const key of SECRET_KEYS) {
-    const path = key.split('.');
-    const parent = path.slice(0, -1).reduce<Record<string, any> | undefined>((node, part) => node?.[part], copy);
-    const leaf = path[path.length - 1];
-    if (parent && parent[leaf] !== undefined) parent[leaf] = '*****';
-  }
-  // A password written into the upstream URL (https://user:secret@host) is a secret too.
-  const remote = copy.proxy?.remoteurl;
-  if (typeof remote === 'string' && URL.canParse(remote)) {
-    const url = new URL(remote);
-    if (url.password) {
-      url.password = '*****';
-      copy.proxy.remoteurl = url.toString();
+  const mask = (node: any, path: string[]): void => {
+    if (node === null || typeof node !== 'object') return;
+    const [part, ...rest] = path;
+    const children = part === '*' ? Object.keys(node) : [part];
+    for (const child of children) {
+      if (rest.length > 0) mask(node[child], rest);
+      else if (node[child] !== undefined) node[child] = '*****';
+    }
+  };
+  for (const key of SECRET_KEYS) mask(copy, key.split('.'));
+  // A password written into an upstream URL (https://user:secret@host) is a secret too.
+  for (const upstream of [copy.proxy, ...(copy.proxy?.remotes ?? [])]) {
+    const remote = upstream?.remoteurl;
+    if (typeof remote === 'string' && URL.canParse(remote)) {
+      const url = new URL(remote);
+      if (url.password) {
+        url.password = '*****';
+        upstream.remoteurl = url.toString();
+      }
     }
   }
   return copy;

@@ -275,47 +275,84 @@ const auth = z
   .refine((a) => !(a.htpasswd && a.token), { message: 'one auth kind at a time: auth.htpasswd or auth.token, as distribution takes one', path: ['token'] })
   .optional();
 
+/** A registry's name as clients say it (containerd's `ns=`): a host, with its port if any. */
+const NAMESPACE = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
+const namespace = () => str().transform((v) => v.trim().toLowerCase()).pipe(z.string().regex(NAMESPACE, 'expected a registry host, e.g. ghcr.io or registry.local:5000'));
+const DOCKER_HUB_HOSTS = new Set(['registry-1.docker.io', 'index.docker.io', 'docker.io']);
+/** The namespace a remote URL mirrors when none is given: docker.io for Docker Hub, else the URL's host. */
+export function defaultNamespace(remoteurl: string): string {
+  const url = new URL(remoteurl);
+  return DOCKER_HUB_HOSTS.has(url.hostname) ? 'docker.io' : url.host;
+}
+
+/** The keys every upstream has, the default one (`proxy`) and each of `proxy.remotes`. */
+const upstreamKeys = {
+  username: str().optional(),
+  password: str().optional(),
+  /** ours: a file holding the upstream password (a mounted secret), instead of proxy.password. */
+  passwordfile: str().optional(),
+  ttl: duration().prefault('168h'),
+  // ours: upstream timeouts, so a hung upstream gives a prompt error instead of a hang.
+  timeouts: z
+    .strictObject({
+      connect: duration().prefault('5s'),
+      headers: duration().prefault('15s'),
+      bodyidle: duration().prefault('30s'),
+    })
+    .prefault({}),
+  /** ours: how long a tag just checked upstream is served without asking again (0: always ask). */
+  tagfreshness: duration().prefault('15s'),
+  /** ours: resuming a blob download whose upstream connection dropped. */
+  resume: z
+    .strictObject({
+      retries: int(0).default(3),
+      backoff: duration().prefault('250ms'),
+    })
+    .prefault({}),
+  /**
+   * ours: when Docker Hub says this few pulls remain (ratelimit-remaining), tags with a
+   * cached copy are served from the cache without asking upstream.
+   */
+  ratelimitreserve: int(0).default(10),
+  /**
+   * ours: repositories the upstream serves only with credentials are served only to clients
+   * the mirror authenticated (protect), and a blob only through a repository that holds it.
+   * checkttl: how long a repository's public/private verdict is trusted.
+   */
+  privaterepos: z
+    .strictObject({
+      protect: bool().default(true),
+      checkttl: duration().prefault('10m'),
+    })
+    .prefault({}),
+};
+
+/**
+ * ours: one more registry the mirror serves (ghcr.io, quay.io, registry.k8s.io, a company
+ * registry), with every per-upstream key of `proxy`. Clients pick it by `?ns=<namespace>`
+ * (containerd) or by the path prefix `/v2/<namespace>/…` or `/v2/<prefix>/…` (podman, docker).
+ */
+const remote = z
+  .strictObject({
+    namespace: namespace(),
+    /** Default `https://<namespace>`. */
+    remoteurl: z.url({ protocol: /^https?$/ }).optional(),
+    /** A short path alias (`ghcr` for `/v2/ghcr/owner/image`); one name component without a dot. */
+    prefix: z.string().regex(/^[a-z0-9]+((_|__|-+)[a-z0-9]+)*$/, 'expected one name component without a dot, e.g. ghcr').optional(),
+    ...upstreamKeys,
+  })
+  .refine((r) => r.namespace.includes('.') || r.namespace.includes(':') || r.namespace === 'localhost', {
+    message: 'a remote namespace must look like a registry host (a dot, a port, or localhost), so /v2/<namespace>/… can name it',
+    path: ['namespace'],
+  })
+  .transform((r) => ({ ...r, remoteurl: r.remoteurl ?? `https://${r.namespace}` }));
+
 const proxy = z
   .strictObject({
     remoteurl: z.url({ protocol: /^https?$/ }).default('https://registry-1.docker.io'),
-    username: str().optional(),
-    password: str().optional(),
-    /** ours: a file holding the upstream password (a mounted secret), instead of proxy.password. */
-    passwordfile: str().optional(),
-    ttl: duration().prefault('168h'),
-    // ours: upstream timeouts, so a hung upstream gives a prompt error instead of a hang.
-    timeouts: z
-      .strictObject({
-        connect: duration().prefault('5s'),
-        headers: duration().prefault('15s'),
-        bodyidle: duration().prefault('30s'),
-      })
-      .prefault({}),
-    /** ours: how long a tag just checked upstream is served without asking again (0: always ask). */
-    tagfreshness: duration().prefault('15s'),
-    /** ours: resuming a blob download whose upstream connection dropped. */
-    resume: z
-      .strictObject({
-        retries: int(0).default(3),
-        backoff: duration().prefault('250ms'),
-      })
-      .prefault({}),
-    /**
-     * ours: when Docker Hub says this few pulls remain (ratelimit-remaining), tags with a
-     * cached copy are served from the cache without asking upstream.
-     */
-    ratelimitreserve: int(0).default(10),
-    /**
-     * ours: repositories the upstream serves only with credentials are served only to clients
-     * the mirror authenticated (protect), and a blob only through a repository that holds it.
-     * checkttl: how long a repository's public/private verdict is trusted.
-     */
-    privaterepos: z
-      .strictObject({
-        protect: bool().default(true),
-        checkttl: duration().prefault('10m'),
-      })
-      .prefault({}),
+    /** ours: the registry the default remote mirrors (containerd's ns=); default docker.io for Docker Hub's URL, else the URL's host. */
+    namespace: namespace().optional(),
+    ...upstreamKeys,
     /**
      * ours: images refreshed through the mirror on a cron schedule (as `pullmirror warm`
      * does), so chosen tags are current and cached before anyone asks.
@@ -332,6 +369,26 @@ const proxy = z
         password: str().optional(),
       })
       .optional(),
+    /** ours: more registries, each with its own credentials and policies. */
+    remotes: z.array(remote).default([]),
+  })
+  .transform((p) => ({ ...p, namespace: p.namespace ?? defaultNamespace(p.remoteurl) }))
+  .superRefine((p, ctx) => {
+    // Every name a request may be routed by: a namespace (docker.io's aliases with it) or a prefix.
+    const taken = new Map<string, string>();
+    const claim = (name: string, owner: string, path: (string | number)[]) => {
+      const holder = taken.get(name);
+      if (holder !== undefined) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(name)} is already ${holder}`, path });
+      else taken.set(name, owner);
+    };
+    const names = (ns: string) => (ns === 'docker.io' ? [...DOCKER_HUB_HOSTS] : [ns]);
+    for (const name of names(p.namespace)) claim(name, 'the namespace of the default remote (proxy.namespace)', ['namespace']);
+    p.remotes.forEach((r, i) => {
+      for (const name of names(r.namespace)) claim(name, `the namespace of another remote`, ['remotes', i, 'namespace']);
+    });
+    p.remotes.forEach((r, i) => {
+      if (r.prefix !== undefined) claim(r.prefix, 'a namespace or prefix of another remote', ['remotes', i, 'prefix']);
+    });
   })
   .prefault({});
 
@@ -433,4 +490,4 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>;
 
 /** Config keys whose values are secrets: masked wherever a config is printed. */
-export const SECRET_KEYS = ['proxy.password', 'redis.password', 'redis.url', 'http.secret', 'proxy.warm.password'];
+export const SECRET_KEYS = ['proxy.password', 'proxy.remotes.*.password', 'redis.password', 'redis.url', 'http.secret', 'proxy.warm.password'];

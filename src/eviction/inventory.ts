@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNotFound } from '../storage/blob-store.ts';
-import type { StorePaths } from '../storage/paths.ts';
+import { isRegistryHost, type StorePaths } from '../storage/paths.ts';
 
 /** A stored blob as a sweep sees it; `mtimeMs` is its last recorded use (see AccessRecorder). */
 export interface StoredBlob {
@@ -49,8 +49,20 @@ const PARALLEL = 64;
  * only a sweep does it, never start-up. Files that vanish during the walk are skipped.
  */
 export async function readInventory(paths: StorePaths): Promise<Inventory> {
-  const [blobs, repositories] = await Promise.all([readBlobs(paths.blobsDir()), readRepositories(paths.repositoriesDir())]);
+  const [blobs, repositories] = await Promise.all([readBlobs(paths.blobsDir()), readAllRepositories(paths)]);
   return { blobs, ...repositories };
+}
+
+/** The default remote's repositories and every other registry's (keys as in paths.ts repositoryKey). */
+async function readAllRepositories(paths: StorePaths): Promise<{ links: StoredLink[]; tags: StoredTag[]; records: StoredRecord[] }> {
+  const all = { links: [] as StoredLink[], tags: [] as StoredTag[], records: [] as StoredRecord[] };
+  for (const { dir, keyPrefix } of await paths.repositoryRoots()) {
+    const found = await readRepositories(dir, keyPrefix);
+    all.links.push(...found.links);
+    all.tags.push(...found.tags);
+    all.records.push(...found.records);
+  }
+  return all;
 }
 
 /**
@@ -74,7 +86,7 @@ async function readBlobs(root: string): Promise<Map<string, StoredBlob>> {
   return blobs;
 }
 
-async function readRepositories(root: string): Promise<{ links: StoredLink[]; tags: StoredTag[]; records: StoredRecord[] }> {
+async function readRepositories(root: string, keyPrefix: string): Promise<{ links: StoredLink[]; tags: StoredTag[]; records: StoredRecord[] }> {
   const links: StoredLink[] = [];
   const tags: StoredTag[] = [];
   const records: StoredRecord[] = [];
@@ -108,7 +120,10 @@ async function readRepositories(root: string): Promise<{ links: StoredLink[]; ta
         const info = await statOrUndefined(path);
         if (info?.isFile()) records.push({ repository: name, mtimeMs: info.mtimeMs });
       } else if (!entry.startsWith('_') && !entry.startsWith('.')) {
-        await walk(path, name ? `${name}/${entry}` : entry);
+        // Under repositories/, a first component that looks like a registry host is no key of
+        // the default remote (those live under registries/): left alone, as nothing serves it.
+        if (!name && !keyPrefix && isRegistryHost(entry)) continue;
+        await walk(path, name ? `${name}/${entry}` : `${keyPrefix}${entry}`);
       }
     }
   };

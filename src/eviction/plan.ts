@@ -6,6 +6,8 @@ export interface EvictionPolicy {
   now: number;
   /** proxy.ttl in ms from last access; 0 disables expiry. */
   ttlMs: number;
+  /** A repository's own TTL when its registry has one (proxy.remotes[].ttl); ttlMs otherwise. */
+  ttlFor?(repository: string): number;
   /** Wall-clock time (ms) after which anything written or used is protected (grace period). */
   protectedSince: number;
   /** Size cap in bytes (0: none) and its watermarks in percent. */
@@ -82,11 +84,11 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
   }
   const isProtected = (link: LinkState) => link.lastAccess >= policy.protectedSince;
 
-  // 1. TTL from last access.
-  if (policy.ttlMs > 0) {
-    for (const link of links.values()) {
-      if (!isProtected(link) && link.lastAccess < policy.now - policy.ttlMs) link.evicted = 'ttl';
-    }
+  // 1. TTL from last access (each registry's own).
+  const ttlOf = (repository: string) => policy.ttlFor?.(repository) ?? policy.ttlMs;
+  for (const link of links.values()) {
+    const ttl = ttlOf(link.repository);
+    if (ttl > 0 && !isProtected(link) && link.lastAccess < policy.now - ttl) link.evicted = 'ttl';
   }
 
   // 2. Reference counts over what remains, and the size that would remain.
@@ -135,7 +137,7 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
     const target = tag.digest ? links.get(key(tag.repository, tag.digest)) : undefined;
     if (!target) tags.push({ ...tag, reason: 'manifest missing' });
     else if (target.evicted) tags.push({ ...tag, reason: 'manifest evicted' });
-    else if (policy.ttlMs > 0 && tag.mtimeMs < policy.now - policy.ttlMs) tags.push({ ...tag, reason: 'ttl' });
+    else if (ttlOf(tag.repository) > 0 && tag.mtimeMs < policy.now - ttlOf(tag.repository)) tags.push({ ...tag, reason: 'ttl' });
   }
 
   const plannedLinks: PlannedLink[] = [];

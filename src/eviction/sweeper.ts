@@ -5,7 +5,7 @@ import type { Logger } from '../logging/logger.ts';
 import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { parseDigest } from '../registry/digest.ts';
 import { isNotFound } from '../storage/blob-store.ts';
-import type { StorePaths } from '../storage/paths.ts';
+import { splitRepositoryKey, type StorePaths } from '../storage/paths.ts';
 import { mapLimited, readInventory, type Inventory, type StoredRecord } from './inventory.ts';
 import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedLink } from './plan.ts';
 import { manifestReferences, type ManifestReferences } from '../registry/manifest-references.ts';
@@ -21,6 +21,8 @@ export interface SweepHooks {
 
 export interface SweepSettings {
   ttlMs: number;
+  /** Per registry: proxy.remotes[].ttl for its repositories (keys as paths.ts's repositoryKey). */
+  ttlFor?(repository: string): number;
   graceMs: number;
   maxSize: number;
   highWatermark: number;
@@ -52,8 +54,13 @@ export interface SweepResult extends EvictionPlan {
 
 export function sweepSettings(config: Config): SweepSettings {
   const eviction = config.storage.eviction;
+  const remoteTtl = new Map(config.proxy.remotes.map((remote) => [remote.namespace, remote.ttl]));
   return {
     ttlMs: config.proxy.ttl,
+    ttlFor: (repository) => {
+      const { namespace } = splitRepositoryKey(repository);
+      return (namespace === undefined ? undefined : remoteTtl.get(namespace)) ?? config.proxy.ttl;
+    },
     graceMs: eviction.grace,
     maxSize: eviction.maxsize,
     highWatermark: eviction.highwatermark,
@@ -76,6 +83,7 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
   const policy = {
     now: options.now ?? started,
     ttlMs: options.ttlMs,
+    ttlFor: options.ttlFor,
     protectedSince,
     maxSize: options.maxSize,
     highWatermark: options.highWatermark,

@@ -11,6 +11,8 @@ export interface CheckStatus {
   checkedAt: number;
   /** Failures in a row; the check fails once they reach its threshold. */
   failures: number;
+  /** Reported but not counted: another registry's upstream, whose outage degrades only its own images. */
+  advisory?: true;
 }
 
 /**
@@ -23,14 +25,16 @@ export class CachedCheck {
   private readonly probe: () => Promise<void>;
   private readonly intervalMs: number;
   private readonly threshold: number;
+  private readonly advisory: boolean;
   private last?: CheckStatus;
   private running?: Promise<CheckStatus>;
 
-  constructor(name: string, probe: () => Promise<void>, options: { intervalMs: number; threshold: number }) {
+  constructor(name: string, probe: () => Promise<void>, options: { intervalMs: number; threshold: number; advisory?: boolean }) {
     this.name = name;
     this.probe = probe;
     this.intervalMs = options.intervalMs;
     this.threshold = Math.max(1, options.threshold);
+    this.advisory = options.advisory ?? false;
   }
 
   async status(now = Date.now()): Promise<CheckStatus> {
@@ -43,7 +47,7 @@ export class CachedCheck {
         error = describe(caught);
       }
       const failures = error === undefined ? 0 : (this.last?.failures ?? 0) + 1;
-      this.last = { ok: failures < this.threshold, error, checkedAt: Date.now(), failures };
+      this.last = { ok: failures < this.threshold, error, checkedAt: Date.now(), failures, ...(this.advisory ? { advisory: true as const } : {}) };
       this.running = undefined;
       return this.last;
     })();
@@ -135,7 +139,7 @@ export function fileAbsentProbe(path: string): () => Promise<void> {
   };
 }
 
-/** Every readiness check of a mirror; ready when all pass. */
+/** Every readiness check of a mirror; ready when all pass but the advisory ones. */
 export class Readiness {
   private readonly checks: CachedCheck[];
 
@@ -149,7 +153,7 @@ export class Readiness {
 
   async status(): Promise<{ ready: boolean; checks: Record<string, CheckStatus> }> {
     const results = await Promise.all(this.checks.map(async (check) => [check.name, await check.status()] as const));
-    return { ready: results.every(([, status]) => status.ok), checks: Object.fromEntries(results) };
+    return { ready: results.every(([, status]) => status.ok || status.advisory), checks: Object.fromEntries(results) };
   }
 }
 

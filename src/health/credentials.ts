@@ -2,18 +2,23 @@ import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logging/logger.ts';
 import { bindCredentialsSource } from '../metrics/metrics.ts';
 import { credentialKeys, startCredentialCheck } from '../upstream/credential-check.ts';
-import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+import type { Remote } from '../upstream/remotes.ts';
 import { CachedCheck, upstreamCredentialsProbe, type Readiness } from './checks.ts';
 
 /**
- * Everything that watches the mirror's upstream credentials, wired in one call: the start-up
- * check and its log lines, the `upstream-credentials` readiness check (re-asked every
- * health.upstream interval while refused), and pullmirror_upstream_credentials_refused. The
- * status page reads upstream.credentialStatus itself.
+ * Everything that watches a remote's upstream credentials, wired in one call: the start-up
+ * check and its log lines, the readiness check (re-asked every health.upstream interval while
+ * refused): `upstream-credentials` for the default remote (with the
+ * pullmirror_upstream_credentials_refused gauge), `upstream-credentials:<namespace>` for another,
+ * advisory (its refusal degrades only its own images). The status page reads credentialStatus itself.
  */
-export function watchUpstreamCredentials(upstream: UpstreamRegistry, readiness: Readiness, config: Config, logger: Logger): void {
+export function watchUpstreamCredentials(remote: Remote, readiness: Readiness, config: Config, logger: Logger): void {
+  const { upstream } = remote;
   if (!upstream.hasCredentials) return;
-  startCredentialCheck(upstream, logger.child({ component: 'upstream' }), credentialKeys(config.proxy));
-  readiness.add(new CachedCheck('upstream-credentials', upstreamCredentialsProbe(upstream), { intervalMs: config.health.upstream.interval, threshold: 1 }));
-  bindCredentialsSource(() => upstream.credentialStatus);
+  const index = config.proxy.remotes.findIndex((settings) => settings.namespace === remote.namespace);
+  const keys = remote.isDefault ? credentialKeys(config.proxy) : credentialKeys(config.proxy.remotes[index], `proxy.remotes.${index}`);
+  startCredentialCheck(upstream, logger.child({ component: 'upstream', registry: remote.namespace }), keys);
+  const name = remote.isDefault ? 'upstream-credentials' : `upstream-credentials:${remote.namespace}`;
+  readiness.add(new CachedCheck(name, upstreamCredentialsProbe(upstream), { intervalMs: config.health.upstream.interval, threshold: 1, advisory: !remote.isDefault }));
+  if (remote.isDefault) bindCredentialsSource(() => upstream.credentialStatus);
 }

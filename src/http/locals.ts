@@ -1,6 +1,6 @@
 import type { Logger } from '../logging/logger.ts';
 import type { RegistryError } from '../registry/errors.ts';
-import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+import type { ResolvedRepository } from './context.ts';
 import type { Route } from './route.ts';
 
 /*
@@ -23,8 +23,8 @@ declare global {
       route?: Route;
       /** An ops route's name, for the request metrics. */
       routeLabel?: string;
-      /** The upstream and repository resolved for the request (once per request). */
-      repository?: { raw: string; upstream: UpstreamRegistry; name: string };
+      /** The registry and repository resolved for the request (once per request). */
+      repository?: ResolvedRepository & { raw: string };
       /** How the answer was served, for the access log. */
       cache?: 'hit' | 'miss' | 'stale';
       /** Why a transfer was broken off after its headers went out. */

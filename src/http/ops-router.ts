@@ -3,6 +3,7 @@ import type { Readiness } from '../health/checks.ts';
 import { metricsRegistry } from '../metrics/metrics.ts';
 import type { TrafficRecorder } from '../metrics/traffic.ts';
 import type { StoreStatsCache } from '../storage/store-stats.ts';
+import type { Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { STATUS_PAGE } from './status-page.ts';
 
@@ -11,7 +12,10 @@ export interface OpsContext {
   readiness: Readiness;
   traffic: TrafficRecorder;
   storeStats: StoreStatsCache;
+  /** The default remote's upstream (the figures of a mirror of one registry, as before). */
   upstream: UpstreamRegistry;
+  /** Every registry served, for per-registry figures. */
+  remotes: Remotes;
   fillsInFlight(): number;
   version: string;
 }
@@ -112,6 +116,19 @@ export async function statusDocument(ops: OpsContext) {
       // Whether the upstream takes the mirror's own credentials (refused: pulls go anonymously).
       credentials: ops.upstream.credentialStatus,
     },
+    // Per registry: where it is, what the upstream made of its credentials, its rate limit, what the store holds of it.
+    registries: ops.remotes.all.map((remote) => {
+      const limit = remote.upstream.rateLimit;
+      return {
+        namespace: remote.namespace,
+        default: remote.isDefault,
+        ...(remote.prefix ? { prefix: remote.prefix } : {}),
+        url: remote.upstream.url.origin,
+        credentials: remote.upstream.credentialStatus,
+        rateLimit: limit ? { remaining: limit.remaining, limit: limit.limit, windowS: limit.windowS, observedAt: limit.observedAt } : null,
+        store: store.registries[remote.isDefault ? '' : remote.namespace] ?? { repositories: 0, tags: 0 },
+      };
+    }),
     store,
     fillsInFlight: ops.fillsInFlight(),
     ...traffic,

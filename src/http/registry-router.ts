@@ -66,15 +66,15 @@ async function dispatch(ctx: RegistryContext, req: Request, res: Response): Prom
 async function refusePrivate(ctx: RegistryContext, req: Request, res: Response, route: Route): Promise<void> {
   if (!ctx.access || res.locals.user !== undefined) return;
   if (route.kind !== 'manifest' && route.kind !== 'blob' && route.kind !== 'tags') return;
-  const { upstream, name } = resolveRepository(ctx, req, res, route.name);
+  const { remote, name, key } = resolveRepository(ctx, req, res, route.name);
   const request: AccessRequest =
     route.kind === 'blob' ? { kind: 'blob', digest: parseDigest(route.digest) } : route.kind === 'manifest' ? { kind: 'manifest', reference: route.reference } : { kind: 'tags' };
-  const decision = await ctx.access.check(upstream, name, request);
+  const decision = await ctx.access.check(remote, name, request);
   if (decision === 'allowed') return;
   if (decision === 'not-in-repository' && request.kind === 'blob') {
     throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: request.digest.value } });
   }
-  res.locals.log.info('private repository refused to an anonymous client', { repository: name });
+  res.locals.log.info('private repository refused to an anonymous client', { repository: key });
   const message = 'this repository is private upstream: the mirror serves it to authenticated clients only';
   throw res.locals.refuseAnonymous?.(message) ?? new RegistryError('DENIED', message);
 }

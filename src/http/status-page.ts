@@ -35,7 +35,7 @@ export const STATUS_PAGE = String.raw`<!doctype html>
 </head>
 <body>
 <h1>pullmirror</h1>
-<div class="sub">upstream <span id="upstream">…</span> · updated <span id="updated">never</span> <span id="error"></span></div>
+<div class="sub">upstream <span id="upstream">…</span><span id="registries"></span> · updated <span id="updated">never</span> <span id="error"></span></div>
 
 <div class="cards">
   <div class="card"><div class="label">Store size</div><div class="value" id="store-size" data-value="">…</div><div class="detail"><span id="store-blobs" data-value="">…</span> blobs · <span id="store-repositories" data-value="">…</span> repositories</div></div>
@@ -126,6 +126,10 @@ function render(s) {
   const creds = s.upstream.credentials;
   $('upstream').textContent = s.upstream.url + (creds && creds.state === 'refused' ? ' (credentials refused by ' + creds.realm + ': pulling anonymously)' : '');
   $('upstream').className = creds && creds.state === 'refused' ? 'miss' : '';
+  // Other registries (proxy.remotes): namespace and repositories held, refused credentials marked.
+  const others = (s.registries || []).filter((r) => !r.default);
+  $('registries').textContent = others.length === 0 ? '' : ' · also ' + others.map((r) =>
+    r.namespace + ' (' + r.store.repositories + ' repositories' + (r.credentials && r.credentials.state === 'refused' ? ', credentials refused' : '') + ')').join(', ');
   show('store-size', s.store.bytes, formatBytes(s.store.bytes));
   show('store-blobs', s.store.blobs);
   show('store-repositories', s.store.repositories);

@@ -61,8 +61,8 @@ export const httpRequests = new Tally({
 /** Blob and manifest responses by how they were served (X-Pullmirror-Cache). */
 export const cacheResults = new Tally({
   name: 'pullmirror_cache_requests_total',
-  help: 'Blob and manifest responses by kind and cache result (hit, miss, stale)',
-  labelNames: ['kind', 'result'],
+  help: 'Blob and manifest responses by kind, cache result (hit, miss, stale) and registry (its namespace)',
+  labelNames: ['kind', 'result', 'registry'],
 });
 
 /** Body bytes sent to clients, by where they came from: the local store or a fill from upstream. */
@@ -75,8 +75,8 @@ export const servedBytes = new Tally({
 /** Time from sending an upstream request to its response headers. */
 export const upstreamDuration = new Histogram({
   name: 'pullmirror_upstream_request_duration_seconds',
-  help: 'Upstream registry requests: time to response headers, by method and status',
-  labelNames: ['method', 'status'] as const,
+  help: 'Upstream registry requests: time to response headers, by registry (its namespace), method and status',
+  labelNames: ['registry', 'method', 'status'] as const,
   buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   registers: [metricsRegistry],
 });

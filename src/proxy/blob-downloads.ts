@@ -35,6 +35,7 @@ export class BlobDownloads {
   private readonly fleet: FillCoordinator;
   private readonly fleetStallMs: number;
   private readonly resume: ResumePolicy;
+  private readonly resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
   private readonly logger: Logger;
   /** Shareable fills by digest; undefined once the start turned out to be a pass-through. */
   private readonly fills = new Map<string, Promise<SharedFill | undefined>>();
@@ -47,6 +48,8 @@ export class BlobDownloads {
     descriptors: DescriptorCache;
     logger: Logger;
     resume?: ResumePolicy;
+    /** A registry's own policy (proxy.remotes[].resume), when it has one; `resume` otherwise. */
+    resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
     fleet?: FillCoordinator;
     /** How long a followed download may show no sign of life before this instance takes over. */
     fleetStallMs?: number;
@@ -56,6 +59,7 @@ export class BlobDownloads {
     this.descriptors = options.descriptors;
     this.logger = options.logger;
     this.resume = options.resume ?? { retries: 3, backoffMs: 250 };
+    this.resumeFor = options.resumeFor;
     this.fleet = options.fleet ?? new LocalFillCoordinator();
     this.fleetStallMs = options.fleetStallMs ?? 10_000;
   }
@@ -221,7 +225,7 @@ export class BlobDownloads {
   }
 
   private body(ref: UpstreamBlobRef, first: UpstreamBlobResponse): ResumableBlobBody {
-    return new ResumableBlobBody(ref, first, this.resume, (info) =>
+    return new ResumableBlobBody(ref, first, this.resumeFor?.(ref.upstream) ?? this.resume, (info) =>
       this.logger.warn('upstream transfer interrupted; resuming', { digest: ref.digest.value, ...info }),
     );
   }

@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache';
 import { SingleFlight } from '../util/single-flight.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { Digest } from '../registry/digest.ts';
-import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+import type { Remote } from '../upstream/remotes.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { RepositoryLinks } from '../storage/repository-links.ts';
 import type { RepositoryPrivacy } from './repository-privacy.ts';
@@ -35,7 +35,7 @@ export class PrivateAccess {
   private readonly privacy: RepositoryPrivacy;
   private readonly links: RepositoryLinks;
   private readonly logger: Logger;
-  /** `name@digest` the repository is known to hold: spares the disk on the hot path. */
+  /** `<repository key>@digest` the repository is known to hold: spares the disk on the hot path. */
   private readonly known = new LRUCache<string, true>({ max: 100_000 });
   /** Concurrent first requests for one repository's blob share one upstream check. */
   private readonly checks = new SingleFlight<boolean>();
@@ -47,36 +47,38 @@ export class PrivateAccess {
   }
 
   /** May an anonymous client have this from this repository? (Authenticated clients are not asked.) */
-  async check(upstream: UpstreamRegistry, name: string, request: AccessRequest): Promise<AccessDecision> {
-    if (!upstream.hasCredentials) return 'allowed';
+  async check(remote: Remote, name: string, request: AccessRequest): Promise<AccessDecision> {
+    if (!remote.policy.privateRepos.protect || !remote.upstream.hasCredentials) return 'allowed';
     const probe =
       request.kind === 'manifest'
         ? `/v2/${name}/manifests/${encodeURIComponent(request.reference)}`
         : request.kind === 'blob'
           ? `/v2/${name}/blobs/${request.digest.value}`
           : `/v2/${name}/manifests/latest`;
-    if ((await this.privacy.verdict(upstream, name, probe)) === 'private') return 'private';
-    if (request.kind === 'blob') return (await this.holdsBlob(upstream, name, request.digest)) ? 'allowed' : 'not-in-repository';
+    if ((await this.privacy.verdict(remote, name, probe)) === 'private') return 'private';
+    if (request.kind === 'blob') return (await this.holdsBlob(remote, name, request.digest)) ? 'allowed' : 'not-in-repository';
     return 'allowed';
   }
 
-  private async holdsBlob(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<boolean> {
-    const key = `${upstream.namespace}/${name}@${digest.value}`;
+  private async holdsBlob(remote: Remote, name: string, digest: Digest): Promise<boolean> {
+    const repo = remote.key(name);
+    const key = `${repo}@${digest.value}`;
     if (this.known.get(key)) return true;
     return this.checks.do(key, async () => {
-      const holds = (await this.links.hasBlob(name, digest)) || (await this.confirmUpstream(upstream, name, digest));
+      const holds = (await this.links.hasBlob(repo, digest)) || (await this.confirmUpstream(remote, name, digest));
       if (holds) this.known.set(key, true);
       return holds;
     });
   }
 
   /** Asks upstream, with the mirror's account, whether the repository holds the blob; links it if so. */
-  private async confirmUpstream(upstream: UpstreamRegistry, name: string, digest: Digest): Promise<boolean> {
-    const response = await upstream.request({ method: 'HEAD', path: `/v2/${name}/blobs/${digest.value}`, repository: name });
+  private async confirmUpstream(remote: Remote, name: string, digest: Digest): Promise<boolean> {
+    const repo = remote.key(name);
+    const response = await remote.upstream.request({ method: 'HEAD', path: `/v2/${name}/blobs/${digest.value}`, repository: name });
     await response.body.dump();
     if (response.statusCode === 200) {
-      await this.links.linkBlobs(name, [digest.value]).catch((error: unknown) => {
-        this.logger.warn('blob link not recorded', { repository: name, digest: digest.value, error: (error as Error).message });
+      await this.links.linkBlobs(repo, [digest.value]).catch((error: unknown) => {
+        this.logger.warn('blob link not recorded', { repository: repo, digest: digest.value, error: (error as Error).message });
       });
       return true;
     }

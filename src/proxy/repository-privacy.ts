@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { AccessVerdict, RepositoryLinks } from '../storage/repository-links.ts';
+import type { Remote } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 
@@ -13,7 +14,7 @@ import { SingleFlight } from '../util/single-flight.ts';
  * (Docker Hub and distribution drop `pull` for a private repository: no registry request, no
  * pull counted). When the token says nothing (an opaque token), an anonymous `HEAD` of what the
  * client asked for settles it: 401/403 is private. The verdict is kept in memory for
- * proxy.privaterepos.checkttl and on disk (repositories/<name>/_access), which answers when the
+ * proxy.privaterepos.checkttl (its registry's) and on disk (the repository's _access, paths.ts), which answers when the
  * upstream cannot be asked; with neither, the request fails with the upstream error (no content).
  */
 export class RepositoryPrivacy {
@@ -24,16 +25,19 @@ export class RepositoryPrivacy {
   /** Repositories whose outage was logged this window: one warning each, not one per request. */
   private readonly warned: LRUCache<string, true>;
 
-  constructor(options: { links: RepositoryLinks; ttlMs: number; logger: Logger }) {
+  constructor(options: { links: RepositoryLinks; logger: Logger }) {
     this.links = options.links;
     this.logger = options.logger;
-    this.verdicts = new LRUCache({ max: 50_000, ttl: Math.max(options.ttlMs, 1) });
-    this.warned = new LRUCache({ max: 50_000, ttl: Math.max(options.ttlMs, 60_000) });
+    // Each verdict lives for its registry's proxy.privaterepos.checkttl (set with it).
+    this.verdicts = new LRUCache({ max: 50_000 });
+    this.warned = new LRUCache({ max: 50_000 });
   }
 
   /** `probePath`: an upstream path for the anonymous HEAD, e.g. `/v2/<name>/manifests/<tag>`. */
-  async verdict(upstream: UpstreamRegistry, name: string, probePath: string): Promise<AccessVerdict> {
-    const key = `${upstream.namespace}/${name}`;
+  async verdict(remote: Remote, name: string, probePath: string): Promise<AccessVerdict> {
+    const { upstream } = remote;
+    const key = remote.key(name);
+    const ttl = Math.max(remote.policy.privateRepos.checkTtlMs, 1);
     const cached = this.verdicts.get(key);
     if (cached) return cached;
     return this.inflight.do(key, async () => {
@@ -43,22 +47,22 @@ export class RepositoryPrivacy {
       } catch (error) {
         // Upstream cannot be asked: the verdict last recorded answers; without one, the client
         // gets the upstream error, never content.
-        const saved = await this.links.readVerdict(name).catch(() => undefined);
+        const saved = await this.links.readVerdict(key).catch(() => undefined);
         if (!this.warned.has(key)) {
-          this.warned.set(key, true);
-          this.logger.warn('repository privacy: upstream not asked', { repository: name, using: saved ?? 'none', error: (error as Error).message });
+          this.warned.set(key, true, { ttl: Math.max(ttl, 60_000) });
+          this.logger.warn('repository privacy: upstream not asked', { repository: key, using: saved ?? 'none', error: (error as Error).message });
         }
         if (saved) return saved;
         throw error;
       }
-      this.verdicts.set(key, verdict);
+      this.verdicts.set(key, verdict, { ttl });
       try {
-        if ((await this.links.readVerdict(name)) !== verdict) {
-          await this.links.writeVerdict(name, verdict);
-          this.logger.info('repository privacy', { repository: name, verdict });
+        if ((await this.links.readVerdict(key)) !== verdict) {
+          await this.links.writeVerdict(key, verdict);
+          this.logger.info('repository privacy', { repository: key, verdict });
         }
       } catch (error) {
-        this.logger.warn('repository privacy not recorded', { repository: name, error: (error as Error).message });
+        this.logger.warn('repository privacy not recorded', { repository: key, error: (error as Error).message });
       }
       return verdict;
     });

@@ -1,3 +1,4 @@
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../registry/digest.ts';
 
@@ -6,19 +7,47 @@ import type { Digest } from '../registry/digest.ts';
  *
  *   <root>/
  *   ├── blobs/<algorithm>/<first two hex>/<hex>      verified content: layers, configs, manifests
- *   ├── repositories/<name>/
+ *   ├── repositories/<name>/                         a repository of the default remote (proxy.remoteurl)
  *   │   ├── _manifests/<algorithm>/<hex>              {"mediaType","size"}: the repository has this manifest
  *   │   ├── _layers/<algorithm>/<hex>                 the repository holds this blob (a manifest of it references
  *   │   │                                             it, or upstream served it for this repository)
  *   │   ├── _access                                   "public" | "private": may an anonymous client pull it upstream
  *   │   └── _tags/<tag>                               the digest the tag pointed at when last checked
+ *   ├── registries/<namespace>/repositories/<name>/  a repository of another registry (proxy.remotes), laid out
+ *   │                                                 as above; blobs stay shared by digest in blobs/
  *   ├── _tmp/<instance>/<random>                      downloads in flight, renamed into blobs/ once verified
  *   └── _store-id                                     random id of this store: instances sharing it share Redis keys
  *
  * Names and tags are validated before they get here (every name component matches
  * [a-z0-9]+(…)*, so it never starts with "_" or "."), and digests are lowercase hex, so no
  * path built here can leave the root or collide with the "_" directories.
+ *
+ * A repository is named here by its key (see repositoryKey): its name on the default remote,
+ * `<namespace>/<name>` on any other. Registry namespaces are hosts (a dot, a port, or
+ * localhost) and name components never are, so the key says which directory it is.
  */
+/** Whether a first path component names a registry (as docker's reference parser decides): a dot, a port, or localhost. */
+export function isRegistryHost(component: string): boolean {
+  return component.includes('.') || component.includes(':') || component === 'localhost';
+}
+
+/**
+ * The store's key for a repository: `name` on the default remote (where a store written before
+ * several registries existed has it), `<namespace>/<name>` on another. A default-remote name
+ * whose first component looks like a registry host (reachable by `?ns=` only) is keyed with the
+ * default's namespace too, so two registries never share a key.
+ */
+export function repositoryKey(registry: { namespace: string; isDefault: boolean }, name: string): string {
+  return registry.isDefault && !isRegistryHost(name.split('/', 1)[0]) ? name : `${registry.namespace}/${name}`;
+}
+
+/** The registry namespace of a key (undefined: the default remote) and the name in it. */
+export function splitRepositoryKey(key: string): { namespace?: string; name: string } {
+  const slash = key.indexOf('/');
+  const first = slash < 0 ? key : key.slice(0, slash);
+  return slash > 0 && isRegistryHost(first) ? { namespace: first, name: key.slice(slash + 1) } : { name: key };
+}
+
 export class StorePaths {
   readonly root: string;
 
@@ -34,24 +63,47 @@ export class StorePaths {
     return join(this.root, 'blobs');
   }
 
-  manifestLink(name: string, digest: Digest): string {
-    return join(this.root, 'repositories', name, '_manifests', digest.algorithm, digest.hex);
+  /** A repository's directory, by its key (repositoryKey). */
+  repository(key: string): string {
+    const { namespace, name } = splitRepositoryKey(key);
+    return namespace === undefined ? join(this.root, 'repositories', name) : join(this.registriesDir(), namespace, 'repositories', name);
   }
 
-  layerLink(name: string, digest: Digest): string {
-    return join(this.root, 'repositories', name, '_layers', digest.algorithm, digest.hex);
+  manifestLink(key: string, digest: Digest): string {
+    return join(this.repository(key), '_manifests', digest.algorithm, digest.hex);
   }
 
-  accessVerdict(name: string): string {
-    return join(this.root, 'repositories', name, '_access');
+  layerLink(key: string, digest: Digest): string {
+    return join(this.repository(key), '_layers', digest.algorithm, digest.hex);
   }
 
-  tag(name: string, tag: string): string {
-    return join(this.root, 'repositories', name, '_tags', tag);
+  accessVerdict(key: string): string {
+    return join(this.repository(key), '_access');
   }
 
+  tag(key: string, tag: string): string {
+    return join(this.repository(key), '_tags', tag);
+  }
+
+  /** The default remote's repositories. */
   repositoriesDir(): string {
     return join(this.root, 'repositories');
+  }
+
+  /** Other registries' repositories: `registries/<namespace>/repositories/`. */
+  registriesDir(): string {
+    return join(this.root, 'registries');
+  }
+
+  /** Every directory of repositories, with the key prefix of the names found in it ('' for the default remote's). */
+  async repositoryRoots(): Promise<{ dir: string; keyPrefix: string }[]> {
+    let namespaces: string[] = [];
+    try {
+      namespaces = (await readdir(this.registriesDir())).filter(isRegistryHost);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    return [{ dir: this.repositoriesDir(), keyPrefix: '' }, ...namespaces.sort().map((ns) => ({ dir: join(this.registriesDir(), ns, 'repositories'), keyPrefix: `${ns}/` }))];
   }
 
   tmpDir(): string {

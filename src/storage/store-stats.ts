@@ -12,6 +12,8 @@ export interface StoreFigures {
   manifestBytes: number;
   repositories: number;
   tags: number;
+  /** Repositories and tags per registry: by namespace, '' for the default remote's (repositories/). */
+  registries: Record<string, { repositories: number; tags: number }>;
   /** Downloads in flight or left behind in _tmp. */
   tempFiles: number;
   tempBytes: number;
@@ -24,7 +26,7 @@ export interface StoreFigures {
  * their content; on a big store that is seconds, so serving processes use StoreStatsCache.
  */
 export async function computeStoreFigures(paths: StorePaths): Promise<StoreFigures> {
-  const figures: StoreFigures = { blobs: 0, bytes: 0, manifests: 0, manifestBytes: 0, repositories: 0, tags: 0, tempFiles: 0, tempBytes: 0, computedAt: 0 };
+  const figures: StoreFigures = { blobs: 0, bytes: 0, manifests: 0, manifestBytes: 0, repositories: 0, tags: 0, registries: {}, tempFiles: 0, tempBytes: 0, computedAt: 0 };
   const sizes = new Map<string, number>();
   for (const algorithm of await list(paths.blobsDir())) {
     for (const prefix of await list(join(paths.blobsDir(), algorithm))) {
@@ -39,13 +41,20 @@ export async function computeStoreFigures(paths: StorePaths): Promise<StoreFigur
     }
   }
   const linked = new Set<string>();
-  await walkRepositories(paths.repositoriesDir(), async (repoDir) => {
-    figures.repositories++;
-    figures.tags += (await list(join(repoDir, '_tags'))).length;
-    for (const algorithm of await list(join(repoDir, '_manifests'))) {
-      for (const hex of await list(join(repoDir, '_manifests', algorithm))) linked.add(`${algorithm}:${hex}`);
-    }
-  });
+  for (const { dir, keyPrefix } of await paths.repositoryRoots()) {
+    const registry = { repositories: 0, tags: 0 };
+    figures.registries[keyPrefix.replace(/\/$/, '')] = registry;
+    await walkRepositories(dir, async (repoDir) => {
+      const tags = (await list(join(repoDir, '_tags'))).length;
+      figures.repositories++;
+      figures.tags += tags;
+      registry.repositories++;
+      registry.tags += tags;
+      for (const algorithm of await list(join(repoDir, '_manifests'))) {
+        for (const hex of await list(join(repoDir, '_manifests', algorithm))) linked.add(`${algorithm}:${hex}`);
+      }
+    });
+  }
   for (const digest of linked) {
     const size = sizes.get(digest);
     if (size === undefined) continue;

@@ -32,6 +32,6 @@ export function startCredentialCheck(upstream: UpstreamRegistry, logger: Logger,
 }
 
 /** The config keys the credentials came from, for the log. */
-export function credentialKeys(proxy: { passwordfile?: string }): string {
-  return proxy.passwordfile ? 'proxy.username, proxy.passwordfile' : 'proxy.username, proxy.password';
+export function credentialKeys(proxy: { passwordfile?: string }, prefix = 'proxy'): string {
+  return proxy.passwordfile ? `${prefix}.username, ${prefix}.passwordfile` : `${prefix}.username, ${prefix}.password`;
 }

@@ -7,6 +7,8 @@ import { header, upstreamNetworkError } from './upstream-errors.ts';
 
 export interface UpstreamOptions {
   url: string;
+  /** The registry this upstream stands for (proxy.namespace); default docker.io for Docker Hub's URL, else the URL's host. */
+  namespace?: string;
   username?: string;
   password?: string;
   timeouts: { connect: number; headers: number; bodyidle: number };
@@ -84,8 +86,8 @@ export class UpstreamRegistry {
 
   constructor(options: UpstreamOptions) {
     this.url = new URL(options.url.replace(/\/+$/, ''));
-    this.isDockerHub = DOCKER_HUB_HOSTS.has(this.url.hostname);
-    this.namespace = this.isDockerHub ? 'docker.io' : this.url.host;
+    this.namespace = options.namespace ?? (DOCKER_HUB_HOSTS.has(this.url.hostname) ? 'docker.io' : this.url.host);
+    this.isDockerHub = this.namespace === 'docker.io';
     this.logger = options.logger;
     // An empty username (compose's `${REGISTRY_PROXY_USERNAME:-}` when unset) means anonymous.
     if (options.username && options.password !== undefined) {
@@ -177,16 +179,6 @@ export class UpstreamRegistry {
     return this.credentials ? `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}` : undefined;
   }
 
-  /** Whether a request's `ns` query parameter names this upstream. */
-  servesNamespace(ns: string): boolean {
-    return ns === this.namespace || (this.isDockerHub && DOCKER_HUB_HOSTS.has(ns));
-  }
-
-  /** Docker Hub keeps official images under library/: `alpine` means `library/alpine` there. */
-  repositoryName(name: string): string {
-    return this.isDockerHub && !name.includes('/') ? `library/${name}` : name;
-  }
-
   /**
    * Sends a request with the right credentials. On a 401 it learns the challenge, fetches a
    * fresh token and retries once. The caller owns the returned body and must consume it.
@@ -259,10 +251,10 @@ export class UpstreamRegistry {
       try {
         response = await request(url, { method: req.method, headers, dispatcher: this.agent });
       } catch (error) {
-        upstreamDuration.labels(req.method, 'error').observe((performance.now() - started) / 1000);
+        upstreamDuration.labels(this.namespace, req.method, 'error').observe((performance.now() - started) / 1000);
         throw upstreamNetworkError(error);
       }
-      upstreamDuration.labels(req.method, String(response.statusCode)).observe((performance.now() - started) / 1000);
+      upstreamDuration.labels(this.namespace, req.method, String(response.statusCode)).observe((performance.now() - started) / 1000);
       this.observeRateLimit(response);
       const location = header(response, 'location');
       if (![301, 302, 303, 307, 308].includes(response.statusCode) || !location || hop >= MAX_REDIRECTS) return response;

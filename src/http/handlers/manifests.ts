@@ -5,13 +5,13 @@ import { markCache, resolveRepository, type RegistryContext } from '../context.t
 
 /** Serves a manifest by tag or digest, byte for byte, with its own media type. */
 export async function serveManifest(ctx: RegistryContext, req: Request, res: Response, rawName: string, reference: string): Promise<void> {
-  const { upstream, name } = resolveRepository(ctx, req, res, rawName);
+  const { remote, name, key } = resolveRepository(ctx, req, res, rawName);
   const result = isDigest(reference)
-    ? await ctx.manifests.byDigest(upstream, name, parseDigest(reference))
-    : await ctx.manifests.byTag(upstream, name, validateTag(reference));
+    ? await ctx.manifests.byDigest(remote, name, parseDigest(reference))
+    : await ctx.manifests.byTag(remote, name, validateTag(reference));
   const { descriptor } = result;
-  ctx.usage?.manifest(name, descriptor.digest);
-  if (!isDigest(reference)) ctx.usage?.tag(name, reference);
+  ctx.usage?.manifest(key, descriptor.digest);
+  if (!isDigest(reference)) ctx.usage?.tag(key, reference);
   markCache(res, result.origin);
   if (result.origin === 'stale') res.setHeader('Warning', '110 pullmirror "Response is Stale"');
   res.setHeader('Content-Type', descriptor.mediaType);
@@ -27,5 +27,5 @@ export async function serveManifest(ctx: RegistryContext, req: Request, res: Res
     res.status(200).end();
     return;
   }
-  res.status(200).end(await ctx.manifests.bytesFor(upstream, name, result));
+  res.status(200).end(await ctx.manifests.bytesFor(remote, name, result));
 }

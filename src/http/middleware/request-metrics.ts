@@ -29,10 +29,13 @@ export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () 
       if (method === 'GET' && (status === 200 || status === 206) && res.writableFinished && !res.locals.streamError) {
         bytes = Number(res.getHeader('content-length')) || 0;
       }
+      const repository = res.locals.repository;
       if (cache) {
-        const cacheKey = `${route.kind} ${cache}`;
+        // Per registry (its namespace), so one registry's misses are told from another's.
+        const registry = repository?.remote.namespace ?? '';
+        const cacheKey = `${route.kind} ${cache} ${registry}`;
         let cacheCell = cacheCells.get(cacheKey);
-        if (!cacheCell) cacheCells.set(cacheKey, (cacheCell = cacheResults.cell(route.kind, cache)));
+        if (!cacheCell) cacheCells.set(cacheKey, (cacheCell = cacheResults.cell(route.kind, cache, registry)));
         cacheCell.value++;
         (cache === 'miss' ? fromUpstream : fromCache).value += bytes;
         if (cache === 'miss') options.onMiss?.();
@@ -40,7 +43,7 @@ export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () 
       traffic.response(cache, bytes);
       if (route.kind === 'manifest' && status === 200 && cache && !route.reference.includes(':')) {
         const digest = res.getHeader('docker-content-digest');
-        traffic.pull({ at: Date.now(), repository: route.name, reference: route.reference, digest: typeof digest === 'string' ? digest : undefined, cache });
+        traffic.pull({ at: Date.now(), repository: repository?.key ?? route.name, reference: route.reference, digest: typeof digest === 'string' ? digest : undefined, cache });
       }
     });
     next();
