@@ -410,6 +410,22 @@ describe('blob path faults: every source, every fault, bounded and leak-free', {
           setTimeout(() => socket.destroy(), 15_000);
         });
         assert.ok(closedAfter < 5_000, `a half-sent request was held ${closedAfter} ms`);
+        // Clients that send half a request and then read nothing (they never see the mirror's
+        // answer or its FIN) are let go too, not held half-closed.
+        const before = socketCount(mirror.process.pid);
+        const silent = await Promise.all(
+          Array.from({ length: 10 }, () => new Promise<ReturnType<typeof connect>>((resolve) => {
+            const socket = connect(mirror.port, '127.0.0.1', () => {
+              socket.write('GET /v2/ HTTP/1.1\r\nHost: x\r\n');
+              socket.pause();
+              resolve(socket);
+            });
+            socket.on('error', () => {});
+          })),
+        );
+        assert.ok(await eventually(() => socketCount(mirror.process.pid) >= before + 10, 2_000), 'the silent clients are connected');
+        assert.ok(await eventually(() => socketCount(mirror.process.pid) <= before, 8_000), `silent half requests still held: ${socketCount(mirror.process.pid) - before}`);
+        for (const socket of silent) socket.destroy();
       } finally {
         await mirror.stop();
       }

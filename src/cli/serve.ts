@@ -149,14 +149,23 @@ function answerClientError(error: NodeJS.ErrnoException & { code?: string }, soc
     return;
   }
   const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
-  const status = tooLarge ? 431 : 400;
-  const body = JSON.stringify(
-    new RegistryError('UNSUPPORTED', tooLarge ? 'request headers too large' : 'malformed HTTP request', { status }).toJSON(),
-  );
+  // http.headertimeout: the request head did not arrive in time.
+  const late = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  const status = tooLarge ? 431 : late ? 408 : 400;
+  const reason = tooLarge ? 'Request Header Fields Too Large' : late ? 'Request Timeout' : 'Bad Request';
+  const message = tooLarge ? 'request headers too large' : late ? 'the request head did not arrive within http.headertimeout' : 'malformed HTTP request';
+  const body = JSON.stringify(new RegistryError('UNSUPPORTED', message, { status }).toJSON());
   // Node's parser gave up, so the method is read from the raw bytes: a HEAD gets no body.
   const head = (error as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+  // Ended, then destroyed if still open 2 s later: a client that never reads never sees our FIN,
+  // and the half-closed socket would hold its descriptor for good (400 such clients held 400
+  // descriptors past the header timeout). Not destroyed at once: unread bytes of the client's
+  // would make the kernel reset the connection before it reads the answer.
+  const fallback = setTimeout(() => socket.destroy(), 2_000);
+  fallback.unref();
+  socket.once('close', () => clearTimeout(fallback));
   socket.end(
-    `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
+    `HTTP/1.1 ${status} ${reason}\r\n` +
       `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n` +
       securityHeaderLines(extraHeaders) +
       `\r\n${head ? '' : body}`,
