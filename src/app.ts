@@ -1,3 +1,4 @@
+import { version } from './version.ts';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { readFileSync } from 'node:fs';
 import { BcryptPool } from './auth/bcrypt-pool.ts';
@@ -313,14 +314,6 @@ function loadTokenAuth(config: Config, logger: Logger): TokenAuthOptions | undef
   return { verifier, realm: settings.realm, service: settings.service };
 }
 
-/** package.json's version: next to src/ when run from source, next to dist/ in the bundle. */
-const VERSION = (() => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-})();
 
 /** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
 function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads: BlobDownloads): OpsContext {
@@ -349,5 +342,5 @@ function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads
   collectProcessMetrics();
   const fillsInFlight = () => downloads.inFlight;
   bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.get() });
-  return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: VERSION };
+  return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: version() };
 }

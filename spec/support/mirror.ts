@@ -107,6 +107,13 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
   }
 }
 
+/** Plain config objects merged deeply, later ones winning (a test's config over a base). */
+export function mergeConfig(...objects: Record<string, any>[]): Record<string, any> {
+  const out: Record<string, any> = {};
+  for (const object of objects) mergeInto(out, object);
+  return out;
+}
+
 function mergeInto(target: Record<string, any>, extra: Record<string, any>): void {
   for (const [key, value] of Object.entries(extra)) {
     const isObject = typeof value === 'object' && value !== null && !Array.isArray(value);

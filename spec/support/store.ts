@@ -8,6 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { eventually } from './wait.ts';
 
 /** The committed file of a `sha256:<hex>` blob under the store root `root`. */
 export function blobPath(root: string, digest: string): string {
@@ -20,11 +21,6 @@ export function blobPath(root: string, digest: string): string {
  * verified, a moment before the file is flushed and renamed into the store, so a test that
  * looks right after a pull polls for it.
  */
-export async function stored(root: string, digest: string, ms = 5_000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (existsSync(blobPath(root, digest))) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+export function stored(root: string, digest: string, ms = 5_000): Promise<boolean> {
+  return eventually(() => existsSync(blobPath(root, digest)), ms, 20);
 }

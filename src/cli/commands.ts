@@ -3,7 +3,7 @@
  * command (or a config file path first) it serves. Loaded by src/main.ts once the Node version
  * is known to be new enough.
  */
-import { readFileSync } from 'node:fs';
+import { version } from '../version.ts';
 import { parseCommand, type CommandSpec } from './args.ts';
 
 type Command = (args: string[]) => Promise<void>;
@@ -55,18 +55,6 @@ example:
   pullmirror serve /etc/pullmirror/config.yml
 `;
 
-/** package.json's version: two levels up from src/cli/ when run from source, one up from dist/ in the bundle. */
-export function version(): string {
-  for (const candidate of ['../../package.json', '../package.json']) {
-    try {
-      const manifest = JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { name?: string; version?: string };
-      if (manifest.name === 'pullmirror' && manifest.version) return manifest.version;
-    } catch {
-      // not this one
-    }
-  }
-  return 'unknown';
-}
 
 export async function main(argv: string[]): Promise<void> {
   const [first, ...rest] = argv;

@@ -138,21 +138,11 @@ export class BlobDownloads {
 
   private passThrough(ref: UpstreamBlobRef, first: UpstreamBlobResponse): BlobSource {
     this.logger.warn('store cannot take the blob: passing it through uncached', { digest: ref.digest.value, size: first.size });
-    const source = new PassThroughSource(ref.digest, this.body(ref, first));
     let settle!: () => void;
+    // Tracked until the client's transfer ends or the source is let go unsent (HEAD, 304, 416):
+    // the source releases itself at the end of send() too.
     this.track(new Promise<void>((resolve) => (settle = resolve)));
-    // Tracked until the client's transfer ends or the source is let go unsent (HEAD, 304, 416).
-    return {
-      digest: source.digest,
-      size: source.size,
-      origin: source.origin,
-      ranged: source.ranged,
-      send: (res) => source.send(res).finally(settle),
-      release: () => {
-        source.release();
-        settle();
-      },
-    };
+    return new PassThroughSource(ref.digest, this.body(ref, first), settle);
   }
 
   /** The fleet decides: this instance downloads, or follows the instance that does. */

@@ -20,8 +20,11 @@ export class PassThroughSource implements BlobSource {
   private readonly parsed: Digest;
   private readonly body: ResumableBlobBody;
   private released = false;
+  /** Told once, when the source is let go (sent or not). */
+  private readonly onRelease?: () => void;
 
-  constructor(digest: Digest, body: ResumableBlobBody) {
+  constructor(digest: Digest, body: ResumableBlobBody, onRelease?: () => void) {
+    this.onRelease = onRelease;
     this.parsed = digest;
     this.digest = digest.value;
     this.size = body.size;
@@ -46,6 +49,7 @@ export class PassThroughSource implements BlobSource {
     this.released = true;
     // Destroys the upstream body in flight (a no-op once it ended).
     this.body.close();
+    this.onRelease?.();
   }
 }
 
