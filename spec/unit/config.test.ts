@@ -200,13 +200,15 @@ describe('config', () => {
 
   it('has eviction and read-only maintenance keys with defaults, and refuses inverted watermarks', () => {
     const config = loadConfig({ env: {} });
-    assert.deepEqual(config.storage.eviction, { schedule: '*/15 * * * *', maxsize: 0, highwatermark: 90, lowwatermark: 80, grace: 600_000 });
+    assert.deepEqual(config.storage.eviction, { schedule: '*/15 * * * *', maxsize: 0, highwatermark: 90, lowwatermark: 80, grace: 600_000, keep: [] });
     assert.equal(config.storage.maintenance.readonly.enabled, false);
     const set = loadConfig({ env: { REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED: 'true', REGISTRY_STORAGE_EVICTION_MAXSIZE: '20GB' } });
     assert.equal(set.storage.maintenance.readonly.enabled, true);
     assert.equal(set.storage.eviction.maxsize, 20 * 1024 ** 3);
     assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_EVICTION_LOWWATERMARK: '95' } }), /storage\.eviction\.lowwatermark/);
     assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_EVICTION_SCHEDULE: 'every hour' } }), /storage\.eviction\.schedule/);
+    assert.deepEqual(loadConfig({ env: { REGISTRY_STORAGE_EVICTION_KEEP: '[docker.io/library/alpine:*, ghcr.io/acme/base:stable]' } }).storage.eviction.keep, ['docker.io/library/alpine:*', 'ghcr.io/acme/base:stable']);
+    assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_EVICTION_KEEP: '[library/alpine:*]' } }), /storage\.eviction\.keep\.0.*"library" is not a registry host/);
     assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_MAINTENANCE_READONLY: '{enabled: true, typo: 1}' } }), /storage\.maintenance\.readonly\.typo/);
   });
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Inventory } from '../../src/eviction/inventory.ts';
+import { KeepRules, parseKeepPattern } from '../../src/eviction/keep.ts';
 import { graceHeldBack, planEviction, type EvictionPolicy } from '../../src/eviction/plan.ts';
 import { manifestReferences, type ManifestReferences } from '../../src/registry/manifest-references.ts';
 
@@ -102,5 +103,38 @@ describe('eviction plan', () => {
     assert.equal(held.until, NOW - 2 * 60_000 + grace, 'the orphan, written last, is released last');
     const none = graceHeldBack(inventory, refs, { ...withGrace, protectedSince: Infinity }, 0, planEviction(inventory, refs, { ...withGrace, protectedSince: Infinity }));
     assert.deepEqual(none, { tags: 0, links: 0, blobs: 0, bytes: 0 });
+  });
+  it('storage.eviction.keep: a kept tag holds its index, the platform manifests and their blobs against TTL and size cap', () => {
+    const old = NOW - 50 * HOUR;
+    const { inventory, refs } = store({ index: old, amd: old, arm: old, image: old });
+    const keep = new KeepRules(['registry.local:5000/r:latest'], 'registry.local:5000');
+    const ttl = planEviction(inventory, refs, policy({ keep }));
+    assert.deepEqual(names(ttl.links), ['2'], 'only the unpinned image goes');
+    assert.deepEqual(ttl.tags.map((t) => t.tag).sort(), ['gone', 'v1']);
+    assert.deepEqual(names(ttl.blobs), ['2', 'c2', 'orphan'], 'the shared layer stays with the pinned index');
+    assert.deepEqual(ttl.pinned, { tags: 1, manifests: 3 });
+    // The size cap cannot take pinned content either: it says so instead.
+    const capped = planEviction(inventory, refs, policy({ keep, ttlMs: 0, maxSize: 100 }));
+    assert.deepEqual(names(capped.links), ['2']);
+    assert.equal(capped.capUnreached, true);
+    // Without the pin the same passes take everything.
+    assert.deepEqual(names(planEviction(inventory, refs, policy()).links), ['1', '2', 'a', 'b']);
+  });
+
+  it('keep patterns: registries by their client name, globs per component, digests, whole repositories', () => {
+    const rules = new KeepRules(['docker.io/alpine:3.*', 'ghcr.io/acme/**', 'quay.io/org/app@sha256:' + 'ab'.repeat(32), 'index.docker.io/library/node'], 'docker.io');
+    assert.ok(rules.keepsTag('library/alpine', '3.20'));
+    assert.equal(rules.keepsTag('library/alpine', 'edge'), undefined);
+    assert.equal(rules.keepsTag('other/alpine', '3.20'), undefined, 'docker.io/alpine means library/alpine');
+    assert.ok(rules.keepsTag('ghcr.io/acme/team/base', 'stable'), '** crosses components');
+    assert.ok(rules.keepsManifest('ghcr.io/acme/x', d('1')), 'a repository pattern keeps its manifests');
+    assert.equal(rules.keepsTag('ghcr.io/other/x', 'v1'), undefined);
+    assert.ok(rules.keepsManifest('quay.io/org/app', 'sha256:' + 'ab'.repeat(32)));
+    assert.equal(rules.keepsTag('quay.io/org/app', 'v1'), undefined, 'a digest pattern keeps no tag');
+    assert.ok(rules.keepsTag('library/node', '22'));
+    assert.equal(rules.keepsTag('docker.io/library/node', '22')?.source, 'index.docker.io/library/node', 'a default-remote key with a host');
+    assert.throws(() => parseKeepPattern('alpine:latest'), /name the registry first/);
+    assert.throws(() => parseKeepPattern('docker.io/Alpine'), /not a repository name/);
+    assert.throws(() => parseKeepPattern('docker.io/alpine@sha256'), /not a digest/);
   });
 });

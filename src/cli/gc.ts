@@ -101,6 +101,7 @@ export function report(result: SweepResult): string {
       ` in ${(result.durationMs / 1000).toFixed(2)} s`,
   );
   lines.push(graceLine(result));
+  if (result.pinned.tags + result.pinned.manifests > 0) lines.push(`storage.eviction.keep holds ${result.pinned.tags} tags and ${result.pinned.manifests} manifests`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -1,3 +1,4 @@
+import { parseKeepPattern } from '../eviction/keep.ts';
 import { z } from 'zod';
 import { validate as validCron } from 'node-cron';
 import parseBytes from 'bytes';
@@ -115,6 +116,23 @@ const storage = z
          * TTL: it protects a manifest just stored and blobs a pull is about to fetch.
          */
         grace: duration().prefault('10m'),
+        /**
+         * ours: images no pass evicts, neither by TTL nor for the size cap, named as a client
+         * names them: `docker.io/library/alpine:*`, `ghcr.io/acme/base:stable`, a digest
+         * (`…@sha256:…`) or a whole repository; `*` within a component or tag, `**` across.
+         */
+        keep: z
+          .array(z.string())
+          .default([])
+          .superRefine((patterns, ctx) => {
+            patterns.forEach((pattern, index) => {
+              try {
+                parseKeepPattern(pattern);
+              } catch (error) {
+                ctx.addIssue({ code: 'custom', message: (error as Error).message, path: [index] });
+              }
+            });
+          }),
       })
       .refine((e) => e.lowwatermark <= e.highwatermark, { message: 'lowwatermark must not exceed highwatermark', path: ['lowwatermark'] })
       .prefault({}),

@@ -1,5 +1,6 @@
 import type { Inventory, StoredLink, StoredTag } from './inventory.ts';
 import type { ManifestReferences } from '../registry/manifest-references.ts';
+import type { KeepRules } from './keep.ts';
 
 export interface EvictionPolicy {
   /** The sweep's clock for TTL and recency (ms since the epoch); `gc --now` moves it. */
@@ -14,6 +15,8 @@ export interface EvictionPolicy {
   maxSize: number;
   highWatermark: number;
   lowWatermark: number;
+  /** storage.eviction.keep: tags and manifests no pass evicts. */
+  keep?: KeepRules;
 }
 
 export interface PlannedLink extends StoredLink {
@@ -39,8 +42,10 @@ export interface EvictionPlan {
   /** Bytes of blobs before and (as planned) after the pass. */
   sizeBefore: number;
   sizeAfter: number;
-  /** The size cap asked for eviction but protected content kept the store above the low mark. */
+  /** The size cap asked for eviction but protected or pinned content kept the store above the low mark. */
   capUnreached: boolean;
+  /** What storage.eviction.keep holds: tags and manifest links it matched. */
+  pinned: { tags: number; manifests: number };
 }
 
 interface LinkState extends StoredLink {
@@ -48,6 +53,8 @@ interface LinkState extends StoredLink {
   pins: string[];
   isIndex: boolean;
   evicted?: 'ttl' | 'size';
+  /** Held by storage.eviction.keep (directly, through a kept tag, or as a kept index's child). */
+  pinned?: boolean;
 }
 
 /**
@@ -82,7 +89,26 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
       if (childLink) childLink.lastAccess = Math.max(childLink.lastAccess, link.lastAccess);
     }
   }
-  const isProtected = (link: LinkState) => link.lastAccess >= policy.protectedSince;
+  // Pins: a kept manifest, the target of a kept tag, and (below) a kept index's children.
+  const keep = policy.keep && !policy.keep.empty ? policy.keep : undefined;
+  const keptTags = new Set<StoredTag>();
+  if (keep) {
+    for (const link of links.values()) if (keep.keepsManifest(link.repository, link.digest)) link.pinned = true;
+    for (const tag of inventory.tags) {
+      if (!keep.keepsTag(tag.repository, tag.tag)) continue;
+      keptTags.add(tag);
+      const target = tag.digest && links.get(key(tag.repository, tag.digest));
+      if (target) target.pinned = true;
+    }
+    for (const link of links.values()) {
+      if (!link.pinned || !link.isIndex) continue;
+      for (const child of references.get(link.digest)?.manifests ?? []) {
+        const childLink = links.get(key(link.repository, child));
+        if (childLink) childLink.pinned = true;
+      }
+    }
+  }
+  const isProtected = (link: LinkState) => link.pinned === true || link.lastAccess >= policy.protectedSince;
 
   // 1. TTL from last access (each registry's own).
   const ttlOf = (repository: string) => policy.ttlFor?.(repository) ?? policy.ttlMs;
@@ -133,7 +159,7 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
   // 4. Tags whose manifest goes (or was never stored), or unused past the TTL.
   const tags: PlannedTag[] = [];
   for (const tag of inventory.tags) {
-    if (tag.mtimeMs >= policy.protectedSince) continue;
+    if (tag.mtimeMs >= policy.protectedSince || keptTags.has(tag)) continue;
     const target = tag.digest ? links.get(key(tag.repository, tag.digest)) : undefined;
     if (!target) tags.push({ ...tag, reason: 'manifest missing' });
     else if (target.evicted) tags.push({ ...tag, reason: 'manifest evicted' });
@@ -141,14 +167,16 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
   }
 
   const plannedLinks: PlannedLink[] = [];
+  let pinnedLinks = 0;
   for (const link of links.values()) {
+    if (link.pinned) pinnedLinks++;
     if (link.evicted) plannedLinks.push({ repository: link.repository, digest: link.digest, mtimeMs: link.mtimeMs, lastAccess: link.lastAccess, reason: link.evicted, pins: link.pins });
   }
   const blobs: PlannedBlob[] = [];
   for (const [digest, blob] of inventory.blobs) {
     if (!refCount.has(digest) && !blobProtected(digest)) blobs.push({ digest, size: blob.size });
   }
-  return { tags, links: plannedLinks, blobs, sizeBefore, sizeAfter, capUnreached };
+  return { tags, links: plannedLinks, blobs, sizeBefore, sizeAfter, capUnreached, pinned: { tags: keptTags.size, manifests: pinnedLinks } };
 }
 
 /** The blobs a manifest keeps alive: itself, its config and layers, and its children's, recursively. */

@@ -6,6 +6,7 @@ import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { parseDigest } from '../registry/digest.ts';
 import { isNotFound } from '../storage/blob-store.ts';
 import { splitRepositoryKey, type StorePaths } from '../storage/paths.ts';
+import { KeepRules } from './keep.ts';
 import { mapLimited, readInventory, type Inventory, type StoredRecord } from './inventory.ts';
 import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedLink } from './plan.ts';
 import { manifestReferences, type ManifestReferences } from '../registry/manifest-references.ts';
@@ -27,6 +28,8 @@ export interface SweepSettings {
   maxSize: number;
   highWatermark: number;
   lowWatermark: number;
+  /** storage.eviction.keep */
+  keep?: KeepRules;
 }
 
 export interface SweepOptions extends SweepSettings {
@@ -65,6 +68,7 @@ export function sweepSettings(config: Config): SweepSettings {
     maxSize: eviction.maxsize,
     highWatermark: eviction.highwatermark,
     lowWatermark: eviction.lowwatermark,
+    keep: new KeepRules(eviction.keep, config.proxy.namespace),
   };
 }
 
@@ -88,6 +92,7 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
     maxSize: options.maxSize,
     highWatermark: options.highWatermark,
     lowWatermark: options.lowWatermark,
+    keep: options.keep,
   };
   const plan = planEviction(inventory, references, policy);
   const grace = { graceHeld: graceHeldBack(inventory, references, policy, options.graceMs, plan), graceMs: options.graceMs };
