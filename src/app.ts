@@ -39,7 +39,7 @@ import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
 import { storeId } from './storage/store-id.ts';
-import { StoreStatsCache } from './storage/store-stats.ts';
+import { LiveStoreFigures } from './storage/store-stats.ts';
 import { TempArea } from './storage/temp-area.ts';
 import { Remotes } from './upstream/remotes.ts';
 import type { UpstreamRegistry } from './upstream/upstream-registry.ts';
@@ -63,7 +63,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const upstream = remotes.default.upstream;
   const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
-  const ops = buildOps(config, storage.paths, remotes, stores.downloads);
+  const ops = buildOps(config, storage, remotes, stores.downloads);
   for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,
@@ -81,6 +81,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     drain: () => stores.downloads.drain(),
     async close() {
       await eviction.scheduler?.stop();
+      storage.figures.stop();
       await remotes.close();
       await caches.fleet.close();
       await caches.descriptors.close();
@@ -96,6 +97,8 @@ interface Storage {
   blobStore: FilesystemBlobStore;
   manifestStore: FilesystemManifestStore;
   readOnly: boolean;
+  /** The store's figures, walked once in the background and kept current as blobs come and go. */
+  figures: LiveStoreFigures;
 }
 
 /** The filesystem store and this instance's temporary area in it. */
@@ -113,7 +116,11 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
   manifestStore.links.writable = !readOnly;
-  return { paths, tempArea, blobStore, manifestStore, readOnly };
+  const figures = new LiveStoreFigures(paths);
+  blobStore.listener = figures;
+  manifestStore.listener = figures;
+  figures.start();
+  return { paths, tempArea, blobStore, manifestStore, readOnly, figures };
 }
 
 interface Caches {
@@ -199,13 +206,21 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
   const scheduler = new EvictionScheduler({
     schedule: config.storage.eviction.schedule,
     logger: evictionLogger,
+    // After a pass the repository and tag counts are walked again (blobs were counted as they went).
     pass: () =>
       sweep({
         ...sweepSettings(config),
         paths: storage.paths,
         logger: evictionLogger,
-        hooks: { isBusy: (digest) => stores.downloads.isFilling(digest), manifestRemoved: stores.forgetManifest, blobRemoved: stores.forgetBlob },
-      }),
+        hooks: {
+          isBusy: (digest) => stores.downloads.isFilling(digest),
+          manifestRemoved: stores.forgetManifest,
+          blobRemoved: (digest, size) => {
+            storage.figures.blobRemoved(digest, size);
+            return stores.forgetBlob(digest);
+          },
+        },
+      }).finally(() => storage.figures.changed()),
   });
   scheduler.start();
   return { usage, scheduler };
@@ -231,7 +246,7 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format, trustedProxies: config.http.trustedproxies }));
-  app.use(requestMetrics(ops.traffic, { onMiss: () => ops.storeStats.changed() }));
+  app.use(requestMetrics(ops.traffic));
   const extraHeaders = Object.entries(config.http.headers);
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
@@ -316,9 +331,9 @@ function loadTokenAuth(config: Config, logger: Logger): TokenAuthOptions | undef
 
 
 /** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
-function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads: BlobDownloads): OpsContext {
+function buildOps(config: Config, storage: Storage, remotes: Remotes, downloads: BlobDownloads): OpsContext {
+  const { paths, figures: storeStats } = storage;
   const upstream = remotes.default.upstream;
-  const storeStats = new StoreStatsCache(paths);
   const checks: CachedCheck[] = [];
   const { storagedriver, upstream: upstreamCheck } = config.health;
   if (storagedriver.enabled) {
@@ -341,6 +356,6 @@ function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads
   }
   collectProcessMetrics();
   const fillsInFlight = () => downloads.inFlight;
-  bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.get() });
+  bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.current() });
   return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: version() };
 }

@@ -31,6 +31,7 @@ export class EvictionScheduler {
       this.logger.info('eviction pass still running; tick skipped');
       return Promise.resolve(undefined);
     }
+    this.logger.info('eviction pass started');
     this.running = this.pass()
       .then((result) => {
         this.logger.info('eviction pass finished', {
@@ -42,6 +43,7 @@ export class EvictionScheduler {
           kept: result.kept,
           capUnreached: result.capUnreached,
           durationMs: result.durationMs,
+          maxEventLoopDelayMs: Math.round(result.maxEventLoopDelayMs * 10) / 10,
         });
         return result;
       })

@@ -1,4 +1,5 @@
 import { readFile, stat, unlink } from 'node:fs/promises';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { evictedBytes, evictions } from '../metrics/metrics.ts';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -17,7 +18,7 @@ export interface SweepHooks {
   isBusy?(digest: string): boolean;
   /** Forget in-memory knowledge of what was deleted (descriptor cache, manifest caches). */
   manifestRemoved?(repository: string, digest: string): void;
-  blobRemoved?(digest: string): Promise<void> | void;
+  blobRemoved?(digest: string, size: number): Promise<void> | void;
 }
 
 export interface SweepSettings {
@@ -53,6 +54,8 @@ export interface SweepResult extends EvictionPlan {
   /** What the grace period kept from this pass (storage.eviction.grace), and until when. */
   graceHeld: GraceHeldBack;
   graceMs: number;
+  /** The event loop's longest delay while the pass ran (ms): what a request waited at worst. */
+  maxEventLoopDelayMs: number;
 }
 
 export function sweepSettings(config: Config): SweepSettings {
@@ -80,6 +83,18 @@ export function sweepSettings(config: Config): SweepSettings {
  * descriptor outlives the unlink); a later request fetches it from upstream again.
  */
 export async function sweep(options: SweepOptions): Promise<SweepResult> {
+  // A pass shares the event loop with the requests it must not hold up: it says how well it did.
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  try {
+    const result = await sweepMeasured(options);
+    return { ...result, maxEventLoopDelayMs: delay.max / 1e6 };
+  } finally {
+    delay.disable();
+  }
+}
+
+async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, 'maxEventLoopDelayMs'>> {
   const started = Date.now();
   const protectedSince = started - options.graceMs;
   const inventory = await readInventory(options.paths);
@@ -138,7 +153,7 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
     }
     blobs.push(blob);
     freed += blob.size;
-    await hooks.blobRemoved?.(blob.digest);
+    await hooks.blobRemoved?.(blob.digest, blob.size);
   });
   const records = await removeStaleRecords(paths, inventory, references, { tags, links }, untouched);
   evictions.labels('tag').inc(tags.length);

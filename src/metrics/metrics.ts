@@ -121,8 +121,8 @@ export const evictedBytes = new Counter({
 export interface MetricSources {
   fillsInFlight(): number;
   rateLimit(): { remaining: number; limit?: number; windowS: number } | undefined;
-  /** The store's figures; cached by the caller, never a disk walk per scrape. */
-  store(): Promise<{ blobs: number; bytes: number }>;
+  /** The store's figures as the serving process keeps them (never a disk walk per scrape). */
+  store(): { blobs: number; bytes: number };
 }
 
 let sources: MetricSources | undefined;
@@ -183,19 +183,19 @@ new Gauge({
 
 new Gauge({
   name: 'pullmirror_store_bytes',
-  help: 'Bytes of verified content in the store (computed periodically, not per scrape)',
+  help: 'Bytes of verified content in the store (kept current as blobs are stored and evicted; during the first walk after start, what it counted so far)',
   registers: [metricsRegistry],
-  async collect() {
-    if (sources) this.set((await sources.store()).bytes);
+  collect() {
+    if (sources) this.set(sources.store().bytes);
   },
 });
 
 new Gauge({
   name: 'pullmirror_store_blobs',
-  help: 'Blobs (layers, configs, manifests) in the store (computed periodically, not per scrape)',
+  help: 'Blobs (layers, configs, manifests) in the store (kept current as blobs are stored and evicted)',
   registers: [metricsRegistry],
-  async collect() {
-    if (sources) this.set((await sources.store()).blobs);
+  collect() {
+    if (sources) this.set(sources.store().blobs);
   },
 });
 
