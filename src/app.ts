@@ -212,6 +212,7 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
         ...sweepSettings(config),
         paths: storage.paths,
         logger: evictionLogger,
+        graceReport: false,
         hooks: {
           isBusy: (digest) => stores.downloads.isFilling(digest),
           manifestRemoved: stores.forgetManifest,

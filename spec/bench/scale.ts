@@ -26,7 +26,7 @@ import { blobPath } from '../support/store.ts';
 import { generateStore, type StoreShape } from './gc.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const SHAPE: StoreShape = { blobs: 150_000, images: 10_000, repositories: 3_000, layerPool: 80_000, layerLinks: true };
+export const SCALE_SHAPE: StoreShape = { blobs: 150_000, images: 10_000, repositories: 3_000, layerPool: 80_000, layerLinks: true };
 const MiB = 1024 * 1024;
 
 type Log = (message: string) => void;
@@ -108,9 +108,9 @@ export async function benchScale(log: Log): Promise<number> {
   let mirror: RunningMirror | undefined;
   try {
     const root = path.join(work.path, 'store');
-    log(`scale: generating ${SHAPE.blobs} blobs, ${SHAPE.images} tags in ${SHAPE.repositories} repositories`);
+    log(`scale: generating ${SCALE_SHAPE.blobs} blobs, ${SCALE_SHAPE.images} tags in ${SCALE_SHAPE.repositories} repositories`);
     const generating = Date.now();
-    const shape = generateStore(root, log, SHAPE);
+    const shape = generateStore(root, log, SCALE_SHAPE);
     const warm = storeWarmBlob(root);
     log(`scale: store generated in ${((Date.now() - generating) / 1000).toFixed(1)} s: ${shape.referenced} referenced blobs, ${shape.orphans} unreferenced, ${shape.staleImages} images past the TTL`);
     const configFile = path.join(work.path, 'config.yml');
@@ -125,6 +125,8 @@ export async function benchScale(log: Log): Promise<number> {
       remoteurl: 'http://127.0.0.1:9',
       root,
       bundle: true,
+      // PULLMIRROR_NODE_OPTIONS (e.g. --trace-gc, --heapsnapshot-signal=SIGUSR2) to see where memory goes.
+      env: process.env.PULLMIRROR_NODE_OPTIONS ? { NODE_OPTIONS: process.env.PULLMIRROR_NODE_OPTIONS } : {},
       config: { log: { level: 'info' }, storage: { delete: { enabled: true }, eviction: { schedule: passStart.expression } } },
     });
     const pid = mirror.process.pid!;
@@ -161,7 +163,8 @@ export async function benchScale(log: Log): Promise<number> {
     const warmClient = async () => {
       while (running) warmGets.push({ phase, ms: await timed(`${mirror!.url}/v2/${warm.repository}/blobs/${warm.digest}`) });
     };
-    const warmClients = [warmClient(), warmClient()];
+    // BENCH_SCALE_WARM=0 measures the pass alone (what memory is the pass's, what the clients').
+    const warmClients = Array.from({ length: Number(process.env.BENCH_SCALE_WARM ?? 2) }, warmClient);
 
     // Phases: first walk (until /api/status says complete), idle, the pass, 10 s after it.
     for (;;) {
@@ -191,6 +194,7 @@ export async function benchScale(log: Log): Promise<number> {
     const of = <T extends Sample>(samples: T[], p: Phase) => samples.filter((s) => s.phase === p).map((s) => s.ms);
     const opsAll = ops.map((s) => s.ms);
     const idleP99 = percentile(of(warmGets, 'idle'), 99);
+    const rssSeries = (p: Phase) => of(rss, p);
     const passP99 = percentile(of(warmGets, 'pass'), 99);
     const rssPass = Math.max(...of(rss, 'pass'));
     const rssAfter = of(rss, 'after').at(-1) ?? NaN;
@@ -198,7 +202,7 @@ export async function benchScale(log: Log): Promise<number> {
     const verdict = (ok: boolean) => (ok ? 'ok' : 'MISSED');
     const table = [
       '',
-      `pullmirror on a store of ${SHAPE.blobs} blobs, ${SHAPE.repositories} repositories, ${SHAPE.images} tags — ${new Date().toISOString()}`,
+      `pullmirror on a store of ${SCALE_SHAPE.blobs} blobs, ${SCALE_SHAPE.repositories} repositories, ${SCALE_SHAPE.images} tags — ${new Date().toISOString()}`,
       '',
       '| figure | value | target | |',
       '| --- | ---: | --- | --- |',
@@ -217,7 +221,7 @@ export async function benchScale(log: Log): Promise<number> {
     const results = path.join(HERE, 'results');
     mkdirSync(results, { recursive: true });
     const file = path.join(results, `scale-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-    writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), shape: SHAPE, generated: shape, gc, pass: finished, passDurationMs: passEnd - started, ops, warmGets: { idleP99, passP99 }, rss: { pass: rssPass, after: rssAfter } }, null, 2)}\n`);
+    writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), shape: SCALE_SHAPE, generated: shape, gc, pass: finished, passDurationMs: passEnd - started, ops, warmGets: { idleP99, passP99 }, rss: { pass: rssPass, after: rssAfter } }, null, 2)}\n`);
     process.stdout.write(`Results: ${file}\n`);
     return 0;
   } finally {
