@@ -70,7 +70,9 @@ describe('client-config command', () => {
     assert.equal((await pullmirror('client-config', 'docker', '--mirror', 'http://m:5000', '--bogus')).code, 2);
     const help = await pullmirror('client-config', '--help');
     assert.equal(help.code, 0);
+    assert.equal(help.stderr, '', '--help reads no config');
     assert.match(help.stdout, /^usage: pullmirror client-config docker\|containerd\|podman --mirror URL/);
+    assert.match(help.stdout, /--config-path DIR .*\(default: \/etc\/containerd\/certs\.d\)/);
     assert.match((await pullmirror('--help')).stdout, /client-config KIND --mirror URL/);
   });
 
