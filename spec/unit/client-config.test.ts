@@ -178,8 +178,9 @@ describe('client configs: the mirror URL', () => {
   it('says exactly what is wrong, and never repeats credentials', () => {
     const cases: [string, RegExp][] = [
       ['', /empty/],
-      ['mirror.example:5000', /scheme mirror\.example is not http or https/],
-      ['not a url', /not a URL/],
+      ['mirror.example:5000', /no scheme; write http:\/\/mirror\.example:5000 or https:\/\/mirror\.example:5000/],
+      ['not a url', /no scheme/],
+      ['http://mirror example', /not a URL/],
       ['ftp://mirror.example', /scheme ftp is not http or https/],
       ['http://mirror.example:5000/v2', /has a path \(\/v2\)/],
       ['http://mirror.example:5000/ghcr.io', /has a path \(\/ghcr\.io\)/],
@@ -187,6 +188,8 @@ describe('client configs: the mirror URL', () => {
       ['http://mirror.example:5000/?', /has a query/],
       ['http://mirror.example:5000#top', /has a fragment/],
       ['http://user:s3cret-pw@mirror.example:5000', /has credentials in it/],
+      ['http://user:s3cret-pw?@mirror.example:5000', /not a URL/],
+      ['http://user:s3cret-pw@mirror.example:5000/x', /"http:\/\/…@mirror\.example:5000\/x": has credentials in it/],
     ];
     for (const [input, expected] of cases) {
       const parsed = parseMirrorUrl(input);

@@ -19,9 +19,12 @@ export type MirrorUrlResult = { ok: true; url: MirrorUrl } | { ok: false; error:
 const EXAMPLE = 'e.g. http://mirror.example:5000';
 
 export function parseMirrorUrl(text: string): MirrorUrlResult {
-  const shown = JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
+  // Never repeated: anything that may be credentials (a secret has no place in an error message).
+  const redacted = text.replace(/\/\/[^/]*@/, '//…@');
+  const shown = JSON.stringify(redacted.length > 200 ? `${redacted.slice(0, 200)}…` : redacted);
   const fail = (why: string): MirrorUrlResult => ({ ok: false, error: `mirror URL ${shown}: ${why}` });
   if (text.trim() === '') return fail(`empty; expected an http or https URL, ${EXAMPLE}`);
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return fail(`no scheme; write http://${redacted} or https://${redacted}`);
   let url: URL;
   try {
     url = new URL(text);
@@ -30,10 +33,7 @@ export function parseMirrorUrl(text: string): MirrorUrlResult {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return fail(`scheme ${url.protocol.replace(/:$/, '')} is not http or https (${EXAMPLE})`);
   if (url.hostname === '') return fail(`no host (${EXAMPLE})`);
-  if (url.username !== '' || url.password !== '') {
-    // Never repeat the credentials: a secret has no place in an error message (or a client config).
-    return { ok: false, error: `mirror URL ${url.protocol}//…@${url.host}: has credentials in it; clients log in to the mirror by their own means (docker login, auth.json), never through its URL` };
-  }
+  if (url.username !== '' || url.password !== '') return fail('has credentials in it; clients log in to the mirror by their own means (docker login, auth.json), never through its URL');
   if (url.pathname !== '/' && url.pathname !== '') return fail(`has a path (${url.pathname}); give the mirror's origin only: the generated config names each registry itself`);
   if (url.search !== '' || text.includes('?')) return fail('has a query; give the mirror\'s origin only');
   if (url.hash !== '' || text.includes('#')) return fail('has a fragment; give the mirror\'s origin only');
