@@ -22,6 +22,7 @@ import { authentication, unauthorized, type TokenAuthOptions } from './http/midd
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
 import { requestMetrics } from './http/middleware/request-metrics.ts';
+import { clientConfigRouter } from './http/client-config-router.ts';
 import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { Logger } from './logging/logger.ts';
@@ -259,20 +260,20 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   const realm = config.auth?.htpasswd?.realm ?? '';
   const token = loadTokenAuth(config, logger);
   const authenticate = authentication({ htpasswd, token, realm, anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false });
-  const opsRoutes = opsRouter(ops, {
-    metricsPath: debugAddr ? undefined : metricsPath,
-    // With auth, the status page is for authenticated clients only, anonymous pulls or not.
-    protect:
-      htpasswd || token
-        ? (req, res, next) =>
-            authenticate(req, res, (error?: unknown) => next(error ?? (res.locals.user ? undefined : (res.locals.refuseAnonymous?.('authentication required') ?? unauthorized(realm)))))
-        : undefined,
-  });
+  // With auth, the status page (and the client configs) are for authenticated clients only, anonymous pulls or not.
+  const protect =
+    htpasswd || token
+      ? (req: Request, res: Response, next: (error?: unknown) => void) =>
+          authenticate(req, res, (error?: unknown) => next(error ?? (res.locals.user ? undefined : (res.locals.refuseAnonymous?.('authentication required') ?? unauthorized(realm)))))
+      : undefined;
+  const opsRoutes = opsRouter(ops, { metricsPath: debugAddr ? undefined : metricsPath, protect });
+  const clientConfigs = clientConfigRouter(config, { protect });
   // Registry requests skip the ops routes with one string test (the warm blob path is
   // benchmarked); the ops routes answer GET and HEAD only, anything else is the 404 below.
   app.use((req: Request, res: Response, next: NextFunction) =>
     req.url.startsWith('/v2/') || (req.method !== 'GET' && req.method !== 'HEAD') ? next() : opsRoutes(req, res, next),
   );
+  app.use((req: Request, res: Response, next: NextFunction) => (req.url.startsWith('/api/client-config/') ? clientConfigs(req, res, next) : next()));
   app.use(authenticate);
   app.use('/v2', registryRouter(context));
   app.use(() => {
