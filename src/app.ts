@@ -25,7 +25,7 @@ import { requestMetrics } from './http/middleware/request-metrics.ts';
 import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { Logger } from './logging/logger.ts';
-import { bindSources, collectProcessMetrics } from './metrics/metrics.ts';
+import { bindSources, bindStoreLimits, collectProcessMetrics } from './metrics/metrics.ts';
 import { TrafficRecorder } from './metrics/traffic.ts';
 import { BlobDownloads } from './proxy/blob-downloads.ts';
 import { PrivateAccess } from './proxy/private-access.ts';
@@ -342,5 +342,6 @@ function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads
   collectProcessMetrics();
   const fillsInFlight = () => downloads.inFlight;
   bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.get() });
+  bindStoreLimits(config.storage.eviction);
   return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: version() };
 }
