@@ -339,9 +339,9 @@ function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads
   for (const { file, interval } of config.health.file) {
     checks.push(new CachedCheck(`file:${file}`, fileAbsentProbe(file), { intervalMs: interval, threshold: 1 }));
   }
+  bindStoreLimits(config.storage.eviction);
   collectProcessMetrics();
   const fillsInFlight = () => downloads.inFlight;
   bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.get() });
-  bindStoreLimits(config.storage.eviction);
   return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: version() };
 }
