@@ -644,4 +644,48 @@ describe('the dashboard and the alerts read metrics a running mirror exports', {
     assert.ok(rss > 0 && rss < quantity(request), `RSS ${(rss / 2 ** 20).toFixed(1)} MiB is below the pods' memory request ${request}`);
     console.log(`# mirror RSS after two pulls and an eviction pass: ${(rss / 2 ** 20).toFixed(1)} MiB`);
   });
+
+  it('the metrics the alerts added move as their events happen: an upstream that resets, a fill that fails, the cap', async () => {
+    const image = await pushImage(world.registry.url, PUSHER, { name: 'team/flaky', tag: '1', layers: [randomLayer('deploy-flaky-0', 32 * 1024)], format: 'docker' });
+    const mirror = await world.startMirror({ bundle: true, config: { storage: { eviction: { maxsize: '10GiB', highwatermark: 85 } }, proxy: { resume: { retries: 1, backoff: '10ms' } } } });
+    const manifest = await fetch(`${mirror.url}/v2/team/flaky/manifests/1`, { headers: { accept: image.mediaType } });
+    assert.equal(manifest.status, 200);
+    await manifest.arrayBuffer();
+    const blob = `${mirror.url}/v2/team/flaky/blobs/${image.layerDigests[0]}`;
+    const metric = async (pattern: RegExp) => Number(pattern.exec(await (await fetch(`${mirror.url}/metrics`)).text())?.[1]);
+    const failed = /^pullmirror_blob_fills_total\{result="failed"\} (\S+)$/m;
+    const committed = /^pullmirror_blob_fills_total\{result="committed"\} (\S+)$/m;
+    const reachable = /^pullmirror_upstream_reachable\{registry="[^"]+"\} (\S+)$/m;
+    assert.equal(await metric(failed), 0, 'the failed series exists before any failure');
+    assert.equal(await metric(reachable), 1, 'the manifest came from upstream');
+
+    const outcome = () =>
+      fetch(blob).then(
+        async (response) => (response.status === 200 ? response.arrayBuffer().then(() => 'complete', () => 'cut') : `status ${response.status}`),
+        () => 'cut',
+      );
+    try {
+      // The upstream closes the connection without an answer: unreachable. No download started,
+      // so no fill failed either (a fill is a download that got its first bytes).
+      world.proxy.setFault({ kind: 'reset', match: (method, p) => method === 'GET' && p.includes('/blobs/') });
+      assert.notEqual(await outcome(), 'complete');
+      assert.equal(await metric(reachable), 0, 'the reset upstream counts as unreachable');
+      assert.equal(await metric(failed), 0);
+      // The upstream sends the blob with a byte changed: the digest does not verify, the fill fails.
+      world.proxy.setFault({ kind: 'corrupt', atByte: 100, match: (method, p) => method === 'GET' && p.includes('/blobs/') });
+      assert.notEqual(await outcome(), 'complete', 'a blob that did not verify is not served as complete');
+      assert.ok(await eventually(async () => (await metric(failed)) >= 1), 'pullmirror_blob_fills_total{result="failed"} counts the failed fill');
+      assert.equal(await metric(reachable), 1, 'an upstream that answers and then cuts is reachable');
+    } finally {
+      world.proxy.setFault(undefined);
+    }
+    const good = await fetch(blob);
+    assert.equal(good.status, 200);
+    await good.arrayBuffer();
+    assert.ok(await eventually(async () => (await metric(committed)) >= 1), 'the next fill is committed');
+    assert.equal(await metric(reachable), 1, 'reachable again');
+
+    assert.equal(await metric(/^pullmirror_store_max_bytes (\S+)$/m), 10 * 2 ** 30);
+    assert.equal(await metric(/^pullmirror_store_high_watermark_bytes (\S+)$/m), Math.floor(10 * 2 ** 30 * 0.85));
+  });
 });

@@ -276,10 +276,14 @@ export const upstreamReachable = new Gauge({
   registers: [metricsRegistry],
 });
 
-/** Blob downloads from upstream that ended, by result: `committed` (verified and stored) or `failed`. */
+/**
+ * Blob downloads from upstream that ended, by result: `committed` (verified and stored) or
+ * `failed`. A download counts once upstream answered it (a BlobFill); one refused before that is
+ * an upstream error (pullmirror_upstream_reachable, the request-duration statuses).
+ */
 export const blobFills = new Counter({
   name: 'pullmirror_blob_fills_total',
-  help: 'Blob downloads from upstream that ended, by result (committed: verified and stored; failed: upstream error, digest mismatch or store failure)',
+  help: 'Blob downloads from upstream that ended, by result (committed: verified and stored; failed: cut off for good, digest mismatch or store failure)',
   labelNames: ['result'] as const,
   registers: [metricsRegistry],
 });
