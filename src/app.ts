@@ -26,7 +26,7 @@ import { clientConfigRouter } from './http/client-config-router.ts';
 import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { Logger } from './logging/logger.ts';
-import { bindSources, collectProcessMetrics } from './metrics/metrics.ts';
+import { bindSources, bindStoreLimits, collectProcessMetrics } from './metrics/metrics.ts';
 import { TrafficRecorder } from './metrics/traffic.ts';
 import { BlobDownloads } from './proxy/blob-downloads.ts';
 import { PrivateAccess } from './proxy/private-access.ts';
@@ -356,6 +356,7 @@ function buildOps(config: Config, storage: Storage, remotes: Remotes, downloads:
   for (const { file, interval } of config.health.file) {
     checks.push(new CachedCheck(`file:${file}`, fileAbsentProbe(file), { intervalMs: interval, threshold: 1 }));
   }
+  bindStoreLimits(config.storage.eviction);
   collectProcessMetrics();
   const fillsInFlight = () => downloads.inFlight;
   bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.current() });
