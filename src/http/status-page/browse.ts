@@ -47,6 +47,12 @@ function capacityBlock() {
   return el('div', {}, bar, facts);
 }
 
+// The store's figures come with the 5 s status refresh: redraw them while the registries show.
+statusListeners.push(() => {
+  const holder = document.getElementById('browse-store');
+  if (holder) holder.replaceChildren(capacityBlock());
+});
+
 async function browseRegistries() {
   crumbs();
   const answer = await api('browse/registries');
@@ -55,7 +61,7 @@ async function browseRegistries() {
     el('td', {}, r.url),
     el('td', { class: 'num' }, String(r.repositories))));
   $('browse-body').replaceChildren(
-    el('h2', {}, 'Store'), capacityBlock(),
+    el('h2', {}, 'Store'), el('div', { id: 'browse-store' }, capacityBlock()),
     el('h2', {}, 'Registries'), table(['Registry', 'Upstream', 'Repositories '], rows, 'browse-registries'));
   return 'registries';
 }
@@ -133,7 +139,7 @@ async function browseManifest(registry, repository, digest) {
         el('td', {}, platformText(p.platform)),
         el('td', {}, child && child.linked ? el('a', { href: browseHash(registry, repository, p.digest) }, code(shortDigest(p.digest), p.digest)) : code(shortDigest(p.digest), p.digest)),
         el('td', { class: 'num', 'data-value': p.size }, formatBytes(p.size)),
-        el('td', {}, p.stored ? String(p.layers.length) + ' layers' : el('span', { class: 'empty' }, 'not pulled through the mirror')),
+        el('td', {}, p.stored ? p.layers.length + (p.layers.length === 1 ? ' layer' : ' layers') : el('span', { class: 'empty' }, 'not pulled through the mirror')),
         child ? expiryCell(child.lifetime) : el('td', {}, ''));
     });
     parts.push(el('h2', {}, 'Platforms'), table(['Platform', 'Manifest', 'Size ', 'Content', 'Expires'], rows, 'manifest-platforms'));
