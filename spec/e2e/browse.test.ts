@@ -67,6 +67,10 @@ async function open(page: Page, view: string, hash: string, ready: string | RegE
   );
 }
 
+/** What an image weighs in the store: its manifest, config and layers. */
+const weight = (image: PushedImage) =>
+  image.manifestBytes.length + image.configBytes.length + JSON.parse(image.manifestBytes.toString()).layers.reduce((n: number, l: { size: number }) => n + l.size, 0);
+
 const cells = async (page: Page, selector: string) => (await page.locator(selector).allInnerTexts()).map((row) => row.split('\t').map((cell) => cell.trim()));
 
 describe('status page: browse the cache, see a pin and the next eviction pass', { skip: missingBinaries }, () => {
@@ -96,7 +100,8 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
       config: {
         proxy: { ttl: `${TTL_S}s`, tagfreshness: '0' },
         // No grace period, so what the TTL names is due at once; deletes stay off (nothing scheduled).
-        storage: { eviction: { grace: '0s', keep: [`${namespace}/library/pinned:*`] } },
+        // A cap far above what the test stores: the page draws it, no pass evicts by size.
+        storage: { eviction: { grace: '0s', maxsize: '1MiB', keep: [`${namespace}/library/pinned:*`] } },
       },
     });
   });
@@ -123,13 +128,18 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     page.on('console', (message) => {
       if (message.type() === 'error') errors.push(message.text());
     });
-    await page.goto(`${mirror.url}/#/browse`);
+    await page.goto(`${mirror.url}/`);
     await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 });
+    await page.waitForFunction(() => document.getElementById('cap-used')!.dataset.value !== '', undefined, { timeout: 15_000 });
+    assert.match(await page.locator('#cap-detail').innerText(), /of 1\.00 MB · evicts past 90 % down to 80 %/);
+    await shoot(page, 'overview');
     await open(page, 'browse', '#/browse', 'registries');
 
     // Registries, with the store against its (absent) cap and the disk's free space.
     const registries = await cells(page, '#browse-registries tbody tr');
     assert.deepEqual(registries.map((row) => [row[0].replace(' (default)', ''), row[2]]), [[namespace, '4']]);
+    assert.equal(Number(await page.locator('#browse-capacity dd').nth(1).getAttribute('data-value')), 1024 * 1024);
+    assert.equal(await page.locator('#browse-store .bar .mark').count(), 2, 'the cap bar marks both watermarks');
     const disk = await page.locator('#browse-capacity dd').nth(2).getAttribute('data-value');
     assert.ok(Number(disk) > 0, 'the disk\'s free space is shown');
     await shoot(page, 'browse-1-registries');
@@ -150,7 +160,6 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     await open(page, 'browse', `#/browse/${namespace}`, `repositories:${namespace}::`);
     await page.locator('#browse-repositories a:text-is("team/multi")').click();
     await page.waitForFunction(() => document.getElementById('view-browse')!.dataset.ready?.startsWith('tags:'));
-    const weight = (image: PushedImage) => image.manifestBytes.length + image.configBytes.length + JSON.parse(image.manifestBytes.toString()).layers.reduce((n: number, l: { size: number }) => n + l.size, 0);
     const tagRow = page.locator('#browse-tags tr[data-tag="latest"]');
     assert.match(await tagRow.innerText(), /index: linux\/amd64, linux\/arm64\/v8/);
     assert.equal(Number(await tagRow.locator('td').nth(3).getAttribute('data-value')), index.bytes.length + weight(platforms[0]) + weight(platforms[1]));
@@ -199,6 +208,33 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     await shoot(page, 'eviction-preview');
     assert.deepEqual(errors, [], 'no script errors');
     t.diagnostic(`screenshots in ${SCREENS}`);
+  });
+
+  it('shows the scheduled passes: when, what they removed, bytes freed, and the next pass', async (t) => {
+    if (!requireBinary('chromium', t)) return;
+    const scheduled = await world.startMirror({
+      bundle: true,
+      config: {
+        proxy: { ttl: `${TTL_S}s`, tagfreshness: '0' },
+        storage: { delete: { enabled: true }, eviction: { grace: '0s', schedule: '*/2 * * * * *' } },
+      },
+    });
+    await skopeoCopy(`docker://127.0.0.1:${scheduled.port}/library/old:1`, `dir:${path.join(work.path, 'scheduled-old')}`);
+    const page = await browser!.newPage({ viewport: { width: 1200, height: 800 } });
+    await page.goto(`${scheduled.url}/#/eviction`);
+    // The image goes with the first pass past its TTL; the view redraws every 5 s.
+    const removing = page.locator('#eviction-passes tbody tr[data-outcome="done"]', { hasText: /1 manifests/ });
+    await removing.first().waitFor({ timeout: 30_000 });
+    const row = await removing.first().innerText();
+    assert.match(row, /1 tags, 1 manifests, 3 blobs/, 'the tag, the manifest, its config and layer went');
+    const freed = Number(await removing.first().locator('td').nth(3).getAttribute('data-value'));
+    assert.equal(freed, weight(images.old), 'bytes freed = the image: manifest, config and layer');
+    await removing.first().locator('summary').click();
+    assert.match(await removing.first().innerText(), new RegExp(`library/old@${images.old.manifestDigest}`));
+    const next = Number(await page.locator('#eviction-next').getAttribute('data-time'));
+    assert.ok(next > Date.now() - 5_000 && next <= Date.now() + 5_000, 'the next pass is at most one schedule step away');
+    await shoot(page, 'eviction-passes');
+    await page.close();
   });
 
   it('pages through repositories and tags with a cursor, and refuses bad parameters with a clear error', async () => {

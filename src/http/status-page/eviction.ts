@@ -15,6 +15,8 @@ export const EVICTION_MARKUP = String.raw`<h2>Schedule</h2>
 
 export const EVICTION_SCRIPT = String.raw`
 let evictionTimer;
+/** Passes whose item list the reader opened: the 5 s redraw keeps them open. */
+const openPasses = new Set();
 
 async function drawEviction() {
   try {
@@ -26,15 +28,22 @@ async function drawEviction() {
     const rows = e.passes.map((p) => el('tr', { 'data-outcome': p.outcome },
       timeCell(p.startedAt),
       el('td', { class: 'num' }, duration(p.durationMs)),
-      el('td', { class: p.outcome === 'failed' ? 'gone' : undefined }, p.outcome === 'failed' ? 'failed: ' + p.error : p.removed.tags + ' tags, ' + p.removed.manifests + ' manifests, ' + p.removed.blobs + ' blobs'),
+      el('td', { class: p.outcome === 'failed' ? 'gone' : 'nowrap' }, p.outcome === 'failed' ? 'failed: ' + p.error : p.removed.tags + ' tags, ' + p.removed.manifests + ' manifests, ' + p.removed.blobs + ' blobs'),
       el('td', { class: 'num', 'data-value': p.freed }, formatBytes(p.freed)),
-      el('td', {}, p.removed.tags + p.removed.manifests + p.removed.blobs === 0 ? el('span', { class: 'empty' }, 'nothing') : el('details', {}, el('summary', {}, 'first items'),
-        el('div', { class: 'sub' }, list(p.first.tags, p.removed.tags)), el('div', { class: 'sub' }, list(p.first.manifests, p.removed.manifests)), el('div', { class: 'sub' }, list(p.first.blobs, p.removed.blobs))))));
+      el('td', {}, p.removed.tags + p.removed.manifests + p.removed.blobs === 0 ? el('span', { class: 'empty' }, 'nothing') : firstItems(p, list))));
     $('eviction-body').replaceChildren(rows.length ? table(['Started', 'Took ', 'Removed', 'Freed ', 'What'], rows, 'eviction-passes') : el('p', { class: 'empty', id: 'eviction-passes' }, e.scheduled ? 'no pass since this instance started' : 'no pass: nothing is scheduled'));
     ready('eviction', 'passes:' + e.passes.length);
   } catch (error) {
     failed('eviction', error);
   }
+}
+
+function firstItems(p, list) {
+  const details = el('details', {}, el('summary', {}, 'first items'),
+    el('div', { class: 'sub' }, list(p.first.tags, p.removed.tags)), el('div', { class: 'sub' }, list(p.first.manifests, p.removed.manifests)), el('div', { class: 'sub' }, list(p.first.blobs, p.removed.blobs)));
+  details.open = openPasses.has(p.startedAt);
+  details.addEventListener('toggle', () => (details.open ? openPasses.add(p.startedAt) : openPasses.delete(p.startedAt)));
+  return details;
 }
 
 async function runPreview() {
