@@ -28,10 +28,11 @@ import { authentication, unauthorized, type TokenAuthOptions } from './http/midd
 import { errorHandler } from './http/middleware/error-handler.ts';
 import { requestContext } from './http/middleware/request-context.ts';
 import { requestMetrics } from './http/middleware/request-metrics.ts';
+import { clientConfigRouter } from './http/client-config-router.ts';
 import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { Logger } from './logging/logger.ts';
-import { bindSources, collectProcessMetrics } from './metrics/metrics.ts';
+import { bindSources, bindStoreLimits, collectProcessMetrics } from './metrics/metrics.ts';
 import { TrafficRecorder } from './metrics/traffic.ts';
 import { BlobDownloads } from './proxy/blob-downloads.ts';
 import { PrivateAccess } from './proxy/private-access.ts';
@@ -45,7 +46,7 @@ import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
 import { storeId } from './storage/store-id.ts';
-import { StoreStatsCache } from './storage/store-stats.ts';
+import { LiveStoreFigures } from './storage/store-stats.ts';
 import { TempArea } from './storage/temp-area.ts';
 import { Remotes } from './upstream/remotes.ts';
 import type { UpstreamRegistry } from './upstream/upstream-registry.ts';
@@ -71,7 +72,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const upstream = remotes.default.upstream;
   const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
-  const ops = buildOps(config, storage.paths, remotes, stores.downloads);
+  const ops = buildOps(config, storage, remotes, stores.downloads);
   const heartbeat = new FleetHeartbeat({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), version: ops.version, fillsInFlight: ops.fillsInFlight });
   ops.browse = buildBrowse(config, logger, storage.paths, remotes, eviction.scheduler, heartbeat);
   ops.capacity = (bytes) => storeCapacity(config, bytes);
@@ -95,6 +96,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       // First, so that the fleet panels show this instance gone while it drains the rest.
       await heartbeat.stop();
       await eviction.scheduler?.stop();
+      storage.figures.stop();
       await remotes.close();
       await caches.fleet.close();
       await caches.descriptors.close();
@@ -110,6 +112,8 @@ interface Storage {
   blobStore: FilesystemBlobStore;
   manifestStore: FilesystemManifestStore;
   readOnly: boolean;
+  /** The store's figures, walked once in the background and kept current as blobs come and go. */
+  figures: LiveStoreFigures;
 }
 
 /** The filesystem store and this instance's temporary area in it. */
@@ -127,7 +131,11 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
   manifestStore.links.writable = !readOnly;
-  return { paths, tempArea, blobStore, manifestStore, readOnly };
+  const figures = new LiveStoreFigures(paths);
+  blobStore.listener = figures;
+  manifestStore.listener = figures;
+  figures.start();
+  return { paths, tempArea, blobStore, manifestStore, readOnly, figures };
 }
 
 interface Caches {
@@ -213,13 +221,22 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
   const scheduler = new EvictionScheduler({
     schedule: config.storage.eviction.schedule,
     logger: evictionLogger,
+    // After a pass the repository and tag counts are walked again (blobs were counted as they went).
     pass: () =>
       sweep({
         ...sweepSettings(config),
         paths: storage.paths,
         logger: evictionLogger,
-        hooks: { isBusy: (digest) => stores.downloads.isFilling(digest), manifestRemoved: stores.forgetManifest, blobRemoved: stores.forgetBlob },
-      }),
+        graceReport: false,
+        hooks: {
+          isBusy: (digest) => stores.downloads.isFilling(digest),
+          manifestRemoved: stores.forgetManifest,
+          blobRemoved: (digest, size) => {
+            storage.figures.blobRemoved(digest, size);
+            return stores.forgetBlob(digest);
+          },
+        },
+      }).finally(() => storage.figures.changed()),
   });
   scheduler.start();
   return { usage, scheduler };
@@ -245,7 +262,7 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.use(requestContext(logger, { accessLog: !config.log.accesslog.disabled, format: config.log.accesslog.format, trustedProxies: config.http.trustedproxies }));
-  app.use(requestMetrics(ops.traffic, { onMiss: () => ops.storeStats.changed() }));
+  app.use(requestMetrics(ops.traffic));
   const extraHeaders = Object.entries(config.http.headers);
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
@@ -257,20 +274,20 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   const realm = config.auth?.htpasswd?.realm ?? '';
   const token = loadTokenAuth(config, logger);
   const authenticate = authentication({ htpasswd, token, realm, anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false });
-  const opsRoutes = opsRouter(ops, {
-    metricsPath: debugAddr ? undefined : metricsPath,
-    // With auth, the status page is for authenticated clients only, anonymous pulls or not.
-    protect:
-      htpasswd || token
-        ? (req, res, next) =>
-            authenticate(req, res, (error?: unknown) => next(error ?? (res.locals.user ? undefined : (res.locals.refuseAnonymous?.('authentication required') ?? unauthorized(realm)))))
-        : undefined,
-  });
+  // With auth, the status page (and the client configs) are for authenticated clients only, anonymous pulls or not.
+  const protect =
+    htpasswd || token
+      ? (req: Request, res: Response, next: (error?: unknown) => void) =>
+          authenticate(req, res, (error?: unknown) => next(error ?? (res.locals.user ? undefined : (res.locals.refuseAnonymous?.('authentication required') ?? unauthorized(realm)))))
+      : undefined;
+  const opsRoutes = opsRouter(ops, { metricsPath: debugAddr ? undefined : metricsPath, protect });
+  const clientConfigs = clientConfigRouter(config, { protect });
   // Registry requests skip the ops routes with one string test (the warm blob path is
   // benchmarked); the ops routes answer GET and HEAD only, anything else is the 404 below.
   app.use((req: Request, res: Response, next: NextFunction) =>
     req.url.startsWith('/v2/') || (req.method !== 'GET' && req.method !== 'HEAD') ? next() : opsRoutes(req, res, next),
   );
+  app.use((req: Request, res: Response, next: NextFunction) => (req.url.startsWith('/api/client-config/') ? clientConfigs(req, res, next) : next()));
   app.use(authenticate);
   app.use('/v2', registryRouter(context));
   app.use(() => {
@@ -356,9 +373,9 @@ function buildBrowse(config: Config, logger: Logger, paths: StorePaths, remotes:
 }
 
 /** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
-function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads: BlobDownloads): OpsContext {
+function buildOps(config: Config, storage: Storage, remotes: Remotes, downloads: BlobDownloads): OpsContext {
+  const { paths, figures: storeStats } = storage;
   const upstream = remotes.default.upstream;
-  const storeStats = new StoreStatsCache(paths);
   const checks: CachedCheck[] = [];
   const { storagedriver, upstream: upstreamCheck } = config.health;
   if (storagedriver.enabled) {
@@ -379,8 +396,9 @@ function buildOps(config: Config, paths: StorePaths, remotes: Remotes, downloads
   for (const { file, interval } of config.health.file) {
     checks.push(new CachedCheck(`file:${file}`, fileAbsentProbe(file), { intervalMs: interval, threshold: 1 }));
   }
+  bindStoreLimits(config.storage.eviction);
   collectProcessMetrics();
   const fillsInFlight = () => downloads.inFlight;
-  bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.get() });
+  bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.current() });
   return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: version() };
 }

@@ -47,8 +47,22 @@ function prng(seed: number): () => number {
 
 const digestOf = (label: string | Buffer) => `sha256:${createHash('sha256').update(label).digest('hex')}`;
 
+/** The generated store's shape: gc's default, and the fleet-sized one of `bench -- scale`. */
+export interface StoreShape {
+  blobs: number;
+  /** Images, one tag each, spread over `repositories` repositories. */
+  images: number;
+  repositories: number;
+  layerPool: number;
+  /** Write each image's `_layers` links too, as a serving mirror does (one small file per layer). */
+  layerLinks?: boolean;
+}
+
+export const GC_SHAPE: StoreShape = { blobs: BLOBS, images: IMAGES, repositories: 1000, layerPool: LAYER_POOL };
+
 /** Writes the store; returns how many blobs are referenced by fresh and by stale images. */
-export function generateStore(root: string, log: Log): { referenced: number; orphans: number; staleImages: number } {
+export function generateStore(root: string, log: Log, shape: StoreShape = GC_SHAPE): { referenced: number; orphans: number; staleImages: number } {
+  const { blobs: BLOBS, images: IMAGES, layerPool: LAYER_POOL } = shape;
   const random = prng(42);
   const oldTime = (Date.now() - 200 * HOUR) / 1000;
   const madeDirs = new Set<string>();
@@ -95,10 +109,13 @@ export function generateStore(root: string, log: Log): { referenced: number; orp
     if (stale) staleImages++;
     // Fresh images were used an hour ago: past the grace period, well within the TTL.
     const usedAt = stale ? oldTime : (Date.now() - HOUR) / 1000;
-    const repo = path.join(root, 'repositories', 'library', `app${i % 1000}`);
+    const repo = path.join(root, 'repositories', 'library', `app${i % shape.repositories}`);
     file(path.join(repo, '_manifests', 'sha256', manifestDigest.slice(7)), Buffer.from(JSON.stringify({ mediaType: 'application/vnd.docker.distribution.manifest.v2+json', size: manifest.length })), usedAt);
     file(path.join(repo, '_tags', `v${i}`), Buffer.from(manifestDigest), usedAt);
-    if (i % 1000 === 999) log(`  ${i + 1} images written`);
+    if (shape.layerLinks) {
+      for (const d of [config.digest, ...picks.map((p) => layers[p].digest)]) file(path.join(repo, '_layers', 'sha256', d.slice(7)), Buffer.from(d), usedAt);
+    }
+    if (i % 2000 === 1999) log(`  ${i + 1} images written`);
   }
   let orphans = 0;
   for (let i = 0; referenced.size + orphans < BLOBS; i++) {

@@ -40,6 +40,7 @@ import { findBinary, tempDir, type TempDir } from '../support/processes.ts';
 import { blobDataPath, startDistributionProxy, startUpstreamRegistry, type RegistryServer } from '../support/registry.ts';
 import { startTokenServer, type TokenServer } from '../support/token-server.ts';
 import { accessLogCounter, type UpstreamRequests } from '../support/access-log.ts';
+import { benchScale } from './scale.ts';
 import { benchGc } from './gc.ts';
 import { benchFleetCase } from './fleet.ts';
 import { benchLinkCase } from './link.ts';
@@ -915,6 +916,8 @@ try {
     main,
     // One eviction pass over 100 000 blobs (spec/bench/gc.ts).
     gc: () => benchGc(log),
+    // A fleet-sized store (150 000 blobs): ops endpoints, an eviction pass inside the server, gc (spec/bench/scale.ts).
+    scale: () => benchScale(log),
     // Two instances on one store and one Redis, 16 clients, a cold 256 MiB blob (spec/bench/fleet.ts).
     fleet: () => benchFleetCase(log, BLOB_MIB),
     // Through a link-shaped upstream (100 MiB/s shared, 20 ms rtt): 1 and 8 skopeo clients, and the limit (spec/bench/link.ts).

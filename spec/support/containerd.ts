@@ -29,6 +29,8 @@ export interface Containerd {
    * real one, the mirror the only host tried before it); answers the pulled image's digest.
    */
   pull(ref: string, hosts: Record<string, string>): Promise<string>;
+  /** `ctr images pull --hosts-dir hostsDir ref` with a hosts tree as given; answers the pulled image's digest. */
+  pullWithHostsDir(ref: string, hostsDir: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -83,6 +85,14 @@ export async function startContainerd(): Promise<Containerd> {
     }
   }
   let pulls = 0;
+  const pullWithHostsDir = async (ref: string, hostsDir: string) => {
+    await ctr(['images', 'pull', '--snapshotter', 'native', '--hosts-dir', hostsDir, ref]);
+    const { stdout } = await ctr(['images', 'ls']);
+    const line = stdout.split('\n').find((row) => row.split(/\s+/)[0] === ref);
+    const digest = line?.split(/\s+/).find((field) => field.startsWith('sha256:'));
+    if (!digest) throw new Error(`ctr images ls has no ${ref}:\n${stdout}`);
+    return digest;
+  };
   return {
     process: child,
     ctr,
@@ -93,13 +103,9 @@ export async function startContainerd(): Promise<Containerd> {
         const server = registry === 'docker.io' ? 'https://registry-1.docker.io' : `https://${registry}`;
         writeFileSync(path.join(hostsDir, registry, 'hosts.toml'), `server = "${server}"\n\n[host."${mirror}"]\n  capabilities = ["pull", "resolve"]\n`);
       }
-      await ctr(['images', 'pull', '--snapshotter', 'native', '--hosts-dir', hostsDir, ref]);
-      const { stdout } = await ctr(['images', 'ls']);
-      const line = stdout.split('\n').find((row) => row.split(/\s+/)[0] === ref);
-      const digest = line?.split(/\s+/).find((field) => field.startsWith('sha256:'));
-      if (!digest) throw new Error(`ctr images ls has no ${ref}:\n${stdout}`);
-      return digest;
+      return pullWithHostsDir(ref, hostsDir);
     },
+    pullWithHostsDir,
     async stop() {
       await child.stop();
       await dir.cleanup().catch(() => {});

@@ -13,7 +13,7 @@
  * the mounts it makes itself (its data root) stay out of the host's mount table.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -37,19 +37,31 @@ async function noWayOut(): Promise<Record<string, string>> {
   return { HTTP_PROXY: closed, HTTPS_PROXY: closed, http_proxy: closed, https_proxy: closed, NO_PROXY: loopback, no_proxy: loopback };
 }
 
-export async function startDockerd(options: { registryMirror: string }): Promise<Dockerd> {
+/**
+ * `registryMirror`: the mirror as `--registry-mirror`. `daemonJson`: instead, the text of a
+ * daemon.json given to dockerd as it is (`--config-file`), so a test runs a generated one
+ * unchanged; the trust key dockerd keeps in /etc/docker then lands in a private /etc/docker.
+ */
+export async function startDockerd(options: { registryMirror: string } | { daemonJson: string }): Promise<Dockerd> {
   const dockerd = findBinary('dockerd');
   const cli = findBinary('docker');
   if (!dockerd || !cli) throw new Error('dockerd/docker not found (Debian package docker.io)');
   const dir: TempDir = tempDir('pullmirror-dockerd');
   const socket = path.join(dir.path, 'docker.sock');
   const configFile = path.join(dir.path, 'daemon.json');
-  writeFileSync(configFile, JSON.stringify({ 'deprecated-key-path': path.join(dir.path, 'key.json') }));
+  const keyPath = { 'deprecated-key-path': path.join(dir.path, 'key.json') };
+  // A given daemon.json is used as written while /etc/docker can be replaced (the trust key's
+  // default place); where it cannot, the key's path is added to it rather than write there.
+  const privateEtc = 'daemonJson' in options && existsSync('/etc/docker');
+  writeFileSync(
+    configFile,
+    'daemonJson' in options ? (privateEtc ? options.daemonJson : JSON.stringify({ ...JSON.parse(options.daemonJson), ...keyPath })) : JSON.stringify(keyPath),
+  );
   const [cmd, args] = privateMounts(
     dockerd,
     [
       `--config-file=${configFile}`,
-      `--registry-mirror=${options.registryMirror}`,
+      ...('registryMirror' in options ? [`--registry-mirror=${options.registryMirror}`] : []),
       '--storage-driver=vfs',
       '--iptables=false',
       '--ip6tables=false',
@@ -63,6 +75,7 @@ export async function startDockerd(options: { registryMirror: string }): Promise
     [
       { over: '/run', from: path.join(dir.path, 'run') },
       { over: '/opt', from: path.join(dir.path, 'opt') },
+      ...(privateEtc ? [{ over: '/etc/docker', from: path.join(dir.path, 'etc-docker') }] : []),
     ],
   );
   // TMPDIR: the containerd it starts inherits it (goroutine dumps go to os.TempDir()).

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Inventory } from '../../src/eviction/inventory.ts';
+import { BlobIndex, type Inventory } from '../../src/eviction/inventory.ts';
 import { KeepRules, parseKeepPattern } from '../../src/eviction/keep.ts';
 import { graceHeldBack, planEviction, type EvictionPolicy } from '../../src/eviction/plan.ts';
 import { manifestReferences, type ManifestReferences } from '../../src/registry/manifest-references.ts';
@@ -20,9 +20,9 @@ function store(access: { index: number; amd: number; arm: number; image: number 
     [d('b'), { manifests: [], blobs: [d('cb'), d('lb')] }],
     [d('2'), { manifests: [], blobs: [d('c2'), d('shared')] }],
   ]);
-  const blobs = new Map<string, { size: number; mtimeMs: number }>();
+  const blobs = new BlobIndex();
   for (const [digest, size] of Object.entries({ 1: 1, a: 1, b: 1, ca: 1, la: 100, cb: 1, lb: 100, shared: 50, 2: 1, c2: 1, orphan: 7 })) {
-    blobs.set(d(digest), { size, mtimeMs: 0 });
+    blobs.add('sha256', d(digest).slice(7), size, 0);
   }
   const inventory: Inventory = {
     blobs,
@@ -37,7 +37,6 @@ function store(access: { index: number; amd: number; arm: number; image: number 
       { repository: 's', tag: 'v1', digest: d('2'), mtimeMs: access.image },
       { repository: 's', tag: 'gone', digest: d('9'), mtimeMs: 0 },
     ],
-    records: [],
   };
   return { inventory, refs };
 }
@@ -45,40 +44,40 @@ function store(access: { index: number; amd: number; arm: number; image: number 
 const names = (items: { digest: string }[]) => items.map((item) => item.digest.slice(7).replace(/0+$/, '')).sort();
 
 describe('eviction plan', () => {
-  it('TTL: an expired image goes with its own blobs, a shared layer stays with the image that uses it', () => {
+  it('TTL: an expired image goes with its own blobs, a shared layer stays with the image that uses it', async () => {
     const { inventory, refs } = store({ index: NOW - 11 * HOUR, amd: NOW - 11 * HOUR, arm: NOW - 11 * HOUR, image: NOW - HOUR });
-    const plan = planEviction(inventory, refs, policy());
+    const plan = await planEviction(inventory, refs, policy());
     assert.deepEqual(names(plan.links), ['1', 'a', 'b']);
     assert.deepEqual(names(plan.blobs), ['1', 'a', 'b', 'ca', 'cb', 'la', 'lb', 'orphan']);
     assert.deepEqual(plan.tags.map((t) => `${t.tag}:${t.reason}`).sort(), ['gone:manifest missing', 'latest:manifest evicted']);
     assert.equal(plan.sizeAfter, 50 + 1 + 1);
   });
 
-  it('a platform manifest lives as long as the index that lists it was used', () => {
+  it('a platform manifest lives as long as the index that lists it was used', async () => {
     const { inventory, refs } = store({ index: NOW - HOUR, amd: NOW - 20 * HOUR, arm: NOW - 20 * HOUR, image: NOW });
-    assert.deepEqual(names(planEviction(inventory, refs, policy()).links), []);
+    assert.deepEqual(names((await planEviction(inventory, refs, policy())).links), []);
   });
 
-  it('size cap: least recently used first until under the low mark; nothing below the high mark', () => {
+  it('size cap: least recently used first until under the low mark; nothing below the high mark', async () => {
     const { inventory, refs } = store({ index: NOW - 2 * HOUR, amd: NOW - 2 * HOUR, arm: NOW - 2 * HOUR, image: NOW - HOUR });
     // 257 bytes of referenced blobs (+7 orphan, which goes anyway).
-    assert.deepEqual(names(planEviction(inventory, refs, policy({ ttlMs: 0, maxSize: 300 })).links), [], 'under the high mark');
-    const plan = planEviction(inventory, refs, policy({ ttlMs: 0, maxSize: 100, highWatermark: 90, lowWatermark: 60 }));
+    assert.deepEqual(names((await planEviction(inventory, refs, policy({ ttlMs: 0, maxSize: 300 }))).links), [], 'under the high mark');
+    const plan = await planEviction(inventory, refs, policy({ ttlMs: 0, maxSize: 100, highWatermark: 90, lowWatermark: 60 }));
     assert.deepEqual(names(plan.links), ['1', 'a', 'b']);
     assert.equal(plan.links.every((link) => link.reason === 'size'), true);
     assert.equal(plan.sizeAfter, 52);
     assert.equal(plan.capUnreached, false);
   });
 
-  it('content used within the grace period is never taken, and a cap it blocks is reported', () => {
+  it('content used within the grace period is never taken, and a cap it blocks is reported', async () => {
     const { inventory, refs } = store({ index: NOW - 20 * HOUR, amd: NOW - 20 * HOUR, arm: NOW - 20 * HOUR, image: NOW - 20 * HOUR });
-    const plan = planEviction(inventory, refs, policy({ protectedSince: NOW - 30 * HOUR, maxSize: 10 }));
+    const plan = await planEviction(inventory, refs, policy({ protectedSince: NOW - 30 * HOUR, maxSize: 10 }));
     assert.deepEqual(plan.links, []);
     assert.deepEqual(names(plan.blobs), ['orphan'], 'only the old unreferenced blob');
     assert.equal(plan.capUnreached, true);
   });
 
-  it('reads references from every manifest shape, ignoring what is not a digest', () => {
+  it('reads references from every manifest shape, ignoring what is not a digest', async () => {
     const bytes = (value: unknown) => Buffer.from(JSON.stringify(value));
     assert.deepEqual(manifestReferences(bytes({ manifests: [{ digest: d('a') }, { digest: 'nope' }] })), { manifests: [d('a')], blobs: [] });
     assert.deepEqual(manifestReferences(bytes({ config: { digest: d('c') }, layers: [{ digest: d('e') }, { digest: 'sha256:not-hex' }] })).blobs, [d('c'), d('e')]);
@@ -86,14 +85,14 @@ describe('eviction plan', () => {
     assert.deepEqual(manifestReferences(Buffer.from('not json')), { manifests: [], blobs: [] });
   });
 
-  it('says what the grace period holds back from a pass, and when the last of it is released', () => {
+  it('says what the grace period holds back from a pass, and when the last of it is released', async () => {
     // Everything unused past the TTL, but the orphan blob and the image in s were written 5 minutes ago.
     const { inventory, refs } = store({ index: 0, amd: 0, arm: 0, image: NOW - 5 * 60_000 });
-    inventory.blobs.get(d('orphan'))!.mtimeMs = NOW - 2 * 60_000;
+    inventory.blobs.setMtime(d('orphan'), NOW - 2 * 60_000);
     const grace = 10 * 60_000;
     const withGrace = policy({ protectedSince: NOW - grace, now: NOW + 20 * HOUR });
-    const plan = planEviction(inventory, refs, withGrace);
-    const held = graceHeldBack(inventory, refs, withGrace, grace, plan);
+    const plan = await planEviction(inventory, refs, withGrace);
+    const held = await graceHeldBack(inventory, refs, withGrace, grace, plan);
     assert.deepEqual(names(plan.links), ['1', 'a', 'b']);
     assert.equal(held.links, 1, "s's image manifest");
     assert.equal(held.tags, 1, 's:v1');
@@ -101,27 +100,27 @@ describe('eviction plan', () => {
     assert.equal(held.bytes, 7 + 1 + 1 + 50);
     assert.equal(held.from, NOW - 5 * 60_000 + grace);
     assert.equal(held.until, NOW - 2 * 60_000 + grace, 'the orphan, written last, is released last');
-    const none = graceHeldBack(inventory, refs, { ...withGrace, protectedSince: Infinity }, 0, planEviction(inventory, refs, { ...withGrace, protectedSince: Infinity }));
+    const none = await graceHeldBack(inventory, refs, { ...withGrace, protectedSince: Infinity }, 0, await planEviction(inventory, refs, { ...withGrace, protectedSince: Infinity }));
     assert.deepEqual(none, { tags: 0, links: 0, blobs: 0, bytes: 0 });
   });
-  it('storage.eviction.keep: a kept tag holds its index, the platform manifests and their blobs against TTL and size cap', () => {
+  it('storage.eviction.keep: a kept tag holds its index, the platform manifests and their blobs against TTL and size cap', async () => {
     const old = NOW - 50 * HOUR;
     const { inventory, refs } = store({ index: old, amd: old, arm: old, image: old });
     const keep = new KeepRules(['registry.local:5000/r:latest'], 'registry.local:5000');
-    const ttl = planEviction(inventory, refs, policy({ keep }));
+    const ttl = await planEviction(inventory, refs, policy({ keep }));
     assert.deepEqual(names(ttl.links), ['2'], 'only the unpinned image goes');
     assert.deepEqual(ttl.tags.map((t) => t.tag).sort(), ['gone', 'v1']);
     assert.deepEqual(names(ttl.blobs), ['2', 'c2', 'orphan'], 'the shared layer stays with the pinned index');
     assert.deepEqual(ttl.pinned, { tags: 1, manifests: 3 });
     // The size cap cannot take pinned content either: it says so instead.
-    const capped = planEviction(inventory, refs, policy({ keep, ttlMs: 0, maxSize: 100 }));
+    const capped = await planEviction(inventory, refs, policy({ keep, ttlMs: 0, maxSize: 100 }));
     assert.deepEqual(names(capped.links), ['2']);
     assert.equal(capped.capUnreached, true);
     // Without the pin the same passes take everything.
-    assert.deepEqual(names(planEviction(inventory, refs, policy()).links), ['1', '2', 'a', 'b']);
+    assert.deepEqual(names((await planEviction(inventory, refs, policy())).links), ['1', '2', 'a', 'b']);
   });
 
-  it('keep patterns: registries by their client name, globs per component, digests, whole repositories', () => {
+  it('keep patterns: registries by their client name, globs per component, digests, whole repositories', async () => {
     const rules = new KeepRules(['docker.io/alpine:3.*', 'ghcr.io/acme/**', 'quay.io/org/app@sha256:' + 'ab'.repeat(32), 'index.docker.io/library/node'], 'docker.io');
     assert.ok(rules.keepsTag('library/alpine', '3.20'));
     assert.equal(rules.keepsTag('library/alpine', 'edge'), undefined);

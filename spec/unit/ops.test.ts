@@ -7,7 +7,8 @@ import { CachedCheck } from '../../src/health/checks.ts';
 import { clfTime } from '../../src/http/middleware/request-context.ts';
 import { TrafficRecorder } from '../../src/metrics/traffic.ts';
 import { StorePaths } from '../../src/storage/paths.ts';
-import { computeStoreFigures, StoreStatsCache } from '../../src/storage/store-stats.ts';
+import { eventually } from '../support/wait.ts';
+import { computeStoreFigures, LiveStoreFigures } from '../../src/storage/store-stats.ts';
 import { parseImageRef, parsePlatform } from '../../src/warm/warm.ts';
 import { tempDir } from '../support/processes.ts';
 
@@ -110,17 +111,29 @@ describe('store figures', () => {
     assert.deepEqual(
       { ...figures, computedAt: 0 },
       {
-        blobs: 3, bytes: 125, manifests: 1, manifestBytes: 20, repositories: 2, tags: 2, tempFiles: 1, tempBytes: 7, computedAt: 0,
+        blobs: 3, bytes: 125, manifests: 1, manifestBytes: 20, repositories: 2, tags: 2, tempFiles: 1, tempBytes: 7, computedAt: 0, complete: true,
         registries: { '': { repositories: 1, tags: 1 }, 'ghcr.io': { repositories: 1, tags: 1 } },
       },
     );
 
-    const cache = new StoreStatsCache(paths, { minAgeMs: 0, maxAgeMs: 60_000 });
-    const before = await cache.get();
-    writeFileSync(path.join(dir.path, 'blobs', 'sha256', 'aa', `${'a'.repeat(63)}0`), Buffer.alloc(1));
-    assert.equal((await cache.get()).blobs, before.blobs, 'cached until something changes');
-    cache.changed();
-    assert.equal((await cache.get()).blobs, before.blobs + 1);
+    // A serving process: one walk in the background, then blobs kept current without walking.
+    const live = new LiveStoreFigures(paths, { minAgeMs: 50, maxAgeMs: 60_000 });
+    assert.equal(live.current().complete, false, 'before the first walk the figures say they are partial');
+    live.start();
+    assert.ok(await eventually(() => live.current().complete), 'the first walk finishes');
+    assert.deepEqual({ ...live.current(), computedAt: 0 }, { ...figures, computedAt: 0 });
+    const extra = path.join(dir.path, 'blobs', 'sha256', 'aa', `${'a'.repeat(63)}0`);
+    writeFileSync(extra, Buffer.alloc(11));
+    live.blobAdded(`sha256:${'a'.repeat(63)}0`, 11);
+    assert.deepEqual([live.current().blobs, live.current().bytes], [figures.blobs + 1, figures.bytes + 11], 'a commit counts at once');
+    live.blobRemoved(`sha256:${hex('b')}`, 20);
+    assert.deepEqual([live.current().blobs, live.current().bytes], [figures.blobs, figures.bytes - 9]);
+    // The next walk (asked for by changed()) reads the disk again: the removal was not real.
+    const walkedBefore = live.current().computedAt;
+    live.changed();
+    assert.ok(await eventually(() => live.current().computedAt > walkedBefore), 'a walk follows changed()');
+    assert.deepEqual([live.current().blobs, live.current().bytes], [figures.blobs + 1, figures.bytes + 11]);
+    live.stop();
     await dir.cleanup();
   });
 });

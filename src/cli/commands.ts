@@ -34,6 +34,7 @@ const COMMANDS: Record<string, Command> = {
   warm: (args) => import('./warm.ts').then((command) => command.warm(args)),
   stats: (args) => import('./stats.ts').then((command) => command.stats(args)),
   config: (args) => import('./config.ts').then((command) => command.config(args)),
+  'client-config': (args) => import('./client-config.ts').then((command) => command.clientConfig(args)),
 };
 
 const USAGE = `usage: pullmirror [command] [options] [args]
@@ -46,6 +47,8 @@ commands:
   warm IMAGE…                 pull images through a running mirror so it caches them
   stats [config.yml]          the store's figures: blobs, bytes, manifests, repositories, tags
   config check [config.yml]   validate a config as serve does; print it, secrets masked
+  client-config KIND --mirror URL [config.yml]
+                              what docker, containerd or podman need to pull through the mirror
 
 options:
   -h, --help       this help; \`pullmirror COMMAND --help\` for a command's options

@@ -1,5 +1,6 @@
 import { parseDuration } from '../config/duration.ts';
-import { sweep, sweepSettings, type SweepResult } from '../eviction/sweeper.ts';
+import type { GraceHeldBack } from '../eviction/plan.ts';
+import { sweep, sweepSettings, type SweepResult, type SweptItem } from '../eviction/sweeper.ts';
 import { createLogger } from '../logging/logger.ts';
 import { StorePaths } from '../storage/paths.ts';
 import { readStoreId } from '../storage/store-id.ts';
@@ -58,8 +59,20 @@ export async function gc(args: string[]): Promise<void> {
   const redis = config.storage.cache.blobdescriptor === 'redis' && !dryRun ? createRedisConnection(config.redis, logger, await readStoreId(paths)) : undefined;
   const descriptors = redis && (await redis.whenReady(config.redis.dialtimeout)) ? new RedisDescriptorCache(redis) : undefined;
   try {
-    const result = await sweep({ ...sweepSettings(config), paths, logger, now, dryRun, hooks: { blobRemoved: (digest) => descriptors?.delete(digest) } });
-    process.stdout.write(report(result));
+    // Each item is printed as it goes (150 000 blobs make a report of many megabytes), then the summary.
+    const verb = dryRun ? 'would remove' : 'removed';
+    const out = new LineWriter(process.stdout);
+    const result = await sweep({
+      ...sweepSettings(config),
+      paths,
+      logger,
+      now,
+      dryRun,
+      hooks: { blobRemoved: (digest) => descriptors?.delete(digest) },
+      onItem: (item) => out.line(itemLine(verb, item)),
+    });
+    out.line(summary(result));
+    await out.end();
   } finally {
     await redis?.close();
   }
@@ -85,30 +98,63 @@ function fail(message: string): never {
 
 const size = (n: number) => formatBytes(n, 2);
 
-/** One line per item, then a summary; "would remove" on a dry run. */
-export function report(result: SweepResult): string {
-  const verb = result.dryRun ? 'would remove' : 'removed';
-  const lines: string[] = [];
-  for (const tag of result.tags) lines.push(`${verb} tag ${tag.repository}:${tag.tag} (${tag.reason})`);
-  for (const link of result.links) {
-    lines.push(`${verb} manifest ${link.repository}@${link.digest} (${link.reason}, last used ${new Date(link.lastAccess).toISOString()})`);
-  }
-  for (const blob of result.blobs) lines.push(`${verb} blob ${blob.digest} ${size(blob.size)}`);
-  lines.push(
+/** One item of the report. */
+export function itemLine(verb: string, item: SweptItem): string {
+  if (item.kind === 'tag') return `${verb} tag ${item.tag.repository}:${item.tag.tag} (${item.tag.reason})`;
+  if (item.kind === 'manifest') return `${verb} manifest ${item.link.repository}@${item.link.digest} (${item.link.reason}, last used ${new Date(item.link.lastAccess).toISOString()})`;
+  return `${verb} blob ${item.blob.digest} ${size(item.blob.size)}`;
+}
+
+/** The lines after the items: totals, what the grace period holds back, what storage.eviction.keep held. */
+export function summary(result: SweepResult): string {
+  const lines = [
     `${result.dryRun ? 'dry run: ' : ''}${result.tags.length} tags, ${result.links.length} manifests, ${result.blobs.length} blobs, ` +
       `${size(result.freed)} ${result.dryRun ? 'to free' : 'freed'}; store ${size(result.sizeBefore)} -> ${size(result.sizeAfter)}` +
-      `${result.kept ? `; ${result.kept} kept (used during the pass)` : ''}${result.capUnreached ? '; size cap not reached (recent content is protected)' : ''}` +
+      `${result.kept ? `; ${result.kept} kept (used during the pass)` : ''}${result.capUnreached ? '; size cap not reached (recent or pinned content is protected)' : ''}` +
       ` in ${(result.durationMs / 1000).toFixed(2)} s`,
-  );
-  lines.push(graceLine(result));
+  ];
+  if (result.graceHeld) lines.push(graceLine(result.graceHeld, result.graceMs));
   if (result.pinned.tags + result.pinned.manifests > 0) lines.push(`storage.eviction.keep holds ${result.pinned.tags} tags and ${result.pinned.manifests} manifests`);
-  return `${lines.join('\n')}\n`;
+  return lines.join('\n');
+}
+
+/**
+ * Lines to stdout in batches of about 64 KiB, waiting when the pipe is full: memory stays
+ * bounded however long the report, and a slow reader (`| less`) slows the pass, not the heap.
+ */
+class LineWriter {
+  private readonly stream: NodeJS.WritableStream;
+  private buffer: string[] = [];
+  private bytes = 0;
+  private waiting?: Promise<void>;
+
+  constructor(stream: NodeJS.WritableStream) {
+    this.stream = stream;
+  }
+
+  line(text: string): void {
+    this.buffer.push(text);
+    this.bytes += text.length + 1;
+    if (this.bytes >= 65_536) this.flush();
+  }
+
+  private flush(): void {
+    if (this.buffer.length === 0) return;
+    const chunk = `${this.buffer.join('\n')}\n`;
+    this.buffer = [];
+    this.bytes = 0;
+    if (!this.stream.write(chunk)) this.waiting ??= new Promise<void>((resolve) => this.stream.once('drain', () => ((this.waiting = undefined), resolve())));
+  }
+
+  async end(): Promise<void> {
+    this.flush();
+    await this.waiting;
+  }
 }
 
 /** How much the grace period holds back from this pass, and until when (wall clock, UTC). */
-function graceLine(result: SweepResult): string {
-  const held = result.graceHeld;
-  const grace = `grace period (storage.eviction.grace ${formatDuration(result.graceMs)})`;
+function graceLine(held: GraceHeldBack, graceMs: number): string {
+  const grace = `grace period (storage.eviction.grace ${formatDuration(graceMs)})`;
   if (held.until === undefined) return `${grace} holds nothing back`;
   const items = `${held.tags} tags, ${held.links} manifests, ${held.blobs} blobs (${size(held.bytes)})`;
   const when = held.from === held.until ? `until ${iso(held.until)}` : `released between ${iso(held.from!)} and ${iso(held.until)}`;

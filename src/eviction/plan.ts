@@ -1,6 +1,7 @@
 import type { Inventory, StoredLink, StoredTag } from './inventory.ts';
 import type { ManifestReferences } from '../registry/manifest-references.ts';
 import type { KeepRules } from './keep.ts';
+import { Yielder } from '../util/yielder.ts';
 
 export interface EvictionPolicy {
   /** The sweep's clock for TTL and recency (ms since the epoch); `gc --now` moves it. */
@@ -65,11 +66,16 @@ interface LinkState extends StoredLink {
  *
  * An image's last access is the latest of its link, the tags pointing at it, and for a child
  * manifest the index that lists it, so a platform manifest never goes before its index.
+ *
+ * A store of 150 000 blobs makes this loop over them several times; it yields to the event
+ * loop every few milliseconds (Yielder), so a serving mirror's requests do not wait on it.
  */
-export function planEviction(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy): EvictionPlan {
+export async function planEviction(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy): Promise<EvictionPlan> {
+  const turn = new Yielder();
   const key = (repository: string, digest: string) => `${repository}@${digest}`;
   const links = new Map<string, LinkState>();
   for (const link of inventory.links) {
+    if (turn.due()) await turn.pause();
     const refs = references.get(link.digest);
     links.set(key(link.repository, link.digest), {
       ...link,
@@ -79,12 +85,15 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
     });
   }
   for (const tag of inventory.tags) {
+    if (turn.due()) await turn.pause();
     const target = tag.digest && links.get(key(tag.repository, tag.digest));
     if (target) target.lastAccess = Math.max(target.lastAccess, tag.mtimeMs);
   }
   for (const link of links.values()) {
+    if (turn.due()) await turn.pause();
     if (!link.isIndex) continue;
     for (const child of references.get(link.digest)?.manifests ?? []) {
+      if (turn.due()) await turn.pause();
       const childLink = links.get(key(link.repository, child));
       if (childLink) childLink.lastAccess = Math.max(childLink.lastAccess, link.lastAccess);
     }
@@ -95,14 +104,17 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
   if (keep) {
     for (const link of links.values()) if (keep.keepsManifest(link.repository, link.digest)) link.pinned = true;
     for (const tag of inventory.tags) {
+      if (turn.due()) await turn.pause();
       if (!keep.keepsTag(tag.repository, tag.tag)) continue;
       keptTags.add(tag);
       const target = tag.digest && links.get(key(tag.repository, tag.digest));
       if (target) target.pinned = true;
     }
     for (const link of links.values()) {
+      if (turn.due()) await turn.pause();
       if (!link.pinned || !link.isIndex) continue;
       for (const child of references.get(link.digest)?.manifests ?? []) {
+        if (turn.due()) await turn.pause();
         const childLink = links.get(key(link.repository, child));
         if (childLink) childLink.pinned = true;
       }
@@ -113,6 +125,7 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
   // 1. TTL from last access (each registry's own).
   const ttlOf = (repository: string) => policy.ttlFor?.(repository) ?? policy.ttlMs;
   for (const link of links.values()) {
+    if (turn.due()) await turn.pause();
     const ttl = ttlOf(link.repository);
     if (ttl > 0 && !isProtected(link) && link.lastAccess < policy.now - ttl) link.evicted = 'ttl';
   }
@@ -120,15 +133,17 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
   // 2. Reference counts over what remains, and the size that would remain.
   const refCount = new Map<string, number>();
   for (const link of links.values()) {
+    if (turn.due()) await turn.pause();
     if (link.evicted) continue;
     for (const pin of link.pins) refCount.set(pin, (refCount.get(pin) ?? 0) + 1);
   }
-  const blobProtected = (digest: string) => (inventory.blobs.get(digest)?.mtimeMs ?? Infinity) >= policy.protectedSince;
+  const blobProtected = (digest: string) => (inventory.blobs.mtime(digest) ?? Infinity) >= policy.protectedSince;
   let sizeBefore = 0;
   let sizeAfter = 0;
-  for (const [digest, blob] of inventory.blobs) {
+  for (const blob of inventory.blobs.entries()) {
+    if (turn.due()) await turn.pause();
     sizeBefore += blob.size;
-    if (refCount.has(digest) || blobProtected(digest)) sizeAfter += blob.size;
+    if (refCount.has(blob.digest) || blob.mtimeMs >= policy.protectedSince) sizeAfter += blob.size;
   }
 
   // 3. Size cap: least recently used images go until the store is under the low mark.
@@ -140,17 +155,19 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
       // Oldest first; on a tie an index before its children.
       .sort((a, b) => a.lastAccess - b.lastAccess || Number(b.isIndex) - Number(a.isIndex));
     for (const link of candidates) {
+      if (turn.due()) await turn.pause();
       if (sizeAfter <= low) break;
       link.evicted = 'size';
       for (const pin of link.pins) {
+        if (turn.due()) await turn.pause();
         const left = (refCount.get(pin) ?? 0) - 1;
         if (left > 0) {
           refCount.set(pin, left);
           continue;
         }
         refCount.delete(pin);
-        const blob = inventory.blobs.get(pin);
-        if (blob && !blobProtected(pin)) sizeAfter -= blob.size;
+        const size = inventory.blobs.size(pin);
+        if (size !== undefined && !blobProtected(pin)) sizeAfter -= size;
       }
     }
     capUnreached = sizeAfter > low;
@@ -159,6 +176,7 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
   // 4. Tags whose manifest goes (or was never stored), or unused past the TTL.
   const tags: PlannedTag[] = [];
   for (const tag of inventory.tags) {
+    if (turn.due()) await turn.pause();
     if (tag.mtimeMs >= policy.protectedSince || keptTags.has(tag)) continue;
     const target = tag.digest ? links.get(key(tag.repository, tag.digest)) : undefined;
     if (!target) tags.push({ ...tag, reason: 'manifest missing' });
@@ -169,12 +187,14 @@ export function planEviction(inventory: Inventory, references: Map<string, Manif
   const plannedLinks: PlannedLink[] = [];
   let pinnedLinks = 0;
   for (const link of links.values()) {
+    if (turn.due()) await turn.pause();
     if (link.pinned) pinnedLinks++;
     if (link.evicted) plannedLinks.push({ repository: link.repository, digest: link.digest, mtimeMs: link.mtimeMs, lastAccess: link.lastAccess, reason: link.evicted, pins: link.pins });
   }
   const blobs: PlannedBlob[] = [];
-  for (const [digest, blob] of inventory.blobs) {
-    if (!refCount.has(digest) && !blobProtected(digest)) blobs.push({ digest, size: blob.size });
+  for (const blob of inventory.blobs.entries()) {
+    if (turn.due()) await turn.pause();
+    if (!refCount.has(blob.digest) && blob.mtimeMs < policy.protectedSince) blobs.push({ digest: blob.digest, size: blob.size });
   }
   return { tags, links: plannedLinks, blobs, sizeBefore, sizeAfter, capUnreached, pinned: { tags: keptTags.size, manifests: pinnedLinks } };
 }
@@ -209,8 +229,9 @@ export interface GraceHeldBack {
  * The same plan without the grace period, compared with `plan`: a dry run that says "0 to free"
  * while minutes-old content waits is a trap, so the preview says how much waits and until when.
  */
-export function graceHeldBack(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy, graceMs: number, plan: EvictionPlan): GraceHeldBack {
-  const without = planEviction(inventory, references, { ...policy, protectedSince: Infinity });
+export async function graceHeldBack(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy, graceMs: number, plan: EvictionPlan): Promise<GraceHeldBack> {
+  const turn = new Yielder();
+  const without = await planEviction(inventory, references, { ...policy, protectedSince: Infinity });
   const planned = {
     tags: new Set(plan.tags.map((tag) => `${tag.repository}:${tag.tag}`)),
     links: new Set(plan.links.map((link) => `${link.repository}@${link.digest}`)),
@@ -223,21 +244,24 @@ export function graceHeldBack(inventory: Inventory, references: Map<string, Mani
     held.until = Math.max(held.until ?? at, at);
   };
   for (const tag of without.tags) {
+    if (turn.due()) await turn.pause();
     if (planned.tags.has(`${tag.repository}:${tag.tag}`)) continue;
     held.tags++;
     release(tag.mtimeMs);
   }
   for (const link of without.links) {
+    if (turn.due()) await turn.pause();
     if (planned.links.has(`${link.repository}@${link.digest}`)) continue;
     held.links++;
     release(link.lastAccess);
   }
   for (const blob of without.blobs) {
+    if (turn.due()) await turn.pause();
     if (planned.blobs.has(blob.digest)) continue;
     held.blobs++;
     held.bytes += blob.size;
     // A blob kept by a held manifest is released with it; one protected itself has its own time.
-    const mtimeMs = inventory.blobs.get(blob.digest)?.mtimeMs ?? 0;
+    const mtimeMs = inventory.blobs.mtime(blob.digest) ?? 0;
     if (mtimeMs >= policy.protectedSince) release(mtimeMs);
   }
   return held;

@@ -56,6 +56,7 @@ export class EvictionScheduler {
       return Promise.resolve(undefined);
     }
     const startedAt = Date.now();
+    this.logger.info('eviction pass started');
     this.running = this.pass()
       .then((result) => {
         this.record(passRecord(startedAt, result));
@@ -68,6 +69,7 @@ export class EvictionScheduler {
           kept: result.kept,
           capUnreached: result.capUnreached,
           durationMs: result.durationMs,
+          maxEventLoopDelayMs: Math.round(result.maxEventLoopDelayMs * 10) / 10,
         });
         return result;
       })

@@ -1,4 +1,6 @@
 import { readFile, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { evictedBytes, evictions } from '../metrics/metrics.ts';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -7,8 +9,8 @@ import { parseDigest } from '../registry/digest.ts';
 import { isNotFound } from '../storage/blob-store.ts';
 import { splitRepositoryKey, type StorePaths } from '../storage/paths.ts';
 import { KeepRules } from './keep.ts';
-import { mapLimited, readInventory, type Inventory, type StoredRecord } from './inventory.ts';
-import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedLink } from './plan.ts';
+import { list, mapLimited, readInventory, walkRepositories, type Inventory } from './inventory.ts';
+import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedBlob, type PlannedLink, type PlannedTag } from './plan.ts';
 import { manifestReferences, type ManifestReferences } from '../registry/manifest-references.ts';
 
 /** What a running mirror tells a sweep, and learns from it. */
@@ -17,7 +19,7 @@ export interface SweepHooks {
   isBusy?(digest: string): boolean;
   /** Forget in-memory knowledge of what was deleted (descriptor cache, manifest caches). */
   manifestRemoved?(repository: string, digest: string): void;
-  blobRemoved?(digest: string): Promise<void> | void;
+  blobRemoved?(digest: string, size: number): Promise<void> | void;
 }
 
 export interface SweepSettings {
@@ -39,7 +41,16 @@ export interface SweepOptions extends SweepSettings {
   now?: number;
   dryRun?: boolean;
   hooks?: SweepHooks;
+  /**
+   * Compute what the grace period holds back (a second plan; default true). A scheduled pass
+   * skips it: nobody reads it there, and at 150 000 blobs it is a second plan's memory.
+   */
+  graceReport?: boolean;
+  /** Told of each item as it is removed (planned, on a dry run), in order: `gc` prints as it goes. */
+  onItem?(item: SweptItem): void;
 }
+
+export type SweptItem = { kind: 'tag'; tag: PlannedTag } | { kind: 'manifest'; link: PlannedLink } | { kind: 'blob'; blob: PlannedBlob };
 
 export interface SweepResult extends EvictionPlan {
   dryRun: boolean;
@@ -50,9 +61,11 @@ export interface SweepResult extends EvictionPlan {
   /** `_layers` links and `_access` files removed with what they described (0 on a dry run). */
   records: number;
   durationMs: number;
-  /** What the grace period kept from this pass (storage.eviction.grace), and until when. */
-  graceHeld: GraceHeldBack;
+  /** What the grace period kept from this pass (storage.eviction.grace), and until when (unless graceReport was false). */
+  graceHeld?: GraceHeldBack;
   graceMs: number;
+  /** The event loop's longest delay while the pass ran (ms): what a request waited at worst. */
+  maxEventLoopDelayMs: number;
 }
 
 export function sweepSettings(config: Config): SweepSettings {
@@ -80,23 +93,27 @@ export function sweepSettings(config: Config): SweepSettings {
  * descriptor outlives the unlink); a later request fetches it from upstream again.
  */
 export async function sweep(options: SweepOptions): Promise<SweepResult> {
+  // A pass shares the event loop with the requests it must not hold up: it says how well it did.
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  try {
+    const result = await sweepMeasured(options);
+    return { ...result, maxEventLoopDelayMs: delay.max / 1e6 };
+  } finally {
+    delay.disable();
+  }
+}
+
+async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, 'maxEventLoopDelayMs'>> {
   const started = Date.now();
   const protectedSince = started - options.graceMs;
-  const inventory = await readInventory(options.paths);
-  const references = await readReferences(options.paths, inventory);
-  const policy = {
-    now: options.now ?? started,
-    ttlMs: options.ttlMs,
-    ttlFor: options.ttlFor,
-    protectedSince,
-    maxSize: options.maxSize,
-    highWatermark: options.highWatermark,
-    lowWatermark: options.lowWatermark,
-    keep: options.keep,
-  };
-  const plan = planEviction(inventory, references, policy);
-  const grace = { graceHeld: graceHeldBack(inventory, references, policy, options.graceMs, plan), graceMs: options.graceMs };
+  const { plan, graceHeld, links: storedLinks, tags: storedTags, references } = await planPass(options, started, protectedSince);
+  const grace = { graceHeld, graceMs: options.graceMs };
+  const onItem = options.onItem ?? (() => {});
   if (options.dryRun) {
+    for (const tag of plan.tags) onItem({ kind: 'tag', tag });
+    for (const link of plan.links) onItem({ kind: 'manifest', link });
+    for (const blob of plan.blobs) onItem({ kind: 'blob', blob });
     return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Date.now() - started };
   }
   const { paths, hooks = {} } = options;
@@ -113,8 +130,10 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
   const tags: EvictionPlan['tags'] = [];
   await mapLimited(plan.tags, async (tag) => {
     const path = paths.tag(tag.repository, tag.tag);
-    if ((await untouched(path)) && (await removeFile(path))) tags.push(tag);
-    else kept++;
+    if ((await untouched(path)) && (await removeFile(path))) {
+      tags.push(tag);
+      onItem({ kind: 'tag', tag });
+    } else kept++;
   });
   const links: PlannedLink[] = [];
   const stillPinned = new Set<string>();
@@ -122,6 +141,7 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
     const path = paths.manifestLink(link.repository, parseDigest(link.digest));
     if ((await untouched(path)) && (await removeFile(path))) {
       links.push(link);
+      onItem({ kind: 'manifest', link });
       hooks.manifestRemoved?.(link.repository, link.digest);
     } else {
       kept++;
@@ -137,15 +157,38 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
       return;
     }
     blobs.push(blob);
+    onItem({ kind: 'blob', blob });
     freed += blob.size;
-    await hooks.blobRemoved?.(blob.digest);
+    await hooks.blobRemoved?.(blob.digest, blob.size);
   });
-  const records = await removeStaleRecords(paths, inventory, references, { tags, links }, untouched);
+  const records = await removeStaleRecords(paths, { links: storedLinks, tags: storedTags }, references, { tags, links }, untouched);
   evictions.labels('tag').inc(tags.length);
   evictions.labels('manifest').inc(links.length);
   evictions.labels('blob').inc(blobs.length);
   evictedBytes.inc(freed);
   return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Date.now() - started };
+}
+
+/**
+ * Reads the store and plans the pass. The blob index (the largest part of the inventory) is
+ * not returned: it is garbage before the first deletion.
+ */
+async function planPass(options: SweepOptions, started: number, protectedSince: number) {
+  const inventory = await readInventory(options.paths);
+  const references = await readReferences(options.paths, inventory);
+  const policy = {
+    now: options.now ?? started,
+    ttlMs: options.ttlMs,
+    ttlFor: options.ttlFor,
+    protectedSince,
+    maxSize: options.maxSize,
+    highWatermark: options.highWatermark,
+    lowWatermark: options.lowWatermark,
+    keep: options.keep,
+  };
+  const plan = await planEviction(inventory, references, policy);
+  const graceHeld = options.graceReport === false ? undefined : await graceHeldBack(inventory, references, policy, options.graceMs, plan);
+  return { plan, graceHeld, links: inventory.links, tags: inventory.tags, references };
 }
 
 /**
@@ -157,44 +200,54 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
  */
 async function removeStaleRecords(
   paths: StorePaths,
-  inventory: Inventory,
+  inventory: Pick<Inventory, 'links' | 'tags'>,
   references: Map<string, ManifestReferences>,
   removed: { tags: EvictionPlan['tags']; links: PlannedLink[] },
   untouched: (path: string) => Promise<boolean>,
 ): Promise<number> {
   const gone = new Set(removed.links.map((link) => `${link.repository}@${link.digest}`));
   const goneTags = new Set(removed.tags.map((tag) => `${tag.repository}:${tag.tag}`));
-  const held = new Map<string, Set<string>>();
-  const inUse = new Set<string>();
+  // What each repository still links, and which repositories still hold a tag.
+  const remaining = new Map<string, string[]>();
   for (const link of inventory.links) {
     if (gone.has(`${link.repository}@${link.digest}`)) continue;
-    inUse.add(link.repository);
-    let pins = held.get(link.repository);
-    if (!pins) held.set(link.repository, (pins = new Set()));
-    for (const pin of pinsOf(link.digest, references)) pins.add(pin);
+    let digests = remaining.get(link.repository);
+    if (!digests) remaining.set(link.repository, (digests = []));
+    digests.push(link.digest);
   }
-  for (const tag of inventory.tags) if (!goneTags.has(`${tag.repository}:${tag.tag}`)) inUse.add(tag.repository);
-  const stale = inventory.records.filter((record: StoredRecord) =>
-    record.digest === undefined ? !inUse.has(record.repository) : !held.get(record.repository)?.has(record.digest),
-  );
+  const tagged = new Set<string>();
+  for (const tag of inventory.tags) if (!goneTags.has(`${tag.repository}:${tag.tag}`)) tagged.add(tag.repository);
+  // One repository at a time: its `_layers` listing and the blobs its manifests hold, then the next.
   let count = 0;
-  await mapLimited(stale, async (record) => {
-    const path = record.digest === undefined ? paths.accessVerdict(record.repository) : paths.layerLink(record.repository, parseDigest(record.digest));
+  const remove = async (path: string) => {
     if ((await untouched(path)) && (await removeFile(path))) count++;
-  });
+  };
+  for (const { dir, keyPrefix } of await paths.repositoryRoots()) {
+    await walkRepositories(dir, keyPrefix, async (repoDir, name, entries) => {
+      const links = remaining.get(name) ?? [];
+      if (entries.includes('_access') && links.length === 0 && !tagged.has(name)) await remove(paths.accessVerdict(name));
+      if (!entries.includes('_layers')) return;
+      const held = new Set<string>();
+      for (const digest of links) for (const pin of pinsOf(digest, references)) held.add(pin);
+      for (const algorithm of await list(join(repoDir, '_layers'))) {
+        const stale = (await list(join(repoDir, '_layers', algorithm))).filter((hex) => !held.has(`${algorithm}:${hex}`));
+        await mapLimited(stale, (hex) => remove(join(repoDir, '_layers', algorithm, hex)));
+      }
+    });
+  }
   return count;
 }
 
 /** Parses every linked manifest (and the children of indexes) once, whatever the number of links. */
-async function readReferences(paths: StorePaths, inventory: Inventory): Promise<Map<string, ManifestReferences>> {
+export async function readReferences(paths: StorePaths, inventory: Inventory): Promise<Map<string, ManifestReferences>> {
   const references = new Map<string, ManifestReferences>();
   let pending = [...new Set(inventory.links.map((link) => link.digest))];
   while (pending.length > 0) {
     const children: string[] = [];
     await mapLimited(pending, async (digest) => {
       if (references.has(digest)) return;
-      const blob = inventory.blobs.get(digest);
-      if (!blob || blob.size > MAX_MANIFEST_BYTES) return;
+      const size = inventory.blobs.size(digest);
+      if (size === undefined || size > MAX_MANIFEST_BYTES) return;
       let bytes: Buffer;
       try {
         bytes = await readFile(paths.blob(parseDigest(digest)));

@@ -66,7 +66,8 @@ function describe(error: unknown): string {
  * temporary area, then removed — the same operations a blob fill makes.
  */
 export function storeWritableProbe(tmpRoot: string): () => Promise<void> {
-  const name = `.health-${process.pid}`;
+  // Unique per process, not per pid: a fleet's pods share one volume and are each pid 1.
+  const name = `.health-${process.pid}-${randomBytes(6).toString('hex')}`;
   return async () => {
     await mkdir(tmpRoot, { recursive: true });
     const temp = join(tmpRoot, `${name}-${randomBytes(4).toString('hex')}`);

@@ -32,7 +32,8 @@ export class ClientAddress {
     return peer;
   }
 
-  private isTrusted(address: string): boolean {
+  /** Whether `address` is one of http.trustedproxies: only then are its X-Forwarded-* headers believed. */
+  isTrusted(address: string): boolean {
     const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
     const family = isIP(plain);
     if (family === 0) return false;

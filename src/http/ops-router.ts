@@ -2,7 +2,7 @@ import { Router, type Request, type Response } from 'express';
 import type { Readiness } from '../health/checks.ts';
 import { metricsRegistry } from '../metrics/metrics.ts';
 import type { TrafficRecorder } from '../metrics/traffic.ts';
-import type { StoreStatsCache } from '../storage/store-stats.ts';
+import type { LiveStoreFigures } from '../storage/store-stats.ts';
 import type { Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import type { StoreCapacity } from '../browse/store-capacity.ts';
@@ -13,7 +13,7 @@ import { STATUS_PAGE } from './status-page.ts';
 export interface OpsContext {
   readiness: Readiness;
   traffic: TrafficRecorder;
-  storeStats: StoreStatsCache;
+  storeStats: LiveStoreFigures;
   /** The default remote's upstream (the figures of a mirror of one registry, as before). */
   upstream: UpstreamRegistry;
   /** Every registry served, for per-registry figures. */

@@ -121,8 +121,8 @@ export const evictedBytes = new Counter({
 export interface MetricSources {
   fillsInFlight(): number;
   rateLimit(): { remaining: number; limit?: number; windowS: number } | undefined;
-  /** The store's figures; cached by the caller, never a disk walk per scrape. */
-  store(): Promise<{ blobs: number; bytes: number }>;
+  /** The store's figures as the serving process keeps them (never a disk walk per scrape). */
+  store(): { blobs: number; bytes: number };
 }
 
 let sources: MetricSources | undefined;
@@ -183,19 +183,19 @@ new Gauge({
 
 new Gauge({
   name: 'pullmirror_store_bytes',
-  help: 'Bytes of verified content in the store (computed periodically, not per scrape)',
+  help: 'Bytes of verified content in the store (kept current as blobs are stored and evicted; during the first walk after start, what it counted so far)',
   registers: [metricsRegistry],
-  async collect() {
-    if (sources) this.set((await sources.store()).bytes);
+  collect() {
+    if (sources) this.set(sources.store().bytes);
   },
 });
 
 new Gauge({
   name: 'pullmirror_store_blobs',
-  help: 'Blobs (layers, configs, manifests) in the store (computed periodically, not per scrape)',
+  help: 'Blobs (layers, configs, manifests) in the store (kept current as blobs are stored and evicted)',
   registers: [metricsRegistry],
-  async collect() {
-    if (sources) this.set((await sources.store()).blobs);
+  collect() {
+    if (sources) this.set(sources.store().blobs);
   },
 });
 
@@ -257,3 +257,61 @@ export function collectProcessMetrics(): void {
     },
   });
 }
+
+/*
+ * Figures the alert rules and the dashboard (deploy/prometheus, deploy/grafana) need that the
+ * metrics above do not give: whether an upstream answers at all, whether fills fail, and the
+ * store's cap, so "past the high watermark" is one comparison in PromQL.
+ */
+
+/**
+ * 1 while the last exchange with a registry's upstream (a request, or a readiness probe, which
+ * a load balancer or kubelet keeps asking) got an HTTP answer of any status; 0 after a network
+ * error or timeout. Absent until that upstream was first asked.
+ */
+export const upstreamReachable = new Gauge({
+  name: 'pullmirror_upstream_reachable',
+  help: 'Whether the last request to the upstream (by registry, its namespace) got an HTTP answer (1) or failed to connect or timed out (0)',
+  labelNames: ['registry'] as const,
+  registers: [metricsRegistry],
+});
+
+/**
+ * Blob downloads from upstream that ended, by result: `committed` (verified and stored) or
+ * `failed`. A download counts once upstream answered it (a BlobFill); one refused before that is
+ * an upstream error (pullmirror_upstream_reachable, the request-duration statuses).
+ */
+export const blobFills = new Counter({
+  name: 'pullmirror_blob_fills_total',
+  help: 'Blob downloads from upstream that ended, by result (committed: verified and stored; failed: cut off for good, digest mismatch or store failure)',
+  labelNames: ['result'] as const,
+  registers: [metricsRegistry],
+});
+// Both series exist from the start, so rate() over them has a baseline before the first failure.
+blobFills.labels('committed').inc(0);
+blobFills.labels('failed').inc(0);
+
+let storeLimits: { maxBytes: number; highWatermarkBytes: number } | undefined;
+
+/** Connects the store-cap gauges to the eviction settings (storage.eviction.maxsize and highwatermark). */
+export function bindStoreLimits(eviction: { maxsize: number; highwatermark: number }): void {
+  storeLimits = { maxBytes: eviction.maxsize, highWatermarkBytes: Math.floor((eviction.maxsize * eviction.highwatermark) / 100) };
+}
+
+new Gauge({
+  name: 'pullmirror_store_max_bytes',
+  help: 'The size cap of the store (storage.eviction.maxsize); 0 when there is none',
+  registers: [metricsRegistry],
+  collect() {
+    this.set(storeLimits?.maxBytes ?? 0);
+  },
+});
+
+new Gauge({
+  name: 'pullmirror_store_high_watermark_bytes',
+  help: 'Bytes past which eviction removes least recently used images (highwatermark percent of maxsize); 0 without a cap',
+  registers: [metricsRegistry],
+  collect() {
+    this.set(storeLimits?.highWatermarkBytes ?? 0);
+  },
+});

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { open } from 'node:fs';
+import { blobFills } from '../metrics/metrics.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { BlobWriter } from '../storage/blob-store.ts';
 import type { FileBytes } from '../storage/send-file.ts';
@@ -13,6 +14,9 @@ type FillState = 'running' | 'verified' | 'committed' | 'failed';
  * the socket keeps being read during a write, and the next write takes them all in one writev.
  */
 const MAX_BATCH = 1024 * 1024;
+
+const fillsCommitted = blobFills.labels('committed');
+const fillsFailed = blobFills.labels('failed');
 
 /**
  * One upstream download of one blob, shared by every client that wants it while it runs.
@@ -75,6 +79,7 @@ export class BlobFill extends EventEmitter {
       this.emit('progress');
       await this.writer.persist();
       this.state = 'committed';
+      fillsCommitted.inc();
       this.emit('progress');
       return descriptor;
     } catch (error) {
@@ -84,6 +89,7 @@ export class BlobFill extends EventEmitter {
       // Verified bytes stay good for readers that have the file open, even if they could not be
       // stored: only unverified content fails its readers.
       if (this.state !== 'verified') this.state = 'failed';
+      fillsFailed.inc();
       this.emit('progress');
       throw error;
     }

@@ -15,10 +15,16 @@ import { FileHashJob, HASH_OFF_THREAD_BYTES } from './file-hasher.ts';
  * The local, content-addressed blob store on a filesystem. Content enters it only through a
  * BlobWriter, which verifies digest and size before the atomic rename that makes it visible.
  */
+/** Told of every blob this process adds to the store (the live store figures). */
+export interface BlobStoreListener {
+  blobAdded(digest: string, size: number): void;
+}
+
 export class FilesystemBlobStore implements ReadableBlobStore {
   readonly paths: StorePaths;
   /** Where this instance writes downloads in flight (see TempArea). */
   readonly tempDir: string;
+  listener?: BlobStoreListener;
 
   constructor(paths: StorePaths, tempDir: string) {
     this.paths = paths;
@@ -243,7 +249,11 @@ export class BlobWriter {
       await this.close();
       const target = this.store.paths.blob(this.digest);
       await ensureDir(dirname(target));
+      // Whether the blob is new to the store (a fleet peer may have stored it meanwhile): one
+      // stat per commit, so the store's figures count it once.
+      const existed = this.store.listener ? await stat(target).then(() => true, () => false) : true;
       await rename(this.path, target);
+      if (!existed) this.store.listener?.blobAdded(this.digest.value, this.written);
     } catch (error) {
       await this.abort();
       throw error;

@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Digest } from '../registry/digest.ts';
 import { parseDigest } from '../registry/digest.ts';
 import { writeFileAtomic } from './atomic-file.ts';
@@ -13,6 +14,14 @@ export interface ManifestDescriptor extends BlobDescriptor {
   mediaType: string;
 }
 
+/** Told of what this process adds to repositories (the live store figures). */
+export interface ManifestStoreListener {
+  repositoryAdded(key: string): void;
+  tagAdded(key: string): void;
+  /** A manifest stored for the first time (its blob was new to the store). */
+  manifestAdded(size: number): void;
+}
+
 /**
  * Per-repository manifest links and tags on top of the blob store. A manifest is served for a
  * repository only when that repository links it, as distribution does.
@@ -22,6 +31,7 @@ export class FilesystemManifestStore {
   private readonly blobs: FilesystemBlobStore;
   /** The repository's blob links, written with each manifest (what the manifest references). */
   readonly links: RepositoryLinks;
+  listener?: ManifestStoreListener;
 
   constructor(paths: StorePaths, blobs: FilesystemBlobStore) {
     this.paths = paths;
@@ -50,11 +60,22 @@ export class FilesystemManifestStore {
   /** Stores verified manifest bytes and links them, and the blobs they reference, to the repository. */
   async put(name: string, descriptor: ManifestDescriptor, bytes: Uint8Array): Promise<void> {
     const digest = parseDigest(descriptor.digest);
-    if (!(await this.blobs.stat({ digest }))) await this.blobs.putSmall(digest, bytes);
+    const newBlob = !(await this.blobs.stat({ digest }));
+    if (newBlob) await this.blobs.putSmall(digest, bytes);
     // Blob links first: a manifest visible in a repository always has its blobs linked.
     await this.links.linkBlobs(name, manifestReferences(bytes).blobs);
+    const newRepository = this.listener && (await this.isNewRepository(name));
     const link = JSON.stringify({ mediaType: descriptor.mediaType, size: descriptor.size });
     await writeFileAtomic(this.paths.manifestLink(name, digest), link, this.tempDir);
+    if (newRepository) this.listener?.repositoryAdded(name);
+    if (newBlob) this.listener?.manifestAdded(bytes.length);
+  }
+
+  /** A repository counts once it holds a manifest link or a tag (two stats, on a miss only). */
+  private async isNewRepository(name: string): Promise<boolean> {
+    const dir = this.paths.repository(name);
+    const exists = (path: string) => access(path).then(() => true, () => false);
+    return !(await exists(join(dir, '_manifests'))) && !(await exists(join(dir, '_tags')));
   }
 
   async readTag(name: string, tag: string): Promise<string | undefined> {
@@ -67,6 +88,11 @@ export class FilesystemManifestStore {
   }
 
   async writeTag(name: string, tag: string, digest: string): Promise<void> {
-    await writeFileAtomic(this.paths.tag(name, tag), digest, this.tempDir);
+    const path = this.paths.tag(name, tag);
+    const newTag = this.listener && !(await access(path).then(() => true, () => false));
+    const newRepository = newTag && (await this.isNewRepository(name));
+    await writeFileAtomic(path, digest, this.tempDir);
+    if (newRepository) this.listener?.repositoryAdded(name);
+    if (newTag) this.listener?.tagAdded(name);
   }
 }

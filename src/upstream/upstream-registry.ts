@@ -1,6 +1,6 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Logger } from '../logging/logger.ts';
-import { upstreamDuration } from '../metrics/metrics.ts';
+import { upstreamDuration, upstreamReachable } from '../metrics/metrics.ts';
 import { parseChallenge, type Challenge } from './challenge.ts';
 import { CredentialsRefusedError, TokenCache, type Credentials } from './token-cache.ts';
 import { header, upstreamNetworkError } from './upstream-errors.ts';
@@ -71,6 +71,8 @@ export class UpstreamRegistry {
   private readonly agent: Agent;
   private readonly credentials?: Credentials;
   private readonly logger: Logger;
+  /** pullmirror_upstream_reachable of this registry: set by every exchange, requests and probes alike. */
+  private readonly reachable: ReturnType<typeof upstreamReachable.labels>;
   /** The last challenge seen: lets requests carry a token up front instead of eating a 401. */
   private challenge?: Challenge;
   /** The first `GET /v2/` in flight, which learns the challenge before any real request. */
@@ -89,6 +91,7 @@ export class UpstreamRegistry {
     this.namespace = options.namespace ?? (DOCKER_HUB_HOSTS.has(this.url.hostname) ? 'docker.io' : this.url.host);
     this.isDockerHub = this.namespace === 'docker.io';
     this.logger = options.logger;
+    this.reachable = upstreamReachable.labels(this.namespace);
     // An empty username (compose's `${REGISTRY_PROXY_USERNAME:-}` when unset) means anonymous.
     if (options.username && options.password !== undefined) {
       this.credentials = { username: options.username, password: options.password };
@@ -252,8 +255,10 @@ export class UpstreamRegistry {
         response = await request(url, { method: req.method, headers, dispatcher: this.agent });
       } catch (error) {
         upstreamDuration.labels(this.namespace, req.method, 'error').observe((performance.now() - started) / 1000);
+        this.reachable.set(0);
         throw upstreamNetworkError(error);
       }
+      this.reachable.set(1);
       upstreamDuration.labels(this.namespace, req.method, String(response.statusCode)).observe((performance.now() - started) / 1000);
       this.observeRateLimit(response);
       const location = header(response, 'location');
@@ -292,12 +297,19 @@ export class UpstreamRegistry {
    */
   async probe(timeoutMs: number): Promise<number> {
     const url = new URL(this.url.pathname.replace(/\/$/, '') + '/v2/', this.url);
-    const response = await request(url, {
-      method: 'GET',
-      headers: { 'user-agent': 'pullmirror' },
-      dispatcher: this.agent,
-      signal: AbortSignal.timeout(timeoutMs),
-    });
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await request(url, {
+        method: 'GET',
+        headers: { 'user-agent': 'pullmirror' },
+        dispatcher: this.agent,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (error) {
+      this.reachable.set(0);
+      throw error;
+    }
+    this.reachable.set(1);
     await response.body.dump();
     return response.statusCode;
   }

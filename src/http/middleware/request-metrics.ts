@@ -7,7 +7,7 @@ import type { CacheResult, TrafficRecorder } from '../../metrics/traffic.ts';
  * The warm blob path pays one 'close' listener, two map look-ups and a few additions: the
  * counters are plain numbers in cells (see Tally) that prom-client reads at scrape time.
  */
-export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () => void } = {}) {
+export function requestMetrics(traffic: TrafficRecorder) {
   const requestCells = new Map<string, TallyCell>();
   const cacheCells = new Map<string, TallyCell>();
   const fromCache = servedBytes.cell('cache');
@@ -38,7 +38,6 @@ export function requestMetrics(traffic: TrafficRecorder, options: { onMiss?: () 
         if (!cacheCell) cacheCells.set(cacheKey, (cacheCell = cacheResults.cell(route.kind, cache, registry)));
         cacheCell.value++;
         (cache === 'miss' ? fromUpstream : fromCache).value += bytes;
-        if (cache === 'miss') options.onMiss?.();
       }
       traffic.response(cache, bytes);
       if (route.kind === 'manifest' && status === 200 && cache && !route.reference.includes(':')) {

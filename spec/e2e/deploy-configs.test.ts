@@ -1,0 +1,691 @@
+/**
+ * Every config this repository ships is one a platform team runs as it is: compose.yaml,
+ * deploy/fleet/compose.yaml, the Kubernetes variants (rendered by `kubectl kustomize`), the
+ * systemd unit, the Dockerfile and deploy/config.yml each pass `pullmirror config check` (the
+ * built bundle) with exactly the variables they set, and without a warning; a renamed key or
+ * variable fails. The Kubernetes manifests keep what a user would check (probes, grace, volumes,
+ * the Secret, scrape annotations); the Prometheus rules pass promtool and their unit tests; and
+ * every metric the rules and the Grafana dashboard name is exported by a running mirror.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { parse, parseAllDocuments, stringify } from 'yaml';
+import { pushImage, randomLayer } from '../support/images.ts';
+import { cleanEnv, requireBinary, tempDir } from '../support/processes.ts';
+import { skopeoCopy } from '../support/skopeo.ts';
+import { eventually } from '../support/wait.ts';
+import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const BUNDLE = path.join(ROOT, 'dist/pullmirror.mjs');
+const run = promisify(execFile);
+const work = tempDir('pullmirror-deploy-configs');
+after(() => work.cleanup());
+
+type Env = Record<string, string>;
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function exec(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<Result> {
+  try {
+    const { stdout, stderr } = await run(cmd, args, { env, timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
+let fileCount = 0;
+function writeTemp(name: string, text: string): string {
+  const file = path.join(work.path, `${fileCount++}-${name}`);
+  writeFileSync(file, text);
+  return file;
+}
+
+/**
+ * `pullmirror config check FILE` run by the built bundle (what the image and the unit run) with
+ * only `env` (none of this machine's REGISTRY_*, PULLMIRROR_* or REDIS_* variables).
+ */
+async function configCheck(file: string, env: Env): Promise<Result & { effective?: any }> {
+  const result = await exec(process.execPath, [BUNDLE, 'config', 'check', file], { ...cleanEnv(['REGISTRY_', 'PULLMIRROR_', 'REDIS_']), ...env });
+  return { ...result, effective: result.code === 0 ? parse(result.stdout) : undefined };
+}
+
+/**
+ * What is wrong with a config as shipped: a refusal (exit 2 naming the key) or any warning. A
+ * warning counts, because a misspelt REGISTRY_* variable is only warned about at start (it could
+ * be Kubernetes' own REGISTRY_PORT) and would silently configure nothing.
+ */
+function problemsOf(result: Result): string[] {
+  const warnings = result.stderr.split('\n').filter((line) => /^pullmirror: warning:/.test(line));
+  return result.code === 0 ? warnings : [`exit ${result.code}: ${result.stderr.trim()}`, ...warnings];
+}
+
+async function assertPasses(what: string, file: string, env: Env) {
+  const result = await configCheck(file, env);
+  assert.deepEqual(problemsOf(result), [], `${what}: config check ${file} with ${JSON.stringify(env)}`);
+  return result.effective;
+}
+
+/** Milliseconds as config check prints durations. */
+const seconds = (ms: number) => ms / 1000;
+const portOf = (addr: string) => Number(addr.slice(addr.lastIndexOf(':') + 1));
+
+// ---- The Dockerfile -------------------------------------------------------------------------
+
+interface Dockerfile {
+  env: Env;
+  copies: { from?: string; src: string; dest: string }[];
+  cmd: string[];
+  user?: string;
+  volumes: string[];
+  exposed: number[];
+}
+
+/** The final stage of deploy/Dockerfile, instruction by instruction (continuations joined). */
+function readDockerfile(): Dockerfile {
+  const text = readFileSync(path.join(ROOT, 'deploy/Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
+  const lines = text.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('#'));
+  const stages: string[][] = [];
+  for (const line of lines) {
+    if (/^FROM\s/i.test(line)) stages.push([]);
+    stages.at(-1)?.push(line);
+  }
+  const out: Dockerfile = { env: {}, copies: [], cmd: [], volumes: [], exposed: [] };
+  for (const line of stages.at(-1) ?? []) {
+    const [, instruction, rest] = /^(\w+)\s+(.*)$/.exec(line) ?? [];
+    switch (instruction?.toUpperCase()) {
+      case 'ENV':
+        for (const [, key, value] of rest.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S*)/g)) out.env[key] = value.replace(/^"|"$/g, '');
+        break;
+      case 'COPY': {
+        const words = rest.split(/\s+/);
+        const from = words[0].startsWith('--from=') ? words.shift()!.slice('--from='.length) : undefined;
+        out.copies.push({ from, src: words[0], dest: words.at(-1)! });
+        break;
+      }
+      case 'CMD':
+        out.cmd = JSON.parse(rest);
+        break;
+      case 'USER':
+        out.user = rest;
+        break;
+      case 'VOLUME':
+        out.volumes.push(...(rest.startsWith('[') ? JSON.parse(rest) : rest.split(/\s+/)));
+        break;
+      case 'EXPOSE':
+        out.exposed.push(...rest.split(/\s+/).map((port) => Number(port.split('/')[0])));
+        break;
+    }
+  }
+  return out;
+}
+
+/** The config file the image serves (its CMD's), and the repository file COPY puts there. */
+function imageConfig(image: Dockerfile): { containerPath: string; source: string } {
+  const containerPath = image.cmd.at(-1)!;
+  const copy = image.copies.find((c) => c.from === undefined && c.dest === containerPath);
+  assert.ok(copy, `the image's CMD serves ${containerPath}, which a COPY of the repository must provide`);
+  return { containerPath, source: path.join(ROOT, copy.src) };
+}
+
+// ---- Compose --------------------------------------------------------------------------------
+
+/** Compose's interpolation for variables the user has not set: `${X:-default}` → default, `${X}` → "". */
+function interpolateUnset(value: string): string {
+  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g, (whole, _name, fallback) => (whole === '$$' ? '$' : (fallback ?? '')));
+}
+
+function composeEnvironment(service: any): Env {
+  const environment = service.environment ?? {};
+  const entries: [string, string][] = Array.isArray(environment)
+    ? environment.map((item: string) => [item.split('=')[0], item.split('=').slice(1).join('=')])
+    : Object.entries(environment).map(([key, value]) => [key, String(value ?? '')]);
+  return Object.fromEntries(entries.map(([key, value]) => [key, interpolateUnset(value)]));
+}
+
+/** Services of a compose file built from deploy/Dockerfile: the mirror's instances. */
+function mirrorServices(file: string): [string, any][] {
+  const compose = parse(readFileSync(path.join(ROOT, file), 'utf8'), { merge: true });
+  return Object.entries<any>(compose.services).filter(([, service]) => service.build?.dockerfile === 'deploy/Dockerfile');
+}
+
+// ---- Kubernetes -----------------------------------------------------------------------------
+
+async function kustomize(variant: string): Promise<any[]> {
+  const result = await exec('kubectl', ['kustomize', path.join(ROOT, 'deploy/kubernetes', variant)]);
+  assert.equal(result.code, 0, `kubectl kustomize ${variant}: ${result.stderr}`);
+  return parseAllDocuments(result.stdout).map((doc) => doc.toJS());
+}
+
+const find = (objects: any[], kind: string, name: string) => objects.find((o) => o.kind === kind && o.metadata?.name === name);
+
+function secretValues(secret: any): Env {
+  const decoded = Object.fromEntries(Object.entries<string>(secret.data ?? {}).map(([key, value]) => [key, Buffer.from(value, 'base64').toString('utf8')]));
+  return { ...decoded, ...(secret.stringData ?? {}) };
+}
+
+interface Pod {
+  deployment: any;
+  container: any;
+  /** The container's environment as the pod gets it: the image's ENV, then the container's env. */
+  env: Env;
+  /** The config file a check can read, with mounted paths rewritten into `root`. */
+  configFile: string;
+  /** Where each configMap/secret volume's files were written: mount path → temp directory. */
+  mounts: Map<string, string>;
+}
+
+/**
+ * The mirror's pod of a rendered variant, reproduced on this machine: each ConfigMap and Secret
+ * volume is written into a temp directory as the kubelet would mount it (its items, or every
+ * key), and the config's paths into those mounts (the config file itself, proxy.passwordfile's
+ * /run/secrets/…, which do not exist here) are rewritten to point into that directory. Nothing
+ * else is changed: a key the Secret lacks is a file that is missing, and the check fails.
+ */
+function podOf(objects: any[], variant: string, edit: (config: any) => void = () => {}): Pod {
+  const deployment = find(objects, 'Deployment', 'pullmirror');
+  assert.ok(deployment, `${variant}: a Deployment named pullmirror`);
+  const spec = deployment.spec.template.spec;
+  const container = spec.containers.find((c: any) => c.name === 'pullmirror');
+  const root = path.join(work.path, `pod-${variant}-${fileCount++}`);
+  const mounts = new Map<string, string>();
+  for (const mount of container.volumeMounts ?? []) {
+    const volume = spec.volumes.find((v: any) => v.name === mount.name);
+    const source = volume.configMap ? find(objects, 'ConfigMap', volume.configMap.name)?.data : volume.secret ? secretValues(find(objects, 'Secret', volume.secret.secretName) ?? {}) : undefined;
+    if (!source) continue;
+    const items: { key: string; path: string }[] = (volume.configMap ?? volume.secret).items ?? Object.keys(source).map((key) => ({ key, path: key }));
+    const dir = path.join(root, mount.mountPath);
+    mkdirSync(dir, { recursive: true });
+    for (const item of items) {
+      if (source[item.key] !== undefined) writeFileSync(path.join(dir, item.path), source[item.key]);
+    }
+    mounts.set(mount.mountPath, dir);
+  }
+  const inMount = (p: string) => [...mounts].find(([mountPath]) => p.startsWith(`${mountPath}/`));
+  const configPath: string = container.args.at(-1);
+  const mounted = inMount(configPath);
+  assert.ok(mounted, `${variant}: the config ${configPath} comes from a ConfigMap volume`);
+  const config = parse(readFileSync(path.join(mounted[1], configPath.slice(mounted[0].length)), 'utf8'));
+  const rewrite = (value: any): any => {
+    if (typeof value === 'string') {
+      const hit = inMount(value);
+      return hit ? path.join(hit[1], value.slice(hit[0].length)) : value;
+    }
+    if (Array.isArray(value)) return value.map(rewrite);
+    if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, rewrite(v)]));
+    return value;
+  };
+  const rewritten = rewrite(config);
+  edit(rewritten);
+  const env: Env = { ...readDockerfile().env };
+  for (const variable of container.env ?? []) {
+    if (variable.value !== undefined) env[variable.name] = String(variable.value);
+    else if (variable.valueFrom?.secretKeyRef) {
+      const { name, key } = variable.valueFrom.secretKeyRef;
+      const value = secretValues(find(objects, 'Secret', name) ?? {})[key];
+      assert.ok(value !== undefined, `${variant}: ${variable.name} names key ${key} of Secret ${name}, which it must hold`);
+      env[variable.name] = value;
+    } else assert.fail(`${variant}: ${variable.name}: only value and secretKeyRef are reproduced here`);
+  }
+  return { deployment, container, env, configFile: writeTemp(`${variant}-config.yml`, stringify(rewritten)), mounts };
+}
+
+/** A named or numbered container port, as a number. */
+function containerPort(container: any, port: string | number): number {
+  if (typeof port === 'number') return port;
+  const named = container.ports.find((p: any) => p.name === port);
+  assert.ok(named, `port ${port} is one of the container's`);
+  return named.containerPort;
+}
+
+const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
+
+/** Kubernetes storage quantities in bytes (Gi, G, Mi, M, …). */
+function quantity(text: string): number {
+  const [, number, unit = ''] = /^(\d+(?:\.\d+)?)([KMGTP]i?)?$/.exec(text) ?? [];
+  const units: Record<string, number> = { '': 1, K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50 };
+  assert.ok(number !== undefined, `a quantity: ${text}`);
+  return Number(number) * units[unit];
+}
+
+// ---- PromQL ---------------------------------------------------------------------------------
+
+/** Words of PromQL that are not metric names: aggregations, set and grouping operators, constants. */
+const PROMQL_WORDS = new Set(
+  ['by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'offset', 'bool', 'and', 'or', 'unless', 'atan2', 'inf', 'nan']
+    .concat(['sum', 'min', 'max', 'avg', 'group', 'stddev', 'stdvar', 'count', 'count_values', 'bottomk', 'topk', 'quantile', 'limitk', 'limit_ratio']),
+);
+
+/**
+ * The metric names a PromQL expression reads: strings, label matchers, range and subquery
+ * brackets, grouping label lists, offsets and Grafana variables are removed; what remains is
+ * function calls (a name before `(`), operator words, numbers and the metric names.
+ */
+function metricNames(expr: string): string[] {
+  const stripped = expr
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, ' ')
+    .replace(/\{[^{}]*\}/g, ' ')
+    .replace(/\[[^\]]*\]/g, ' ')
+    .replace(/\$\{[^}]*\}|\$\w+/g, ' ')
+    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/gi, ' ')
+    .replace(/\boffset\s+-?[\w.]+/gi, ' ');
+  const names = new Set<string>();
+  for (const [, name, call] of stripped.matchAll(/(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?/g)) {
+    if (call || PROMQL_WORDS.has(name.toLowerCase())) continue;
+    names.add(name);
+  }
+  return [...names];
+}
+
+/** A Grafana templating query: `label_values(EXPR, label)` reads EXPR's metrics; other queries are PromQL. */
+function templateQueryNames(query: string): string[] {
+  const labelValues = /^\s*label_values\((.*),\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)\s*$/s.exec(query);
+  return metricNames(labelValues ? labelValues[1] : query);
+}
+
+/** Every PromQL expression of the dashboard: panel targets (in rows too) and templating queries. */
+function dashboardNames(dashboard: any): string[] {
+  const names: string[] = [];
+  const panels = (list: any[]): void => {
+    for (const panel of list ?? []) {
+      for (const target of panel.targets ?? []) if (target.expr) names.push(...metricNames(target.expr));
+      panels(panel.panels);
+    }
+  };
+  panels(dashboard.panels);
+  for (const variable of dashboard.templating?.list ?? []) {
+    if (variable.type !== 'query') continue;
+    names.push(...templateQueryNames(typeof variable.query === 'string' ? variable.query : variable.query.query));
+  }
+  return names;
+}
+
+/**
+ * The metric families of an exposition that have at least one sample (a family declared by
+ * `# TYPE` but without a sample is a series no query finds).
+ */
+function exportedFamilies(exposition: string): { withSamples: Set<string>; types: Map<string, string> } {
+  const types = new Map<string, string>();
+  for (const [, name, type] of exposition.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types.set(name, type);
+  const withSamples = new Set<string>();
+  for (const line of exposition.split('\n')) {
+    const name = /^([a-zA-Z_:][a-zA-Z0-9_:]*)[{\s]/.exec(line)?.[1];
+    if (!name) continue;
+    const base = name.replace(/_(bucket|sum|count)$/, '');
+    withSamples.add(types.has(name) ? name : base);
+  }
+  return { withSamples, types };
+}
+
+/** A histogram's `_bucket`, `_sum` and `_count` series are its family's. */
+function familyOf(name: string, types: Map<string, string>): string {
+  const base = name.replace(/_(bucket|sum|count)$/, '');
+  return base !== name && ['histogram', 'summary'].includes(types.get(base) ?? '') ? base : name;
+}
+
+/**
+ * Series Prometheus makes itself rather than scraping them: `up` (whether the scrape worked) is
+ * what the instance-down alert and panel read, and no exporter can export it.
+ */
+const PROMETHEUS_OWN = new Set(['up']);
+
+// ---- The tests ------------------------------------------------------------------------------
+
+describe('every shipped config passes config check as it is run', () => {
+  before(() => assert.ok(readFileSync(BUNDLE).length > 0, 'dist/pullmirror.mjs is built (npm run build)'));
+
+  it('deploy/config.yml as it is', async () => {
+    const effective = await assertPasses('deploy/config.yml', path.join(ROOT, 'deploy/config.yml'), {});
+    assert.equal(effective.http.addr, ':5000');
+  });
+
+  it('the Dockerfile: its ENV, its CMD serving the config it COPYs', async () => {
+    const image = readDockerfile();
+    const { containerPath, source } = imageConfig(image);
+    assert.equal(image.env.PULLMIRROR_CONFIG, containerPath, 'PULLMIRROR_CONFIG names the file CMD serves');
+    assert.equal(image.cmd[0], 'serve');
+    const effective = await assertPasses('Dockerfile', source, image.env);
+    assert.ok(image.volumes.includes(effective.storage.filesystem.rootdirectory), `VOLUME ${image.volumes} holds the store ${effective.storage.filesystem.rootdirectory}`);
+    assert.deepEqual(image.exposed, [portOf(effective.http.addr)], 'EXPOSE is the port http.addr listens on');
+    assert.equal(image.user, 'node', 'runs as the base image\'s unprivileged node user (uid 1000, which the Kubernetes manifests name)');
+  });
+
+  for (const file of ['compose.yaml', 'deploy/fleet/compose.yaml']) {
+    it(`${file}: each mirror service's environment over the image's config`, async () => {
+      const image = readDockerfile();
+      const services = mirrorServices(file);
+      assert.ok(services.length >= (file.includes('fleet') ? 2 : 1), `${file}: mirror services built from deploy/Dockerfile`);
+      for (const [name, service] of services) {
+        const env = { ...image.env, ...composeEnvironment(service) };
+        const effective = await assertPasses(`${file} ${name}`, imageConfig(image).source, env);
+        assert.equal(effective.storage.cache.blobdescriptor, 'redis', `${name}: Redis as the descriptor cache`);
+        const redisHost = String(effective.redis.addr).split(':')[0];
+        assert.ok(parse(readFileSync(path.join(ROOT, file), 'utf8'), { merge: true }).services[redisHost], `${name}: redis.addr names the compose service ${redisHost}`);
+        assert.ok(service.volumes.some((v: string) => v.split(':')[1] === effective.storage.filesystem.rootdirectory), `${name}: the store's volume is mounted at rootdirectory`);
+        assert.ok(quantitySeconds(service.stop_grace_period) > seconds(effective.http.draintimeout), `${name}: stop_grace_period outlasts http.draintimeout`);
+      }
+    });
+  }
+
+  it('deploy/pullmirror.service: its Environment= and the config its ExecStart serves', async () => {
+    const unit = readFileSync(path.join(ROOT, 'deploy/pullmirror.service'), 'utf8');
+    const values = (key: string) => [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1].trim());
+    const env: Env = {};
+    for (const line of values('Environment')) for (const [, key, value] of line.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S*)/g)) env[key] = value.replace(/^"|"$/g, '');
+    const exec = values('ExecStart')[0].split(/\s+/);
+    assert.equal(exec[0], '/opt/pullmirror/node_modules/.bin/node', 'the Node the install provides, not the distribution one');
+    assert.equal(exec.at(-2), '/opt/pullmirror/dist/pullmirror.mjs', 'the bundle');
+    const configPath = exec.at(-1)!;
+    // The unit serves /etc/pullmirror/config.yml, the file the image has at that path too:
+    // deploy/config.yml (the unit's EnvironmentFile is the user's own and optional, `-`).
+    assert.equal(configPath, imageConfig(readDockerfile()).containerPath);
+    const effective = await assertPasses('pullmirror.service', imageConfig(readDockerfile()).source, env);
+    // ProtectSystem=strict leaves only ReadWritePaths writable: the store must be one of them.
+    assert.ok(values('ReadWritePaths').join(' ').split(/\s+/).includes(effective.storage.filesystem.rootdirectory), 'the store is writable under ProtectSystem=strict');
+    assert.ok(Number(values('TimeoutStopSec')[0]) > seconds(effective.http.draintimeout), 'TimeoutStopSec outlasts http.draintimeout');
+  });
+
+  for (const variant of ['single', 'fleet']) {
+    it(`Kubernetes ${variant}: the ConfigMap's config.yml with the container's REGISTRY_* variables and mounted Secret`, async (t) => {
+      if (!requireBinary('kubectl', t)) return;
+      const objects = await kustomize(variant);
+      const pod = podOf(objects, variant);
+      assert.ok(Object.keys(pod.env).some((key) => key.startsWith('REGISTRY_')), `${variant}: REGISTRY_* variables are part of what is checked`);
+      const effective = await assertPasses(`kubernetes/${variant}`, pod.configFile, pod.env);
+      assert.equal(effective.storage.cache.blobdescriptor, variant === 'fleet' ? 'redis' : 'inmemory');
+    });
+  }
+});
+
+/** compose's durations (`90s`, `1m30s`) in seconds. */
+function quantitySeconds(text: string): number {
+  let total = 0;
+  for (const [, n, unit] of String(text).matchAll(/(\d+(?:\.\d+)?)(h|m|s|ms)/g)) total += Number(n) * { h: 3600, m: 60, s: 1, ms: 0.001 }[unit]!;
+  return total;
+}
+
+describe('the check is real: a renamed key or variable fails it', () => {
+  it('a misspelt key in a copy of deploy/config.yml stops config check naming it', async () => {
+    const text = readFileSync(path.join(ROOT, 'deploy/config.yml'), 'utf8');
+    assert.match(text, /^ {2}filesystem:$/m);
+    const result = await configCheck(writeTemp('typo.yml', text.replace(/^ {2}filesystem:$/m, '  filesytem:')), {});
+    assert.equal(result.code, 2);
+    assert.match(problemsOf(result).join('\n'), /storage\.filesytem/);
+  });
+
+  it('a misspelt REGISTRY_* variable of the fleet variant is named, and so fails the shipped-config check', async (t) => {
+    if (!requireBinary('kubectl', t)) return;
+    const pod = podOf(await kustomize('fleet'), 'fleet');
+    const { REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR: value, ...rest } = pod.env;
+    assert.equal(value, 'redis');
+    const result = await configCheck(pod.configFile, { ...rest, REGISTRY_STORAGE_CACHE_BLOBDESCRPTOR: value });
+    assert.match(problemsOf(result).join('\n'), /REGISTRY_STORAGE_CACHE_BLOBDESCRPTOR names no configuration key/);
+    assert.equal(result.effective?.storage.cache.blobdescriptor, 'inmemory', 'the misspelt variable configured nothing');
+  });
+
+  it('a passwordfile that names no key of the mounted Secret fails', async (t) => {
+    if (!requireBinary('kubectl', t)) return;
+    const objects = await kustomize('single');
+    const pod = podOf(objects, 'single', (config) => {
+      config.proxy.passwordfile = config.proxy.passwordfile.replace(/[^/]+$/, 'password');
+    });
+    const result = await configCheck(pod.configFile, pod.env);
+    assert.equal(result.code, 2);
+    assert.match(problemsOf(result).join('\n'), /proxy\.passwordfile: cannot read .*\/password: ENOENT/);
+  });
+});
+
+describe('the Kubernetes variants keep what a platform team checks', () => {
+  const variants = { single: { replicas: 1, accessModes: ['ReadWriteOnce'] }, fleet: { replicas: 3, accessModes: ['ReadWriteMany'] } };
+  for (const [variant, expected] of Object.entries(variants)) {
+    it(`${variant}: replicas, volume, probes, drain, Secret, scrape annotations, security, Service`, async (t) => {
+      if (!requireBinary('kubectl', t)) return;
+      const objects = await kustomize(variant);
+      const pod = podOf(objects, variant);
+      const effective = (await configCheck(pod.configFile, pod.env)).effective;
+      assert.ok(effective, 'the variant passes config check');
+      const { deployment, container } = pod;
+      const spec = deployment.spec.template.spec;
+      const labels = deployment.spec.template.metadata.labels;
+      const port = portOf(effective.http.addr);
+
+      assert.equal(deployment.spec.replicas, expected.replicas);
+      if (variant === 'single') assert.equal(deployment.spec.strategy?.type, 'Recreate', 'the old pod lets go of the ReadWriteOnce volume first');
+      assert.ok(!/^pullmirror(:|$)/.test(container.image), `the image placeholder is replaced by kustomize images: (${container.image})`);
+
+      // The store: the claim, mounted where rootdirectory says, large enough for maxsize.
+      const storeMount = container.volumeMounts.find((m: any) => m.mountPath === effective.storage.filesystem.rootdirectory);
+      assert.ok(storeMount, 'the store is a volume mount');
+      const claimName = spec.volumes.find((v: any) => v.name === storeMount.name).persistentVolumeClaim?.claimName;
+      const claim = find(objects, 'PersistentVolumeClaim', claimName);
+      assert.ok(claim, `the PersistentVolumeClaim ${claimName} is rendered`);
+      assert.deepEqual(claim.spec.accessModes, expected.accessModes);
+      assert.ok(
+        quantity(claim.spec.resources.requests.storage) >= effective.storage.eviction.maxsize + effective.storage.filesystem.minfreespace,
+        'the claim holds maxsize plus minfreespace',
+      );
+      assert.ok(effective.storage.eviction.maxsize > 0, 'a size cap, so the store cannot fill the claim');
+
+      // Probes on the port the mirror listens on.
+      assert.equal(container.ports[0].containerPort, port, 'containerPort is http.addr\'s port');
+      assert.equal(container.livenessProbe.httpGet.path, '/health');
+      assert.equal(container.readinessProbe.httpGet.path, '/health/ready');
+      for (const probe of [container.livenessProbe, container.readinessProbe]) assert.equal(containerPort(container, probe.httpGet.port), port);
+
+      // Drain: the endpoint goes (preStop) before SIGTERM, and SIGKILL waits for the drain.
+      const preStop = container.lifecycle.preStop.exec.command;
+      assert.equal(preStop[0], 'sleep');
+      const preStopSeconds = Number(preStop[1]);
+      assert.ok(preStopSeconds > 0);
+      assert.ok(
+        spec.terminationGracePeriodSeconds > preStopSeconds + seconds(effective.http.draintimeout),
+        `grace ${spec.terminationGracePeriodSeconds}s > preStop ${preStopSeconds}s + draintimeout ${seconds(effective.http.draintimeout)}s`,
+      );
+
+      // The upstream password: a Secret key mounted as the file passwordfile names.
+      const passwordfile: string = parse(readFileSync(pod.configFile, 'utf8')).proxy.passwordfile;
+      const original = [...pod.mounts].find(([, dir]) => passwordfile.startsWith(`${dir}/`))!;
+      assert.ok(original, 'proxy.passwordfile lies in a mounted volume');
+      const mount = container.volumeMounts.find((m: any) => m.mountPath === original[0]);
+      const secretVolume = spec.volumes.find((v: any) => v.name === mount.name).secret;
+      assert.ok(secretVolume, 'the passwordfile volume is a Secret');
+      const secret = find(objects, 'Secret', secretVolume.secretName);
+      const item = (secretVolume.items ?? []).find((i: any) => i.path === path.basename(passwordfile)) ?? { key: path.basename(passwordfile) };
+      assert.equal(item.key, path.basename(passwordfile), 'the Secret key is the passwordfile\'s name');
+      assert.ok(Object.hasOwn(secretValues(secret), item.key), `Secret ${secret.metadata.name} has the key ${item.key}`);
+      assert.ok(!(container.env ?? []).some((e: any) => /PASSWORD/.test(e.name)), 'no password in the environment');
+
+      // Prometheus scrapes the port and path the metrics are served on.
+      const annotations = deployment.spec.template.metadata.annotations;
+      assert.equal(annotations['prometheus.io/scrape'], 'true');
+      assert.equal(Number(annotations['prometheus.io/port']), effective.http.debug.addr ? portOf(effective.http.debug.addr) : containerPort(container, container.ports[0].containerPort));
+      assert.equal(annotations['prometheus.io/path'], effective.http.debug.prometheus.path);
+
+      // Non-root, read-only root, and every path the mirror writes on a writable volume.
+      assert.equal(spec.securityContext.runAsNonRoot, true);
+      assert.equal(spec.securityContext.runAsUser, 1000, "the image's node user");
+      assert.equal(container.securityContext.readOnlyRootFilesystem, true);
+      assert.equal(container.securityContext.allowPrivilegeEscalation, false);
+      const writable = container.volumeMounts.filter((m: any) => !m.readOnly).map((m: any) => m.mountPath);
+      for (const written of [effective.storage.filesystem.rootdirectory, ...effective.health.file.map((f: any) => path.dirname(f.file))]) {
+        assert.ok(writable.some((dir: string) => written === dir || written.startsWith(`${dir}/`)), `${written} is on a writable volume`);
+      }
+      assert.equal(spec.enableServiceLinks, false, 'no Service variables (REGISTRY_PORT, REDIS_PORT, …) in the environment');
+
+      // Memory: a request and a limit with headroom above it.
+      const { requests, limits } = container.resources;
+      assert.ok(quantity(limits.memory) >= 2 * quantity(requests.memory), 'the limit leaves headroom above the request');
+      assert.ok(quantity(requests.memory) >= 150 * 2 ** 20, 'the request covers the ~150 MB peak under 16 clients');
+
+      // The Service reaches these pods on that port.
+      const service = find(objects, 'Service', 'pullmirror');
+      assert.ok(matches(service.spec.selector, labels), 'the Service selects the mirror pods');
+      assert.equal(containerPort(container, service.spec.ports[0].targetPort), port);
+
+      // Disruptions: a fleet loses at most one replica at a time; nothing blocks a drain forever.
+      const budgets = objects.filter((o) => o.kind === 'PodDisruptionBudget' && matches(o.spec.selector.matchLabels, labels));
+      if (variant === 'fleet') {
+        assert.equal(budgets.length, 1, 'a PodDisruptionBudget for the fleet');
+        const budget = budgets[0].spec;
+        assert.ok(budget.maxUnavailable === 1 || budget.minAvailable === expected.replicas - 1, JSON.stringify(budget));
+      }
+      for (const budget of budgets) assert.ok(budget.spec.maxUnavailable > 0 || budget.spec.minAvailable < expected.replicas, 'a drain can always evict a pod');
+
+      // The fleet's Redis: the address it is told is a rendered Service selecting a Redis pod.
+      if (variant === 'fleet') {
+        const [host, redisPort] = String(effective.redis.addr).split(':');
+        const redisService = find(objects, 'Service', host);
+        assert.ok(redisService, `redis.addr ${effective.redis.addr} names a Service`);
+        const redis = objects.find((o) => o.kind === 'Deployment' && matches(redisService.spec.selector, o.spec.template.metadata.labels));
+        assert.ok(redis, 'a Redis Deployment behind that Service');
+        assert.equal(redisService.spec.ports[0].port, Number(redisPort));
+        assert.equal(containerPort(redis.spec.template.spec.containers[0], redisService.spec.ports[0].targetPort), 6379);
+        assert.ok(!matches(service.spec.selector, redis.spec.template.metadata.labels), "the mirror's Service does not send clients to Redis");
+      } else {
+        assert.equal(effective.storage.cache.blobdescriptor, 'inmemory');
+      }
+    });
+  }
+});
+
+describe('Prometheus rules: promtool checks them and their unit tests pass', () => {
+  const alerts = () => parse(readFileSync(path.join(ROOT, 'deploy/prometheus/alerts.yml'), 'utf8'));
+
+  it('promtool check rules deploy/prometheus/alerts.yml', async (t) => {
+    if (!requireBinary('promtool', t)) return;
+    const result = await exec('promtool', ['check', 'rules', path.join(ROOT, 'deploy/prometheus/alerts.yml')]);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    const count = alerts().groups.flatMap((g: any) => g.rules).length;
+    assert.match(result.stdout, new RegExp(`SUCCESS: ${count} rules found`));
+  });
+
+  it('promtool test rules: every alert shown firing and not firing', async (t) => {
+    if (!requireBinary('promtool', t)) return;
+    const tests = parse(readFileSync(path.join(ROOT, 'deploy/prometheus/alerts.test.yml'), 'utf8')).tests.flatMap((test: any) => test.alert_rule_test ?? []);
+    for (const rule of alerts().groups.flatMap((g: any) => g.rules)) {
+      const cases = tests.filter((c: any) => c.alertname === rule.alert);
+      assert.ok(cases.some((c: any) => c.exp_alerts?.length > 0), `${rule.alert}: a case where it fires`);
+      assert.ok(cases.some((c: any) => (c.exp_alerts ?? []).length === 0), `${rule.alert}: a case where it does not`);
+    }
+    const result = await exec('promtool', ['test', 'rules', path.join(ROOT, 'deploy/prometheus/alerts.test.yml')]);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, /SUCCESS/);
+  });
+
+  it('the PromQL name reader finds metric names, not functions, labels or keywords', () => {
+    assert.deepEqual(metricNames('histogram_quantile(0.99, sum by (le, registry) (rate(a_seconds_bucket{registry=~"x|y", le!="+Inf"}[5m] offset 1h)))'), ['a_seconds_bucket']);
+    assert.deepEqual(metricNames('b / on (instance) group_left (window) c_total > 0.1 and d{job="$job"} unless absent(e[$__rate_interval])'), ['b', 'c_total', 'd', 'e']);
+    assert.deepEqual(templateQueryNames('label_values(f_total{x="1"}, instance)'), ['f_total']);
+  });
+});
+
+describe('the dashboard and the alerts read metrics a running mirror exports', { skip: missingBinaries }, () => {
+  let world: World;
+  before(async () => {
+    world = await startWorld();
+  });
+  after(async () => {
+    await world?.close();
+  });
+
+  it('after a miss, a hit and an eviction pass, /metrics has a sample of every metric they name', async () => {
+    const image = await pushImage(world.registry.url, PUSHER, { name: 'team/dash', tag: '1', layers: [randomLayer('deploy-dash-0', 64 * 1024), randomLayer('deploy-dash-1', 8 * 1024)], format: 'docker' });
+    // Docker Hub's allowance headers, as Docker Hub sends them on every answer.
+    world.proxy.setFault({ kind: 'headers', headers: { 'ratelimit-limit': '100;w=21600', 'ratelimit-remaining': '76;w=21600' }, match: () => true });
+    // One eviction pass ~12 s from now (node-cron, local time, a second each field): after the
+    // pulls, so they meet a miss and a hit; with a 1 s TTL and no grace it evicts what they stored.
+    const at = new Date(Date.now() + 12_000);
+    const mirror = await world.startMirror({
+      bundle: true,
+      config: {
+        proxy: { ttl: '1s' },
+        storage: { delete: { enabled: true }, eviction: { schedule: `${at.getSeconds()} ${at.getMinutes()} ${at.getHours()} * * *`, grace: '0s', maxsize: '1GB' } },
+      },
+    });
+    const pull = (n: number) => skopeoCopy(`docker://127.0.0.1:${mirror.port}/team/dash:1`, `dir:${path.join(work.path, `pull-${n}`)}`);
+    await pull(1);
+    await pull(2);
+    const metrics = async () => (await fetch(`${mirror.url}/metrics`)).text();
+    const first = exportedFamilies(await metrics());
+    assert.ok(first.withSamples.has('pullmirror_cache_requests_total'), 'requests were counted');
+    assert.ok(Date.now() < at.getTime() - 1000, 'the pulls were over before the eviction pass (slow machine: raise the delay)');
+    let exposition = '';
+    const evicted = await eventually(async () => {
+      exposition = await metrics();
+      return /^pullmirror_evictions_total\{kind="blob"\} [1-9]/m.test(exposition);
+    }, 30_000, 500);
+    assert.ok(evicted, `the eviction pass removed blobs:\n${mirror.logLines().filter((l) => /evict|pass/i.test(l.message)).map((l) => JSON.stringify(l)).join('\n')}`);
+    const blobHits = Number(/^pullmirror_cache_requests_total\{kind="blob",result="hit",registry="[^"]*"\} (\S+)$/m.exec(exposition)?.[1]);
+    assert.ok(blobHits >= image.layerDigests.length + 1, `the second pull took its config and layers from the cache (${blobHits} blob hits)`);
+
+    const { withSamples, types } = exportedFamilies(exposition);
+    const dashboard = JSON.parse(readFileSync(path.join(ROOT, 'deploy/grafana/pullmirror.json'), 'utf8'));
+    const rules = parse(readFileSync(path.join(ROOT, 'deploy/prometheus/alerts.yml'), 'utf8')).groups.flatMap((g: any) => g.rules);
+    const used = new Map<string, string>();
+    for (const name of dashboardNames(dashboard)) used.set(name, 'deploy/grafana/pullmirror.json');
+    for (const rule of rules) for (const name of metricNames(rule.expr)) used.set(name, `alert ${rule.alert}`);
+    assert.ok(used.size >= 15, `the expressions name metrics: ${[...used.keys()]}`);
+    const missing = [...used].filter(([name]) => !PROMETHEUS_OWN.has(name) && !withSamples.has(familyOf(name, types)));
+    assert.deepEqual(missing, [], 'metrics named by the dashboard or the alerts that /metrics lacks');
+
+    // The memory request of the Kubernetes pods is above what this mirror, the bundle as the image runs it, holds.
+    const rss = Number(/^process_resident_memory_bytes (\S+)$/m.exec(exposition)?.[1]);
+    const request = parse(readFileSync(path.join(ROOT, 'deploy/kubernetes/base/deployment.yaml'), 'utf8')).spec.template.spec.containers[0].resources.requests.memory;
+    assert.ok(rss > 0 && rss < quantity(request), `RSS ${(rss / 2 ** 20).toFixed(1)} MiB is below the pods' memory request ${request}`);
+    console.log(`# mirror RSS after two pulls and an eviction pass: ${(rss / 2 ** 20).toFixed(1)} MiB`);
+  });
+
+  it('the metrics the alerts added move as their events happen: an upstream that resets, a fill that fails, the cap', async () => {
+    const image = await pushImage(world.registry.url, PUSHER, { name: 'team/flaky', tag: '1', layers: [randomLayer('deploy-flaky-0', 32 * 1024)], format: 'docker' });
+    const mirror = await world.startMirror({ bundle: true, config: { storage: { eviction: { maxsize: '10GiB', highwatermark: 85 } }, proxy: { resume: { retries: 1, backoff: '10ms' } } } });
+    const manifest = await fetch(`${mirror.url}/v2/team/flaky/manifests/1`, { headers: { accept: image.mediaType } });
+    assert.equal(manifest.status, 200);
+    await manifest.arrayBuffer();
+    const blob = `${mirror.url}/v2/team/flaky/blobs/${image.layerDigests[0]}`;
+    const metric = async (pattern: RegExp) => Number(pattern.exec(await (await fetch(`${mirror.url}/metrics`)).text())?.[1]);
+    const failed = /^pullmirror_blob_fills_total\{result="failed"\} (\S+)$/m;
+    const committed = /^pullmirror_blob_fills_total\{result="committed"\} (\S+)$/m;
+    const reachable = /^pullmirror_upstream_reachable\{registry="[^"]+"\} (\S+)$/m;
+    assert.equal(await metric(failed), 0, 'the failed series exists before any failure');
+    assert.equal(await metric(reachable), 1, 'the manifest came from upstream');
+
+    const outcome = () =>
+      fetch(blob).then(
+        async (response) => (response.status === 200 ? response.arrayBuffer().then(() => 'complete', () => 'cut') : `status ${response.status}`),
+        () => 'cut',
+      );
+    try {
+      // The upstream closes the connection without an answer: unreachable. No download started,
+      // so no fill failed either (a fill is a download that got its first bytes).
+      world.proxy.setFault({ kind: 'reset', match: (method, p) => method === 'GET' && p.includes('/blobs/') });
+      assert.notEqual(await outcome(), 'complete');
+      assert.equal(await metric(reachable), 0, 'the reset upstream counts as unreachable');
+      assert.equal(await metric(failed), 0);
+      // The upstream sends the blob with a byte changed: the digest does not verify, the fill fails.
+      world.proxy.setFault({ kind: 'corrupt', atByte: 100, match: (method, p) => method === 'GET' && p.includes('/blobs/') });
+      assert.notEqual(await outcome(), 'complete', 'a blob that did not verify is not served as complete');
+      assert.ok(await eventually(async () => (await metric(failed)) >= 1), 'pullmirror_blob_fills_total{result="failed"} counts the failed fill');
+      assert.equal(await metric(reachable), 1, 'an upstream that answers and then cuts is reachable');
+    } finally {
+      world.proxy.setFault(undefined);
+    }
+    const good = await fetch(blob);
+    assert.equal(good.status, 200);
+    await good.arrayBuffer();
+    assert.ok(await eventually(async () => (await metric(committed)) >= 1), 'the next fill is committed');
+    assert.equal(await metric(reachable), 1, 'reachable again');
+
+    assert.equal(await metric(/^pullmirror_store_max_bytes (\S+)$/m), 10 * 2 ** 30);
+    assert.equal(await metric(/^pullmirror_store_high_watermark_bytes (\S+)$/m), Math.floor(10 * 2 ** 30 * 0.85));
+  });
+});
