@@ -19,11 +19,12 @@ import { pushImage, pushIndex, randomLayer, type PushedImage, type PushedIndex }
 import type { RunningMirror } from '../support/mirror.ts';
 import { cleanEnv, findBinary, requireBinary, tempDir } from '../support/processes.ts';
 import { skopeoCopy } from '../support/skopeo.ts';
-import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
 const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
 const BUNDLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/pullmirror.mjs');
 const TTL_S = 3;
+const OTHER = 'registry.k8s.io';
 
 /** Where screenshots go: $PULLMIRROR_SCREENSHOTS, else a temp dir (named in the test's output). */
 const SCREENS = process.env.PULLMIRROR_SCREENSHOTS || path.join(tmpdir(), `pullmirror-screens-${process.pid}`);
@@ -98,7 +99,8 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     mirror = await world.startMirror({
       bundle: true,
       config: {
-        proxy: { ttl: `${TTL_S}s`, tagfreshness: '0' },
+        // A second registry (the same upstream under another namespace): its repositories live under registries/.
+        proxy: { ttl: `${TTL_S}s`, tagfreshness: '0', remotes: [{ namespace: OTHER, remoteurl: world.proxy.url, ...MIRROR_ACCOUNT, ttl: `${TTL_S}s`, tagfreshness: '0' }] },
         // No grace period, so what the TTL names is due at once; deletes stay off (nothing scheduled).
         // A cap far above what the test stores: the page draws it, no pass evicts by size.
         storage: { eviction: { grace: '0s', maxsize: '1MiB', keep: [`${namespace}/library/pinned:*`] } },
@@ -119,6 +121,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     await pull('team/web:1.0');
     await pull('library/pinned:1');
     await pull('library/old:1');
+    await pull(`${OTHER}/team/web:1.0`);
     const pulledAt = Date.now();
 
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
@@ -137,7 +140,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
 
     // Registries, with the store against its (absent) cap and the disk's free space.
     const registries = await cells(page, '#browse-registries tbody tr');
-    assert.deepEqual(registries.map((row) => [row[0].replace(' (default)', ''), row[2]]), [[namespace, '4']]);
+    assert.deepEqual(registries.map((row) => [row[0], row[2]]), [[`${namespace} (default)`, '4'], [OTHER, '1']]);
     assert.equal(Number(await page.locator('#browse-capacity dd').nth(1).getAttribute('data-value')), 1024 * 1024);
     assert.equal(await page.locator('#browse-store .bar .mark').count(), 2, 'the cap bar marks both watermarks');
     const disk = await page.locator('#browse-capacity dd').nth(2).getAttribute('data-value');
@@ -249,6 +252,14 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     const second = await get(`repositories?limit=3&cursor=${encodeURIComponent(first.body.next)}`);
     assert.equal(second.body.next, null);
     assert.deepEqual([...first.body.items, ...second.body.items].map((r: { name: string }) => r.name), ['library/old', 'library/pinned', 'team/multi', 'team/web']);
+    // The other registry's repositories, tags and manifests, apart from the default's.
+    const other = await get(`repositories?registry=${OTHER}`);
+    assert.deepEqual(other.body.items.map((r: { name: string; tags: number }) => [r.name, r.tags]), [['team/web', 1]]);
+    const otherTags = await get(`tags?registry=${OTHER}&repository=team/web`);
+    assert.deepEqual(otherTags.body.items.map((row: { tag: string; digest: string }) => [row.tag, row.digest]), [['1.0', images.web.manifestDigest]]);
+    const otherManifest = await get(`manifest?registry=${OTHER}&repository=team/web&digest=${images.web.manifestDigest}`);
+    assert.deepEqual([otherManifest.status, otherManifest.body.summary.size, otherManifest.body.tags], [200, weight(images.web), ['1.0']]);
+    assert.equal((await get(`tags?registry=${OTHER}&repository=team/multi`)).status, 404, 'a repository of the default registry is not the other one\'s');
     const tags = await get('tags?repository=team/multi&limit=1');
     assert.deepEqual([tags.status, tags.body.total, tags.body.items[0].tag, tags.body.next], [200, 1, 'latest', null]);
 
