@@ -23,6 +23,8 @@ export interface PinnedItem {
 
 export interface EvictionPreview {
   computedAt: number;
+  /** Why no pass will carry this out, when none will (read-only maintenance). */
+  note?: string;
   durationMs: number;
   counts: { tags: number; manifests: number; blobs: number };
   tags: { repository: string; tag: string; reason: string }[];
@@ -75,6 +77,7 @@ export class EvictionPreviewer {
     const truncated = result.tags.length > MAX_ITEMS || result.links.length > MAX_ITEMS || result.blobs.length > MAX_ITEMS;
     this.last = {
       computedAt: Date.now(),
+      ...(this.config.storage.maintenance.readonly.enabled ? { note: 'storage.maintenance.readonly is enabled: no pass removes anything while it is' } : {}),
       durationMs: result.durationMs,
       counts: { tags: result.tags.length, manifests: result.links.length, blobs: result.blobs.length },
       tags: result.tags.slice(0, MAX_ITEMS).map((tag) => ({ repository: tag.repository, tag: tag.tag, reason: tag.reason })),

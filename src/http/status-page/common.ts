@@ -106,7 +106,9 @@ function failed(view, error) {
 function parseHash() {
   const hash = location.hash.replace(/^#\/?/, '');
   const at = hash.indexOf('?');
-  const path = (at < 0 ? hash : hash.slice(0, at)).split('/').filter(Boolean).map(decodeURIComponent);
+  // A hand-edited hash with a stray % must not stop the page: the part is taken as written.
+  const decode = (part) => { try { return decodeURIComponent(part); } catch { return part; } };
+  const path = (at < 0 ? hash : hash.slice(0, at)).split('/').filter(Boolean).map(decode);
   return { view: path[0] || 'overview', path: path.slice(1), params: new URLSearchParams(at < 0 ? '' : hash.slice(at + 1)), hash: location.hash };
 }
 

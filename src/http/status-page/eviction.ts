@@ -56,6 +56,7 @@ async function runPreview() {
     const parts = [el('p', { id: 'preview-summary', 'data-tags': p.counts.tags, 'data-manifests': p.counts.manifests, 'data-blobs': p.counts.blobs, 'data-bytes': p.bytesToFree },
       el('strong', {}, p.counts.tags + ' tags, ' + p.counts.manifests + ' manifests, ' + p.counts.blobs + ' blobs, ' + formatBytes(p.bytesToFree) + ' to free'),
       '; store ' + formatBytes(p.sizeBefore) + ' → ' + formatBytes(p.sizeAfter) + (p.capUnreached ? '; size cap not reached (recent or pinned content stays)' : '') + (p.truncated ? ' (lists cut at 500 items each)' : ''))];
+    if (p.note) parts.push(el('p', { class: 'due', id: 'preview-note' }, p.note));
     if (p.graceHeld && p.graceHeld.until) parts.push(el('p', { class: 'sub' }, 'the grace period holds back ' + p.graceHeld.tags + ' tags, ' + p.graceHeld.links + ' manifests, ' + p.graceHeld.blobs + ' blobs (' + formatBytes(p.graceHeld.bytes) + ') until ' + when(p.graceHeld.until)));
     const item = (kind, key, cells) => el('tr', { 'data-kind': kind, 'data-item': key }, ...cells);
     const rows = [].concat(
