@@ -42,4 +42,5 @@ export const STYLES = String.raw`  :root { --fg: #1d2330; --muted: #6b7280; --li
   details summary { cursor: pointer; color: var(--muted); }
   section[hidden] { display: none; }
   td.num, td.nowrap { white-space: nowrap; }
+  th.num { text-align: right; }
 `;
