@@ -10,13 +10,19 @@ import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
 import { ConfigError } from './config/load.ts';
 import type { Config } from './config/schema.ts';
+import { EvictionPreviewer } from './browse/eviction-preview.ts';
+import { storeCapacity } from './browse/store-capacity.ts';
+import { StoreBrowser } from './browse/store-browser.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
+import { KeepRules } from './eviction/keep.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
+import { FleetHeartbeat } from './fleet/heartbeat.ts';
 import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
 import { watchUpstreamCredentials } from './health/credentials.ts';
+import type { BrowseContext, EvictionStatus } from './http/browse-router.ts';
 import type { RegistryContext } from './http/context.ts';
 import { authentication, unauthorized, type TokenAuthOptions } from './http/middleware/auth.ts';
 import { errorHandler } from './http/middleware/error-handler.ts';
@@ -51,6 +57,8 @@ export interface Mirror {
   /** distribution's debug server (metrics, /debug/health), when http.debug.addr is set. */
   debugApp?: Express;
   upstream: UpstreamRegistry;
+  /** Tells the mirror the address it listens on: the fleet heartbeat starts with it. */
+  announce(address: string): void;
   /** Resolves once every blob download in flight has finished (graceful stop). */
   drain(): Promise<void>;
   close(): Promise<void>;
@@ -65,6 +73,9 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage, remotes, stores.downloads);
+  const heartbeat = new FleetHeartbeat({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), version: ops.version, fillsInFlight: ops.fillsInFlight });
+  ops.browse = buildBrowse(config, logger, storage.paths, remotes, eviction.scheduler, heartbeat);
+  ops.capacity = (bytes) => storeCapacity(config, bytes);
   for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,
@@ -79,8 +90,11 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     app,
     debugApp,
     upstream,
+    announce: (address) => heartbeat.start(address),
     drain: () => stores.downloads.drain(),
     async close() {
+      // First, so that the fleet panels show this instance gone while it drains the rest.
+      await heartbeat.stop();
       await eviction.scheduler?.stop();
       storage.figures.stop();
       await remotes.close();
@@ -331,6 +345,32 @@ function loadTokenAuth(config: Config, logger: Logger): TokenAuthOptions | undef
   return { verifier, realm: settings.realm, service: settings.service };
 }
 
+
+/** The status page's store browser, eviction view and fleet panel (see http/browse-router.ts). */
+function buildBrowse(config: Config, logger: Logger, paths: StorePaths, remotes: Remotes, scheduler: EvictionScheduler | undefined, fleet: FleetHeartbeat): BrowseContext {
+  const settings = sweepSettings(config);
+  const browser = new StoreBrowser({
+    paths,
+    remotes,
+    rules: { ttlFor: (key) => settings.ttlFor?.(key) ?? settings.ttlMs, graceMs: settings.graceMs, keep: settings.keep ?? new KeepRules([], config.proxy.namespace) },
+  });
+  const previewer = new EvictionPreviewer({ config, paths, logger: logger.child({ component: 'eviction-preview' }), index: browser.index });
+  const schedule = config.storage.eviction.schedule;
+  const eviction = (): EvictionStatus =>
+    scheduler
+      ? { scheduled: true, schedule, nextRun: scheduler.nextRun()?.getTime() ?? null, running: scheduler.busy, passes: scheduler.history() }
+      : {
+          scheduled: false,
+          schedule,
+          reason: config.storage.maintenance.readonly.enabled
+            ? 'no scheduled eviction (storage.maintenance.readonly is enabled)'
+            : 'no scheduled eviction (storage.delete.enabled is false)',
+          nextRun: null,
+          running: false,
+          passes: [],
+        };
+  return { browser, previewer, remotes, eviction, fleet };
+}
 
 /** Metrics, readiness checks and status figures of one mirror (see http/ops-router.ts). */
 function buildOps(config: Config, storage: Storage, remotes: Remotes, downloads: BlobDownloads): OpsContext {

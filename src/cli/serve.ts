@@ -72,6 +72,7 @@ export async function serve(args: string[]): Promise<void> {
     upstream: mirror.upstream.url.origin,
     root: config.storage.filesystem.rootdirectory,
   });
+  mirror.announce(`${address.address}:${address.port}`);
   if (config.proxy.warm) extras.push(scheduleWarm(config.proxy.warm, selfUrl(address), logger));
   installShutdown(server, listening, mirror, logger, config.http.draintimeout, extras);
 }

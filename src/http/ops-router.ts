@@ -5,6 +5,8 @@ import type { TrafficRecorder } from '../metrics/traffic.ts';
 import type { LiveStoreFigures } from '../storage/store-stats.ts';
 import type { Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
+import type { StoreCapacity } from '../browse/store-capacity.ts';
+import { browseRouter, type BrowseContext } from './browse-router.ts';
 import { STATUS_PAGE } from './status-page.ts';
 
 /** What the operator endpoints read; built once by the composition root. */
@@ -18,6 +20,10 @@ export interface OpsContext {
   remotes: Remotes;
   fillsInFlight(): number;
   version: string;
+  /** The store browser, eviction and fleet views (src/browse, src/fleet/heartbeat.ts). */
+  browse?: BrowseContext;
+  /** The store's size against storage.eviction.maxsize and the disk's free space. */
+  capacity?(bytes: number): Promise<StoreCapacity>;
 }
 
 
@@ -54,6 +60,7 @@ export function opsRouter(
       next(error);
     }
   });
+  if (ops.browse) router.use(browseRouter(ops.browse, protect));
   router.get('/', label('status'), protect, (_req: Request, res: Response) => {
     res.setHeader('Content-Type', 'text/html; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache');
@@ -130,8 +137,16 @@ export async function statusDocument(ops: OpsContext) {
       };
     }),
     store,
+    ...(ops.capacity ? { capacity: await ops.capacity(store.bytes) } : {}),
+    // The eviction schedule at a glance (the eviction view asks /api/eviction for the passes).
+    ...(ops.browse ? { eviction: evictionSummary(ops.browse) } : {}),
     fillsInFlight: ops.fillsInFlight(),
     ...traffic,
     totals: { ...traffic.totals, bytesSaved: traffic.totals.bytesFromCache },
   };
+}
+
+function evictionSummary(browse: BrowseContext) {
+  const { scheduled, reason, nextRun, running, passes } = browse.eviction();
+  return { scheduled, ...(reason ? { reason } : {}), nextRun, running, lastPass: passes[0] ?? null };
 }

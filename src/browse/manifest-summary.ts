@@ -1,0 +1,150 @@
+import { readFile, stat } from 'node:fs/promises';
+import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
+import { parseDigest } from '../registry/digest.ts';
+import { sniffManifestMediaType } from '../registry/media-types.ts';
+import type { StorePaths } from '../storage/paths.ts';
+
+/** Where an image runs, as an index lists it or an image config says. */
+export interface Platform {
+  os?: string;
+  architecture?: string;
+  variant?: string;
+}
+
+export interface BlobEntry {
+  digest: string;
+  /** As the manifest declares it. */
+  size: number;
+  mediaType?: string;
+  /** Whether the store holds it now (only asked in the detail view). */
+  stored?: boolean;
+}
+
+/** One image manifest: its config and layers, and what they weigh. */
+export interface ImageSummary {
+  digest: string;
+  mediaType: string;
+  manifestSize: number;
+  platform?: Platform;
+  config?: BlobEntry;
+  layers: BlobEntry[];
+  /** manifest + config + layers. */
+  size: number;
+  /** False when the store does not hold this manifest (a platform never pulled through the mirror). */
+  stored: boolean;
+}
+
+/** A manifest as the browser shows it: an image, or an index with one image per platform. */
+export interface ManifestSummary extends ImageSummary {
+  kind: 'index' | 'image' | 'unknown';
+  /** An index's children, with the platforms it names. */
+  platforms?: (ImageSummary & { platform: Platform })[];
+}
+
+/**
+ * Reads a stored manifest (and an index's stored children) and sums what it weighs: the
+ * manifest, its config and its layers as declared, per platform for an index. `detail` also
+ * reads image configs for the platform of a lone image and checks which blobs are stored.
+ * Undefined when the store does not hold the manifest's bytes.
+ */
+export async function summarizeManifest(paths: StorePaths, digest: string, options: { detail?: boolean } = {}): Promise<ManifestSummary | undefined> {
+  const bytes = await readSmallBlob(paths, digest, MAX_MANIFEST_BYTES);
+  if (!bytes) return undefined;
+  const parsed = parseJson(bytes);
+  const mediaType = typeof parsed?.mediaType === 'string' ? parsed.mediaType : sniffManifestMediaType(bytes);
+  if (Array.isArray(parsed?.manifests)) {
+    const platforms: (ImageSummary & { platform: Platform })[] = [];
+    for (const child of parsed.manifests.slice(0, 64)) {
+      if (typeof child?.digest !== 'string' || !safeDigest(child.digest)) continue;
+      const platform = platformOf(child.platform);
+      const image = await summarizeImage(paths, child.digest, { ...options, declaredSize: Number(child.size) || 0, declaredType: child.mediaType });
+      platforms.push({ ...image, platform: image.platform ?? platform });
+    }
+    const size = bytes.length + platforms.reduce((sum, p) => sum + p.size, 0);
+    return { kind: 'index', digest, mediaType, manifestSize: bytes.length, layers: [], size, stored: true, platforms };
+  }
+  const image = imageOf(digest, mediaType, bytes, parsed);
+  if (options.detail) await fillDetail(paths, image);
+  return { ...image, kind: parsed?.config || Array.isArray(parsed?.layers) || Array.isArray(parsed?.fsLayers) ? 'image' : 'unknown' };
+}
+
+async function summarizeImage(
+  paths: StorePaths,
+  digest: string,
+  options: { detail?: boolean; declaredSize: number; declaredType?: unknown },
+): Promise<ImageSummary> {
+  const bytes = await readSmallBlob(paths, digest, MAX_MANIFEST_BYTES);
+  if (!bytes) {
+    const mediaType = typeof options.declaredType === 'string' ? options.declaredType : 'application/octet-stream';
+    return { digest, mediaType, manifestSize: options.declaredSize, layers: [], size: options.declaredSize, stored: false };
+  }
+  const parsed = parseJson(bytes);
+  const image = imageOf(digest, typeof parsed?.mediaType === 'string' ? parsed.mediaType : sniffManifestMediaType(bytes), bytes, parsed);
+  if (options.detail) await fillDetail(paths, image);
+  return image;
+}
+
+function imageOf(digest: string, mediaType: string, bytes: Buffer, parsed: any): ImageSummary {
+  const entry = (value: any): BlobEntry | undefined =>
+    typeof value?.digest === 'string' && safeDigest(value.digest)
+      ? { digest: value.digest, size: Number(value.size) || 0, ...(typeof value.mediaType === 'string' ? { mediaType: value.mediaType } : {}) }
+      : undefined;
+  const config = entry(parsed?.config);
+  const layers = (Array.isArray(parsed?.layers) ? parsed.layers : Array.isArray(parsed?.fsLayers) ? parsed.fsLayers.map((l: any) => ({ digest: l?.blobSum })) : [])
+    .map(entry)
+    .filter((layer: BlobEntry | undefined): layer is BlobEntry => layer !== undefined);
+  const size = bytes.length + (config?.size ?? 0) + layers.reduce((sum: number, layer: BlobEntry) => sum + layer.size, 0);
+  return { digest, mediaType, manifestSize: bytes.length, ...(config ? { config } : {}), layers, size, stored: true };
+}
+
+/** The detail view: the platform from the image config, and which blobs the store holds. */
+async function fillDetail(paths: StorePaths, image: ImageSummary): Promise<void> {
+  if (image.config) {
+    const config = await readSmallBlob(paths, image.config.digest, 1024 * 1024);
+    image.config.stored = config !== undefined;
+    if (config) image.platform ??= platformOf(parseJson(config));
+  }
+  await Promise.all(image.layers.map(async (layer) => (layer.stored = await isStored(paths, layer.digest))));
+}
+
+function platformOf(value: any): Platform {
+  const pick = (field: string) => (typeof value?.[field] === 'string' && value[field] ? { [field]: String(value[field]).slice(0, 64) } : {});
+  return { ...pick('os'), ...pick('architecture'), ...pick('variant') };
+}
+
+/** A digest the store can name a file by (parseDigest's rules), without throwing. */
+function safeDigest(value: string): boolean {
+  try {
+    parseDigest(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function parseJson(bytes: Buffer): any {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+async function isStored(paths: StorePaths, digest: string): Promise<boolean> {
+  try {
+    return (await stat(paths.blob(parseDigest(digest)))).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** A blob's bytes when stored and at most `max` bytes (a manifest or config); undefined otherwise. */
+async function readSmallBlob(paths: StorePaths, digest: string, max: number): Promise<Buffer | undefined> {
+  try {
+    const path = paths.blob(parseDigest(digest));
+    if ((await stat(path)).size > max) return undefined;
+    return await readFile(path);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,180 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Logger } from '../logging/logger.ts';
+import type { RedisConnection } from '../redis/redis-connection.ts';
+
+/** What an instance says of itself every beat. */
+export interface InstanceRecord {
+  id: string;
+  hostname: string;
+  pid: number;
+  /** The address it listens on (host:port as bound). */
+  address: string;
+  version: string;
+  startedAt: number;
+  fillsInFlight: number;
+  lastSeen: number;
+  /** Set by an instance that stopped cleanly: gone at once, not after the expiry. */
+  stoppedAt?: number;
+}
+
+export interface InstanceView extends InstanceRecord {
+  state: 'alive' | 'gone';
+  uptimeS: number;
+  /** This very instance (the one answering). */
+  self: boolean;
+}
+
+export interface FleetView {
+  /** 'none': no Redis configured; 'unavailable': configured but unreachable now (others unknown). */
+  redis: 'ok' | 'none' | 'unavailable';
+  intervalMs: number;
+  expiryMs: number;
+  instances: InstanceView[];
+}
+
+/*
+ * Keys (under the connection's prefix `pullmirror:<store id>:`): one hash of every instance's
+ * last record, and one key per live instance that expires unless renewed. The hash tag
+ * `{fleet}` keeps both in one Redis Cluster slot.
+ */
+const RECORDS = 'fleet:{fleet}:instances';
+const aliveKey = (id: string) => `fleet:{fleet}:alive:${id}`;
+
+/**
+ * The fleet at a glance: every instance sharing a Redis renews a key with a short expiry
+ * every `intervalMs` and writes its record (address, version, fills in flight) to a shared
+ * hash; a record without its key is an instance gone (stopped, killed, cut off), shown as
+ * such for `goneKeepMs` after it was last seen, then forgotten.
+ *
+ * Like every Redis use here it only informs: a beat is skipped while the connection's circuit
+ * is open, a failure is reported to the connection and never thrown, and nothing a request
+ * waits on goes through it.
+ */
+export class FleetHeartbeat {
+  readonly id: string;
+  private readonly redis?: RedisConnection;
+  private readonly logger: Logger;
+  private readonly version: string;
+  private readonly fillsInFlight: () => number;
+  private readonly startedAt = Date.now();
+  readonly intervalMs: number;
+  readonly expiryMs: number;
+  private readonly goneKeepMs: number;
+  private address = '';
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(options: {
+    redis?: RedisConnection;
+    logger: Logger;
+    version: string;
+    fillsInFlight: () => number;
+    intervalMs?: number;
+    expiryMs?: number;
+    goneKeepMs?: number;
+  }) {
+    this.redis = options.redis;
+    this.logger = options.logger;
+    this.version = options.version;
+    this.fillsInFlight = options.fillsInFlight;
+    this.intervalMs = options.intervalMs ?? 5_000;
+    this.expiryMs = options.expiryMs ?? 15_000;
+    this.goneKeepMs = options.goneKeepMs ?? 5 * 60_000;
+    this.id = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  }
+
+  /** Starts beating once the address is known (the server listens). */
+  start(address: string): void {
+    this.address = address;
+    if (!this.redis || this.stopped || this.timer) return;
+    void this.beat();
+    this.timer = setInterval(() => void this.beat(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  private record(): InstanceRecord {
+    return {
+      id: this.id,
+      hostname: hostname(),
+      pid: process.pid,
+      address: this.address,
+      version: this.version,
+      startedAt: this.startedAt,
+      fillsInFlight: this.fillsInFlight(),
+      lastSeen: Date.now(),
+    };
+  }
+
+  private async beat(): Promise<void> {
+    const redis = this.redis;
+    if (!redis?.available || this.stopped) return;
+    const record = this.record();
+    try {
+      await redis.client.multi().set(aliveKey(this.id), String(record.lastSeen), 'PX', this.expiryMs).hset(RECORDS, this.id, JSON.stringify(record)).exec();
+    } catch (error) {
+      redis.failed(error as Error);
+    }
+  }
+
+  /**
+   * Stops beating and says so: the key goes and the record is marked stopped, so every panel
+   * shows this instance gone at once. Bounded by the connection's command timeout.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    const redis = this.redis;
+    if (!redis?.available || !this.timer) return;
+    const record = { ...this.record(), stoppedAt: Date.now() };
+    try {
+      await redis.client.multi().del(aliveKey(this.id)).hset(RECORDS, this.id, JSON.stringify(record)).exec();
+    } catch (error) {
+      this.logger.warn('could not withdraw the fleet heartbeat; others see this instance gone after the expiry', { error: (error as Error).message });
+    }
+  }
+
+  /** Every instance known: the live ones, and those gone within goneKeepMs. This one always. */
+  async list(): Promise<FleetView> {
+    const now = Date.now();
+    const self = (): InstanceView => ({ ...this.record(), state: 'alive', uptimeS: Math.round((now - this.startedAt) / 1000), self: true });
+    const base = { intervalMs: this.intervalMs, expiryMs: this.expiryMs };
+    const redis = this.redis;
+    if (!redis) return { ...base, redis: 'none', instances: [self()] };
+    if (!redis.available) return { ...base, redis: 'unavailable', instances: [self()] };
+    let records: Record<string, string>;
+    let alive: (number | null)[];
+    try {
+      records = await redis.client.hgetall(RECORDS);
+      const ids = Object.keys(records);
+      const replies = ids.length > 0 ? ((await redis.client.multi(ids.map((id) => ['exists', aliveKey(id)])).exec()) ?? []) : [];
+      alive = replies.map(([error, value]) => (error ? null : Number(value)));
+    } catch (error) {
+      redis.failed(error as Error);
+      return { ...base, redis: 'unavailable', instances: [self()] };
+    }
+    const instances: InstanceView[] = [];
+    const forget: string[] = [];
+    Object.entries(records).forEach(([id, json], i) => {
+      if (id === this.id) return;
+      let record: InstanceRecord;
+      try {
+        record = JSON.parse(json) as InstanceRecord;
+      } catch {
+        forget.push(id);
+        return;
+      }
+      const live = alive[i] === 1 && record.stoppedAt === undefined;
+      if (!live && now - record.lastSeen > this.goneKeepMs) {
+        forget.push(id);
+        return;
+      }
+      instances.push({ ...record, id, state: live ? 'alive' : 'gone', uptimeS: live ? Math.round((now - record.startedAt) / 1000) : 0, self: false });
+    });
+    // Records gone for longer than goneKeepMs leave the hash (any instance may do it; idempotent).
+    if (forget.length > 0) redis.client.hdel(RECORDS, ...forget).catch(() => {});
+    instances.push(self());
+    instances.sort((a, b) => (a.state === b.state ? a.address.localeCompare(b.address) : a.state === 'alive' ? -1 : 1));
+    return { ...base, redis: 'ok', instances };
+  }
+}
