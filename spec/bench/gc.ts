@@ -19,6 +19,7 @@ import { stringify } from 'yaml';
 import { startCommand, startMirror } from '../support/mirror.ts';
 import { cleanEnv, tempDir } from '../support/processes.ts';
 import { blobPath } from '../support/store.ts';
+import { peakRssWatch } from './measure.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BLOBS = 100_000;
@@ -136,19 +137,11 @@ function runGc(configFile: string, args: string[], outFile: string): Promise<Run
     const child = spawn(command[0], [...command.slice(1), 'gc', ...args, configFile], { env: { ...cleanEnv(['REGISTRY_']), ...shipped.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
-    let sampled = 0;
-    const sampler = setInterval(() => {
-      try {
-        const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        if (hwm) sampled = Math.max(sampled, Number(hwm[1]));
-      } catch {
-        // exited
-      }
-    }, 10);
+    const watch = peakRssWatch(child.pid);
     child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
     child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
     child.on('close', (code) => {
-      clearInterval(sampler);
+      const sampled = watch.stop();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const text = Buffer.concat(out).toString();
       writeFileSync(outFile, text);

@@ -1,7 +1,7 @@
 /**
  * What every bench case reads from /proc and from the stores, and the side-by-side table they print.
  */
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -32,6 +32,28 @@ export async function readProcMem(pid: number): Promise<ProcMem | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Watches a child's VmHWM (its peak RSS, kB) every 10 ms until `stop()`, which answers the
+ * highest value seen: for short-lived commands (`gc`) whose status file is gone once they exit.
+ */
+export function peakRssWatch(pid: number | undefined): { stop(): number } {
+  let peakKb = 0;
+  const timer = setInterval(() => {
+    try {
+      const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (hwm) peakKb = Math.max(peakKb, Number(hwm[1]));
+    } catch {
+      // exited
+    }
+  }, 10);
+  return {
+    stop() {
+      clearInterval(timer);
+      return peakKb;
+    },
+  };
 }
 
 const CLK_TCK = 100; // USER_HZ on Linux

@@ -1,7 +1,8 @@
 /**
  * Where an eviction pass's memory goes, phase by phase, on the store `bench -- scale` builds:
  * `node --expose-gc spec/bench/scale-memory.ts [store-dir]` (generates one when none is given).
- * Prints heap used and RSS after each phase, with a full GC before each reading.
+ * Prints heap and RSS at the start (full GC first), their peaks while the pass plans and while
+ * it deletes, and after it. DRY=1: a dry run; GRACE=1: with the grace report (as gc does).
  */
 import path from 'node:path';
 import { readInventory } from '../../src/eviction/inventory.ts';
@@ -30,10 +31,28 @@ if (process.env.INVENTORY === '1') {
   reading(`inventory (${inventory.blobs.count} blobs, ${inventory.links.length} links)`);
 }
 const logger = createLogger({ level: 'error', formatter: 'json' } as never);
-let peak = 0;
-const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
-const result = await sweep({ paths, logger, dryRun: process.env.DRY === '1', ttlMs: 168 * 3_600_000, graceMs: 600_000, maxSize: 0, highWatermark: 90, lowWatermark: 80 });
+// Peak RSS and heap while the pass reads and plans, and while it deletes (from its first removal on).
+const peaks = { planning: { rss: 0, heap: 0 }, deleting: { rss: 0, heap: 0 } };
+let phase: keyof typeof peaks = 'planning';
+const sampler = setInterval(() => {
+  const m = process.memoryUsage();
+  peaks[phase].rss = Math.max(peaks[phase].rss, m.rss);
+  peaks[phase].heap = Math.max(peaks[phase].heap, m.heapUsed);
+}, 5);
+const result = await sweep({
+  paths,
+  logger,
+  dryRun: process.env.DRY === '1',
+  graceReport: process.env.GRACE === '1',
+  onItem: () => (phase = 'deleting'),
+  ttlMs: 168 * 3_600_000,
+  graceMs: 600_000,
+  maxSize: 0,
+  highWatermark: 90,
+  lowWatermark: 80,
+});
 clearInterval(sampler);
-console.log(`sweep: ${result.blobs.length} blobs, ${(result.durationMs / 1000).toFixed(2)} s, max event-loop delay ${result.maxEventLoopDelayMs.toFixed(1)} ms, peak rss ${mb(peak)} MB`);
+console.log(`sweep: ${result.blobs.length} blobs, ${(result.durationMs / 1000).toFixed(2)} s, max event-loop delay ${result.maxEventLoopDelayMs.toFixed(1)} ms`);
+for (const [name, peak] of Object.entries(peaks)) console.log(`  ${name.padEnd(10)} peak heap ${mb(peak.heap)} MB, peak rss ${mb(peak.rss)} MB`);
 reading('after sweep (result held)');
 await work?.cleanup();

@@ -24,6 +24,7 @@ import { startCommand, startMirror, type RunningMirror } from '../support/mirror
 import { cleanEnv, tempDir } from '../support/processes.ts';
 import { blobPath } from '../support/store.ts';
 import { generateStore, type StoreShape } from './gc.ts';
+import { peakRssWatch } from './measure.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const SCALE_SHAPE: StoreShape = { blobs: 150_000, images: 10_000, repositories: 3_000, layerPool: 80_000, layerLinks: true };
@@ -53,16 +54,8 @@ function dryRun(configFile: string): Promise<{ seconds: number; firstLineS: numb
     let firstLine = 0;
     let lines = 0;
     let last = '';
-    let peak = 0;
     let err = '';
-    const sampler = setInterval(() => {
-      try {
-        const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        if (hwm) peak = Math.max(peak, Number(hwm[1]));
-      } catch {
-        // exited
-      }
-    }, 10);
+    const watch = peakRssWatch(child.pid);
     let partial = '';
     child.stdout.on('data', (chunk: Buffer) => {
       if (!firstLine) firstLine = performance.now();
@@ -75,7 +68,7 @@ function dryRun(configFile: string): Promise<{ seconds: number; firstLineS: numb
     });
     child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
     child.on('close', (code) => {
-      clearInterval(sampler);
+      const peak = watch.stop();
       if (code !== 0) return reject(new Error(`gc --dry-run exited ${code}: ${err}`));
       resolve({ seconds: (performance.now() - started) / 1000, firstLineS: (firstLine - started) / 1000, peakRssMiB: peak / 1024, lines, summary: last });
     });
