@@ -228,6 +228,7 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
         paths: storage.paths,
         logger: evictionLogger,
         graceReport: false,
+        sharesLoop: true,
         hooks: {
           isBusy: (digest) => stores.downloads.isFilling(digest),
           manifestRemoved: stores.forgetManifest,

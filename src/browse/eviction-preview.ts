@@ -73,7 +73,7 @@ export class EvictionPreviewer {
 
   private async compute(): Promise<EvictionPreview> {
     const settings = sweepSettings(this.config);
-    const result = await sweep({ ...settings, paths: this.paths, logger: this.logger, dryRun: true });
+    const result = await sweep({ ...settings, paths: this.paths, logger: this.logger, dryRun: true, sharesLoop: true });
     const truncated = result.tags.length > MAX_ITEMS || result.links.length > MAX_ITEMS || result.blobs.length > MAX_ITEMS;
     this.last = {
       computedAt: Date.now(),

@@ -136,8 +136,8 @@ const PARALLEL = 8;
  * Walks the store (layout in src/storage/paths.ts). Cost grows with the store, which is why
  * only a sweep does it, never start-up. Files that vanish during the walk are skipped.
  */
-export async function readInventory(paths: StorePaths): Promise<Inventory> {
-  const [blobs, repositories] = await Promise.all([readBlobs(paths.blobsDir()), readAllRepositories(paths)]);
+export async function readInventory(paths: StorePaths, turn = new Yielder()): Promise<Inventory> {
+  const [blobs, repositories] = await Promise.all([readBlobs(paths.blobsDir(), turn), readAllRepositories(paths)]);
   return { blobs, ...repositories };
 }
 
@@ -178,9 +178,8 @@ export async function walkRepositories(root: string, keyPrefix: string, visit: (
  * fraction of the time and garbage of one promise per file (measured: 1.1 s instead of 2.9 s
  * for 100 000 blobs), while a mirror running the pass is never held for long.
  */
-async function readBlobs(root: string): Promise<BlobIndex> {
+async function readBlobs(root: string, turn: Yielder): Promise<BlobIndex> {
   const blobs = new BlobIndex();
-  const turn = new Yielder();
   for (const algorithm of await list(root)) {
     for (const prefix of await list(join(root, algorithm))) {
       const dir = join(root, algorithm, prefix);

@@ -70,8 +70,7 @@ interface LinkState extends StoredLink {
  * A store of 150 000 blobs makes this loop over them several times; it yields to the event
  * loop every few milliseconds (Yielder), so a serving mirror's requests do not wait on it.
  */
-export async function planEviction(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy): Promise<EvictionPlan> {
-  const turn = new Yielder();
+export async function planEviction(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy, turn = new Yielder()): Promise<EvictionPlan> {
   const key = (repository: string, digest: string) => `${repository}@${digest}`;
   const links = new Map<string, LinkState>();
   for (const link of inventory.links) {
@@ -229,9 +228,15 @@ export interface GraceHeldBack {
  * The same plan without the grace period, compared with `plan`: a dry run that says "0 to free"
  * while minutes-old content waits is a trap, so the preview says how much waits and until when.
  */
-export async function graceHeldBack(inventory: Inventory, references: Map<string, ManifestReferences>, policy: EvictionPolicy, graceMs: number, plan: EvictionPlan): Promise<GraceHeldBack> {
-  const turn = new Yielder();
-  const without = await planEviction(inventory, references, { ...policy, protectedSince: Infinity });
+export async function graceHeldBack(
+  inventory: Inventory,
+  references: Map<string, ManifestReferences>,
+  policy: EvictionPolicy,
+  graceMs: number,
+  plan: EvictionPlan,
+  turn = new Yielder(),
+): Promise<GraceHeldBack> {
+  const without = await planEviction(inventory, references, { ...policy, protectedSince: Infinity }, turn);
   const planned = {
     tags: new Set(plan.tags.map((tag) => `${tag.repository}:${tag.tag}`)),
     links: new Set(plan.links.map((link) => `${link.repository}@${link.digest}`)),

@@ -9,6 +9,7 @@ import { parseDigest } from '../registry/digest.ts';
 import { isNotFound } from '../storage/blob-store.ts';
 import { splitRepositoryKey, type StorePaths } from '../storage/paths.ts';
 import { KeepRules } from './keep.ts';
+import { Yielder } from '../util/yielder.ts';
 import { list, mapLimited, readInventory, walkRepositories, type Inventory } from './inventory.ts';
 import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedBlob, type PlannedLink, type PlannedTag } from './plan.ts';
 import { manifestReferences, type ManifestReferences } from '../registry/manifest-references.ts';
@@ -46,6 +47,11 @@ export interface SweepOptions extends SweepSettings {
    * skips it: nobody reads it there, and at 150 000 blobs it is a second plan's memory.
    */
   graceReport?: boolean;
+  /**
+   * Share the event loop with requests (a pass inside a serving mirror): the pass rests 1 ms
+   * after each 1 ms of work (see Yielder). `gc` runs alone and does not rest.
+   */
+  sharesLoop?: boolean;
   /** Told of each item as it is removed (planned, on a dry run), in order: `gc` prints as it goes. */
   onItem?(item: SweptItem): void;
 }
@@ -174,7 +180,8 @@ async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, '
  * not returned: it is garbage before the first deletion.
  */
 async function planPass(options: SweepOptions, started: number, protectedSince: number) {
-  const inventory = await readInventory(options.paths);
+  const turn = new Yielder({ restMs: options.sharesLoop ? 1 : 0 });
+  const inventory = await readInventory(options.paths, turn);
   const references = await readReferences(options.paths, inventory);
   const policy = {
     now: options.now ?? started,
@@ -186,8 +193,8 @@ async function planPass(options: SweepOptions, started: number, protectedSince: 
     lowWatermark: options.lowWatermark,
     keep: options.keep,
   };
-  const plan = await planEviction(inventory, references, policy);
-  const graceHeld = options.graceReport === false ? undefined : await graceHeldBack(inventory, references, policy, options.graceMs, plan);
+  const plan = await planEviction(inventory, references, policy, turn);
+  const graceHeld = options.graceReport === false ? undefined : await graceHeldBack(inventory, references, policy, options.graceMs, plan, turn);
   return { plan, graceHeld, links: inventory.links, tags: inventory.tags, references };
 }
 
