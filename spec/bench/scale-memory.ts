@@ -2,7 +2,8 @@
  * Where an eviction pass's memory goes, phase by phase, on the store `bench -- scale` builds:
  * `node --expose-gc spec/bench/scale-memory.ts [store-dir]` (generates one when none is given).
  * Prints heap and RSS at the start (full GC first), their peaks while the pass plans and while
- * it deletes, and after it. DRY=1: a dry run; GRACE=1: with the grace report (as gc does).
+ * it deletes, and after it. DRY=1: a dry run; GRACE=1: with the grace report (as gc does);
+ * SHARE=1: resting between slices, as a pass inside a serving mirror does.
  */
 import path from 'node:path';
 import { readInventory } from '../../src/eviction/inventory.ts';
@@ -44,6 +45,7 @@ const result = await sweep({
   logger,
   dryRun: process.env.DRY === '1',
   graceReport: process.env.GRACE === '1',
+  sharesLoop: process.env.SHARE === '1',
   onItem: () => (phase = 'deleting'),
   ttlMs: 168 * 3_600_000,
   graceMs: 600_000,
