@@ -219,6 +219,7 @@ export async function benchScale(log: Log): Promise<number> {
       `| /metrics + /api/status, max ms (${opsAll.length} requests; first walk / idle / pass / after) | ${Math.max(...opsAll).toFixed(1)} (${(['first walk', 'idle', 'pass', 'after'] as Phase[]).map((p) => Math.max(...of(ops, p)).toFixed(1)).join(' / ')}) | < 50 | ${verdict(Math.max(...opsAll) < 50)} |`,
       `| event loop, longest stall during the pass, ms | ${stall.toFixed(1)} | <= 20 | ${verdict(stall <= 20)} |`,
       `| warm GET 1 MiB p99, idle / during the pass, ms (${of(warmGets, 'idle').length} / ${of(warmGets, 'pass').length} GETs) | ${idleP99.toFixed(1)} / ${passP99.toFixed(1)} (${(passP99 / idleP99).toFixed(2)}x) | <= 2x | ${verdict(passP99 <= 2 * idleP99)} |`,
+      `| warm GET p50 / p90 / max, idle; during the pass, ms | ${[50, 90, 100].map((q) => percentile(of(warmGets, 'idle'), q).toFixed(1)).join(' / ')}; ${[50, 90, 100].map((q) => percentile(of(warmGets, 'pass'), q).toFixed(1)).join(' / ')} | | |`,
       `| RSS: first walk peak / idle / pass peak / 10 s after, MB | ${Math.max(...of(rss, 'first walk')).toFixed(1)} / ${(of(rss, 'idle').at(-1) ?? NaN).toFixed(1)} / ${rssPass.toFixed(1)} / ${rssAfter.toFixed(1)} | pass < 150 | ${verdict(rssPass < 150)} |`,
       `| eviction pass: duration, removed | ${(Number(finished.durationMs) / 1000).toFixed(2)} s, ${finished.manifests} manifests, ${finished.tags} tags, ${finished.blobs} blobs | | |`,
       `| store figures after the pass (live) | ${afterPassStatus.store.blobs} blobs | | |`,
