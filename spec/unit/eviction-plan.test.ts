@@ -88,7 +88,7 @@ describe('eviction plan', () => {
   it('says what the grace period holds back from a pass, and when the last of it is released', async () => {
     // Everything unused past the TTL, but the orphan blob and the image in s were written 5 minutes ago.
     const { inventory, refs } = store({ index: 0, amd: 0, arm: 0, image: NOW - 5 * 60_000 });
-    inventory.blobs.setMtime(d('orphan'), NOW - 2 * 60_000);
+    inventory.blobs.add('sha256', d('orphan').slice(7), 7, NOW - 2 * 60_000);
     const grace = 10 * 60_000;
     const withGrace = policy({ protectedSince: NOW - grace, now: NOW + 20 * HOUR });
     const plan = await planEviction(inventory, refs, withGrace);

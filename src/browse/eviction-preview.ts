@@ -1,13 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.ts';
-import { mapLimited } from '../eviction/inventory.ts';
+import { mapLimited } from '../util/map-limited.ts';
 import { sweep, sweepSettings, type SweepResult } from '../eviction/sweeper.ts';
 import type { KeepRules } from '../eviction/keep.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { StorePaths } from '../storage/paths.ts';
 import type { RepositoryIndex } from './repository-index.ts';
-import { listDir } from './list-dir.ts';
+import { listDir } from '../storage/repository-walk.ts';
 
 /** How long one preview answers: it walks the whole store, so it is never recomputed per refresh. */
 const FRESH_MS = 30_000;

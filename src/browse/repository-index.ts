@@ -1,6 +1,5 @@
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import { isRegistryHost, type StorePaths } from '../storage/paths.ts';
+import type { StorePaths } from '../storage/paths.ts';
+import { holdsImages, walkRepositories } from '../storage/repository-walk.ts';
 
 /** How long one walk of the repository directories answers listings and searches. */
 const FRESH_MS = 30_000;
@@ -36,30 +35,13 @@ export class RepositoryIndex {
 
   private async walk(): Promise<string[]> {
     const keys: string[] = [];
-    for (const { dir, keyPrefix } of await this.paths.repositoryRoots()) await collect(dir, keyPrefix, '', keys, 0);
+    for (const { dir, keyPrefix } of await this.paths.repositoryRoots()) {
+      await walkRepositories(dir, keyPrefix, async (_dir, key, entries) => {
+        if (holdsImages(entries)) keys.push(key);
+      });
+    }
     keys.sort();
     this.keys = { at: Date.now(), sorted: keys };
     return keys;
-  }
-}
-
-/** A repository is a directory holding `_manifests` or `_tags` (as store-stats counts them). */
-async function collect(dir: string, keyPrefix: string, name: string, into: string[], depth: number): Promise<void> {
-  const entries = await list(dir);
-  if (name && (entries.includes('_manifests') || entries.includes('_tags'))) into.push(keyPrefix + name);
-  if (depth > 16) return;
-  for (const entry of entries) {
-    if (entry.startsWith('_') || entry.startsWith('.')) continue;
-    // Under repositories/, a host-like first component is nothing served (see inventory.ts).
-    if (!name && !keyPrefix && isRegistryHost(entry)) continue;
-    await collect(join(dir, entry), keyPrefix, name ? `${name}/${entry}` : entry, into, depth + 1);
-  }
-}
-
-async function list(dir: string): Promise<string[]> {
-  try {
-    return (await readdir(dir, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name);
-  } catch {
-    return [];
   }
 }

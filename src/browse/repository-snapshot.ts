@@ -1,13 +1,13 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { mapLimited } from '../eviction/inventory.ts';
+import { mapLimited } from '../util/map-limited.ts';
 import type { KeepRules } from '../eviction/keep.ts';
 import { manifestReferences } from '../registry/manifest-references.ts';
 import { MediaType } from '../registry/media-types.ts';
 import { parseDigest } from '../registry/digest.ts';
 import type { StorePaths } from '../storage/paths.ts';
-import { listDir } from './list-dir.ts';
+import { listDir } from '../storage/repository-walk.ts';
 
 export interface SnapshotTag {
   digest?: string;

@@ -1,11 +1,11 @@
 import { join } from 'node:path';
-import { mapLimited } from '../eviction/inventory.ts';
+import { mapLimited } from '../util/map-limited.ts';
 import { repositoryKey, splitRepositoryKey, type StorePaths } from '../storage/paths.ts';
 import type { Remote, Remotes } from '../upstream/remotes.ts';
 import { summarizeManifest, type ManifestSummary } from './manifest-summary.ts';
 import { RepositoryIndex } from './repository-index.ts';
 import { manifestLifetime, RepositorySnapshots, tagLifetime, type Lifetime, type LifetimeRules } from './repository-snapshot.ts';
-import { listDir } from './list-dir.ts';
+import { listDir } from '../storage/repository-walk.ts';
 
 /** A page of a listing: `next` is the cursor of the following page (null on the last). */
 export interface Page<T> {

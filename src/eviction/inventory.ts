@@ -1,9 +1,11 @@
 import { statSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNotFound } from '../storage/blob-store.ts';
+import type { StorePaths } from '../storage/paths.ts';
+import { listDir, walkRepositories } from '../storage/repository-walk.ts';
+import { mapLimited } from '../util/map-limited.ts';
 import { Yielder } from '../util/yielder.ts';
-import { isRegistryHost, type StorePaths } from '../storage/paths.ts';
 
 /** A stored blob as a sweep sees it; `mtimeMs` is its last recorded use (see AccessRecorder). */
 export interface StoredBlob {
@@ -28,15 +30,6 @@ export class BlobIndex {
   private mtimes: Float64Array<ArrayBuffer> = new Float64Array(1024);
   private used = 0;
 
-  static from(entries: Iterable<[string, StoredBlob]>): BlobIndex {
-    const index = new BlobIndex();
-    for (const [digest, blob] of entries) {
-      const colon = digest.indexOf(':');
-      index.add(digest.slice(0, colon), digest.slice(colon + 1), blob.size, blob.mtimeMs);
-    }
-    return index;
-  }
-
   get count(): number {
     return this.used;
   }
@@ -55,10 +48,6 @@ export class BlobIndex {
     if (existing === undefined) slots.set(hex, slot);
   }
 
-  has(digest: string): boolean {
-    return this.slot(digest) !== undefined;
-  }
-
   size(digest: string): number | undefined {
     const slot = this.slot(digest);
     return slot === undefined ? undefined : this.sizes[slot];
@@ -67,11 +56,6 @@ export class BlobIndex {
   mtime(digest: string): number | undefined {
     const slot = this.slot(digest);
     return slot === undefined ? undefined : this.mtimes[slot];
-  }
-
-  setMtime(digest: string, mtimeMs: number): void {
-    const slot = this.slot(digest);
-    if (slot !== undefined) this.mtimes[slot] = mtimeMs;
   }
 
   /** Every blob; the cursor is the same object at every step (copy what must outlive it). */
@@ -126,13 +110,6 @@ export interface Inventory {
 }
 
 /**
- * How many file operations a sweep has queued at once. libuv runs them on 4 threads, which a
- * serving mirror's blob reads share: 64 queued unlinks made a warm GET wait behind them
- * (its p99 went from 5 to 29 ms during a pass, bench -- scale); 8 keep the disk busy as well.
- */
-const PARALLEL = 8;
-
-/**
  * Walks the store (layout in src/storage/paths.ts). Cost grows with the store, which is why
  * only a sweep does it, never start-up. Files that vanish during the walk are skipped.
  */
@@ -155,35 +132,16 @@ async function readAllRepositories(paths: StorePaths): Promise<{ links: StoredLi
 }
 
 /**
- * Calls `visit` for every repository directory under a registry's root (one holding
- * `_manifests`, `_tags`, `_layers` or `_access`), with its key and its entries.
- */
-export async function walkRepositories(root: string, keyPrefix: string, visit: (dir: string, name: string, entries: string[]) => Promise<void>): Promise<void> {
-  const walk = async (dir: string, name: string): Promise<void> => {
-    const entries = await list(dir);
-    if (name && entries.some((entry) => entry.startsWith('_'))) await visit(dir, name, entries);
-    for (const entry of entries) {
-      if (entry.startsWith('_') || entry.startsWith('.')) continue;
-      // Under repositories/, a first component that looks like a registry host is no key of
-      // the default remote (those live under registries/): left alone, as nothing serves it.
-      if (!name && !keyPrefix && isRegistryHost(entry)) continue;
-      await walk(join(dir, entry), name ? `${name}/${entry}` : `${keyPrefix}${entry}`);
-    }
-  };
-  await walk(root, '');
-}
-
-/**
  * Blobs are stat'ed synchronously, yielding to the event loop every millisecond (Yielder): a
  * fraction of the time and garbage of one promise per file (measured: 1.1 s instead of 2.9 s
  * for 100 000 blobs), while a mirror running the pass is never held for long.
  */
 async function readBlobs(root: string, turn: Yielder): Promise<BlobIndex> {
   const blobs = new BlobIndex();
-  for (const algorithm of await list(root)) {
-    for (const prefix of await list(join(root, algorithm))) {
+  for (const algorithm of await listDir(root)) {
+    for (const prefix of await listDir(join(root, algorithm))) {
       const dir = join(root, algorithm, prefix);
-      for (const hex of await list(dir)) {
+      for (const hex of await listDir(dir)) {
         const info = statSync(join(dir, hex), { throwIfNoEntry: false });
         if (info?.isFile()) blobs.add(algorithm, hex, info.size, info.mtimeMs);
         if (turn.due()) await turn.pause();
@@ -199,8 +157,8 @@ async function readRepository(dir: string, name: string, entries: string[]): Pro
   const tags: StoredTag[] = [];
   if (entries.includes('_manifests')) {
     const path = join(dir, '_manifests');
-    for (const algorithm of await list(path)) {
-      await mapLimited(await list(join(path, algorithm)), async (hex) => {
+    for (const algorithm of await listDir(path)) {
+      await mapLimited(await listDir(join(path, algorithm)), async (hex) => {
         const info = await statOrUndefined(join(path, algorithm, hex));
         if (info?.isFile()) links.push({ repository: name, digest: `${algorithm}:${hex}`, mtimeMs: info.mtimeMs });
       });
@@ -208,7 +166,7 @@ async function readRepository(dir: string, name: string, entries: string[]): Pro
   }
   if (entries.includes('_tags')) {
     const path = join(dir, '_tags');
-    await mapLimited(await list(path), async (tag) => {
+    await mapLimited(await listDir(path), async (tag) => {
       const file = join(path, tag);
       const info = await statOrUndefined(file);
       if (!info?.isFile()) return;
@@ -219,15 +177,6 @@ async function readRepository(dir: string, name: string, entries: string[]): Pro
   return { links, tags };
 }
 
-export async function list(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (error) {
-    if (isNotFound(error)) return [];
-    throw error;
-  }
-}
-
 async function statOrUndefined(path: string) {
   try {
     return await stat(path);
@@ -235,13 +184,4 @@ async function statOrUndefined(path: string) {
     if (isNotFound(error)) return undefined;
     throw error;
   }
-}
-
-/** Runs fn over items, at most PARALLEL at a time. */
-export async function mapLimited<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]);
-  };
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
 }

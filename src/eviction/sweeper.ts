@@ -10,7 +10,9 @@ import { isNotFound } from '../storage/blob-store.ts';
 import { splitRepositoryKey, type StorePaths } from '../storage/paths.ts';
 import { KeepRules } from './keep.ts';
 import { Yielder } from '../util/yielder.ts';
-import { list, mapLimited, readInventory, walkRepositories, type Inventory } from './inventory.ts';
+import { readInventory, type Inventory } from './inventory.ts';
+import { listDir, walkRepositories } from '../storage/repository-walk.ts';
+import { mapLimited } from '../util/map-limited.ts';
 import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedBlob, type PlannedLink, type PlannedTag } from './plan.ts';
 import { manifestReferences, type ManifestReferences } from '../registry/manifest-references.ts';
 
@@ -236,8 +238,8 @@ async function removeStaleRecords(
       if (!entries.includes('_layers')) return;
       const held = new Set<string>();
       for (const digest of links) for (const pin of pinsOf(digest, references)) held.add(pin);
-      for (const algorithm of await list(join(repoDir, '_layers'))) {
-        const stale = (await list(join(repoDir, '_layers', algorithm))).filter((hex) => !held.has(`${algorithm}:${hex}`));
+      for (const algorithm of await listDir(join(repoDir, '_layers'))) {
+        const stale = (await listDir(join(repoDir, '_layers', algorithm))).filter((hex) => !held.has(`${algorithm}:${hex}`));
         await mapLimited(stale, (hex) => remove(join(repoDir, '_layers', algorithm, hex)));
       }
     });
@@ -246,7 +248,7 @@ async function removeStaleRecords(
 }
 
 /** Parses every linked manifest (and the children of indexes) once, whatever the number of links. */
-export async function readReferences(paths: StorePaths, inventory: Inventory): Promise<Map<string, ManifestReferences>> {
+async function readReferences(paths: StorePaths, inventory: Inventory): Promise<Map<string, ManifestReferences>> {
   const references = new Map<string, ManifestReferences>();
   let pending = [...new Set(inventory.links.map((link) => link.digest))];
   while (pending.length > 0) {

@@ -111,7 +111,7 @@ async function metricsHandler(_req: Request, res: Response, next: (error?: unkno
 
 /** The figures the status page draws (also handy for scripts: `curl /api/status`). */
 export async function statusDocument(ops: OpsContext) {
-  const store = await ops.storeStats.get();
+  const store = ops.storeStats.current();
   const traffic = ops.traffic.snapshot(60);
   const rateLimit = ops.upstream.rateLimit;
   return {

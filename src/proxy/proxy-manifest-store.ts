@@ -175,9 +175,8 @@ export class ProxyManifestStore {
       result = await this.fetch(remote, name, tag);
     }
     try {
-      if (!this.readOnly && (await this.manifests.readTag(repo, tag)) !== result.descriptor.digest) {
-        await this.manifests.writeTag(repo, tag, result.descriptor.digest);
-      }
+      const previous = this.readOnly ? undefined : await this.manifests.readTag(repo, tag);
+      if (!this.readOnly && previous !== result.descriptor.digest) await this.manifests.writeTag(repo, tag, result.descriptor.digest, previous);
     } catch (error) {
       if (!isStoreUnwritable(error)) throw error;
       this.logger.warn('store unwritable: tag not recorded', { repository: repo, tag, error: (error as Error).message });

@@ -87,9 +87,10 @@ export class FilesystemManifestStore {
     }
   }
 
-  async writeTag(name: string, tag: string, digest: string): Promise<void> {
+  /** `previous`: what readTag answered just before (undefined: the tag is new to the store). */
+  async writeTag(name: string, tag: string, digest: string, previous: string | undefined): Promise<void> {
     const path = this.paths.tag(name, tag);
-    const newTag = this.listener && !(await access(path).then(() => true, () => false));
+    const newTag = this.listener !== undefined && previous === undefined;
     const newRepository = newTag && (await this.isNewRepository(name));
     await writeFileAtomic(path, digest, this.tempDir);
     if (newRepository) this.listener?.repositoryAdded(name);

@@ -2,6 +2,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { splitRepositoryKey, type StorePaths } from './paths.ts';
+import { holdsImages, listDir, walkRepositories } from './repository-walk.ts';
 
 /** The store's figures, as `pullmirror stats`, the status page and the metrics show them. */
 export interface StoreFigures {
@@ -65,21 +66,22 @@ class StoreWalk {
     for (const { dir, keyPrefix } of await paths.repositoryRoots()) {
       const registry = { repositories: 0, tags: 0 };
       figures.registries[keyPrefix.replace(/\/$/, '')] = registry;
-      await walkRepositories(dir, async (repoDir) => {
-        const tags = (await list(join(repoDir, '_tags'))).length;
+      await walkRepositories(dir, keyPrefix, async (repoDir, _key, entries) => {
+        if (!holdsImages(entries)) return;
+        const tags = (await listDir(join(repoDir, '_tags'))).length;
         figures.repositories++;
         figures.tags += tags;
         registry.repositories++;
         registry.tags += tags;
-        for (const algorithm of await list(join(repoDir, '_manifests'))) {
-          for (const hex of await list(join(repoDir, '_manifests', algorithm))) linked.add(`${algorithm}:${hex}`);
+        for (const algorithm of await listDir(join(repoDir, '_manifests'))) {
+          for (const hex of await listDir(join(repoDir, '_manifests', algorithm))) linked.add(`${algorithm}:${hex}`);
         }
       });
       if (this.cancelled) return undefined;
     }
     this.repositoriesCounted = true;
-    for (const algorithm of await list(paths.blobsDir())) {
-      for (const prefix of await list(join(paths.blobsDir(), algorithm))) {
+    for (const algorithm of await listDir(paths.blobsDir())) {
+      for (const prefix of await listDir(join(paths.blobsDir(), algorithm))) {
         if (this.cancelled) return undefined;
         const dir = join(paths.blobsDir(), algorithm, prefix);
         for (const hex of listSync(dir)) {
@@ -99,7 +101,7 @@ class StoreWalk {
       figures.manifests++;
       figures.manifestBytes += size;
     }
-    for (const entry of await list(paths.tmpDir(), true)) {
+    for (const entry of await listTree(paths.tmpDir())) {
       const size = await fileSizeAt(join(paths.tmpDir(), entry));
       if (size === undefined) continue;
       figures.tempFiles++;
@@ -122,20 +124,10 @@ export async function computeStoreFigures(paths: StorePaths): Promise<StoreFigur
   return (await new StoreWalk(paths).run())!;
 }
 
-/** Calls `visit` for every repository directory (one holding _manifests or _tags). */
-async function walkRepositories(dir: string, visit: (repoDir: string) => Promise<void>, depth = 0): Promise<void> {
-  const entries = await list(dir);
-  if (entries.includes('_manifests') || entries.includes('_tags')) await visit(dir);
-  if (depth > 16) return;
-  for (const entry of entries) {
-    if (entry.startsWith('_')) continue;
-    await walkRepositories(join(dir, entry), visit, depth + 1);
-  }
-}
-
-async function list(dir: string, recursive = false): Promise<string[]> {
+/** Every file and directory below `dir`, by relative path (the temporary area's few files). */
+async function listTree(dir: string): Promise<string[]> {
   try {
-    return await readdir(dir, { recursive });
+    return await readdir(dir, { recursive: true });
   } catch {
     return [];
   }
@@ -210,11 +202,6 @@ export class LiveStoreFigures {
   current(): StoreFigures {
     // While the first walk runs, what it counted so far (partial, and marked so).
     return this.figures.complete || !this.walk ? { ...this.figures } : { ...this.walk.figures, complete: false };
-  }
-
-  /** As current(); a promise for callers written against the walking cache it replaces. */
-  async get(): Promise<StoreFigures> {
-    return this.current();
   }
 
   /** A blob this process committed that was not stored before. */
