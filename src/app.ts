@@ -15,7 +15,6 @@ import { storeCapacity } from './browse/store-capacity.ts';
 import { StoreBrowser } from './browse/store-browser.ts';
 import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
-import { KeepRules } from './eviction/keep.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
 import { FleetHeartbeat } from './fleet/heartbeat.ts';
@@ -285,10 +284,10 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   const clientConfigs = clientConfigRouter(config, { protect });
   // Registry requests skip the ops routes with one string test (the warm blob path is
   // benchmarked); the ops routes answer GET and HEAD only, anything else is the 404 below.
+  // The client configs are one more ops route, behind the same test.
   app.use((req: Request, res: Response, next: NextFunction) =>
-    req.url.startsWith('/v2/') || (req.method !== 'GET' && req.method !== 'HEAD') ? next() : opsRoutes(req, res, next),
+    req.url.startsWith('/v2/') || (req.method !== 'GET' && req.method !== 'HEAD') ? next() : opsRoutes(req, res, (error?: unknown) => (error ? next(error) : clientConfigs(req, res, next))),
   );
-  app.use((req: Request, res: Response, next: NextFunction) => (req.url.startsWith('/api/client-config/') ? clientConfigs(req, res, next) : next()));
   app.use(authenticate);
   app.use('/v2', registryRouter(context));
   app.use(() => {
@@ -353,9 +352,10 @@ function buildBrowse(config: Config, logger: Logger, paths: StorePaths, remotes:
   const browser = new StoreBrowser({
     paths,
     remotes,
-    rules: { ttlFor: (key) => settings.ttlFor?.(key) ?? settings.ttlMs, graceMs: settings.graceMs, keep: settings.keep ?? new KeepRules([], config.proxy.namespace) },
+    rules: { ttlFor: settings.ttlFor, graceMs: settings.graceMs, keep: settings.keep },
   });
-  const previewer = new EvictionPreviewer({ config, paths, logger: logger.child({ component: 'eviction-preview' }), index: browser.index });
+  // A preview waits for a scheduled pass in flight: never two walks of the whole store at once.
+  const previewer = new EvictionPreviewer({ config, paths, logger: logger.child({ component: 'eviction-preview' }), passDone: () => scheduler?.whenIdle() });
   const schedule = config.storage.eviction.schedule;
   const eviction = (): EvictionStatus =>
     scheduler

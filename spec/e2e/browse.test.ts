@@ -6,23 +6,20 @@
  * (the bundle in dist/) on the same store and config.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { pushImage, pushIndex, randomLayer, type PushedImage, type PushedIndex } from '../support/images.ts';
-import type { RunningMirror } from '../support/mirror.ts';
-import { cleanEnv, findBinary, requireBinary, tempDir } from '../support/processes.ts';
+import { BUNDLE, runPullmirror, type RunningMirror } from '../support/mirror.ts';
+import { findBinary, requireBinary, tempDir } from '../support/processes.ts';
 import { skopeoCopy } from '../support/skopeo.ts';
 import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
 const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
-const BUNDLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/pullmirror.mjs');
 const TTL_S = 3;
 const OTHER = 'registry.k8s.io';
 
@@ -30,13 +27,10 @@ const OTHER = 'registry.k8s.io';
 const SCREENS = process.env.PULLMIRROR_SCREENSHOTS || path.join(tmpdir(), `pullmirror-screens-${process.pid}`);
 
 /** `pullmirror gc ARGS config.yml` from the bundle; resolves with stdout. */
-function gc(mirror: RunningMirror, ...args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [BUNDLE, 'gc', ...args, mirror.configFile], { env: cleanEnv(['REGISTRY_']) }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`pullmirror gc failed: ${stderr || stdout}`));
-      else resolve(stdout);
-    });
-  });
+async function gc(mirror: RunningMirror, ...args: string[]): Promise<string> {
+  const run = await runPullmirror(['gc', ...args, mirror.configFile], { entry: BUNDLE });
+  if (run.code !== 0) throw new Error(`pullmirror gc failed: ${run.stderr || run.stdout}`);
+  return run.stdout;
 }
 
 /** The items of a gc report: `tag R:T`, `manifest R@D`, `blob D`. */

@@ -13,25 +13,13 @@ import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { nodeVersionProblem, REQUIRED_NODE } from '../../src/node-version.ts';
-import { startMirror } from '../support/mirror.ts';
-import { cleanEnv, tempDir } from '../support/processes.ts';
+import { runPullmirror, startMirror } from '../support/mirror.ts';
+import { tempDir } from '../support/processes.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const MAIN = path.join(ROOT, 'src/main.ts');
 const run = promisify(execFile);
 
-async function pullmirror(args: string[], options: { env?: NodeJS.ProcessEnv; node?: string; entry?: string } = {}) {
-  try {
-    const { stdout, stderr } = await run(options.node ?? process.execPath, [options.entry ?? MAIN, ...args], {
-      env: { ...cleanEnv(['REGISTRY_', 'PULLMIRROR_']), ...options.env },
-      timeout: 30_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
-  }
-}
+const pullmirror = runPullmirror;
 
 const work = tempDir('pullmirror-cli');
 after(() => work.cleanup());

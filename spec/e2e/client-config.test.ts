@@ -9,7 +9,6 @@
  * pull that succeeds came through the mirror, and the mirror's access log shows it did.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,31 +17,18 @@ import bcrypt from 'bcryptjs';
 import { startContainerd, type Containerd } from '../support/containerd.ts';
 import { startDockerd, type Dockerd } from '../support/dockerd.ts';
 import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
-import type { RunningMirror } from '../support/mirror.ts';
-import { cleanEnv, requireBinary, tempDir } from '../support/processes.ts';
+import { runPullmirror, type RunningMirror } from '../support/mirror.ts';
+import { requireBinary, tempDir } from '../support/processes.ts';
 import { startOpenRegistry, type RegistryServer } from '../support/registry.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const MAIN = path.join(ROOT, 'src/main.ts');
 const GHCR = 'ghcr.io';
 const KINDS = ['docker', 'containerd', 'podman'] as const;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** `pullmirror ARGS`, whatever its exit status. */
-function pullmirror(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [MAIN, ...args], { env: cleanEnv(['REGISTRY_', 'PULLMIRROR_']) }, (error, stdout, stderr) =>
-      resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const pullmirror = (...args: string[]) => runPullmirror(args);
 
 /** `pullmirror client-config ARGS`, which must succeed: its stdout. */
 async function generate(...args: string[]): Promise<string> {

@@ -2,14 +2,44 @@
  * Starts the real pullmirror process (src/main.ts under this Node) with a generated config,
  * on a port the kernel picks, and reads the address back from its "listening" log line.
  */
+import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { cleanEnv, startProcess, tempDir, type StartedProcess } from './processes.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MAIN = path.join(ROOT, 'src/main.ts');
+/** The built bundle, as `npm start` runs it (npm test builds it first). */
+export const BUNDLE = path.join(ROOT, 'dist/pullmirror.mjs');
+const run = promisify(execFile);
+
+export interface CommandRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * One `pullmirror ARGS` command (src/main.ts, or `entry`, e.g. BUNDLE), whatever its exit
+ * status, in an environment without REGISTRY_* and PULLMIRROR_* variables but `env`; killed
+ * after 30 s so a hung command fails its test instead of the suite.
+ */
+export async function runPullmirror(args: string[], options: { env?: NodeJS.ProcessEnv; node?: string; entry?: string } = {}): Promise<CommandRun> {
+  try {
+    const { stdout, stderr } = await run(options.node ?? process.execPath, [options.entry ?? MAIN, ...args], {
+      env: { ...cleanEnv(['REGISTRY_', 'PULLMIRROR_']), ...options.env },
+      timeout: 30_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
 
 /**
  * What `npm start` runs: the built bundle with its Node flags and environment (`env K=V node

@@ -1,25 +1,18 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Config } from '../config/schema.ts';
-import { mapLimited } from '../util/map-limited.ts';
+import type { KeptItem } from '../eviction/plan.ts';
 import { sweep, sweepSettings, type SweepResult } from '../eviction/sweeper.ts';
-import type { KeepRules } from '../eviction/keep.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { StorePaths } from '../storage/paths.ts';
-import type { RepositoryIndex } from './repository-index.ts';
-import { listDir } from '../storage/repository-walk.ts';
 
 /** How long one preview answers: it walks the whole store, so it is never recomputed per refresh. */
 const FRESH_MS = 30_000;
 /** Items listed per kind; the counts are always complete. */
 const MAX_ITEMS = 500;
 
-export interface PinnedItem {
-  repository: string;
-  tag?: string;
-  digest?: string;
-  pattern: string;
-}
+export type PinnedItem = KeptItem;
+
+const nameOf = (item: PinnedItem) => `${item.repository}:${item.tag ?? ''}@${item.digest ?? ''}`;
+const byName = (a: PinnedItem, b: PinnedItem) => (nameOf(a) < nameOf(b) ? -1 : 1);
 
 export interface EvictionPreview {
   computedAt: number;
@@ -52,15 +45,16 @@ export class EvictionPreviewer {
   private readonly config: Config;
   private readonly paths: StorePaths;
   private readonly logger: Logger;
-  private readonly index: RepositoryIndex;
+  private readonly passDone: () => Promise<void> | undefined;
   private last?: EvictionPreview;
   private running?: Promise<EvictionPreview>;
 
-  constructor(options: { config: Config; paths: StorePaths; logger: Logger; index: RepositoryIndex }) {
+  /** `passDone`: resolves once a scheduled pass in flight is over (a preview never walks beside one). */
+  constructor(options: { config: Config; paths: StorePaths; logger: Logger; passDone?: () => Promise<void> | undefined }) {
     this.config = options.config;
     this.paths = options.paths;
     this.logger = options.logger;
-    this.index = options.index;
+    this.passDone = options.passDone ?? (() => undefined);
   }
 
   get(): Promise<EvictionPreview> {
@@ -72,6 +66,7 @@ export class EvictionPreviewer {
   }
 
   private async compute(): Promise<EvictionPreview> {
+    await this.passDone();
     const settings = sweepSettings(this.config);
     const result = await sweep({ ...settings, paths: this.paths, logger: this.logger, dryRun: true, sharesLoop: true });
     const truncated = result.tags.length > MAX_ITEMS || result.links.length > MAX_ITEMS || result.blobs.length > MAX_ITEMS;
@@ -88,41 +83,12 @@ export class EvictionPreviewer {
       sizeBefore: result.sizeBefore,
       sizeAfter: result.sizeAfter,
       capUnreached: result.capUnreached,
-      pinnedCounts: result.pinned,
-      pinned: settings.keep && !settings.keep.empty ? await pinnedItems(this.paths, await this.index.all(), settings.keep) : [],
+      pinnedCounts: { tags: result.pinned.tags, manifests: result.pinned.manifests },
+      // What the patterns name directly, as the plan found them (a kept tag also holds its manifest, an index its children: the counts include them).
+      pinned: [...result.pinned.items].sort(byName).slice(0, MAX_ITEMS),
       graceHeld: result.graceHeld,
       graceMs: result.graceMs,
     };
     return this.last;
   }
-}
-
-/**
- * The tags and manifests storage.eviction.keep names directly (a kept tag also holds its
- * manifest and an index its children, which the plan's counts include). Reads `_tags` names of
- * every repository, and `_manifests` only where a whole-repository or digest pattern could apply.
- */
-async function pinnedItems(paths: StorePaths, keys: string[], keep: KeepRules): Promise<PinnedItem[]> {
-  const items: PinnedItem[] = [];
-  const manifestPatterns = keep.patterns.some((pattern) => !pattern.tag);
-  await mapLimited(keys, async (key) => {
-    if (items.length >= MAX_ITEMS) return;
-    const dir = paths.repository(key);
-    for (const tag of await listDir(join(dir, '_tags'))) {
-      const pattern = keep.keepsTag(key, tag);
-      if (!pattern) continue;
-      const digest = (await readFile(join(dir, '_tags', tag), 'utf8').catch(() => '')).trim();
-      items.push({ repository: key, tag, ...(digest ? { digest } : {}), pattern: pattern.source });
-    }
-    if (!manifestPatterns) return;
-    for (const algorithm of await listDir(join(dir, '_manifests'))) {
-      for (const hex of await listDir(join(dir, '_manifests', algorithm))) {
-        const pattern = keep.keepsManifest(key, `${algorithm}:${hex}`);
-        if (pattern) items.push({ repository: key, digest: `${algorithm}:${hex}`, pattern: pattern.source });
-      }
-    }
-  });
-  return items
-    .sort((a, b) => (a.repository + (a.tag ?? '') + (a.digest ?? '') < b.repository + (b.tag ?? '') + (b.digest ?? '') ? -1 : 1))
-    .slice(0, MAX_ITEMS);
 }

@@ -1,3 +1,4 @@
+import { watermarkBytes } from '../eviction/plan.ts';
 import { statfs } from 'node:fs/promises';
 import type { Config } from '../config/schema.ts';
 
@@ -35,8 +36,8 @@ export async function storeCapacity(config: Config, bytes: number): Promise<Stor
     maxSize: maxsize,
     highWatermark: highwatermark,
     lowWatermark: lowwatermark,
-    highBytes: maxsize > 0 ? Math.floor((maxsize * highwatermark) / 100) : null,
-    lowBytes: maxsize > 0 ? Math.floor((maxsize * lowwatermark) / 100) : null,
+    highBytes: maxsize > 0 ? watermarkBytes(maxsize, highwatermark) : null,
+    lowBytes: maxsize > 0 ? watermarkBytes(maxsize, lowwatermark) : null,
     disk,
     minFree: config.storage.filesystem.minfreespace,
   };

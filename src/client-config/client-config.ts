@@ -9,7 +9,7 @@ export interface ClientConfig {
   notes: string[];
 }
 
-export interface ConfigFile {
+interface ConfigFile {
   /** Where the client reads it: `/etc/containerd/certs.d/ghcr.io/hosts.toml`. */
   path: string;
   /** The same path below the client's config directory: `ghcr.io/hosts.toml` (what `--out DIR` writes). */

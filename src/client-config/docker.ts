@@ -2,7 +2,7 @@ import type { MirrorUrl } from './mirror-url.ts';
 import type { ClientConfig } from './client-config.ts';
 import type { ServedRegistry } from './registries.ts';
 
-export const DOCKER_CONFIG_FILE = '/etc/docker/daemon.json';
+const DOCKER_CONFIG_FILE = '/etc/docker/daemon.json';
 
 /**
  * daemon.json for dockerd. dockerd applies `registry-mirrors` to docker.io images only and asks

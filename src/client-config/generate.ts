@@ -14,7 +14,7 @@ export function isClientKind(kind: string): kind is ClientKind {
   return (CLIENT_KINDS as readonly string[]).includes(kind);
 }
 
-export interface GenerateOptions {
+interface GenerateOptions {
   /** containerd's config_path, named in each file's header (default /etc/containerd/certs.d). */
   containerdConfigPath?: string;
 }

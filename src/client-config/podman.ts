@@ -4,7 +4,7 @@ import { tomlString } from './client-config.ts';
 import type { ServedRegistry } from './registries.ts';
 
 /** A drop-in podman, skopeo and buildah read beside /etc/containers/registries.conf. */
-export const PODMAN_CONFIG_FILE = '/etc/containers/registries.conf.d/pullmirror.conf';
+const PODMAN_CONFIG_FILE = '/etc/containers/registries.conf.d/pullmirror.conf';
 
 /**
  * registries.conf: a `[[registry]]` per registry (its prefix, its own location) with the mirror

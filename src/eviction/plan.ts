@@ -20,6 +20,11 @@ export interface EvictionPolicy {
   keep?: KeepRules;
 }
 
+/** A watermark in bytes: `percent` of the size cap, whole bytes (the plan, the gauges and the status page use this one). */
+export function watermarkBytes(maxSize: number, percent: number): number {
+  return Math.floor((maxSize * percent) / 100);
+}
+
 export interface PlannedLink extends StoredLink {
   lastAccess: number;
   reason: 'ttl' | 'size';
@@ -45,8 +50,21 @@ export interface EvictionPlan {
   sizeAfter: number;
   /** The size cap asked for eviction but protected or pinned content kept the store above the low mark. */
   capUnreached: boolean;
-  /** What storage.eviction.keep holds: tags and manifest links it matched. */
-  pinned: { tags: number; manifests: number };
+  /**
+   * What storage.eviction.keep holds: the tags it matched and the manifest links it holds
+   * (directly, through a kept tag, or as a kept index's child), and the items the patterns
+   * name directly, each with its pattern (what the status page lists).
+   */
+  pinned: { tags: number; manifests: number; items: KeptItem[] };
+}
+
+/** A tag, or a manifest link, that a storage.eviction.keep pattern names. */
+export interface KeptItem {
+  repository: string;
+  tag?: string;
+  /** The tag's target, or the kept manifest. */
+  digest?: string;
+  pattern: string;
 }
 
 interface LinkState extends StoredLink {
@@ -100,12 +118,20 @@ export async function planEviction(inventory: Inventory, references: Map<string,
   // Pins: a kept manifest, the target of a kept tag, and (below) a kept index's children.
   const keep = policy.keep && !policy.keep.empty ? policy.keep : undefined;
   const keptTags = new Set<StoredTag>();
+  const keptItems: KeptItem[] = [];
   if (keep) {
-    for (const link of links.values()) if (keep.keepsManifest(link.repository, link.digest)) link.pinned = true;
+    for (const link of links.values()) {
+      const pattern = keep.keepsManifest(link.repository, link.digest);
+      if (!pattern) continue;
+      link.pinned = true;
+      keptItems.push({ repository: link.repository, digest: link.digest, pattern: pattern.source });
+    }
     for (const tag of inventory.tags) {
       if (turn.due()) await turn.pause();
-      if (!keep.keepsTag(tag.repository, tag.tag)) continue;
+      const pattern = keep.keepsTag(tag.repository, tag.tag);
+      if (!pattern) continue;
       keptTags.add(tag);
+      keptItems.push({ repository: tag.repository, tag: tag.tag, ...(tag.digest ? { digest: tag.digest } : {}), pattern: pattern.source });
       const target = tag.digest && links.get(key(tag.repository, tag.digest));
       if (target) target.pinned = true;
     }
@@ -147,8 +173,8 @@ export async function planEviction(inventory: Inventory, references: Map<string,
 
   // 3. Size cap: least recently used images go until the store is under the low mark.
   let capUnreached = false;
-  if (policy.maxSize > 0 && sizeAfter > (policy.maxSize * policy.highWatermark) / 100) {
-    const low = (policy.maxSize * policy.lowWatermark) / 100;
+  if (policy.maxSize > 0 && sizeAfter > watermarkBytes(policy.maxSize, policy.highWatermark)) {
+    const low = watermarkBytes(policy.maxSize, policy.lowWatermark);
     const candidates = [...links.values()]
       .filter((link) => !link.evicted && !isProtected(link))
       // Oldest first; on a tie an index before its children.
@@ -195,7 +221,7 @@ export async function planEviction(inventory: Inventory, references: Map<string,
     if (turn.due()) await turn.pause();
     if (!refCount.has(blob.digest) && blob.mtimeMs < policy.protectedSince) blobs.push({ digest: blob.digest, size: blob.size });
   }
-  return { tags, links: plannedLinks, blobs, sizeBefore, sizeAfter, capUnreached, pinned: { tags: keptTags.size, manifests: pinnedLinks } };
+  return { tags, links: plannedLinks, blobs, sizeBefore, sizeAfter, capUnreached, pinned: { tags: keptTags.size, manifests: pinnedLinks, items: keptItems } };
 }
 
 /** The blobs a manifest keeps alive: itself, its config and layers, and its children's, recursively. */

@@ -106,6 +106,11 @@ export class EvictionScheduler {
     return this.task?.getNextRun() ?? null;
   }
 
+  /** Resolves once no pass runs (at once when none does). */
+  async whenIdle(): Promise<void> {
+    await this.running;
+  }
+
   /** Whether a pass is running now. */
   get busy(): boolean {
     return this.running !== undefined;

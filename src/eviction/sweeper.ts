@@ -76,7 +76,7 @@ export interface SweepResult extends EvictionPlan {
   maxEventLoopDelayMs: number;
 }
 
-export function sweepSettings(config: Config): SweepSettings {
+export function sweepSettings(config: Config): Required<SweepSettings> {
   const eviction = config.storage.eviction;
   const remoteTtl = new Map(config.proxy.remotes.map((remote) => [remote.namespace, remote.ttl]));
   return {

@@ -1,3 +1,4 @@
+import { watermarkBytes } from '../eviction/plan.ts';
 import { readdirSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
@@ -295,7 +296,7 @@ let storeLimits: { maxBytes: number; highWatermarkBytes: number } | undefined;
 
 /** Connects the store-cap gauges to the eviction settings (storage.eviction.maxsize and highwatermark). */
 export function bindStoreLimits(eviction: { maxsize: number; highwatermark: number }): void {
-  storeLimits = { maxBytes: eviction.maxsize, highWatermarkBytes: Math.floor((eviction.maxsize * eviction.highwatermark) / 100) };
+  storeLimits = { maxBytes: eviction.maxsize, highWatermarkBytes: watermarkBytes(eviction.maxsize, eviction.highwatermark) };
 }
 
 new Gauge({

@@ -83,13 +83,14 @@ export class BlobFill extends EventEmitter {
       this.emit('progress');
       return descriptor;
     } catch (error) {
+      // Counted first: an abort that throws must not hide the failure from the metrics.
+      fillsFailed.inc();
       body.close();
       await this.writer.abort();
       this.failure = error as Error;
       // Verified bytes stay good for readers that have the file open, even if they could not be
       // stored: only unverified content fails its readers.
       if (this.state !== 'verified') this.state = 'failed';
-      fillsFailed.inc();
       this.emit('progress');
       throw error;
     }
