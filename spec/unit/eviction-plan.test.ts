@@ -111,7 +111,7 @@ describe('eviction plan', () => {
     assert.deepEqual(names(ttl.links), ['2'], 'only the unpinned image goes');
     assert.deepEqual(ttl.tags.map((t) => t.tag).sort(), ['gone', 'v1']);
     assert.deepEqual(names(ttl.blobs), ['2', 'c2', 'orphan'], 'the shared layer stays with the pinned index');
-    assert.deepEqual(ttl.pinned, { tags: 1, manifests: 3 });
+    assert.deepEqual(ttl.pinned, { tags: 1, manifests: 3, items: [{ repository: 'r', tag: 'latest', digest: d('1'), pattern: 'registry.local:5000/r:latest' }] });
     // The size cap cannot take pinned content either: it says so instead.
     const capped = await planEviction(inventory, refs, policy({ keep, ttlMs: 0, maxSize: 100 }));
     assert.deepEqual(names(capped.links), ['2']);
