@@ -164,8 +164,8 @@ interface Stores {
   downloads: BlobDownloads;
   manifests: ProxyManifestStore;
   /** Forgets, in every in-memory cache, what an eviction pass (here or in another process) deleted. */
-  forgetManifest(repository: string, digest: string): void;
-  forgetBlob(digest: string): Promise<void>;
+  forgetManifest: (repository: string, digest: string) => void;
+  forgetBlob: (digest: string) => Promise<void>;
 }
 
 /** The pull-through stores over the local ones. */
@@ -399,7 +399,7 @@ function buildOps(config: Config, storage: Storage, remotes: Remotes, downloads:
   }
   bindStoreLimits(config.storage.eviction);
   collectProcessMetrics();
-  const fillsInFlight = () => downloads.inFlight;
+  const fillsInFlight = (): number => downloads.inFlight;
   bindSources({ fillsInFlight, rateLimit: () => upstream.rateLimit, store: () => storeStats.current() });
   return { readiness: new Readiness(checks), traffic: new TrafficRecorder(), storeStats, upstream, remotes, fillsInFlight, version: version() };
 }

@@ -13,7 +13,6 @@ import { startMirror } from '../support/mirror.ts';
 import { startUpstreamRegistry } from '../support/registry.ts';
 import { startTokenServer } from '../support/token-server.ts';
 
-const MiB = 1024 * 1024;
 const size = Number(process.argv[2] ?? 256);
 const runs = Number(process.argv[3] ?? 3);
 

@@ -27,7 +27,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -908,7 +907,7 @@ const watchdog = setTimeout(() => {
   void cleanup().finally(() => process.exit(1));
 }, WHOLE_BENCH_TIMEOUT_MS);
 
-let exitCode = 1;
+let exitCode: number;
 try {
   // `npm run bench` runs every case; `npm run bench -- gc` one of them.
   const cases: Record<string, () => Promise<number>> = {

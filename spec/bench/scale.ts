@@ -122,7 +122,7 @@ export async function benchScale(log: Log): Promise<number> {
       env: process.env.PULLMIRROR_NODE_OPTIONS ? { NODE_OPTIONS: process.env.PULLMIRROR_NODE_OPTIONS } : {},
       config: { log: { level: 'info' }, storage: { delete: { enabled: true }, eviction: { schedule: passStart.expression } } },
     });
-    const pid = mirror.process.pid!;
+    const pid = mirror.process.pid;
     const started = Date.now();
     let phase: Phase = 'first walk';
     let passEnd = 0;
@@ -151,7 +151,7 @@ export async function benchScale(log: Log): Promise<number> {
       for (let i = 0; running; i++) {
         const which = i % 2 === 0 ? '/metrics' : '/api/status';
         try {
-          ops.push({ phase, path: which, ms: await timed(`${mirror!.url}${which}`) });
+          ops.push({ phase, path: which, ms: await timed(`${mirror.url}${which}`) });
         } catch (error) {
           failures.push(`${phase}: ${which}: ${(error as Error).message}`);
           if (failures.length > 20) throw error;
@@ -204,7 +204,6 @@ export async function benchScale(log: Log): Promise<number> {
     const of = <T extends Sample>(samples: T[], p: Phase) => samples.filter((s) => s.phase === p).map((s) => s.ms);
     const opsAll = ops.map((s) => s.ms);
     const idleP99 = percentile(of(warmGets, 'idle'), 99);
-    const rssSeries = (p: Phase) => of(rss, p);
     const passP99 = percentile(of(warmGets, 'pass'), 99);
     const rssPass = Math.max(...of(rss, 'pass'));
     const rssAfter = of(rss, 'after').at(-1) ?? NaN;

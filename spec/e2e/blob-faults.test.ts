@@ -220,7 +220,7 @@ describe('blob path faults: every source, every fault, bounded and leak-free', {
       }
       // Faults that happen once were the holder's; the lasting ones go on for every request.
       const lasting = options.fault && !('times' in options.fault && kind === 'follower');
-      if (options.fault && lasting) world.proxy.addFault({ ...options.fault, match: matchRequests('GET', /\/blobs\/sha256:/) } as never);
+      if (options.fault && lasting) world.proxy.addFault({ ...options.fault, match: matchRequests('GET', /\/blobs\/sha256:/) });
       const client = kind === 'follower' ? mirrors[1] : mirrors[0];
       let release: (() => void) | undefined;
       const asked = get(url(client), { ...options.client, onStall: (destroy) => (release = destroy) });
@@ -269,7 +269,7 @@ describe('blob path faults: every source, every fault, bounded and leak-free', {
       // A follower's own upstream is not asked while the holder lives: the holder's fault is its fault.
       it(`${kind}: ${name}`, async () => {
         const times = name.includes('once') ? { times: 1 } : {};
-        await scenario(kind, { fault: { ...fault, ...times } as FaultAction, expect: expect(kind) });
+        await scenario(kind, { fault: { ...fault, ...times }, expect: expect(kind) });
       });
     }
     it(`${kind}: the client leaves mid-body`, async () => {

@@ -237,7 +237,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
   it('pages through repositories and tags with a cursor, and refuses bad parameters with a clear error', async () => {
     const get = async (query: string) => {
       const response = await fetch(`${mirror.url}/api/browse/${query}`);
-      return { status: response.status, body: (await response.json()) as any };
+      return { status: response.status, body: (await response.json()) };
     };
     const first = await get('repositories?limit=3');
     assert.equal(first.status, 200);

@@ -149,7 +149,7 @@ function composeEnvironment(service: any): Env {
   const environment = service.environment ?? {};
   const entries: [string, string][] = Array.isArray(environment)
     ? environment.map((item: string) => [item.split('=')[0], item.split('=').slice(1).join('=')])
-    : Object.entries(environment).map(([key, value]) => [key, String(value ?? '')]);
+    : Object.entries(environment).map(([key, value]) => [key, typeof value === 'string' ? value : JSON.stringify(value ?? '')]);
   return Object.fromEntries(entries.map(([key, value]) => [key, interpolateUnset(value)]));
 }
 
@@ -355,7 +355,7 @@ describe('every shipped config passes config check as it is run', () => {
     assert.equal(image.env.PULLMIRROR_CONFIG, containerPath, 'PULLMIRROR_CONFIG names the file CMD serves');
     assert.equal(image.cmd[0], 'serve');
     const effective = await assertPasses('Dockerfile', source, image.env);
-    assert.ok(image.volumes.includes(effective.storage.filesystem.rootdirectory), `VOLUME ${image.volumes} holds the store ${effective.storage.filesystem.rootdirectory}`);
+    assert.ok(image.volumes.includes(effective.storage.filesystem.rootdirectory), `VOLUME ${image.volumes.join(', ')} holds the store ${effective.storage.filesystem.rootdirectory}`);
     assert.deepEqual(image.exposed, [portOf(effective.http.addr)], 'EXPOSE is the port http.addr listens on');
     assert.equal(image.user, 'node', 'runs as the base image\'s unprivileged node user (uid 1000, which the Kubernetes manifests name)');
   });
@@ -634,7 +634,7 @@ describe('the dashboard and the alerts read metrics a running mirror exports', {
     const used = new Map<string, string>();
     for (const name of dashboardNames(dashboard)) used.set(name, 'deploy/grafana/pullmirror.json');
     for (const rule of rules) for (const name of metricNames(rule.expr)) used.set(name, `alert ${rule.alert}`);
-    assert.ok(used.size >= 15, `the expressions name metrics: ${[...used.keys()]}`);
+    assert.ok(used.size >= 15, `the expressions name metrics: ${[...used.keys()].join(', ')}`);
     const missing = [...used].filter(([name]) => !PROMETHEUS_OWN.has(name) && !withSamples.has(familyOf(name, types)));
     assert.deepEqual(missing, [], 'metrics named by the dashboard or the alerts that /metrics lacks');
 

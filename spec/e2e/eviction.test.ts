@@ -6,13 +6,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { pushImage, pushIndex, randomLayer, type PushedImage, type PushedIndex } from '../support/images.ts';
-import { startMirror, type MirrorOptions, type RunningMirror } from '../support/mirror.ts';
+import { type RunningMirror } from '../support/mirror.ts';
 import { scrape, sum } from '../support/prometheus.ts';
 import { cleanEnv, tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { blobPath, stored } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
-import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/main.ts');
 const HOUR = 3_600_000;

@@ -79,7 +79,7 @@ export async function startContainerd(): Promise<Containerd> {
       if (child.hasExited() || Date.now() > deadline) {
         await child.stop();
         await dir.cleanup().catch(() => {});
-        throw new Error(`containerd did not start: ${(error as Error).message}\n${child.readLog()}`);
+        throw new Error(`containerd did not start: ${(error as Error).message}\n${child.readLog()}`, { cause: error });
       }
       await sleep(100);
     }

@@ -94,7 +94,7 @@ export async function startDockerd(options: { registryMirror: string } | { daemo
     } catch (error) {
       if (child.hasExited() || Date.now() > deadline) {
         await child.stop();
-        throw new Error(`dockerd did not start: ${(error as Error).message}\n${child.readLog()}`);
+        throw new Error(`dockerd did not start: ${(error as Error).message}\n${child.readLog()}`, { cause: error });
       }
       await sleep(200);
     }

@@ -212,7 +212,7 @@ export async function registryFetch(
     if (token) headers.set('authorization', `Bearer ${token}`);
     const body = typeof init.body === 'function' ? init.body() : init.body;
     const streaming = body instanceof ReadableStream;
-    return fetch(url, { ...init, headers, body, ...(streaming ? { duplex: 'half' } : {}) } as RequestInit);
+    return fetch(url, { ...init, headers, body, ...(streaming ? { duplex: 'half' } : {}) });
   };
   let res = await send(tokenCache.get(cacheKey));
   if (res.status === 401) {

@@ -80,7 +80,7 @@ export class BcryptPool {
       job.resolve(answer.ok);
       this.next(slot);
     });
-    worker.on('error', (error) => this.lost(slot, error));
+    worker.on('error', (error: Error) => this.lost(slot, error));
     worker.on('exit', (code) => this.lost(slot, new Error(`bcrypt worker exited with code ${code}`)));
     return slot;
   }

@@ -66,7 +66,7 @@ export class TokenVerifier {
       if (!Array.isArray(set.keys)) throw new Error('the JWKS has no "keys" array');
       for (const jwk of set.keys as { kid?: unknown }[]) {
         if (typeof jwk.kid !== 'string') throw new Error('a JWKS key has no "kid"');
-        this.keys.set(jwk.kid, createPublicKey({ key: jwk as never, format: 'jwk' }));
+        this.keys.set(jwk.kid, createPublicKey({ key: jwk, format: 'jwk' }));
       }
     }
     if (this.keys.size === 0) throw new Error('no key to verify tokens with');

@@ -3,6 +3,7 @@ import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { parseDigest } from '../registry/digest.ts';
 import { sniffManifestMediaType } from '../registry/media-types.ts';
 import type { StorePaths } from '../storage/paths.ts';
+import { arrayField, fields, parseUntrustedJson, stringField, type JsonFields } from '../util/untrusted-json.ts';
 
 /** Where an image runs, as an index lists it or an image config says. */
 export interface Platform {
@@ -51,13 +52,15 @@ export async function summarizeManifest(paths: StorePaths, digest: string, optio
   const bytes = await readSmallBlob(paths, digest, MAX_MANIFEST_BYTES);
   if (!bytes) return undefined;
   const parsed = parseJson(bytes);
-  const mediaType = typeof parsed?.mediaType === 'string' ? parsed.mediaType : sniffManifestMediaType(bytes);
-  if (Array.isArray(parsed?.manifests)) {
+  const mediaType = stringField(parsed, 'mediaType') ?? sniffManifestMediaType(bytes);
+  const children = arrayField(parsed, 'manifests');
+  if (children) {
     const platforms: (ImageSummary & { platform: Platform })[] = [];
-    for (const child of parsed.manifests.slice(0, 64)) {
-      if (typeof child?.digest !== 'string' || !safeDigest(child.digest)) continue;
-      const platform = platformOf(child.platform);
-      const image = await summarizeImage(paths, child.digest, { ...options, declaredSize: Number(child.size) || 0, declaredType: child.mediaType });
+    for (const child of children.slice(0, 64).map(fields)) {
+      const childDigest = stringField(child, 'digest');
+      if (childDigest === undefined || !safeDigest(childDigest)) continue;
+      const platform = platformOf(child?.platform);
+      const image = await summarizeImage(paths, childDigest, { ...options, declaredSize: Number(child?.size) || 0, declaredType: child?.mediaType });
       platforms.push({ ...image, platform: image.platform ?? platform });
     }
     const size = bytes.length + platforms.reduce((sum, p) => sum + p.size, 0);
@@ -65,7 +68,7 @@ export async function summarizeManifest(paths: StorePaths, digest: string, optio
   }
   const image = imageOf(digest, mediaType, bytes, parsed);
   if (options.detail) await fillDetail(paths, image);
-  return { ...image, kind: parsed?.config || Array.isArray(parsed?.layers) || Array.isArray(parsed?.fsLayers) ? 'image' : 'unknown' };
+  return { ...image, kind: parsed?.config || arrayField(parsed, 'layers') || arrayField(parsed, 'fsLayers') ? 'image' : 'unknown' };
 }
 
 async function summarizeImage(
@@ -79,21 +82,24 @@ async function summarizeImage(
     return { digest, mediaType, manifestSize: options.declaredSize, layers: [], size: options.declaredSize, stored: false };
   }
   const parsed = parseJson(bytes);
-  const image = imageOf(digest, typeof parsed?.mediaType === 'string' ? parsed.mediaType : sniffManifestMediaType(bytes), bytes, parsed);
+  const image = imageOf(digest, stringField(parsed, 'mediaType') ?? sniffManifestMediaType(bytes), bytes, parsed);
   if (options.detail) await fillDetail(paths, image);
   return image;
 }
 
-function imageOf(digest: string, mediaType: string, bytes: Buffer, parsed: any): ImageSummary {
-  const entry = (value: any): BlobEntry | undefined =>
-    typeof value?.digest === 'string' && safeDigest(value.digest)
-      ? { digest: value.digest, size: Number(value.size) || 0, ...(typeof value.mediaType === 'string' ? { mediaType: value.mediaType } : {}) }
-      : undefined;
+function imageOf(digest: string, mediaType: string, bytes: Buffer, parsed: JsonFields | undefined): ImageSummary {
+  const entry = (value: unknown): BlobEntry | undefined => {
+    const descriptor = fields(value);
+    const entryDigest = stringField(descriptor, 'digest');
+    if (entryDigest === undefined || !safeDigest(entryDigest)) return undefined;
+    const entryType = stringField(descriptor, 'mediaType');
+    return { digest: entryDigest, size: Number(descriptor?.size) || 0, ...(entryType !== undefined ? { mediaType: entryType } : {}) };
+  };
   const config = entry(parsed?.config);
-  const layers = (Array.isArray(parsed?.layers) ? parsed.layers : Array.isArray(parsed?.fsLayers) ? parsed.fsLayers.map((l: any) => ({ digest: l?.blobSum })) : [])
-    .map(entry)
-    .filter((layer: BlobEntry | undefined): layer is BlobEntry => layer !== undefined);
-  const size = bytes.length + (config?.size ?? 0) + layers.reduce((sum: number, layer: BlobEntry) => sum + layer.size, 0);
+  // Schema 1 manifests list their layers as fsLayers[].blobSum.
+  const declared = arrayField(parsed, 'layers') ?? arrayField(parsed, 'fsLayers')?.map((layer) => ({ digest: stringField(fields(layer), 'blobSum') })) ?? [];
+  const layers = declared.map(entry).filter((layer): layer is BlobEntry => layer !== undefined);
+  const size = bytes.length + (config?.size ?? 0) + layers.reduce((sum, layer) => sum + layer.size, 0);
   return { digest, mediaType, manifestSize: bytes.length, ...(config ? { config } : {}), layers, size, stored: true };
 }
 
@@ -107,8 +113,12 @@ async function fillDetail(paths: StorePaths, image: ImageSummary): Promise<void>
   await Promise.all(image.layers.map(async (layer) => (layer.stored = await isStored(paths, layer.digest))));
 }
 
-function platformOf(value: any): Platform {
-  const pick = (field: string) => (typeof value?.[field] === 'string' && value[field] ? { [field]: String(value[field]).slice(0, 64) } : {});
+function platformOf(value: unknown): Platform {
+  const platform = fields(value);
+  const pick = (field: string) => {
+    const text = stringField(platform, field);
+    return text ? { [field]: text.slice(0, 64) } : {};
+  };
   return { ...pick('os'), ...pick('architecture'), ...pick('variant') };
 }
 
@@ -122,12 +132,8 @@ function safeDigest(value: string): boolean {
   }
 }
 
-function parseJson(bytes: Buffer): any {
-  try {
-    return JSON.parse(bytes.toString('utf8'));
-  } catch {
-    return undefined;
-  }
+function parseJson(bytes: Buffer): JsonFields | undefined {
+  return fields(parseUntrustedJson(bytes.toString('utf8')));
 }
 
 async function isStored(paths: StorePaths, digest: string): Promise<boolean> {

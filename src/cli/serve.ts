@@ -124,7 +124,7 @@ function createHttpServer(config: Config, mirror: Mirror): Server {
         ...(clientCas?.length ? { ca: clientCas, requestCert: true, rejectUnauthorized: true } : {}),
       },
       mirror.app,
-    ) as unknown as Server;
+    );
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     // A key that does not match the certificate, or PEM that is not one: the message names no secret.

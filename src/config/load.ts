@@ -5,6 +5,7 @@ import { ignoredKeyWarnings } from './ignored-keys.ts';
 import { configSchema, SECRET_KEYS, type Config } from './schema.ts';
 import { namesKey } from './schema-paths.ts';
 import { resolveSecretFiles } from './secret-files.ts';
+import { arrayField, fields, stringField } from '../util/untrusted-json.ts';
 
 /** Thrown for any bad configuration; its message names the offending key. */
 export class ConfigError extends Error {
@@ -152,25 +153,27 @@ function secretPattern(name: string): RegExp {
 
 /** A copy of the config fit for printing: every secret replaced by "*****". */
 export function maskSecrets(config: Config): unknown {
-  const copy = structuredClone(config) as Record<string, any>;
-  const mask = (node: any, path: string[]): void => {
+  const copy = structuredClone(config) as Record<string, unknown>;
+  const mask = (node: unknown, path: string[]): void => {
     if (node === null || typeof node !== 'object') return;
+    const record = node as Record<string, unknown>;
     const [part, ...rest] = path;
-    const children = part === '*' ? Object.keys(node) : [part];
+    const children = part === '*' ? Object.keys(record) : [part];
     for (const child of children) {
-      if (rest.length > 0) mask(node[child], rest);
-      else if (node[child] !== undefined) node[child] = '*****';
+      if (rest.length > 0) mask(record[child], rest);
+      else if (record[child] !== undefined) record[child] = '*****';
     }
   };
   for (const key of SECRET_KEYS) mask(copy, key.split('.'));
   // A password written into an upstream URL (https://user:secret@host) is a secret too.
-  for (const upstream of [copy.proxy, ...(copy.proxy?.remotes ?? [])]) {
-    const remote = upstream?.remoteurl;
-    if (typeof remote === 'string' && URL.canParse(remote)) {
+  const proxy = fields(copy.proxy);
+  for (const upstream of [proxy, ...(arrayField(proxy, 'remotes') ?? []).map(fields)]) {
+    const remote = stringField(upstream, 'remoteurl');
+    if (upstream && remote !== undefined && URL.canParse(remote)) {
       const url = new URL(remote);
       if (url.password) {
         url.password = '*****';
-        upstream.remoteurl = url.toString();
+        (upstream as Record<string, unknown>).remoteurl = url.toString();
       }
     }
   }

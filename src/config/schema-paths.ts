@@ -10,7 +10,17 @@ import { configSchema } from './schema.ts';
 type Node = z.core.$ZodType;
 type Meta = { ignored?: boolean; unsupported?: boolean };
 
-const def = (node: Node) => node._zod.def as unknown as Record<string, any> & { type: string };
+/** The fields of zod's internal definitions this walk reads (zod types them per kind). */
+interface Def {
+  type: string;
+  innerType: Node;
+  in: Node;
+  out: Node;
+  options: Node[];
+  shape: Record<string, Node>;
+  valueType: Node;
+}
+const def = (node: Node) => node._zod.def as unknown as Def;
 const meta = (node: Node): Meta => (z.globalRegistry.get(node as z.ZodType) as Meta | undefined) ?? {};
 
 /** The schemas a wrapper stands for (optional, default, preprocess pipes, unions); itself otherwise. */
@@ -27,7 +37,7 @@ function unwrap(node: Node): Node[] {
     case 'pipe':
       return [...unwrap(d.in), ...unwrap(d.out)];
     case 'union':
-      return (d.options as Node[]).flatMap(unwrap);
+      return (d.options).flatMap(unwrap);
     default:
       return [node];
   }
@@ -63,7 +73,7 @@ export function schemaKeys(node: Node = configSchema, prefix = ''): SchemaKey[] 
   const keys: SchemaKey[] = [];
   const objects = unwrap(node).filter((inner) => !isOpaque(inner) && def(inner).type === 'object');
   for (const object of objects) {
-    for (const [key, child] of Object.entries(def(object).shape as Record<string, Node>)) {
+    for (const [key, child] of Object.entries(def(object).shape)) {
       const path = prefix ? `${prefix}.${key}` : key;
       const m = meta(child);
       const isObject = unwrap(child).some((inner) => def(inner).type === 'object');

@@ -76,7 +76,7 @@ const log = z
   .prefault({});
 
 /** Storage drivers distribution has that pullmirror does not: named, so the error says what is supported. */
-const unsupportedStorage = (driver: string) =>
+const unsupportedStorage = () =>
   z
     .unknown()
     .refine((v) => v === undefined, { message: `only filesystem storage is supported (storage.filesystem.rootdirectory)` })
@@ -155,12 +155,12 @@ const storage = z
       .prefault({}),
     redirect: ignored(),
     tag: ignored(),
-    s3: unsupportedStorage('s3'),
-    azure: unsupportedStorage('azure'),
-    gcs: unsupportedStorage('gcs'),
-    swift: unsupportedStorage('swift'),
-    oss: unsupportedStorage('oss'),
-    inmemory: unsupportedStorage('inmemory'),
+    s3: unsupportedStorage(),
+    azure: unsupportedStorage(),
+    gcs: unsupportedStorage(),
+    swift: unsupportedStorage(),
+    oss: unsupportedStorage(),
+    inmemory: unsupportedStorage(),
   })
   .prefault({});
 

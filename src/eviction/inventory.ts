@@ -36,7 +36,7 @@ export class BlobIndex {
 
   add(algorithm: string, hex: string, size: number, mtimeMs: number): void {
     let slots = this.byAlgorithm.get(algorithm);
-    if (!slots) this.byAlgorithm.set(algorithm, (slots = new Map()));
+    if (!slots) this.byAlgorithm.set(algorithm, (slots = new Map<string, number>()));
     const existing = slots.get(hex);
     const slot = existing ?? this.used++;
     if (slot >= this.sizes.length) {

@@ -9,7 +9,7 @@ export interface EvictionPolicy {
   /** proxy.ttl in ms from last access; 0 disables expiry. */
   ttlMs: number;
   /** A repository's own TTL when its registry has one (proxy.remotes[].ttl); ttlMs otherwise. */
-  ttlFor?(repository: string): number;
+  ttlFor?: (repository: string) => number;
   /** Wall-clock time (ms) after which anything written or used is protected (grace period). */
   protectedSince: number;
   /** Size cap in bytes (0: none) and its watermarks in percent. */

@@ -28,7 +28,7 @@ export interface SweepHooks {
 export interface SweepSettings {
   ttlMs: number;
   /** Per registry: proxy.remotes[].ttl for its repositories (keys as paths.ts's repositoryKey). */
-  ttlFor?(repository: string): number;
+  ttlFor?: (repository: string) => number;
   graceMs: number;
   maxSize: number;
   highWatermark: number;
@@ -55,7 +55,7 @@ export interface SweepOptions extends SweepSettings {
    */
   sharesLoop?: boolean;
   /** Told of each item as it is removed (planned, on a dry run), in order: `gc` prints as it goes. */
-  onItem?(item: SweptItem): void;
+  onItem?: (item: SweptItem) => void;
 }
 
 export type SweptItem = { kind: 'tag'; tag: PlannedTag } | { kind: 'manifest'; link: PlannedLink } | { kind: 'blob'; blob: PlannedBlob };

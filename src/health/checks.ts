@@ -96,7 +96,7 @@ export function upstreamReachableProbe(upstream: UpstreamRegistry, timeoutMs: nu
       await upstream.probe(timeoutMs);
     } catch (error) {
       const cause = (error as Error & { cause?: Error }).cause;
-      throw new Error(`${upstream.url.origin} unreachable: ${(error as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (cause?.message ?? (error as Error).message)}`);
+      throw new Error(`${upstream.url.origin} unreachable: ${(error as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (cause?.message ?? (error as Error).message)}`, { cause: error });
     }
   };
 }

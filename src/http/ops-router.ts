@@ -18,7 +18,7 @@ export interface OpsContext {
   upstream: UpstreamRegistry;
   /** Every registry served, for per-registry figures. */
   remotes: Remotes;
-  fillsInFlight(): number;
+  fillsInFlight: () => number;
   version: string;
   /** The store browser, eviction and fleet views (src/browse, src/fleet/heartbeat.ts). */
   browse?: BrowseContext;

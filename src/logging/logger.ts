@@ -14,7 +14,7 @@ export function createLogger(config: Config['log']): Logger {
     const rest = Object.entries(fields)
       .map(([key, value]) => `${key}=${typeof value === 'string' && !/\s/.test(value) ? value : JSON.stringify(value)}`)
       .join(' ');
-    return `${timestamp} ${level} ${message}${rest ? ` ${rest}` : ''}`;
+    return `${String(timestamp)} ${level} ${String(message)}${rest ? ` ${rest}` : ''}`;
   });
   // logstash's json codec (and logrus's logstash formatter, which distribution uses): @timestamp
   // and @version, the message under `message`, the fields beside it.

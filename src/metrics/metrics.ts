@@ -120,7 +120,7 @@ export const evictedBytes = new Counter({
 
 /** Figures that live elsewhere and are read when Prometheus scrapes. */
 export interface MetricSources {
-  fillsInFlight(): number;
+  fillsInFlight: () => number;
   rateLimit(): { remaining: number; limit?: number; windowS: number } | undefined;
   /** The store's figures as the serving process keeps them (never a disk walk per scrape). */
   store(): { blobs: number; bytes: number };

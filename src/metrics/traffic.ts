@@ -51,7 +51,7 @@ const REPOSITORIES_TRACKED = 5_000;
 export class TrafficRecorder {
   private readonly since = Date.now();
   private readonly totals = { requests: 0, hits: 0, misses: 0, stale: 0, bytesFromCache: 0, bytesFromUpstream: 0, pulls: 0 };
-  private readonly ring: (MinuteCounters | undefined)[] = new Array(MINUTES_KEPT);
+  private readonly ring: (MinuteCounters | undefined)[] = new Array<MinuteCounters | undefined>(MINUTES_KEPT);
   private readonly pullsByRepository = new Map<string, number>();
   private readonly recent: PullRecord[] = [];
 

@@ -144,7 +144,9 @@ export function createRedisConnection(config: Config['redis'], logger: Logger, s
     );
   }
   if (nodes.length > 1) {
-    const { keyPrefix, db: _db, ...redisOptions } = common;
+    // Redis Cluster has one database: `db` is left out of the node options.
+    const { keyPrefix, db, ...redisOptions } = common;
+    void db;
     const options: ClusterOptions = { keyPrefix, enableOfflineQueue: false, redisOptions, clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2_000) };
     return new RedisConnection(new Cluster(nodes, options), logger);
   }

@@ -1,3 +1,4 @@
+import { fields, parseUntrustedJson } from '../util/untrusted-json.ts';
 import { parseDigest } from './digest.ts';
 
 /** What one manifest references: child manifests (of an index or list) and blobs (config, layers). */
@@ -17,13 +18,8 @@ export interface ManifestReferences {
 export function manifestReferences(bytes: Uint8Array): ManifestReferences {
   const manifests = new Set<string>();
   const blobs = new Set<string>();
-  let parsed: any;
-  try {
-    parsed = JSON.parse(Buffer.from(bytes).toString('utf8'));
-  } catch {
-    return { manifests: [], blobs: [] };
-  }
-  if (parsed === null || typeof parsed !== 'object') return { manifests: [], blobs: [] };
+  const parsed = fields(parseUntrustedJson(Buffer.from(bytes).toString('utf8')));
+  if (!parsed) return { manifests: [], blobs: [] };
   const add = (into: Set<string>, value: unknown): void => {
     if (typeof value !== 'string') return;
     try {
@@ -33,10 +29,10 @@ export function manifestReferences(bytes: Uint8Array): ManifestReferences {
     }
   };
   const each = (list: unknown, into: Set<string>, field: string): void => {
-    if (Array.isArray(list)) for (const entry of list) add(into, (entry as Record<string, unknown> | null)?.[field]);
+    if (Array.isArray(list)) for (const entry of list) add(into, fields(entry)?.[field]);
   };
   each(parsed.manifests, manifests, 'digest');
-  add(blobs, parsed.config?.digest);
+  add(blobs, fields(parsed.config)?.digest);
   each(parsed.layers, blobs, 'digest');
   each(parsed.blobs, blobs, 'digest');
   each(parsed.fsLayers, blobs, 'blobSum');
