@@ -29,6 +29,7 @@ import { requestContext } from './http/middleware/request-context.ts';
 import { requestMetrics } from './http/middleware/request-metrics.ts';
 import { clientConfigRouter } from './http/client-config-router.ts';
 import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
+import { statusPageAssets } from './http/status-page/assets.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { Logger } from './logging/logger.ts';
 import { bindSources, bindStoreLimits, collectProcessMetrics } from './metrics/metrics.ts';
@@ -75,6 +76,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const heartbeat = new FleetHeartbeat({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), version: ops.version, fillsInFlight: ops.fillsInFlight });
   ops.browse = buildBrowse(config, logger, storage.paths, remotes, eviction.scheduler, heartbeat);
   ops.capacity = (bytes) => storeCapacity(config, bytes);
+  ops.pageAssets = await statusPageAssets();
   for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,

@@ -7,7 +7,8 @@ import type { Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import type { StoreCapacity } from '../browse/store-capacity.ts';
 import { browseRouter, type BrowseContext } from './browse-router.ts';
-import { STATUS_PAGE } from './status-page.ts';
+import type { StatusPageAssets } from './status-page/assets.ts';
+import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page/page.ts';
 
 /** What the operator endpoints read; built once by the composition root. */
 export interface OpsContext {
@@ -24,6 +25,8 @@ export interface OpsContext {
   browse?: BrowseContext;
   /** The store's size against storage.eviction.maxsize and the disk's free space. */
   capacity?(bytes: number): Promise<StoreCapacity>;
+  /** The status page's script and stylesheet (src/http/status-page/assets.ts). */
+  pageAssets?: StatusPageAssets;
 }
 
 
@@ -64,9 +67,21 @@ export function opsRouter(
   router.get('/', label('status'), protect, (_req: Request, res: Response) => {
     res.setHeader('Content-Type', 'text/html; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache');
-    res.setHeader('Content-Security-Policy', "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:");
+    res.setHeader('Content-Security-Policy', STATUS_PAGE_CSP);
     res.end(STATUS_PAGE);
   });
+  const assets = ops.pageAssets;
+  if (assets) {
+    const asset = (type: string, body: Buffer) => (_req: Request, res: Response) => {
+      res.setHeader('Content-Type', type);
+      // no-cache: revalidated each time, so a page after an upgrade never runs an old script.
+      res.setHeader('Cache-Control', 'no-cache');
+      res.setHeader('X-Content-Type-Options', 'nosniff');
+      res.end(body);
+    };
+    router.get('/status-page.js', label('status'), protect, asset('text/javascript; charset=utf-8', assets.script));
+    router.get('/status-page.css', label('status'), protect, asset('text/css; charset=utf-8', assets.styles));
+  }
   return router;
 }
 
