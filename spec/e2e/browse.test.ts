@@ -159,6 +159,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     await page.waitForFunction(() => document.getElementById('view-browse')!.dataset.ready?.startsWith('tags:'));
     const tagRow = page.locator('#browse-tags tr[data-tag="latest"]');
     assert.match(await tagRow.innerText(), /index: linux\/amd64, linux\/arm64\/v8/);
+    assert.equal(await page.locator('#browse-total').innerText(), `1 tag · TTL ${TTL_S}s`);
     assert.equal(Number(await tagRow.locator('td').nth(3).getAttribute('data-value')), index.bytes.length + weight(platforms[0]) + weight(platforms[1]));
     const expiry = Number(await tagRow.locator('td').nth(6).getAttribute('data-expiry'));
     assert.ok(expiry >= pulledAt - 60_000 + TTL_S * 1000 && expiry <= Date.now() + TTL_S * 1000, 'the manifest expires its TTL after the last pull');

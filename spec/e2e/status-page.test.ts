@@ -170,6 +170,18 @@ describe('status page: a real browser shows the numbers of a pull', { skip: miss
     for (const minute of minutes) assert.match(minute, /^\d\d:\d\d$/);
     assert.equal(minutes.at(-1), (await text('updated')).slice(0, 5), 'the last minute shown is now');
     await shoot(page, 'status-overview');
+
+    // The repository's tags: the TTL as people write it (proxy.ttl's default, 168h, is 7d), nouns that agree.
+    const namespace = new URL(world.proxy.url).host;
+    await page.evaluate((h) => (location.hash = h), `#/browse/${namespace}/team/web`);
+    await page.waitForSelector('#view-browse[data-ready^="tags:"]', { timeout: 15_000 });
+    assert.equal(await text('browse-total'), '1 tag · TTL 7d');
+    // The manifest: its last pull as a distance and as a date in the page's one format.
+    await page.locator('#browse-tags a').first().click();
+    await page.waitForSelector('#view-browse[data-ready^="manifest:"]', { timeout: 15_000 });
+    assert.match(await text('manifest-last-pulled'), /^(<1s|\d+s) ago \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)$/);
+    assert.match(await page.locator('#manifest-blobs').innerText(), /layer 1\t\S+\t12\d(\.\d)? KiB\tstored/);
+    await shoot(page, 'status-manifest');
     t.diagnostic(`screenshots in ${SCREENS}`);
     assert.deepEqual(errors, [], 'no script errors, no CSP refusal');
   });

@@ -6,6 +6,7 @@ import type { LiveStoreFigures } from '../storage/store-stats.ts';
 import type { Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import type { StoreCapacity } from '../browse/store-capacity.ts';
+import type { FleetTraffic } from '../fleet/fleet-traffic.ts';
 import { browseRouter, type BrowseContext } from './browse-router.ts';
 import type { StatusPageAssets } from './status-page/assets.ts';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page/page.ts';
@@ -25,6 +26,8 @@ export interface OpsContext {
   browse?: BrowseContext;
   /** The store's size against storage.eviction.maxsize and the disk's free space. */
   capacity?(bytes: number): Promise<StoreCapacity>;
+  /** With a Redis: every instance's traffic, for a fleet-wide overview (src/fleet/fleet-traffic.ts). */
+  fleetTraffic?: FleetTraffic;
   /** The status page's script and stylesheet (src/http/status-page/assets.ts). */
   pageAssets?: StatusPageAssets;
 }
@@ -127,7 +130,7 @@ async function metricsHandler(_req: Request, res: Response, next: (error?: unkno
 /** The figures the status page draws (also handy for scripts: `curl /api/status`). */
 export async function statusDocument(ops: OpsContext) {
   const store = ops.storeStats.current();
-  const traffic = ops.traffic.snapshot(60);
+  const { traffic, scope, fillsInFlight } = await trafficScope(ops);
   const rateLimit = ops.upstream.rateLimit;
   return {
     version: ops.version,
@@ -155,9 +158,30 @@ export async function statusDocument(ops: OpsContext) {
     ...(ops.capacity ? { capacity: await ops.capacity(store.bytes) } : {}),
     // The eviction schedule at a glance (the eviction view asks /api/eviction for the passes).
     ...(ops.browse ? { eviction: evictionSummary(ops.browse) } : {}),
-    fillsInFlight: ops.fillsInFlight(),
+    fillsInFlight,
     ...traffic,
+    scope,
     totals: { ...traffic.totals, bytesSaved: traffic.totals.bytesFromCache },
+  };
+}
+
+/**
+ * Whose traffic the overview shows: with a Redis, the fleet's (every instance on this store:
+ * counters in Redis, downloads in flight from the live records), else this instance's. When
+ * the Redis cannot be asked, this instance's, and the page says so.
+ */
+async function trafficScope(ops: OpsContext) {
+  const own = () => ops.traffic.snapshot(60);
+  if (!ops.fleetTraffic) return { traffic: own(), scope: { kind: 'instance' as const }, fillsInFlight: ops.fillsInFlight() };
+  const [traffic, fleet] = await Promise.all([ops.fleetTraffic.snapshot(60), ops.browse?.fleet.list()]);
+  if (!traffic || !fleet || fleet.redis !== 'ok') {
+    return { traffic: own(), scope: { kind: 'unavailable' as const, reason: 'Redis unreachable' }, fillsInFlight: ops.fillsInFlight() };
+  }
+  const alive = fleet.instances.filter((instance) => instance.state === 'alive');
+  return {
+    traffic,
+    scope: { kind: 'fleet' as const, instances: alive.length },
+    fillsInFlight: alive.reduce((sum, instance) => sum + (instance.self ? ops.fillsInFlight() : instance.fillsInFlight), 0),
   };
 }
 

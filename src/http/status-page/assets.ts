@@ -28,18 +28,24 @@ export async function statusPageAssets(): Promise<StatusPageAssets> {
 export async function bundleAssets(): Promise<StatusPageAssets> {
   // A devDependency, imported only from the sources (the server's bundle marks it external).
   const esbuild = await import('esbuild');
-  const result = await esbuild.build({
-    entryPoints: { 'status-page': path.join(CLIENT, 'main.ts'), 'status-page-styles': path.join(CLIENT, 'styles.css') },
-    bundle: true,
-    write: false,
-    outdir: 'out',
-    format: 'iife',
-    platform: 'browser',
-    target: ['es2022', 'chrome100', 'firefox100', 'safari15'],
-    minify: true,
-    legalComments: 'none',
-    logLevel: 'warning',
-  });
+  let result: Awaited<ReturnType<typeof esbuild.build<{ write: false }>>>;
+  try {
+    result = await esbuild.build({
+      entryPoints: { 'status-page': path.join(CLIENT, 'main.ts'), 'status-page-styles': path.join(CLIENT, 'styles.css') },
+      bundle: true,
+      write: false,
+      outdir: 'out',
+      format: 'iife',
+      platform: 'browser',
+      target: ['es2022', 'chrome100', 'firefox100', 'safari15'],
+      minify: true,
+      legalComments: 'none',
+      logLevel: 'warning',
+    });
+  } finally {
+    // Its service process ends with the build: a server keeps no esbuild child around.
+    await esbuild.stop();
+  }
   const file = (ext: string) => {
     const out = result.outputFiles.find((f) => f.path.endsWith(ext));
     if (!out) throw new Error(`esbuild wrote no ${ext} for the status page`);

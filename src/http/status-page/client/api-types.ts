@@ -66,7 +66,7 @@ export interface StatusDocument {
   topRepositories: { repository: string; pulls: number }[];
   recentPulls: PullRecord[];
   /** Whose traffic the figures are: this instance's, or every instance's on the Redis. */
-  scope?: { kind: 'instance' } | { kind: 'fleet'; instances: number } | { kind: 'unavailable'; reason: string };
+  scope: { kind: 'instance' } | { kind: 'fleet'; instances: number } | { kind: 'unavailable'; reason: string };
 }
 
 export interface InstanceView {

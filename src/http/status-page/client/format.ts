@@ -31,7 +31,7 @@ export function minuteOf(ms: number): string {
 /** "3m ago", "in 2h 5m": a person reads a distance; the tooltip has the date. */
 export function relative(ms: number, now = Date.now()): string {
   const d = ms - now;
-  if (Math.abs(d) < 1000) return 'now';
+  if (Math.abs(d) < 1000) return d < 0 ? '<1s ago' : 'in <1s';
   const text = formatDuration(Math.abs(d) < 10_000 ? Math.round(Math.abs(d) / 1000) * 1000 : Math.abs(d));
   return d < 0 ? `${text} ago` : `in ${text}`;
 }

@@ -47,7 +47,7 @@ function renderEvictionCard(e: StatusDocument['eviction']): void {
 
 /** Whose figures these are: this instance's, or the fleet's (every instance on the Redis). */
 function renderScope(s: StatusDocument): void {
-  const scope = s.scope ?? { kind: 'instance' };
+  const scope = s.scope;
   const node = $('scope');
   node.dataset.scope = scope.kind;
   node.textContent =
@@ -92,7 +92,7 @@ function render(s: StatusDocument): void {
         'tr',
         { 'data-instance': p.instance },
         el('td', { title: when(p.at), class: 'nowrap' }, clock(p.at)),
-        el('td', {}, `${p.repository}:${p.reference}`),
+        el('td', {}, `${p.repository}:${p.reference}`, p.instance ? el('span', { class: 'sub' }, ` via ${p.instance}`) : ''),
         el('td', { class: p.cache }, p.cache),
         el('td', {}, p.digest ? code(p.digest.slice(0, 19), p.digest) : ''),
       ),
