@@ -44,7 +44,7 @@ const count = (value: unknown): number => {
 const CACHE_RESULTS = new Set<string>(['hit', 'miss', 'stale']);
 
 /** A pull record read back from Redis, or undefined when it is not one (it is shown as text, never followed). */
-function pullRecord(json: string): (PullRecord & { instance?: string }) | undefined {
+function pullRecord(json: string): PullRecord | undefined {
   let value: unknown;
   try {
     value = JSON.parse(json);
@@ -162,7 +162,7 @@ export class FleetTraffic implements TrafficSink {
    * The fleet's figures in the shape of one instance's TrafficRecorder snapshot (pulls carry
    * the instance that served them); undefined when Redis cannot be asked now.
    */
-  async snapshot(window = 60, now = Date.now()): Promise<(TrafficSnapshot & { recentPulls: (PullRecord & { instance?: string })[] }) | undefined> {
+  async snapshot(window = 60, now = Date.now()): Promise<TrafficSnapshot | undefined> {
     if (!this.redis.available) return undefined;
     // What this instance counted in the last second is sent first, so its own pulls show at once.
     await this.flush();

@@ -22,6 +22,8 @@ export interface PullRecord {
   reference: string;
   digest?: string;
   cache: CacheResult;
+  /** The instance that served it (its address), in the fleet's figures (src/fleet/fleet-traffic.ts). */
+  instance?: string;
 }
 
 export interface TrafficSnapshot {
