@@ -27,7 +27,9 @@ export async function statusPageAssets(): Promise<StatusPageAssets> {
 /** esbuild over ./client: one script for browsers of the last few years, one stylesheet. */
 export async function bundleAssets(): Promise<StatusPageAssets> {
   // A devDependency, imported only from the sources (the server's bundle marks it external).
-  const esbuild = await import('esbuild');
+  const esbuild = await import('esbuild').catch((error: Error) => {
+    throw new Error(`the status page's script is built from src/http/status-page/client by esbuild, a devDependency (npm ci installs it; the bundle, npm start, needs none): ${error.message}`);
+  });
   let result: Awaited<ReturnType<typeof esbuild.build<{ write: false }>>>;
   try {
     result = await esbuild.build({
