@@ -17,6 +17,7 @@ import { AccessRecorder } from './eviction/access-recorder.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
+import { FleetTraffic } from './fleet/fleet-traffic.ts';
 import { FleetHeartbeat } from './fleet/heartbeat.ts';
 import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
@@ -29,6 +30,7 @@ import { requestContext } from './http/middleware/request-context.ts';
 import { requestMetrics } from './http/middleware/request-metrics.ts';
 import { clientConfigRouter } from './http/client-config-router.ts';
 import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
+import { statusPageAssets } from './http/status-page/assets.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { Logger } from './logging/logger.ts';
 import { bindSources, bindStoreLimits, collectProcessMetrics } from './metrics/metrics.ts';
@@ -72,9 +74,27 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage, remotes, stores.downloads);
-  const heartbeat = new FleetHeartbeat({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), version: ops.version, fillsInFlight: ops.fillsInFlight });
+  const heartbeat = new FleetHeartbeat({
+    redis: caches.redis,
+    logger: logger.child({ component: 'fleet' }),
+    version: ops.version,
+    fillsInFlight: ops.fillsInFlight,
+    traffic: () => {
+      const t = ops.traffic.totals();
+      return { pulls: t.pulls, hits: t.hits + t.stale, misses: t.misses, bytesFromCache: t.bytesFromCache, bytesFromUpstream: t.bytesFromUpstream };
+    },
+  });
+  // The fleet panels show downloads and traffic as they change, not at the next beat.
+  stores.downloads.watchInFlight(() => heartbeat.nudge());
+  ops.traffic.addSink({ response: () => heartbeat.nudge(), pull: () => heartbeat.nudge() });
+  if (caches.redis) {
+    // With a Redis, the overview shows the fleet's traffic (every instance on this store).
+    ops.fleetTraffic = new FleetTraffic({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), address: () => heartbeat.listenAddress });
+    ops.traffic.addSink(ops.fleetTraffic);
+  }
   ops.browse = buildBrowse(config, logger, storage.paths, remotes, eviction.scheduler, heartbeat);
   ops.capacity = (bytes) => storeCapacity(config, bytes);
+  ops.pageAssets = await statusPageAssets();
   for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,
@@ -89,10 +109,14 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     app,
     debugApp,
     upstream,
-    announce: (address) => heartbeat.start(address),
+    announce: (address) => {
+      heartbeat.start(address);
+      ops.fleetTraffic?.start();
+    },
     drain: () => stores.downloads.drain(),
     async close() {
       // First, so that the fleet panels show this instance gone while it drains the rest.
+      await ops.fleetTraffic?.stop();
       await heartbeat.stop();
       await eviction.scheduler?.stop();
       storage.figures.stop();

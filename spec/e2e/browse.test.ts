@@ -128,7 +128,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     await page.goto(`${mirror.url}/`);
     await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 });
     await page.waitForFunction(() => document.getElementById('cap-used')!.dataset.value !== '', undefined, { timeout: 15_000 });
-    assert.match(await page.locator('#cap-detail').innerText(), /of 1\.00 MB · evicts past 90 % down to 80 %/);
+    assert.match(await page.locator('#cap-detail').innerText(), /^\d+(\.\d)? KiB of 1 MiB\nevicts past 90 % down to 80 %$/);
     await shoot(page, 'overview');
     await open(page, 'browse', '#/browse', 'registries');
 
@@ -159,6 +159,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     await page.waitForFunction(() => document.getElementById('view-browse')!.dataset.ready?.startsWith('tags:'));
     const tagRow = page.locator('#browse-tags tr[data-tag="latest"]');
     assert.match(await tagRow.innerText(), /index: linux\/amd64, linux\/arm64\/v8/);
+    assert.equal(await page.locator('#browse-total').innerText(), `1 tag · TTL ${TTL_S}s`);
     assert.equal(Number(await tagRow.locator('td').nth(3).getAttribute('data-value')), index.bytes.length + weight(platforms[0]) + weight(platforms[1]));
     const expiry = Number(await tagRow.locator('td').nth(6).getAttribute('data-expiry'));
     assert.ok(expiry >= pulledAt - 60_000 + TTL_S * 1000 && expiry <= Date.now() + TTL_S * 1000, 'the manifest expires its TTL after the last pull');
@@ -220,10 +221,10 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     const page = await browser!.newPage({ viewport: { width: 1200, height: 800 } });
     await page.goto(`${scheduled.url}/#/eviction`);
     // The image goes with the first pass past its TTL; the view redraws every 5 s.
-    const removing = page.locator('#eviction-passes tbody tr[data-outcome="done"]', { hasText: /1 manifests/ });
+    const removing = page.locator('#eviction-passes tbody tr[data-outcome="done"]', { hasText: /1 manifest\b/ });
     await removing.first().waitFor({ timeout: 30_000 });
     const row = await removing.first().innerText();
-    assert.match(row, /1 tags, 1 manifests, 3 blobs/, 'the tag, the manifest, its config and layer went');
+    assert.match(row, /1 tag, 1 manifest, 3 blobs/, 'the tag, the manifest, its config and layer went');
     const freed = Number(await removing.first().locator('td').nth(3).getAttribute('data-value'));
     assert.equal(freed, weight(images.old), 'bytes freed = the image: manifest, config and layer');
     await removing.first().locator('summary').click();
@@ -279,7 +280,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     const file = path.join(work.path, 'htpasswd');
     writeFileSync(file, `ops:${bcrypt.hashSync('ops-pass-2026', 6)}\n`);
     const guarded = await world.startMirror({ bundle: true, config: { auth: { htpasswd: { realm: 'browse-test', path: file } } } });
-    const routes = ['/api/browse/registries', '/api/browse/repositories', '/api/browse/tags?repository=team/multi', `/api/browse/manifest?repository=team/multi&digest=${index.digest}`, '/api/eviction', '/api/eviction/preview', '/api/fleet', '/api/status', '/'];
+    const routes = ['/api/browse/registries', '/api/browse/repositories', '/api/browse/tags?repository=team/multi', `/api/browse/manifest?repository=team/multi&digest=${index.digest}`, '/api/eviction', '/api/eviction/preview', '/api/fleet', '/api/status', '/', '/status-page.js', '/status-page.css'];
     const basic = { authorization: `Basic ${Buffer.from('ops:ops-pass-2026').toString('base64')}` };
     for (const route of routes) {
       const anonymous = await fetch(`${guarded.url}${route}`);

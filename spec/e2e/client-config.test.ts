@@ -58,7 +58,7 @@ describe('client-config command', () => {
     assert.equal(help.code, 0);
     assert.equal(help.stderr, '', '--help reads no config');
     assert.match(help.stdout, /^usage: pullmirror client-config docker\|containerd\|podman --mirror URL/);
-    assert.match(help.stdout, /--config-path DIR .*\(default: \/etc\/containerd\/certs\.d\)/);
+    assert.match(help.stdout, /--config-path DIR .*\(default: the --out DIR, else \/etc\/containerd\/certs\.d\)/);
     assert.match((await pullmirror('--help')).stdout, /client-config KIND --mirror URL/);
   });
 
@@ -70,7 +70,13 @@ describe('client-config command', () => {
       assert.equal(run.code, 0, run.stderr);
       const file = path.join(out.path, 'docker.io', 'hosts.toml');
       assert.equal(run.stdout, `${file}\n`, 'it says what it wrote');
-      assert.equal(`# /etc/containerd/certs.d/docker.io/hosts.toml\n${readFileSync(file, 'utf8')}`, printed);
+      // The same bytes as printed with --config-path DIR: the files name the DIR they are in.
+      const printedForOut = await generate('containerd', '--mirror', 'http://mirror.example:5000', '--config-path', out.path, config);
+      assert.equal(`# ${file}\n${readFileSync(file, 'utf8')}`, printedForOut);
+      assert.notEqual(printedForOut, printed);
+      // The note says where containerd must look: DIR, not the default /etc/containerd/certs.d.
+      assert.match(run.stderr, new RegExp(`config_path = "${out.path}".*--hosts-dir ${out.path}$`, 'm'));
+      assert.doesNotMatch(run.stderr, /\/etc\/containerd\/certs\.d/);
       assert.deepEqual(readdirSync(path.join(out.path, 'docker.io')), ['hosts.toml'], 'no temporary file left beside it');
     } finally {
       await out.cleanup();

@@ -12,8 +12,11 @@ import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { RunningMirror } from '../support/mirror.ts';
 import { findBinary, requireBinary, skipUnlessBinaries, tempDir } from '../support/processes.ts';
+import { pushImage, randomLayer } from '../support/images.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
-import { missingBinaries, startWorld, type World } from './fixtures.ts';
+import { skopeoCopy } from '../support/skopeo.ts';
+import { matchRequests } from '../support/upstream-proxy.ts';
+import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
 const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
 const SCREENS = process.env.PULLMIRROR_SCREENSHOTS || path.join(tmpdir(), `pullmirror-screens-${process.pid}`);
@@ -94,6 +97,83 @@ describe('fleet panel: every instance sharing the Redis, and the ones gone', { s
     await redis.start();
     // Back (empty, as this test's Redis keeps nothing): the heartbeat registers again by itself.
     await page.waitForFunction(() => /^1 alive/.test(document.getElementById('fleet-note')!.textContent ?? ''), undefined, { timeout: 20_000 });
+    assert.deepEqual(errors, [], 'no script errors');
+  });
+
+  it('with Redis, the overview is the fleet\'s: pulls through one instance show on the other; the panel breaks them down and shows downloads as they start and end', async (t) => {
+    if (!requireBinary('chromium', t)) return;
+    const config = { redis: { addr: redis.addr, dialtimeout: '500ms', readtimeout: '1s', writetimeout: '1s' } };
+    const root = path.join(store.path, 'fleet-overview');
+    // From the sources, as the other e2e suites (the page's script is bundled at start).
+    const [a, b] = await Promise.all([world.startMirror({ root, config }), world.startMirror({ root, config })]);
+    const image = await pushImage(world.registry.url, PUSHER, { name: 'team/fleetwide', tag: '1', layers: [randomLayer('fleet-overview', 1024 * 1024)], format: 'docker' });
+    const layer = JSON.parse(image.manifestBytes.toString()).layers[0].digest as string;
+    // The layer comes slowly (about 4 s), so its download is seen in flight.
+    world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 256 * 1024, match: matchRequests('GET', new RegExp(`/blobs/${layer}$`)) });
+
+    // B's own count of its downloads (its /api/fleet row for itself is read live) against what A's panel says of B.
+    const fillsOf = async (mirror: RunningMirror, address: string) => {
+      const fleet = (await (await fetch(`${mirror.url}/api/fleet`)).json()) as { instances: { address: string; fillsInFlight: number }[] };
+      return fleet.instances.find((instance) => instance.address === address)?.fillsInFlight ?? -1;
+    };
+    const seen: { local?: number; fromA?: number; localEnd?: number; fromAEnd?: number } = {};
+    let pulled = false;
+    const pull = skopeoCopy(`docker://127.0.0.1:${b.port}/team/fleetwide:1`, `dir:${path.join(store.path, 'fleetwide-b')}`).finally(() => (pulled = true));
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && !(pulled && seen.fromAEnd !== undefined)) {
+      const [local, fromA] = await Promise.all([fillsOf(b, addressOf(b)), fillsOf(a, addressOf(b))]);
+      const now = Date.now();
+      if (local > 0) seen.local ??= now;
+      if (fromA > 0) seen.fromA ??= now;
+      if (seen.local !== undefined && local === 0) seen.localEnd ??= now;
+      if (seen.fromA !== undefined && fromA === 0) seen.fromAEnd ??= now;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await pull;
+    world.proxy.setFault(undefined);
+    assert.ok(seen.local !== undefined && seen.fromA !== undefined && seen.localEnd !== undefined && seen.fromAEnd !== undefined, `the download was seen on both: ${JSON.stringify(seen)}`);
+    // The heartbeat beats every 5 s; a start and an end are published as they happen.
+    t.diagnostic(`A saw B's download start ${seen.fromA - seen.local} ms and end ${seen.fromAEnd - seen.localEnd} ms after B did`);
+    assert.ok(seen.fromA - seen.local < 2_000, `A's panel shows B's download within 2 s of its start (${seen.fromA - seen.local} ms), not at B's next heartbeat`);
+    assert.ok(seen.fromAEnd - seen.localEnd < 2_000, `and its end within 2 s (${seen.fromAEnd - seen.localEnd} ms)`);
+
+    // A's overview counts the pull B served, and says whose figures these are.
+    browser ??= await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(`${a.url}/`);
+    await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 });
+    await page.waitForFunction(() => document.getElementById('pulls')!.dataset.value === '1', undefined, { timeout: 15_000 });
+    assert.equal(await page.locator('#scope').getAttribute('data-scope'), 'fleet');
+    assert.match(await page.locator('#scope').innerText(), /fleet: 2 instances/);
+    const recent = await page.locator('#recent tr').allInnerTexts();
+    assert.equal(recent.length, 1);
+    assert.match(recent[0], new RegExp(`team/fleetwide:1 via ${addressOf(b)}\\s+miss`));
+    assert.equal(Number(await page.locator('#bytes-upstream').getAttribute('data-value')) >= 1024 * 1024, true, 'the bytes B fetched');
+    assert.deepEqual((await page.locator('#top tr').allInnerTexts()).map((row) => row.split('\t').map((cell) => cell.trim())), [['team/fleetwide', '1']]);
+    await shoot(page, 'fleet-5-overview-of-a-after-pull-through-b');
+
+    // A pull through A: both overviews count two; A's panel gives each instance its own.
+    await skopeoCopy(`docker://127.0.0.1:${a.port}/team/fleetwide:1`, `dir:${path.join(store.path, 'fleetwide-a')}`);
+    await page.waitForFunction(() => document.getElementById('pulls')!.dataset.value === '2', undefined, { timeout: 15_000 });
+    const pageB = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    pageB.on('pageerror', (error) => errors.push(error.message));
+    await pageB.goto(`${b.url}/`);
+    await pageB.waitForFunction(() => document.getElementById('pulls')!.dataset.value === '2', undefined, { timeout: 15_000 });
+    assert.equal(await pageB.locator('#hit-ratio').innerText(), await page.locator('#hit-ratio').innerText(), 'the same figures on either instance');
+    const recentB = await pageB.locator('#recent tr').allInnerTexts();
+    assert.match(recentB[0], new RegExp(`via ${addressOf(a)}\\s+hit`));
+    assert.match(recentB[1], new RegExp(`via ${addressOf(b)}\\s+miss`));
+    await pageB.close();
+    await page.evaluate(() => (location.hash = '#/fleet'));
+    await page.waitForSelector('#view-fleet[data-ready="alive:2,gone:0"]', { timeout: 15_000 });
+    const pulls = async () =>
+      Object.fromEntries(await page.locator('#fleet-instances tbody tr').evaluateAll((trs) => trs.map((tr) => [(tr as HTMLElement).dataset.address, tr.querySelector<HTMLElement>('td[data-col="pulls"]')!.innerText])));
+    await page.waitForFunction(() => [...document.querySelectorAll<HTMLElement>('#fleet-instances td[data-col="pulls"]')].every((td) => td.innerText === '1'), undefined, { timeout: 10_000 });
+    assert.deepEqual(await pulls(), { [addressOf(a)]: '1', [addressOf(b)]: '1' });
+    await shoot(page, 'fleet-6-panel-per-instance');
+    await page.close();
     assert.deepEqual(errors, [], 'no script errors');
   });
 

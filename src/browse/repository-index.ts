@@ -9,7 +9,7 @@ const FRESH_MS = 30_000;
  *
  * What it costs: one readdir per directory of the repository trees (for 3,000 repositories
  * about 3,000 readdirs: measured 70–240 ms here, then 5–13 ms per page or search from the
- * cached names) and the keys in memory (about 60 bytes each: 180 KB for 3,000). No file is stat'ed or read. It is walked only
+ * cached names) and the keys in memory (about 60 bytes each: 176 KiB for 3,000). No file is stat'ed or read. It is walked only
  * when someone browses, at most once per FRESH_MS, one walk at a time; the blob path never
  * touches it. A repository pulled meanwhile shows on the next walk.
  */

@@ -23,7 +23,7 @@ PULLMIRROR_CONFIG, else the defaults, with REGISTRY_* variables over it.`,
   options: {
     mirror: { type: 'string', value: 'URL', help: "the mirror's URL as clients reach it, http or https, no path (required)" },
     out: { type: 'string', value: 'DIR', help: 'write the files below DIR (containerd: DIR/<registry>/hosts.toml), each atomically, instead of printing them' },
-    'config-path': { type: 'string', value: 'DIR', help: "containerd's config_path, named in each file's header", default: CONTAINERD_CONFIG_PATH },
+    'config-path': { type: 'string', value: 'DIR', help: "containerd's config_path, named in each file's header and in the note", defaultText: `the --out DIR, else ${CONTAINERD_CONFIG_PATH}` },
   },
   examples: [
     'pullmirror client-config containerd --mirror http://mirror.example:5000 /etc/pullmirror/config.yml',
@@ -43,7 +43,9 @@ export async function clientConfig(args: string[]): Promise<void> {
   const mirror = parseMirrorUrl(values.mirror);
   if (!mirror.ok) usageError(CLIENT_CONFIG, `--mirror: ${mirror.error}`);
   const config = loadConfigOrExit(file);
-  const generated = generateClientConfig(kind, config, mirror.url, { containerdConfigPath: values['config-path'] as string });
+  // Files written below --out DIR are read by containerd from DIR: the header and the note name it.
+  const configPath = typeof values['config-path'] === 'string' ? values['config-path'] : typeof values.out === 'string' ? path.resolve(values.out) : CONTAINERD_CONFIG_PATH;
+  const generated = generateClientConfig(kind, config, mirror.url, { containerdConfigPath: configPath });
   for (const note of generated.notes) process.stderr.write(`pullmirror client-config: ${note}\n`);
   if (typeof values.out !== 'string') {
     process.stdout.write(renderClientConfig(generated));

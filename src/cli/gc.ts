@@ -7,6 +7,7 @@ import { readStoreId } from '../storage/store-id.ts';
 import { RedisDescriptorCache } from '../cache/redis-descriptor-cache.ts';
 import { createRedisConnection } from '../redis/redis-connection.ts';
 import { formatBytes } from '../util/format-bytes.ts';
+import { formatDuration } from '../util/format-duration.ts';
 import { parseCommand, usageError, type CommandSpec } from './args.ts';
 import { loadConfigOrExit } from './config-arg.ts';
 
@@ -163,8 +164,3 @@ function graceLine(held: GraceHeldBack, graceMs: number): string {
 
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
-function formatDuration(ms: number): string {
-  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
-  return `${ms / 1000}s`;
-}

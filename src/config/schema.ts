@@ -37,12 +37,12 @@ const duration = () =>
       return z.NEVER;
     }
   });
-/** A size in bytes: a number, or a string with a unit ("512MB", "20GiB"; units are binary). */
+/** A size in bytes: a number, or a string with a unit ("512MiB", "20GiB"; KB, MB, GB are read as binary too: 1024-based). */
 const size = () =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
     const parsed = typeof v === 'number' ? v : parseBytes.parse(v.trim().replace(/iB$/i, 'B'));
     if (parsed === null || !Number.isFinite(parsed) || parsed < 0) {
-      ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use bytes or a unit: 512MB, 20GB)` });
+      ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use bytes or a binary unit: 512MiB, 20GiB)` });
       return z.NEVER;
     }
     return Math.floor(parsed);
@@ -92,7 +92,7 @@ const storage = z
          * ours: free space the store always keeps. A blob that would eat into it is passed
          * through to the client uncached instead of failing half-way with a full disk.
          */
-        minfreespace: size().prefault('256MB'),
+        minfreespace: size().prefault('256MiB'),
         maxthreads: ignored(),
       })
       .prefault({}),

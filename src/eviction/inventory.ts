@@ -21,7 +21,7 @@ export interface BlobCursor extends StoredBlob {
 /**
  * Every stored blob's size and last use, compact: keyed by the hex name the directory listing
  * gave (no "sha256:" string built per blob), sizes and times in typed arrays. At 150 000 blobs
- * this is about 17 MB where a Map of objects took about 40 (measured with
+ * this is about 17 MiB where a Map of objects took about 40 (measured with
  * spec/bench/scale-memory.ts), and an eviction pass inside a serving mirror stays small.
  */
 export class BlobIndex {

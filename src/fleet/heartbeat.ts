@@ -13,9 +13,20 @@ export interface InstanceRecord {
   version: string;
   startedAt: number;
   fillsInFlight: number;
+  /** Its own traffic since it started (the status page's fleet panel breaks the overview down by instance). */
+  traffic?: InstanceTraffic;
   lastSeen: number;
   /** Set by an instance that stopped cleanly: gone at once, not after the expiry. */
   stoppedAt?: number;
+}
+
+export interface InstanceTraffic {
+  pulls: number;
+  /** Hits and stale answers: served from the cache. */
+  hits: number;
+  misses: number;
+  bytesFromCache: number;
+  bytesFromUpstream: number;
 }
 
 export interface InstanceView extends InstanceRecord {
@@ -40,6 +51,8 @@ export interface FleetView {
  */
 const RECORDS = 'fleet:{fleet}:instances';
 const aliveKey = (id: string) => `fleet:{fleet}:alive:${id}`;
+/** How soon a change is published after it happens (changes within it go out in one write). */
+const NUDGE_MS = 150;
 
 /**
  * The fleet at a glance: every instance sharing a Redis renews a key with a short expiry
@@ -57,12 +70,14 @@ export class FleetHeartbeat {
   private readonly logger: Logger;
   private readonly version: string;
   private readonly fillsInFlight: () => number;
+  private readonly traffic?: () => InstanceTraffic;
   private readonly startedAt = Date.now();
   readonly intervalMs: number;
   readonly expiryMs: number;
   private readonly goneKeepMs: number;
   private address = '';
   private timer?: NodeJS.Timeout;
+  private nudged?: NodeJS.Timeout;
   private stopped = false;
 
   constructor(options: {
@@ -70,6 +85,7 @@ export class FleetHeartbeat {
     logger: Logger;
     version: string;
     fillsInFlight: () => number;
+    traffic?: () => InstanceTraffic;
     intervalMs?: number;
     expiryMs?: number;
     goneKeepMs?: number;
@@ -78,10 +94,16 @@ export class FleetHeartbeat {
     this.logger = options.logger;
     this.version = options.version;
     this.fillsInFlight = options.fillsInFlight;
+    this.traffic = options.traffic;
     this.intervalMs = options.intervalMs ?? 5_000;
     this.expiryMs = options.expiryMs ?? 15_000;
     this.goneKeepMs = options.goneKeepMs ?? 5 * 60_000;
     this.id = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  }
+
+  /** The address this instance listens on (empty until it does). */
+  get listenAddress(): string {
+    return this.address;
   }
 
   /** Starts beating once the address is known (the server listens). */
@@ -93,6 +115,19 @@ export class FleetHeartbeat {
     this.timer.unref();
   }
 
+  /**
+   * Something the panels show changed (a download started or ended, a pull was served): the
+   * record goes out within NUDGE_MS instead of at the next beat, several changes in one write.
+   */
+  nudge(): void {
+    if (!this.timer || this.stopped || this.nudged) return;
+    this.nudged = setTimeout(() => {
+      this.nudged = undefined;
+      void this.beat();
+    }, NUDGE_MS);
+    this.nudged.unref();
+  }
+
   private record(): InstanceRecord {
     return {
       id: this.id,
@@ -102,6 +137,7 @@ export class FleetHeartbeat {
       version: this.version,
       startedAt: this.startedAt,
       fillsInFlight: this.fillsInFlight(),
+      ...(this.traffic ? { traffic: this.traffic() } : {}),
       lastSeen: Date.now(),
     };
   }
@@ -124,6 +160,7 @@ export class FleetHeartbeat {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    clearTimeout(this.nudged);
     const redis = this.redis;
     if (!redis?.available || !this.timer) return;
     const record = { ...this.record(), stoppedAt: Date.now() };
@@ -169,7 +206,8 @@ export class FleetHeartbeat {
         forget.push(id);
         return;
       }
-      instances.push({ ...record, id, state: live ? 'alive' : 'gone', uptimeS: live ? Math.round((now - record.startedAt) / 1000) : 0, self: false });
+      const traffic = trafficOf(record.traffic);
+      instances.push({ ...record, traffic, id, state: live ? 'alive' : 'gone', uptimeS: live ? Math.round((now - record.startedAt) / 1000) : 0, self: false });
     });
     // Records gone for longer than goneKeepMs leave the hash (any instance may do it; idempotent).
     if (forget.length > 0) redis.client.hdel(RECORDS, ...forget).catch(() => {});
@@ -177,4 +215,13 @@ export class FleetHeartbeat {
     instances.sort((a, b) => (a.state === b.state ? a.address.localeCompare(b.address) : a.state === 'alive' ? -1 : 1));
     return { ...base, redis: 'ok', instances };
   }
+}
+
+/** Another instance's traffic figures as read from Redis: whole numbers ≥ 0, or none at all. */
+function trafficOf(value: unknown): InstanceTraffic | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const fields = ['pulls', 'hits', 'misses', 'bytesFromCache', 'bytesFromUpstream'] as const;
+  const figures = value as Record<string, unknown>;
+  if (!fields.every((field) => Number.isSafeInteger(figures[field]) && (figures[field] as number) >= 0)) return undefined;
+  return Object.fromEntries(fields.map((field) => [field, figures[field]])) as unknown as InstanceTraffic;
 }

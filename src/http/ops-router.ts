@@ -6,8 +6,10 @@ import type { LiveStoreFigures } from '../storage/store-stats.ts';
 import type { Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import type { StoreCapacity } from '../browse/store-capacity.ts';
+import type { FleetTraffic } from '../fleet/fleet-traffic.ts';
 import { browseRouter, type BrowseContext } from './browse-router.ts';
-import { STATUS_PAGE } from './status-page.ts';
+import type { StatusPageAssets } from './status-page/assets.ts';
+import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page/page.ts';
 
 /** What the operator endpoints read; built once by the composition root. */
 export interface OpsContext {
@@ -24,6 +26,10 @@ export interface OpsContext {
   browse?: BrowseContext;
   /** The store's size against storage.eviction.maxsize and the disk's free space. */
   capacity?(bytes: number): Promise<StoreCapacity>;
+  /** With a Redis: every instance's traffic, for a fleet-wide overview (src/fleet/fleet-traffic.ts). */
+  fleetTraffic?: FleetTraffic;
+  /** The status page's script and stylesheet (src/http/status-page/assets.ts). */
+  pageAssets?: StatusPageAssets;
 }
 
 
@@ -64,9 +70,21 @@ export function opsRouter(
   router.get('/', label('status'), protect, (_req: Request, res: Response) => {
     res.setHeader('Content-Type', 'text/html; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache');
-    res.setHeader('Content-Security-Policy', "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:");
+    res.setHeader('Content-Security-Policy', STATUS_PAGE_CSP);
     res.end(STATUS_PAGE);
   });
+  const assets = ops.pageAssets;
+  if (assets) {
+    const asset = (type: string, body: Buffer) => (_req: Request, res: Response) => {
+      res.setHeader('Content-Type', type);
+      // no-cache: revalidated each time, so a page after an upgrade never runs an old script.
+      res.setHeader('Cache-Control', 'no-cache');
+      res.setHeader('X-Content-Type-Options', 'nosniff');
+      res.end(body);
+    };
+    router.get('/status-page.js', label('status'), protect, asset('text/javascript; charset=utf-8', assets.script));
+    router.get('/status-page.css', label('status'), protect, asset('text/css; charset=utf-8', assets.styles));
+  }
   return router;
 }
 
@@ -112,7 +130,7 @@ async function metricsHandler(_req: Request, res: Response, next: (error?: unkno
 /** The figures the status page draws (also handy for scripts: `curl /api/status`). */
 export async function statusDocument(ops: OpsContext) {
   const store = ops.storeStats.current();
-  const traffic = ops.traffic.snapshot(60);
+  const { traffic, scope, fillsInFlight } = await trafficScope(ops);
   const rateLimit = ops.upstream.rateLimit;
   return {
     version: ops.version,
@@ -140,9 +158,30 @@ export async function statusDocument(ops: OpsContext) {
     ...(ops.capacity ? { capacity: await ops.capacity(store.bytes) } : {}),
     // The eviction schedule at a glance (the eviction view asks /api/eviction for the passes).
     ...(ops.browse ? { eviction: evictionSummary(ops.browse) } : {}),
-    fillsInFlight: ops.fillsInFlight(),
+    fillsInFlight,
     ...traffic,
+    scope,
     totals: { ...traffic.totals, bytesSaved: traffic.totals.bytesFromCache },
+  };
+}
+
+/**
+ * Whose traffic the overview shows: with a Redis, the fleet's (every instance on this store:
+ * counters in Redis, downloads in flight from the live records), else this instance's. When
+ * the Redis cannot be asked, this instance's, and the page says so.
+ */
+async function trafficScope(ops: OpsContext) {
+  const own = () => ops.traffic.snapshot(60);
+  if (!ops.fleetTraffic) return { traffic: own(), scope: { kind: 'instance' as const }, fillsInFlight: ops.fillsInFlight() };
+  const [traffic, fleet] = await Promise.all([ops.fleetTraffic.snapshot(60), ops.browse?.fleet.list()]);
+  if (!traffic || !fleet || fleet.redis !== 'ok') {
+    return { traffic: own(), scope: { kind: 'unavailable' as const, reason: 'Redis unreachable' }, fillsInFlight: ops.fillsInFlight() };
+  }
+  const alive = fleet.instances.filter((instance) => instance.state === 'alive');
+  return {
+    traffic,
+    scope: { kind: 'fleet' as const, instances: alive.length },
+    fillsInFlight: alive.reduce((sum, instance) => sum + (instance.self ? ops.fillsInFlight() : instance.fillsInFlight), 0),
   };
 }
 

@@ -41,6 +41,8 @@ export class BlobDownloads {
   private readonly fills = new Map<string, Promise<SharedFill | undefined>>();
   /** Every download in flight (fills and pass-throughs), settled when it ends. */
   private readonly running = new Set<Promise<unknown>>();
+  /** Told when a download starts or ends (the fleet heartbeat publishes the count at once). */
+  private readonly inFlightWatchers: (() => void)[] = [];
 
   constructor(options: {
     blobs: FilesystemBlobStore;
@@ -72,6 +74,15 @@ export class BlobDownloads {
   /** Downloads in flight, pass-throughs included. */
   get inFlight(): number {
     return this.running.size;
+  }
+
+  /** Calls `watcher` whenever `inFlight` changes. */
+  watchInFlight(watcher: () => void): void {
+    this.inFlightWatchers.push(watcher);
+  }
+
+  private inFlightChanged(): void {
+    for (const watcher of this.inFlightWatchers) watcher();
   }
 
   /** Resolves once no download is in flight (a graceful stop). */
@@ -131,9 +142,11 @@ export class BlobDownloads {
   private track(work: Promise<unknown>, after?: () => void): void {
     const tracked = work.catch(() => {}).finally(() => {
       this.running.delete(tracked);
+      this.inFlightChanged();
       after?.();
     });
     this.running.add(tracked);
+    this.inFlightChanged();
   }
 
   private passThrough(ref: UpstreamBlobRef, first: UpstreamBlobResponse): BlobSource {
