@@ -1,0 +1,143 @@
+/**
+ * Cosign-style signatures through the mirror, with real clients: skopeo with registries.d
+ * `use-sigstore-attachments: true` looks up `sha256-<hex>.sig` for every image it copies and
+ * saves what it finds as `signature-N`. Signatures are made with openssl and pushed with skopeo
+ * (spec/support/cosign.ts); what skopeo saved is verified with openssl again.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { makeSigningKey, opensslVerifies, readSavedSignature, SIGSTORE_ATTACHMENTS_EVERYWHERE, signImage, type SigningKey } from '../support/cosign.ts';
+import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
+import type { RunningMirror } from '../support/mirror.ts';
+import { tempDir, type TempDir } from '../support/processes.ts';
+import { readDirImage, skopeoCopy, type SkopeoCopyOptions } from '../support/skopeo.ts';
+import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+
+const PUSH_CREDS = `${PUSHER.username}:${PUSHER.password}`;
+
+describe('signatures: cosign attachments through the mirror', { skip: missingBinaries }, () => {
+  let world: World;
+  let work: TempDir;
+  let key: SigningKey;
+  let signed: PushedImage;
+  let unsigned: PushedImage;
+  let upstreamHost: string;
+  /** What skopeo saves of the signature when it copies straight from the upstream. */
+  let upstreamSignature: Buffer;
+
+  before(async () => {
+    world = await startWorld();
+    work = tempDir('pullmirror-signatures');
+    upstreamHost = new URL(world.registry.url).host;
+    key = await makeSigningKey(work.path);
+    signed = await pushImage(world.registry.url, PUSHER, { name: 'library/signed', tag: '1', layers: [randomLayer('signed-0', 20_000)], format: 'oci' });
+    unsigned = await pushImage(world.registry.url, PUSHER, { name: 'library/unsigned', tag: '1', layers: [randomLayer('unsigned-0', 20_000)], format: 'oci' });
+    await signImage({ registry: upstreamHost, creds: PUSH_CREDS, name: 'library/signed', subject: signed.manifestDigest, key, reference: `${upstreamHost}/library/signed` });
+    const direct = await copy(`docker://${upstreamHost}/library/signed:1`, 'direct', { registriesD: { 'all.yaml': SIGSTORE_ATTACHMENTS_EVERYWHERE } });
+    upstreamSignature = readFileSync(path.join(direct, 'signature-1'));
+  });
+
+  after(async () => {
+    await world?.close();
+    await work?.cleanup();
+  });
+
+  let copies = 0;
+  /** skopeo copy SRC dir:…, anonymous for the mirror's sake; the directory it wrote. */
+  async function copy(source: string, label: string, options: SkopeoCopyOptions = {}): Promise<string> {
+    const dest = path.join(work.path, `copy-${copies++}-${label}`);
+    await skopeoCopy(source, `dir:${dest}`, options);
+    return dest;
+  }
+
+  /** Whether `dir` holds a signature-1 byte for byte the upstream's, that openssl verifies and that names the copied manifest. */
+  async function assertUpstreamSignature(dir: string): Promise<void> {
+    const saved = readFileSync(path.join(dir, 'signature-1'));
+    assert.deepEqual(saved, upstreamSignature, 'signature-1 is byte for byte what skopeo saves from the upstream itself');
+    const signature = readSavedSignature(path.join(dir, 'signature-1'));
+    assert.equal(await opensslVerifies(key.publicKeyPath, signature.payload, signature.signature), true, 'openssl verifies it with the public key');
+    const manifest = (await readDirImage(dir)).manifest;
+    assert.equal(JSON.parse(signature.payload.toString('utf8')).critical.image['docker-manifest-digest'], manifest.digest, 'and it signs the manifest copied');
+    assert.ok(!existsSync(path.join(dir, 'signature-2')));
+  }
+
+  describe('a mirror that remembers tag answers for a while (proxy.tagfreshness 2s)', () => {
+    let mirror: RunningMirror;
+    before(async () => {
+      mirror = await world.startMirror({ config: { proxy: { tagfreshness: '2s' } } });
+    });
+
+    it('remembers a 404 for the freshness window, and sees a signature added upstream after it', async () => {
+      const sigTag = `sha256-${unsigned.manifestDigest.slice('sha256:'.length)}.sig`;
+      const url = `${mirror.url}/v2/library/unsigned/manifests/${sigTag}`;
+      const asked = () => world.proxy.count('*', new RegExp(`/manifests/${sigTag}$`));
+      const first = await fetch(url);
+      assert.equal(first.status, 404);
+      assert.equal((await first.json()).errors[0].code, 'MANIFEST_UNKNOWN');
+      assert.equal(asked(), 1);
+      const again = await fetch(url);
+      assert.equal(again.status, 404);
+      assert.equal((await again.json()).errors[0].code, 'MANIFEST_UNKNOWN');
+      assert.equal(asked(), 1, 'the 404 was remembered: upstream was not asked again within the window');
+      const signature = await signImage({ registry: upstreamHost, creds: PUSH_CREDS, name: 'library/unsigned', subject: unsigned.manifestDigest, key, reference: `${upstreamHost}/library/unsigned` });
+      const deadline = Date.now() + 15_000;
+      let status = 0;
+      while (Date.now() < deadline) {
+        const response = await fetch(url);
+        status = response.status;
+        await response.arrayBuffer();
+        if (status === 200) {
+          assert.equal(response.headers.get('docker-content-digest'), signature.digest);
+          break;
+        }
+        await sleep(250);
+      }
+      assert.equal(status, 200, 'once the window is over, the signature added upstream is served');
+    });
+  });
+
+  describe('a mirror that asks upstream about every tag (proxy.tagfreshness 0), then loses it', () => {
+    let mirror: RunningMirror;
+    let mirrorHost: string;
+    const attachments = { registriesD: { 'all.yaml': SIGSTORE_ATTACHMENTS_EVERYWHERE } };
+
+    before(async () => {
+      mirror = await world.startMirror({ config: { proxy: { tagfreshness: '0' } } });
+      mirrorHost = new URL(mirror.url).host;
+    });
+
+    it('skopeo copy by the mirror’s name keeps the signature: byte-identical to the upstream’s, verified by openssl', async () => {
+      await assertUpstreamSignature(await copy(`docker://${mirrorHost}/library/signed:1`, 'by-name', attachments));
+      assert.ok(world.proxy.count('*', new RegExp(`/library/signed/manifests/sha256-${signed.manifestDigest.slice(7)}\\.sig$`)) > 0, 'the signature came through the mirror');
+    });
+
+    it('upstream stopped: an attachment tag never seen is 404, so skopeo still pulls a cached unsigned image; a cached signature is served stale', async () => {
+      // Cached without its attachments: a client that does not look for them pulled it.
+      await copy(`docker://${mirrorHost}/library/unsigned:1`, 'unsigned-warm');
+      await world.proxy.close();
+
+      const never = await fetch(`${mirror.url}/v2/library/unsigned/manifests/sha256-${unsigned.manifestDigest.slice(7)}.sig`);
+      assert.equal(never.status, 404);
+      assert.equal((await never.json()).errors[0].code, 'MANIFEST_UNKNOWN');
+      for (const suffix of ['', '.att', '.sbom']) {
+        const other = await fetch(`${mirror.url}/v2/library/unsigned/manifests/sha256-${unsigned.manifestDigest.slice(7)}${suffix}`);
+        assert.equal(other.status, 404, `sha256-<hex>${suffix}`);
+        assert.equal((await other.json()).errors[0].code, 'MANIFEST_UNKNOWN');
+      }
+      const image = await fetch(`${mirror.url}/v2/library/never-pulled/manifests/1`);
+      assert.equal(image.status, 502, 'a tag naming an image is still an upstream error');
+      await image.arrayBuffer();
+
+      const unsignedCopy = await copy(`docker://${mirrorHost}/library/unsigned:1`, 'unsigned-outage', attachments);
+      assert.equal((await readDirImage(unsignedCopy)).manifest.digest, unsigned.manifestDigest);
+      assert.ok(!existsSync(path.join(unsignedCopy, 'signature-1')));
+
+      await assertUpstreamSignature(await copy(`docker://${mirrorHost}/library/signed:1`, 'signed-outage', attachments));
+      assert.ok(mirror.logLines().some((line) => line.message === 'serving stale tag' && line.tag === `sha256-${signed.manifestDigest.slice(7)}.sig`));
+    });
+  });
+});
+
