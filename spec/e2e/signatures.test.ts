@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { makeSigningKey, opensslVerifies, readSavedSignature, SIGSTORE_ATTACHMENTS_EVERYWHERE, signImage, type SigningKey } from '../support/cosign.ts';
 import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
-import type { RunningMirror } from '../support/mirror.ts';
+import { runPullmirror, type RunningMirror } from '../support/mirror.ts';
 import { tempDir, type TempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy, type SkopeoCopyOptions } from '../support/skopeo.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
@@ -99,6 +99,30 @@ describe('signatures: cosign attachments through the mirror', { skip: missingBin
     });
   });
 
+  describe('eviction follows trust', () => {
+    it('storage.eviction.keep naming an image keeps its signature; without it the signature goes with the image', async () => {
+      const sigTag = `sha256-${signed.manifestDigest.slice(7)}.sig`;
+      const config = (keep: string[]) => ({ proxy: { tagfreshness: '0', ttl: '120s' }, storage: { eviction: { grace: '0s', keep } } });
+      const attachments = { registriesD: { 'all.yaml': SIGSTORE_ATTACHMENTS_EVERYWHERE } };
+      // The default remote is named by its host: the upstream proxy the mirror pulls through.
+      const kept = await world.startMirror({ config: config([`${new URL(world.proxy.url).host}/library/signed:1`]) });
+      const plain = await world.startMirror({ config: config([]) });
+      for (const mirror of [kept, plain]) await copy(`docker://${new URL(mirror.url).host}/library/signed:1`, 'evict', attachments);
+      const gc = async (mirror: RunningMirror) => {
+        const run = await runPullmirror(['gc', '--dry-run', '--now', '+130s', mirror.configFile]);
+        assert.equal(run.code, 0, run.stderr);
+        return run.stdout;
+      };
+      const keptPlan = await gc(kept);
+      assert.doesNotMatch(keptPlan, /would remove (tag|manifest) library\/signed/, keptPlan);
+      assert.match(keptPlan, /storage\.eviction\.keep holds 2 tags and 2 manifests/, 'the tag and its signature tag, the image and its signature');
+      const plainPlan = await gc(plain);
+      assert.match(plainPlan, new RegExp(`would remove tag library/signed:${sigTag.replace('.', '\\.')} \\(subject evicted\\)`), plainPlan);
+      assert.match(plainPlan, /would remove tag library\/signed:1 \(manifest evicted\)/);
+      assert.match(plainPlan, new RegExp(`would remove manifest library/signed@${signed.manifestDigest} \\(ttl`));
+    });
+  });
+
   describe('a mirror that asks upstream about every tag (proxy.tagfreshness 0), then loses it', () => {
     let mirror: RunningMirror;
     let mirrorHost: string;
@@ -112,6 +136,26 @@ describe('signatures: cosign attachments through the mirror', { skip: missingBin
     it('skopeo copy by the mirror’s name keeps the signature: byte-identical to the upstream’s, verified by openssl', async () => {
       await assertUpstreamSignature(await copy(`docker://${mirrorHost}/library/signed:1`, 'by-name', attachments));
       assert.ok(world.proxy.count('*', new RegExp(`/library/signed/manifests/sha256-${signed.manifestDigest.slice(7)}\\.sig$`)) > 0, 'the signature came through the mirror');
+    });
+
+    it('skopeo through the registries.conf mirror `client-config podman --out` wrote keeps the signature too; registries.d for the registry alone gets none', async () => {
+      const containers = path.join(work.path, 'containers');
+      const generated = await runPullmirror(['client-config', 'podman', '--mirror', mirror.url, '--out', containers, mirror.configFile]);
+      assert.equal(generated.code, 0, generated.stderr);
+      const registriesConf = readFileSync(path.join(containers, 'registries.conf.d', 'pullmirror.conf'), 'utf8');
+      const registriesD = { [`${mirrorHost}.yaml`]: readFileSync(path.join(containers, 'registries.d', `${mirrorHost}.yaml`), 'utf8') };
+      // The image by the name of the registry the mirror stands for (its default remote: the upstream proxy's host).
+      const named = `docker://${new URL(world.proxy.url).host}/library/signed:1`;
+      const sigPath = `/v2/library/signed/manifests/sha256-${signed.manifestDigest.slice(7)}.sig`;
+      const sigServed = () => mirror.logLines().filter((line) => line.message === 'request' && line.path === sigPath && line.status === 200 && /^skopeo/.test(String(line.userAgent))).length;
+      const served = sigServed();
+      await assertUpstreamSignature(await copy(named, 'registries-conf', { registriesConf, registriesD }));
+      assert.ok(sigServed() > served, 'the signature came from the mirror');
+      // containers/image looks registries.d up by the host it pulls from, the mirror: an entry for the registry alone is not read.
+      const registryOnly = { 'registry.yaml': `docker:\n  "${new URL(world.proxy.url).host}":\n    use-sigstore-attachments: true\n` };
+      const unsignedCopy = await copy(named, 'registry-only', { registriesConf, registriesD: registryOnly });
+      assert.equal((await readDirImage(unsignedCopy)).manifest.digest, signed.manifestDigest);
+      assert.ok(!existsSync(path.join(unsignedCopy, 'signature-1')), 'no signature without the entry for the mirror');
     });
 
     it('upstream stopped: an attachment tag never seen is 404, so skopeo still pulls a cached unsigned image; a cached signature is served stale', async () => {
