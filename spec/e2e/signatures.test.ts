@@ -9,10 +9,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { makeSigningKey, opensslVerifies, readSavedSignature, SIGSTORE_ATTACHMENTS_EVERYWHERE, signImage, type SigningKey } from '../support/cosign.ts';
+import { makeSigningKey, opensslVerifies, readSavedSignature, readSignatureBlob, SIGSTORE_ATTACHMENTS_EVERYWHERE, signImage, type SigningKey } from '../support/cosign.ts';
 import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
 import { runPullmirror, type RunningMirror } from '../support/mirror.ts';
-import { tempDir, type TempDir } from '../support/processes.ts';
+import { requireBinary, tempDir, type TempDir } from '../support/processes.ts';
+import { startPodman } from '../support/podman.ts';
 import { readDirImage, skopeoCopy, type SkopeoCopyOptions } from '../support/skopeo.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
@@ -138,12 +139,19 @@ describe('signatures: cosign attachments through the mirror', { skip: missingBin
       assert.ok(world.proxy.count('*', new RegExp(`/library/signed/manifests/sha256-${signed.manifestDigest.slice(7)}\\.sig$`)) > 0, 'the signature came through the mirror');
     });
 
-    it('skopeo through the registries.conf mirror `client-config podman --out` wrote keeps the signature too; registries.d for the registry alone gets none', async () => {
-      const containers = path.join(work.path, 'containers');
+    /** The files `client-config podman --out` writes for this mirror: the registries.conf drop-in, and registries.d. */
+    async function generatedPodmanFiles(): Promise<{ registriesConf: string; registriesD: Record<string, string> }> {
+      const containers = path.join(work.path, `containers-${copies++}`);
       const generated = await runPullmirror(['client-config', 'podman', '--mirror', mirror.url, '--out', containers, mirror.configFile]);
       assert.equal(generated.code, 0, generated.stderr);
-      const registriesConf = readFileSync(path.join(containers, 'registries.conf.d', 'pullmirror.conf'), 'utf8');
-      const registriesD = { [`${mirrorHost}.yaml`]: readFileSync(path.join(containers, 'registries.d', `${mirrorHost}.yaml`), 'utf8') };
+      return {
+        registriesConf: readFileSync(path.join(containers, 'registries.conf.d', 'pullmirror.conf'), 'utf8'),
+        registriesD: { [`${mirrorHost}.yaml`]: readFileSync(path.join(containers, 'registries.d', `${mirrorHost}.yaml`), 'utf8') },
+      };
+    }
+
+    it('skopeo through the registries.conf mirror `client-config podman --out` wrote keeps the signature too; registries.d for the registry alone gets none', async () => {
+      const { registriesConf, registriesD } = await generatedPodmanFiles();
       // The image by the name of the registry the mirror stands for (its default remote: the upstream proxy's host).
       const named = `docker://${new URL(world.proxy.url).host}/library/signed:1`;
       const sigPath = `/v2/library/signed/manifests/sha256-${signed.manifestDigest.slice(7)}.sig`;
@@ -156,6 +164,36 @@ describe('signatures: cosign attachments through the mirror', { skip: missingBin
       const unsignedCopy = await copy(named, 'registry-only', { registriesConf, registriesD: registryOnly });
       assert.equal((await readDirImage(unsignedCopy)).manifest.digest, signed.manifestDigest);
       assert.ok(!existsSync(path.join(unsignedCopy, 'signature-1')), 'no signature without the entry for the mirror');
+    });
+
+    it('podman pull, by the mirror’s name and through the generated registries.conf mirror, stores the signature: byte-identical, verified by openssl', async (t) => {
+      if (!requireBinary('podman', t)) return;
+      if (process.getuid?.() !== 0) {
+        t.skip('podman runs here as root only (a rootless podman needs subordinate uids)');
+        return;
+      }
+      const { registriesConf, registriesD } = await generatedPodmanFiles();
+      for (const [label, ref, options] of [
+        ['by name', `${mirrorHost}/library/signed:1`, { registriesD: { 'all.yaml': SIGSTORE_ATTACHMENTS_EVERYWHERE } }],
+        ['through the registries.conf mirror', `${new URL(world.proxy.url).host}/library/signed:1`, { registriesConf, registriesD }],
+      ] as const) {
+        const podman = startPodman(options);
+        try {
+          const image = await podman.pull(ref);
+          assert.equal(image.digest, signed.manifestDigest, label);
+          assert.equal(image.signatures.length, 1, `${label}: podman stored one signature`);
+          assert.deepEqual(image.signatures[0], upstreamSignature, `${label}: byte for byte what skopeo saves from the upstream`);
+          const signature = readSignatureBlob(image.signatures[0]);
+          assert.equal(await opensslVerifies(key.publicKeyPath, signature.payload, signature.signature), true, `${label}: openssl verifies it`);
+          assert.equal(JSON.parse(signature.payload.toString('utf8')).critical.image['docker-manifest-digest'], image.digest);
+        } finally {
+          await podman.cleanup();
+        }
+      }
+      const sigPath = `/v2/library/signed/manifests/sha256-${signed.manifestDigest.slice(7)}.sig`;
+      // podman says it is containers/image (skopeo says skopeo): both pulls asked the mirror for the signature.
+      const byPodman = mirror.logLines().filter((line) => line.message === 'request' && line.path === sigPath && line.status === 200 && /^containers\//.test(String(line.userAgent)));
+      assert.ok(byPodman.length >= 2, `${byPodman.length} signature requests from podman`);
     });
 
     it('upstream stopped: an attachment tag never seen is 404, so skopeo still pulls a cached unsigned image; a cached signature is served stale', async () => {
