@@ -33,6 +33,8 @@ export interface SkopeoCopyOptions {
   extraArgs?: string[];
   /** The registries.conf skopeo reads (mirrors, say); empty when absent, so the host's cannot interfere. */
   registriesConf?: string;
+  /** Files of the registries.d skopeo reads, by name (`mirror.yaml` with `use-sigstore-attachments`, say); empty when absent. */
+  registriesD?: Record<string, string>;
 }
 
 export interface SkopeoResult {
@@ -76,6 +78,7 @@ function runSkopeoCopy(own: string, srcRef: string, destRef: string, opts: Skope
   };
   const registriesD = path.join(own, 'registries.d');
   for (const dir of [env.TMPDIR, registriesD]) mkdirSync(dir);
+  for (const [file, content] of Object.entries(opts.registriesD ?? {})) writeFileSync(path.join(registriesD, path.basename(file)), content);
   // --registries-conf is hidden in skopeo 1.9 but works; CONTAINERS_REGISTRIES_CONF is ignored there.
   const args = ['--insecure-policy', '--registries-conf', registriesConf, '--registries.d', registriesD, '--tmpdir', env.TMPDIR];
   if (opts.overrideArch) args.push('--override-arch', opts.overrideArch);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import express from 'express';
+import { parse as parseYaml } from 'yaml';
 import { renderClientConfig } from '../../src/client-config/client-config.ts';
 import { generateClientConfig, type ClientKind } from '../../src/client-config/generate.ts';
 import { parseMirrorUrl, type MirrorUrl } from '../../src/client-config/mirror-url.ts';
@@ -120,12 +121,29 @@ describe('client configs: the generators', () => {
         'location = "mirror.example:5000/quay.io"',
         'insecure = true',
         '',
+        '# /etc/containers/registries.d/mirror.example:5000.yaml',
+        'docker:',
+        '  "mirror.example:5000":',
+        '    use-sigstore-attachments: true',
+        '',
       ].join('\n'),
     );
-    const secure = text('podman', config, 'https://mirror.example:8443');
-    assert.doesNotMatch(secure.split('[[registry]]')[2], /insecure/, 'an https mirror is not insecure');
-    assert.match(secure, /^location = "mirror\.example:8443\/ghcr\.io"$/m);
-    assertTomlShape(secure);
+    const secure = generateClientConfig('podman', config, mirror('https://mirror.example:8443'));
+    const [conf, attachments] = secure.files;
+    assert.doesNotMatch(conf.content.split('[[registry]]')[2], /insecure/, 'an https mirror is not insecure');
+    assert.match(conf.content, /^location = "mirror\.example:8443\/ghcr\.io"$/m);
+    assertTomlShape(conf.content);
+    assert.deepEqual(
+      secure.files.map((file) => [file.path, file.relative]),
+      [
+        ['/etc/containers/registries.conf.d/pullmirror.conf', 'registries.conf.d/pullmirror.conf'],
+        ['/etc/containers/registries.d/mirror.example:8443.yaml', 'registries.d/mirror.example:8443.yaml'],
+      ],
+      '--out /etc/containers writes both where podman reads them',
+    );
+    // containers/image looks registries.d up by the host it pulls from: the mirror's, port included.
+    assert.deepEqual(parseYaml(attachments.content), { docker: { 'mirror.example:8443': { 'use-sigstore-attachments': true } } });
+    assert.deepEqual(parseYaml(generateClientConfig('podman', config, mirror('https://mirror.example')).files[1].content), { docker: { 'mirror.example': { 'use-sigstore-attachments': true } } });
   });
 
   it('docker: registry-mirrors for Docker Hub, insecure-registries for pulls by name over HTTP, the rest said in notes', () => {
@@ -158,13 +176,21 @@ describe('client configs: the generators', () => {
     assert.match(text('podman', ghcrRoot), /prefix = "docker\.io"\nlocation = "registry-1\.docker\.io"\n\n\[\[registry\.mirror\]\]\nlocation = "mirror\.example:5000\/docker\.io"/);
   });
 
-  it('deploy/daemon.json, deploy/containerd-hosts.toml and deploy/registries.conf are what it prints for deploy/config.yml', () => {
+  it('deploy/daemon.json, deploy/containerd-hosts.toml, deploy/registries.conf and deploy/registries.d.yaml are what it prints for deploy/config.yml', () => {
     const shipped = loadConfig({ file: path.join(ROOT, 'deploy/config.yml'), env: {} });
     const url = 'http://pullmirror.example.internal:5000';
     const regenerate = 'regenerate with: pullmirror client-config KIND --mirror http://pullmirror.example.internal:5000 deploy/config.yml';
     assert.equal(readFileSync(path.join(ROOT, 'deploy/daemon.json'), 'utf8'), text('docker', shipped, url), regenerate);
     assert.equal(readFileSync(path.join(ROOT, 'deploy/containerd-hosts.toml'), 'utf8'), text('containerd', shipped, url), regenerate);
-    assert.equal(readFileSync(path.join(ROOT, 'deploy/registries.conf'), 'utf8'), text('podman', shipped, url), regenerate);
+    // podman's two files in two formats: one sample each, as it prints each (after the line naming its path).
+    const [conf, attachments] = generateClientConfig('podman', shipped, mirror(url)).files;
+    assert.equal(
+      readFileSync(path.join(ROOT, 'deploy/registries.conf'), 'utf8') + '\n' + readFileSync(path.join(ROOT, 'deploy/registries.d.yaml'), 'utf8'),
+      text('podman', shipped, url),
+      regenerate,
+    );
+    assert.equal(readFileSync(path.join(ROOT, 'deploy/registries.conf'), 'utf8'), `# ${conf.path}\n${conf.content}`);
+    assert.equal(readFileSync(path.join(ROOT, 'deploy/registries.d.yaml'), 'utf8'), `# ${attachments.path}\n${attachments.content}`);
   });
 });
 

@@ -41,6 +41,29 @@ function store(access: { index: number; amd: number; arm: number; image: number 
   return { inventory, refs };
 }
 
+/**
+ * The same store with what refers to r's index and its amd64 manifest: a cosign signature of the
+ * index (a manifest tagged `sha256-<hex of the index>.sig`, its config and payload), and an SBOM
+ * of the amd64 manifest whose `subject` names it (linked by digest, no tag), signed in turn by a
+ * referrer of its own. `access` is when the attachments themselves were last used.
+ */
+function storeWithAttachments(access: { index: number; amd: number; arm: number; image: number }, attachmentsUsed: number) {
+  const { inventory, refs } = store(access);
+  refs.set(d('5'), { manifests: [], blobs: [d('5c'), d('5p')] });
+  refs.set(d('6'), { manifests: [], blobs: [d('6c'), d('6l')], subject: d('a') });
+  refs.set(d('7'), { manifests: [], blobs: [d('7c')], subject: d('6') });
+  for (const [digest, size] of Object.entries({ 5: 1, '5c': 1, '5p': 2, 6: 1, '6c': 1, '6l': 30, 7: 1, '7c': 1 })) inventory.blobs.add('sha256', d(digest).slice(7), size, 0);
+  inventory.links.push(
+    { repository: 'r', digest: d('5'), mtimeMs: attachmentsUsed },
+    { repository: 'r', digest: d('6'), mtimeMs: attachmentsUsed },
+    { repository: 'r', digest: d('7'), mtimeMs: attachmentsUsed },
+  );
+  inventory.tags.push({ repository: 'r', tag: `sha256-${d('1').slice(7)}.sig`, digest: d('5'), mtimeMs: attachmentsUsed });
+  return { inventory, refs };
+}
+
+const ATTACHMENT_BLOBS = ['5', '5c', '5p', '6', '6c', '6l', '7', '7c'];
+
 const names = (items: { digest: string }[]) => items.map((item) => item.digest.slice(7).replace(/0+$/, '')).sort();
 
 describe('eviction plan', () => {
@@ -83,6 +106,8 @@ describe('eviction plan', () => {
     assert.deepEqual(manifestReferences(bytes({ config: { digest: d('c') }, layers: [{ digest: d('e') }, { digest: 'sha256:not-hex' }] })).blobs, [d('c'), d('e')]);
     assert.deepEqual(manifestReferences(bytes({ schemaVersion: 1, fsLayers: [{ blobSum: d('f') }] })).blobs, [d('f')]);
     assert.deepEqual(manifestReferences(Buffer.from('not json')), { manifests: [], blobs: [] });
+    assert.deepEqual(manifestReferences(bytes({ config: { digest: d('c') }, layers: [], subject: { digest: d('5e') } })), { manifests: [], blobs: [d('c')], subject: d('5e') }, 'an artifact names its subject');
+    assert.equal(manifestReferences(bytes({ layers: [], subject: { digest: 'sha256:nope' } })).subject, undefined);
   });
 
   it('says what the grace period holds back from a pass, and when the last of it is released', async () => {
@@ -118,6 +143,46 @@ describe('eviction plan', () => {
     assert.equal(capped.capUnreached, true);
     // Without the pin the same passes take everything.
     assert.deepEqual(names((await planEviction(inventory, refs, policy())).links), ['1', '2', 'a', 'b']);
+  });
+
+  it('attachments follow their image: used when it is used, evicted with it by TTL, their tags too', async () => {
+    const old = NOW - 50 * HOUR;
+    // The image is used, its signature and SBOM were fetched long ago: they stay.
+    const used = storeWithAttachments({ index: NOW - HOUR, amd: NOW - HOUR, arm: NOW - HOUR, image: NOW - HOUR }, old);
+    const kept = await planEviction(used.inventory, used.refs, policy());
+    assert.deepEqual(names(kept.links), []);
+    assert.deepEqual(kept.tags.map((t) => t.tag), ['gone']);
+    assert.deepEqual(names(kept.blobs), ['orphan']);
+    // The image expires: its signature, SBOM and the SBOM's signature go with it, whenever they were used.
+    const expired = storeWithAttachments({ index: old, amd: old, arm: old, image: NOW - HOUR }, NOW - 2 * HOUR);
+    const plan = await planEviction(expired.inventory, expired.refs, policy());
+    assert.deepEqual(names(plan.links), ['1', '5', '6', '7', 'a', 'b']);
+    assert.deepEqual(
+      plan.links.filter((link) => ['5', '6', '7'].includes(names([link])[0])).map((link) => link.reason),
+      ['subject evicted', 'subject evicted', 'subject evicted'],
+    );
+    assert.deepEqual(plan.tags.map((t) => `${t.tag}:${t.reason}`).sort(), ['gone:manifest missing', 'latest:manifest evicted', `sha256-${d('1').slice(7)}.sig:subject evicted`]);
+    assert.deepEqual(names(plan.blobs), ['1', 'a', 'b', 'ca', 'cb', 'la', 'lb', 'orphan', ...ATTACHMENT_BLOBS].sort());
+    // Written within the grace period, an attachment stays even when its image goes.
+    const fresh = await planEviction(expired.inventory, expired.refs, policy({ protectedSince: NOW - 3 * HOUR }));
+    assert.deepEqual(names(fresh.links), ['1', 'a', 'b']);
+  });
+
+  it('attachments follow their image under the size cap, and a kept image keeps them', async () => {
+    const { inventory, refs } = storeWithAttachments({ index: NOW - 3 * HOUR, amd: NOW - 3 * HOUR, arm: NOW - 3 * HOUR, image: NOW - HOUR }, NOW - 2 * HOUR);
+    const capped = await planEviction(inventory, refs, policy({ ttlMs: 0, maxSize: 100, highWatermark: 90, lowWatermark: 60 }));
+    assert.deepEqual(names(capped.links), ['1', '5', '6', '7', 'a', 'b'], 'the index was the least recently used: its attachments go with it');
+    assert.equal(capped.sizeAfter, 52, 'their blobs are counted as freed');
+    const keep = new KeepRules(['registry.local:5000/r:latest'], 'registry.local:5000');
+    const pinned = await planEviction(inventory, refs, policy({ keep, now: NOW + 100 * HOUR }));
+    assert.deepEqual(names(pinned.links), ['2']);
+    assert.deepEqual(pinned.tags.map((t) => t.tag).sort(), ['gone', 'v1'], 'the signature tag stays with the kept tag');
+    assert.deepEqual(names(pinned.blobs), ['2', 'c2', 'orphan']);
+    assert.equal(pinned.pinned.tags, 2, 'latest, and the signature tag held through it');
+    assert.equal(pinned.pinned.manifests, 6, 'the index, its platforms, the signature, the SBOM and its signature');
+    // A pattern naming only the signature's tag keeps the signature, not the image.
+    const sigOnly = await planEviction(inventory, refs, policy({ keep: new KeepRules(['registry.local:5000/r:sha256-*.sig'], 'registry.local:5000'), now: NOW + 100 * HOUR }));
+    assert.deepEqual(names(sigOnly.links), ['1', '2', '6', '7', 'a', 'b']);
   });
 
   it('keep patterns: registries by their client name, globs per component, digests, whole repositories', async () => {

@@ -6,6 +6,7 @@ import { RegistryError } from '../../src/registry/errors.ts';
 import { resolveRange } from '../../src/http/range.ts';
 import { parseChallenge } from '../../src/upstream/challenge.ts';
 import { matchRoute } from '../../src/http/route.ts';
+import { attachesTo, attachmentTag, attachmentTagsOf, isAttachmentTag, parseAttachmentTag } from '../../src/registry/attachment-tags.ts';
 
 const code = (fn: () => unknown) => {
   try {
@@ -82,5 +83,32 @@ describe('routes', () => {
     assert.deepEqual(matchRoute('/a/blobs/uploads/'), { kind: 'upload', name: 'a' });
     assert.deepEqual(matchRoute('/a/tags/list'), { kind: 'tags', name: 'a' });
     assert.equal(code(() => matchRoute('/a/unknown')), 'NOT_FOUND');
+  });
+});
+
+describe('attachment tags', () => {
+  const sha256 = parseDigest(`sha256:${'ab'.repeat(32)}`);
+  const sha512 = parseDigest(`sha512:${'cd'.repeat(64)}`);
+
+  it('reads the referrers tag schema and cosign tags, and nothing else', () => {
+    assert.deepEqual(parseAttachmentTag(`sha256-${'ab'.repeat(32)}`), { kind: 'referrers', algorithm: 'sha256', hex: 'ab'.repeat(32) });
+    assert.equal(parseAttachmentTag(`sha256-${'ab'.repeat(32)}.sig`)?.kind, 'signature');
+    assert.equal(parseAttachmentTag(`sha256-${'ab'.repeat(32)}.att`)?.kind, 'attestation');
+    assert.equal(parseAttachmentTag(`sha256-${'ab'.repeat(32)}.sbom`)?.kind, 'sbom');
+    for (const image of ['latest', '3.20', `sha256-${'ab'.repeat(31)}`, `sha256-${'AB'.repeat(32)}.sig`, `md5-${'ab'.repeat(32)}`, `sha256-${'ab'.repeat(32)}.sig.x`, `sha256-${'ab'.repeat(32)}.pem`]) {
+      assert.equal(parseAttachmentTag(image), undefined, image);
+      assert.equal(isAttachmentTag(image), false, image);
+    }
+  });
+
+  it('names every attachment of a digest, a sha512 truncated to 64 hex as the referrers schema says', () => {
+    assert.deepEqual(attachmentTagsOf(sha256), ['', '.sig', '.att', '.sbom'].map((suffix) => `sha256-${'ab'.repeat(32)}${suffix}`));
+    assert.equal(attachmentTag(sha512, 'signature'), `sha512-${'cd'.repeat(32)}.sig`);
+    for (const tag of [...attachmentTagsOf(sha256), ...attachmentTagsOf(sha512)]) {
+      assert.equal(validateTag(tag), tag);
+      const parsed = parseAttachmentTag(tag)!;
+      assert.equal(attachesTo(parsed, tag.startsWith('sha256') ? sha256.value : sha512.value), true, tag);
+      assert.equal(attachesTo(parsed, tag.startsWith('sha256') ? sha512.value : sha256.value), false, tag);
+    }
   });
 });

@@ -16,19 +16,25 @@ proxy.remotes) through the mirror at URL, the address clients reach it by:
   docker      daemon.json: registry-mirrors (dockerd mirrors docker.io only; how to pull the
               others by name goes to stderr)
   containerd  one hosts.toml per registry for config_path, each after a line naming its path
-  podman      registries.conf [[registry]] entries with the mirror as [[registry.mirror]]
-              (podman, skopeo, buildah)
+  podman      registries.conf [[registry]] entries with the mirror as [[registry.mirror]],
+              and registries.d/<mirror>.yaml with use-sigstore-attachments for the mirror's
+              host, so signatures come through it (podman, skopeo, buildah)
 The mirror's /api/client-config/KIND answers the same text. The config is the file given, else
 PULLMIRROR_CONFIG, else the defaults, with REGISTRY_* variables over it.`,
   options: {
     mirror: { type: 'string', value: 'URL', help: "the mirror's URL as clients reach it, http or https, no path (required)" },
-    out: { type: 'string', value: 'DIR', help: 'write the files below DIR (containerd: DIR/<registry>/hosts.toml), each atomically, instead of printing them' },
+    out: {
+      type: 'string',
+      value: 'DIR',
+      help: 'write the files below DIR (containerd: DIR/<registry>/hosts.toml; podman: DIR/registries.conf.d/pullmirror.conf and DIR/registries.d/<mirror>.yaml, DIR being /etc/containers), each atomically, instead of printing them',
+    },
     'config-path': { type: 'string', value: 'DIR', help: "containerd's config_path, named in each file's header and in the note", defaultText: `the --out DIR, else ${CONTAINERD_CONFIG_PATH}` },
   },
   examples: [
     'pullmirror client-config containerd --mirror http://mirror.example:5000 /etc/pullmirror/config.yml',
     'pullmirror client-config containerd --mirror https://mirror.example --out /etc/containerd/certs.d',
     'pullmirror client-config docker --mirror http://mirror.example:5000 > /etc/docker/daemon.json',
+    'pullmirror client-config podman --mirror http://mirror.example:5000 --out /etc/containers',
   ],
   maxPositionals: 2,
 };

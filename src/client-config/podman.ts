@@ -3,14 +3,21 @@ import type { ClientConfig } from './client-config.ts';
 import { tomlString } from './client-config.ts';
 import type { ServedRegistry } from './registries.ts';
 
-/** A drop-in podman, skopeo and buildah read beside /etc/containers/registries.conf. */
-const PODMAN_CONFIG_FILE = '/etc/containers/registries.conf.d/pullmirror.conf';
+/** Where podman, skopeo and buildah read their configuration: `--out DIR` stands for it. */
+const CONTAINERS_DIR = '/etc/containers';
+/** A drop-in read beside /etc/containers/registries.conf. */
+const REGISTRIES_CONF = 'registries.conf.d/pullmirror.conf';
 
 /**
  * registries.conf: a `[[registry]]` per registry (its prefix, its own location) with the mirror
  * as its `[[registry.mirror]]`. containers/image prepends the mirror location's path to the
  * repository, so the default remote's mirror is the bare host (`/v2/<name>` routes there) and
  * every other registry's is `host/<namespace>` (`/v2/<namespace>/<name>`).
+ *
+ * registries.d: `use-sigstore-attachments` for the mirror's host. containers/image looks a
+ * registry's registries.d entry up by the host it actually pulls from, which through a mirror is
+ * the mirror, not the registry the image is named by: without this entry a client gets no
+ * signatures (`sha256-<hex>.sig`) through the mirror, whatever it set for the registry.
  */
 export function podmanConfig(registries: ServedRegistry[], mirror: MirrorUrl): ClientConfig {
   const blocks = registries.map((registry) => {
@@ -27,6 +34,14 @@ export function podmanConfig(registries: ServedRegistry[], mirror: MirrorUrl): C
       '',
     ].join('\n');
   });
-  const relative = PODMAN_CONFIG_FILE.split('/').pop()!;
-  return { files: [{ path: PODMAN_CONFIG_FILE, relative, content: blocks.join('\n') }], notes: [] };
+  const registriesD = `registries.d/${mirror.host}.yaml`;
+  // A JSON string is a YAML double-quoted scalar; the quotes keep the port's colon from reading as a key's end.
+  const attachments = ['docker:', `  ${JSON.stringify(mirror.host)}:`, '    use-sigstore-attachments: true', ''].join('\n');
+  return {
+    files: [
+      { path: `${CONTAINERS_DIR}/${REGISTRIES_CONF}`, relative: REGISTRIES_CONF, content: blocks.join('\n') },
+      { path: `${CONTAINERS_DIR}/${registriesD}`, relative: registriesD, content: attachments },
+    ],
+    notes: [],
+  };
 }

@@ -318,7 +318,7 @@ const upstreamKeys = {
       bodyidle: duration().prefault('30s'),
     })
     .prefault({}),
-  /** ours: how long a tag just checked upstream is served without asking again (0: always ask). */
+  /** ours: how long a tag just checked upstream is served (or, upstream having none, refused) without asking again (0: always ask). */
   tagfreshness: duration().prefault('15s'),
   /** ours: resuming a blob download whose upstream connection dropped. */
   resume: z

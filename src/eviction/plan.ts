@@ -1,6 +1,7 @@
 import type { Inventory, StoredLink, StoredTag } from './inventory.ts';
 import type { ManifestReferences } from '../registry/manifest-references.ts';
 import type { KeepRules } from './keep.ts';
+import { parseAttachmentTag, type AttachmentTag } from '../registry/attachment-tags.ts';
 import { Yielder } from '../util/yielder.ts';
 
 export interface EvictionPolicy {
@@ -25,15 +26,18 @@ export function watermarkBytes(maxSize: number, percent: number): number {
   return Math.floor((maxSize * percent) / 100);
 }
 
+/** Why a manifest link goes: its TTL, the size cap, or the manifest it is attached to went. */
+export type LinkReason = 'ttl' | 'size' | 'subject evicted';
+
 export interface PlannedLink extends StoredLink {
   lastAccess: number;
-  reason: 'ttl' | 'size';
+  reason: LinkReason;
   /** Blobs this link kept alive (its manifest, children, config, layers). */
   pins: string[];
 }
 
 export interface PlannedTag extends StoredTag {
-  reason: 'ttl' | 'manifest evicted' | 'manifest missing';
+  reason: 'ttl' | 'manifest evicted' | 'manifest missing' | 'subject evicted';
 }
 
 export interface PlannedBlob {
@@ -71,10 +75,18 @@ interface LinkState extends StoredLink {
   lastAccess: number;
   pins: string[];
   isIndex: boolean;
-  evicted?: 'ttl' | 'size';
-  /** Held by storage.eviction.keep (directly, through a kept tag, or as a kept index's child). */
+  evicted?: LinkReason;
+  /** Held by storage.eviction.keep (directly, through a kept tag, as a kept index's child, or attached to a kept manifest). */
   pinned?: boolean;
+  /**
+   * Manifests of the repository attached to this one: those whose `subject` it is, and the
+   * targets of its attachment tags (`sha256-<hex>.sig`, `.att`, `.sbom`, the referrers tag).
+   */
+  attachments?: LinkState[];
 }
+
+/** How deep attachments of attachments are followed (a signature of an SBOM of an image is 2). */
+const ATTACHMENT_DEPTH = 4;
 
 /**
  * Decides one pass, mark and sweep as distribution's garbage-collect: first manifests and tags
@@ -84,6 +96,9 @@ interface LinkState extends StoredLink {
  *
  * An image's last access is the latest of its link, the tags pointing at it, and for a child
  * manifest the index that lists it, so a platform manifest never goes before its index.
+ * Signatures, attestations, SBOMs and other referrers follow the manifest they are about (by
+ * `subject`, or by an attachment tag naming its digest): used when it is used, kept when it is
+ * kept, evicted with it, their attachment tags too.
  *
  * A store of 150 000 blobs makes this loop over them several times; it yields to the event
  * loop every few milliseconds (Yielder), so a serving mirror's requests do not wait on it.
@@ -115,7 +130,37 @@ export async function planEviction(inventory: Inventory, references: Map<string,
       if (childLink) childLink.lastAccess = Math.max(childLink.lastAccess, link.lastAccess);
     }
   }
-  // Pins: a kept manifest, the target of a kept tag, and (below) a kept index's children.
+  // Attachments, and the manifests attachment tags are about.
+  const subjectOfTag = new Map<StoredTag, LinkState>();
+  const findSubject = subjectFinder(links.values());
+  const attach = (subject: LinkState | undefined, attachment: LinkState | undefined) => {
+    if (subject && attachment && subject !== attachment) (subject.attachments ??= []).push(attachment);
+  };
+  for (const link of links.values()) {
+    if (turn.due()) await turn.pause();
+    const subject = references.get(link.digest)?.subject;
+    if (subject) attach(links.get(key(link.repository, subject)), link);
+  }
+  for (const tag of inventory.tags) {
+    if (turn.due()) await turn.pause();
+    const attachment = parseAttachmentTag(tag.tag);
+    const subject = attachment && findSubject(tag.repository, attachment);
+    if (!subject) continue;
+    subjectOfTag.set(tag, subject);
+    attach(subject, tag.digest ? links.get(key(tag.repository, tag.digest)) : undefined);
+  }
+  const inheritAccess = (subject: LinkState, depth: number): void => {
+    for (const attachment of subject.attachments ?? []) {
+      if (attachment.lastAccess >= subject.lastAccess) continue;
+      attachment.lastAccess = subject.lastAccess;
+      if (depth < ATTACHMENT_DEPTH) inheritAccess(attachment, depth + 1);
+    }
+  };
+  for (const link of links.values()) {
+    if (turn.due()) await turn.pause();
+    inheritAccess(link, 0);
+  }
+  // Pins: a kept manifest, the target of a kept tag, and (below) a kept index's children and what is attached to a kept manifest.
   const keep = policy.keep && !policy.keep.empty ? policy.keep : undefined;
   const keptTags = new Set<StoredTag>();
   const keptItems: KeptItem[] = [];
@@ -144,15 +189,37 @@ export async function planEviction(inventory: Inventory, references: Map<string,
         if (childLink) childLink.pinned = true;
       }
     }
+    const inheritPin = (subject: LinkState, depth: number): void => {
+      for (const attachment of subject.attachments ?? []) {
+        if (attachment.pinned) continue;
+        attachment.pinned = true;
+        if (depth < ATTACHMENT_DEPTH) inheritPin(attachment, depth + 1);
+      }
+    };
+    for (const link of links.values()) {
+      if (turn.due()) await turn.pause();
+      if (link.pinned) inheritPin(link, 0);
+    }
+    // A kept image's attachment tags are kept with it.
+    for (const [tag, subject] of subjectOfTag) if (subject.pinned) keptTags.add(tag);
   }
   const isProtected = (link: LinkState) => link.pinned === true || link.lastAccess >= policy.protectedSince;
+  /** Evicts a link and, unless protected, what is attached to it; every link it evicted. */
+  const evict = (link: LinkState, reason: LinkReason, evicted: LinkState[] = [], depth = 0): LinkState[] => {
+    link.evicted = reason;
+    evicted.push(link);
+    for (const attachment of link.attachments ?? []) {
+      if (!attachment.evicted && !isProtected(attachment) && depth < ATTACHMENT_DEPTH) evict(attachment, 'subject evicted', evicted, depth + 1);
+    }
+    return evicted;
+  };
 
   // 1. TTL from last access (each registry's own).
   const ttlOf = (repository: string) => policy.ttlFor?.(repository) ?? policy.ttlMs;
   for (const link of links.values()) {
     if (turn.due()) await turn.pause();
     const ttl = ttlOf(link.repository);
-    if (ttl > 0 && !isProtected(link) && link.lastAccess < policy.now - ttl) link.evicted = 'ttl';
+    if (ttl > 0 && !link.evicted && !isProtected(link) && link.lastAccess < policy.now - ttl) evict(link, 'ttl');
   }
 
   // 2. Reference counts over what remains, and the size that would remain.
@@ -179,20 +246,22 @@ export async function planEviction(inventory: Inventory, references: Map<string,
       .filter((link) => !link.evicted && !isProtected(link))
       // Oldest first; on a tie an index before its children.
       .sort((a, b) => a.lastAccess - b.lastAccess || Number(b.isIndex) - Number(a.isIndex));
-    for (const link of candidates) {
+    for (const candidate of candidates) {
       if (turn.due()) await turn.pause();
       if (sizeAfter <= low) break;
-      link.evicted = 'size';
-      for (const pin of link.pins) {
-        if (turn.due()) await turn.pause();
-        const left = (refCount.get(pin) ?? 0) - 1;
-        if (left > 0) {
-          refCount.set(pin, left);
-          continue;
+      if (candidate.evicted) continue;
+      for (const link of evict(candidate, 'size')) {
+        for (const pin of link.pins) {
+          if (turn.due()) await turn.pause();
+          const left = (refCount.get(pin) ?? 0) - 1;
+          if (left > 0) {
+            refCount.set(pin, left);
+            continue;
+          }
+          refCount.delete(pin);
+          const size = inventory.blobs.size(pin);
+          if (size !== undefined && !blobProtected(pin)) sizeAfter -= size;
         }
-        refCount.delete(pin);
-        const size = inventory.blobs.size(pin);
-        if (size !== undefined && !blobProtected(pin)) sizeAfter -= size;
       }
     }
     capUnreached = sizeAfter > low;
@@ -204,9 +273,13 @@ export async function planEviction(inventory: Inventory, references: Map<string,
     if (turn.due()) await turn.pause();
     if (tag.mtimeMs >= policy.protectedSince || keptTags.has(tag)) continue;
     const target = tag.digest ? links.get(key(tag.repository, tag.digest)) : undefined;
-    if (!target) tags.push({ ...tag, reason: 'manifest missing' });
+    // An attachment tag is used when the manifest it is about is, and goes when it goes.
+    const subject = subjectOfTag.get(tag);
+    const lastUse = Math.max(tag.mtimeMs, subject?.lastAccess ?? 0);
+    if (subject?.evicted) tags.push({ ...tag, reason: 'subject evicted' });
+    else if (!target) tags.push({ ...tag, reason: 'manifest missing' });
     else if (target.evicted) tags.push({ ...tag, reason: 'manifest evicted' });
-    else if (ttlOf(tag.repository) > 0 && tag.mtimeMs < policy.now - ttlOf(tag.repository)) tags.push({ ...tag, reason: 'ttl' });
+    else if (ttlOf(tag.repository) > 0 && lastUse < policy.now - ttlOf(tag.repository)) tags.push({ ...tag, reason: 'ttl' });
   }
 
   const plannedLinks: PlannedLink[] = [];
@@ -222,6 +295,19 @@ export async function planEviction(inventory: Inventory, references: Map<string,
     if (!refCount.has(blob.digest) && blob.mtimeMs < policy.protectedSince) blobs.push({ digest: blob.digest, size: blob.size });
   }
   return { tags, links: plannedLinks, blobs, sizeBefore, sizeAfter, capUnreached, pinned: { tags: keptTags.size, manifests: pinnedLinks, items: keptItems } };
+}
+
+/**
+ * Finds the manifest an attachment tag is about among a store's links: by its digest, or for a
+ * sha512 by the 64 hex characters the referrers tag schema keeps of it.
+ */
+function subjectFinder(links: Iterable<LinkState>): (repository: string, tag: AttachmentTag) => LinkState | undefined {
+  const byTagForm = new Map<string, LinkState>();
+  for (const link of links) {
+    const colon = link.digest.indexOf(':');
+    byTagForm.set(`${link.repository}@${link.digest.slice(0, colon)}-${link.digest.slice(colon + 1, colon + 65)}`, link);
+  }
+  return (repository, tag) => byTagForm.get(`${repository}@${tag.algorithm}-${tag.hex}`);
 }
 
 /** The blobs a manifest keeps alive: itself, its config and layers, and its children's, recursively. */

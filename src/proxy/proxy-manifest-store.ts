@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../logging/logger.ts';
+import { isAttachmentTag } from '../registry/attachment-tags.ts';
 import { digestOf, parseDigest, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
@@ -38,8 +39,8 @@ export class ProxyManifestStore {
   private readonly links = new LRUCache<string, ManifestDescriptor>({ max: 50_000 });
   private readonly contents = new LRUCache<string, Buffer>({ maxSize: CONTENT_CACHE_BYTES, sizeCalculation: (b) => b.length || 1 });
 
-  /** When each tag was last confirmed upstream, and what it pointed at. */
-  private readonly checkedTags = new LRUCache<string, { digest: string; at: number }>({ max: 50_000 });
+  /** When each tag was last confirmed upstream, and what it pointed at (no digest: upstream answered 404). */
+  private readonly checkedTags = new LRUCache<string, { digest?: string; at: number }>({ max: 50_000 });
   /** Shares tag checks with the other instances on the store (one upstream check between them). */
   private readonly fleet: FillCoordinator;
 
@@ -60,9 +61,9 @@ export class ProxyManifestStore {
   }
 
   /**
-   * A tag checked within the freshness window is answered without asking upstream; so is any
-   * cached tag while Docker Hub's remaining allowance is low. Otherwise one check per tag runs
-   * at a time, whatever the number of clients.
+   * A tag checked within the freshness window is answered without asking upstream, a tag
+   * upstream had not (404) included; so is any cached tag while Docker Hub's remaining allowance
+   * is low. Otherwise one check per tag runs at a time, whatever the number of clients.
    */
   async byTag(remote: Remote, name: string, tag: string): Promise<ManifestResult> {
     // Per registry: the namespace leads the key of this cache and of the fleet's lookup.
@@ -71,6 +72,7 @@ export class ProxyManifestStore {
     const freshnessMs = remote.policy.tagFreshnessMs;
     const checked = this.checkedTags.get(key);
     if (checked && Date.now() - checked.at < freshnessMs) {
+      if (checked.digest === undefined) throw tagUnknownUpstream();
       const local = await this.localLink(repo, parseDigest(checked.digest));
       if (local) return { descriptor: local, origin: 'cache' };
     }
@@ -82,20 +84,33 @@ export class ProxyManifestStore {
       }
     }
     return this.tagChecks.do(key, async () => {
-      let result: ManifestResult | undefined;
-      const digest = await this.fleet.lookupOnce(key, freshnessMs, async () => {
-        result = await this.checkTag(remote, name, tag);
-        return result.origin === 'stale' ? undefined : result.descriptor.digest;
-      });
-      if (!result && digest) {
-        // Another instance checked the tag and stored the manifest in the shared store.
-        const local = await this.localLink(repo, parseDigest(digest));
-        result = local ? { descriptor: local, origin: 'cache' } : await this.checkTag(remote, name, tag);
+      const result = await this.checkTagOnce(remote, name, tag, key, freshnessMs);
+      if (!result) {
+        // Most images have no signature or attachment: remembering the 404 spares upstream
+        // the same question from every client that looks for them.
+        this.checkedTags.set(key, { at: Date.now() });
+        throw tagUnknownUpstream();
       }
-      if (!result) result = await this.checkTag(remote, name, tag);
       if (result.origin !== 'stale') this.checkedTags.set(key, { digest: result.descriptor.digest, at: Date.now() });
       return result;
     });
+  }
+
+  /** One check of a tag between this instance and the fleet; undefined when upstream has no such tag. */
+  private async checkTagOnce(remote: Remote, name: string, tag: string, key: string, freshnessMs: number): Promise<ManifestResult | undefined> {
+    const mine: { asked: boolean; result?: ManifestResult } = { asked: false };
+    const digest = await this.fleet.lookupOnce(key, freshnessMs, async () => {
+      mine.asked = true;
+      mine.result = await this.checkTag(remote, name, tag);
+      return mine.result && mine.result.origin !== 'stale' ? mine.result.descriptor.digest : undefined;
+    });
+    if (mine.asked) return mine.result;
+    if (digest) {
+      // Another instance checked the tag and stored the manifest in the shared store.
+      const local = await this.localLink(remote.key(name), parseDigest(digest));
+      if (local) return { descriptor: local, origin: 'cache' };
+    }
+    return this.checkTag(remote, name, tag);
   }
 
   /** `repo`: the store's key of the repository (Remote.key). */
@@ -150,7 +165,8 @@ export class ProxyManifestStore {
     return link;
   }
 
-  private async checkTag(remote: Remote, name: string, tag: string): Promise<ManifestResult> {
+  /** Asks upstream what a tag points at (a HEAD); undefined when upstream has no such tag. */
+  private async checkTag(remote: Remote, name: string, tag: string): Promise<ManifestResult | undefined> {
     const repo = remote.key(name);
     let response: Dispatcher.ResponseData;
     try {
@@ -159,11 +175,8 @@ export class ProxyManifestStore {
     } catch (error) {
       return this.staleTag(repo, tag, error as RegistryError);
     }
-    if (response.statusCode !== 200) {
-      const error = upstreamStatusError(response, 'MANIFEST_UNKNOWN');
-      if (response.statusCode === 404) throw error;
-      return this.staleTag(repo, tag, error);
-    }
+    if (response.statusCode === 404) return undefined;
+    if (response.statusCode !== 200) return this.staleTag(repo, tag, upstreamStatusError(response, 'MANIFEST_UNKNOWN'));
     const announced = header(response, 'docker-content-digest');
     let result: ManifestResult;
     if (announced) {
@@ -184,12 +197,23 @@ export class ProxyManifestStore {
     return result;
   }
 
-  /** Upstream could not be asked about a tag: answer with what the tag last pointed at, if anything. */
+  /**
+   * Upstream could not be asked about a tag: answer with what the tag last pointed at, if
+   * anything. An attachment tag the mirror never saw is answered as unknown: most images have
+   * none, and a client that looks for them (skopeo and podman with `use-sigstore-attachments`)
+   * fails the whole pull of a cached image on an error, where a 404 means "no signature".
+   */
   private async staleTag(repo: string, tag: string, error: RegistryError): Promise<ManifestResult> {
     const local = await this.lastKnown(repo, tag);
-    if (!local) throw error;
-    this.logger.warn('serving stale tag', { repository: repo, tag, digest: local.digest, reason: error.message });
-    return { descriptor: local, origin: 'stale' };
+    if (local) {
+      this.logger.warn('serving stale tag', { repository: repo, tag, digest: local.digest, reason: error.message });
+      return { descriptor: local, origin: 'stale' };
+    }
+    if (isAttachmentTag(tag) && error.code !== 'DENIED') {
+      this.logger.info('attachment tag unknown while upstream cannot be asked: answered 404', { repository: repo, tag, reason: error.message });
+      throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown: never seen by the mirror, and upstream cannot be asked', { detail: { upstream: error.code } });
+    }
+    throw error;
   }
 
   /**
@@ -243,6 +267,11 @@ export class ProxyManifestStore {
     this.contents.set(actual, bytes);
     return { descriptor, origin: 'upstream', bytes };
   }
+}
+
+/** What upstream answered for a tag it has not (now or within the freshness window). */
+function tagUnknownUpstream(): RegistryError {
+  return new RegistryError('MANIFEST_UNKNOWN', undefined, { detail: { upstream: 404 } });
 }
 
 async function readLimited(body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {

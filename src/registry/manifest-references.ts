@@ -1,10 +1,15 @@
 import { fields, parseUntrustedJson } from '../util/untrusted-json.ts';
 import { parseDigest } from './digest.ts';
 
-/** What one manifest references: child manifests (of an index or list) and blobs (config, layers). */
+/**
+ * What one manifest references: child manifests (of an index or list), blobs (config, layers),
+ * and the manifest it is about (OCI 1.1 `subject`: a signature, SBOM or attestation names the
+ * image it attaches to).
+ */
 export interface ManifestReferences {
   manifests: string[];
   blobs: string[];
+  subject?: string;
 }
 
 /**
@@ -13,7 +18,7 @@ export interface ManifestReferences {
  * `layers`, schema 1 `fsLayers[].blobSum`, the short-lived OCI artifact manifest `blobs`.
  * What is not JSON, or not a digest this mirror knows, is left out. The one parser for both
  * uses: the blobs a repository may serve (links written with a manifest), and what keeps what
- * alive in an eviction pass.
+ * alive in an eviction pass (where an artifact lives and goes with its `subject`).
  */
 export function manifestReferences(bytes: Uint8Array): ManifestReferences {
   const manifests = new Set<string>();
@@ -36,5 +41,8 @@ export function manifestReferences(bytes: Uint8Array): ManifestReferences {
   each(parsed.layers, blobs, 'digest');
   each(parsed.blobs, blobs, 'digest');
   each(parsed.fsLayers, blobs, 'blobSum');
-  return { manifests: [...manifests], blobs: [...blobs] };
+  const subject = new Set<string>();
+  add(subject, fields(parsed.subject)?.digest);
+  const [about] = subject;
+  return { manifests: [...manifests], blobs: [...blobs], ...(about ? { subject: about } : {}) };
 }
