@@ -38,9 +38,12 @@ import { PrivateAccess } from './proxy/private-access.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
 import { RepositoryPrivacy } from './proxy/repository-privacy.ts';
+import { SmallBlobReader } from './proxy/small-blob.ts';
 import { StoreAdmission } from './proxy/store-admission.ts';
 import type { RedisConnection } from './redis/redis-connection.ts';
+import { parseDigest } from './registry/digest.ts';
 import { RegistryError } from './registry/errors.ts';
+import { SignatureGate, type SignatureLookup } from './signatures/signature-gate.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
@@ -72,6 +75,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage, remotes, stores.downloads);
+  ops.signatures = stores.signatures;
   const heartbeat = new FleetHeartbeat({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), version: ops.version, fillsInFlight: ops.fillsInFlight });
   ops.browse = buildBrowse(config, logger, storage.paths, remotes, eviction.scheduler, heartbeat);
   ops.capacity = (bytes) => storeCapacity(config, bytes);
@@ -163,6 +167,8 @@ interface Stores {
   blobs: ProxyBlobStore;
   downloads: BlobDownloads;
   manifests: ProxyManifestStore;
+  /** The signature policy, when any registry has one (proxy.signatures). */
+  signatures?: SignatureGate;
   /** Forgets, in every in-memory cache, what an eviction pass (here or in another process) deleted. */
   forgetManifest(repository: string, digest: string): void;
   forgetBlob(digest: string): Promise<void>;
@@ -182,22 +188,47 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     fleetStallMs: config.redis.fleet.lease,
   });
   const blobs = new ProxyBlobStore({ local: storage.blobStore, descriptors: caches.descriptors, downloads });
+  const signatures = remotes.all.some((remote) => !remote.signatures.empty) ? buildSignatureGate(logger, storage, () => manifests) : undefined;
   const manifests = new ProxyManifestStore({
     manifests: storage.manifestStore,
     logger: logger.child({ component: 'manifests' }),
     readOnly: storage.readOnly,
     fleet: caches.fleet,
+    gate: signatures,
   });
   return {
     blobs,
     downloads,
     manifests,
+    signatures,
     forgetManifest: (repository, digest) => manifests.forget(repository, digest),
     forgetBlob: async (digest) => {
       manifests.forgetContent(digest);
       await blobs.forget(digest);
     },
   };
+}
+
+/**
+ * The signature policy reads a signature artifact through the manifest store it guards (an
+ * attachment tag, which the policy exempts) and its payloads through the blob store, so both
+ * are cached for checks while upstream is down.
+ */
+function buildSignatureGate(logger: Logger, storage: Storage, manifests: () => ProxyManifestStore): SignatureGate {
+  const payloads = new SmallBlobReader({ blobs: storage.blobStore, readOnly: storage.readOnly, logger: logger.child({ component: 'blobs' }) });
+  return new SignatureGate({
+    lookup: async (remote, name, tag): Promise<SignatureLookup> => {
+      try {
+        const result = await manifests().byTag(remote, name, tag);
+        return { found: true, digest: result.descriptor.digest, bytes: await manifests().bytesFor(remote, name, result) };
+      } catch (error) {
+        if (!(error instanceof RegistryError)) throw error;
+        return { found: false, reason: error.code === 'MANIFEST_UNKNOWN' ? 'absent' : 'unavailable' };
+      }
+    },
+    payload: (remote, name, digest, limit) => payloads.read(remote, name, parseDigest(digest), limit),
+    logger: logger.child({ component: 'signatures' }),
+  });
 }
 
 /**

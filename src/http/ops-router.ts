@@ -6,6 +6,7 @@ import type { LiveStoreFigures } from '../storage/store-stats.ts';
 import type { Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import type { StoreCapacity } from '../browse/store-capacity.ts';
+import type { SignatureGate } from '../signatures/signature-gate.ts';
 import { browseRouter, type BrowseContext } from './browse-router.ts';
 import { STATUS_PAGE } from './status-page.ts';
 
@@ -24,6 +25,8 @@ export interface OpsContext {
   browse?: BrowseContext;
   /** The store's size against storage.eviction.maxsize and the disk's free space. */
   capacity?(bytes: number): Promise<StoreCapacity>;
+  /** The signature policy, when a registry has one: its rules and what it verified and refused. */
+  signatures?: SignatureGate;
 }
 
 
@@ -134,6 +137,8 @@ export async function statusDocument(ops: OpsContext) {
         credentials: remote.upstream.credentialStatus,
         rateLimit: limit ? { remaining: limit.remaining, limit: limit.limit, windowS: limit.windowS, observedAt: limit.observedAt } : null,
         store: store.registries[remote.isDefault ? '' : remote.namespace] ?? { repositories: 0, tags: 0 },
+        // proxy.signatures: the rules, manifests verified, refused and let through in warn mode, the last refusal.
+        signatures: ops.signatures && !remote.signatures.empty ? ops.signatures.summary(remote) : null,
       };
     }),
     store,
