@@ -37,6 +37,7 @@ import { BlobDownloads } from './proxy/blob-downloads.ts';
 import { PrivateAccess } from './proxy/private-access.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
+import { ProxyReferrers } from './proxy/proxy-referrers.ts';
 import { RepositoryPrivacy } from './proxy/repository-privacy.ts';
 import { SmallBlobReader } from './proxy/small-blob.ts';
 import { StoreAdmission } from './proxy/store-admission.ts';
@@ -83,6 +84,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,
     manifests: stores.manifests,
+    referrers: stores.referrers,
     usage: eviction.usage,
     access: buildPrivateAccess(config, logger, storage.manifestStore, remotes),
     remotes,
@@ -167,6 +169,7 @@ interface Stores {
   blobs: ProxyBlobStore;
   downloads: BlobDownloads;
   manifests: ProxyManifestStore;
+  referrers: ProxyReferrers;
   /** The signature policy, when any registry has one (proxy.signatures). */
   signatures?: SignatureGate;
   /** Forgets, in every in-memory cache, what an eviction pass (here or in another process) deleted. */
@@ -196,10 +199,18 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     fleet: caches.fleet,
     gate: signatures,
   });
+  const referrers = new ProxyReferrers({
+    manifests,
+    paths: storage.paths,
+    tempDir: storage.blobStore.tempDir,
+    readOnly: storage.readOnly,
+    logger: logger.child({ component: 'referrers' }),
+  });
   return {
     blobs,
     downloads,
     manifests,
+    referrers,
     signatures,
     forgetManifest: (repository, digest) => manifests.forget(repository, digest),
     forgetBlob: async (digest) => {

@@ -32,7 +32,7 @@ export class SmallBlobReader {
       if (response.statusCode === 404) return undefined;
       throw upstreamStatusError(response, 'BLOB_UNKNOWN');
     }
-    const bytes = await readWithin(response.body, limit);
+    const bytes = await readWithin(response.body, limit, () => new RegistryError('SIZE_INVALID', `upstream blob larger than ${limit} bytes`, { status: 502 }));
     if (digestOf(bytes, digest.algorithm) !== digest.value) {
       throw new RegistryError('DIGEST_INVALID', 'upstream blob does not match its digest', { status: 502, detail: { digest: digest.value } });
     }
@@ -48,14 +48,15 @@ export class SmallBlobReader {
   }
 }
 
-async function readWithin(body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
+/** A small upstream body, whole; past `limit` bytes the body is dropped and `tooLarge()` thrown. */
+export async function readWithin(body: Dispatcher.ResponseData['body'], limit: number, tooLarge: () => Error): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of body) {
     total += (chunk as Buffer).length;
     if (total > limit) {
       body.destroy();
-      throw new RegistryError('SIZE_INVALID', `upstream blob larger than ${limit} bytes`, { status: 502 });
+      throw tooLarge();
     }
     chunks.push(chunk as Buffer);
   }
