@@ -43,6 +43,8 @@ import { SmallBlobReader } from './proxy/small-blob.ts';
 import { StoreAdmission } from './proxy/store-admission.ts';
 import type { RedisConnection } from './redis/redis-connection.ts';
 import { parseDigest } from './registry/digest.ts';
+import { manifestReferences } from './registry/manifest-references.ts';
+import { MediaType } from './registry/media-types.ts';
 import { RegistryError } from './registry/errors.ts';
 import { SignatureGate, type SignatureLookup } from './signatures/signature-gate.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
@@ -220,6 +222,9 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
   };
 }
 
+/** How many manifests of a repository are looked through for the index of an unsigned platform manifest. */
+const MAX_INDEXES_WALKED = 1000;
+
 /**
  * The signature policy reads a signature artifact through the manifest store it guards (an
  * attachment tag, which the policy exempts) and its payloads through the blob store, so both
@@ -238,6 +243,15 @@ function buildSignatureGate(logger: Logger, storage: Storage, manifests: () => P
       }
     },
     payload: (remote, name, digest, limit) => payloads.read(remote, name, parseDigest(digest), limit),
+    parents: async (remote, name, child) => {
+      const parents: { digest: string; bytes: Buffer }[] = [];
+      for (const link of await storage.manifestStore.linkedManifests(remote.key(name), MAX_INDEXES_WALKED)) {
+        if (link.mediaType !== MediaType.ociIndex && link.mediaType !== MediaType.dockerManifestList) continue;
+        const bytes = await storage.manifestStore.read(parseDigest(link.digest));
+        if (bytes && manifestReferences(bytes).manifests.includes(child)) parents.push({ digest: link.digest, bytes });
+      }
+      return parents;
+    },
     logger: logger.child({ component: 'signatures' }),
   });
 }

@@ -25,6 +25,7 @@ describe('signature policy: only images signed with a trusted key pull through t
   const keys: Record<'trusted' | 'untrusted' | 'rsa' | 'ed25519' | 'p384', SigningKey> = {} as never;
   const images: Record<string, PushedImage> = {};
   let index: { digest: string };
+  let platforms: PushedImage[];
 
   async function push(name: string, label: string): Promise<PushedImage> {
     images[name] = await pushImage(world.registry.url, PUSHER, { name, tag: '1', layers: [randomLayer(`sig-${label}-0`), randomLayer(`sig-${label}-1`)], format: 'oci' });
@@ -49,7 +50,7 @@ describe('signature policy: only images signed with a trusted key pull through t
     await push('warned/unsigned', 'warned');
     await push('open/unsigned', 'open');
     // An index signed by its own digest only (cosign sign without --recursive).
-    const platforms = [
+    platforms = [
       await pushImage(world.registry.url, PUSHER, { name: 'signed/multi', layers: [randomLayer('sig-multi-amd64')], platform: { os: 'linux', architecture: 'amd64' }, format: 'oci' }),
       await pushImage(world.registry.url, PUSHER, { name: 'signed/multi', layers: [randomLayer('sig-multi-arm64')], platform: { os: 'linux', architecture: 'arm64' }, format: 'oci' }),
     ];
@@ -163,6 +164,23 @@ describe('signature policy: only images signed with a trusted key pull through t
     const pulled = await pull(mirror, 'signed/multi:1', { all: true });
     assert.equal(pulled.manifest.digest, index.digest);
     assert.equal(pulled.instances.size, 2);
+  });
+
+  it('lets a platform manifest through by its signed index in the store, after a restart (or on another instance of the store)', async () => {
+    const store = path.join(work.path, 'index-store');
+    const policy = { proxy: { tagfreshness: '0', signatures: [{ repositories: [`${namespace}/signed/**`], keys: [keys.trusted.publicKeyPath] }] } };
+    const first = await startMirror({ remoteurl: world.proxy.url, ...MIRROR_ACCOUNT, root: store, config: policy });
+    const listed = await fetch(`${first.url}/v2/signed/multi/manifests/1`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    assert.equal(listed.status, 200);
+    await listed.arrayBuffer();
+    await first.stop();
+    const second = await startMirror({ remoteurl: world.proxy.url, ...MIRROR_ACCOUNT, root: store, config: policy });
+    try {
+      const child = await manifestStatus(second, 'signed/multi', platforms[1].manifestDigest);
+      assert.equal(child.status, 200, JSON.stringify(child.body));
+    } finally {
+      await second.stop();
+    }
   });
 
   it('serves an unsigned image under a warn rule, with a log line; leaves repositories under no rule alone', async () => {

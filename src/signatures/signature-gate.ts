@@ -36,7 +36,8 @@ export interface SignatureSummary {
   lastRefusal: { repository: string; digest: string; reason: string; mode: string; at: number } | null;
 }
 
-type Verdict = { verified: true } | { verified: false; reason: string };
+/** `unsigned`: the manifest has no signature artifact of its own (it may pass with its index). */
+type Verdict = { verified: true } | { verified: false; reason: string; unsigned?: boolean };
 
 /**
  * The signature policy at the manifest store's door (proxy.signatures; see signature-rules.ts).
@@ -52,6 +53,7 @@ type Verdict = { verified: true } | { verified: false; reason: string };
 export class SignatureGate implements ManifestGate {
   private readonly lookup: (remote: Remote, name: string, tag: string) => Promise<SignatureLookup>;
   private readonly payload: (remote: Remote, name: string, digest: string, limit: number) => Promise<Buffer | undefined>;
+  private readonly parents: (remote: Remote, name: string, child: string) => Promise<{ digest: string; bytes: Buffer }[]>;
   private readonly logger: Logger;
   /** `<repository key>@<digest>` → the signature artifact it verified with (a new one is checked again). */
   private readonly verified = new LRUCache<string, string>({ max: 50_000 });
@@ -62,10 +64,17 @@ export class SignatureGate implements ManifestGate {
   constructor(options: {
     lookup: (remote: Remote, name: string, tag: string) => Promise<SignatureLookup>;
     payload: (remote: Remote, name: string, digest: string, limit: number) => Promise<Buffer | undefined>;
+    /**
+     * The stored indexes of a repository that list a manifest: a platform manifest asked of an
+     * instance that did not verify its index (another one of a fleet, or before a restart)
+     * passes through them.
+     */
+    parents: (remote: Remote, name: string, child: string) => Promise<{ digest: string; bytes: Buffer }[]>;
     logger: Logger;
   }) {
     this.lookup = options.lookup;
     this.payload = options.payload;
+    this.parents = options.parents;
     this.logger = options.logger;
   }
 
@@ -79,19 +88,9 @@ export class SignatureGate implements ManifestGate {
       this.passed.set(key, true);
       return;
     }
-    const signature = await this.lookup(remote, name, attachmentTag(parseDigest(digest), 'signature'));
-    if (signature.found && this.verified.get(key) === signature.digest) return;
-    const verdict: Verdict = signature.found
-      ? await this.verify(remote, name, digest, rule, signature.bytes)
-      : { verified: false, reason: signature.reason === 'absent' ? 'no signature' : 'no signature at hand (upstream unavailable) and never verified' };
+    const verdict = await this.check(remote, name, digest, rule, bytes);
+    if (verdict.verified || (verdict.unsigned && (await this.passesWithAnIndex(remote, name, digest, rule)))) return;
     const summary = this.summary(remote);
-    if (verdict.verified) {
-      this.verified.set(key, (signature as { digest: string }).digest);
-      for (const child of manifestReferences(bytes).manifests) this.passed.set(`${remote.key(name)}@${child}`, true);
-      summary.verified++;
-      signatureChecks.labels(remote.namespace, 'verified').inc();
-      return;
-    }
     const repository = `${remote.namespace}/${name}`;
     summary.lastRefusal = { repository, digest, reason: verdict.reason, mode: rule.mode, at: Date.now() };
     if (rule.mode === 'warn') {
@@ -104,6 +103,34 @@ export class SignatureGate implements ManifestGate {
     signatureChecks.labels(remote.namespace, 'refused').inc();
     this.logger.warn('signature policy refused a manifest', { repository, digest, reason: verdict.reason, rule: rule.name });
     throw new RegistryError('DENIED', `signature policy: ${verdict.reason}`, { detail: { repository, digest, reason: verdict.reason } });
+  }
+
+  /**
+   * Whether the manifest's signature verifies (a verdict for this signature artifact is
+   * remembered); a verified index passes its platform manifests with it.
+   */
+  private async check(remote: Remote, name: string, digest: string, rule: SignatureRule, bytes: Buffer): Promise<Verdict> {
+    const key = `${remote.key(name)}@${digest}`;
+    const signature = await this.lookup(remote, name, attachmentTag(parseDigest(digest), 'signature'));
+    if (!signature.found) {
+      return { verified: false, unsigned: true, reason: signature.reason === 'absent' ? 'no signature' : 'no signature at hand (upstream unavailable) and never verified' };
+    }
+    if (this.verified.get(key) === signature.digest) return { verified: true };
+    const verdict = await this.verify(remote, name, digest, rule, signature.bytes);
+    if (!verdict.verified) return verdict;
+    this.verified.set(key, signature.digest);
+    for (const child of manifestReferences(bytes).manifests) this.passed.set(`${remote.key(name)}@${child}`, true);
+    this.summary(remote).verified++;
+    signatureChecks.labels(remote.namespace, 'verified').inc();
+    return verdict;
+  }
+
+  /** A manifest without a signature of its own passes when a stored index listing it verifies. */
+  private async passesWithAnIndex(remote: Remote, name: string, digest: string, rule: SignatureRule): Promise<boolean> {
+    for (const parent of await this.parents(remote, name, digest)) {
+      if ((await this.check(remote, name, parent.digest, rule, parent.bytes)).verified) return true;
+    }
+    return false;
   }
 
   /** The figures of one registry's policy (what the status page shows). */
