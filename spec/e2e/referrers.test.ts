@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { attachArtifactToImage } from '@sigstore/oci';
 import { RegistryClient } from '@sigstore/oci/dist/registry.js';
-import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
+import { pushBlob, pushImage, randomLayer, registryFetch, sha256Digest, type PushedImage } from '../support/images.ts';
 import { startMirror, type RunningMirror } from '../support/mirror.ts';
 import { tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
@@ -141,6 +141,63 @@ describe('referrers API: an OCI 1.1 index of what refers to a manifest', { skip:
     }
     assert.equal(pages, 3);
     assert.deepEqual(seen, attached.map((a) => a.digest));
+  });
+
+  it('pages a list longer than 256 by default, and a mirror of the mirror follows the pages', async () => {
+    // 300 referrers: artifact manifests with a subject, listed in the tag schema's index as
+    // @sigstore/oci would list them (pushed directly: 300 attaches would only be slower).
+    const many = await pushImage(world.registry.url, PUSHER, { name: 'library/many', tag: '1', layers: [randomLayer('many-0')], format: 'oci' });
+    const empty = await pushBlob(world.registry.url, PUSHER, many.name, Buffer.from('{}'));
+    const put = async (reference: string, mediaType: string, bytes: Buffer) => {
+      const response = await registryFetch(world.registry.url, PUSHER, many.name, `/v2/${many.name}/manifests/${reference}`, { method: 'PUT', headers: { 'content-type': mediaType }, body: bytes as Uint8Array<ArrayBuffer> });
+      assert.equal(response.status, 201, await response.text());
+    };
+    const descriptors: Index['manifests'] = [];
+    for (let i = 0; i < 300; i++) {
+      const artifact = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          artifactType: SBOM,
+          config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: empty.digest, size: empty.size },
+          layers: [{ mediaType: 'application/vnd.oci.empty.v1+json', digest: empty.digest, size: empty.size }],
+          subject: { mediaType: many.mediaType, digest: many.manifestDigest, size: many.manifestBytes.length },
+          annotations: { 'org.example.index': String(i) },
+        }),
+      );
+      await put(sha256Digest(artifact), 'application/vnd.oci.image.manifest.v1+json', artifact);
+      descriptors.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256Digest(artifact), size: artifact.length, artifactType: SBOM, annotations: { 'org.example.index': String(i) } });
+    }
+    await put(`sha256-${many.manifestDigest.slice(7)}`, INDEX, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: INDEX, manifests: descriptors })));
+
+    const collect = async (target: RunningMirror) => {
+      const pages: number[] = [];
+      const seen: string[] = [];
+      let next: string | undefined = `/v2/${many.name}/referrers/${many.manifestDigest}`;
+      while (next && pages.length < 10) {
+        const response: Response = await fetch(`${target.url}${next}`);
+        assert.equal(response.status, 200);
+        const index = (await response.json()) as Index;
+        pages.push(index.manifests.length);
+        seen.push(...index.manifests.map((m) => m.digest));
+        next = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get('link') ?? '')?.[1];
+      }
+      return { pages, seen };
+    };
+    const direct = await collect(mirror);
+    assert.deepEqual(direct.pages, [256, 44]);
+    assert.deepEqual(direct.seen, descriptors.map((d) => d.digest));
+    const front = await startMirror({ remoteurl: mirror.url, config: { proxy: { tagfreshness: '0' } } });
+    try {
+      const logged = mirror.logLines().length;
+      const through = await collect(front);
+      assert.deepEqual(through.pages, [256, 44]);
+      assert.deepEqual(through.seen, descriptors.map((d) => d.digest));
+      const asked = mirror.logLines().slice(logged).map((line) => String(line.path ?? '')).filter((p) => p.includes('/referrers/'));
+      assert.ok(asked.some((p) => p.includes('last=')), `the front mirror followed the Link of its upstream: ${asked.join(' ')}`);
+    } finally {
+      await front.stop();
+    }
   });
 
   it('passes through and caches an upstream that has the API (a mirror of the mirror), and serves it while that upstream is down', async () => {
