@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../logging/logger.ts';
-import { digestOf, isDigest, parseDigest, type Digest } from '../registry/digest.ts';
+import { digestOf, parseDigest, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { MANIFEST_ACCEPT, sniffManifestMediaType } from '../registry/media-types.ts';
@@ -244,7 +244,7 @@ export class ProxyManifestStore {
     const mediaType = contentType && contentType.startsWith('application/vnd.') ? contentType : sniffManifestMediaType(bytes);
     const descriptor: ManifestDescriptor = { digest: actual, size: bytes.length, mediaType };
     // Nothing the signature policy refuses is stored: not the manifest, so no tag and no layer either.
-    await this.gate?.admit(remote, name, actual, async () => bytes, isDigest(reference) ? undefined : reference);
+    await this.gate?.admit(remote, name, actual, async () => bytes, reference.includes(':') ? undefined : reference);
     try {
       if (!this.readOnly) {
         await this.manifests.put(repo, descriptor, bytes);
