@@ -199,8 +199,12 @@ export interface SavedSignature {
  * 15-byte `\0sigstore-json\n` prefix, then `{mimeType, payload (base64), annotations}`.
  */
 export function readSavedSignature(file: string): SavedSignature {
-  const blob = readFileSync(file);
-  if (!blob.subarray(0, SIGSTORE_BLOB_PREFIX.length).equals(SIGSTORE_BLOB_PREFIX)) throw new Error(`${file}: not a sigstore signature (starts ${JSON.stringify(blob.subarray(0, 16).toString('latin1'))})`);
+  return readSignatureBlob(readFileSync(file), file);
+}
+
+/** The same from the bytes (what podman keeps in its image store, say); `source` names them in errors. */
+export function readSignatureBlob(blob: Buffer, source = 'signature'): SavedSignature {
+  if (!blob.subarray(0, SIGSTORE_BLOB_PREFIX.length).equals(SIGSTORE_BLOB_PREFIX)) throw new Error(`${source}: not a sigstore signature (starts ${JSON.stringify(blob.subarray(0, 16).toString('latin1'))})`);
   const json = JSON.parse(blob.subarray(SIGSTORE_BLOB_PREFIX.length).toString('utf8')) as { mimeType: string; payload: string; annotations: Record<string, string> };
   return {
     mimeType: json.mimeType,
