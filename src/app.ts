@@ -39,10 +39,16 @@ import { BlobDownloads } from './proxy/blob-downloads.ts';
 import { PrivateAccess } from './proxy/private-access.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
+import { ProxyReferrers } from './proxy/proxy-referrers.ts';
 import { RepositoryPrivacy } from './proxy/repository-privacy.ts';
+import { SmallBlobReader } from './proxy/small-blob.ts';
 import { StoreAdmission } from './proxy/store-admission.ts';
 import type { RedisConnection } from './redis/redis-connection.ts';
+import { parseDigest } from './registry/digest.ts';
+import { manifestReferences } from './registry/manifest-references.ts';
+import { MediaType } from './registry/media-types.ts';
 import { RegistryError } from './registry/errors.ts';
+import { SignatureGate, type SignatureLookup } from './signatures/signature-gate.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
@@ -74,6 +80,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage, remotes, stores.downloads);
+  ops.signatures = stores.signatures;
   const heartbeat = new FleetHeartbeat({
     redis: caches.redis,
     logger: logger.child({ component: 'fleet' }),
@@ -99,6 +106,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const { app, debugApp } = buildHttpApp(config, logger, {
     blobs: stores.blobs,
     manifests: stores.manifests,
+    referrers: stores.referrers,
     usage: eviction.usage,
     access: buildPrivateAccess(config, logger, storage.manifestStore, remotes),
     remotes,
@@ -187,6 +195,9 @@ interface Stores {
   blobs: ProxyBlobStore;
   downloads: BlobDownloads;
   manifests: ProxyManifestStore;
+  referrers: ProxyReferrers;
+  /** The signature policy, when any registry has one (proxy.signatures). */
+  signatures?: SignatureGate;
   /** Forgets, in every in-memory cache, what an eviction pass (here or in another process) deleted. */
   forgetManifest: (repository: string, digest: string) => void;
   forgetBlob: (digest: string) => Promise<void>;
@@ -206,22 +217,67 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     fleetStallMs: config.redis.fleet.lease,
   });
   const blobs = new ProxyBlobStore({ local: storage.blobStore, descriptors: caches.descriptors, downloads });
-  const manifests = new ProxyManifestStore({
+  const signatures: SignatureGate | undefined = remotes.all.some((remote) => !remote.signatures.empty) ? buildSignatureGate(logger, storage, () => manifests) : undefined;
+  const manifests: ProxyManifestStore = new ProxyManifestStore({
     manifests: storage.manifestStore,
     logger: logger.child({ component: 'manifests' }),
     readOnly: storage.readOnly,
     fleet: caches.fleet,
+    gate: signatures,
+  });
+  const referrers = new ProxyReferrers({
+    manifests,
+    paths: storage.paths,
+    tempDir: storage.blobStore.tempDir,
+    readOnly: storage.readOnly,
+    logger: logger.child({ component: 'referrers' }),
   });
   return {
     blobs,
     downloads,
     manifests,
+    referrers,
+    signatures,
     forgetManifest: (repository, digest) => manifests.forget(repository, digest),
     forgetBlob: async (digest) => {
       manifests.forgetContent(digest);
       await blobs.forget(digest);
     },
   };
+}
+
+/** How many manifests of a repository are looked through for the index of an unsigned platform manifest. */
+const MAX_INDEXES_WALKED = 1000;
+
+/**
+ * The signature policy reads a signature artifact through the manifest store it guards (an
+ * attachment tag, which the policy exempts) and its payloads through the blob store, so both
+ * are cached for checks while upstream is down.
+ */
+function buildSignatureGate(logger: Logger, storage: Storage, manifests: () => ProxyManifestStore): SignatureGate {
+  const payloads = new SmallBlobReader({ blobs: storage.blobStore, readOnly: storage.readOnly, logger: logger.child({ component: 'blobs' }) });
+  return new SignatureGate({
+    lookup: async (remote, name, tag): Promise<SignatureLookup> => {
+      try {
+        const result = await manifests().byTag(remote, name, tag);
+        return { found: true, digest: result.descriptor.digest, bytes: await manifests().bytesFor(remote, name, result) };
+      } catch (error) {
+        if (!(error instanceof RegistryError)) throw error;
+        return { found: false, reason: error.code === 'MANIFEST_UNKNOWN' ? 'absent' : 'unavailable' };
+      }
+    },
+    payload: (remote, name, digest, limit) => payloads.read(remote, name, parseDigest(digest), limit),
+    parents: async (remote, name, child) => {
+      const parents: { digest: string; bytes: Buffer }[] = [];
+      for (const link of await storage.manifestStore.linkedManifests(remote.key(name), MAX_INDEXES_WALKED)) {
+        if (link.mediaType !== MediaType.ociIndex && link.mediaType !== MediaType.dockerManifestList) continue;
+        const bytes = await storage.manifestStore.read(parseDigest(link.digest));
+        if (bytes && manifestReferences(bytes).manifests.includes(child)) parents.push({ digest: link.digest, bytes });
+      }
+      return parents;
+    },
+    logger: logger.child({ component: 'signatures' }),
+  });
 }
 
 /**

@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { TokenVerifier } from '../auth/token-verifier.ts';
+import { SignatureRules } from '../signatures/signature-rules.ts';
 import type { Config } from './schema.ts';
 
 /**
  * What the schema cannot see but `serve` needs: the files the config names exist and can be
- * used (auth.htpasswd.path, auth.token's rootcertbundle and jwks, http.tls.*). `serve` and `config check` both call this after
+ * used (auth.htpasswd.path, auth.token's rootcertbundle and jwks, http.tls.*, the signature
+ * policies' public keys). `serve` and `config check` both call this after
  * loading, so a config check passes exactly the configs serve starts with. Each problem names
  * the key and the file, never the content.
  */
@@ -45,6 +47,14 @@ export function checkFiles(config: Config): string[] {
         // A key that does not match the certificate, or PEM that is not one: OpenSSL's reason names no secret.
         problems.push(`http.tls: cannot use the certificate and key: ${(error as Error).message}`);
       }
+    }
+  }
+  const signatureRules: [string, Config['proxy']['signatures']][] = [['proxy', config.proxy.signatures], ...config.proxy.remotes.map((remote, index): [string, Config['proxy']['signatures']] => [`proxy.remotes.${index}`, remote.signatures])];
+  for (const [path, rules] of signatureRules) {
+    try {
+      new SignatureRules(rules, `${path}.signatures`);
+    } catch (error) {
+      problems.push((error as Error).message);
     }
   }
   return problems;

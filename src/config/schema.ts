@@ -343,7 +343,40 @@ const upstreamKeys = {
       checkttl: duration().prefault('10m'),
     })
     .prefault({}),
+  /**
+   * ours: the signature policy of this registry (src/signatures/). Each rule matches
+   * repositories with the patterns of storage.eviction.keep (registry first, no tag or digest)
+   * to PEM public keys (a file, or the PEM itself): a manifest of a matching repository is
+   * served only when a cosign signature (`sha256-<hex>.sig`) made with one of the keys names
+   * its digest and repository. `warn` serves it anyway and logs what enforce would refuse.
+   * The first rule that matches a repository decides.
+   */
+  signatures: z
+    .array(
+      z.strictObject({
+        repositories: z.array(z.string()).min(1).superRefine((patterns, ctx) => {
+          patterns.forEach((pattern, index) => {
+            const problem = signaturePatternProblem(pattern);
+            if (problem) ctx.addIssue({ code: 'custom', message: problem, path: [index] });
+          });
+        }),
+        keys: z.array(str()).min(1),
+        mode: z.enum(['enforce', 'warn']).default('enforce'),
+      }),
+    )
+    .default([]),
 };
+
+/** What is wrong with a signature rule's repository pattern (keep's grammar, without a tag or digest). */
+function signaturePatternProblem(source: string): string | undefined {
+  try {
+    const pattern = parseKeepPattern(source);
+    if (pattern.tag || pattern.digest) return `"${source}": a signature rule matches repositories: leave out the tag or digest`;
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return undefined;
+}
 
 /**
  * ours: one more registry the mirror serves (ghcr.io, quay.io, registry.k8s.io, a company
@@ -407,6 +440,18 @@ const proxy = z
     p.remotes.forEach((r, i) => {
       if (r.prefix !== undefined) claim(r.prefix, 'a namespace or prefix of another remote', ['remotes', i, 'prefix']);
     });
+    // A registry's signature rules name that registry (a pattern naming another would never match).
+    const ownRules = (ns: string, rules: { repositories: string[] }[], path: (string | number)[]) =>
+      rules.forEach((rule, i) =>
+        rule.repositories.forEach((source, j) => {
+          if (signaturePatternProblem(source)) return;
+          const registry = parseKeepPattern(source).registry;
+          const own = DOCKER_HUB_HOSTS.has(ns) ? 'docker.io' : ns;
+          if (registry !== own) ctx.addIssue({ code: 'custom', message: `"${source}" names ${registry}, but these are the rules of ${own}`, path: [...path, i, 'repositories', j] });
+        }),
+      );
+    ownRules(p.namespace, p.signatures, ['signatures']);
+    p.remotes.forEach((r, i) => ownRules(r.namespace, r.signatures, ['remotes', i, 'signatures']));
   })
   .prefault({});
 

@@ -3,6 +3,7 @@ import type { AccessRecorder } from '../eviction/access-recorder.ts';
 import type { Logger } from '../logging/logger.ts';
 import type { ProxyBlobStore } from '../proxy/proxy-blob-store.ts';
 import type { ProxyManifestStore } from '../proxy/proxy-manifest-store.ts';
+import type { ProxyReferrers } from '../proxy/proxy-referrers.ts';
 import type { PrivateAccess } from '../proxy/private-access.ts';
 import type { Remote, Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
@@ -11,6 +12,8 @@ import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 export interface RegistryContext {
   blobs: ProxyBlobStore;
   manifests: ProxyManifestStore;
+  /** The referrers API (OCI 1.1) through the mirror. */
+  referrers: ProxyReferrers;
   /** Every registry served, and the routing of a request to one of them. */
   remotes: Remotes;
   logger: Logger;

@@ -7,6 +7,7 @@ import type { Remotes } from '../upstream/remotes.ts';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 import type { StoreCapacity } from '../browse/store-capacity.ts';
 import type { FleetTraffic } from '../fleet/fleet-traffic.ts';
+import type { SignatureGate } from '../signatures/signature-gate.ts';
 import { browseRouter, type BrowseContext } from './browse-router.ts';
 import type { StatusPageAssets } from './status-page/assets.ts';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page/page.ts';
@@ -30,6 +31,8 @@ export interface OpsContext {
   fleetTraffic?: FleetTraffic;
   /** The status page's script and stylesheet (src/http/status-page/assets.ts). */
   pageAssets?: StatusPageAssets;
+  /** The signature policy, when a registry has one: its rules and what it verified and refused. */
+  signatures?: SignatureGate;
 }
 
 
@@ -152,6 +155,8 @@ export async function statusDocument(ops: OpsContext) {
         credentials: remote.upstream.credentialStatus,
         rateLimit: limit ? { remaining: limit.remaining, limit: limit.limit, windowS: limit.windowS, observedAt: limit.observedAt } : null,
         store: store.registries[remote.isDefault ? '' : remote.namespace] ?? { repositories: 0, tags: 0 },
+        // proxy.signatures: the rules, manifests verified, refused and let through in warn mode, the last refusal.
+        signatures: ops.signatures && !remote.signatures.empty ? ops.signatures.summary(remote) : null,
       };
     }),
     store,

@@ -6,6 +6,7 @@ import type { AccessRequest } from '../proxy/private-access.ts';
 import { resolveRepository, type RegistryContext } from './context.ts';
 import { getBlob, headBlob } from './handlers/blobs.ts';
 import { serveManifest } from './handlers/manifests.ts';
+import { listReferrers } from './handlers/referrers.ts';
 import { listTags } from './handlers/tags.ts';
 import { matchRoute, type Route } from './route.ts';
 
@@ -52,9 +53,7 @@ async function dispatch(ctx: RegistryContext, req: Request, res: Response): Prom
     case 'catalog':
       throw new RegistryError('UNSUPPORTED', 'a mirror does not list its repositories', { status: 404 });
     case 'referrers':
-      validateName(route.name);
-      // OCI 1.1: a 404 here tells clients to fall back to the referrers tag schema.
-      throw new RegistryError('NOT_FOUND', 'the referrers API is not supported by this mirror');
+      return listReferrers(ctx, req, res, route.name, route.digest);
   }
 }
 
@@ -65,8 +64,9 @@ async function dispatch(ctx: RegistryContext, req: Request, res: Response): Prom
  */
 async function refusePrivate(ctx: RegistryContext, req: Request, res: Response, route: Route): Promise<void> {
   if (!ctx.access || res.locals.user !== undefined) return;
-  if (route.kind !== 'manifest' && route.kind !== 'blob' && route.kind !== 'tags') return;
+  if (route.kind !== 'manifest' && route.kind !== 'blob' && route.kind !== 'tags' && route.kind !== 'referrers') return;
   const { remote, name, key } = resolveRepository(ctx, req, res, route.name);
+  // Referrers are asked of the repository as a whole, as its tag list is.
   const request: AccessRequest =
     route.kind === 'blob' ? { kind: 'blob', digest: parseDigest(route.digest) } : route.kind === 'manifest' ? { kind: 'manifest', reference: route.reference } : { kind: 'tags' };
   const decision = await ctx.access.check(remote, name, request);

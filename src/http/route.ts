@@ -8,7 +8,7 @@ export type Route =
   | { kind: 'tags'; name: string }
   | { kind: 'upload'; name: string }
   | { kind: 'catalog' }
-  | { kind: 'referrers'; name: string };
+  | { kind: 'referrers'; name: string; digest: string };
 
 /** Matches a path below /v2 (as sent, not decoded) to a route of the pull API. */
 export function matchRoute(path: string): Route {
@@ -23,6 +23,6 @@ export function matchRoute(path: string): Route {
   m = /^\/(.+)\/tags\/list$/.exec(path);
   if (m) return { kind: 'tags', name: m[1] };
   m = /^\/(.+)\/referrers\/([^/]+)$/.exec(path);
-  if (m) return { kind: 'referrers', name: m[1] };
+  if (m) return { kind: 'referrers', name: m[1], digest: m[2] };
   throw new RegistryError('NOT_FOUND', 'no such endpoint in the registry API');
 }

@@ -118,6 +118,17 @@ export const evictedBytes = new Counter({
   registers: [metricsRegistry],
 });
 
+/**
+ * Manifests checked against a signature policy (proxy.signatures), by registry and result:
+ * `verified`, `refused` (enforce), `warned` (warn mode let through what enforce would refuse).
+ */
+export const signatureChecks = new Counter({
+  name: 'pullmirror_signature_checks_total',
+  help: 'Manifests checked against a signature policy, by registry (its namespace) and result (verified, refused, warned)',
+  labelNames: ['registry', 'result'] as const,
+  registers: [metricsRegistry],
+});
+
 /** Figures that live elsewhere and are read when Prometheus scrapes. */
 export interface MetricSources {
   fillsInFlight: () => number;

@@ -12,6 +12,7 @@ import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { Remote } from '../upstream/remotes.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 import { LocalFillCoordinator, type FillCoordinator } from '../fleet/fill-coordinator.ts';
+import type { ManifestGate } from '../signatures/signature-gate.ts';
 
 /** Bytes of manifest content kept in memory for the hot by-digest path. */
 const CONTENT_CACHE_BYTES = 64 * 1024 * 1024;
@@ -46,9 +47,12 @@ export class ProxyManifestStore {
 
   /** storage.maintenance.readonly: nothing is stored, new manifests and tags pass through. */
   private readonly readOnly: boolean;
+  /** The signature policy: asked before a manifest is stored (fetch) and before one is served (admit). */
+  private readonly gate?: ManifestGate;
 
-  constructor(options: { manifests: FilesystemManifestStore; logger: Logger; readOnly?: boolean; fleet?: FillCoordinator }) {
+  constructor(options: { manifests: FilesystemManifestStore; logger: Logger; readOnly?: boolean; fleet?: FillCoordinator; gate?: ManifestGate }) {
     this.manifests = options.manifests;
+    this.gate = options.gate;
     this.readOnly = options.readOnly ?? false;
     this.logger = options.logger;
     this.fleet = options.fleet ?? new LocalFillCoordinator();
@@ -117,6 +121,15 @@ export class ProxyManifestStore {
   private async lastKnown(repo: string, tag: string): Promise<ManifestDescriptor | undefined> {
     const last = await this.manifests.readTag(repo, tag);
     return last ? this.localLink(repo, parseDigest(last)) : undefined;
+  }
+
+  /**
+   * Throws DENIED when the signature policy refuses to serve an answer of byTag or byDigest
+   * (`tag`: the tag asked for). A manifest just fetched passed the policy before it was stored.
+   */
+  async admit(remote: Remote, name: string, result: ManifestResult, tag?: string): Promise<void> {
+    if (!this.gate || result.origin === 'upstream') return;
+    await this.gate.admit(remote, name, result.descriptor.digest, () => this.bytesFor(remote, name, result), tag);
   }
 
   /** The bytes of a manifest this store answered for. */
@@ -254,6 +267,8 @@ export class ProxyManifestStore {
     const contentType = header(response, 'content-type')?.split(';')[0].trim();
     const mediaType = contentType && contentType.startsWith('application/vnd.') ? contentType : sniffManifestMediaType(bytes);
     const descriptor: ManifestDescriptor = { digest: actual, size: bytes.length, mediaType };
+    // Nothing the signature policy refuses is stored: not the manifest, so no tag and no layer either.
+    await this.gate?.admit(remote, name, actual, async () => bytes, reference.includes(':') ? undefined : reference);
     try {
       if (!this.readOnly) {
         await this.manifests.put(repo, descriptor, bytes);

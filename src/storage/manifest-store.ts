@@ -8,6 +8,7 @@ import { isNotFound, type FilesystemBlobStore } from './blob-store.ts';
 import type { StorePaths } from './paths.ts';
 import { manifestReferences } from '../registry/manifest-references.ts';
 import { RepositoryLinks } from './repository-links.ts';
+import { listDir } from './repository-walk.ts';
 
 /** A manifest as stored: its bytes live in the blob store, this is what a repository links. */
 export interface ManifestDescriptor extends BlobDescriptor {
@@ -51,6 +52,26 @@ export class FilesystemManifestStore {
       if (isNotFound(error) || error instanceof SyntaxError) return undefined;
       throw error;
     }
+  }
+
+  /** Up to `limit` manifests a repository links, with their media types (for a walk of its indexes). */
+  async linkedManifests(name: string, limit: number): Promise<ManifestDescriptor[]> {
+    const out: ManifestDescriptor[] = [];
+    const dir = join(this.paths.repository(name), '_manifests');
+    for (const algorithm of await listDir(dir)) {
+      for (const hex of await listDir(join(dir, algorithm))) {
+        if (out.length >= limit) return out;
+        let digest: Digest;
+        try {
+          digest = parseDigest(`${algorithm}:${hex}`);
+        } catch {
+          continue; // not a link this store wrote
+        }
+        const link = await this.getLink(name, digest);
+        if (link) out.push(link);
+      }
+    }
+    return out;
   }
 
   async read(digest: Digest): Promise<Buffer | undefined> {

@@ -12,6 +12,7 @@ import type { Digest } from '../registry/digest.ts';
  *   │   ├── _layers/<algorithm>/<hex>                 the repository holds this blob (a manifest of it references
  *   │   │                                             it, or upstream served it for this repository)
  *   │   ├── _access                                   "public" | "private": may an anonymous client pull it upstream
+ *   │   ├── _referrers/<algorithm>/<hex>              the last referrers list of that subject digest (an OCI index)
  *   │   └── _tags/<tag>                               the digest the tag pointed at when last checked
  *   ├── registries/<namespace>/repositories/<name>/  a repository of another registry (proxy.remotes), laid out
  *   │                                                 as above; blobs stay shared by digest in blobs/
@@ -75,6 +76,11 @@ export class StorePaths {
 
   layerLink(key: string, digest: Digest): string {
     return join(this.repository(key), '_layers', digest.algorithm, digest.hex);
+  }
+
+  /** The cached referrers list of a subject digest in a repository (the referrers API while upstream is down). */
+  referrers(key: string, subject: Digest): string {
+    return join(this.repository(key), '_referrers', subject.algorithm, subject.hex);
   }
 
   accessVerdict(key: string): string {

@@ -1,6 +1,7 @@
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { validateName } from '../registry/names.ts';
+import { SignatureRules, type SignatureRuleSettings } from '../signatures/signature-rules.ts';
 import { isRegistryHost, repositoryKey } from '../storage/paths.ts';
 import { UpstreamRegistry } from './upstream-registry.ts';
 
@@ -27,6 +28,7 @@ export interface RemoteSettings {
   timeouts: { connect: number; headers: number; bodyidle: number };
   privaterepos: { protect: boolean; checkttl: number };
   resume: { retries: number; backoff: number };
+  signatures?: SignatureRuleSettings[];
 }
 
 /** A host with an optional port, as a registry namespace is written (the config schema's rule). */
@@ -45,8 +47,11 @@ export class Remote {
   readonly isDefault: boolean;
   readonly upstream: UpstreamRegistry;
   readonly policy: RemotePolicy;
+  /** proxy.signatures (or the remote's): which repositories must be signed, and by whom. */
+  readonly signatures: SignatureRules;
 
-  constructor(settings: RemoteSettings, isDefault: boolean, logger: Logger) {
+  /** `path`: where the settings sit in the config (`proxy`, `proxy.remotes.0`), for errors that name a key. */
+  constructor(settings: RemoteSettings, isDefault: boolean, logger: Logger, path = isDefault ? 'proxy' : 'proxy.remotes') {
     this.namespace = settings.namespace;
     this.prefix = settings.prefix;
     this.isDefault = isDefault;
@@ -65,6 +70,7 @@ export class Remote {
       privateRepos: { protect: settings.privaterepos.protect, checkTtlMs: settings.privaterepos.checkttl },
       resume: { retries: settings.resume.retries, backoffMs: settings.resume.backoff },
     };
+    this.signatures = new SignatureRules(settings.signatures ?? [], `${path}.signatures`);
   }
 
   /** Whether `ns` (containerd's parameter) names this registry; docker.io answers for its aliases too. */
@@ -96,7 +102,7 @@ export class Remotes {
 
   constructor(config: { proxy: RemoteSettings & { remotes: (RemoteSettings & { prefix?: string })[] } }, logger: Logger) {
     this.default = new Remote(config.proxy, true, logger);
-    this.all = [this.default, ...config.proxy.remotes.map((settings) => new Remote(settings, false, logger))];
+    this.all = [this.default, ...config.proxy.remotes.map((settings, index) => new Remote(settings, false, logger, `proxy.remotes.${index}`))];
   }
 
   /** The remote an upstream client belongs to. */

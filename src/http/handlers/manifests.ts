@@ -9,6 +9,7 @@ export async function serveManifest(ctx: RegistryContext, req: Request, res: Res
   const result = isDigest(reference)
     ? await ctx.manifests.byDigest(remote, name, parseDigest(reference))
     : await ctx.manifests.byTag(remote, name, validateTag(reference));
+  await ctx.manifests.admit(remote, name, result, isDigest(reference) ? undefined : reference);
   const { descriptor } = result;
   ctx.usage?.manifest(key, descriptor.digest);
   if (!isDigest(reference)) ctx.usage?.tag(key, reference);
