@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
-import type { BlobClaim, BlobLease, FillCoordinator, FillFailure, HolderState } from './fill-coordinator.ts';
+import type { BlobClaim, BlobLease, FillCoordinator, HolderState } from './fill-coordinator.ts';
+import { parseFillFailure } from './fill-failure.ts';
 
 /*
  * Keys (after the connection's `pullmirror:` prefix; the {…} hash tag keeps a blob's keys in
@@ -116,7 +117,7 @@ export class RedisFillCoordinator implements FillCoordinator {
         const size = typeof info.size === 'number' && Number.isSafeInteger(info.size) && info.size >= 0 ? info.size : undefined;
         return { kind: 'held', tempPath, size };
       }
-      return { kind: 'free', failure: typeof failed === 'string' ? (JSON.parse(failed) as FillFailure) : undefined };
+      return { kind: 'free', failure: typeof failed === 'string' ? parseFillFailure(failed) : undefined };
     } catch (error) {
       this.redis.failed(error as Error);
       return { kind: 'unknown' };

@@ -5,9 +5,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { SharedFill } from '../proxy/shared-fill.ts';
 import type { FileBytes } from '../storage/send-file.ts';
-import { ERROR_CODES, RegistryError, type ErrorCode } from '../registry/errors.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
-import type { FillCoordinator, FillFailure } from './fill-coordinator.ts';
+import type { FillCoordinator } from './fill-coordinator.ts';
+import { fillFailureError } from './fill-failure.ts';
 
 type State =
   | { kind: 'following'; tempPath?: string; size?: number }
@@ -138,7 +138,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
         const free = holder.kind === 'free';
         if (free && (await fileSize(this.finalPath)) !== undefined) continue; // committed just now
         if (free && holder.failure && (!holder.failure.tempPath || holder.failure.tempPath === current?.tempPath)) {
-          const error = failureError(holder.failure);
+          const error = fillFailureError(holder.failure);
           this.setState({ kind: 'failed', error });
           throw error;
         }
@@ -275,9 +275,4 @@ function fdInfo(fd: number): Promise<{ size: number; ino: number }> {
 
 function openRead(path: string): Promise<number> {
   return new Promise((resolve, reject) => open(path, 'r', (error, fd) => (error ? reject(error) : resolve(fd))));
-}
-
-function failureError(failure: FillFailure): Error {
-  const code = (failure.code in ERROR_CODES ? failure.code : 'UPSTREAM_UNAVAILABLE') as ErrorCode;
-  return new RegistryError(code, failure.message, { status: failure.status });
 }

@@ -1,6 +1,7 @@
 import { join, relative } from 'node:path';
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillFailure } from '../fleet/fill-coordinator.ts';
+import { LocalFillCoordinator, type BlobLease, type FillCoordinator } from '../fleet/fill-coordinator.ts';
+import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
@@ -195,7 +196,7 @@ export class BlobDownloads {
     } catch (error) {
       first?.body.destroy();
       await writer?.abort();
-      await lease.release({ failed: failureOf(error) });
+      await lease.release({ failed: fillFailureOf(error) });
       throw error;
     }
     if (!writer) {
@@ -209,7 +210,7 @@ export class BlobDownloads {
     const fill = new BlobFill({ digest, size: first.size, writer, finalPath: this.blobs.paths.blob(ref.digest), body: this.body(ref, first) });
     fill.done.then(
       () => lease.release('committed'),
-      (error: unknown) => lease.release({ failed: { ...failureOf(error), tempPath } }),
+      (error: unknown) => lease.release({ failed: { ...fillFailureOf(error), tempPath } }),
     );
     return { kind: 'fill', fill };
   }
@@ -229,10 +230,4 @@ export class BlobDownloads {
       return undefined;
     }
   }
-}
-
-/** What followers in other instances are told when this instance's download fails. */
-function failureOf(error: unknown): FillFailure {
-  if (error instanceof RegistryError) return { code: error.code, message: error.message, status: error.status };
-  return { code: 'UPSTREAM_UNAVAILABLE', message: 'the upstream download failed' };
 }

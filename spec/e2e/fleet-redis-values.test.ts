@@ -1,0 +1,91 @@
+/**
+ * Values read from Redis are input like any other: whoever can write the fleet's keys must not
+ * be able to make the mirror answer odd statuses, nor touch a file. One real pullmirror with a
+ * real redis-server, in front of the real upstream; the keys are written straight into Redis
+ * as a hostile (or buggy) peer would write them.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { pushRandomBlob } from '../support/images.ts';
+import { type RunningMirror } from '../support/mirror.ts';
+import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
+import { startRedis, type RedisServer } from '../support/redis.ts';
+import { stored } from '../support/store.ts';
+import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+
+describe('fleet: values read from Redis', { skip: missingBinaries || skipUnlessBinaries(['redis-server']) }, () => {
+  let world: World;
+  let redis: RedisServer;
+  let client: Redis;
+  let store: TempDir;
+  let mirror: RunningMirror;
+  let root: string;
+  /** The mirror's key prefix: `pullmirror:<store id>:`. */
+  let prefix: string;
+
+  before(async () => {
+    world = await startWorld();
+    redis = await startRedis();
+    client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await client.connect();
+    store = tempDir('pullmirror-fleet-values');
+    root = path.join(store.path, 'store');
+    mirror = await world.startMirror({
+      root,
+      config: { redis: { addr: redis.addr, fleet: { lease: '1s' } }, proxy: { timeouts: { connect: '1s', headers: '2s', bodyidle: '5s' } } },
+    });
+    prefix = `pullmirror:${readFileSync(path.join(root, '_store-id'), 'utf8').trim()}:`;
+  });
+
+  after(async () => {
+    client?.disconnect();
+    await world?.close();
+    await redis?.close();
+    await store?.cleanup();
+  });
+
+  /** GETs a blob through the mirror: status, and the digest of the body when it is 200. */
+  async function get(digest: string): Promise<{ status: number; digest?: string; body?: string }> {
+    const response = await fetch(`${mirror.url}/v2/library/values/blobs/${digest}`);
+    const bytes = Buffer.from(await response.arrayBuffer());
+    if (response.status !== 200) return { status: response.status, body: bytes.toString('utf8') };
+    return { status: 200, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
+  }
+
+  /** Another "instance" holds the blob's download for a moment, then leaves `failure` for its followers. */
+  async function holderFailsWith(digest: string, failure: string): Promise<void> {
+    await client.set(`${prefix}fill:{${digest}}`, 'feedfacecafe.0123456789ab {}', 'PX', 1500);
+    await client.set(`${prefix}fillfailed:{${digest}}`, failure, 'PX', 30_000);
+  }
+
+  it('a failure record with a prototype key or a status that does not match its code is ignored: the request is served', async () => {
+    const crafted = [
+      { code: 'constructor', message: 'crafted', status: 200 },
+      { code: '__proto__', message: 'crafted', status: 500 },
+      { code: 'hasOwnProperty', message: 'crafted' },
+      { code: 'BLOB_UNKNOWN', message: 'crafted', status: 200 },
+      { code: 'UPSTREAM_UNAVAILABLE', message: 'crafted', status: 302 },
+      { code: 'TOOMANYREQUESTS', message: 'x'.repeat(100_000), status: 429 },
+    ];
+    for (const [i, record] of crafted.entries()) {
+      const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/values', { sizeMiB: 0.25, label: `values-failure-${i}` });
+      await holderFailsWith(blob.digest, JSON.stringify(record));
+      const got = await get(blob.digest);
+      assert.equal(got.status, 200, `record ${JSON.stringify(record).slice(0, 80)}: ${got.body?.slice(0, 200)}`);
+      assert.equal(got.digest, blob.digest);
+      assert.ok(await stored(root, blob.digest), 'the follower fetched the blob itself and stored it');
+    }
+  });
+
+  it('a well-formed failure record still fails the followers with its code and status', async () => {
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/values', { sizeMiB: 0.25, label: 'values-failure-genuine' });
+    await holderFailsWith(blob.digest, JSON.stringify({ code: 'DIGEST_INVALID', message: 'upstream content does not match its digest', status: 502 }));
+    const got = await get(blob.digest);
+    assert.equal(got.status, 502);
+    assert.equal(JSON.parse(got.body!).errors[0].code, 'DIGEST_INVALID');
+  });
+});
