@@ -66,7 +66,7 @@ export interface Mirror {
 /** The composition root: config → storage → caches → upstream → stores → eviction → HTTP. */
 export async function createMirror(config: Config, logger: Logger): Promise<Mirror> {
   const storage = await buildStorage(config, logger);
-  const caches = await buildCaches(config, logger, storage.paths);
+  const caches = await buildCaches(config, logger, storage);
   const remotes = new Remotes(config, logger.child({ component: 'upstream' }));
   const upstream = remotes.default.upstream;
   const stores = buildStores(config, logger, storage, caches, remotes);
@@ -144,7 +144,7 @@ interface Caches {
 }
 
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
-async function buildCaches(config: Config, logger: Logger, paths: StorePaths): Promise<Caches> {
+async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: Storage): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
   const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
   const redis = redisWanted
@@ -154,7 +154,7 @@ async function buildCaches(config: Config, logger: Logger, paths: StorePaths): P
     redis && config.storage.cache.blobdescriptor === 'redis' ? new RedisDescriptorCache(redis) : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
   const fleet: FillCoordinator =
     redis && config.redis.fleet.enabled
-      ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }) })
+      ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
   return { redis, descriptors, fleet };
 }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
@@ -56,11 +56,50 @@ describe('fleet: values read from Redis', { skip: missingBinaries || skipUnlessB
     return { status: 200, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
   }
 
-  /** Another "instance" holds the blob's download for a moment, then leaves `failure` for its followers. */
-  async function holderFailsWith(digest: string, failure: string): Promise<void> {
-    await client.set(`${prefix}fill:{${digest}}`, 'feedfacecafe.0123456789ab {}', 'PX', 1500);
-    await client.set(`${prefix}fillfailed:{${digest}}`, failure, 'PX', 30_000);
+  /** Another "instance" holds the blob's download for a moment (epoch 7), then leaves `failure` for its followers. */
+  async function holderFailsWith(digest: string, failure: Record<string, unknown>): Promise<void> {
+    await client.set(`${prefix}fill:{${digest}}`, 'otherhost-4242-feedface 7 {}', 'PX', 1500);
+    await client.set(`${prefix}fillfailed:{${digest}}`, JSON.stringify({ epoch: 7, ...failure }), 'PX', 30_000);
   }
+
+  /** Every file under `dir`, relative to it, with its sha256: what a test compares before and after. */
+  function snapshot(dir: string): Map<string, string> {
+    const files = new Map<string, string>();
+    for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      const file = path.join(entry.parentPath, entry.name);
+      files.set(path.relative(dir, file), createHash('sha256').update(readFileSync(file)).digest('hex'));
+    }
+    return files;
+  }
+
+  it('a fill lease naming a path (or a name that is not an instance\'s) moves and deletes nothing; the blob is served', async () => {
+    // Something in the store to lose.
+    const kept = await pushRandomBlob(world.registry.url, PUSHER, 'library/values', { sizeMiB: 0.25, label: 'values-kept' });
+    assert.equal((await get(kept.digest)).digest, kept.digest);
+    assert.ok(await stored(root, kept.digest));
+    const before = snapshot(path.join(root, 'blobs'));
+    const hostile = [
+      // What a claim used to carry: a temp path, here one that leaves _tmp.
+      'feedfacecafe.0123456789ab {"tempPath":"_tmp/../blobs","size":262144}',
+      '_tmp/../blobs 1 {"started":true,"size":262144}',
+      '../../blobs 1 {"started":true,"size":262144}',
+      '.. 1 {"started":true}',
+      'otherhost-4242-feedface 1/../../../blobs {"started":true}',
+      'otherhost-4242-feedface -1 {"started":true}',
+    ];
+    for (const [i, value] of hostile.entries()) {
+      const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/values', { sizeMiB: 0.25, label: `values-lease-${i}` });
+      await client.set(`${prefix}fill:{${blob.digest}}`, value, 'PX', 1500);
+      const got = await get(blob.digest);
+      assert.equal(got.status, 200, `lease ${value}: ${got.body?.slice(0, 200)}`);
+      assert.equal(got.digest, blob.digest);
+      assert.ok(await stored(root, blob.digest), `lease ${value}: the follower fetched the blob itself and stored it`);
+    }
+    const afterwards = snapshot(path.join(root, 'blobs'));
+    for (const [file, hash] of before) assert.equal(afterwards.get(file), hash, `${file} is still in the store, unchanged`);
+    assert.equal((await get(kept.digest)).digest, kept.digest);
+  });
 
   it('a failure record with a prototype key or a status that does not match its code is ignored: the request is served', async () => {
     const crafted = [
@@ -73,7 +112,7 @@ describe('fleet: values read from Redis', { skip: missingBinaries || skipUnlessB
     ];
     for (const [i, record] of crafted.entries()) {
       const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/values', { sizeMiB: 0.25, label: `values-failure-${i}` });
-      await holderFailsWith(blob.digest, JSON.stringify(record));
+      await holderFailsWith(blob.digest, record);
       const got = await get(blob.digest);
       assert.equal(got.status, 200, `record ${JSON.stringify(record).slice(0, 80)}: ${got.body?.slice(0, 200)}`);
       assert.equal(got.digest, blob.digest);
@@ -83,7 +122,7 @@ describe('fleet: values read from Redis', { skip: missingBinaries || skipUnlessB
 
   it('a well-formed failure record still fails the followers with its code and status', async () => {
     const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/values', { sizeMiB: 0.25, label: 'values-failure-genuine' });
-    await holderFailsWith(blob.digest, JSON.stringify({ code: 'DIGEST_INVALID', message: 'upstream content does not match its digest', status: 502 }));
+    await holderFailsWith(blob.digest, { code: 'DIGEST_INVALID', message: 'upstream content does not match its digest', status: 502 });
     const got = await get(blob.digest);
     assert.equal(got.status, 502);
     assert.equal(JSON.parse(got.body!).errors[0].code, 'DIGEST_INVALID');

@@ -36,14 +36,13 @@ export function parseFillFailure(text: string): FillFailure | undefined {
     return undefined;
   }
   if (typeof record !== 'object' || record === null || Array.isArray(record)) return undefined;
-  const { code, message, status, tempPath } = record as Record<string, unknown>;
+  const { code, message, status, epoch } = record as Record<string, unknown>;
   if (typeof code !== 'string' || !Object.hasOwn(FILL_FAILURE_STATUSES, code)) return undefined;
   const statuses = FILL_FAILURE_STATUSES[code as ErrorCode]!;
   if (typeof status !== 'number' || !statuses.includes(status)) return undefined;
   if (typeof message !== 'string' || message.length > MAX_MESSAGE || CONTROL.test(message)) return undefined;
-  // Only ever compared with the path a follower follows, never used as one.
-  if (tempPath !== undefined && (typeof tempPath !== 'string' || tempPath.length > MAX_MESSAGE)) return undefined;
-  return { code, message, status, ...(tempPath === undefined ? {} : { tempPath }) };
+  if (epoch !== undefined && !(typeof epoch === 'number' && Number.isSafeInteger(epoch) && epoch > 0)) return undefined;
+  return { code, message, status, ...(epoch === undefined ? {} : { epoch }) };
 }
 
 /** What followers in other instances are told when this instance's download fails. */

@@ -2,14 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
-import type { BlobClaim, BlobLease, FillCoordinator, HolderState } from './fill-coordinator.ts';
+import { INSTANCE_ID } from '../storage/paths.ts';
+import type { BlobClaim, BlobLease, FillCoordinator, FillHolder, HolderState } from './fill-coordinator.ts';
 import { parseFillFailure } from './fill-failure.ts';
 
 /*
  * Keys (after the connection's `pullmirror:` prefix; the {…} hash tag keeps a blob's keys in
  * one Cluster slot so one script can touch both):
  *
- *   fill:{<digest>}         "<owner> <json {tempPath,size}>"  the download's claim, PX lease, renewed by its holder
+ *   fill:{<digest>}         "<instance> <epoch> <json {started,size}>"  the download's claim, PX lease, renewed by its holder
+ *   fillepoch:{<digest>}    counter                           the last epoch handed out for the digest (a day)
  *   fillfailed:{<digest>}   json FillFailure                  a holder's failure, for its followers (30 s)
  *   lookup:{<key>}          "<digest>"                        a lookup's answer, PX freshness window (tags only)
  *   lookuplease:{<key>}     "<owner>"                         a lookup in flight, PX lease
@@ -33,8 +35,21 @@ const PUBLISH = IF_OWNER(`redis.call('SET', KEYS[1], ARGV[1] .. ARGV[3], 'PX', A
 const RELEASE = IF_OWNER(`redis.call('DEL', KEYS[1])`);
 const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[2], 'PX', 30000)`);
 
-/** A download's temp file relative to the store root: `_tmp/<instance>/<file>`, nothing else. */
-const TEMP_PATH = /^_tmp\/[A-Za-z0-9._-]+\/[A-Za-z0-9-]+$/;
+/**
+ * Claims a blob's download: when no one holds it, the next epoch of the digest and a claim
+ * naming this instance and that epoch; else the claim as it stands (its holder, for followers).
+ * The epoch outlives the claims by a day, so a holder paused for less never meets its epoch again.
+ */
+const CLAIM = `
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], 86400000)
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch .. ' {}', 'PX', ARGV[2])
+return epoch`;
+
+/** A claim as read from Redis: the holder's name and epoch, then what it published. */
+const CLAIM_VALUE = /^(\S{1,100}) ([1-9][0-9]{0,15}) (\{.{0,200}\})$/;
 
 /** How often an instance waiting on another's lookup looks for its answer. */
 const POLL_MS = 25;
@@ -49,10 +64,13 @@ export class RedisFillCoordinator implements FillCoordinator {
   private readonly redis: RedisConnection;
   private readonly leaseMs: number;
   private readonly logger: Logger;
-  private readonly instance = randomBytes(6).toString('hex');
+  /** This instance's name in claims (its temp area's, see TempArea): followers find its files by it. */
+  private readonly instance: string;
   private readonly renewals = new Set<NodeJS.Timeout>();
 
-  constructor(options: { redis: RedisConnection; leaseMs: number; logger: Logger }) {
+  constructor(options: { redis: RedisConnection; leaseMs: number; logger: Logger; instance: string }) {
+    if (!INSTANCE_ID.test(options.instance)) throw new Error(`not an instance name: ${options.instance}`);
+    this.instance = options.instance;
     this.redis = options.redis;
     this.leaseMs = options.leaseMs;
     this.logger = options.logger;
@@ -65,19 +83,21 @@ export class RedisFillCoordinator implements FillCoordinator {
   async claimBlob(digest: string): Promise<BlobClaim> {
     const local: BlobClaim = { kind: 'mine', lease: { publish: async () => {}, release: async () => {} } };
     if (!this.redis.available) return local;
-    const owner = this.owner();
     const key = `fill:{${digest}}`;
+    let answer: unknown;
     try {
-      const won = await this.redis.client.set(key, `${owner}{}`, 'PX', this.leaseMs, 'NX');
-      if (won === null) return { kind: 'theirs' };
+      answer = await this.redis.client.eval(CLAIM, 2, key, `fillepoch:{${digest}}`, this.instance, this.leaseMs);
     } catch (error) {
       this.redis.failed(error as Error);
       return local;
     }
-    return { kind: 'mine', lease: this.lease(digest, key, owner) };
+    if (typeof answer === 'string') return { kind: 'theirs', holder: parseClaim(answer)?.holder };
+    return { kind: 'mine', lease: this.lease(digest, key, Number(answer)) };
   }
 
-  private lease(digest: string, key: string, owner: string): BlobLease {
+  private lease(digest: string, key: string, epoch: number): BlobLease {
+    // The claim's value starts with this; the scripts act only while it still does.
+    const owner = `${this.instance} ${epoch} `;
     const run = async (script: string, keys: string[], args: (string | number)[]): Promise<void> => {
       if (!this.redis.available) return;
       try {
@@ -94,11 +114,12 @@ export class RedisFillCoordinator implements FillCoordinator {
       this.renewals.delete(timer);
     };
     return {
-      publish: (tempPath, size) => run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ tempPath, size })]),
+      epoch,
+      publish: (size) => run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size })]),
       release: async (outcome) => {
         stop();
         if (typeof outcome === 'object') {
-          await run(FAIL, [key, `fillfailed:{${digest}}`], [JSON.stringify(outcome.failed)]);
+          await run(FAIL, [key, `fillfailed:{${digest}}`], [JSON.stringify({ ...outcome.failed, epoch })]);
         } else {
           await run(RELEASE, [key], []);
         }
@@ -110,13 +131,7 @@ export class RedisFillCoordinator implements FillCoordinator {
     if (!this.redis.available) return { kind: 'unknown' };
     try {
       const [[, claim], [, failed]] = (await this.redis.client.multi().get(`fill:{${digest}}`).get(`fillfailed:{${digest}}`).exec()) as [unknown, string | null][];
-      if (typeof claim === 'string') {
-        const info = JSON.parse(claim.slice(claim.indexOf(' ') + 1)) as { tempPath?: unknown; size?: unknown };
-        // Only a file in a temp area of the store is ever read or adopted, whatever Redis says.
-        const tempPath = typeof info.tempPath === 'string' && TEMP_PATH.test(info.tempPath) ? info.tempPath : undefined;
-        const size = typeof info.size === 'number' && Number.isSafeInteger(info.size) && info.size >= 0 ? info.size : undefined;
-        return { kind: 'held', tempPath, size };
-      }
+      if (typeof claim === 'string') return { kind: 'held', started: false, ...parseClaim(claim) };
       return { kind: 'free', failure: typeof failed === 'string' ? parseFillFailure(failed) : undefined };
     } catch (error) {
       this.redis.failed(error as Error);
@@ -180,4 +195,29 @@ export class RedisFillCoordinator implements FillCoordinator {
     this.renewals.clear();
     this.logger.debug('fleet coordinator closed');
   }
+}
+
+/**
+ * A claim's holder and what it published, checked field by field: an instance name other than
+ * one an instance gives itself, or an epoch that is not a positive integer, leaves the holder
+ * unknown (followed by no file); undefined when the value is not a claim at all.
+ */
+function parseClaim(value: string): { holder?: FillHolder; started: boolean; size?: number } | undefined {
+  const match = CLAIM_VALUE.exec(value);
+  if (!match) return undefined;
+  const [, instance, epochText, published] = match;
+  const epoch = Number(epochText);
+  const holder = INSTANCE_ID.test(instance) && Number.isSafeInteger(epoch) ? { instance, epoch } : undefined;
+  let info: unknown;
+  try {
+    info = JSON.parse(published);
+  } catch {
+    return { holder, started: false };
+  }
+  const { started, size } = (typeof info === 'object' && info !== null ? info : {}) as { started?: unknown; size?: unknown };
+  return {
+    holder,
+    started: started === true,
+    size: typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined,
+  };
 }
