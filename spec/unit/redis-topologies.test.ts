@@ -70,6 +70,29 @@ function topologySuite(name: string, start: () => Promise<RedisTopology>): void 
       await Promise.all([one.close(), two.close()]);
     });
 
+    it('a lease Redis handed to another instance is lost: the renewal stops the holder and the commit fence refuses', async () => {
+      const digest = `sha256:${'e'.repeat(64)}`;
+      const redis = await connected();
+      const [one, two] = [
+        new RedisFillCoordinator({ redis, leaseMs: 600, logger, instance: 'host-1-abcdef01' }),
+        new RedisFillCoordinator({ redis: await connected(), leaseMs: 600, logger, instance: 'host-2-abcdef02' }),
+      ];
+      const claim = await one.claimBlob(digest);
+      assert.ok(claim.kind === 'mine');
+      assert.equal(await claim.lease.stillHeld(), true);
+      // What a pause past the lease leads to: the claim expired and another instance took it.
+      await redis.client.del(`fill:{${digest}}`);
+      const taken = await two.claimBlob(digest);
+      assert.ok(taken.kind === 'mine');
+      assert.equal(await claim.lease.stillHeld(), false, 'the fence refuses the old epoch');
+      assert.ok(claim.lease.lost.aborted, 'the old holder is told to stop');
+      assert.equal(await taken.lease.stillHeld(), true, 'the new holder is untouched');
+      await claim.lease.release('committed');
+      assert.deepEqual(await one.blobHolder(digest), { kind: 'held', holder: { instance: 'host-2-abcdef02', epoch: taken.lease.epoch }, started: false, size: undefined }, 'the old holder releases nothing of the new one');
+      await taken.lease.release('committed');
+      await Promise.all([one.close(), two.close()]);
+    });
+
     it('runs one check for a tag asked on two instances at once, and shares its answer', async () => {
       const [one, two] = [new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger, instance: 'host-3-abcdef03' }), new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger, instance: 'host-3-abcdef03' })];
       let checks = 0;

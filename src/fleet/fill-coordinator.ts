@@ -40,8 +40,19 @@ export interface FillHolder {
 export interface BlobLease {
   /** The lease's epoch (see FillHolder); undefined without a fleet (no one follows). */
   readonly epoch?: number;
+  /**
+   * Aborted when the lease is known lost: Redis answered that another instance holds it now
+   * (this one was paused, or cut off from Redis, past the lease). The download stops writing.
+   */
+  readonly lost: AbortSignal;
   /** Tells followers that the download started (upstream answered) and its size when known. */
   publish(size: number | undefined): Promise<void>;
+  /**
+   * The fence, asked just before the commit: whether the lease still holds this epoch (and it
+   * is extended to cover the rename). A lost lease never commits: false when Redis says so, and
+   * when Redis cannot be asked and the last word from it is older than the lease.
+   */
+  stillHeld(): Promise<boolean>;
   /** Ends the claim. `failed` with an error tells followers to fail as well; `abandoned` lets one of them try. */
   release(outcome: 'committed' | 'abandoned' | { failed: FillFailure }): Promise<void>;
 }
@@ -63,12 +74,16 @@ export type HolderState =
   /** The coordinator cannot tell now (Redis unreachable). */
   | { kind: 'unknown' };
 
-const noLease: BlobLease = { publish: async () => {}, release: async () => {} };
+/** A lease no one else can take: no fleet, or Redis unreachable at the claim (every instance works alone). */
+export function unfencedLease(): BlobLease {
+  return { lost: new AbortController().signal, publish: async () => {}, stillHeld: async () => true, release: async () => {} };
+}
+
 
 /** No fleet: every claim is this instance's, every lookup runs. */
 export class LocalFillCoordinator implements FillCoordinator {
   async claimBlob(): Promise<BlobClaim> {
-    return { kind: 'mine', lease: noLease };
+    return { kind: 'mine', lease: unfencedLease() };
   }
 
   async blobHolder(): Promise<HolderState> {

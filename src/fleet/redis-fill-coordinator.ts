@@ -3,7 +3,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
 import { INSTANCE_ID } from '../storage/paths.ts';
-import type { BlobClaim, BlobLease, FillCoordinator, FillHolder, HolderState } from './fill-coordinator.ts';
+import { fleetLeasesLost } from '../metrics/metrics.ts';
+import { RegistryError } from '../registry/errors.ts';
+import { unfencedLease, type BlobClaim, type BlobLease, type FillCoordinator, type FillHolder, type HolderState } from './fill-coordinator.ts';
 import { parseFillFailure } from './fill-failure.ts';
 
 /*
@@ -81,32 +83,61 @@ export class RedisFillCoordinator implements FillCoordinator {
   }
 
   async claimBlob(digest: string): Promise<BlobClaim> {
-    const local: BlobClaim = { kind: 'mine', lease: { publish: async () => {}, release: async () => {} } };
-    if (!this.redis.available) return local;
+    if (!this.redis.available) return { kind: 'mine', lease: unfencedLease() };
     const key = `fill:{${digest}}`;
+    const asked = Date.now();
     let answer: unknown;
     try {
       answer = await this.redis.client.eval(CLAIM, 2, key, `fillepoch:{${digest}}`, this.instance, this.leaseMs);
     } catch (error) {
       this.redis.failed(error as Error);
-      return local;
+      return { kind: 'mine', lease: unfencedLease() };
     }
     if (typeof answer === 'string') return { kind: 'theirs', holder: parseClaim(answer)?.holder };
-    return { kind: 'mine', lease: this.lease(digest, key, Number(answer)) };
+    return { kind: 'mine', lease: this.lease(digest, key, Number(answer), asked) };
   }
 
-  private lease(digest: string, key: string, epoch: number): BlobLease {
+  /**
+   * A claim this instance won at `claimedAt`, with the epoch `epoch`. Renewed every third of
+   * the lease; a renewal Redis refuses means another instance holds the claim now, and the
+   * lease is lost for good. While Redis cannot be asked the lease is kept (no other instance
+   * can claim through Redis either), but the commit's fence refuses once the last answer is
+   * older than the lease: by then another instance may hold it. A lost lease harms no other
+   * download: each holder writes its own file (a takeover copies, see resumeWriter).
+   */
+  private lease(digest: string, key: string, epoch: number, claimedAt: number): BlobLease {
     // The claim's value starts with this; the scripts act only while it still does.
     const owner = `${this.instance} ${epoch} `;
-    const run = async (script: string, keys: string[], args: (string | number)[]): Promise<void> => {
-      if (!this.redis.available) return;
+    const lost = new AbortController();
+    /** When the last request Redis confirmed the claim with was sent (the lease ran from then). */
+    let confirmedAt = claimedAt;
+    /** Runs an owner-checked script: true or false as Redis answers, undefined when it cannot be asked. */
+    const run = async (script: string, keys: string[], args: (string | number)[]): Promise<boolean | undefined> => {
+      if (!this.redis.available) return undefined;
+      const sent = Date.now();
       try {
-        await this.redis.client.eval(script, keys.length, ...keys, owner, ...args);
+        const held = (await this.redis.client.eval(script, keys.length, ...keys, owner, ...args)) === 1;
+        if (held) confirmedAt = Math.max(confirmedAt, sent);
+        return held;
       } catch (error) {
         this.redis.failed(error as Error);
+        return undefined;
       }
     };
-    const timer = setInterval(() => void run(RENEW, [key], [this.leaseMs]), Math.max(50, Math.floor(this.leaseMs / 3)));
+    const loseIt = () => {
+      if (lost.signal.aborted) return;
+      stop();
+      fleetLeasesLost.inc();
+      this.logger.warn('blob download lease lost to another instance; stopping the download', { digest, epoch });
+      lost.abort(new RegistryError('UNAVAILABLE', "the blob's download was taken over by another instance"));
+    };
+    /** Extends the lease: false once Redis says it is not ours. */
+    const renew = async (): Promise<boolean> => {
+      const held = lost.signal.aborted ? false : await run(RENEW, [key], [this.leaseMs]);
+      if (held === false) loseIt();
+      return held !== false;
+    };
+    const timer = setInterval(() => void renew(), Math.max(50, Math.floor(this.leaseMs / 3)));
     timer.unref();
     this.renewals.add(timer);
     const stop = () => {
@@ -115,7 +146,15 @@ export class RedisFillCoordinator implements FillCoordinator {
     };
     return {
       epoch,
-      publish: (size) => run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size })]),
+      lost: lost.signal,
+      publish: async (size) => {
+        if ((await run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size })])) === false) loseIt();
+      },
+      stillHeld: async () => {
+        if (!(await renew())) return false;
+        // Redis could not be asked: only as good as its last answer.
+        return Date.now() - confirmedAt < this.leaseMs;
+      },
       release: async (outcome) => {
         stop();
         if (typeof outcome === 'object') {

@@ -207,7 +207,7 @@ export class BlobDownloads {
     }
     await lease.publish(first.size);
     this.logger.info('blob fill started', { digest, size: first.size, repository: ref.name });
-    const fill = new BlobFill({ digest, size: first.size, writer, finalPath: this.blobs.paths.blob(ref.digest), body: this.body(ref, first) });
+    const fill = new BlobFill({ digest, size: first.size, writer, finalPath: this.blobs.paths.blob(ref.digest), body: this.body(ref, first), fence: lease });
     fill.done.then(
       () => lease.release('committed'),
       (error: unknown) => lease.release({ failed: fillFailureOf(error) }),
