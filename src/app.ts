@@ -272,7 +272,7 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;
   const debugAddr = config.http.debug.addr;
   const realm = config.auth?.htpasswd?.realm ?? '';
-  const token = loadTokenAuth(config, logger);
+  const token = loadTokenAuth(config, logger, context.remotes);
   const authenticate = authentication({ htpasswd, token, realm, anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false });
   // With auth, the status page (and the client configs) are for authenticated clients only, anonymous pulls or not.
   const protect =
@@ -321,7 +321,7 @@ function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
 }
 
 /** auth.token: a bundle or JWKS that cannot be read or parsed stops start-up, naming the key. */
-function loadTokenAuth(config: Config, logger: Logger): TokenAuthOptions | undefined {
+function loadTokenAuth(config: Config, logger: Logger, remotes: Remotes): TokenAuthOptions | undefined {
   const settings = config.auth?.token;
   if (!settings) return undefined;
   const read = (key: 'rootcertbundle' | 'jwks') => {
@@ -342,7 +342,7 @@ function loadTokenAuth(config: Config, logger: Logger): TokenAuthOptions | undef
     throw new ConfigError(`auth.token: ${(error as Error).message}`);
   }
   if (!config.http.tls) logger.warn('auth.token without http.tls: tokens cross the network in clear text');
-  return { verifier, realm: settings.realm, service: settings.service };
+  return { verifier, realm: settings.realm, service: settings.service, scopeName: (ns, name) => remotes.scopeName(ns, name) };
 }
 
 
