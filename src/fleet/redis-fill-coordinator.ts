@@ -41,10 +41,15 @@ const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARG
  * Claims a blob's download: when no one holds it, the next epoch of the digest and a claim
  * naming this instance and that epoch; else the claim as it stands (its holder, for followers).
  * The epoch outlives the claims by a day, so a holder paused for less never meets its epoch again.
+ * A claim without an expiry was written by no instance (they all set one): it gets the lease's,
+ * so a stray key cannot hold a blob's download forever.
  */
 const CLAIM = `
 local held = redis.call('GET', KEYS[1])
-if held then return held end
+if held then
+  if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return held
+end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], 86400000)
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch .. ' {}', 'PX', ARGV[2])
