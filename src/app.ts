@@ -74,7 +74,7 @@ export interface Mirror {
 /** The composition root: config → storage → caches → upstream → stores → eviction → HTTP. */
 export async function createMirror(config: Config, logger: Logger): Promise<Mirror> {
   const storage = await buildStorage(config, logger);
-  const caches = await buildCaches(config, logger, storage.paths);
+  const caches = await buildCaches(config, logger, storage);
   const remotes = new Remotes(config, logger.child({ component: 'upstream' }));
   const upstream = remotes.default.upstream;
   const stores = buildStores(config, logger, storage, caches, remotes);
@@ -176,7 +176,7 @@ interface Caches {
 }
 
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
-async function buildCaches(config: Config, logger: Logger, paths: StorePaths): Promise<Caches> {
+async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: Storage): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
   const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
   const redis = redisWanted
@@ -186,7 +186,7 @@ async function buildCaches(config: Config, logger: Logger, paths: StorePaths): P
     redis && config.storage.cache.blobdescriptor === 'redis' ? new RedisDescriptorCache(redis) : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
   const fleet: FillCoordinator =
     redis && config.redis.fleet.enabled
-      ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }) })
+      ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
   return { redis, descriptors, fleet };
 }
@@ -352,7 +352,7 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   const metricsPath = config.http.debug.prometheus.enabled ? config.http.debug.prometheus.path : undefined;
   const debugAddr = config.http.debug.addr;
   const realm = config.auth?.htpasswd?.realm ?? '';
-  const token = loadTokenAuth(config, logger);
+  const token = loadTokenAuth(config, logger, context.remotes);
   const authenticate = authentication({ htpasswd, token, realm, anonymousPull: config.auth?.htpasswd?.anonymouspull ?? false });
   // With auth, the status page (and the client configs) are for authenticated clients only, anonymous pulls or not.
   const protect =
@@ -401,7 +401,7 @@ function loadHtpasswd(config: Config, logger: Logger): Htpasswd | undefined {
 }
 
 /** auth.token: a bundle or JWKS that cannot be read or parsed stops start-up, naming the key. */
-function loadTokenAuth(config: Config, logger: Logger): TokenAuthOptions | undefined {
+function loadTokenAuth(config: Config, logger: Logger, remotes: Remotes): TokenAuthOptions | undefined {
   const settings = config.auth?.token;
   if (!settings) return undefined;
   const read = (key: 'rootcertbundle' | 'jwks') => {
@@ -422,7 +422,7 @@ function loadTokenAuth(config: Config, logger: Logger): TokenAuthOptions | undef
     throw new ConfigError(`auth.token: ${(error as Error).message}`);
   }
   if (!config.http.tls) logger.warn('auth.token without http.tls: tokens cross the network in clear text');
-  return { verifier, realm: settings.realm, service: settings.service };
+  return { verifier, realm: settings.realm, service: settings.service, scopeName: (ns, name) => remotes.scopeName(ns, name) };
 }
 
 

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { pushImage, pushRandomBlob, randomLayer, type PushedImage } from '../support/images.ts';
-import { type RunningMirror } from '../support/mirror.ts';
+import { tempFiles, type RunningMirror } from '../support/mirror.ts';
+import { sample, scrape, type Samples } from '../support/prometheus.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
 import { stored } from '../support/store.ts';
@@ -177,6 +178,58 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       const again = await pull(url(b));
       assert.equal(again.digest, blob.digest);
     } finally {
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('a holder paused past its lease loses it: the other instance takes over, the paused one stops uncommitted; one commit, and the stored blob verifies', async () => {
+    const { a, b, root } = await fleet();
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 6, label: 'fleet-pause' });
+    const blobGets = new RegExp(`/blobs/${blob.digest}$`);
+    world.proxy.reset();
+    world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 2 * MiB, match: matchRequests('GET', blobGets) });
+    let paused = false;
+    try {
+      const url = (m: RunningMirror) => `${m.url}/v2/library/fleet/blobs/${blob.digest}`;
+      const held = Array.from({ length: 2 }, () => pull(url(a)));
+      const deadline = Date.now() + 20_000;
+      const until = async (what: string, check: () => boolean) => {
+        while (!check() && Date.now() < deadline) await sleep(20);
+        assert.ok(check(), `${what}; A log:\n${a.process.readLog()}\nB log:\n${b.process.readLog()}`);
+      };
+      await until('A holds the download', () => a.logLines().some((line) => line.message === 'blob fill started'));
+      const progress = Array.from({ length: 2 }, () => ({ bytes: 0 }));
+      const followed = progress.map((p) => pull(url(b), p));
+      await until("B's clients receive bytes from A's file", () => progress.every((p) => p.bytes >= MiB / 2));
+      // A stops answering anything, Redis included, for longer than its 1 s lease: B takes over.
+      process.kill(a.process.pid, 'SIGSTOP');
+      paused = true;
+      await until('B takes the download over', () => b.logLines().some((line) => line.message === 'blob download holder gone; taking the download over'));
+      // A comes back while B's download runs, its own upstream transfer still open: it must
+      // learn the lease is gone and stop, not race B to the commit.
+      process.kill(a.process.pid, 'SIGCONT');
+      paused = false;
+      await until('A sees its lease lost', () => a.logLines().some((line) => line.message === 'blob download lease lost to another instance; stopping the download'));
+      world.proxy.setFault(undefined);
+      for (const result of await Promise.all(followed)) {
+        assert.equal(result.error, undefined, `B log:\n${b.process.readLog()}`);
+        assert.equal(result.bytes, blob.size, 'nothing lost or sent twice');
+        assert.equal(result.digest, blob.digest);
+      }
+      for (const result of await Promise.all(held)) {
+        if (!result.error) assert.equal(result.digest, blob.digest, "A's clients get verified bytes or a broken connection");
+      }
+      assert.ok(await stored(root, blob.digest));
+      assert.equal(`sha256:${createHash('sha256').update(readFileSync(blobPath(root, blob.digest))).digest('hex')}`, blob.digest, 'the stored blob verifies');
+      const [ma, mb] = await Promise.all([scrape(`${a.url}/metrics`), scrape(`${b.url}/metrics`)]);
+      const committed = (m: Samples) => sample(m, 'pullmirror_blob_fills_total', { result: 'committed' });
+      assert.equal(committed(ma), 0, 'the paused instance did not commit');
+      assert.equal(committed(mb), 1, 'the instance that took over committed, once');
+      assert.equal(sample(ma, 'pullmirror_fleet_leases_lost_total'), 1);
+      await until('no temporary file is left', () => tempFiles(root).length === 0);
+    } finally {
+      if (paused) process.kill(a.process.pid, 'SIGCONT');
       world.proxy.setFault(undefined);
       await Promise.all([a.stop(), b.stop()]);
     }

@@ -5,6 +5,9 @@ import { after, before, describe, it } from 'node:test';
 import { pushBlob, pushImage, pushIndex, pushRandomBlob, randomLayer, seededBytes, sha256OfBody, type PushedImage, type PushedIndex } from '../support/images.ts';
 import { tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { tempDir } from '../support/processes.ts';
+import { accessLogCounter } from '../support/access-log.ts';
+import { eventually } from '../support/wait.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { blobPath } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
@@ -147,6 +150,53 @@ describe('pull-through: real skopeo pulls through pullmirror from a real registr
     assert.equal(beyond.status, 416);
     assert.equal(beyond.headers.get('content-range'), `bytes */${bytes.length}`);
     assert.equal((await beyond.json()).errors[0].code, 'RANGE_NOT_SATISFIABLE');
+  });
+
+  it('answers a cold conditional GET (If-None-Match with its digest: 304; an unsatisfiable Range: 416) without downloading the blob', async () => {
+    const bytes = seededBytes('conditional-cold', 300_000);
+    const { digest } = await pushBlob(world.registry.url, PUSHER, 'library/conditional', bytes);
+    // What reached the upstream registry, from its own access log.
+    const upstream = accessLogCounter(world.registry.logFile);
+    const url = `${mirror.url}/v2/library/conditional/blobs/${digest}`;
+    const notModified = await fetch(url, { headers: { 'if-none-match': `"${digest}"` } });
+    assert.equal(notModified.status, 304);
+    assert.equal(notModified.headers.get('etag'), `"${digest}"`);
+    assert.equal(notModified.headers.get('docker-content-digest'), digest);
+    const beyond = await fetch(url, { headers: { range: `bytes=${bytes.length}-` } });
+    assert.equal(beyond.status, 416);
+    assert.equal(beyond.headers.get('content-range'), `bytes */${bytes.length}`);
+    assert.equal((await beyond.json()).errors[0].code, 'RANGE_NOT_SATISFIABLE');
+    const blobRequests = new RegExp(`/blobs/${digest}$`);
+    // Each was decided from a HEAD upstream; give a download either might have started the
+    // time to show in the log (a 300 kB blob takes milliseconds).
+    assert.ok(await eventually(() => upstream.count('*', blobRequests) >= 2, 5_000), JSON.stringify(upstream.requests));
+    await sleep(500);
+    assert.equal(upstream.count('GET', blobRequests), 0, `no upstream GET of the blob: ${JSON.stringify(upstream.requests)}`);
+    assert.ok(upstream.requests.some((r) => r.method === 'HEAD' && blobRequests.test(r.path) && r.status === 200), 'what the blob is was asked with a HEAD');
+    assert.equal(existsSync(blobPath(mirror.root, digest)), false, 'nothing was stored');
+    assert.deepEqual(tempFiles(mirror.root), [], 'no download in flight');
+    // Any entity tag of a list, weak or strong, or `*`; and If-None-Match wins over Range (RFC 9110 13.2.2).
+    const variants: Record<string, string>[] = [{ 'if-none-match': `"sha256:${'0'.repeat(64)}", W/"${digest}"` }, { 'if-none-match': '*' }, { 'if-none-match': `"${digest}"`, range: `bytes=${bytes.length}-` }];
+    for (const headers of variants) {
+      const response = await fetch(url, { headers });
+      assert.equal(response.status, 304, JSON.stringify(headers));
+    }
+    // A conditional GET whose tag does not match gets the content, downloaded once.
+    const other = await fetch(url, { headers: { 'if-none-match': `"sha256:${'0'.repeat(64)}"` } });
+    assert.equal(other.status, 200);
+    assert.deepEqual(Buffer.from(await other.arrayBuffer()), bytes);
+  });
+
+  it('answers a warm conditional GET with 304 before Range (RFC 9110 13.2.2)', async () => {
+    const bytes = seededBytes('conditional-warm', 1000);
+    const { digest } = await pushBlob(world.registry.url, PUSHER, 'library/conditional', bytes);
+    const url = `${mirror.url}/v2/library/conditional/blobs/${digest}`;
+    assert.deepEqual(Buffer.from(await (await fetch(url)).arrayBuffer()), bytes);
+    const both = await fetch(url, { headers: { 'if-none-match': `"${digest}"`, range: 'bytes=5000-' } });
+    assert.equal(both.status, 304);
+    const beyond = await fetch(url, { headers: { range: 'bytes=5000-' } });
+    assert.equal(beyond.status, 416);
+    await beyond.arrayBuffer();
   });
 
   it('refuses a corrupt upstream blob: the client connection breaks and nothing is cached', async () => {

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
 import type { RunningMirror } from '../support/mirror.ts';
+import { startOpenRegistry, type RegistryServer } from '../support/registry.ts';
 import { tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { startTokenServer, type AccessEntry, type TokenServer } from '../support/token-server.ts';
@@ -122,5 +123,102 @@ describe('auth.token: Bearer tokens from a token server, as registry:2 takes the
     const anonymous = clientTokens.issueToken(undefined, pull('team/secret'));
     await assertRefused(await get(url, anonymous), 'insufficient_scope', 'repository:team/secret:pull', "an anonymous client's token");
     assert.equal((await get(url, clientTokens.issueToken(CAROL.username, pull('team/secret')))).status, 200, "carol's token");
+  });
+});
+
+describe('auth.token with several registries: the scope names the registry\'s repository', { skip: missingBinaries }, () => {
+  /** The second registry's namespace: an upstream without auth, as registry.k8s.io is (served here from 127.0.0.1). */
+  const K8S = 'registry.k8s.io';
+  let world: World;
+  let k8s: RegistryServer;
+  let clientTokens: TokenServer;
+  let mirror: RunningMirror;
+  const hub: Record<string, PushedImage> = {};
+  const second: Record<string, PushedImage> = {};
+  const work = tempDir('pullmirror-token-scopes');
+
+  before(async () => {
+    world = await startWorld();
+    k8s = await startOpenRegistry();
+    // `acme/app` on both registries, with different content.
+    hub.app = await pushImage(world.registry.url, PUSHER, { name: 'acme/app', tag: '1', layers: [randomLayer('scope-hub-app', 16 * 1024)], format: 'oci' });
+    hub.library = await pushImage(world.registry.url, PUSHER, { name: 'library/tool', tag: '1', layers: [randomLayer('scope-hub-tool', 8 * 1024)], format: 'oci' });
+    second.app = await pushImage(k8s.url, undefined, { name: 'acme/app', tag: '1', layers: [randomLayer('scope-k8s-app', 16 * 1024)], format: 'oci' });
+    assert.notEqual(hub.app.manifestDigest, second.app.manifestDigest);
+    // Every pull needs an account at this server: anonymous tokens carry none.
+    clientTokens = await startTokenServer({
+      users: { [CAROL.username]: CAROL.password },
+      privateRepos: ['acme/app', 'library/tool', `${K8S}/acme/app`, 'k8s/acme/app'],
+      service: SERVICE,
+      issuer: ISSUER,
+    });
+    mirror = await world.startMirror({
+      config: {
+        proxy: { namespace: 'docker.io', remotes: [{ namespace: K8S, remoteurl: k8s.url, prefix: 'k8s' }] },
+        auth: { token: { realm: clientTokens.realm, service: SERVICE, issuer: ISSUER, rootcertbundle: clientTokens.certPath, autoredirect: false } },
+      },
+    });
+  });
+
+  after(async () => {
+    await world?.close();
+    await k8s?.stop();
+    await clientTokens?.close();
+    await work.cleanup();
+  });
+
+  /** The scope of the challenge a request without a token gets. */
+  async function challengedScope(path: string): Promise<string | undefined> {
+    const response = await fetch(`${mirror.url}${path}`);
+    assert.equal(response.status, 401, path);
+    await response.arrayBuffer();
+    return /scope="([^"]*)"/.exec(response.headers.get('www-authenticate') ?? '')?.[1];
+  }
+
+  it('asks for the repository with its registry: the same name on two registries is two scopes, however the registry is chosen', async () => {
+    const asked = {
+      '/v2/acme/app/manifests/1': 'repository:acme/app:pull',
+      '/v2/acme/app/manifests/1?ns=docker.io': 'repository:acme/app:pull',
+      '/v2/tool/manifests/1': 'repository:library/tool:pull',
+      '/v2/acme/app/manifests/1?ns=registry.k8s.io': `repository:${K8S}/acme/app:pull`,
+      [`/v2/${K8S}/acme/app/manifests/1`]: `repository:${K8S}/acme/app:pull`,
+      '/v2/k8s/acme/app/manifests/1': `repository:${K8S}/acme/app:pull`,
+      [`/v2/k8s/acme/app/blobs/${second.app.configDigest}`]: `repository:${K8S}/acme/app:pull`,
+    };
+    for (const [path, scope] of Object.entries(asked)) assert.equal(await challengedScope(path), scope, path);
+  });
+
+  it("a token for one registry's repository pulls nothing of the other's", async () => {
+    const manifest = (path: string, token: string) =>
+      fetch(`${mirror.url}${path}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json', authorization: `Bearer ${token}` } });
+    const hubToken = clientTokens.issueToken(CAROL.username, pull('acme/app'));
+    const k8sToken = clientTokens.issueToken(CAROL.username, pull(`${K8S}/acme/app`));
+    for (const path of ['/v2/acme/app/manifests/1?ns=registry.k8s.io', '/v2/k8s/acme/app/manifests/1', `/v2/${K8S}/acme/app/manifests/1`]) {
+      const refused = await manifest(path, hubToken);
+      assert.equal(refused.status, 401, `${path} with a token for Docker Hub's acme/app`);
+      assert.match(refused.headers.get('www-authenticate') ?? '', /error="insufficient_scope"/);
+      await refused.arrayBuffer();
+      const served = await manifest(path, k8sToken);
+      assert.equal(served.status, 200, path);
+      assert.equal(served.headers.get('docker-content-digest'), second.app.manifestDigest);
+      await served.arrayBuffer();
+    }
+    const refused = await manifest('/v2/acme/app/manifests/1', k8sToken);
+    assert.equal(refused.status, 401, "Docker Hub's acme/app with a token for registry.k8s.io's");
+    await refused.arrayBuffer();
+    const served = await manifest('/v2/acme/app/manifests/1', hubToken);
+    assert.equal(served.headers.get('docker-content-digest'), hub.app.manifestDigest);
+    await served.arrayBuffer();
+  });
+
+  it('skopeo pulling through the alias asks the token server for the registry\'s repository', async () => {
+    clientTokens.requests.length = 0;
+    const dest = path.join(work.path, 'alias');
+    await skopeoCopy(`docker://127.0.0.1:${mirror.port}/k8s/acme/app:1`, `dir:${dest}`, { srcCreds: `${CAROL.username}:${CAROL.password}` });
+    assert.equal((await readDirImage(dest)).manifest.digest, second.app.manifestDigest);
+    const scopes = clientTokens.requests.filter((r) => r.ok).flatMap((r) => r.scopes);
+    // skopeo first asks for the scope it guesses from its own reference (`k8s/acme/app`, a
+    // Docker Hub name: that token pulls nothing here), then for the one the challenge names.
+    assert.ok(scopes.includes(`repository:${K8S}/acme/app:pull`), `asked: ${JSON.stringify(scopes)}`);
   });
 });

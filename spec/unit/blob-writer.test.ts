@@ -4,7 +4,7 @@
  * past that threshold, resume after a reset, and take a file over as a fleet takeover does.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseDigest } from '../../src/registry/digest.ts';
@@ -61,11 +61,14 @@ describe('blob writer', () => {
     const abandoned = path.join(dir.path, 'abandoned');
     const half = Math.floor(large.length / 2) + 7;
     writeFileSync(abandoned, large.subarray(0, half));
-    const writer = await store.adoptWriter(parseDigest(digest), abandoned);
+    const writer = await store.resumeWriter(parseDigest(digest), abandoned, 7);
     assert.ok(writer);
     assert.equal(writer.written, half);
+    assert.equal(path.basename(writer.path), `sha256-${digest.slice('sha256:'.length)}.7`, 'named after the digest and the epoch');
     await writer.writev([large.subarray(half)]);
     assert.equal((await writer.commit(large.length)).digest, digest);
+    // A copy: the other instance's file is neither moved nor changed (it may only be paused).
+    assert.deepEqual(readFileSync(abandoned), large.subarray(0, half));
   });
 
   it('leaves no temporary file behind', () => {

@@ -47,25 +47,54 @@ function topologySuite(name: string, start: () => Promise<RedisTopology>): void 
 
     descriptorCacheSuite(`redis ${name}`, async () => new RedisDescriptorCache(await connected()));
 
-    it('hands a blob download to one instance and tells the others where it lands, or why it failed', async () => {
-      const [one, two] = [new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger }), new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger })];
+    it('hands a blob download to one instance and tells the others who holds it (name and epoch, no path), or why it failed', async () => {
+      const [one, two] = [
+        new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger, instance: 'host-1-abcdef01' }),
+        new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger, instance: 'host-2-abcdef02' }),
+      ];
       const claim = await one.claimBlob(DIGEST);
       assert.equal(claim.kind, 'mine');
-      assert.equal((await two.claimBlob(DIGEST)).kind, 'theirs');
-      assert.deepEqual(await two.blobHolder(DIGEST), { kind: 'held', tempPath: undefined, size: undefined });
       if (claim.kind !== 'mine') return;
-      await claim.lease.publish('_tmp/host-1-abcdef01/7d3c-11', 1234);
-      assert.deepEqual(await two.blobHolder(DIGEST), { kind: 'held', tempPath: '_tmp/host-1-abcdef01/7d3c-11', size: 1234 });
-      await claim.lease.release({ failed: { code: 'DIGEST_INVALID', message: 'bad', status: 502, tempPath: '_tmp/host-1-abcdef01/7d3c-11' } });
+      const holder = { instance: 'host-1-abcdef01', epoch: claim.lease.epoch! };
+      assert.ok(holder.epoch > 0);
+      assert.deepEqual(await two.claimBlob(DIGEST), { kind: 'theirs', holder });
+      assert.deepEqual(await two.blobHolder(DIGEST), { kind: 'held', holder, started: false, size: undefined });
+      await claim.lease.publish(1234);
+      assert.deepEqual(await two.blobHolder(DIGEST), { kind: 'held', holder, started: true, size: 1234 });
+      await claim.lease.release({ failed: { code: 'DIGEST_INVALID', message: 'bad', status: 502 } });
       const after = await two.blobHolder(DIGEST);
-      assert.equal(after.kind, 'free');
-      assert.equal(after.kind === 'free' && after.failure?.code, 'DIGEST_INVALID');
-      assert.equal((await two.claimBlob(DIGEST)).kind, 'mine', 'free to claim again');
+      assert.deepEqual(after, { kind: 'free', failure: { code: 'DIGEST_INVALID', message: 'bad', status: 502, epoch: holder.epoch } });
+      const again = await two.claimBlob(DIGEST);
+      assert.equal(again.kind, 'mine', 'free to claim again');
+      assert.ok(again.kind === 'mine' && again.lease.epoch! > holder.epoch, 'each claim of a digest has a later epoch');
+      await Promise.all([one.close(), two.close()]);
+    });
+
+    it('a lease Redis handed to another instance is lost: the renewal stops the holder and the commit fence refuses', async () => {
+      const digest = `sha256:${'e'.repeat(64)}`;
+      const redis = await connected();
+      const [one, two] = [
+        new RedisFillCoordinator({ redis, leaseMs: 600, logger, instance: 'host-1-abcdef01' }),
+        new RedisFillCoordinator({ redis: await connected(), leaseMs: 600, logger, instance: 'host-2-abcdef02' }),
+      ];
+      const claim = await one.claimBlob(digest);
+      assert.ok(claim.kind === 'mine');
+      assert.equal(await claim.lease.stillHeld(), true);
+      // What a pause past the lease leads to: the claim expired and another instance took it.
+      await redis.client.del(`fill:{${digest}}`);
+      const taken = await two.claimBlob(digest);
+      assert.ok(taken.kind === 'mine');
+      assert.equal(await claim.lease.stillHeld(), false, 'the fence refuses the old epoch');
+      assert.ok(claim.lease.lost.aborted, 'the old holder is told to stop');
+      assert.equal(await taken.lease.stillHeld(), true, 'the new holder is untouched');
+      await claim.lease.release('committed');
+      assert.deepEqual(await one.blobHolder(digest), { kind: 'held', holder: { instance: 'host-2-abcdef02', epoch: taken.lease.epoch }, started: false, size: undefined }, 'the old holder releases nothing of the new one');
+      await taken.lease.release('committed');
       await Promise.all([one.close(), two.close()]);
     });
 
     it('runs one check for a tag asked on two instances at once, and shares its answer', async () => {
-      const [one, two] = [new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger }), new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger })];
+      const [one, two] = [new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger, instance: 'host-3-abcdef03' }), new RedisFillCoordinator({ redis: await connected(), leaseMs: 5_000, logger, instance: 'host-3-abcdef03' })];
       let checks = 0;
       const check = async () => {
         checks++;

@@ -23,12 +23,36 @@ export interface FillCoordinator {
   close(): Promise<void>;
 }
 
-export type BlobClaim = { kind: 'mine'; lease: BlobLease } | { kind: 'theirs' };
+/** `theirs`: another instance holds the download; `holder` when the claim could be read. */
+export type BlobClaim = { kind: 'mine'; lease: BlobLease } | { kind: 'theirs'; holder?: FillHolder };
+
+/**
+ * Who holds a blob's download: an instance's name (INSTANCE_ID in storage/paths.ts) and the
+ * epoch of its lease, unique among the claims of that digest. A lease names no path: where the
+ * holder's bytes are follows from these and the digest (StorePaths.fillTemp), checked there.
+ */
+export interface FillHolder {
+  instance: string;
+  epoch: number;
+}
 
 /** The holder's side of a blob download. */
 export interface BlobLease {
-  /** Tells followers where the bytes land: a temp file (relative to the store root) and the size. */
-  publish(tempPath: string, size: number | undefined): Promise<void>;
+  /** The lease's epoch (see FillHolder); undefined without a fleet (no one follows). */
+  readonly epoch?: number;
+  /**
+   * Aborted when the lease is known lost: Redis answered that another instance holds it now
+   * (this one was paused, or cut off from Redis, past the lease). The download stops writing.
+   */
+  readonly lost: AbortSignal;
+  /** Tells followers that the download started (upstream answered) and its size when known. */
+  publish(size: number | undefined): Promise<void>;
+  /**
+   * The fence, asked just before the commit: whether the lease still holds this epoch (and it
+   * is extended to cover the rename). A lost lease never commits: false when Redis says so, and
+   * when Redis cannot be asked and the last word from it is older than the lease.
+   */
+  stillHeld(): Promise<boolean>;
   /** Ends the claim. `failed` with an error tells followers to fail as well; `abandoned` lets one of them try. */
   release(outcome: 'committed' | 'abandoned' | { failed: FillFailure }): Promise<void>;
 }
@@ -38,24 +62,28 @@ export interface FillFailure {
   code: string;
   message: string;
   status?: number;
-  /** The temp file the failure concerns (followers of a later holder are unaffected). */
-  tempPath?: string;
+  /** The epoch of the lease whose download failed (followers of a later holder are unaffected). */
+  epoch?: number;
 }
 
 export type HolderState =
-  /** Someone holds the claim; `tempPath` once they have an upstream response. */
-  | { kind: 'held'; tempPath?: string; size?: number }
+  /** Someone holds the claim (`holder` when it could be read); `started` once they have an upstream response. */
+  | { kind: 'held'; holder?: FillHolder; started: boolean; size?: number }
   /** No claim: the blob is committed, or the holder failed (`failure`) or died. */
   | { kind: 'free'; failure?: FillFailure }
   /** The coordinator cannot tell now (Redis unreachable). */
   | { kind: 'unknown' };
 
-const noLease: BlobLease = { publish: async () => {}, release: async () => {} };
+/** A lease no one else can take: no fleet, or Redis unreachable at the claim (every instance works alone). */
+export function unfencedLease(): BlobLease {
+  return { lost: new AbortController().signal, publish: async () => {}, stillHeld: async () => true, release: async () => {} };
+}
+
 
 /** No fleet: every claim is this instance's, every lookup runs. */
 export class LocalFillCoordinator implements FillCoordinator {
   async claimBlob(): Promise<BlobClaim> {
-    return { kind: 'mine', lease: noLease };
+    return { kind: 'mine', lease: unfencedLease() };
   }
 
   async blobHolder(): Promise<HolderState> {

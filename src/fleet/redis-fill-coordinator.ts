@@ -2,13 +2,18 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
-import type { BlobClaim, BlobLease, FillCoordinator, FillFailure, HolderState } from './fill-coordinator.ts';
+import { INSTANCE_ID } from '../storage/paths.ts';
+import { fleetLeasesLost } from '../metrics/metrics.ts';
+import { RegistryError } from '../registry/errors.ts';
+import { unfencedLease, type BlobClaim, type BlobLease, type FillCoordinator, type FillHolder, type HolderState } from './fill-coordinator.ts';
+import { parseFillFailure } from './fill-failure.ts';
 
 /*
  * Keys (after the connection's `pullmirror:` prefix; the {…} hash tag keeps a blob's keys in
  * one Cluster slot so one script can touch both):
  *
- *   fill:{<digest>}         "<owner> <json {tempPath,size}>"  the download's claim, PX lease, renewed by its holder
+ *   fill:{<digest>}         "<instance> <epoch> <json {started,size}>"  the download's claim, PX lease, renewed by its holder
+ *   fillepoch:{<digest>}    counter                           the last epoch handed out for the digest (a day)
  *   fillfailed:{<digest>}   json FillFailure                  a holder's failure, for its followers (30 s)
  *   lookup:{<key>}          "<digest>"                        a lookup's answer, PX freshness window (tags only)
  *   lookuplease:{<key>}     "<owner>"                         a lookup in flight, PX lease
@@ -32,8 +37,26 @@ const PUBLISH = IF_OWNER(`redis.call('SET', KEYS[1], ARGV[1] .. ARGV[3], 'PX', A
 const RELEASE = IF_OWNER(`redis.call('DEL', KEYS[1])`);
 const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[2], 'PX', 30000)`);
 
-/** A download's temp file relative to the store root: `_tmp/<instance>/<file>`, nothing else. */
-const TEMP_PATH = /^_tmp\/[A-Za-z0-9._-]+\/[A-Za-z0-9-]+$/;
+/**
+ * Claims a blob's download: when no one holds it, the next epoch of the digest and a claim
+ * naming this instance and that epoch; else the claim as it stands (its holder, for followers).
+ * The epoch outlives the claims by a day, so a holder paused for less never meets its epoch again.
+ * A claim without an expiry was written by no instance (they all set one): it gets the lease's,
+ * so a stray key cannot hold a blob's download forever.
+ */
+const CLAIM = `
+local held = redis.call('GET', KEYS[1])
+if held then
+  if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return held
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], 86400000)
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch .. ' {}', 'PX', ARGV[2])
+return epoch`;
+
+/** A claim as read from Redis: the holder's name and epoch, then what it published. */
+const CLAIM_VALUE = /^(\S{1,100}) ([1-9][0-9]{0,15}) (\{.{0,200}\})$/;
 
 /** How often an instance waiting on another's lookup looks for its answer. */
 const POLL_MS = 25;
@@ -48,10 +71,13 @@ export class RedisFillCoordinator implements FillCoordinator {
   private readonly redis: RedisConnection;
   private readonly leaseMs: number;
   private readonly logger: Logger;
-  private readonly instance = randomBytes(6).toString('hex');
+  /** This instance's name in claims (its temp area's, see TempArea): followers find its files by it. */
+  private readonly instance: string;
   private readonly renewals = new Set<NodeJS.Timeout>();
 
-  constructor(options: { redis: RedisConnection; leaseMs: number; logger: Logger }) {
+  constructor(options: { redis: RedisConnection; leaseMs: number; logger: Logger; instance: string }) {
+    if (!INSTANCE_ID.test(options.instance)) throw new Error(`not an instance name: ${options.instance}`);
+    this.instance = options.instance;
     this.redis = options.redis;
     this.leaseMs = options.leaseMs;
     this.logger = options.logger;
@@ -62,30 +88,61 @@ export class RedisFillCoordinator implements FillCoordinator {
   }
 
   async claimBlob(digest: string): Promise<BlobClaim> {
-    const local: BlobClaim = { kind: 'mine', lease: { publish: async () => {}, release: async () => {} } };
-    if (!this.redis.available) return local;
-    const owner = this.owner();
+    if (!this.redis.available) return { kind: 'mine', lease: unfencedLease() };
     const key = `fill:{${digest}}`;
+    const asked = Date.now();
+    let answer: unknown;
     try {
-      const won = await this.redis.client.set(key, `${owner}{}`, 'PX', this.leaseMs, 'NX');
-      if (won === null) return { kind: 'theirs' };
+      answer = await this.redis.client.eval(CLAIM, 2, key, `fillepoch:{${digest}}`, this.instance, this.leaseMs);
     } catch (error) {
       this.redis.failed(error as Error);
-      return local;
+      return { kind: 'mine', lease: unfencedLease() };
     }
-    return { kind: 'mine', lease: this.lease(digest, key, owner) };
+    if (typeof answer === 'string') return { kind: 'theirs', holder: parseClaim(answer)?.holder };
+    return { kind: 'mine', lease: this.lease(digest, key, Number(answer), asked) };
   }
 
-  private lease(digest: string, key: string, owner: string): BlobLease {
-    const run = async (script: string, keys: string[], args: (string | number)[]): Promise<void> => {
-      if (!this.redis.available) return;
+  /**
+   * A claim this instance won at `claimedAt`, with the epoch `epoch`. Renewed every third of
+   * the lease; a renewal Redis refuses means another instance holds the claim now, and the
+   * lease is lost for good. While Redis cannot be asked the lease is kept (no other instance
+   * can claim through Redis either), but the commit's fence refuses once the last answer is
+   * older than the lease: by then another instance may hold it. A lost lease harms no other
+   * download: each holder writes its own file (a takeover copies, see resumeWriter).
+   */
+  private lease(digest: string, key: string, epoch: number, claimedAt: number): BlobLease {
+    // The claim's value starts with this; the scripts act only while it still does.
+    const owner = `${this.instance} ${epoch} `;
+    const lost = new AbortController();
+    /** When the last request Redis confirmed the claim with was sent (the lease ran from then). */
+    let confirmedAt = claimedAt;
+    /** Runs an owner-checked script: true or false as Redis answers, undefined when it cannot be asked. */
+    const run = async (script: string, keys: string[], args: (string | number)[]): Promise<boolean | undefined> => {
+      if (!this.redis.available) return undefined;
+      const sent = Date.now();
       try {
-        await this.redis.client.eval(script, keys.length, ...keys, owner, ...args);
+        const held = (await this.redis.client.eval(script, keys.length, ...keys, owner, ...args)) === 1;
+        if (held) confirmedAt = Math.max(confirmedAt, sent);
+        return held;
       } catch (error) {
         this.redis.failed(error as Error);
+        return undefined;
       }
     };
-    const timer = setInterval(() => void run(RENEW, [key], [this.leaseMs]), Math.max(50, Math.floor(this.leaseMs / 3)));
+    const loseIt = () => {
+      if (lost.signal.aborted) return;
+      stop();
+      fleetLeasesLost.inc();
+      this.logger.warn('blob download lease lost to another instance; stopping the download', { digest, epoch });
+      lost.abort(new RegistryError('UNAVAILABLE', "the blob's download was taken over by another instance"));
+    };
+    /** Extends the lease: false once Redis says it is not ours. */
+    const renew = async (): Promise<boolean> => {
+      const held = lost.signal.aborted ? false : await run(RENEW, [key], [this.leaseMs]);
+      if (held === false) loseIt();
+      return held !== false;
+    };
+    const timer = setInterval(() => void renew(), Math.max(50, Math.floor(this.leaseMs / 3)));
     timer.unref();
     this.renewals.add(timer);
     const stop = () => {
@@ -93,11 +150,20 @@ export class RedisFillCoordinator implements FillCoordinator {
       this.renewals.delete(timer);
     };
     return {
-      publish: (tempPath, size) => run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ tempPath, size })]),
+      epoch,
+      lost: lost.signal,
+      publish: async (size) => {
+        if ((await run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size })])) === false) loseIt();
+      },
+      stillHeld: async () => {
+        if (!(await renew())) return false;
+        // Redis could not be asked: only as good as its last answer.
+        return Date.now() - confirmedAt < this.leaseMs;
+      },
       release: async (outcome) => {
         stop();
         if (typeof outcome === 'object') {
-          await run(FAIL, [key, `fillfailed:{${digest}}`], [JSON.stringify(outcome.failed)]);
+          await run(FAIL, [key, `fillfailed:{${digest}}`], [JSON.stringify({ ...outcome.failed, epoch })]);
         } else {
           await run(RELEASE, [key], []);
         }
@@ -109,14 +175,8 @@ export class RedisFillCoordinator implements FillCoordinator {
     if (!this.redis.available) return { kind: 'unknown' };
     try {
       const [[, claim], [, failed]] = (await this.redis.client.multi().get(`fill:{${digest}}`).get(`fillfailed:{${digest}}`).exec()) as [unknown, string | null][];
-      if (typeof claim === 'string') {
-        const info = JSON.parse(claim.slice(claim.indexOf(' ') + 1)) as { tempPath?: unknown; size?: unknown };
-        // Only a file in a temp area of the store is ever read or adopted, whatever Redis says.
-        const tempPath = typeof info.tempPath === 'string' && TEMP_PATH.test(info.tempPath) ? info.tempPath : undefined;
-        const size = typeof info.size === 'number' && Number.isSafeInteger(info.size) && info.size >= 0 ? info.size : undefined;
-        return { kind: 'held', tempPath, size };
-      }
-      return { kind: 'free', failure: typeof failed === 'string' ? (JSON.parse(failed) as FillFailure) : undefined };
+      if (typeof claim === 'string') return { kind: 'held', started: false, ...parseClaim(claim) };
+      return { kind: 'free', failure: typeof failed === 'string' ? parseFillFailure(failed) : undefined };
     } catch (error) {
       this.redis.failed(error as Error);
       return { kind: 'unknown' };
@@ -179,4 +239,29 @@ export class RedisFillCoordinator implements FillCoordinator {
     this.renewals.clear();
     this.logger.debug('fleet coordinator closed');
   }
+}
+
+/**
+ * A claim's holder and what it published, checked field by field: an instance name other than
+ * one an instance gives itself, or an epoch that is not a positive integer, leaves the holder
+ * unknown (followed by no file); undefined when the value is not a claim at all.
+ */
+function parseClaim(value: string): { holder?: FillHolder; started: boolean; size?: number } | undefined {
+  const match = CLAIM_VALUE.exec(value);
+  if (!match) return undefined;
+  const [, instance, epochText, published] = match;
+  const epoch = Number(epochText);
+  const holder = INSTANCE_ID.test(instance) && Number.isSafeInteger(epoch) ? { instance, epoch } : undefined;
+  let info: unknown;
+  try {
+    info = JSON.parse(published);
+  } catch {
+    return { holder, started: false };
+  }
+  const { started, size } = (typeof info === 'object' && info !== null ? info : {}) as { started?: unknown; size?: unknown };
+  return {
+    holder,
+    started: started === true,
+    size: typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined,
+  };
 }

@@ -1,16 +1,16 @@
 import { EventEmitter } from 'node:events';
 import { close, fstat, open, stat } from 'node:fs';
-import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { SharedFill } from '../proxy/shared-fill.ts';
 import type { FileBytes } from '../storage/send-file.ts';
-import { ERROR_CODES, RegistryError, type ErrorCode } from '../registry/errors.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
-import type { FillCoordinator, FillFailure } from './fill-coordinator.ts';
+import type { FillCoordinator, FillHolder } from './fill-coordinator.ts';
+import { fillFailureError } from './fill-failure.ts';
 
 type State =
-  | { kind: 'following'; tempPath?: string; size?: number }
+  /** `path`: the holder's temp file, once it started (derived from the claim, see FillHolder). */
+  | { kind: 'following'; holder?: FillHolder; path?: string; size?: number }
   | { kind: 'committed'; size: number }
   | { kind: 'failed'; error: Error }
   /** The holder went away and this instance took the download over. */
@@ -31,27 +31,30 @@ type State =
  */
 export class RemoteFill extends EventEmitter implements SharedFill {
   readonly digest: string;
-  private readonly root: string;
   private readonly finalPath: string;
   private readonly coordinator: FillCoordinator;
+  /** Where a holder writes the blob; undefined when its name or epoch are not ones an instance gives. */
+  private readonly fileOf: (holder: FillHolder) => string | undefined;
   /**
    * Claims the download for this instance; undefined when another instance won the claim.
-   * `abandoned` is the dead holder's temp file (relative to the store root), to resume from.
+   * `abandoned` is the dead holder's temp file, to resume from.
    */
   private readonly takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
   private readonly stallMs: number;
   private readonly pollMs: number;
   private readonly logger: Logger;
-  private state: State = { kind: 'following' };
+  private state: State;
   /** Resolves once the size is known (or the fill is over): ProxyBlobStore needs it for headers. */
   readonly ready: Promise<void>;
   readonly done: Promise<BlobDescriptor>;
 
   constructor(options: {
     digest: string;
-    root: string;
     finalPath: string;
     coordinator: FillCoordinator;
+    /** The holder as the claim named it, when it could be read. */
+    holder?: FillHolder;
+    fileOf: (holder: FillHolder) => string | undefined;
     takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
     /** How long without progress or word from Redis before this instance takes over. */
     stallMs: number;
@@ -61,9 +64,10 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     super();
     this.setMaxListeners(0);
     this.digest = options.digest;
-    this.root = options.root;
     this.finalPath = options.finalPath;
     this.coordinator = options.coordinator;
+    this.fileOf = options.fileOf;
+    this.state = { kind: 'following', holder: options.holder };
     this.takeOver = options.takeOver;
     this.stallMs = options.stallMs;
     this.pollMs = options.pollMs ?? 50;
@@ -88,7 +92,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
   get size(): number | undefined {
     switch (this.state.kind) {
       case 'following':
-        return this.state.tempPath ? this.state.size : undefined;
+        return this.state.path ? this.state.size : undefined;
       case 'committed':
         return this.state.size;
       case 'local':
@@ -124,26 +128,28 @@ export class RemoteFill extends EventEmitter implements SharedFill {
       const holder = await this.coordinator.blobHolder(this.digest);
       const current = this.state.kind === 'following' ? this.state : undefined;
       if (holder.kind === 'held') {
-        if (holder.tempPath && (holder.tempPath !== current?.tempPath || holder.size !== current?.size)) {
-          this.setState({ kind: 'following', tempPath: holder.tempPath, size: holder.size });
+        const path = holder.started && holder.holder ? this.fileOf(holder.holder) : undefined;
+        if (holder.holder?.epoch !== current?.holder?.epoch || path !== current?.path || holder.size !== current?.size) {
+          this.setState({ kind: 'following', holder: holder.holder, path, size: holder.size });
         }
         lastGrowth = Date.now();
       } else {
         // No word from Redis: the temp file growing is the holder's sign of life.
-        const length = current?.tempPath ? await fileSize(join(this.root, current.tempPath)) : undefined;
+        const length = current?.path ? await fileSize(current.path) : undefined;
         if (length !== undefined && length !== lastLength) {
           lastLength = length;
           lastGrowth = Date.now();
         }
         const free = holder.kind === 'free';
         if (free && (await fileSize(this.finalPath)) !== undefined) continue; // committed just now
-        if (free && holder.failure && (!holder.failure.tempPath || holder.failure.tempPath === current?.tempPath)) {
-          const error = failureError(holder.failure);
+        // A failure concerns the holder of its epoch: a later holder's followers are unaffected.
+        if (free && holder.failure && holder.failure.epoch !== undefined && holder.failure.epoch === current?.holder?.epoch) {
+          const error = fillFailureError(holder.failure);
           this.setState({ kind: 'failed', error });
           throw error;
         }
         if (free || Date.now() - lastGrowth > this.stallMs) {
-          const fill = await this.tryTakeOver(current?.tempPath);
+          const fill = await this.tryTakeOver(current?.path);
           if (fill) return fill.done;
           lastGrowth = Date.now();
         }
@@ -179,7 +185,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
   current(): { state: State; path?: string } {
     const state = this.state;
     if (state.kind === 'committed') return { state, path: this.finalPath };
-    if (state.kind === 'following' && state.tempPath) return { state, path: join(this.root, state.tempPath) };
+    if (state.kind === 'following' && state.path) return { state, path: state.path };
     return { state };
   }
 
@@ -275,9 +281,4 @@ function fdInfo(fd: number): Promise<{ size: number; ino: number }> {
 
 function openRead(path: string): Promise<number> {
   return new Promise((resolve, reject) => open(path, 'r', (error, fd) => (error ? reject(error) : resolve(fd))));
-}
-
-function failureError(failure: FillFailure): Error {
-  const code = (failure.code in ERROR_CODES ? failure.code : 'UPSTREAM_UNAVAILABLE') as ErrorCode;
-  return new RegistryError(code, failure.message, { status: failure.status });
 }

@@ -303,6 +303,17 @@ export const blobFills = new Counter({
 blobFills.labels('committed').inc(0);
 blobFills.labels('failed').inc(0);
 
+/**
+ * Fleet leases on blob downloads this instance held and lost: Redis gave the download to
+ * another instance (this one was paused, or cut off from Redis, past redis.fleet.lease). The
+ * download stopped and was not committed; its clients' connections were broken.
+ */
+export const fleetLeasesLost = new Counter({
+  name: 'pullmirror_fleet_leases_lost_total',
+  help: 'Blob download leases this instance lost to another instance (paused or cut off from Redis past the lease); the download stopped uncommitted',
+  registers: [metricsRegistry],
+});
+
 let storeLimits: { maxBytes: number; highWatermarkBytes: number } | undefined;
 
 /** Connects the store-cap gauges to the eviction settings (storage.eviction.maxsize and highwatermark). */

@@ -1,6 +1,6 @@
-import { join, relative } from 'node:path';
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillFailure } from '../fleet/fill-coordinator.ts';
+import { LocalFillCoordinator, type BlobLease, type FillCoordinator } from '../fleet/fill-coordinator.ts';
+import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
@@ -165,9 +165,11 @@ export class BlobDownloads {
     this.logger.info('following a blob download of another instance', { digest: ref.digest.value });
     const remote = new RemoteFill({
       digest: ref.digest.value,
-      root: this.blobs.paths.root,
       finalPath: this.blobs.paths.blob(ref.digest),
       coordinator: this.fleet,
+      holder: claim.holder,
+      // The holder's file follows from its name and epoch, checked against what an instance writes.
+      fileOf: (holder) => this.blobs.paths.fillTemp(holder.instance, ref.digest, holder.epoch),
       stallMs: this.fleetStallMs,
       logger: this.logger,
       takeOver: (abandoned) => this.takeOver(ref, abandoned),
@@ -196,7 +198,7 @@ export class BlobDownloads {
     let writer: BlobWriter | undefined;
     let first: UpstreamBlobResponse | undefined;
     try {
-      writer = abandoned ? await this.adopt(ref, abandoned) : undefined;
+      writer = abandoned ? await this.resumeFrom(ref, abandoned, lease.epoch) : undefined;
       if (writer && writer.written > 0) {
         first = await getUpstreamBlob(ref, writer.written).catch(() => undefined);
         if (first) this.logger.info('resuming the download of a dead instance', { digest, offset: writer.written });
@@ -204,11 +206,11 @@ export class BlobDownloads {
         else await writer.reset();
       }
       first ??= await getUpstreamBlob(ref);
-      writer ??= await this.admission.writerFor(ref.digest, first.size);
+      writer ??= await this.admission.writerFor(ref.digest, first.size, lease.epoch);
     } catch (error) {
       first?.body.destroy();
       await writer?.abort();
-      await lease.release({ failed: failureOf(error) });
+      await lease.release({ failed: fillFailureOf(error) });
       throw error;
     }
     if (!writer) {
@@ -216,13 +218,12 @@ export class BlobDownloads {
       await lease.release('abandoned');
       return { kind: 'pass-through', first };
     }
-    const tempPath = relative(this.blobs.paths.root, writer.path);
-    await lease.publish(tempPath, first.size);
+    await lease.publish(first.size);
     this.logger.info('blob fill started', { digest, size: first.size, repository: ref.name });
-    const fill = new BlobFill({ digest, size: first.size, writer, finalPath: this.blobs.paths.blob(ref.digest), body: this.body(ref, first) });
+    const fill = new BlobFill({ digest, size: first.size, writer, finalPath: this.blobs.paths.blob(ref.digest), body: this.body(ref, first), fence: lease });
     fill.done.then(
       () => lease.release('committed'),
-      (error: unknown) => lease.release({ failed: { ...failureOf(error), tempPath } }),
+      (error: unknown) => lease.release({ failed: fillFailureOf(error) }),
     );
     return { kind: 'fill', fill };
   }
@@ -233,19 +234,13 @@ export class BlobDownloads {
     );
   }
 
-  /** Takes over a dead holder's temp file (relative to the store root); undefined when it is gone. */
-  private async adopt(ref: UpstreamBlobRef, abandoned: string): Promise<BlobWriter | undefined> {
+  /** Goes on from a copy of a dead holder's temp file; undefined when it is gone. */
+  private async resumeFrom(ref: UpstreamBlobRef, abandoned: string, epoch: number | undefined): Promise<BlobWriter | undefined> {
     try {
-      return await this.blobs.adoptWriter(ref.digest, join(this.blobs.paths.root, abandoned));
+      return await this.blobs.resumeWriter(ref.digest, abandoned, epoch);
     } catch (error) {
       this.logger.warn('could not take over an abandoned download; starting over', { digest: ref.digest.value, error: (error as Error).message });
       return undefined;
     }
   }
-}
-
-/** What followers in other instances are told when this instance's download fails. */
-function failureOf(error: unknown): FillFailure {
-  if (error instanceof RegistryError) return { code: error.code, message: error.message, status: error.status };
-  return { code: 'UPSTREAM_UNAVAILABLE', message: 'the upstream download failed' };
 }

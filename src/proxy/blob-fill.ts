@@ -6,6 +6,12 @@ import type { BlobWriter } from '../storage/blob-store.ts';
 import type { FileBytes } from '../storage/send-file.ts';
 import type { ResumableBlobBody } from './upstream-blob.ts';
 
+/** What a fill under a fleet lease asks of it (see BlobLease): stop when lost, commit only while held. */
+export interface FillFence {
+  readonly lost: AbortSignal;
+  stillHeld(): Promise<boolean>;
+}
+
 /** `verified`: every byte is written and the digest matched; the file is being made durable. */
 type FillState = 'running' | 'verified' | 'committed' | 'failed';
 
@@ -37,6 +43,7 @@ export class BlobFill extends EventEmitter {
   readonly size: number | undefined;
   private readonly writer: BlobWriter;
   private readonly finalPath: string;
+  private readonly fence?: FillFence;
   private state: FillState = 'running';
   private failure?: Error;
   /** Bytes written to the temporary file and visible to readers. */
@@ -55,6 +62,8 @@ export class BlobFill extends EventEmitter {
     finalPath: string;
     /** The blob's bytes from `writer.written` on. */
     body: ResumableBlobBody;
+    /** The fleet lease the fill runs under, when another instance could take it over. */
+    fence?: FillFence;
   }) {
     super();
     this.setMaxListeners(0);
@@ -62,6 +71,7 @@ export class BlobFill extends EventEmitter {
     this.size = options.size;
     this.writer = options.writer;
     this.finalPath = options.finalPath;
+    this.fence = options.fence;
     // An adopted writer (fleet takeover) already holds bytes: they are readable at once.
     this.written = options.writer.written;
     this.done = this.run(options.body);
@@ -70,13 +80,22 @@ export class BlobFill extends EventEmitter {
   }
 
   private async run(body: ResumableBlobBody): Promise<BlobDescriptor> {
+    // A lease lost to another instance stops the download at once (its file is its own: a
+    // takeover copies it, so what is written meanwhile concerns no one else).
+    const lost = this.fence?.lost;
+    const stop = () => body.close();
+    lost?.addEventListener('abort', stop, { once: true });
     try {
       await this.copy(body.chunks());
+      lost?.throwIfAborted();
       const descriptor = await this.writer.verify(this.size);
       // The bytes are known good: readers get their last byte now, not after the fsync (for a
       // 256 MiB layer ~0.1 s on this machine's disk, more on a busy one).
       this.state = 'verified';
       this.emit('progress');
+      // The fence: only the lease's current holder commits (this fill's readers keep the
+      // verified bytes either way).
+      if (this.fence && !(await this.fence.stillHeld())) throw lost?.reason ?? new Error("the blob's fleet lease was lost");
       await this.writer.persist();
       this.state = 'committed';
       fillsCommitted.inc();
@@ -87,12 +106,14 @@ export class BlobFill extends EventEmitter {
       fillsFailed.inc();
       body.close();
       await this.writer.abort();
-      this.failure = error as Error;
+      this.failure = lost?.aborted ? (lost.reason as Error) : (error as Error);
       // Verified bytes stay good for readers that have the file open, even if they could not be
       // stored: only unverified content fails its readers.
       if (this.state !== 'verified') this.state = 'failed';
       this.emit('progress');
-      throw error;
+      throw this.failure;
+    } finally {
+      lost?.removeEventListener('abort', stop);
     }
   }
 

@@ -46,6 +46,11 @@ export class ProxyBlobStore implements ReadableBlobStore<UpstreamBlobRef> {
     return { digest, size: length === undefined ? undefined : Number(length), origin: 'upstream' };
   }
 
+  /** Whether the store holds the blob (a stat of its file; nothing is asked upstream). */
+  async isStored(ref: UpstreamBlobRef): Promise<boolean> {
+    return (await this.local.stat(ref)) !== undefined;
+  }
+
   /** Opens a blob for one response: the stored file, else the download of it (started if none runs). */
   async open(ref: UpstreamBlobRef): Promise<BlobSource> {
     return (await this.local.open(ref)) ?? this.downloads.open(ref);

@@ -30,8 +30,9 @@ export class StoreAdmission {
   /**
    * A writer for a new blob, or undefined when the store cannot take it (the blob is then
    * passed through). Throws only what is not the store's state (a bug, an unknown error).
+   * `epoch`: the fleet lease the download runs under (see FilesystemBlobStore.createWriter).
    */
-  async writerFor(digest: Digest, size: number | undefined): Promise<BlobWriter | undefined> {
+  async writerFor(digest: Digest, size: number | undefined, epoch?: number): Promise<BlobWriter | undefined> {
     if (this.readOnly || Date.now() < this.degradedUntil) return undefined;
     try {
       if (size !== undefined) {
@@ -43,7 +44,7 @@ export class StoreAdmission {
           return undefined;
         }
       }
-      return await this.blobs.createWriter(digest);
+      return await this.blobs.createWriter(digest, epoch);
     } catch (error) {
       if (!isStoreUnwritable(error)) throw error;
       this.degrade(error as Error);

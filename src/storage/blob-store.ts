@@ -1,12 +1,13 @@
 import { ensureDir } from './ensure-dir.ts';
 import { createHash, type Hash } from 'node:crypto';
-import { open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { constants } from 'node:fs';
+import { copyFile, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { tmpPath } from './atomic-file.ts';
-import type { StorePaths } from './paths.ts';
+import { fillFileName, type StorePaths } from './paths.ts';
 import type { BlobInfo, BlobRef, ReadableBlobStore } from './readable-blob-store.ts';
 import { StoredBlob } from './stored-blob.ts';
 import { FileHashJob, HASH_OFF_THREAD_BYTES } from './file-hasher.ts';
@@ -72,29 +73,44 @@ export class FilesystemBlobStore implements ReadableBlobStore {
     }
   }
 
-  async createWriter(digest: Digest): Promise<BlobWriter> {
+  /**
+   * A writer for `digest` in this instance's temp area. Under a fleet lease (`epoch`) the file
+   * is named after the digest and the epoch (fillFileName), so another instance following the
+   * download finds it from the lease alone; otherwise its name is random.
+   */
+  async createWriter(digest: Digest, epoch?: number): Promise<BlobWriter> {
     await ensureDir(this.tempDir);
-    const path = tmpPath(this.tempDir);
+    const path = this.writerPath(digest, epoch);
     const handle = await open(path, 'wx');
     return new BlobWriter(this, digest, path, handle);
   }
 
   /**
-   * Takes over the temporary file of a download whose instance died (fleet takeover): moves it
-   * into this instance's temp area and hashes what it holds, so the download resumes from
-   * there and the bytes other clients already received are part of what is verified.
-   * Undefined when the file is gone (another instance took it, or a sweep removed it).
+   * Goes on with the download of an instance that died (fleet takeover): copies what its
+   * temporary file holds into a file of this instance's own and hashes it, so the download
+   * resumes from there and the bytes other clients already received are part of what is
+   * verified. A copy, never a rename: the other instance's file stays its own (it may only be
+   * paused, and still write to it), and nothing outside this instance's temp area is ever
+   * moved or deleted. A reflink where the filesystem has them, else a kernel copy.
+   * Undefined when the file is gone (its instance finished or swept it).
    */
-  async adoptWriter(digest: Digest, abandonedPath: string): Promise<BlobWriter | undefined> {
+  async resumeWriter(digest: Digest, from: string, epoch?: number): Promise<BlobWriter | undefined> {
     await ensureDir(this.tempDir);
-    const path = tmpPath(this.tempDir);
+    const path = this.writerPath(digest, epoch);
     try {
-      await rename(abandonedPath, path);
+      await copyFile(from, path, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
     }
-    const writer = new BlobWriter(this, digest, path, await open(path, 'r+'));
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r+');
+    } catch (error) {
+      await unlink(path).catch(() => {});
+      throw error;
+    }
+    const writer = new BlobWriter(this, digest, path, handle);
     try {
       await writer.rehash();
     } catch (error) {
@@ -102,6 +118,10 @@ export class FilesystemBlobStore implements ReadableBlobStore {
       throw error;
     }
     return writer;
+  }
+
+  private writerPath(digest: Digest, epoch: number | undefined): string {
+    return epoch === undefined ? tmpPath(this.tempDir) : join(this.tempDir, fillFileName(digest, epoch));
   }
 
   /** Stores small verified content (a manifest) in one call. */
@@ -152,7 +172,7 @@ export class BlobWriter {
     this.hash = createHash(digest.algorithm);
   }
 
-  /** Hashes the bytes the file already holds and continues after them (adoptWriter). */
+  /** Hashes the bytes the file already holds and continues after them (resumeWriter). */
   async rehash(): Promise<void> {
     const size = (await this.handle.stat()).size;
     if (size > HASH_OFF_THREAD_BYTES) {

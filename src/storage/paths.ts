@@ -17,6 +17,8 @@ import type { Digest } from '../registry/digest.ts';
  *   ├── registries/<namespace>/repositories/<name>/  a repository of another registry (proxy.remotes), laid out
  *   │                                                 as above; blobs stay shared by digest in blobs/
  *   ├── _tmp/<instance>/<random>                      downloads in flight, renamed into blobs/ once verified
+ *   │   └── <algorithm>-<hex>.<epoch>                 a download under a fleet lease: its name follows from the
+ *   │                                                 lease (instance, epoch) and the digest, so a lease names no path
  *   └── _store-id                                     random id of this store: instances sharing it share Redis keys
  *
  * Names and tags are validated before they get here (every name component matches
@@ -47,6 +49,17 @@ export function splitRepositoryKey(key: string): { namespace?: string; name: str
   const slash = key.indexOf('/');
   const first = slash < 0 ? key : key.slice(0, slash);
   return slash > 0 && isRegistryHost(first) ? { namespace: first, name: key.slice(slash + 1) } : { name: key };
+}
+
+/**
+ * An instance's name (TempArea): `<host>-<pid>-<8 hex>`, one path component that is never
+ * `.` or `..`. What a lease in Redis says of its holder must match it before it names a file.
+ */
+export const INSTANCE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}-[0-9]{1,10}-[0-9a-f]{8}$/;
+
+/** The temp file name of a download under the fleet lease `epoch`, inside its instance's directory. */
+export function fillFileName(digest: Digest, epoch: number): string {
+  return `${digest.algorithm}-${digest.hex}.${epoch}`;
 }
 
 export class StorePaths {
@@ -114,6 +127,16 @@ export class StorePaths {
 
   tmpDir(): string {
     return join(this.root, '_tmp');
+  }
+
+  /**
+   * Where the instance `instance` writes `digest` under the lease `epoch` (a followed fleet
+   * download); undefined when the name or epoch (read from Redis) are not what an instance
+   * writes, so nothing outside `_tmp/<instance>/` can ever be named.
+   */
+  fillTemp(instance: string, digest: Digest, epoch: number): string | undefined {
+    if (!INSTANCE_ID.test(instance) || !Number.isSafeInteger(epoch) || epoch <= 0) return undefined;
+    return join(this.tmpDir(), instance, fillFileName(digest, epoch));
   }
 
   storeId(): string {

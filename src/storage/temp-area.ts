@@ -20,15 +20,18 @@ const STALE_AFTER_MS = 60_000;
  */
 export class TempArea {
   readonly root: string;
+  /** This instance's name (INSTANCE_ID): its directory's, and its name in fleet leases. */
+  readonly id: string;
   readonly dir: string;
-  private readonly host = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+  private readonly host = hostName();
   private readonly logger: Logger;
   private heartbeat?: NodeJS.Timeout;
 
   constructor(root: string, logger: Logger) {
     this.root = root;
     this.logger = logger;
-    this.dir = join(root, `${this.host}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    this.id = `${this.host}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    this.dir = join(root, this.id);
   }
 
   /** Creates this instance's directory, sweeps dead ones, and keeps doing both. */
@@ -81,6 +84,12 @@ export class TempArea {
       return false;
     }
   }
+}
+
+/** The host part of an instance's name: what INSTANCE_ID allows of the hostname. */
+function hostName(): string {
+  const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 64);
+  return /^[A-Za-z0-9]/.test(host) ? host : `h${host.slice(0, 63)}`;
 }
 
 function processAlive(pid: number): boolean {

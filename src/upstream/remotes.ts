@@ -143,6 +143,27 @@ export class Remotes {
     return { remote: this.default, name: this.default.repositoryName(validateName(name)) };
   }
 
+  /**
+   * The repository a request is for, named so that no two registries share a name: the scope
+   * of auth.token's challenges and the name a token must grant. distribution puts the name of
+   * the URL path there; with several registries behind one mirror that name is ambiguous
+   * (`/v2/acme/app?ns=ghcr.io`, the alias `/v2/ghcr/acme/app` and Docker Hub's `acme/app` share
+   * it), so it is the repository's key instead (repositoryKey): the name as the default
+   * remote knows it (`library/alpine` for `alpine` on Docker Hub, what Docker Hub's own token
+   * server scopes), `<namespace>/<name>` on any other (`ghcr.io/acme/app`, whatever prefix,
+   * alias or `ns` the request used). A default-remote name is what existing token servers
+   * were given before several registries existed. Undefined when the request routes nowhere
+   * (a bad name, a registry not served): the router answers it.
+   */
+  scopeName(ns: string | undefined, rawName: string): string | undefined {
+    try {
+      const { remote, name } = this.route(ns, rawName);
+      return remote.key(name);
+    } catch {
+      return undefined;
+    }
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.all.map((remote) => remote.upstream.close()));
   }

@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import { parseDigest } from '../../registry/digest.ts';
 import { RegistryError } from '../../registry/errors.ts';
 import { markCache, resolveRepository, type RegistryContext } from '../context.ts';
+import type { ByteRange } from '../../storage/readable-blob-store.ts';
 import { resolveRange } from '../range.ts';
 
 const BLOB_TYPE = 'application/octet-stream';
@@ -38,20 +39,35 @@ export async function headBlob(ctx: RegistryContext, req: Request, res: Response
 export async function getBlob(ctx: RegistryContext, req: Request, res: Response, rawName: string, rawDigest: string): Promise<void> {
   const { upstream, name } = resolveRepository(ctx, req, res, rawName);
   const digest = parseDigest(rawDigest);
-  const source = await ctx.blobs.open({ digest, upstream, name });
-  try {
-    markCache(res, source.origin);
-    if (source.origin === 'cache') ctx.usage?.blob(digest.value);
-    const size = source.size;
-    const range = size === undefined || !source.ranged ? undefined : resolveRange(req.headers.range, size);
-    if (range === 'unsatisfiable') {
-      throw new RegistryError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size }, headers: { 'Content-Range': `bytes */${size}` } });
-    }
-    blobHeaders(res, digest.value);
-    if (req.headers['if-none-match'] === `"${digest.value}"`) {
+  const ref = { digest, upstream, name };
+  const notModified = etagMatches(req.headers['if-none-match'], digest.value);
+  // A conditional or ranged GET for a blob the store lacks may need no content at all (304,
+  // 416): that is decided from what the blob is (a HEAD upstream at most), before a download
+  // starts. A stored blob is opened as any other.
+  if ((notModified || req.headers.range !== undefined) && !(await ctx.blobs.isStored(ref))) {
+    const info = await ctx.blobs.stat(ref);
+    if (!info) throw new RegistryError('BLOB_UNKNOWN', undefined, { detail: { digest: digest.value } });
+    if (notModified) {
+      markCache(res, info.origin);
+      blobHeaders(res, digest.value);
       res.status(304).end();
       return;
     }
+    if (info.size !== undefined) satisfiableRange(req.headers.range, info.size);
+  }
+  const source = await ctx.blobs.open(ref);
+  try {
+    markCache(res, source.origin);
+    if (source.origin === 'cache') ctx.usage?.blob(digest.value);
+    // If-None-Match before Range (RFC 9110 13.2.2): a client that has the blob gets a 304.
+    if (notModified) {
+      blobHeaders(res, digest.value);
+      res.status(304).end();
+      return;
+    }
+    const size = source.size;
+    const range = size === undefined || !source.ranged ? undefined : satisfiableRange(req.headers.range, size);
+    blobHeaders(res, digest.value);
     if (range) {
       res.status(206);
       res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
@@ -88,4 +104,25 @@ export async function getBlob(ctx: RegistryContext, req: Request, res: Response,
   } finally {
     source.release();
   }
+}
+
+/** The range a `Range` header asks of a blob of `size` bytes; throws the 416 when it cannot be met. */
+function satisfiableRange(header: string | undefined, size: number): ByteRange | undefined {
+  const range = resolveRange(header, size);
+  if (range === 'unsatisfiable') {
+    throw new RegistryError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size }, headers: { 'Content-Range': `bytes */${size}` } });
+  }
+  return range;
+}
+
+/**
+ * Whether an `If-None-Match` header names the blob (its ETag is its quoted digest): one of a
+ * list of entity tags, weak or strong (a GET compares weakly), or `*`.
+ */
+function etagMatches(header: string | undefined, digest: string): boolean {
+  if (!header) return false;
+  return header.split(',').some((tag) => {
+    const value = tag.trim();
+    return value === '*' || value.replace(/^W\//, '') === `"${digest}"`;
+  });
 }

@@ -10,6 +10,8 @@ export interface TokenAuthOptions {
   verifier: TokenVerifier;
   realm: string;
   service: string;
+  /** The scope name of a request's repository (`?ns=` and the path's name), see Remotes.scopeName. */
+  scopeName: (ns: string | undefined, rawName: string) => string | undefined;
 }
 
 export interface AuthOptions {
@@ -97,7 +99,8 @@ export function authentication(options: AuthOptions) {
 
 /**
  * distribution's token authentication (auth.token): a request without a Bearer token is
- * answered 401 with `Bearer realm=…,service=…,scope=repository:NAME:pull` (no scope for
+ * answered 401 with `Bearer realm=…,service=…,scope=repository:NAME:pull` (NAME names the
+ * repository across every registry the mirror serves, see Remotes.scopeName; no scope for
  * `GET /v2/`), and a token must be valid (TokenVerifier) and, for a repository, grant `pull`
  * on it; else 401 with `error="invalid_token"` or `error="insufficient_scope"`, as distribution
  * answers. A token with a subject authenticates that subject (`res.locals.user`, so private
@@ -108,7 +111,8 @@ export function authentication(options: AuthOptions) {
 function tokenAuthentication(options: TokenAuthOptions) {
   const { verifier } = options;
   return (req: Request, res: Response, next: NextFunction): void => {
-    const repository = repositoryOf(req.path);
+    const raw = repositoryOf(req.path);
+    const repository = raw === undefined ? undefined : options.scopeName(typeof req.query.ns === 'string' ? req.query.ns : undefined, raw);
     const challenge = (error?: 'invalid_token' | 'insufficient_scope') => bearerChallenge(options, repository, error);
     res.locals.refuseAnonymous = (message) => new RegistryError('UNAUTHORIZED', message, { headers: { 'WWW-Authenticate': challenge('insufficient_scope') } });
     const certificateUser = verifiedCertificateUser(req);
