@@ -13,7 +13,7 @@ import { tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { sample, scrape, type Samples } from '../support/prometheus.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
-import { stored } from '../support/store.ts';
+import { blobPath, stored } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
