@@ -114,12 +114,17 @@ function renderEvictionCard(e) {
 
 function render(s) {
   const creds = s.upstream.credentials;
-  $('upstream').textContent = s.upstream.url + (creds && creds.state === 'refused' ? ' (credentials refused by ' + creds.realm + ': pulling anonymously)' : '');
-  $('upstream').className = creds && creds.state === 'refused' ? 'miss' : '';
-  // Other registries (proxy.remotes): namespace and repositories held, refused credentials marked.
+  // An unreachable upstream leaves cached images pullable (the instance stays ready): said here, not hidden.
+  const down = s.upstream.reachability && s.upstream.reachability.state === 'unreachable';
+  $('upstream').textContent = s.upstream.url +
+    (down ? ' (unreachable since ' + new Date(s.upstream.reachability.since).toLocaleTimeString() + ': serving cached images only)' : '') +
+    (creds && creds.state === 'refused' ? ' (credentials refused by ' + creds.realm + ': pulling anonymously)' : '');
+  $('upstream').className = down || (creds && creds.state === 'refused') ? 'miss' : '';
+  // Other registries (proxy.remotes): namespace and repositories held, unreachable and refused credentials marked.
   const others = (s.registries || []).filter((r) => !r.default);
   $('registries').textContent = others.length === 0 ? '' : ' · also ' + others.map((r) =>
-    r.namespace + ' (' + r.store.repositories + ' repositories' + (r.credentials && r.credentials.state === 'refused' ? ', credentials refused' : '') + ')').join(', ');
+    r.namespace + ' (' + r.store.repositories + ' repositories' + (r.reachability && r.reachability.state === 'unreachable' ? ', unreachable' : '') +
+    (r.credentials && r.credentials.state === 'refused' ? ', credentials refused' : '') + ')').join(', ');
   show('store-size', s.store.bytes, formatBytes(s.store.bytes));
   show('store-blobs', s.store.blobs);
   show('store-repositories', s.store.repositories);
