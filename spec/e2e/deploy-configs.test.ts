@@ -676,7 +676,7 @@ describe('the Kubernetes components: each renders with each variant, and does wh
           const spec = object.spec?.jobTemplate?.spec.template.spec ?? object.spec?.template?.spec;
           for (const container of spec?.containers ?? []) {
             if (container.image.startsWith('redis:')) continue;
-            assert.equal(container.image, deployment.spec.template.spec.containers[0].image, `${variant} ${components}: ${object.kind} ${object.metadata.name} runs the mirror's image`);
+            assert.equal(container.image, deployment.spec.template.spec.containers[0].image, `${variant} [${components.join(', ')}]: ${object.kind} ${object.metadata.name} runs the mirror's image`);
           }
         }
       }
