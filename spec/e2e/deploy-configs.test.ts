@@ -768,7 +768,8 @@ describe('the Kubernetes components: each renders with each variant, and does wh
     const nodeDir = mounts.get(container.volumeMounts.find((m: any) => m.name === certsVolume.name).mountPath)!;
     const hub = path.join(nodeDir, 'docker.io', 'hosts.toml');
     try {
-      assert.ok(await eventually(() => existsSync(hub), 20_000, 100), `the script wrote ${hub}:\n${output}`);
+      // The note (stderr) comes before the files: both are in once the file is.
+      assert.ok(await eventually(() => existsSync(hub) && output.includes('config_path'), 20_000, 100), `the script wrote ${hub}:\n${output}`);
     } finally {
       // The script loops (sleep 600): its whole process group goes, the sleep included.
       process.kill(-child.pid!, 'SIGKILL');
@@ -777,6 +778,7 @@ describe('the Kubernetes components: each renders with each variant, and does wh
     assert.match(toml, /^server = "https:\/\/registry-1\.docker\.io"$/m);
     assert.match(toml, new RegExp(`^\\[host\\."http://10\\.96\\.0\\.50:${service.spec.ports[0].port}"\\]$`, 'm'), `the mirror at the ClusterIP and the Service's port:\n${toml}`);
     assert.match(toml, /capabilities = \["pull", "resolve"\]/);
+    assert.match(output, new RegExp(`config_path = "${certsVolume.hostPath.path}"`), `its note names the node's directory, not the pod's mount:\n${output}`);
   });
 
   it("warm: a CronJob runs `pullmirror warm` (the image's entrypoint) against the Service, with the list it mounts", async (t) => {
