@@ -20,7 +20,7 @@ import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordin
 import { FleetTraffic } from './fleet/fleet-traffic.ts';
 import { FleetHeartbeat } from './fleet/heartbeat.ts';
 import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
-import { CachedCheck, fileAbsentProbe, Readiness, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
+import { CachedCheck, fileAbsentProbe, Readiness, storeReadableProbe, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
 import { watchUpstreamCredentials } from './health/credentials.ts';
 import type { BrowseContext, EvictionStatus } from './http/browse-router.ts';
 import type { RegistryContext } from './http/context.ts';
@@ -460,16 +460,23 @@ function buildOps(config: Config, storage: Storage, remotes: Remotes, downloads:
   const checks: CachedCheck[] = [];
   const { storagedriver, upstream: upstreamCheck } = config.health;
   if (storagedriver.enabled) {
-    checks.push(new CachedCheck('storage', storeWritableProbe(paths.tmpDir()), { intervalMs: storagedriver.interval, threshold: storagedriver.threshold }));
+    const settings = { intervalMs: storagedriver.interval, threshold: storagedriver.threshold };
+    // Serving needs a readable store; a store that takes no write still serves what it holds
+    // (new blobs pass through), so the write is advisory, and never tried in read-only mode.
+    checks.push(new CachedCheck('storage', storeReadableProbe(paths.root), settings));
+    if (!storage.readOnly) checks.push(new CachedCheck('storage-writable', storeWritableProbe(paths.tmpDir()), { ...settings, advisory: true }));
   }
   if (upstreamCheck.enabled) {
-    // One per remote; another registry's is advisory: its outage degrades only its own images.
+    // One per remote, each advisory: an outage leaves cached images servable, and every other
+    // instance would be as cut off. Probed with readiness so the gauge and /health stay current.
     for (const remote of remotes.all) {
       checks.push(
         new CachedCheck(remote.isDefault ? 'upstream' : `upstream:${remote.namespace}`, upstreamReachableProbe(remote.upstream, upstreamCheck.timeout), {
           intervalMs: upstreamCheck.interval,
           threshold: upstreamCheck.threshold,
-          advisory: !remote.isDefault,
+          // The probe's own deadline names the upstream; this one is a backstop.
+          timeoutMs: upstreamCheck.timeout + 1_000,
+          advisory: true,
         }),
       );
     }

@@ -32,7 +32,7 @@ describe('refused upstream credentials', { skip: missingBinaries }, () => {
   });
   after(() => world?.close());
 
-  it('are named at start, make the mirror unready, show on the status page and a metric; public images still pull', async () => {
+  it('are named at start, reported by readiness (advisory: the instance stays ready), the status page and a metric; public images still pull', async () => {
     const mirror = await world.startMirror({ password: WRONG, config: { health: { upstream: { interval: '0s' } } } });
     const refused = await logLine(mirror, /^upstream credentials refused/);
     assert.equal(refused.keys, 'proxy.username, proxy.password');
@@ -41,9 +41,11 @@ describe('refused upstream credentials', { skip: missingBinaries }, () => {
     assert.ok(!JSON.stringify(mirror.logLines()).includes(WRONG), 'the password is never logged');
 
     const ready = await fetch(`${mirror.url}/health/ready`);
-    assert.equal(ready.status, 503);
+    assert.equal(ready.status, 200, 'public and cached images still pull: readiness reports it, the alert says it');
     const checks = (await ready.json()).checks;
     assert.equal(checks['upstream-credentials'].ok, false);
+    assert.equal(checks['upstream-credentials'].advisory, true);
+    assert.equal(Object.values<any>((await (await fetch(`${mirror.url}/health`)).json()).upstream)[0].credentials, 'refused', '/health details say it too');
     assert.match(checks['upstream-credentials'].error, /credentials were refused by .* \(401\); pulling anonymously/);
     assert.equal(checks.upstream.ok, true, 'the upstream itself is reachable');
 

@@ -4,19 +4,22 @@
  * systemd unit, the Dockerfile and deploy/config.yml each pass `pullmirror config check` (the
  * built bundle) with exactly the variables they set, and without a warning; a renamed key or
  * variable fails. The Kubernetes manifests keep what a user would check (probes, grace, volumes,
- * the Secret, scrape annotations); the Prometheus rules pass promtool and their unit tests; and
- * every metric the rules and the Grafana dashboard name is exported by a running mirror.
+ * the Secret, scrape annotations) and render without a warning, alone and with each optional
+ * component, whose objects do what they are for (the ServiceMonitor scrapes the metrics port, the
+ * NetworkPolicies admit clients and scrapes, the node DaemonSet's script writes hosts.toml, the
+ * warm CronJob's command line warms its list); the Prometheus rules pass promtool and their unit
+ * tests; and every metric the rules and the Grafana dashboard name is exported by a running mirror.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import { pushImage, randomLayer } from '../support/images.ts';
-import { cleanEnv, requireBinary, tempDir } from '../support/processes.ts';
+import { cleanEnv, isCI, requireBinary, tempDir } from '../support/processes.ts';
 import { skopeoCopy } from '../support/skopeo.ts';
 import { eventually } from '../support/wait.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
@@ -87,6 +90,7 @@ interface Dockerfile {
   copies: { from?: string; src: string; dest: string }[];
   cmd: string[];
   user?: string;
+  workdir?: string;
   volumes: string[];
   exposed: number[];
 }
@@ -118,6 +122,9 @@ function readDockerfile(): Dockerfile {
         break;
       case 'USER':
         out.user = rest;
+        break;
+      case 'WORKDIR':
+        out.workdir = rest;
         break;
       case 'VOLUME':
         out.volumes.push(...(rest.startsWith('[') ? JSON.parse(rest) : rest.split(/\s+/)));
@@ -161,9 +168,53 @@ function mirrorServices(file: string): [string, any][] {
 
 // ---- Kubernetes -----------------------------------------------------------------------------
 
-async function kustomize(variant: string): Promise<any[]> {
-  const result = await exec('kubectl', ['kustomize', path.join(ROOT, 'deploy/kubernetes', variant)]);
-  assert.equal(result.code, 0, `kubectl kustomize ${variant}: ${result.stderr}`);
+let kubectlMinor: number | undefined;
+
+/**
+ * kubectl, new enough for the manifests' kustomize syntax: resources naming directories,
+ * `patches:` and `components:` need kubectl 1.21 (kustomize v4); Debian 12's kubernetes-client is
+ * 1.20. Too old is treated as missing: skipped here, a failure in CI.
+ */
+function requireKubectl(t: { skip(message?: string): void }): boolean {
+  if (!requireBinary('kubectl', t)) return false;
+  kubectlMinor ??= Number.parseInt(JSON.parse(execFileSync('kubectl', ['version', '--client', '-o', 'json'], { encoding: 'utf8' })).clientVersion.minor, 10);
+  if (kubectlMinor >= 21) return true;
+  const message = `kubectl 1.${kubectlMinor} is older than 1.21: its kustomize cannot read deploy/kubernetes (README, "Kubernetes")`;
+  if (isCI()) throw new Error(message);
+  t.skip(message);
+  return false;
+}
+
+/** The optional parts under deploy/kubernetes/components, each a directory a variant may list. */
+const COMPONENTS = readdirSync(path.join(ROOT, 'deploy/kubernetes/components')).sort();
+
+/**
+ * `kubectl kustomize` of a variant as a user renders it: as shipped, or with `components`
+ * switched on the way its kustomization.yaml says (uncommenting their lines), in a copy of
+ * deploy/kubernetes. Nothing on stderr: a deprecation warning (bases:, patchesStrategicMerge:)
+ * fails it as an error does.
+ */
+async function kustomize(variant: string, components: string[] = []): Promise<any[]> {
+  let dir = path.join(ROOT, 'deploy/kubernetes', variant);
+  if (components.length > 0) {
+    const copy = path.join(work.path, `kubernetes-${fileCount++}`);
+    cpSync(path.join(ROOT, 'deploy/kubernetes'), copy, { recursive: true });
+    dir = path.join(copy, variant);
+    const file = path.join(dir, 'kustomization.yaml');
+    let text = readFileSync(file, 'utf8');
+    assert.match(text, /^# components:$/m, `${variant}/kustomization.yaml offers the components, commented out`);
+    text = text.replace(/^# components:$/m, 'components:');
+    for (const component of components) {
+      const line = new RegExp(`^#( {3}- \\.\\./components/${component})(\\s|$)`, 'm');
+      assert.match(text, line, `${variant}/kustomization.yaml lists ../components/${component}`);
+      text = text.replace(line, ' $1$2');
+    }
+    writeFileSync(file, text);
+  }
+  const result = await exec('kubectl', ['kustomize', dir]);
+  const what = `kubectl kustomize ${variant}${components.length ? ` with ${components.join(', ')}` : ''}`;
+  assert.equal(result.code, 0, `${what}: ${result.stderr}`);
+  assert.equal(result.stderr.trim(), '', `${what} warns`);
   return parseAllDocuments(result.stdout).map((doc) => doc.toJS());
 }
 
@@ -397,7 +448,7 @@ describe('every shipped config passes config check as it is run', () => {
 
   for (const variant of ['single', 'fleet']) {
     it(`Kubernetes ${variant}: the ConfigMap's config.yml with the container's REGISTRY_* variables and mounted Secret`, async (t) => {
-      if (!requireBinary('kubectl', t)) return;
+      if (!requireKubectl(t)) return;
       const objects = await kustomize(variant);
       const pod = podOf(objects, variant);
       assert.ok(Object.keys(pod.env).some((key) => key.startsWith('REGISTRY_')), `${variant}: REGISTRY_* variables are part of what is checked`);
@@ -424,7 +475,7 @@ describe('the check is real: a renamed key or variable fails it', () => {
   });
 
   it('a misspelt REGISTRY_* variable of the fleet variant is named, and so fails the shipped-config check', async (t) => {
-    if (!requireBinary('kubectl', t)) return;
+    if (!requireKubectl(t)) return;
     const pod = podOf(await kustomize('fleet'), 'fleet');
     const { REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR: value, ...rest } = pod.env;
     assert.equal(value, 'redis');
@@ -434,7 +485,7 @@ describe('the check is real: a renamed key or variable fails it', () => {
   });
 
   it('a passwordfile that names no key of the mounted Secret fails', async (t) => {
-    if (!requireBinary('kubectl', t)) return;
+    if (!requireKubectl(t)) return;
     const objects = await kustomize('single');
     const pod = podOf(objects, 'single', (config) => {
       config.proxy.passwordfile = config.proxy.passwordfile.replace(/[^/]+$/, 'password');
@@ -449,7 +500,7 @@ describe('the Kubernetes variants keep what a platform team checks', () => {
   const variants = { single: { replicas: 1, accessModes: ['ReadWriteOnce'] }, fleet: { replicas: 3, accessModes: ['ReadWriteMany'] } };
   for (const [variant, expected] of Object.entries(variants)) {
     it(`${variant}: replicas, volume, probes, drain, Secret, scrape annotations, security, Service`, async (t) => {
-      if (!requireBinary('kubectl', t)) return;
+      if (!requireKubectl(t)) return;
       const objects = await kustomize(variant);
       const pod = podOf(objects, variant);
       const effective = (await configCheck(pod.configFile, pod.env)).effective;
@@ -556,6 +607,242 @@ describe('the Kubernetes variants keep what a platform team checks', () => {
       }
     });
   }
+});
+
+/**
+ * The volumes of a pod template reproduced on this machine: each ConfigMap volume written into a
+ * temp directory as the kubelet mounts it, each hostPath an empty temp directory standing for the
+ * node's. Answers mount path → directory.
+ */
+function mountVolumes(objects: any[], spec: any, container: any): Map<string, string> {
+  const root = path.join(work.path, `pod-${fileCount++}`);
+  const mounts = new Map<string, string>();
+  for (const mount of container.volumeMounts ?? []) {
+    const volume = spec.volumes.find((v: any) => v.name === mount.name);
+    const dir = path.join(root, mount.mountPath);
+    mkdirSync(dir, { recursive: true });
+    if (volume.configMap) {
+      const data = find(objects, 'ConfigMap', volume.configMap.name)?.data;
+      assert.ok(data, `the ConfigMap ${volume.configMap.name} of volume ${volume.name} is rendered`);
+      for (const key of Object.keys(data)) writeFileSync(path.join(dir, key), data[key]);
+    } else assert.ok(volume.hostPath || volume.emptyDir, `${volume.name}: only ConfigMap, hostPath and emptyDir volumes are reproduced here`);
+    mounts.set(mount.mountPath, dir);
+  }
+  return mounts;
+}
+
+/** A text with every mount path in it replaced by the directory standing for it (longest first). */
+function intoMounts(text: string, mounts: Map<string, string>): string {
+  let out = text;
+  for (const [mountPath, dir] of [...mounts].sort(([a], [b]) => b.length - a.length)) out = out.split(mountPath).join(dir);
+  return out;
+}
+
+/** Whether the NetworkPolicies let a connection from anywhere reach `port` of pods with `labels`. */
+function admitsFromAnywhere(objects: any[], labels: Record<string, string>, container: any, port: number): boolean {
+  const policies = objects.filter((o) => o.kind === 'NetworkPolicy' && matches(o.spec.podSelector.matchLabels ?? {}, labels) && (o.spec.policyTypes ?? ['Ingress']).includes('Ingress'));
+  if (policies.length === 0) return true;
+  return policies.some((policy) =>
+    (policy.spec.ingress ?? []).some(
+      (rule: any) =>
+        (rule.from ?? []).length === 0 && (!rule.ports || rule.ports.some((p: any) => (p.protocol ?? 'TCP') === 'TCP' && containerPort(container, p.port) === port)),
+    ),
+  );
+}
+
+/** The pod labels a NetworkPolicy admits to `port` (each rule's `from` pod selectors), or 'anywhere'. */
+function admittedPeers(objects: any[], labels: Record<string, string>, container: any, port: number): (Record<string, string> | 'anywhere')[] {
+  const peers: (Record<string, string> | 'anywhere')[] = [];
+  for (const policy of objects.filter((o) => o.kind === 'NetworkPolicy' && matches(o.spec.podSelector.matchLabels ?? {}, labels))) {
+    for (const rule of policy.spec.ingress ?? []) {
+      if (rule.ports && !rule.ports.some((p: any) => containerPort(container, p.port) === port)) continue;
+      if ((rule.from ?? []).length === 0) peers.push('anywhere');
+      for (const from of rule.from ?? []) peers.push(from.podSelector && !from.namespaceSelector && !from.ipBlock ? from.podSelector.matchLabels ?? {} : 'anywhere');
+    }
+  }
+  return peers;
+}
+
+describe('the Kubernetes components: each renders with each variant, and does what it is for', () => {
+  it('every variant renders without a warning, alone, with each component and with all of them', async (t) => {
+    if (!requireKubectl(t)) return;
+    assert.deepEqual(COMPONENTS, ['node-config', 'service-monitor', 'warm']);
+    for (const variant of ['single', 'fleet']) {
+      for (const components of [[], ...COMPONENTS.map((c) => [c]), COMPONENTS]) {
+        const objects = await kustomize(variant, components);
+        const deployment = find(objects, 'Deployment', 'pullmirror');
+        // Every pod of ours runs the image the variant sets, not the placeholder.
+        for (const object of objects) {
+          const spec = object.spec?.jobTemplate?.spec.template.spec ?? object.spec?.template?.spec;
+          for (const container of spec?.containers ?? []) {
+            if (container.image.startsWith('redis:')) continue;
+            assert.equal(container.image, deployment.spec.template.spec.containers[0].image, `${variant} [${components.join(', ')}]: ${object.kind} ${object.metadata.name} runs the mirror's image`);
+          }
+        }
+      }
+    }
+  });
+
+  for (const variant of ['single', 'fleet']) {
+    it(`${variant}: the NetworkPolicy admits clients and the metrics scrape on the mirror's port${variant === 'fleet' ? ', and Redis to the mirror only' : ''}`, async (t) => {
+      if (!requireKubectl(t)) return;
+      const objects = await kustomize(variant);
+      const pod = podOf(objects, variant);
+      const effective = (await configCheck(pod.configFile, pod.env)).effective;
+      const labels = pod.deployment.spec.template.metadata.labels;
+      assert.ok(objects.some((o) => o.kind === 'NetworkPolicy' && matches(o.spec.podSelector.matchLabels, labels)), 'a NetworkPolicy selects the mirror pods');
+      const service = find(objects, 'Service', 'pullmirror');
+      const clientPort = containerPort(pod.container, service.spec.ports[0].targetPort);
+      assert.equal(clientPort, portOf(effective.http.addr));
+      assert.ok(admitsFromAnywhere(objects, labels, pod.container, clientPort), 'clients, nodes and the warm job reach the client port');
+      const scrapePort = Number(pod.deployment.spec.template.metadata.annotations['prometheus.io/port']);
+      assert.ok(admitsFromAnywhere(objects, labels, pod.container, scrapePort), 'Prometheus reaches the port the annotations name');
+      assert.ok(!admitsFromAnywhere(objects, labels, pod.container, 22), 'no other port is open');
+      if (variant === 'fleet') {
+        const redis = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === 'pullmirror-redis');
+        const redisLabels = redis.spec.template.metadata.labels;
+        const peers = admittedPeers(objects, redisLabels, redis.spec.template.spec.containers[0], 6379);
+        assert.ok(peers.length > 0 && peers.every((peer) => peer !== 'anywhere' && matches(peer, labels)), `Redis takes connections from the mirror pods only: ${JSON.stringify(peers)}`);
+      }
+    });
+  }
+
+  it('service-monitor: selects the Service, scrapes the port and path the metrics are on, and turns the annotations off', async (t) => {
+    if (!requireKubectl(t)) return;
+    for (const variant of ['single', 'fleet']) {
+      const objects = await kustomize(variant, ['service-monitor']);
+      const pod = podOf(objects, variant);
+      const effective = (await configCheck(pod.configFile, pod.env)).effective;
+      const monitors = objects.filter((o) => o.kind === 'ServiceMonitor');
+      assert.equal(monitors.length, 1);
+      const monitor = monitors[0];
+      assert.equal(monitor.apiVersion, 'monitoring.coreos.com/v1');
+      const service = find(objects, 'Service', 'pullmirror');
+      assert.ok(matches(monitor.spec.selector.matchLabels, service.metadata.labels), 'its selector matches the Service');
+      const selected = objects.filter((o) => o.kind === 'Service' && matches(monitor.spec.selector.matchLabels, o.metadata.labels ?? {}));
+      assert.deepEqual(selected.map((o) => o.metadata.name), ['pullmirror'], 'and no other Service (not Redis)');
+      const [endpoint] = monitor.spec.endpoints;
+      const servicePort = service.spec.ports.find((p: any) => p.name === endpoint.port);
+      assert.ok(servicePort, `endpoint port ${endpoint.port} is a named port of the Service`);
+      const metricsPort = effective.http.debug.addr ? portOf(effective.http.debug.addr) : portOf(effective.http.addr);
+      assert.equal(containerPort(pod.container, servicePort.targetPort), metricsPort, 'the port the metrics are served on');
+      assert.equal(endpoint.path, effective.http.debug.prometheus.path);
+      assert.equal(pod.deployment.spec.template.metadata.annotations['prometheus.io/scrape'], 'false', 'no second scrape by a kubernetes-pods job');
+      assert.ok(admitsFromAnywhere(objects, pod.deployment.spec.template.metadata.labels, pod.container, metricsPort), 'the NetworkPolicy admits the scrape');
+    }
+  });
+
+  it("node-config: a DaemonSet writes each registry's hosts.toml into the node's /etc/containerd/certs.d, for the Service's ClusterIP", async (t) => {
+    if (!requireKubectl(t)) return;
+    const objects = await kustomize('fleet', ['node-config']);
+    const daemonSet = objects.find((o) => o.kind === 'DaemonSet');
+    assert.ok(daemonSet, 'a DaemonSet');
+    const spec = daemonSet.spec.template.spec;
+    assert.ok((spec.tolerations ?? []).some((toleration: any) => toleration.operator === 'Exists' && !toleration.key), 'on every node, tainted ones included');
+    const [container] = spec.containers;
+    const certsVolume = spec.volumes.find((v: any) => v.hostPath);
+    assert.equal(certsVolume.hostPath.path, '/etc/containerd/certs.d', "the node's containerd config_path (README)");
+    const deployment = find(objects, 'Deployment', 'pullmirror');
+    const configVolume = (s: any) => s.volumes.find((v: any) => v.configMap)?.configMap.name;
+    assert.equal(configVolume(spec), configVolume(deployment.spec.template.spec), "the mirror's own config, so the registries it serves");
+
+    // Run the container's script as it is, on this machine: the volumes stand in temp
+    // directories, `dist/pullmirror.mjs` is the built bundle as the image's WORKDIR holds it,
+    // and `getent` is the one thing faked (there is no cluster DNS here): it answers a
+    // ClusterIP for the Service's name only.
+    const image = readDockerfile();
+    assert.ok(image.copies.some((c) => c.from === 'build' && c.dest === './dist'), "the image's WORKDIR holds dist/");
+    const service = find(objects, 'Service', 'pullmirror');
+    const mounts = mountVolumes(objects, spec, container);
+    const bin = path.join(work.path, `fake-dns-${fileCount++}`);
+    mkdirSync(bin);
+    writeFileSync(path.join(bin, 'getent'), `#!/bin/sh\n[ "$1" = hosts ] && [ "$2" = ${service.metadata.name} ] && echo "10.96.0.50      ${service.metadata.name}.mirror.svc.cluster.local" && exit 0\nexit 2\n`, { mode: 0o755 });
+    const [shell, flag] = container.command;
+    const script = intoMounts(container.args[0], mounts);
+    const env: NodeJS.ProcessEnv = { ...cleanEnv(['REGISTRY_', 'PULLMIRROR_']), PATH: `${bin}:${path.dirname(process.execPath)}:/usr/bin:/bin` };
+    for (const variable of container.env ?? []) env[variable.name] = intoMounts(String(variable.value), mounts);
+    const child = spawn(shell, [flag, script], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk) => (output += chunk));
+    child.stderr.on('data', (chunk) => (output += chunk));
+    const nodeDir = mounts.get(container.volumeMounts.find((m: any) => m.name === certsVolume.name).mountPath)!;
+    const hub = path.join(nodeDir, 'docker.io', 'hosts.toml');
+    try {
+      // The note (stderr) comes before the files: both are in once the file is.
+      assert.ok(await eventually(() => existsSync(hub) && output.includes('config_path'), 20_000, 100), `the script wrote ${hub}:\n${output}`);
+    } finally {
+      // The script loops (sleep 600): its whole process group goes, the sleep included.
+      process.kill(-child.pid!, 'SIGKILL');
+    }
+    const toml = readFileSync(hub, 'utf8');
+    assert.match(toml, /^server = "https:\/\/registry-1\.docker\.io"$/m);
+    assert.match(toml, new RegExp(`^\\[host\\."http://10\\.96\\.0\\.50:${service.spec.ports[0].port}"\\]$`, 'm'), `the mirror at the ClusterIP and the Service's port:\n${toml}`);
+    assert.match(toml, /capabilities = \["pull", "resolve"\]/);
+    assert.match(output, new RegExp(`config_path = "${certsVolume.hostPath.path}"`), `its note names the node's directory, not the pod's mount:\n${output}`);
+  });
+
+  it("warm: a CronJob runs `pullmirror warm` (the image's entrypoint) against the Service, with the list it mounts", async (t) => {
+    if (!requireKubectl(t)) return;
+    const objects = await kustomize('single', ['warm']);
+    const cronJob = objects.find((o) => o.kind === 'CronJob');
+    assert.ok(cronJob, 'a CronJob');
+    assert.equal(cronJob.spec.concurrencyPolicy, 'Forbid', 'one run at a time');
+    const spec = cronJob.spec.jobTemplate.spec.template.spec;
+    const [container] = spec.containers;
+    assert.equal(container.command, undefined, "the image's entrypoint, pullmirror, runs the arguments");
+    assert.equal(container.args[0], 'warm');
+    const mirror = new URL(container.args[container.args.indexOf('--mirror') + 1]);
+    const service = find(objects, 'Service', 'pullmirror');
+    assert.equal(mirror.hostname, service.metadata.name, 'the Service by its name (pods resolve cluster DNS)');
+    assert.equal(Number(mirror.port), service.spec.ports[0].port);
+    const mounts = mountVolumes(objects, spec, container);
+    const list = intoMounts(container.args[container.args.indexOf('--file') + 1], mounts);
+    assert.ok(existsSync(list), `--file names a file of the mounted ConfigMap (${list})`);
+    assert.ok(readFileSync(list, 'utf8').split('\n').some((line) => /^[a-z]/.test(line)), 'the list names images');
+    // The built bundle accepts the arguments: `--help` of that command answers 0, and the whole
+    // command line with the mirror's address unreachable gets as far as connecting (exit 1, not a usage error, 2).
+    const help = await exec(process.execPath, [BUNDLE, container.args[0], '--help']);
+    assert.equal(help.code, 0, help.stderr);
+    const args = container.args.map((arg: string) => intoMounts(arg, mounts)).map((arg: string) => (arg === mirror.href.replace(/\/$/, '') ? 'http://127.0.0.1:9' : arg));
+    const offline = await exec(process.execPath, [BUNDLE, ...args], cleanEnv(['REGISTRY_', 'PULLMIRROR_']));
+    assert.equal(offline.code, 1, `${args.join(' ')}: ${offline.stderr}${offline.stdout}`);
+  });
+});
+
+describe('the warm CronJob warms its list through a running mirror', { skip: missingBinaries }, () => {
+  let world: World;
+  before(async () => {
+    world = await startWorld();
+  });
+  after(async () => {
+    await world?.close();
+  });
+
+  it('its command line, run by the bundle against a mirror holding the listed images, warms each of them', async (t) => {
+    if (!requireKubectl(t)) return;
+    const objects = await kustomize('fleet', ['warm']);
+    const spec = objects.find((o) => o.kind === 'CronJob').spec.jobTemplate.spec.template.spec;
+    const [container] = spec.containers;
+    const mounts = mountVolumes(objects, spec, container);
+    const listFile = intoMounts(container.args[container.args.indexOf('--file') + 1], mounts);
+    const images = readFileSync(listFile, 'utf8').split('\n').map((line) => line.replace(/#.*/, '').trim()).filter(Boolean);
+    assert.ok(images.length > 0);
+    // The upstream holds every listed image (as Docker Hub does): `alpine:3.20` is library/alpine.
+    for (const [n, reference] of images.entries()) {
+      const [name, tag] = reference.split(':');
+      await pushImage(world.registry.url, PUSHER, { name: name.includes('/') ? name : `library/${name}`, tag, layers: [randomLayer(`deploy-warm-${n}`, 16 * 1024)], format: 'docker' });
+    }
+    // The test's upstream stands for Docker Hub, as a company's Hub proxy would (proxy.namespace).
+    const mirror = await world.startMirror({ bundle: true, config: { proxy: { namespace: 'docker.io' } } });
+    const serviceUrl = container.args[container.args.indexOf('--mirror') + 1];
+    const args = container.args.map((arg: string) => (arg === serviceUrl ? mirror.url : intoMounts(arg, mounts)));
+    const result = await exec(process.execPath, [BUNDLE, ...args], cleanEnv(['REGISTRY_', 'PULLMIRROR_']));
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.match(result.stdout, new RegExp(`warmed ${images.length} of ${images.length} image\\(s\\)`));
+    world.proxy.reset();
+    for (const reference of images) await skopeoCopy(`docker://127.0.0.1:${mirror.port}/${reference.includes('/') ? reference : `library/${reference}`}`, `dir:${path.join(work.path, `warmed-${fileCount++}`)}`);
+    assert.equal(world.proxy.count('GET', /\/blobs\//), 0, 'the listed images were in the store');
+  });
 });
 
 describe('Prometheus rules: promtool checks them and their unit tests pass', () => {

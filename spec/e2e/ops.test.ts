@@ -108,25 +108,30 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
     assert.equal(sample(samples, 'pullmirror_upstream_ratelimit_limit', { window: '21600' }), 100);
   });
 
-  it('is live and ready with a writable store and a reachable upstream; not ready when the upstream is down', async () => {
+  it('is live and ready with a readable store and a reachable upstream; still ready when the upstream is down, which /health details', async () => {
     const mirror = await world.startMirror({ config: { health: { upstream: { interval: '0s', timeout: '1s' } } } });
-    assert.deepEqual(await (await fetch(`${mirror.url}/health`)).json(), { status: 'ok' });
+    const live = await (await fetch(`${mirror.url}/health`)).json();
+    assert.equal(live.status, 'ok');
     const ready = await fetch(`${mirror.url}/health/ready`);
     assert.equal(ready.status, 200);
     const body = await ready.json();
     assert.equal(body.checks.storage.ok, true);
+    assert.equal(body.checks['storage-writable'].ok, true);
     assert.equal(body.checks.upstream.ok, true);
 
     const down = await world.startMirror({ remoteurl: 'http://127.0.0.1:9', config: { health: { upstream: { interval: '0s', timeout: '1s' } } } });
-    const notReady = await fetch(`${down.url}/health/ready`);
-    assert.equal(notReady.status, 503);
-    const why = await notReady.json();
+    const stillReady = await fetch(`${down.url}/health/ready`);
+    assert.equal(stillReady.status, 200, 'an upstream outage leaves cached images servable (spec/e2e/upstream-outage.test.ts pulls one)');
+    const why = await stillReady.json();
     assert.equal(why.checks.upstream.ok, false);
+    assert.equal(why.checks.upstream.advisory, true);
     assert.match(why.checks.upstream.error, /unreachable/);
-    assert.equal((await fetch(`${down.url}/health`)).status, 200, 'still live');
+    const health = await fetch(`${down.url}/health`);
+    assert.equal(health.status, 200, 'still live');
+    assert.equal((await health.json()).upstream['127.0.0.1:9'].reachability.state, 'unreachable');
   });
 
-  it('is not ready when the store cannot be written (its root is a file), and says why', async () => {
+  it('is not ready when the store cannot be read (its root is a file), and says why', async () => {
     const root = path.join(work.path, 'root-is-a-file');
     writeFileSync(root, 'not a directory');
     const mirror = await world.startMirror({ root });
@@ -139,17 +144,24 @@ describe('operating the mirror: metrics, health, warm, stats, config check', { s
     assert.equal(body.checks.upstream.ok, true);
   });
 
-  it('turns unready when the store becomes read-only (tmpfs remounted ro)', async (t) => {
+  it('stays ready when the store becomes read-only (tmpfs remounted ro): it serves what it holds; the write check says why', async (t) => {
     const fs = await mountTmpfs(path.join(work.path, 'ro-store'), 16);
     if (typeof fs === 'string') return t.skip(fs);
     try {
       const mirror = await world.startMirror({ root: fs.path, config: { health: { storagedriver: { interval: '100ms' } } } });
+      await pull(mirror, 'library/tool:v2');
       assert.equal((await fetch(`${mirror.url}/health/ready`)).status, 200);
       await fs.remountReadOnly();
       await new Promise((resolve) => setTimeout(resolve, 200));
       const response = await fetch(`${mirror.url}/health/ready`);
-      assert.equal(response.status, 503);
-      assert.match((await response.json()).checks.storage.error, /EROFS/);
+      assert.equal(response.status, 200);
+      const checks = (await response.json()).checks;
+      assert.equal(checks.storage.ok, true);
+      assert.equal(checks['storage-writable'].ok, false);
+      assert.equal(checks['storage-writable'].advisory, true);
+      assert.match(checks['storage-writable'].error, /EROFS/);
+      const again = await pull(mirror, 'library/tool:v2');
+      assert.equal(again.manifest.digest, images.tool.manifestDigest, 'the stored image is served from the read-only store');
       await mirror.stop();
     } finally {
       await fs.unmount();

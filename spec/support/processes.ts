@@ -199,7 +199,7 @@ export function findBinary(name: string): string | undefined {
 }
 
 /** CI sets CI to true, 1 or yes depending on the system: anything but empty, 0 or false. */
-function isCI(): boolean {
+export function isCI(): boolean {
   const value = (process.env.CI ?? '').trim().toLowerCase();
   return value !== '' && value !== '0' && value !== 'false';
 }

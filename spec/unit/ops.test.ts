@@ -84,6 +84,25 @@ describe('health checks', () => {
     failing = false;
     assert.equal((await check.status(Date.now() + 122_000)).ok, true);
   });
+
+  it('fail a probe that gets no answer within its deadline, and wait for it again instead of starting another', async () => {
+    let calls = 0;
+    let answer!: () => void;
+    // A hung store: the first probe settles only when the test says so; later ones at once.
+    const check = new CachedCheck('storage', () => {
+      calls++;
+      return calls === 1 ? new Promise<void>((resolve) => (answer = resolve)) : Promise.resolve();
+    }, { intervalMs: 0, threshold: 1, timeoutMs: 50 });
+    const first = await check.status();
+    assert.equal(first.ok, false);
+    assert.equal(first.error, 'no answer within 50 ms');
+    assert.equal((await check.status()).ok, false);
+    assert.equal(calls, 1, 'the hung probe is not doubled');
+    answer();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal((await check.status()).ok, true, 'once it answers, the next probe runs and passes');
+    assert.equal(calls, 2);
+  });
 });
 
 describe('store figures', () => {

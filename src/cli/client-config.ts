@@ -48,7 +48,9 @@ export async function clientConfig(args: string[]): Promise<void> {
   if (typeof values.mirror !== 'string') usageError(CLIENT_CONFIG, '--mirror URL is required (the address clients reach the mirror by, e.g. http://mirror.example:5000)');
   const mirror = parseMirrorUrl(values.mirror);
   if (!mirror.ok) usageError(CLIENT_CONFIG, `--mirror: ${mirror.error}`);
-  const config = loadConfigOrExit(file);
+  // No upstream is contacted: the mirror's password file need not be there (a node's DaemonSet
+  // mounts the config, not the Secret).
+  const config = loadConfigOrExit(file, { secrets: false });
   // Files written below --out DIR are read by containerd from DIR: the header and the note name it.
   const configPath = typeof values['config-path'] === 'string' ? values['config-path'] : typeof values.out === 'string' ? path.resolve(values.out) : CONTAINERD_CONFIG_PATH;
   const generated = generateClientConfig(kind, config, mirror.url, { containerdConfigPath: configPath });

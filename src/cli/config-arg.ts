@@ -9,14 +9,15 @@ const warningsOf = new WeakMap<Config, string[]>();
  * The configuration every command starts from: the file named on the command line (or in
  * PULLMIRROR_CONFIG), else the defaults, with REGISTRY_* overrides. A bad config exits 2
  * with a message naming the key. With `serving` (serve and config check: one validation path
- * for both) the files the config names are checked too. Warnings (stray REGISTRY_* variables,
+ * for both) the files the config names are checked too; with `secrets: false` password files
+ * are not read (a command that needs none). Warnings (stray REGISTRY_* variables,
  * ignored registry:2 keys) go to stderr, or to the log of a server (logConfigWarnings).
  */
-export function loadConfigOrExit(file: string | undefined, options: { serving?: boolean; logWarnings?: boolean } = {}): Config {
+export function loadConfigOrExit(file: string | undefined, options: { serving?: boolean; logWarnings?: boolean; secrets?: boolean } = {}): Config {
   const warnings: string[] = [];
   let config: Config;
   try {
-    config = loadConfig({ file: file ?? process.env.PULLMIRROR_CONFIG, warnings });
+    config = loadConfig({ file: file ?? process.env.PULLMIRROR_CONFIG, warnings, secrets: options.secrets });
   } catch (error) {
     if (error instanceof ConfigError) exitWith(error.message);
     throw error;

@@ -22,6 +22,11 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /** Receives what does not stop start-up but should be said: stray variables, ignored keys. */
   warnings?: string[];
+  /**
+   * false: password files (proxy.passwordfile) are not read, for a command that contacts no
+   * upstream (client-config: a node's DaemonSet has the config, not the mirror's Secret).
+   */
+  secrets?: boolean;
 }
 
 /**
@@ -70,6 +75,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
   }
   const config = validate(raw, fromEnv);
   warnings.push(...ignoredKeyWarnings(raw));
+  if (options.secrets === false) return config;
   return resolveSecretFiles(config, (message) => new ConfigError(withSource(message, fromEnv)));
 }
 

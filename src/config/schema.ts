@@ -511,8 +511,9 @@ const check = (enabled: boolean, interval: string, threshold: number) =>
 
 /**
  * distribution's health section, answered at /health/ready (and /debug/health on the debug
- * address). `storagedriver` probes that the store takes a write; `file` entries make the
- * instance unready while the file exists. `http` and `tcp` checks are accepted and ignored.
+ * address). `storagedriver` probes that the store can be read (counted) and takes a write
+ * (reported); `file` entries make the instance unready while the file exists; `upstream` is
+ * reported, not counted. `http` and `tcp` checks are accepted and ignored.
  */
 const health = z
   .strictObject({

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { access, open, opendir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { UpstreamRegistry } from '../upstream/upstream-registry.ts';
 
@@ -18,40 +18,66 @@ export interface CheckStatus {
 /**
  * A health check run on demand and cached for `intervalMs`, so a load balancer polling every
  * second costs one probe per interval. It reports unhealthy only after `threshold` failed
- * probes in a row (distribution's `health.*.threshold`); one probe runs at a time.
+ * probes in a row (distribution's `health.*.threshold`); one probe runs at a time, and one
+ * that gets no answer within `timeoutMs` fails (a hung NFS store answers nothing): the next
+ * run waits for that same probe again instead of starting another beside it.
  */
 export class CachedCheck {
   readonly name: string;
   private readonly probe: () => Promise<void>;
   private readonly intervalMs: number;
   private readonly threshold: number;
+  private readonly timeoutMs: number;
   private readonly advisory: boolean;
   private last?: CheckStatus;
   private running?: Promise<CheckStatus>;
+  private probing?: Promise<void>;
 
-  constructor(name: string, probe: () => Promise<void>, options: { intervalMs: number; threshold: number; advisory?: boolean }) {
+  constructor(name: string, probe: () => Promise<void>, options: { intervalMs: number; threshold: number; timeoutMs?: number; advisory?: boolean }) {
     this.name = name;
     this.probe = probe;
     this.intervalMs = options.intervalMs;
     this.threshold = Math.max(1, options.threshold);
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
     this.advisory = options.advisory ?? false;
   }
 
   async status(now = Date.now()): Promise<CheckStatus> {
     if (this.last && now - this.last.checkedAt < this.intervalMs) return this.last;
-    this.running ??= (async () => {
-      let error: string | undefined;
-      try {
-        await this.probe();
-      } catch (caught) {
-        error = describe(caught);
-      }
-      const failures = error === undefined ? 0 : (this.last?.failures ?? 0) + 1;
-      this.last = { ok: failures < this.threshold, error, checkedAt: Date.now(), failures, ...(this.advisory ? { advisory: true as const } : {}) };
+    this.running ??= this.run().finally(() => {
       this.running = undefined;
-      return this.last;
-    })();
+    });
     return this.running;
+  }
+
+  private async run(): Promise<CheckStatus> {
+    this.probing ??= this.probe().finally(() => {
+      this.probing = undefined;
+    });
+    let error: string | undefined;
+    try {
+      await withDeadline(this.probing, this.timeoutMs);
+    } catch (caught) {
+      error = describe(caught);
+    }
+    const failures = error === undefined ? 0 : (this.last?.failures ?? 0) + 1;
+    this.last = { ok: failures < this.threshold, error, checkedAt: Date.now(), failures, ...(this.advisory ? { advisory: true as const } : {}) };
+    return this.last;
+  }
+}
+
+/** How long a probe without its own deadline may take (the store's: a hung mount answers nothing). */
+const DEFAULT_PROBE_TIMEOUT_MS = 5_000;
+
+async function withDeadline(work: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -62,14 +88,32 @@ function describe(error: unknown): string {
 }
 
 /**
+ * The store can be read, which is what serving cached images needs: its root is a directory
+ * that can be listed. A store that takes no write still serves what it holds (new blobs pass
+ * through), so writing is a separate, advisory check.
+ */
+export function storeReadableProbe(root: string): () => Promise<void> {
+  return async () => {
+    const stats = await stat(root);
+    if (!stats.isDirectory()) throw Object.assign(new Error(`ENOTDIR: ${root} is not a directory`), { code: 'ENOTDIR' });
+    const dir = await opendir(root);
+    try {
+      await dir.read();
+    } finally {
+      await dir.close();
+    }
+  };
+}
+
+/**
  * The store is writable: a small file is written, flushed and renamed inside the store's
- * temporary area, then removed — the same operations a blob fill makes.
+ * temporary area, then removed — the same operations a blob fill makes. It creates no
+ * directory: a store whose volume went away must not be re-made as an empty one.
  */
 export function storeWritableProbe(tmpRoot: string): () => Promise<void> {
   // Unique per process, not per pid: a fleet's pods share one volume and are each pid 1.
   const name = `.health-${process.pid}-${randomBytes(6).toString('hex')}`;
   return async () => {
-    await mkdir(tmpRoot, { recursive: true });
     const temp = join(tmpRoot, `${name}-${randomBytes(4).toString('hex')}`);
     const target = join(tmpRoot, name);
     const handle = await open(temp, 'w');
@@ -140,7 +184,12 @@ export function fileAbsentProbe(path: string): () => Promise<void> {
   };
 }
 
-/** Every readiness check of a mirror; ready when all pass but the advisory ones. */
+/**
+ * Every readiness check of a mirror; ready when all pass but the advisory ones. Readiness says
+ * whether this instance can serve (its store readable, no drain file): the upstream and its
+ * credentials are advisory, since during an upstream outage cached images still pull, and an
+ * unready fleet would leave the Service with no endpoint exactly when the cache matters most.
+ */
 export class Readiness {
   private readonly checks: CachedCheck[];
 
@@ -150,6 +199,11 @@ export class Readiness {
 
   add(check: CachedCheck): void {
     this.checks.push(check);
+  }
+
+  /** Runs the checks that are due without waiting for them (liveness keeps the figures current). */
+  refresh(): void {
+    void this.status();
   }
 
   async status(): Promise<{ ready: boolean; checks: Record<string, CheckStatus> }> {

@@ -58,7 +58,7 @@ export function opsRouter(
     res.locals.routeLabel = name;
     next();
   };
-  router.get('/health', label('health'), liveness);
+  router.get('/health', label('health'), livenessHandler(ops));
   router.get('/health/ready', label('health'), readinessHandler(ops));
   if (options.metricsPath) router.get(options.metricsPath, label('metrics'), metricsHandler);
   router.get('/api/status', label('status'), protect, async (_req: Request, res: Response, next: (error?: unknown) => void) => {
@@ -96,14 +96,31 @@ export function debugRouter(ops: OpsContext, options: { metricsPath?: string }):
   const router = Router();
   if (options.metricsPath) router.get(options.metricsPath, metricsHandler);
   router.get('/debug/health', readinessHandler(ops));
-  router.get('/health', liveness);
+  router.get('/health', livenessHandler(ops));
   router.get('/health/ready', readinessHandler(ops));
   return router;
 }
 
-function liveness(_req: Request, res: Response): void {
-  res.setHeader('Cache-Control', 'no-store');
-  res.status(200).json({ status: 'ok' });
+/**
+ * 200 while the process runs, whatever the upstream does (an outage must not restart pods),
+ * with each registry's upstream state as details: whether it answers (since when, the last
+ * error) and what it made of the mirror's credentials. It waits for no probe; the due
+ * readiness checks are started in the background, so the details stay current where nothing
+ * polls /health/ready.
+ */
+function livenessHandler(ops: OpsContext) {
+  return (_req: Request, res: Response): void => {
+    ops.readiness.refresh();
+    res.setHeader('Cache-Control', 'no-store');
+    res.status(200).json({ status: 'ok', upstream: upstreamDetails(ops.remotes) });
+  };
+}
+
+/** Per registry (by namespace): reachability and credential state, as /health and /api/status give them. */
+function upstreamDetails(remotes: Remotes) {
+  return Object.fromEntries(
+    remotes.all.map((remote) => [remote.namespace, { url: remote.upstream.url.origin, reachability: remote.upstream.reachability, credentials: remote.upstream.credentialStatus.state }]),
+  );
 }
 
 /** 200 when every check passes, 503 otherwise, with each check's answer in the body. */
@@ -143,6 +160,8 @@ export async function statusDocument(ops: OpsContext) {
       rateLimit: rateLimit ? { remaining: rateLimit.remaining, limit: rateLimit.limit, windowS: rateLimit.windowS, observedAt: rateLimit.observedAt } : null,
       // Whether the upstream takes the mirror's own credentials (refused: pulls go anonymously).
       credentials: ops.upstream.credentialStatus,
+      // Whether it answers (unreachable: only cached images pull; the instance stays ready).
+      reachability: ops.upstream.reachability,
     },
     // Per registry: where it is, what the upstream made of its credentials, its rate limit, what the store holds of it.
     registries: ops.remotes.all.map((remote) => {
@@ -153,6 +172,7 @@ export async function statusDocument(ops: OpsContext) {
         ...(remote.prefix ? { prefix: remote.prefix } : {}),
         url: remote.upstream.url.origin,
         credentials: remote.upstream.credentialStatus,
+        reachability: remote.upstream.reachability,
         rateLimit: limit ? { remaining: limit.remaining, limit: limit.limit, windowS: limit.windowS, observedAt: limit.observedAt } : null,
         store: store.registries[remote.isDefault ? '' : remote.namespace] ?? { repositories: 0, tags: 0 },
         // proxy.signatures: the rules, manifests verified, refused and let through in warn mode, the last refusal.

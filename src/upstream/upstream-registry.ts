@@ -41,6 +41,13 @@ function parseLimitHeader(value: string | undefined): { value: number; window?: 
   return { value: Number(match[1]), window: match[2] ? Number(match[2]) : undefined };
 }
 
+/** Whether the registry answers: since when, and the last network error while it does not. */
+export interface Reachability {
+  state: 'unknown' | 'reachable' | 'unreachable';
+  since: number;
+  error?: string;
+}
+
 /**
  * What the upstream made of the mirror's own credentials: `none` configured, `unchecked` yet,
  * `accepted`, `refused` (by `realm`, with `status`), or `unused` (the upstream asks for none).
@@ -73,6 +80,12 @@ export class UpstreamRegistry {
   private readonly logger: Logger;
   /** pullmirror_upstream_reachable of this registry: set by every exchange, requests and probes alike. */
   private readonly reachable: ReturnType<typeof upstreamReachable.labels>;
+  /**
+   * What the last exchange (a request or a readiness probe) found, as the gauge says it: for
+   * /health, /api/status and the status page. Never a reason to refuse clients: cached images
+   * are served whatever it says.
+   */
+  reachability: Reachability = { state: 'unknown', since: Date.now() };
   /** The last challenge seen: lets requests carry a token up front instead of eating a 401. */
   private challenge?: Challenge;
   /** The first `GET /v2/` in flight, which learns the challenge before any real request. */
@@ -255,10 +268,10 @@ export class UpstreamRegistry {
         response = await request(url, { method: req.method, headers, dispatcher: this.agent });
       } catch (error) {
         upstreamDuration.labels(this.namespace, req.method, 'error').observe((performance.now() - started) / 1000);
-        this.reachable.set(0);
+        this.observeReachability(error);
         throw upstreamNetworkError(error);
       }
-      this.reachable.set(1);
+      this.observeReachability();
       upstreamDuration.labels(this.namespace, req.method, String(response.statusCode)).observe((performance.now() - started) / 1000);
       this.observeRateLimit(response);
       const location = header(response, 'location');
@@ -268,6 +281,18 @@ export class UpstreamRegistry {
       if (next.origin !== url.origin) auth = undefined;
       url = next;
     }
+  }
+
+  /** An HTTP answer (no error): reachable; a network error or a timeout: unreachable, and why. */
+  private observeReachability(error?: unknown): void {
+    this.reachable.set(error === undefined ? 1 : 0);
+    if (error === undefined) {
+      if (this.reachability.state !== 'reachable') this.reachability = { state: 'reachable', since: Date.now() };
+      return;
+    }
+    const cause = (error as Error & { cause?: Error }).cause;
+    const reason = (error as Error).name === 'TimeoutError' ? 'no answer in time' : (cause?.message ?? (error as Error).message);
+    this.reachability = { state: 'unreachable', since: this.reachability.state === 'unreachable' ? this.reachability.since : Date.now(), error: reason };
   }
 
   /**
@@ -306,10 +331,10 @@ export class UpstreamRegistry {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (error) {
-      this.reachable.set(0);
+      this.observeReachability(error);
       throw error;
     }
-    this.reachable.set(1);
+    this.observeReachability();
     await response.body.dump();
     return response.statusCode;
   }

@@ -53,10 +53,17 @@ export interface Capacity {
   minFree: number;
 }
 
+/** Whether a registry answered its last request or probe (src/upstream/upstream-registry.ts). */
+export interface Reachability {
+  state: 'unknown' | 'reachable' | 'unreachable';
+  since: number;
+  error?: string;
+}
+
 export interface StatusDocument {
   now: number;
-  upstream: { url: string; rateLimit: RateLimit | null; credentials?: Credentials };
-  registries?: { namespace: string; default: boolean; store: { repositories: number }; credentials?: Credentials }[];
+  upstream: { url: string; rateLimit: RateLimit | null; credentials?: Credentials; reachability?: Reachability };
+  registries?: { namespace: string; default: boolean; store: { repositories: number }; credentials?: Credentials; reachability?: Reachability }[];
   store: { bytes: number; blobs: number; repositories: number };
   capacity?: Capacity;
   eviction?: { scheduled: boolean; reason?: string; nextRun: number | null; running: boolean; lastPass: { startedAt: number; freed: number } | null };

@@ -62,14 +62,20 @@ function renderScope(s: StatusDocument): void {
 function render(s: StatusDocument): void {
   const creds = s.upstream.credentials;
   const refused = creds?.state === 'refused';
-  $('upstream').textContent = s.upstream.url + (refused ? ` (credentials refused by ${creds.realm ?? 'the upstream'}: pulling anonymously)` : '');
-  $('upstream').className = refused ? 'miss' : '';
-  // Other registries (proxy.remotes): namespace and repositories held, refused credentials marked.
+  // An unreachable upstream leaves cached images pullable (the instance stays ready): said here, not hidden.
+  const reachability = s.upstream.reachability;
+  const down = reachability?.state === 'unreachable';
+  $('upstream').textContent =
+    s.upstream.url +
+    (down ? ` (unreachable since ${clock(reachability.since)}: serving cached images only)` : '') +
+    (refused ? ` (credentials refused by ${creds.realm ?? 'the upstream'}: pulling anonymously)` : '');
+  $('upstream').className = down || refused ? 'miss' : '';
+  // Other registries (proxy.remotes): namespace and repositories held, unreachable and refused credentials marked.
   const others = (s.registries ?? []).filter((r) => !r.default);
   $('registries').textContent =
     others.length === 0
       ? ''
-      : ` · also ${others.map((r) => `${r.namespace} (${plural(r.store.repositories, 'repository', 'repositories')}${r.credentials?.state === 'refused' ? ', credentials refused' : ''})`).join(', ')}`;
+      : ` · also ${others.map((r) => `${r.namespace} (${plural(r.store.repositories, 'repository', 'repositories')}${r.reachability?.state === 'unreachable' ? ', unreachable' : ''}${r.credentials?.state === 'refused' ? ', credentials refused' : ''})`).join(', ')}`;
   show('store-size', s.store.bytes, formatBytes(s.store.bytes));
   show('store-blobs', s.store.blobs, plural(s.store.blobs, 'blob'));
   show('store-repositories', s.store.repositories, plural(s.store.repositories, 'repository', 'repositories'));
