@@ -148,6 +148,47 @@ describe('config check and serve: one validation path', () => {
     }
   });
 
+  it("config check's output is a config: read back, it passes and prints the same (durations in Go syntax, sizes with a unit)", async () => {
+    const passwordFile = path.join(dir, 'ghcr-password');
+    const htpasswd = path.join(dir, 'htpasswd');
+    writeFileSync(passwordFile, 'ghcr-secret\n');
+    writeFileSync(htpasswd, 'alice:$2y$05$AAAAAAAAAAAAAAAAAAAAAOyjUzD3BvS0BUBwE7eDnT9j3qAQ5AOgi\n');
+    const first = write('roundtrip.yml', {
+      log: { level: 'warning', fields: { service: 'mirror' } },
+      storage: {
+        filesystem: { rootdirectory: path.join(dir, 'store'), minfreespace: '2GB' },
+        delete: { enabled: 'yes' },
+        eviction: { maxsize: '85GiB', grace: '90s', keep: ['docker.io/library/alpine:*'] },
+      },
+      http: { addr: '127.0.0.1:0', sendtimeout: '1h30m', headertimeout: '1500ms', trustedproxies: '10.0.0.0/8, 127.0.0.1' },
+      auth: { htpasswd: { realm: 'r', path: htpasswd, throttle: { window: '2m' } } },
+      proxy: {
+        remoteurl: 'https://hub:pw@hubproxy.example.com',
+        namespace: 'docker.io',
+        username: 'hub',
+        password: 'a: b',
+        ttl: '24h',
+        remotes: [{ namespace: 'ghcr.io', passwordfile: passwordFile, username: 'me', ttl: '36h', prefix: 'ghcr' }],
+        warm: { schedule: '0 * * * *', images: ['alpine:3.20'], password: 'warm-secret', username: 'warm' },
+      },
+      redis: { addr: '127.0.0.1:6379', password: 'redis-secret', fleet: { lease: '15s' } },
+      notifications: { endpoints: [{ name: 'hook' }] },
+    });
+    const printed = await pullmirror(['config', 'check', first]);
+    assert.equal(printed.code, 0, printed.stderr);
+    for (const line of ['ttl: 24h', 'ttl: 36h', 'grace: 1m30s', 'sendtimeout: 1h30m', 'headertimeout: 1.5s', 'window: 2m', 'lease: 15s', 'minfreespace: 2GiB', 'maxsize: 85GiB', 'tagfreshness: 15s', 'backoff: 250ms']) {
+      assert.ok(printed.stdout.includes(` ${line}\n`), `${line} in:\n${printed.stdout}`);
+    }
+    assert.doesNotMatch(printed.stdout, /\b(604800000|86400000|90000)\b/, 'no milliseconds');
+    for (const secret of ['ghcr-secret', 'a: b', 'warm-secret', 'redis-secret', ':pw@']) assert.ok(!printed.stdout.includes(secret), `${secret} masked`);
+    const second = path.join(dir, 'roundtrip-printed.yml');
+    writeFileSync(second, printed.stdout);
+    const again = await pullmirror(['config', 'check', second]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, printed.stdout, 'the same effective config');
+    assert.equal(again.stderr.replace(second, 'FILE'), printed.stderr.replace(first, 'FILE'), 'the same warnings');
+  });
+
   it('a taken debug port is one line naming the address, exit status 1, no stack trace', async () => {
     const holder = createServer();
     await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));

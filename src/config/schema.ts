@@ -36,7 +36,7 @@ const duration = () =>
       ctx.addIssue({ code: 'custom', message: (error as Error).message });
       return z.NEVER;
     }
-  });
+  }).meta({ format: 'duration' }); // config check prints it back in Go syntax (printable.ts)
 /** A size in bytes: a number, or a string with a unit ("512MB", "20GiB"; units are binary). */
 const size = () =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -46,7 +46,7 @@ const size = () =>
       return z.NEVER;
     }
     return Math.floor(parsed);
-  });
+  }).meta({ format: 'size' }); // config check prints it back with a unit (printable.ts)
 /**
  * distribution keys pullmirror reads but has no use for: accepted, so old configs start, and
  * named in a warning when set (src/config/ignored-keys.ts says what each did in registry:2).
@@ -363,7 +363,7 @@ const remote = z
     message: 'a remote namespace must look like a registry host (a dot, a port, or localhost), so /v2/<namespace>/… can name it',
     path: ['namespace'],
   })
-  .transform((r) => ({ ...r, remoteurl: r.remoteurl ?? `https://${r.namespace}` }));
+  .transform(({ namespace, remoteurl, ...rest }) => ({ namespace, remoteurl: remoteurl ?? `https://${namespace}`, ...rest }));
 
 const proxy = z
   .strictObject({
@@ -390,7 +390,8 @@ const proxy = z
     /** ours: more registries, each with its own credentials and policies. */
     remotes: z.array(remote).default([]),
   })
-  .transform((p) => ({ ...p, namespace: p.namespace ?? defaultNamespace(p.remoteurl) }))
+  // namespace right after remoteurl whether given or not: config check prints the keys in this order.
+  .transform(({ remoteurl, namespace, ...rest }) => ({ remoteurl, namespace: namespace ?? defaultNamespace(remoteurl), ...rest }))
   .superRefine((p, ctx) => {
     // Every name a request may be routed by: a namespace (docker.io's aliases with it) or a prefix.
     const taken = new Map<string, string>();
