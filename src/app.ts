@@ -69,6 +69,10 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const caches = await buildCaches(config, logger, storage.paths);
   const remotes = new Remotes(config, logger.child({ component: 'upstream' }));
   const upstream = remotes.default.upstream;
+  // Which registry each upstream stands for, so a Docker Hub proxy taken for its own host shows at once.
+  for (const remote of remotes.all) {
+    logger.info('serving registry', { namespace: remote.namespace, upstream: remote.upstream.url.origin, default: remote.isDefault, ...(remote.prefix ? { prefix: remote.prefix } : {}) });
+  }
   const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage, remotes, stores.downloads);

@@ -69,7 +69,26 @@ export function loadConfig(options: LoadOptions = {}): Config {
   }
   const config = validate(raw, fromEnv);
   warnings.push(...ignoredKeyWarnings(raw));
+  const namespaceWarning = unstatedNamespaceWarning(raw, config);
+  if (namespaceWarning) warnings.push(namespaceWarning);
   return resolveSecretFiles(config, (message) => new ConfigError(withSource(message, fromEnv)));
+}
+
+/**
+ * A remoteurl that is not Docker Hub, without proxy.namespace, is served as the registry its
+ * host names. That is right for ghcr.io, and a trap for a company's Docker Hub proxy
+ * (`alpine` is no library/alpine, containerd's ?ns=docker.io finds nothing): said at every
+ * start and by config check, until the namespace is written down either way.
+ */
+function unstatedNamespaceWarning(raw: Record<string, unknown>, config: Config): string | undefined {
+  const proxy = raw.proxy as Record<string, unknown> | undefined;
+  if (proxy?.namespace !== undefined || config.proxy.namespace === 'docker.io') return undefined;
+  const ns = config.proxy.namespace;
+  return (
+    `proxy.remoteurl ${new URL(config.proxy.remoteurl).origin} is not Docker Hub and proxy.namespace is not set: ` +
+    `it is served as the registry ${ns} (containerd's ?ns=${ns}; "alpine" is not library/alpine). ` +
+    `If it is a Docker Hub proxy, set proxy.namespace: docker.io (REGISTRY_PROXY_NAMESPACE=docker.io); if it is ${ns} itself, set proxy.namespace: ${ns}`
+  );
 }
 
 /** `proxy.passwordfile: …` → `proxy.passwordfile (from REGISTRY_PROXY_PASSWORDFILE): …` when a variable set it. */
