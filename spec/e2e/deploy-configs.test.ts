@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { parse, parseAllDocuments, stringify } from 'yaml';
+import { parseDuration } from '../../src/config/duration.ts';
+import { parseSize } from '../../src/config/schema.ts';
 import { pushImage, randomLayer } from '../support/images.ts';
 import { cleanEnv, requireBinary, tempDir } from '../support/processes.ts';
 import { skopeoCopy } from '../support/skopeo.ts';
@@ -76,8 +78,10 @@ async function assertPasses(what: string, file: string, env: Env) {
   return result.effective;
 }
 
-/** Milliseconds as config check prints durations. */
-const seconds = (ms: number) => ms / 1000;
+/** Seconds of a duration as config check prints it (Go syntax, `60s`). */
+const seconds = (duration: string) => parseDuration(duration) / 1000;
+/** Bytes of a size as config check prints it (`85GiB`, or a number). */
+const bytes = (size: string | number) => parseSize(size) ?? NaN;
 const portOf = (addr: string) => Number(addr.slice(addr.lastIndexOf(':') + 1));
 
 // ---- The Dockerfile -------------------------------------------------------------------------
@@ -471,10 +475,10 @@ describe('the Kubernetes variants keep what a platform team checks', () => {
       assert.ok(claim, `the PersistentVolumeClaim ${claimName} is rendered`);
       assert.deepEqual(claim.spec.accessModes, expected.accessModes);
       assert.ok(
-        quantity(claim.spec.resources.requests.storage) >= effective.storage.eviction.maxsize + effective.storage.filesystem.minfreespace,
+        quantity(claim.spec.resources.requests.storage) >= bytes(effective.storage.eviction.maxsize) + bytes(effective.storage.filesystem.minfreespace),
         'the claim holds maxsize plus minfreespace',
       );
-      assert.ok(effective.storage.eviction.maxsize > 0, 'a size cap, so the store cannot fill the claim');
+      assert.ok(bytes(effective.storage.eviction.maxsize) > 0, 'a size cap, so the store cannot fill the claim');
 
       // Probes on the port the mirror listens on.
       assert.equal(container.ports[0].containerPort, port, 'containerPort is http.addr\'s port');

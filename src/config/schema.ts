@@ -37,10 +37,14 @@ const duration = () =>
       return z.NEVER;
     }
   }).meta({ format: 'duration' }); // config check prints it back in Go syntax (printable.ts)
+/** A size in bytes from a number or a string with a unit ("512MB", "20GiB"; units are binary); null when it is none. */
+export function parseSize(v: string | number): number | null {
+  return typeof v === 'number' ? v : parseBytes.parse(v.trim().replace(/iB$/i, 'B'));
+}
 /** A size in bytes: a number, or a string with a unit ("512MB", "20GiB"; units are binary). */
 const size = () =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
-    const parsed = typeof v === 'number' ? v : parseBytes.parse(v.trim().replace(/iB$/i, 'B'));
+    const parsed = parseSize(v);
     if (parsed === null || !Number.isFinite(parsed) || parsed < 0) {
       ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use bytes or a unit: 512MB, 20GB)` });
       return z.NEVER;
