@@ -1,4 +1,4 @@
-import { formatDuration, parseDuration } from '../config/duration.ts';
+import { parseDuration } from '../config/duration.ts';
 import type { GraceHeldBack } from '../eviction/plan.ts';
 import { sweep, sweepSettings, type SweepResult, type SweptItem } from '../eviction/sweeper.ts';
 import { createLogger } from '../logging/logger.ts';
@@ -163,3 +163,9 @@ function graceLine(held: GraceHeldBack, graceMs: number): string {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  return `${ms / 1000}s`;
+}

@@ -32,7 +32,7 @@ export function parseDuration(input: string | number): number {
  * Milliseconds as a Go duration that parseDuration reads back to the same number, the way Go
  * prints one but without zero units: `168h`, `1h30m`, `1.5s`, `500ms`, `0s`.
  */
-export function formatDuration(ms: number): string {
+export function formatGoDuration(ms: number): string {
   if (ms === 0) return '0s';
   if (ms < 1000) return `${ms}ms`;
   const hours = Math.floor(ms / 3_600_000);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { formatDuration } from './duration.ts';
+import { formatGoDuration } from './duration.ts';
 import { maskSecrets } from './load.ts';
 import { configSchema, type Config } from './schema.ts';
 
@@ -49,7 +49,7 @@ function render(node: Node, value: unknown): unknown {
   if (value === undefined || value === null) return value;
   const all = variants(node);
   const format = all.map(formatMeta).find((f) => f !== undefined);
-  if (format === 'duration' && typeof value === 'number') return formatDuration(value);
+  if (format === 'duration' && typeof value === 'number') return formatGoDuration(value);
   if (format === 'size' && typeof value === 'number') return formatSize(value);
   if (Array.isArray(value)) {
     const list = all.find((n) => def(n).type === 'array');

@@ -27,30 +27,26 @@ const int = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
 const percent = () =>
   z.preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(1).max(100));
-/** A Go-style duration ("30s", "168h"), turned into milliseconds. */
+/** A Go-style duration ("30s", "168h"), turned into milliseconds. Its `format` (and size's) lets config check print it back as written (printable.ts). */
 const duration = () =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
+  z.union([z.string(), z.number()]).meta({ format: 'duration' }).transform((v, ctx) => {
     try {
       return parseDuration(v);
     } catch (error) {
       ctx.addIssue({ code: 'custom', message: (error as Error).message });
       return z.NEVER;
     }
-  }).meta({ format: 'duration' }); // config check prints it back in Go syntax (printable.ts)
-/** A size in bytes from a number or a string with a unit ("512MB", "20GiB"; units are binary); null when it is none. */
-export function parseSize(v: string | number): number | null {
-  return typeof v === 'number' ? v : parseBytes.parse(v.trim().replace(/iB$/i, 'B'));
-}
+  });
 /** A size in bytes: a number, or a string with a unit ("512MB", "20GiB"; units are binary). */
 const size = () =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
-    const parsed = parseSize(v);
+  z.union([z.string(), z.number()]).meta({ format: 'size' }).transform((v, ctx) => {
+    const parsed = typeof v === 'number' ? v : parseBytes.parse(v.trim().replace(/iB$/i, 'B'));
     if (parsed === null || !Number.isFinite(parsed) || parsed < 0) {
       ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use bytes or a unit: 512MB, 20GB)` });
       return z.NEVER;
     }
     return Math.floor(parsed);
-  }).meta({ format: 'size' }); // config check prints it back with a unit (printable.ts)
+  });
 /**
  * distribution keys pullmirror reads but has no use for: accepted, so old configs start, and
  * named in a warning when set (src/config/ignored-keys.ts says what each did in registry:2).

@@ -10,7 +10,7 @@ export interface EvictionPolicy {
   ttlMs: number;
   /** A repository's own TTL when its registry has one (proxy.remotes[].ttl); ttlMs otherwise. */
   ttlFor?(repository: string): number;
-  /** Time (ms) after which anything written or used is protected (grace period): `now` - grace, or the wall clock's when a pass deletes. */
+  /** Wall-clock time (ms) after which anything written or used is protected (grace period). */
   protectedSince: number;
   /** Size cap in bytes (0: none) and its watermarks in percent. */
   maxSize: number;
