@@ -186,7 +186,7 @@ async function connectForStore(config: Config, logger: Logger, paths: StorePaths
   const result = ready ? await probe.probe() : ({ kind: 'unknown', reason: 'redis not ready' } as const);
   if (result.kind !== 'copy') {
     if (result.kind === 'unknown') probeLogger.debug('store probe: no answer yet', { reason: result.reason });
-    probe.start(() => onCopyFound(paths, id, probeLogger));
+    probe.start(() => void onCopyFound(paths, id, probeLogger));
     return { redis, probe };
   }
   const renewed = await renewStoreId(paths, id);
@@ -196,7 +196,7 @@ async function connectForStore(config: Config, logger: Logger, paths: StorePaths
   const own = createRedisConnection(config.redis, redisLogger, renewed);
   const ownProbe = new StoreProbe({ paths, redis: own, logger: probeLogger });
   if (await own.whenReady(Math.min(config.redis.dialtimeout, 2_000))) await ownProbe.probe();
-  ownProbe.start(() => onCopyFound(paths, renewed, probeLogger));
+  ownProbe.start(() => void onCopyFound(paths, renewed, probeLogger));
   return { redis: own, probe: ownProbe };
 }
 

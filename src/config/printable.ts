@@ -14,7 +14,18 @@ import { configSchema, type Config } from './schema.ts';
 type Node = z.core.$ZodType;
 type Format = 'duration' | 'size';
 
-const def = (node: Node) => node._zod.def as unknown as Record<string, any> & { type: string };
+/** The fields of zod's internal definitions this walk reads (zod types them per kind). */
+interface Def {
+  type: string;
+  innerType: Node;
+  in: Node;
+  out: Node;
+  options: Node[];
+  element: Node;
+  shape: Record<string, Node>;
+  valueType: Node;
+}
+const def = (node: Node) => node._zod.def as unknown as Def;
 const formatMeta = (node: Node): Format | undefined => (z.globalRegistry.get(node as z.ZodType) as { format?: Format } | undefined)?.format;
 
 /** The schemas `node` stands for, itself included (wrappers, pipes, unions), each once. */
@@ -31,7 +42,7 @@ function variants(node: Node): Node[] {
     case 'pipe':
       return [node, ...variants(d.in), ...variants(d.out)];
     case 'union':
-      return [node, ...(d.options as Node[]).flatMap(variants)];
+      return [node, ...d.options.flatMap(variants)];
     default:
       return [node];
   }
@@ -59,7 +70,7 @@ function render(node: Node, value: unknown): unknown {
     const object = all.find((n) => def(n).type === 'object');
     const record = all.find((n) => def(n).type === 'record');
     const out: Record<string, unknown> = {};
-    for (const [key, child] of Object.entries(value)) {
+    for (const [key, child] of Object.entries(value as Record<string, unknown>)) {
       const childNode: Node | undefined = object ? def(object).shape[key] : record ? def(record).valueType : undefined;
       out[key] = childNode ? render(childNode, child) : child;
     }
@@ -70,10 +81,11 @@ function render(node: Node, value: unknown): unknown {
 
 /** The config to print: secrets masked, durations and sizes as a config file writes them. */
 export function printableConfig(config: Config): unknown {
-  const masked = maskSecrets(config) as Record<string, any>;
+  type Upstream = { password?: unknown; passwordfile?: unknown };
+  const masked = maskSecrets(config) as { proxy: Upstream & { remotes: Upstream[] } };
   // A password read from passwordfile is not written beside it: the file says where it comes from.
-  for (const upstream of [masked.proxy, ...(masked.proxy?.remotes ?? [])]) {
-    if (upstream?.passwordfile !== undefined) delete upstream.password;
+  for (const upstream of [masked.proxy, ...masked.proxy.remotes]) {
+    if (upstream.passwordfile !== undefined) delete upstream.password;
   }
   return render(configSchema, masked);
 }

@@ -93,18 +93,18 @@ export class StoreProbe {
    * clone started within one interval of being made) is reported once through `onCopy`.
    */
   start(onCopy: () => void): void {
-    const tick = () => {
-      this.timer = setTimeout(async () => {
-        const result = await this.probe().catch((error: Error) => ({ kind: 'unknown', reason: error.message }) as ProbeResult);
-        if (result.kind === 'copy' && !this.reported) {
-          this.reported = true;
-          onCopy();
-        }
-        if (this.timer) tick();
-      }, PROBE_INTERVAL_MS);
-      this.timer.unref();
-    };
-    tick();
+    this.timer = setTimeout(() => void this.renew(onCopy), PROBE_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  private async renew(onCopy: () => void): Promise<void> {
+    const result = await this.probe().catch((error: Error): ProbeResult => ({ kind: 'unknown', reason: error.message }));
+    if (result.kind === 'copy' && !this.reported) {
+      this.reported = true;
+      onCopy();
+    }
+    // Stopped meanwhile: no next renewal.
+    if (this.timer) this.start(onCopy);
   }
 
   stop(): void {
