@@ -68,9 +68,9 @@ export function loadConfig(options: LoadOptions = {}): Config {
     fromEnv.set('redis.url', 'REDIS_URL');
   }
   const config = validate(raw, fromEnv);
-  warnings.push(...ignoredKeyWarnings(raw));
   const namespaceWarning = unstatedNamespaceWarning(raw, config);
   if (namespaceWarning) warnings.push(namespaceWarning);
+  warnings.push(...ignoredKeyWarnings(raw));
   return resolveSecretFiles(config, (message) => new ConfigError(withSource(message, fromEnv)));
 }
 

@@ -16,9 +16,9 @@ import type { Digest } from '../registry/digest.ts';
  *   ├── registries/<namespace>/repositories/<name>/  a repository of another registry (proxy.remotes), laid out
  *   │                                                 as above; blobs stay shared by digest in blobs/
  *   ├── _tmp/<instance>/<random>                      downloads in flight, renamed into blobs/ once verified
- *   ├── _store-id                                     random id of this store: instances sharing it share Redis keys
- *   └── _store-probe/<random>                         the last probe an instance wrote (store-probe.ts): tells a copy
- *                                                     of the store (a cloned volume, same id) from the store itself
+ *   └── _store-id                                     random id of this store: instances sharing it share Redis keys
+ *   (and _store-probe/<random>, beside _store-id:     the last probe an instance wrote (store-probe.ts); it tells a copy
+ *                                                     of the store, a cloned volume with the same id, from the store itself)
  *
  * Names and tags are validated before they get here (every name component matches
  * [a-z0-9]+(…)*, so it never starts with "_" or "."), and digests are lowercase hex, so no
