@@ -52,7 +52,8 @@ import { SignatureGate, type SignatureLookup } from './signatures/signature-gate
 import { FilesystemBlobStore } from './storage/blob-store.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
-import { storeId } from './storage/store-id.ts';
+import { renewStoreId, storeId } from './storage/store-id.ts';
+import { StoreProbe } from './storage/store-probe.ts';
 import { LiveStoreFigures } from './storage/store-stats.ts';
 import { TempArea } from './storage/temp-area.ts';
 import { Remotes } from './upstream/remotes.ts';
@@ -77,6 +78,10 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   const caches = await buildCaches(config, logger, storage);
   const remotes = new Remotes(config, logger.child({ component: 'upstream' }));
   const upstream = remotes.default.upstream;
+  // Which registry each upstream stands for, so a Docker Hub proxy taken for its own host shows at once.
+  for (const remote of remotes.all) {
+    logger.info('serving registry', { namespace: remote.namespace, upstream: remote.upstream.url.origin, default: remote.isDefault, ...(remote.prefix ? { prefix: remote.prefix } : {}) });
+  }
   const stores = buildStores(config, logger, storage, caches, remotes);
   const eviction = buildEviction(config, logger, storage, stores);
   const ops = buildOps(config, storage, remotes, stores.downloads);
@@ -131,6 +136,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await remotes.close();
       await caches.fleet.close();
       await caches.descriptors.close();
+      caches.probe?.stop();
       await caches.redis?.close();
       await storage.tempArea.stop().catch(() => {});
     },
@@ -173,22 +179,71 @@ interface Caches {
   redis?: RedisConnection;
   descriptors: DescriptorCache;
   fleet: FillCoordinator;
+  /** Renews this store's probe while the instance runs (with Redis). */
+  probe?: StoreProbe;
 }
 
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
 async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: Storage): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
   const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
-  const redis = redisWanted
-    ? (await import('./redis/redis-connection.ts')).createRedisConnection(config.redis, logger.child({ component: 'redis' }), await storeId(paths))
-    : undefined;
+  const connected = redisWanted ? await connectForStore(config, logger, paths) : undefined;
+  const redis = connected?.redis;
   const descriptors: DescriptorCache =
     redis && config.storage.cache.blobdescriptor === 'redis' ? new RedisDescriptorCache(redis) : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
   const fleet: FillCoordinator =
     redis && config.redis.fleet.enabled
       ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
-  return { redis, descriptors, fleet };
+  return { redis, descriptors, fleet, probe: connected?.probe };
+}
+
+/**
+ * The Redis connection under this store's id, once the store is known to be the one the id
+ * stands for: a store copied with its `_store-id` (a cloned volume) is told from the original
+ * by a probe (storage/store-probe.ts), said in the log, and given an id of its own, so its
+ * instances never wait for files only the original holds.
+ */
+async function connectForStore(config: Config, logger: Logger, paths: StorePaths): Promise<{ redis: RedisConnection; probe?: StoreProbe }> {
+  const { createRedisConnection } = await import('./redis/redis-connection.ts');
+  const redisLogger = logger.child({ component: 'redis' });
+  const id = await storeId(paths);
+  const redis = createRedisConnection(config.redis, redisLogger, id);
+  // A read-only store is not written, not even a probe; a store without an id shares no keys.
+  if (!id || config.storage.maintenance.readonly.enabled) return { redis };
+  const probeLogger = logger.child({ component: 'store' });
+  const probe = new StoreProbe({ paths, redis, logger: probeLogger });
+  // Redis that is down at start does not hold start-up longer: the renewals look again.
+  const ready = await redis.whenReady(Math.min(config.redis.dialtimeout, 2_000));
+  const result = ready ? await probe.probe() : ({ kind: 'unknown', reason: 'redis not ready' } as const);
+  if (result.kind !== 'copy') {
+    if (result.kind === 'unknown') probeLogger.debug('store probe: no answer yet', { reason: result.reason });
+    probe.start(() => void onCopyFound(paths, id, probeLogger));
+    return { redis, probe };
+  }
+  const renewed = await renewStoreId(paths, id);
+  probeLogger.warn(STORE_COPY_MESSAGE, { root: paths.root, copiedStoreId: id, storeId: renewed ?? null });
+  if (!renewed) return { redis };
+  await redis.close();
+  const own = createRedisConnection(config.redis, redisLogger, renewed);
+  const ownProbe = new StoreProbe({ paths, redis: own, logger: probeLogger });
+  if (await own.whenReady(Math.min(config.redis.dialtimeout, 2_000))) await ownProbe.probe();
+  ownProbe.start(() => void onCopyFound(paths, renewed, probeLogger));
+  return { redis: own, probe: ownProbe };
+}
+
+const STORE_COPY_MESSAGE =
+  'this store is a copy of another one (a cloned volume?): same _store-id, but the files instances write under that id are not here; ' +
+  'it takes an id of its own, so its instances and those of the original do not wait for each other\'s files';
+
+/** A copy found while running: the new id is written now and taken at the next start. */
+async function onCopyFound(paths: StorePaths, id: string, logger: Logger): Promise<void> {
+  const renewed = await renewStoreId(paths, id);
+  logger.error(`${STORE_COPY_MESSAGE}; restart this instance to use it (until then it shares Redis keys with the original's instances)`, {
+    root: paths.root,
+    copiedStoreId: id,
+    storeId: renewed ?? null,
+  });
 }
 
 interface Stores {

@@ -1,5 +1,7 @@
 /**
- * The oldest Node pullmirror runs on (package.json's engines; a test keeps them equal): type
+ * The oldest Node pullmirror runs on. Not in package.json's `engines`: the project brings its
+ * own Node 24 (the `node` devDependency), so the machine's Node need not be new, and npm would
+ * warn about it at every `npm ci` and `npx pullmirror` (a test keeps that dependency new enough). Type
  * stripping of the sources and net's reusePort (the SO_REUSEPORT acceptors; older Nodes fail to
  * listen with a misleading EADDRINUSE). Written without imports or newer syntax, so that an old
  * Node gets as far as this check.

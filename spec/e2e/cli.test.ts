@@ -4,8 +4,8 @@
  * the real binary (src/main.ts under this Node, the bundle under an old one).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,7 @@ import { after, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { nodeVersionProblem, REQUIRED_NODE } from '../../src/node-version.ts';
 import { runPullmirror, startMirror } from '../support/mirror.ts';
-import { tempDir } from '../support/processes.ts';
+import { cleanEnv, tempDir } from '../support/processes.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const run = promisify(execFile);
@@ -69,9 +69,11 @@ describe('the command line', () => {
 });
 
 describe('the Node version', () => {
-  it("is checked against package.json's engines before anything else, naming what is needed", () => {
-    const { engines } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
-    assert.equal(engines.node, `>=${REQUIRED_NODE.replace(/\.0$/, '')}`, 'REQUIRED_NODE is the engines field');
+  it("is checked before anything else, naming what is needed; the Node npm ci installs is new enough, and npm is not asked to check the machine's", () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    assert.equal(pkg.engines, undefined, 'no engines: npm would warn about the machine\'s Node at every npm ci and npx, though pullmirror runs on its own');
+    const bundled = /^\^?(\d+)\./.exec(pkg.devDependencies.node)?.[1];
+    assert.equal(nodeVersionProblem(`${bundled}.0.0`, 'node_modules/.bin/node'), undefined, `the node devDependency (${pkg.devDependencies.node}) is new enough`);
     assert.equal(nodeVersionProblem('24.21.0', '/x/node'), undefined);
     assert.equal(nodeVersionProblem(REQUIRED_NODE, '/x/node'), undefined);
     assert.equal(nodeVersionProblem('23.0.0', '/x/node'), undefined);
@@ -80,7 +82,7 @@ describe('the Node version', () => {
     assert.match(nodeVersionProblem('22.12.0', '/x') ?? '', /needs Node\.js 22\.18\.0/);
   });
 
-  it('an old Node running the bundle says what is needed instead of failing to listen', async (t) => {
+  it("an old Node running the bundle hands over to the project's Node 24: same output, signals and exit status passed on", async (t) => {
     const bundle = path.join(ROOT, 'dist/pullmirror.mjs');
     const system = '/usr/bin/node';
     let version: string;
@@ -90,11 +92,41 @@ describe('the Node version', () => {
       return t.skip(`no ${system} to try an old Node with`);
     }
     if (nodeVersionProblem(version, system) === undefined) return t.skip(`${system} is Node ${version}, new enough`);
+    const versionRun = await pullmirror(['--version'], { node: system, entry: bundle });
+    assert.equal(versionRun.code, 0, versionRun.stderr);
+    assert.match(versionRun.stdout, /^pullmirror \S+ \(Node 2[4-9]\./, 'the Node npm ci installed ran it');
+    assert.equal((await pullmirror(['gc', '--dryrun'], { node: system, entry: bundle })).code, 2, 'the exit status is passed on');
+    // A serving mirror under the hand-over stops cleanly on SIGTERM sent to the process started.
+    const log = path.join(work.path, 'handover.log');
+    writeFileSync(log, '');
+    const child = spawn(system, [bundle, 'serve'], {
+      env: { ...cleanEnv(['REGISTRY_', 'PULLMIRROR_']), REGISTRY_HTTP_ADDR: '127.0.0.1:0', REGISTRY_LOG_FORMATTER: 'json', REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: path.join(work.path, 'handover-store') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk) => (output += chunk));
+    child.stderr.on('data', (chunk) => (output += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const deadline = Date.now() + 20_000;
+    while (!output.includes('"listening"') && Date.now() < deadline && child.exitCode === null) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(output.includes('"listening"'), output);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, output);
+    assert.match(output, /"message":"stopped"/, 'the mirror itself got SIGTERM and drained');
+  });
+
+  it('an old Node running a bundle with no Node of its own beside it says what is needed instead of failing to listen', async (t) => {
+    const bundle = path.join(work.path, 'alone', 'dist', 'pullmirror.mjs');
+    mkdirSync(path.dirname(bundle), { recursive: true });
+    copyFileSync(path.join(ROOT, 'dist/pullmirror.mjs'), bundle);
+    const system = '/usr/bin/node';
+    let version: string;
     try {
-      readFileSync(bundle);
+      version = (await run(system, ['-p', 'process.versions.node'])).stdout.trim();
     } catch {
-      return t.skip('dist/pullmirror.mjs not built (npm test builds it)');
+      return t.skip(`no ${system} to try an old Node with`);
     }
+    if (nodeVersionProblem(version, system) === undefined) return t.skip(`${system} is Node ${version}, new enough`);
     const { code, stderr } = await pullmirror(['serve'], { node: system, entry: bundle, env: { REGISTRY_HTTP_ADDR: '127.0.0.1:0' } });
     assert.equal(code, 1);
     assert.match(stderr, new RegExp(`^pullmirror needs Node\\.js ${REQUIRED_NODE.replaceAll('.', '\\.')} or newer; this is Node ${version.replaceAll('.', '\\.')}`));
@@ -146,6 +178,47 @@ describe('config check and serve: one validation path', () => {
     } finally {
       await mirror.stop();
     }
+  });
+
+  it("config check's output is a config: read back, it passes and prints the same (durations in Go syntax, sizes with a unit)", async () => {
+    const passwordFile = path.join(dir, 'ghcr-password');
+    const htpasswd = path.join(dir, 'htpasswd');
+    writeFileSync(passwordFile, 'ghcr-secret\n');
+    writeFileSync(htpasswd, 'alice:$2y$05$AAAAAAAAAAAAAAAAAAAAAOyjUzD3BvS0BUBwE7eDnT9j3qAQ5AOgi\n');
+    const first = write('roundtrip.yml', {
+      log: { level: 'warning', fields: { service: 'mirror' } },
+      storage: {
+        filesystem: { rootdirectory: path.join(dir, 'store'), minfreespace: '2GB' },
+        delete: { enabled: 'yes' },
+        eviction: { maxsize: '85GiB', grace: '90s', keep: ['docker.io/library/alpine:*'] },
+      },
+      http: { addr: '127.0.0.1:0', sendtimeout: '1h30m', headertimeout: '1500ms', trustedproxies: '10.0.0.0/8, 127.0.0.1' },
+      auth: { htpasswd: { realm: 'r', path: htpasswd, throttle: { window: '2m' } } },
+      proxy: {
+        remoteurl: 'https://hub:pw@hubproxy.example.com',
+        namespace: 'docker.io',
+        username: 'hub',
+        password: 'a: b',
+        ttl: '24h',
+        remotes: [{ namespace: 'ghcr.io', passwordfile: passwordFile, username: 'me', ttl: '36h', prefix: 'ghcr' }],
+        warm: { schedule: '0 * * * *', images: ['alpine:3.20'], password: 'warm-secret', username: 'warm' },
+      },
+      redis: { addr: '127.0.0.1:6379', password: 'redis-secret', fleet: { lease: '15s' } },
+      notifications: { endpoints: [{ name: 'hook' }] },
+    });
+    const printed = await pullmirror(['config', 'check', first]);
+    assert.equal(printed.code, 0, printed.stderr);
+    for (const line of ['ttl: 24h', 'ttl: 36h', 'grace: 1m30s', 'sendtimeout: 1h30m', 'headertimeout: 1.5s', 'window: 2m', 'lease: 15s', 'minfreespace: 2GiB', 'maxsize: 85GiB', 'tagfreshness: 15s', 'backoff: 250ms']) {
+      assert.ok(printed.stdout.includes(` ${line}\n`), `${line} in:\n${printed.stdout}`);
+    }
+    assert.doesNotMatch(printed.stdout, /\b(604800000|86400000|90000)\b/, 'no milliseconds');
+    for (const secret of ['ghcr-secret', 'a: b', 'warm-secret', 'redis-secret', ':pw@']) assert.ok(!printed.stdout.includes(secret), `${secret} masked`);
+    const second = path.join(dir, 'roundtrip-printed.yml');
+    writeFileSync(second, printed.stdout);
+    const again = await pullmirror(['config', 'check', second]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, printed.stdout, 'the same effective config');
+    assert.equal(again.stderr.replace(second, 'FILE'), printed.stderr.replace(first, 'FILE'), 'the same warnings');
   });
 
   it('a taken debug port is one line naming the address, exit status 1, no stack trace', async () => {

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { parse, parseAllDocuments, stringify } from 'yaml';
+import { configSchema } from '../../src/config/schema.ts';
 import { pushImage, randomLayer } from '../support/images.ts';
 import { cleanEnv, isCI, requireBinary, tempDir } from '../support/processes.ts';
 import { skopeoCopy } from '../support/skopeo.ts';
@@ -60,7 +61,9 @@ function writeTemp(name: string, text: string): string {
  */
 async function configCheck(file: string, env: Env): Promise<Result & { effective?: any }> {
   const result = await exec(process.execPath, [BUNDLE, 'config', 'check', file], { ...cleanEnv(['REGISTRY_', 'PULLMIRROR_', 'REDIS_']), ...env });
-  return { ...result, effective: result.code === 0 ? parse(result.stdout) : undefined };
+  // What it prints is a config (durations in Go syntax, sizes with a unit): read back through
+  // the schema, it gives milliseconds and bytes, as the mirror uses them.
+  return { ...result, effective: result.code === 0 ? configSchema.parse(parse(result.stdout)) : undefined };
 }
 
 /**

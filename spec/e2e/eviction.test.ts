@@ -261,6 +261,22 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     await mirror.stop();
   });
 
+  it('gc --dry-run --now +200h shows what a pass in 200 hours would take: the grace period counts from that moment too', async () => {
+    // The defaults: proxy.ttl 168h, storage.eviction.grace 10m; the image was pulled a moment ago.
+    const mirror = await world.startMirror({ config: { proxy: { tagfreshness: '0' } } });
+    await pull(mirror, 'library/kept:1');
+    await sleep(200);
+    const before = storeFiles(mirror.root);
+    const plan = await gc(mirror, '--dry-run', '--now', '+200h');
+    assert.match(plan, /^dry run: 1 tags, 1 manifests, 3 blobs, .* to free; store .* -> 0 B/m, plan);
+    assert.match(plan, new RegExp(`would remove manifest library/kept@${images.kept.manifestDigest} \\(ttl, last used `));
+    assert.match(plan, /^grace period \(storage\.eviction\.grace 10m\) holds nothing back$/m);
+    // Ten minutes from now the grace period still holds what was pulled, and the TTL takes nothing yet.
+    assert.match(await gc(mirror, '--dry-run', '--now', '+5m'), /^dry run: 0 tags, 0 manifests, 0 blobs/m);
+    assert.deepEqual(storeFiles(mirror.root), before, 'a dry run changes nothing');
+    await mirror.stop();
+  });
+
   it('read-only maintenance mode serves the store, passes new content through, stores and evicts nothing', async () => {
     const filled = await world.startMirror({ config: NO_GRACE });
     await pull(filled, 'library/kept:1');

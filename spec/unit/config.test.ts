@@ -90,6 +90,60 @@ describe('config', () => {
     assert.throws(() => loadConfig({ env: { REGISTRY_PROXY_REMOTEURL: 'ftp://x' } }), /proxy\.remoteurl/);
   });
 
+  it('takes a string key from the environment as written (a password "a: b" is no mapping); only sections and lists are read as YAML', () => {
+    const config = loadConfig({
+      env: {
+        REGISTRY_PROXY_PASSWORD: 'a: b',
+        REGISTRY_PROXY_USERNAME: '[robot]',
+        REGISTRY_REDIS_PASSWORD: '{x}',
+        REGISTRY_AUTH_HTPASSWD_REALM: '- corp',
+        REGISTRY_PROXY_TTL: '24h',
+        REGISTRY_STORAGE_DELETE_ENABLED: 'yes',
+        REGISTRY_STORAGE_EVICTION_KEEP: '[docker.io/library/alpine:*, ghcr.io/acme/base:stable]',
+        REGISTRY_PROXY_REMOTES: '[{namespace: ghcr.io, password: "c: d"}]',
+        REGISTRY_LOG_FIELDS: '{service: mirror}',
+        REGISTRY_AUTH_HTPASSWD_PATH: '/etc/htpasswd',
+      },
+    });
+    assert.equal(config.proxy.password, 'a: b');
+    assert.equal(config.proxy.username, '[robot]');
+    assert.equal(config.redis.password, '{x}');
+    assert.equal(config.auth?.htpasswd?.realm, '- corp');
+    assert.equal(config.proxy.ttl, 24 * 3_600_000, 'a duration is still parsed');
+    assert.equal(config.storage.delete.enabled, true, 'a boolean is still parsed');
+    assert.deepEqual(config.storage.eviction.keep, ['docker.io/library/alpine:*', 'ghcr.io/acme/base:stable'], 'a list is YAML');
+    assert.equal(config.proxy.remotes[0].password, 'c: d', 'a section is YAML');
+    assert.deepEqual(config.log.fields, { service: 'mirror' });
+  });
+
+  it("never echoes a URL's user:password in a config error, however the URL is rejected", () => {
+    const secret = 's3cr3t-pw';
+    const attempts: [Record<string, string>, RegExp][] = [
+      [{ REGISTRY_PROXY_REMOTEURL: `ftp://hub:${secret}@hubproxy.example.com` }, /proxy\.remoteurl \(from REGISTRY_PROXY_REMOTEURL\): .*ftp:\/\/\*\*\*@hubproxy\.example\.com/],
+      [{ REGISTRY_PROXY_REMOTEURL: `https://hub:${secret}@hub proxy.example.com` }, /proxy\.remoteurl/],
+      // Long enough to be cut short in the message: the cut must not leave the password behind.
+      [{ REGISTRY_PROXY_REMOTEURL: `htps://a-very-long-robot-account-name:${secret}-${'x'.repeat(60)}@hubproxy.example.com` }, /proxy\.remoteurl/],
+      [{ REGISTRY_PROXY_REMOTES: `[{namespace: ghcr.io, remoteurl: "ftp://me:${secret}@ghcr.io"}]` }, /proxy\.remotes\.0\.remoteurl/],
+      [{ REGISTRY_REDIS_URL: `redis://:${secret}@redis:6379`, REGISTRY_REDIS_DB: 'x' }, /redis\.db/],
+    ];
+    for (const [env, message] of attempts) {
+      assert.throws(
+        () => loadConfig({ env }),
+        (error: Error) => {
+          assert.ok(error instanceof ConfigError);
+          assert.match(error.message, message);
+          assert.ok(!error.message.includes(secret), error.message);
+          assert.ok(!/hub:|robot-account-name:|me:/.test(error.message), `no user name either: ${error.message}`);
+          return true;
+        },
+      );
+    }
+    const dir = tempDir('pullmirror-config-redact');
+    const file = path.join(dir.path, 'config.yml');
+    writeFileSync(file, `proxy:\n  remoteurl: "https://hub:${secret}@hubproxy.example.com/v2 "\n  ttl: 168\n`);
+    assert.throws(() => loadConfig({ file, env: {} }), (error: Error) => !error.message.includes(secret) && /proxy\.ttl/.test(error.message));
+  });
+
   it('masks secrets when printed', () => {
     const config = loadConfig({ env: { REGISTRY_PROXY_USERNAME: 'bob', REGISTRY_PROXY_PASSWORD: 'hunter2' } });
     const printed = JSON.stringify(maskSecrets(config));

@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import { maskSecrets } from '../config/load.ts';
+import { printableConfig } from '../config/printable.ts';
 import { parseCommand, usageError, type CommandSpec } from './args.ts';
 import { loadConfigOrExit } from './config-arg.ts';
 
@@ -10,8 +10,9 @@ export const CONFIG_CHECK: CommandSpec = {
 Validates a config exactly as serve does before it listens (the schema, REGISTRY_* variables,
 then the files it names: htpasswd, TLS certificate and key) and prints the effective config,
 secrets masked; warnings (ignored registry:2 keys, stray REGISTRY_* variables) go to stderr.
-Exit status 0 when serve would start, 2 otherwise. Durations are printed in milliseconds and
-sizes in bytes, as the mirror uses them. Without a file: PULLMIRROR_CONFIG, else the defaults.`,
+Exit status 0 when serve would start, 2 otherwise. The output is itself a config file that
+means the same (durations in Go syntax, sizes with a binary unit; a masked secret reads back as
+"*****"). Without a file: PULLMIRROR_CONFIG, else the defaults.`,
   options: {},
   examples: ['pullmirror config check /etc/pullmirror/config.yml', 'REGISTRY_HTTP_ADDR=:5000 pullmirror config check'],
   maxPositionals: 1,
@@ -29,6 +30,6 @@ export async function config(args: string[]): Promise<void> {
   if (sub !== 'check') usageError(CONFIG, sub === undefined ? 'missing subcommand: check' : `unknown subcommand "${sub}"`);
   const { positionals } = parseCommand(CONFIG_CHECK, rest);
   const effective = loadConfigOrExit(positionals[0], { serving: true });
-  process.stdout.write(stringify(maskSecrets(effective)));
+  process.stdout.write(stringify(printableConfig(effective)));
   process.stderr.write(`pullmirror: configuration ${positionals[0] ?? process.env.PULLMIRROR_CONFIG ?? '(defaults and environment)'} is valid\n`);
 }

@@ -26,7 +26,7 @@ PULLMIRROR_CONFIG, else the defaults, with REGISTRY_* variables over it.`,
     now: {
       type: 'string',
       value: 'TIME',
-      help: 'measure the TTL from this moment: an ISO date, epoch milliseconds, or +DURATION from now (+200h)',
+      help: 'plan the pass at this moment (TTL and grace period count from it; a pass that deletes still keeps what the grace period of the real clock protects): an ISO date, epoch milliseconds, or +DURATION from now (+200h)',
       defaultText: 'now',
     },
   },
@@ -42,7 +42,8 @@ PULLMIRROR_CONFIG, else the defaults, with REGISTRY_* variables over it.`,
  * Safe beside a running mirror on the same store: fills in flight live in the mirror's own
  * temporary directory until verified, and anything written or used within the grace period
  * (storage.eviction.grace) stays. --now (an ISO date, epoch milliseconds, or +DURATION from now)
- * moves the clock the TTL is measured with, to preview what a later pass would take.
+ * moves the clock the pass is planned by, TTL and grace period alike, to preview what a later
+ * pass would take; a pass that deletes still keeps what the real clock's grace period protects.
  */
 export async function gc(args: string[]): Promise<void> {
   const { values, positionals } = parseCommand(GC, args);

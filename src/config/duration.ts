@@ -27,3 +27,16 @@ export function parseDuration(input: string | number): number {
   if (index === 0) throw new Error(`invalid duration "${input}"`);
   return total;
 }
+
+/**
+ * Milliseconds as a Go duration that parseDuration reads back to the same number, the way Go
+ * prints one but without zero units: `168h`, `1h30m`, `1.5s`, `500ms`, `0s`.
+ */
+export function formatGoDuration(ms: number): string {
+  if (ms === 0) return '0s';
+  if (ms < 1000) return `${ms}ms`;
+  const hours = Math.floor(ms / 3_600_000);
+  const minutes = Math.floor((ms % 3_600_000) / 60_000);
+  const seconds = Number(((ms % 60_000) / 1000).toFixed(6));
+  return `${hours ? `${hours}h` : ''}${minutes ? `${minutes}m` : ''}${seconds ? `${seconds}s` : ''}`;
+}

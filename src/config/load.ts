@@ -3,14 +3,14 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ignoredKeyWarnings } from './ignored-keys.ts';
 import { configSchema, SECRET_KEYS, type Config } from './schema.ts';
-import { namesKey } from './schema-paths.ts';
+import { namesKey, takesStructure } from './schema-paths.ts';
 import { resolveSecretFiles } from './secret-files.ts';
 import { arrayField, fields, stringField } from '../util/untrusted-json.ts';
 
-/** Thrown for any bad configuration; its message names the offending key. */
+/** Thrown for any bad configuration; its message names the offending key, and never a URL's user:password. */
 export class ConfigError extends Error {
   constructor(message: string) {
-    super(message);
+    super(redactUserinfo(message));
     this.name = 'ConfigError';
   }
 }
@@ -65,7 +65,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
       warnings.push(`${name} names no configuration key; ignored`);
       continue;
     }
-    setPath(raw, path, envValue(value));
+    setPath(raw, path, takesStructure(path) ? envValue(value) : value);
     fromEnv.set(path.join('.'), name);
   }
   // The usual REDIS_URL of container platforms, unless the distribution-style name is set.
@@ -74,9 +74,28 @@ export function loadConfig(options: LoadOptions = {}): Config {
     fromEnv.set('redis.url', 'REDIS_URL');
   }
   const config = validate(raw, fromEnv);
+  const namespaceWarning = unstatedNamespaceWarning(raw, config);
+  if (namespaceWarning) warnings.push(namespaceWarning);
   warnings.push(...ignoredKeyWarnings(raw));
   if (options.secrets === false) return config;
   return resolveSecretFiles(config, (message) => new ConfigError(withSource(message, fromEnv)));
+}
+
+/**
+ * A remoteurl that is not Docker Hub, without proxy.namespace, is served as the registry its
+ * host names. That is right for ghcr.io, and a trap for a company's Docker Hub proxy
+ * (`alpine` is no library/alpine, containerd's ?ns=docker.io finds nothing): said at every
+ * start and by config check, until the namespace is written down either way.
+ */
+function unstatedNamespaceWarning(raw: Record<string, unknown>, config: Config): string | undefined {
+  const proxy = raw.proxy as Record<string, unknown> | undefined;
+  if (proxy?.namespace !== undefined || config.proxy.namespace === 'docker.io') return undefined;
+  const ns = config.proxy.namespace;
+  return (
+    `proxy.remoteurl ${new URL(config.proxy.remoteurl).origin} is not Docker Hub and proxy.namespace is not set: ` +
+    `it is served as the registry ${ns} (containerd's ?ns=${ns}; "alpine" is not library/alpine). ` +
+    `If it is a Docker Hub proxy, set proxy.namespace: docker.io (REGISTRY_PROXY_NAMESPACE=docker.io); if it is ${ns} itself, set proxy.namespace: ${ns}`
+  );
 }
 
 /** `proxy.passwordfile: …` → `proxy.passwordfile (from REGISTRY_PROXY_PASSWORDFILE): …` when a variable set it. */
@@ -97,9 +116,9 @@ function sourceOf(key: string, fromEnv: Map<string, string>): string | undefined
   return names.length > 0 ? names.join(', ') : undefined;
 }
 
+/** A variable's value for a key that takes a section or a list: YAML for one, else the text. */
 function envValue(value: string): unknown {
-  // Scalars stay strings (the schema converts numbers and booleans), so that a password
-  // such as "0123" reaches us as written.
+  // Scalars stay strings (the schema converts numbers and booleans).
   try {
     const parsed: unknown = parseYaml(value);
     if (parsed !== null && typeof parsed === 'object') return parsed;
@@ -144,12 +163,23 @@ function describeValueIssue(key: string, issue: z.core.$ZodIssue): string {
   const secret = SECRET_KEYS.some((name) => secretPattern(name).test(key));
   // Scalars only: a section (storage.s3 with its secretkey) may hold secrets of its own.
   const scalar = typeof input === 'string' || typeof input === 'number' || typeof input === 'boolean';
-  const json = !scalar || secret ? undefined : JSON.stringify(input);
+  // Redacted before it is cut short, so no cut leaves a password without its "@".
+  const json = !scalar || secret ? undefined : redactUserinfo(JSON.stringify(input));
   if (json === undefined) return issue.message;
   const text = json.length > 80 ? `${json.slice(0, 77)}...` : json;
   if (issue.code === 'invalid_type') return `expected ${issue.expected}, got ${text}`;
   if (issue.message.includes(String(input))) return issue.message;
   return `${issue.message}, got ${text}`;
+}
+
+/**
+ * `scheme://user:password@host` → `scheme://***@host`, wherever a URL is quoted: a rejected
+ * remoteurl (a typo in the scheme, a space) still carries the upstream account's password.
+ * Everything from `://` to the last `@` before a space or quote goes, so a password holding
+ * `@` or `/` goes whole.
+ */
+export function redactUserinfo(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s"'`]*@/gi, '$1***@');
 }
 
 /** A SECRET_KEYS entry as a pattern of key paths: `*` is any one component (a list index), and keys below it count. */

@@ -83,3 +83,22 @@ export function schemaKeys(node: Node = configSchema, prefix = ''): SchemaKey[] 
   }
   return keys;
 }
+
+/**
+ * Whether the key at `path` takes a section or a list (proxy.remotes, storage.eviction.keep,
+ * log.fields, http.trustedproxies), so that a REGISTRY_* value is read as YAML. Any other key's
+ * value is taken as the text it is: a password `a: b` or `[x]` stays that string, and the
+ * schema converts numbers, booleans and durations from text as it does in a file.
+ */
+export function takesStructure(path: string[], node: Node = configSchema): boolean {
+  const inner = unwrap(node);
+  if (path.length === 0) return inner.some((n) => isOpaque(n) || ['object', 'record', 'array'].includes(def(n).type));
+  const [key, ...rest] = path;
+  return inner.some((n) => {
+    if (isOpaque(n)) return true;
+    const d = def(n);
+    if (d.type === 'object') return Object.hasOwn(d.shape, key) && takesStructure(rest, d.shape[key]);
+    if (d.type === 'record') return takesStructure(rest, d.valueType);
+    return false;
+  });
+}

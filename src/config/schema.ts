@@ -27,9 +27,9 @@ const int = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
 const percent = () =>
   z.preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(1).max(100));
-/** A Go-style duration ("30s", "168h"), turned into milliseconds. */
+/** A Go-style duration ("30s", "168h"), turned into milliseconds. Its `format` (and size's) lets config check print it back as written (printable.ts). */
 const duration = () =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
+  z.union([z.string(), z.number()]).meta({ format: 'duration' }).transform((v, ctx) => {
     try {
       return parseDuration(v);
     } catch (error) {
@@ -39,7 +39,7 @@ const duration = () =>
   });
 /** A size in bytes: a number, or a string with a unit ("512MiB", "20GiB"; KB, MB, GB are read as binary too: 1024-based). */
 const size = () =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
+  z.union([z.string(), z.number()]).meta({ format: 'size' }).transform((v, ctx) => {
     const parsed = typeof v === 'number' ? v : parseBytes.parse(v.trim().replace(/iB$/i, 'B'));
     if (parsed === null || !Number.isFinite(parsed) || parsed < 0) {
       ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use bytes or a binary unit: 512MiB, 20GiB)` });
@@ -396,7 +396,7 @@ const remote = z
     message: 'a remote namespace must look like a registry host (a dot, a port, or localhost), so /v2/<namespace>/… can name it',
     path: ['namespace'],
   })
-  .transform((r) => ({ ...r, remoteurl: r.remoteurl ?? `https://${r.namespace}` }));
+  .transform(({ namespace, remoteurl, ...rest }) => ({ namespace, remoteurl: remoteurl ?? `https://${namespace}`, ...rest }));
 
 const proxy = z
   .strictObject({
@@ -423,7 +423,8 @@ const proxy = z
     /** ours: more registries, each with its own credentials and policies. */
     remotes: z.array(remote).default([]),
   })
-  .transform((p) => ({ ...p, namespace: p.namespace ?? defaultNamespace(p.remoteurl) }))
+  // namespace right after remoteurl whether given or not: config check prints the keys in this order.
+  .transform(({ remoteurl, namespace, ...rest }) => ({ remoteurl, namespace: namespace ?? defaultNamespace(remoteurl), ...rest }))
   .superRefine((p, ctx) => {
     // Every name a request may be routed by: a namespace (docker.io's aliases with it) or a prefix.
     const taken = new Map<string, string>();

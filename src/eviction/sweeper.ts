@@ -40,7 +40,12 @@ export interface SweepSettings {
 export interface SweepOptions extends SweepSettings {
   paths: StorePaths;
   logger: Logger;
-  /** The clock for TTL and recency (default: now); wall time still decides the grace period. */
+  /**
+   * The clock the pass is planned by (default: now): TTL, recency and the grace period all count
+   * from it, so a dry run with a later `now` shows what a pass at that moment would take. A pass
+   * that deletes still keeps what was written or used within the grace period of the wall
+   * clock: a moved clock never takes a blob a client is pulling now.
+   */
   now?: number;
   dryRun?: boolean;
   hooks?: SweepHooks;
@@ -114,7 +119,8 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
 
 async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, 'maxEventLoopDelayMs'>> {
   const started = Date.now();
-  const protectedSince = started - options.graceMs;
+  const now = options.now ?? started;
+  const protectedSince = (options.dryRun ? now : Math.min(now, started)) - options.graceMs;
   const { plan, graceHeld, links: storedLinks, tags: storedTags, references } = await planPass(options, started, protectedSince);
   const grace = { graceHeld, graceMs: options.graceMs };
   const onItem = options.onItem ?? (() => {});

@@ -20,6 +20,8 @@ import type { Digest } from '../registry/digest.ts';
  *   │   └── <algorithm>-<hex>.<epoch>                 a download under a fleet lease: its name follows from the
  *   │                                                 lease (instance, epoch) and the digest, so a lease names no path
  *   └── _store-id                                     random id of this store: instances sharing it share Redis keys
+ *   (and _store-probe/<random>, beside _store-id:     the last probe an instance wrote (store-probe.ts); it tells a copy
+ *                                                     of the store, a cloned volume with the same id, from the store itself)
  *
  * Names and tags are validated before they get here (every name component matches
  * [a-z0-9]+(…)*, so it never starts with "_" or "."), and digests are lowercase hex, so no
@@ -141,5 +143,14 @@ export class StorePaths {
 
   storeId(): string {
     return join(this.root, '_store-id');
+  }
+
+  storeProbeDir(): string {
+    return join(this.root, '_store-probe');
+  }
+
+  /** `name` is 32 lowercase hex digits (checked by StoreProbe before it gets here). */
+  storeProbe(name: string): string {
+    return join(this.storeProbeDir(), name);
   }
 }

@@ -1,6 +1,6 @@
 import { ensureDir } from './ensure-dir.ts';
 import { randomBytes } from 'node:crypto';
-import { link, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import type { StorePaths } from './paths.ts';
 
 /**
@@ -40,4 +40,25 @@ async function readId(file: string): Promise<string> {
   const id = (await readFile(file, 'utf8')).trim();
   if (!/^[0-9a-f]{16}$/.test(id)) throw new Error(`${file}: not a store id`);
   return id;
+}
+
+/**
+ * A new id for a store found to be a copy of another (store-probe.ts): written over the old one
+ * (temp file, rename), so this store and its instances get Redis keys of their own. When the
+ * file no longer holds `copiedId`, another instance on this same copy renewed it first: its id
+ * is taken, so instances sharing the copy keep sharing. Undefined when it cannot be written.
+ */
+export async function renewStoreId(paths: StorePaths, copiedId: string): Promise<string | undefined> {
+  const file = paths.storeId();
+  try {
+    const current = await readId(file);
+    if (current !== copiedId) return current;
+    const temp = `${file}.${randomBytes(6).toString('hex')}`;
+    await writeFile(temp, `${randomBytes(8).toString('hex')}\n`, { flag: 'wx' });
+    await rename(temp, file);
+    // Read back: of two instances on the copy renewing at once, the last rename wins for both.
+    return await readId(file);
+  } catch {
+    return undefined;
+  }
 }
