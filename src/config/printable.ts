@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { formatGoDuration } from './duration.ts';
 import { maskSecrets } from './load.ts';
 import { configSchema, type Config } from './schema.ts';
+import { def, variants, type Node } from './schema-paths.ts';
 
 /*
  * The effective config as `config check` prints it: what the file would say to mean exactly
@@ -11,42 +12,9 @@ import { configSchema, type Config } from './schema.ts';
  * masked.
  */
 
-type Node = z.core.$ZodType;
 type Format = 'duration' | 'size';
 
-/** The fields of zod's internal definitions this walk reads (zod types them per kind). */
-interface Def {
-  type: string;
-  innerType: Node;
-  in: Node;
-  out: Node;
-  options: Node[];
-  element: Node;
-  shape: Record<string, Node>;
-  valueType: Node;
-}
-const def = (node: Node) => node._zod.def as unknown as Def;
 const formatMeta = (node: Node): Format | undefined => (z.globalRegistry.get(node as z.ZodType) as { format?: Format } | undefined)?.format;
-
-/** The schemas `node` stands for, itself included (wrappers, pipes, unions), each once. */
-function variants(node: Node): Node[] {
-  const d = def(node);
-  switch (d.type) {
-    case 'optional':
-    case 'nullable':
-    case 'default':
-    case 'prefault':
-    case 'readonly':
-    case 'catch':
-      return [node, ...variants(d.innerType)];
-    case 'pipe':
-      return [node, ...variants(d.in), ...variants(d.out)];
-    case 'union':
-      return [node, ...d.options.flatMap(variants)];
-    default:
-      return [node];
-  }
-}
 
 const SIZE_UNITS: [string, number][] = [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]];
 

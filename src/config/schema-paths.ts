@@ -7,24 +7,27 @@ import { configSchema } from './schema.ts';
  * leaves (the documentation test), which are accepted and ignored (start-up warnings).
  */
 
-type Node = z.core.$ZodType;
+export type Node = z.core.$ZodType;
 type Meta = { ignored?: boolean; unsupported?: boolean };
 
 /** The fields of zod's internal definitions this walk reads (zod types them per kind). */
-interface Def {
+export interface Def {
   type: string;
   innerType: Node;
   in: Node;
   out: Node;
   options: Node[];
+  element: Node;
   shape: Record<string, Node>;
   valueType: Node;
 }
-const def = (node: Node) => node._zod.def as unknown as Def;
+export const def = (node: Node) => node._zod.def as unknown as Def;
 const meta = (node: Node): Meta => (z.globalRegistry.get(node as z.ZodType) as Meta | undefined) ?? {};
 
-/** The schemas a wrapper stands for (optional, default, preprocess pipes, unions); itself otherwise. */
-function unwrap(node: Node): Node[] {
+const WRAPPERS = new Set(['optional', 'nullable', 'default', 'prefault', 'readonly', 'catch', 'pipe', 'union']);
+
+/** The schemas `node` stands for, itself included (wrappers, preprocess pipes, unions), each once. */
+export function variants(node: Node): Node[] {
   const d = def(node);
   switch (d.type) {
     case 'optional':
@@ -33,14 +36,19 @@ function unwrap(node: Node): Node[] {
     case 'prefault':
     case 'readonly':
     case 'catch':
-      return unwrap(d.innerType);
+      return [node, ...variants(d.innerType)];
     case 'pipe':
-      return [...unwrap(d.in), ...unwrap(d.out)];
+      return [node, ...variants(d.in), ...variants(d.out)];
     case 'union':
-      return (d.options).flatMap(unwrap);
+      return [node, ...d.options.flatMap(variants)];
     default:
       return [node];
   }
+}
+
+/** The schemas a wrapper stands for, without the wrappers; itself otherwise. */
+function unwrap(node: Node): Node[] {
+  return variants(node).filter((inner) => !WRAPPERS.has(def(inner).type));
 }
 
 function isOpaque(node: Node): boolean {

@@ -13,6 +13,7 @@ import type { Remote } from '../upstream/remotes.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 import { LocalFillCoordinator, type FillCoordinator } from '../fleet/fill-coordinator.ts';
 import type { ManifestGate } from '../signatures/signature-gate.ts';
+import { readWithin } from './small-blob.ts';
 
 /** Bytes of manifest content kept in memory for the hot by-digest path. */
 const CONTENT_CACHE_BYTES = 64 * 1024 * 1024;
@@ -289,16 +290,6 @@ function tagUnknownUpstream(): RegistryError {
   return new RegistryError('MANIFEST_UNKNOWN', undefined, { detail: { upstream: 404 } });
 }
 
-async function readLimited(body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of body) {
-    total += (chunk as Buffer).length;
-    if (total > limit) {
-      body.destroy();
-      throw new RegistryError('MANIFEST_INVALID', `upstream manifest larger than ${limit} bytes`, { status: 502 });
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+function readLimited(body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
+  return readWithin(body, limit, () => new RegistryError('MANIFEST_INVALID', `upstream manifest larger than ${limit} bytes`, { status: 502 }));
 }
