@@ -6,7 +6,8 @@ import { accessLogCounter } from '../support/access-log.ts';
 import { makeSigningKey, signImage, type SigningKey } from '../support/cosign.ts';
 import { pushImage, pushIndex, randomLayer, type PushedImage } from '../support/images.ts';
 import { startMirror, type RunningMirror } from '../support/mirror.ts';
-import { tempDir } from '../support/processes.ts';
+import { chromium } from 'playwright-core';
+import { findBinary, requireBinary, tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { blobPath } from '../support/store.ts';
 import { missingBinaries, MIRROR_ACCOUNT, PUSHER, startWorld, type World } from './fixtures.ts';
@@ -16,6 +17,8 @@ import { missingBinaries, MIRROR_ACCOUNT, PUSHER, startWorld, type World } from 
  * pushed by skopeo to the token-authenticated docker-registry (spec/support/cosign.ts), and
  * skopeo pulling through the mirror. What reached the upstream is read from its access log.
  */
+const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
+
 describe('signature policy: only images signed with a trusted key pull through the mirror', { skip: missingBinaries }, () => {
   let world: World;
   let mirror: RunningMirror;
@@ -193,7 +196,7 @@ describe('signature policy: only images signed with a trusted key pull through t
     assert.equal((await pull(mirror, 'open/unsigned:1')).manifest.digest, images['open/unsigned'].manifestDigest);
   });
 
-  it('counts what it verified and refused in the metrics and on the status JSON', async () => {
+  it('counts what it verified and refused in the metrics, on the status JSON and on the status page', async (t) => {
     const metrics = await (await fetch(`${mirror.url}/metrics`)).text();
     const figure = (result: string) => Number(new RegExp(`pullmirror_signature_checks_total\\{registry="${namespace.replace(/\./g, '\\.')}",result="${result}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
     assert.ok(figure('verified') >= 5, metrics.split('\n').filter((l) => l.includes('signature')).join('\n'));
@@ -205,6 +208,21 @@ describe('signature policy: only images signed with a trusted key pull through t
     assert.deepEqual(signatures.rules[1], { name: 'proxy.signatures.1', repositories: [`${namespace}/warned/*`], mode: 'warn', keys: [`proxy.signatures.1.keys.0 (${keys.trusted.publicKeyPath})`] });
     assert.ok(signatures.refused >= 3);
     assert.match(signatures.lastRefusal.reason, /no signature|wrong key|other identity/);
+
+    if (!requireBinary('chromium', t)) return;
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${mirror.url}/`);
+      await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 });
+      const rules = await page.locator('#signature-rules tr').allInnerTexts();
+      assert.equal(rules.length, 2, rules.join('\n'));
+      assert.match(rules[1], new RegExp(`${namespace.replace(/\./g, '\\.')}\\s+${namespace.replace(/\./g, '\\.')}/warned/\\*\\s+warn\\s+proxy\\.signatures\\.1\\.keys\\.0`));
+      const figures = await page.locator('#signature-figures').innerText();
+      assert.match(figures, new RegExp(`${signatures.verified} verified, ${signatures.refused} refused, ${signatures.warned} served in warn mode; last (refused|warned): `));
+    } finally {
+      await browser.close();
+    }
   });
 
   it('while upstream is down serves a digest verified earlier and refuses a cached one never verified', async () => {

@@ -35,6 +35,12 @@ const OVERVIEW = `<div class="cards">
   </div>
 </div>
 
+<div id="signatures" hidden>
+  <h2>Signature policy</h2>
+  <table><thead><tr><th>Registry</th><th>Repositories</th><th>Mode</th><th>Keys</th></tr></thead><tbody id="signature-rules"></tbody></table>
+  <p class="sub" id="signature-figures"></p>
+</div>
+
 `;
 
 const BROWSE = `<div class="crumbs" id="browse-crumbs"></div>

@@ -60,10 +60,19 @@ export interface Reachability {
   error?: string;
 }
 
+/** A registry's signature policy (proxy.signatures) and what it decided since start. */
+export interface SignaturePolicy {
+  rules: { name: string; repositories: string[]; mode: 'enforce' | 'warn'; keys: string[] }[];
+  verified: number;
+  refused: number;
+  warned: number;
+  lastRefusal: { repository: string; digest: string; reason: string; mode: 'enforce' | 'warn'; at: number } | null;
+}
+
 export interface StatusDocument {
   now: number;
   upstream: { url: string; rateLimit: RateLimit | null; credentials?: Credentials; reachability?: Reachability };
-  registries?: { namespace: string; default: boolean; store: { repositories: number }; credentials?: Credentials; reachability?: Reachability }[];
+  registries?: { namespace: string; default: boolean; store: { repositories: number }; credentials?: Credentials; reachability?: Reachability; signatures?: SignaturePolicy | null }[];
   store: { bytes: number; blobs: number; repositories: number };
   capacity?: Capacity;
   eviction?: { scheduled: boolean; reason?: string; nextRun: number | null; running: boolean; lastPass: { startedAt: number; freed: number } | null };

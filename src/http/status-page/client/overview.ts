@@ -59,6 +59,27 @@ function renderScope(s: StatusDocument): void {
   node.className = scope.kind === 'unavailable' ? 'due' : '';
 }
 
+/** The signature policy of every registry that has one: its rules, and what it verified and refused. */
+function renderSignatures(s: StatusDocument): void {
+  const policed = (s.registries ?? []).filter((r) => r.signatures);
+  $('signatures').hidden = policed.length === 0;
+  if (policed.length === 0) return;
+  $('signature-rules').replaceChildren(
+    ...policed.flatMap((r) =>
+      r.signatures!.rules.map((rule) =>
+        el('tr', {}, el('td', {}, r.namespace), el('td', {}, rule.repositories.join(', ')), el('td', { class: rule.mode === 'enforce' ? '' : 'due' }, rule.mode), el('td', {}, breakable(rule.keys.join(', ')))),
+      ),
+    ),
+  );
+  const lines = policed.map((r) => {
+    const p = r.signatures!;
+    const last = p.lastRefusal;
+    const refusal = last ? `; last ${last.mode === 'warn' ? 'warned' : 'refused'}: ${last.repository}@${last.digest.slice(0, 19)}… (${last.reason}) at ${clock(last.at)}` : '';
+    return `${r.namespace}: ${p.verified.toLocaleString('en')} verified, ${p.refused.toLocaleString('en')} refused, ${p.warned.toLocaleString('en')} served in warn mode${refusal}`;
+  });
+  $('signature-figures').replaceChildren(...lines.map((line) => el('span', { class: 'line' }, line)));
+}
+
 function render(s: StatusDocument): void {
   const creds = s.upstream.credentials;
   const refused = creds?.state === 'refused';
@@ -107,6 +128,7 @@ function render(s: StatusDocument): void {
   renderCapacity(s.capacity);
   renderEvictionCard(s.eviction);
   renderScope(s);
+  renderSignatures(s);
   $('updated').textContent = clock(s.now);
   $('updated').title = when(s.now);
   document.body.dataset.loaded = 'true';
