@@ -14,11 +14,6 @@ type FillState = 'running' | 'verified' | 'committed' | 'failed';
  * the socket keeps being read during a write, and the next write takes them all in one writev.
  */
 const MAX_BATCH = 1024 * 1024;
-/**
- * Bytes kept in memory behind what is written, so a client a little behind the fill still takes
- * them from memory rather than reading them back from the file.
- */
-const RETAINED = 1024 * 1024;
 
 const fillsCommitted = blobFills.labels('committed');
 const fillsFailed = blobFills.labels('failed');
@@ -27,16 +22,17 @@ const fillsFailed = blobFills.labels('failed');
  * One upstream download of one blob, shared by every client that wants it while it runs.
  * It owns the whole life of the download: the upstream chunks (resumed across dropped
  * connections, see ResumableBlobBody), the writer, the verification and the commit or the
- * abort. Clients only read what it wrote.
+ * abort. Clients only read what arrived.
  *
  * The bytes go to a temporary file and a running hash (the BlobWriter). A client that keeps up
- * with the download gets the chunks as they arrive, from memory, before they are even written
- * (the fill holds what it has not written yet, and the last RETAINED bytes it wrote); one that
- * falls behind reads them back from the file. So a late joiner starts from byte 0, a slow
- * client never holds memory or slows the download, and a client that leaves changes nothing for
- * the others. When the chunks end, the writer verifies digest and size and renames the file
- * into the store; only
- * then do readers end cleanly. On a mismatch or an upstream failure every reader fails, so the
+ * with the download gets the chunks as they arrive, from memory, before they are even written;
+ * one that falls behind reads them back from the file. The fill holds the chunks it has not
+ * written yet, and no more: chunks kept past their write live long enough to reach the old
+ * generation, and 16 cold clients' peak RSS rose by 60 MB with the last 1 MiB kept. So a late
+ * joiner starts from byte 0, a slow client never holds memory or slows the download, and a
+ * client that leaves changes nothing for the others. When the chunks end, the writer verifies
+ * digest and size and renames the file into the store; only then do readers end cleanly. On a
+ * mismatch or an upstream failure every reader fails, so the
  * client's connection is broken instead of ending as if the content were good.
  */
 export class BlobFill extends EventEmitter {
@@ -51,7 +47,7 @@ export class BlobFill extends EventEmitter {
   private written = 0;
   /** Bytes received from upstream: written, or held below until they are. */
   private arrived = 0;
-  /** The chunks of bytes [held[0].start, arrived), in order: not yet written, or RETAINED. */
+  /** The chunks of bytes [held[0].start, arrived), in order: those not written yet. */
   private held: Array<{ start: number; chunk: Buffer }> = [];
   /** Resolves when the fill is over, with the descriptor or the failure. */
   readonly done: Promise<BlobDescriptor>;
@@ -165,10 +161,10 @@ export class BlobFill extends EventEmitter {
     if (storeError) throw storeError;
   }
 
-  /** Lets go of the held chunks written more than RETAINED bytes ago. */
+  /** Lets go of the held chunks that are written. */
   private forgetWritten(): void {
     let drop = 0;
-    while (drop < this.held.length && this.held[drop].start + this.held[drop].chunk.length <= this.written - RETAINED) drop++;
+    while (drop < this.held.length && this.held[drop].start + this.held[drop].chunk.length <= this.written) drop++;
     if (drop > 0) this.held.splice(0, drop);
   }
 

@@ -11,7 +11,7 @@ const CHUNK = 128 * 1024;
  * keeps up. Reading one buffer per trip cost ~5 context switches per 128 KiB (perf stat of warm
  * GETs: 43 000 per GiB; 10 000 with batches), so a flowing client's read grows 1, 2, 4 buffers
  * while the socket takes each write at once. Not more: 512 KiB read and then written stays in
- * the core's L2 cache between the two copies, and 16 clients' batches stay within the pool.
+ * the core's L2 cache between the two copies (see also `out` below).
  */
 const MAX_BATCH = 4;
 
@@ -94,11 +94,11 @@ export async function sendFileRange(source: FileBytes, res: Writable, start: num
         // Not raced against the client leaving: the buffers go back to the pool only once the read is over.
         bytesRead = await readAt(source.fd, views(buffers, wanted), position);
       } catch (error) {
-        buffers.forEach(release);
+        for (const buffer of buffers) release(buffer);
         throw error;
       }
       if (bytesRead === 0) {
-        buffers.forEach(release);
+        for (const buffer of buffers) release(buffer);
         throw new Error('blob file shorter than expected');
       }
       let written = 0;
@@ -171,22 +171,34 @@ function takenThisTurn(write: Write): Promise<boolean> | boolean {
  * Chunk buffers kept between transfers. Allocating and freeing them per transfer leaves the
  * allocator's heap fragmented and the process's RSS high after a burst (and a CHUNK is at the
  * mmap threshold `npm start` sets: each would be an mmap, page faults and an munmap); reusing
- * them keeps memory at what the busiest moment needed, and no more than MAX_POOLED of them
- * (16 MiB: the batches of 16 flowing clients and more; past it, buffers become garbage that
- * waits for a GC, and 16 cold clients' peak RSS rose by 50 MB with a pool of 64).
+ * them keeps memory at what the busiest moment needed, and no more than MAX_POOLED of them.
  */
 const pool: Buffer[] = [];
-const MAX_POOLED = 128;
+const MAX_POOLED = 64;
+/**
+ * CHUNK buffers out of the pool now (being read into, or written). A batch gets buffers beyond
+ * its first only while fewer than MAX_POOLED are out: with many transfers at once every read is
+ * one buffer, as it was before batches. Without that bound, 400 readers that each read a few
+ * batches before stalling let go of ~1 200 buffers the pool cannot keep, garbage that waits for
+ * a GC (RSS per stalled reader in `npm run bench -- stall`: 114 KiB before batches, 157 KiB
+ * with them unbounded).
+ */
+let out = 0;
 
 /** `count` buffers for a transfer of `length` bytes: CHUNKs, or one smaller for a small blob. */
 function acquireBatch(count: number, length: number): Buffer[] {
   // Small blobs (configs, small layers) come from Node's shared slab when they can.
   if (length < CHUNK) return [Buffer.allocUnsafe(length)];
-  return Array.from({ length: count }, () => pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK));
+  const granted = 1 + Math.max(0, Math.min(count - 1, MAX_POOLED - out - 1));
+  out += granted;
+  return Array.from({ length: granted }, () => pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK));
 }
 
-function release(buffer: Buffer): void {
-  if (buffer.length === CHUNK && pool.length < MAX_POOLED) pool.push(buffer);
+/** A buffer is done with: back to the pool, unless a failed write may still hold it. */
+function release(buffer: Buffer, reusable = true): void {
+  if (buffer.length !== CHUNK) return;
+  out -= 1;
+  if (reusable && pool.length < MAX_POOLED) pool.push(buffer);
 }
 
 /** Closes a file descriptor, ignoring errors (it was only read). */
@@ -210,8 +222,8 @@ function writeChunk(res: Writable, chunk: Buffer, buffer?: Buffer): Write {
   write.done = new Promise<void>((resolve, reject) => {
     res.write(chunk, (error) => {
       write.settled = true;
+      if (buffer) release(buffer, !error);
       if (error) return reject(error);
-      if (buffer) release(buffer);
       resolve();
     });
   });
