@@ -9,8 +9,8 @@
  * - cold, 1 client (blob A): MiB/s, server CPU s per GiB (all threads, until stored);
  * - cold, 16 clients (blob B): wall s, upstream GETs carrying the blob, CPU s per GiB served;
  * - warm, 1 and 16 clients (blob B): MiB/s and CPU s per GiB, nginx too;
- * - warm, 1 client, pullmirror with auth.htpasswd and with auth.token (on the same store,
- *   measured right after one without auth), as a ratio to no auth;
+ * - warm, 1 client, pullmirror with auth.htpasswd and with auth.token, as a ratio to no auth
+ *   (three fresh processes on the same store, one after the other);
  * - pullmirror's peak RSS over the whole run (sampled every 100 ms).
  *
  * Server CPU is utime + stime of the server process from /proc/<pid>/stat (every thread).
@@ -300,6 +300,10 @@ export async function benchHitCase(log: Log, onCleanup: OnCleanup): Promise<numb
     await nginx.stop();
 
     log(`run ${run}: warm, 1 client, with auth.htpasswd and auth.token`);
+    // Each variant is a fresh process on the same store, none included: the mirror measured
+    // above has a warmed JIT and buffer pool, which a fresh one has not.
+    const withoutAuth = await startMirror({ remoteurl: registry.url, ...MIRROR_ACCOUNT, bundle: true, root: mirror.root });
+    onCleanup(`pullmirror (no auth) pid ${withoutAuth.process.pid}`, () => withoutAuth.stop());
     const withHtpasswd = await startMirror({
       remoteurl: registry.url,
       ...MIRROR_ACCOUNT,
@@ -319,10 +323,11 @@ export async function benchHitCase(log: Log, onCleanup: OnCleanup): Promise<numb
     const basic = `Basic ${Buffer.from(`${AUTH_USER.username}:${AUTH_USER.password}`).toString('base64')}`;
     const bearer = `Bearer ${clientTokens.issueToken(AUTH_USER.username, [{ type: 'repository', name: REPO, actions: ['pull'] }], { expiresIn: 3600 })}`;
     const auth = {
-      none: await warm(pm(blobB.digest), blobB.size, 1, WARM_1_SECONDS),
+      none: await warm({ url: blobUrl(withoutAuth.url, blobB.digest), pid: withoutAuth.process.pid }, blobB.size, 1, WARM_1_SECONDS),
       htpasswd: await warm({ url: blobUrl(withHtpasswd.url, blobB.digest), pid: withHtpasswd.process.pid, headers: { authorization: basic } }, blobB.size, 1, WARM_1_SECONDS),
       token: await warm({ url: blobUrl(withToken.url, blobB.digest), pid: withToken.process.pid, headers: { authorization: bearer } }, blobB.size, 1, WARM_1_SECONDS),
     };
+    await withoutAuth.stop();
     await withHtpasswd.stop();
     await withToken.stop();
     const peakRss = await rss.stop();
