@@ -44,6 +44,7 @@ import { benchGc } from './gc.ts';
 import { benchFleetCase } from './fleet.ts';
 import { benchLinkCase } from './link.ts';
 import { benchStallCase } from './stall.ts';
+import { benchHitCase } from './hit.ts';
 import { BLOB_MIB, blobPathInStore, GiB, MiB, ratio, readCpuSeconds, readProcMem, table, waitForFile, type ProcMem, type Row } from './measure.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -923,6 +924,8 @@ try {
     link: () => benchLinkCase(log, onCleanup),
     // 400 clients that stop reading a cached 256 MiB blob: memory, descriptors, http.sendtimeout (spec/bench/stall.ts).
     stall: () => benchStallCase(log, onCleanup),
+    // The blob path (issue 21): cold and warm next to distribution and nginx, auth on and off, BENCH_RUNS runs (spec/bench/hit.ts).
+    hit: () => benchHitCase(log, onCleanup),
   };
   const chosen = process.argv.slice(2);
   const unknown = chosen.filter((name) => !Object.hasOwn(cases, name));

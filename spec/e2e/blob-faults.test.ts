@@ -19,6 +19,7 @@ import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { pushImage, pushRandomBlob, randomLayer, sha256OfBody } from '../support/images.ts';
+import { sample, scrape } from '../support/prometheus.ts';
 import { mergeConfig, tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { eventually } from '../support/wait.ts';
 import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
@@ -420,6 +421,36 @@ describe('blob path faults: every source, every fault, bounded and leak-free', {
         assert.ok(await eventually(() => socketCount(mirror.process.pid) <= before, 8_000), `silent half requests still held: ${socketCount(mirror.process.pid) - before}`);
         for (const socket of silent) socket.destroy();
       } finally {
+        await mirror.stop();
+      }
+    });
+
+    it('own fill: a client that keeps up gets the chunks as they arrive, not read back from the file; one that is behind reads the file', async () => {
+      const blob = await freshBlob();
+      const mirror = await world.startMirror();
+      const url = `${mirror.url}/v2/${blob.repo}/blobs/${blob.digest}`;
+      const sent = async () => {
+        const samples = await scrape(`${mirror.url}/metrics`);
+        return { memory: sample(samples, 'pullmirror_fill_sent_bytes_total', { from: 'memory' }), file: sample(samples, 'pullmirror_fill_sent_bytes_total', { from: 'file' }) };
+      };
+      // Upstream paced at 2 MiB/s: a client that reads at once is always at the fill's front.
+      world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 2 * MiB, match: matchRequests('GET', /\/blobs\/sha256:/), times: 1 });
+      try {
+        const before = await sent();
+        // The other joins once the first has 4 MiB: behind what the fill holds in memory (what it has not written yet).
+        let joinLate!: () => void;
+        const halfway = new Promise<void>((resolve) => (joinLate = resolve));
+        const keepingUp = get(url, { onBytes: (n) => n >= 4 * MiB && joinLate() });
+        await halfway;
+        const fallingBehind = get(url);
+        assertBoundedOutcome(await keepingUp, blob, 'verified');
+        assertBoundedOutcome(await fallingBehind, blob, 'verified');
+        const after = await sent();
+        // Every byte but the last, which waits for the digest (the fill holds nothing it wrote).
+        assert.ok(after.memory - before.memory >= blob.size - 1, `the client that kept up took every byte from memory (${after.memory - before.memory} bytes from memory, ${after.file - before.file} from the file)`);
+        assert.ok(after.file - before.file >= 2 * MiB, `the client that joined late read from the file (${after.file - before.file} bytes)`);
+      } finally {
+        world.proxy.setFault(undefined);
         await mirror.stop();
       }
     });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
@@ -11,6 +11,7 @@ import { createLogger } from '../../src/logging/logger.ts';
 import { manifestReferences } from '../../src/registry/manifest-references.ts';
 const referencedBlobs = (bytes: Uint8Array) => manifestReferences(bytes).blobs;
 import { tempDir } from '../support/processes.ts';
+import { eventually } from '../support/wait.ts';
 
 const dir = tempDir('pullmirror-security-config');
 const logger = createLogger({ level: 'error', formatter: 'json', accesslog: { disabled: true, format: 'json' } });
@@ -116,6 +117,21 @@ describe('htpasswd', () => {
     assert.equal(await verify('bob', 'bobs-pass'), 'valid');
     assert.equal(await verify('carol', 'password'), 'invalid');
     assert.equal(await verify('nobody', 'rasmuslerdorf'), 'invalid');
+  });
+
+  it('takes an edited file in the background: no request looks at the file', async () => {
+    const file = path.join(dir.path, 'htpasswd-edited');
+    writeFileSync(file, `bob:${bcrypt.hashSync('bobs-pass', 4)}\n`);
+    const pool = new BcryptPool({ threads: 1, queue: 8, logger });
+    after(() => pool.close());
+    const htpasswd = new Htpasswd(file, logger, { pool, throttle: new LoginThrottle({ failures: 100, windowMs: 60_000, logger }), reloadCheckMs: 50 });
+    after(() => htpasswd.close());
+    assert.equal(htpasswd.userCount, 1);
+    writeFileSync(file, `bob:${bcrypt.hashSync('bobs-pass', 4)}\ndave:${bcrypt.hashSync('daves-pass', 4)}\n`);
+    const later = new Date(Date.now() + 10_000);
+    utimesSync(file, later, later);
+    assert.ok(await eventually(() => htpasswd.userCount === 2, 5000), 'the new user is loaded without any login');
+    assert.equal((await htpasswd.login('dave', 'daves-pass', '192.0.2.1')).kind, 'valid');
   });
 
   it('answers busy at once when every bcrypt thread is taken and the queue is full', async () => {

@@ -86,6 +86,25 @@ describe('TokenVerifier', () => {
     assert.throws(() => new TokenVerifier({ issuer: ISSUER, service: SERVICE, rootCertBundle: 'not pem' }), /no PEM certificate/);
   });
 
+  it('checks a valid token once and answers it from memory until it expires; refusals are checked every time', () => {
+    const fresh = new TokenVerifier({ issuer: ISSUER, service: SERVICE, jwks });
+    const exp = now() + 300;
+    const token = jwt({ alg: 'ES256', kid: 'ec-1' }, claims({ exp }), ec.privateKey);
+    for (let i = 0; i < 5; i++) {
+      const check = fresh.verify(token);
+      assert.ok(check.ok && check.subject === 'dave' && grants(check.access, 'library/app', 'pull'), JSON.stringify(check));
+    }
+    assert.equal(fresh.signaturesChecked, 1, 'one signature check for five requests with the same token');
+    // Past exp and the leeway the remembered verdict is gone: the token is refused as expired.
+    assert.deepEqual(fresh.verify(token, (exp + 61) * 1000), { ok: false, reason: 'expired' });
+    assert.ok(fresh.verify(token, (exp + 60) * 1000).ok, 'within the leeway it still holds');
+    const forged = `${token.slice(0, token.lastIndexOf('.'))}.${Buffer.alloc(64).toString('base64url')}`;
+    const before = fresh.signaturesChecked;
+    assert.deepEqual(fresh.verify(forged), { ok: false, reason: 'bad signature' });
+    assert.deepEqual(fresh.verify(forged), { ok: false, reason: 'bad signature' });
+    assert.equal(fresh.signaturesChecked, before + 2, 'a refused token is checked again');
+  });
+
   describe('with a certificate of rootcertbundle', { skip: findBinary('openssl') || process.env.CI === 'true' ? false : 'openssl missing' }, () => {
     const dir = tempDir('pullmirror-token-verifier');
     after(() => dir.cleanup());

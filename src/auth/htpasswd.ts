@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logging/logger.ts';
 import { loginRefusals } from '../metrics/metrics.ts';
@@ -9,7 +10,10 @@ import type { LoginThrottle } from './login-throttle.ts';
 
 /** How long a checked user:password pair's answer is kept without running bcrypt again. */
 const VERIFIED_TTL_MS = 60_000;
-/** How often the file's modification time is looked at, so an edited file takes effect. */
+/**
+ * How often the file's modification time is looked at, so an edited file takes effect: by a
+ * timer, never in a request (a stat per request was a system call on the hit path).
+ */
 const RELOAD_CHECK_MS = 5_000;
 /** What a 429 for a full bcrypt queue tells the client to wait: checks take well under a second. */
 const BUSY_RETRY_AFTER_S = 1;
@@ -43,7 +47,8 @@ export class Htpasswd {
   private readonly logger: Logger;
   private users = new Map<string, string>();
   private mtimeMs = 0;
-  private lastCheck = 0;
+  private readonly watch: NodeJS.Timeout;
+  private reloading = false;
   private readonly hmacKey = randomBytes(32);
   private readonly verified = new LRUCache<string, boolean>({ max: 10_000, ttl: VERIFIED_TTL_MS });
   private readonly inflight = new SingleFlight<LoginOutcome>();
@@ -56,22 +61,29 @@ export class Htpasswd {
   private dummyHash?: string;
 
   /** Reads the file; throws (naming the path) when it cannot be read, so start-up stops. */
-  constructor(path: string, logger: Logger, checks: { pool: BcryptPool; throttle: LoginThrottle }) {
+  constructor(path: string, logger: Logger, checks: { pool: BcryptPool; throttle: LoginThrottle; reloadCheckMs?: number }) {
     this.path = path;
     this.logger = logger;
     this.pool = checks.pool;
     this.throttle = checks.throttle;
-    this.load();
+    this.apply(readFileSync(path, 'utf8'), statSync(path).mtimeMs);
+    // Unref'd: the watch never keeps the process alive.
+    this.watch = setInterval(() => void this.reloadIfChanged(), checks.reloadCheckMs ?? RELOAD_CHECK_MS).unref();
+  }
+
+  /** Stops watching the file. */
+  close(): void {
+    clearInterval(this.watch);
   }
 
   get userCount(): number {
     return this.users.size;
   }
 
-  private load(): void {
-    const stat = statSync(this.path);
+  /** Takes the users of the file's `text`, as of its modification time `mtimeMs`. */
+  private apply(text: string, mtimeMs: number): void {
     const users = new Map<string, string>();
-    readFileSync(this.path, 'utf8')
+    text
       .split(/\r?\n/)
       .forEach((line, index) => {
         const trimmed = line.trim();
@@ -87,22 +99,24 @@ export class Htpasswd {
         users.set(user, hash);
       });
     this.users = users;
-    this.mtimeMs = stat.mtimeMs;
+    this.mtimeMs = mtimeMs;
     this.verified.clear();
     this.dummyHash = undefined;
   }
 
-  /** Re-reads the file when it changed (checked at most every few seconds); keeps the old users if it cannot. */
-  private reloadIfChanged(): void {
-    const now = Date.now();
-    if (now - this.lastCheck < RELOAD_CHECK_MS) return;
-    this.lastCheck = now;
+  /** Re-reads the file when it changed (the watch calls it every few seconds); keeps the old users if it cannot. */
+  private async reloadIfChanged(): Promise<void> {
+    if (this.reloading) return;
+    this.reloading = true;
     try {
-      if (statSync(this.path).mtimeMs === this.mtimeMs) return;
-      this.load();
+      const { mtimeMs } = await stat(this.path);
+      if (mtimeMs === this.mtimeMs) return;
+      this.apply(await readFile(this.path, 'utf8'), mtimeMs);
       this.logger.info('htpasswd reloaded', { path: this.path, users: this.users.size });
     } catch (error) {
       this.logger.warn('htpasswd reload failed; keeping the users loaded before', { path: this.path, error: (error as NodeJS.ErrnoException).code });
+    } finally {
+      this.reloading = false;
     }
   }
 
@@ -130,7 +144,6 @@ export class Htpasswd {
   async login(user: string, password: string, address: string): Promise<LoginOutcome> {
     const blockedFor = this.throttle.addressBlocked(address);
     if (blockedFor !== undefined) return this.refused({ kind: 'throttled', retryAfterS: blockedFor });
-    this.reloadIfChanged();
     const key = createHmac('sha256', this.hmacKey).update(user).update('\0').update(password).digest('base64');
     const known = this.verified.get(key);
     if (known !== undefined) return known ? { kind: 'valid' } : this.refused({ kind: 'invalid' });

@@ -1,4 +1,5 @@
 import { createHash, createPublicKey, verify, X509Certificate, type KeyObject } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 
 /** One grant of a token's `access` claim, as distribution's token servers write it. */
 export interface TokenAccess {
@@ -24,6 +25,20 @@ const ALGORITHMS: Record<string, { hash: string; keyType: 'rsa' | 'ec'; curve?: 
 const LEEWAY_S = 60;
 /** A token longer than this is refused before any parsing. */
 const MAX_TOKEN_LENGTH = 16 * 1024;
+/**
+ * Verified tokens remembered (by their text, at most this many and this many bytes of them): a
+ * client sends one token with every request of a pull, and a signature check costs more than
+ * the request it guards on the hit path.
+ */
+const VERIFIED_MAX = 1000;
+const VERIFIED_MAX_BYTES = 4 * 1024 * 1024;
+
+/** A verified token's verdict, good until `untilMs` (its exp with the leeway, or its x5c certificate's end). */
+interface Verified {
+  subject: string;
+  access: TokenAccess[];
+  untilMs: number;
+}
 
 export interface TokenVerifierOptions {
   /** The `iss` a token must carry (auth.token.issuer). */
@@ -53,6 +68,13 @@ export class TokenVerifier {
   private readonly roots: X509Certificate[];
   private readonly keys = new Map<string, KeyObject>();
   private readonly algorithms: Set<string>;
+  private readonly verified = new LRUCache<string, Verified>({ max: VERIFIED_MAX, maxSize: VERIFIED_MAX_BYTES, sizeCalculation: (_verdict, token) => token.length });
+  private signatures = 0;
+
+  /** Signatures checked so far: a token seen again before it expires is answered from memory. */
+  get signaturesChecked(): number {
+    return this.signatures;
+  }
 
   /** Throws naming what is wrong with the bundle or the JWKS, so start-up stops. */
   constructor(options: TokenVerifierOptions) {
@@ -75,8 +97,23 @@ export class TokenVerifier {
     this.algorithms = new Set(options.algorithms?.length ? options.algorithms : Object.keys(ALGORITHMS));
   }
 
+  /**
+   * A token's verdict. A valid one is remembered until it expires (exp plus the leeway, or the
+   * end of its x5c certificate if that comes first), so the same token again costs a lookup;
+   * a refused one is checked again every time (nothing a client sends can fill the memory
+   * with refusals, and a token refused for its nbf may become valid).
+   */
   verify(token: string, nowMs = Date.now()): TokenCheck {
     if (token.length > MAX_TOKEN_LENGTH) return { ok: false, reason: 'token too long' };
+    const known = this.verified.get(token);
+    if (known && nowMs <= known.untilMs) return { ok: true, subject: known.subject, access: known.access };
+    const check = this.check(token, nowMs);
+    if (check.ok) this.verified.set(token, { subject: check.subject, access: check.access, untilMs: check.untilMs });
+    else if (known) this.verified.delete(token);
+    return check.ok ? { ok: true, subject: check.subject, access: check.access } : check;
+  }
+
+  private check(token: string, nowMs: number): (TokenCheck & { ok: false }) | (Verified & { ok: true }) {
     const parts = token.split('.');
     if (parts.length !== 3) return { ok: false, reason: 'not a JWT' };
     const header = decodeJson(parts[0]);
@@ -85,12 +122,14 @@ export class TokenVerifier {
     const alg = typeof header.alg === 'string' ? header.alg : '';
     const algorithm = this.algorithms.has(alg) ? ALGORITHMS[alg] : undefined;
     if (!algorithm) return { ok: false, reason: `signing algorithm not accepted: ${alg.slice(0, 20)}` };
-    const key = this.signingKey(header, nowMs);
-    if (typeof key === 'string') return { ok: false, reason: key };
+    const signer = this.signingKey(header, nowMs);
+    if (typeof signer === 'string') return { ok: false, reason: signer };
+    const { key, notAfterMs } = signer;
     if (key.asymmetricKeyType !== algorithm.keyType || (algorithm.curve && key.asymmetricKeyDetails?.namedCurve !== algorithm.curve)) {
       return { ok: false, reason: `the signing key does not fit ${alg}` };
     }
     const signature = Buffer.from(parts[2], 'base64url');
+    this.signatures += 1;
     const signed = verify(algorithm.hash, Buffer.from(`${parts[0]}.${parts[1]}`), algorithm.keyType === 'ec' ? { key, dsaEncoding: 'ieee-p1363' } : key, signature);
     if (!signed) return { ok: false, reason: 'bad signature' };
     if (claims.iss !== this.issuer) return { ok: false, reason: 'wrong issuer' };
@@ -99,11 +138,12 @@ export class TokenVerifier {
     const now = nowMs / 1000;
     if (typeof claims.exp !== 'number' || now > claims.exp + LEEWAY_S) return { ok: false, reason: 'expired' };
     if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || now + LEEWAY_S < claims.nbf)) return { ok: false, reason: 'not yet valid' };
-    return { ok: true, subject: typeof claims.sub === 'string' ? claims.sub : '', access: accessOf(claims.access) };
+    const untilMs = Math.min((claims.exp + LEEWAY_S) * 1000, notAfterMs);
+    return { ok: true, subject: typeof claims.sub === 'string' ? claims.sub : '', access: accessOf(claims.access), untilMs };
   }
 
-  /** The key that signed the token, or why none is trusted. */
-  private signingKey(header: Record<string, unknown>, nowMs: number): KeyObject | string {
+  /** The key that signed the token and until when it may be trusted, or why none is trusted. */
+  private signingKey(header: Record<string, unknown>, nowMs: number): { key: KeyObject; notAfterMs: number } | string {
     if (Array.isArray(header.x5c)) {
       let chain: X509Certificate[];
       try {
@@ -125,9 +165,13 @@ export class TokenVerifier {
       const trusted = this.roots.some(
         (root) => root.fingerprint256 === top.fingerprint256 || (root.ca && top.checkIssued(root) && top.verify(root.publicKey)),
       );
-      return trusted ? chain[0].publicKey : 'x5c chain not signed by rootcertbundle';
+      if (!trusted) return 'x5c chain not signed by rootcertbundle';
+      return { key: chain[0].publicKey, notAfterMs: Math.min(...chain.map((cert) => new Date(cert.validTo).getTime())) };
     }
-    if (typeof header.kid === 'string') return this.keys.get(header.kid) ?? 'unknown kid';
+    if (typeof header.kid === 'string') {
+      const key = this.keys.get(header.kid);
+      return key ? { key, notAfterMs: Infinity } : 'unknown kid';
+    }
     return 'no x5c or kid in the header';
   }
 }

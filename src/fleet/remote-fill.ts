@@ -222,6 +222,11 @@ class FollowerBytes implements FileBytes {
     this.fill = fill;
   }
 
+  /** After a takeover, this instance's fill holds the latest chunks in memory; before, the file holds every readable byte. */
+  heldAt(position: number, max: number): Buffer | number {
+    return this.local?.heldAt ? this.local.heldAt(position, max) : Infinity;
+  }
+
   /** `wait` false: just get a descriptor open (openBytes), do not wait for bytes. */
   async readableUpTo(position: number, end: number, wait = true): Promise<number> {
     for (;;) {

@@ -73,6 +73,17 @@ export const servedBytes = new Tally({
   labelNames: ['source'],
 });
 
+/**
+ * Bytes of blobs being downloaded sent to clients, by where the send took them: `memory` (the
+ * fill's chunks as they arrived: the client kept up) or `file` (read back from the temporary
+ * file: the client fell behind, or joined late).
+ */
+export const fillSentBytes = new Tally({
+  name: 'pullmirror_fill_sent_bytes_total',
+  help: 'Bytes of blobs being downloaded sent to clients, by where they were taken from (memory: as they arrived; file: read back from the temporary file)',
+  labelNames: ['from'],
+});
+
 /** Time from sending an upstream request to its response headers. */
 export const upstreamDuration = new Histogram({
   name: 'pullmirror_upstream_request_duration_seconds',

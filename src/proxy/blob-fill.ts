@@ -28,13 +28,17 @@ const fillsFailed = blobFills.labels('failed');
  * One upstream download of one blob, shared by every client that wants it while it runs.
  * It owns the whole life of the download: the upstream chunks (resumed across dropped
  * connections, see ResumableBlobBody), the writer, the verification and the commit or the
- * abort. Clients only read what it wrote.
+ * abort. Clients only read what arrived.
  *
- * The bytes go to a temporary file and a running hash (the BlobWriter); readers tail that file
- * rather than a buffer, so a late joiner starts from byte 0, a slow client never holds memory
- * or slows the download, and a client that leaves changes nothing for the others. When the
- * chunks end, the writer verifies digest and size and renames the file into the store; only
- * then do readers end cleanly. On a mismatch or an upstream failure every reader fails, so the
+ * The bytes go to a temporary file and a running hash (the BlobWriter). A client that keeps up
+ * with the download gets the chunks as they arrive, from memory, before they are even written;
+ * one that falls behind reads them back from the file. The fill holds the chunks it has not
+ * written yet, and no more: chunks kept past their write live long enough to reach the old
+ * generation, and 16 cold clients' peak RSS rose by 60 MB with the last 1 MiB kept. So a late
+ * joiner starts from byte 0, a slow client never holds memory or slows the download, and a
+ * client that leaves changes nothing for the others. When the chunks end, the writer verifies
+ * digest and size and renames the file into the store; only then do readers end cleanly. On a
+ * mismatch or an upstream failure every reader fails, so the
  * client's connection is broken instead of ending as if the content were good.
  */
 export class BlobFill extends EventEmitter {
@@ -46,8 +50,12 @@ export class BlobFill extends EventEmitter {
   private readonly fence?: FillFence;
   private state: FillState = 'running';
   private failure?: Error;
-  /** Bytes written to the temporary file and visible to readers. */
+  /** Bytes written to the temporary file. */
   private written = 0;
+  /** Bytes received from upstream: written, or held below until they are. */
+  private arrived = 0;
+  /** The chunks of bytes [held[0].start, arrived), in order: those not written yet. */
+  private held: Array<{ start: number; chunk: Buffer }> = [];
   /** Resolves when the fill is over, with the descriptor or the failure. */
   readonly done: Promise<BlobDescriptor>;
 
@@ -74,6 +82,7 @@ export class BlobFill extends EventEmitter {
     this.fence = options.fence;
     // An adopted writer (fleet takeover) already holds bytes: they are readable at once.
     this.written = options.writer.written;
+    this.arrived = this.written;
     this.done = this.run(options.body);
     // Readers observe failures through their own streams; keep the process from seeing it as unhandled.
     this.done.catch(() => {});
@@ -98,6 +107,8 @@ export class BlobFill extends EventEmitter {
       if (this.fence && !(await this.fence.stillHeld())) throw lost?.reason ?? new Error("the blob's fleet lease was lost");
       await this.writer.persist();
       this.state = 'committed';
+      // Readers still sending take the rest from the file they have open.
+      this.held = [];
       fillsCommitted.inc();
       this.emit('progress');
       return descriptor;
@@ -107,6 +118,7 @@ export class BlobFill extends EventEmitter {
       body.close();
       await this.writer.abort();
       this.failure = lost?.aborted ? (lost.reason as Error) : (error as Error);
+      this.held = [];
       // Verified bytes stay good for readers that have the file open, even if they could not be
       // stored: only unverified content fails its readers.
       if (this.state !== 'verified') this.state = 'failed';
@@ -135,7 +147,7 @@ export class BlobFill extends EventEmitter {
         batchBytes = 0;
         await this.writer.writev(buffers);
         this.written = this.writer.written;
-        this.emit('progress');
+        this.forgetWritten();
       }
     };
     const kick = (): void => {
@@ -150,6 +162,9 @@ export class BlobFill extends EventEmitter {
     try {
       for await (const chunk of chunks) {
         if (storeError) break;
+        this.held.push({ start: this.arrived, chunk });
+        this.arrived += chunk.length;
+        this.emit('progress');
         batch.push(chunk);
         batchBytes += chunk.length;
         kick();
@@ -167,21 +182,44 @@ export class BlobFill extends EventEmitter {
     if (storeError) throw storeError;
   }
 
+  /** Lets go of the held chunks that are written. */
+  private forgetWritten(): void {
+    let drop = 0;
+    while (drop < this.held.length && this.held[drop].start + this.held[drop].chunk.length <= this.written) drop++;
+    if (drop > 0) this.held.splice(0, drop);
+  }
+
   /**
-   * The bytes of this blob for one client, as they arrive: readable up to what was written,
-   * failing if the fill fails, and complete only once the content has verified. The caller
-   * closes the descriptor.
+   * The bytes of this blob for one client, as they arrive: readable up to what arrived (from
+   * memory, or from the file once written), failing if the fill fails, and complete only once
+   * the content has verified. The caller closes the descriptor.
    */
   async openBytes(): Promise<FileBytes> {
     const fd = await this.openContent();
-    return { fd, readableUpTo: (position, end) => this.readableUpTo(position, end) };
+    return {
+      fd,
+      readableUpTo: (position, end) => this.readableUpTo(position, end),
+      heldAt: (position, max) => this.heldAt(position, max),
+    };
+  }
+
+  /** The bytes at `position` still in memory (a view of at most `max`), else how far the file holds them. */
+  private heldAt(position: number, max: number): Buffer | number {
+    const held = this.held;
+    if (held.length === 0 || position < held[0].start || position >= this.arrived) return this.written;
+    // Readers that keep up ask near the end: search from there.
+    let i = held.length - 1;
+    while (held[i].start > position) i--;
+    const { start, chunk } = held[i];
+    const offset = position - start;
+    return chunk.subarray(offset, offset + Math.min(max, chunk.length - offset));
   }
 
   private async readableUpTo(position: number, end: number): Promise<number> {
     for (;;) {
       // Checked first: once the content is known bad, not one more byte goes out.
       if (this.state === 'failed') throw this.failure ?? new Error('blob fill failed');
-      let limit = Math.min(this.written, end + 1);
+      let limit = Math.min(this.arrived, end + 1);
       // Hold back the last byte until the content has verified: with a Content-Length, a
       // client that has every byte sees a complete response, however we close afterwards.
       if (this.state === 'running') limit = Math.min(limit, end);

@@ -1,7 +1,8 @@
 import type { Writable } from 'node:stream';
+import { fillSentBytes } from '../metrics/metrics.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { BlobSource, ByteRange } from '../storage/readable-blob-store.ts';
-import { closeFd, sendFileRange, type FileBytes } from '../storage/send-file.ts';
+import { closeFd, sendFileRange, type FileBytes, type SentListener } from '../storage/send-file.ts';
 
 /**
  * A download in flight that any number of clients read as it lands: a fill of this instance
@@ -17,6 +18,12 @@ export interface SharedFill {
   readonly complete: boolean;
 }
 
+const sentFromMemory = fillSentBytes.cell('memory');
+const sentFromFile = fillSentBytes.cell('file');
+const countSent: SentListener = (bytes, from) => {
+  (from === 'memory' ? sentFromMemory : sentFromFile).value += bytes;
+};
+
 /** One client's view of a shared fill: a source like any other, that only sends bytes. */
 export function fillSource(digest: string, fill: SharedFill): BlobSource {
   return {
@@ -30,7 +37,7 @@ export function fillSource(digest: string, fill: SharedFill): BlobSource {
       const end = range?.end ?? (fill.size === undefined ? Number.MAX_SAFE_INTEGER : fill.size - 1);
       const bytes = await fill.openBytes();
       try {
-        await sendFileRange(bytes, res, start, end);
+        await sendFileRange(bytes, res, start, end, countSent);
       } finally {
         closeFd(bytes.fd);
       }
