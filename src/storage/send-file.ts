@@ -258,7 +258,12 @@ function closeGuard(res: Writable): { wait<T>(value: Promise<T> | T): Promise<T>
   else res.once('close', onClose);
   return {
     wait<T>(value: Promise<T> | T): Promise<T> {
-      if (lost) return Promise.reject(lost);
+      if (lost) {
+        // Nobody waits on `value` any more; its failure (a fill gone bad, a write to the closed
+        // socket) must not become an unhandled rejection, which ends the process.
+        if (value instanceof Promise) value.catch(() => {});
+        return Promise.reject(lost);
+      }
       return new Promise<T>((resolve, reject) => {
         interrupt = reject;
         Promise.resolve(value).then(resolve, reject);
