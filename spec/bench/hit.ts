@@ -14,7 +14,8 @@
  * - pullmirror's peak RSS over the whole run (sampled every 100 ms).
  *
  * Server CPU is utime + stime of the server process from /proc/<pid>/stat (every thread).
- * The clients (node:http, keep-alive, bodies counted) run in this process, on the same cores.
+ * Warm clients are wrk's (a C process; see `warm`), else node:http clients in this process;
+ * cold clients are node:http in this process (bodies hashed). All share the machine's cores.
  *
  * `npm run bench -- hit`; BENCH_RUNS=N, BENCH_BLOB_MIB=N for short runs while developing.
  * Needs docker-registry and nginx (Debian: apt-get install docker-registry nginx-light).
@@ -116,10 +117,61 @@ interface Flow {
   error?: string;
 }
 
-/** `clients` loops of whole GETs for `seconds`; MiB/s and server CPU s per GiB served. */
+/**
+ * `clients` loops of whole GETs for `seconds`; MiB/s and server CPU s per GiB served. With wrk
+ * on the machine (Debian: apt-get install wrk) the clients are wrk's, in a process of their
+ * own written in C: the in-process node:http clients cost about as much CPU as the server they
+ * measure (nginx with sendfile reached only 600–700 MiB/s through them), so on 2 cores they,
+ * not the server, set the ceiling. Without wrk, the in-process clients (said in the note).
+ */
 async function warm(server: Served, size: number, clients: number, seconds: number): Promise<Flow> {
   const check = await get(server.url, { headers: server.headers });
   if (check.status !== 200 || check.bytes !== size) return { cpuPerGiB: NaN, error: `warm-up GET: HTTP ${check.status} ${check.error ?? ''} (${check.bytes} bytes)` };
+  return WRK ? warmWithWrk(WRK, server, size, clients, seconds) : warmInProcess(server, size, clients, seconds);
+}
+
+const WRK = findBinary('wrk');
+
+/** wrk's own summary, exact (its usual output rounds bytes to 3 digits). */
+const WRK_SUMMARY_SCRIPT = `done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("pullmirror-bench %d %d %d %d %d %d %d %d\\n", summary.duration, summary.requests, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout))
+end
+`;
+
+async function warmWithWrk(wrk: string, server: Served, size: number, clients: number, seconds: number): Promise<Flow> {
+  const dir = tempDir('pullmirror-bench-wrk');
+  try {
+    const script = path.join(dir.path, 'summary.lua');
+    writeFileSync(script, WRK_SUMMARY_SCRIPT);
+    const headers = Object.entries(server.headers ?? {}).flatMap(([name, value]) => ['-H', `${name}: ${value}`]);
+    // One thread per core at most: wrk's threads share the 2 cores with the server.
+    const threads = Math.min(clients, Math.max(1, os.cpus().length));
+    const cpuBefore = await readCpuSeconds(server.pid);
+    const output = await new Promise<string>((resolve, reject) => {
+      const child = spawn(wrk, ['-t', String(threads), '-c', String(clients), '-d', `${seconds}s`, '--timeout', '60s', '-s', script, ...headers, server.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let text = '';
+      child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      child.once('error', reject);
+      child.once('exit', () => resolve(text));
+    });
+    const cpu = (await readCpuSeconds(server.pid)) - cpuBefore;
+    const line = /pullmirror-bench (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)/.exec(output);
+    if (!line) return { cpuPerGiB: NaN, error: `wrk printed no summary: ${output.trim().slice(0, 300)}` };
+    const [durationUs, requests, bytes, ...errors] = line.slice(1).map(Number);
+    const failed = errors.reduce((a, b) => a + b, 0);
+    // Bytes read include each answer's headers: count whole bodies only.
+    const served = requests * size;
+    if (failed > 0) return { cpuPerGiB: NaN, error: `wrk: ${failed} errors (connect/read/write/status/timeout ${errors.join('/')})` };
+    if (bytes < served) return { cpuPerGiB: NaN, error: `wrk read ${bytes} bytes for ${requests} answers of ${size}` };
+    return { mibps: served / MiB / (durationUs / 1e6), cpuPerGiB: cpu / (served / GiB) };
+  } finally {
+    await dir.cleanup();
+  }
+}
+
+async function warmInProcess(server: Served, size: number, clients: number, seconds: number): Promise<Flow> {
   let bytes = 0;
   let error: string | undefined;
   const cpuBefore = await readCpuSeconds(server.pid);
@@ -386,7 +438,7 @@ export async function benchHitCase(log: Log, onCleanup: OnCleanup): Promise<numb
   targets.push(target('peak RSS < 150 MB', peak < RSS_TARGET_BYTES, `${(peak / 1e6).toFixed(1)} MB (the highest of ${RUNS} runs)`));
 
   const loadAfter = os.loadavg();
-  const note = `${RUNS} run(s), ${BLOB_MIB} MiB blobs, ${os.cpus().length} cores, load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}, ${((Date.now() - started) / 1000).toFixed(0)} s. Cells: median (min–max) over the runs; ratios are per run. nginx: one process, sendfile on, serving pullmirror's stored file.`;
+  const note = `${RUNS} run(s), ${BLOB_MIB} MiB blobs, ${os.cpus().length} cores, load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}, ${((Date.now() - started) / 1000).toFixed(0)} s. Cells: median (min–max) over the runs; ratios are per run. nginx: one process, sendfile on, serving pullmirror's stored file. Warm clients: ${WRK ? 'wrk (out of process)' : 'node:http in the bench process (wrk not found)'}.`;
   const errors = runs.flatMap((r, i) =>
     Object.entries({ ...prefixed('cold1', r.cold1), ...prefixed('cold16', r.cold16), ...prefixed('warm1', r.warm1), ...prefixed('warm16', r.warm16), ...prefixed('auth', r.auth) })
       .filter(([, flow]) => flow.error)
