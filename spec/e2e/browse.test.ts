@@ -12,14 +12,14 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../support/chromium.ts';
 import { pushImage, pushIndex, randomLayer, type PushedImage, type PushedIndex } from '../support/images.ts';
 import { BUNDLE, runPullmirror, type RunningMirror } from '../support/mirror.ts';
-import { findBinary, requireBinary, tempDir } from '../support/processes.ts';
+import { requireBinary, tempDir } from '../support/processes.ts';
 import { skopeoCopy } from '../support/skopeo.ts';
 import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
-const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
 const TTL_S = 3;
 const OTHER = 'registry.k8s.io';
 
@@ -118,7 +118,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     await pull(`${OTHER}/team/web:1.0`);
     const pulledAt = Date.now();
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
     const errors: string[] = [];
     page.on('pageerror', (error) => errors.push(error.message));

@@ -9,16 +9,16 @@ import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../support/chromium.ts';
 import type { RunningMirror } from '../support/mirror.ts';
-import { findBinary, requireBinary, skipUnlessBinaries, tempDir } from '../support/processes.ts';
+import { requireBinary, skipUnlessBinaries, tempDir } from '../support/processes.ts';
 import { pushImage, randomLayer } from '../support/images.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
 import { skopeoCopy } from '../support/skopeo.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
-const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
 const SCREENS = process.env.PULLMIRROR_SCREENSHOTS || path.join(tmpdir(), `pullmirror-screens-${process.pid}`);
 
 async function shoot(page: Page, name: string): Promise<void> {
@@ -57,7 +57,7 @@ describe('fleet panel: every instance sharing the Redis, and the ones gone', { s
     const config = { redis: { addr: redis.addr, dialtimeout: '500ms', readtimeout: '1s', writetimeout: '1s' } };
     const root = path.join(store.path, 'store');
     const [a, b] = await Promise.all([world.startMirror({ bundle: true, root, config }), world.startMirror({ bundle: true, root, config })]);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 1200, height: 600 } });
     const errors: string[] = [];
     page.on('pageerror', (error) => errors.push(error.message));
@@ -138,7 +138,7 @@ describe('fleet panel: every instance sharing the Redis, and the ones gone', { s
     assert.ok(seen.fromAEnd - seen.localEnd < 2_000, `and its end within 2 s (${seen.fromAEnd - seen.localEnd} ms)`);
 
     // A's overview counts the pull B served, and says whose figures these are.
-    browser ??= await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    browser ??= await launchChromium();
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     const errors: string[] = [];
     page.on('pageerror', (error) => errors.push(error.message));

@@ -6,8 +6,8 @@ import { accessLogCounter } from '../support/access-log.ts';
 import { makeSigningKey, signImage, type SigningKey } from '../support/cosign.ts';
 import { pushImage, pushIndex, randomLayer, type PushedImage } from '../support/images.ts';
 import { startMirror, type RunningMirror } from '../support/mirror.ts';
-import { chromium } from 'playwright-core';
-import { findBinary, requireBinary, tempDir } from '../support/processes.ts';
+import { launchChromium, openLoadedPage } from '../support/chromium.ts';
+import { requireBinary, tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { blobPath } from '../support/store.ts';
 import { missingBinaries, MIRROR_ACCOUNT, PUSHER, startWorld, type World } from './fixtures.ts';
@@ -17,7 +17,6 @@ import { missingBinaries, MIRROR_ACCOUNT, PUSHER, startWorld, type World } from 
  * pushed by skopeo to the token-authenticated docker-registry (spec/support/cosign.ts), and
  * skopeo pulling through the mirror. What reached the upstream is read from its access log.
  */
-const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
 
 describe('signature policy: only images signed with a trusted key pull through the mirror', { skip: missingBinaries }, () => {
   let world: World;
@@ -210,11 +209,9 @@ describe('signature policy: only images signed with a trusted key pull through t
     assert.match(signatures.lastRefusal.reason, /no signature|wrong key|other identity/);
 
     if (!requireBinary('chromium', t)) return;
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    const browser = await launchChromium();
     try {
-      const page = await browser.newPage();
-      await page.goto(`${mirror.url}/`);
-      await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 });
+      const page = await openLoadedPage(browser, `${mirror.url}/`);
       const rules = await page.locator('#signature-rules tr').allInnerTexts();
       assert.equal(rules.length, 2, rules.join('\n'));
       assert.match(rules[1], new RegExp(`${namespace.replace(/\./g, '\\.')}\\s+${namespace.replace(/\./g, '\\.')}/warned/\\*\\s+warn\\s+proxy\\.signatures\\.1\\.keys\\.0`));

@@ -10,15 +10,15 @@ import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../support/chromium.ts';
 import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
 import type { RunningMirror } from '../support/mirror.ts';
-import { findBinary, requireBinary, tempDir } from '../support/processes.ts';
+import { requireBinary, tempDir } from '../support/processes.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
 /** Debian's chromium; playwright-core drives it (no browser download). */
-const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
 const SCREENS = process.env.PULLMIRROR_SCREENSHOTS || path.join(tmpdir(), `pullmirror-screens-${process.pid}`);
 
 async function shoot(page: Page, name: string): Promise<void> {
@@ -102,7 +102,7 @@ describe('status page: a real browser shows the numbers of a pull', { skip: miss
     const blobBytes = [...pulled.blobs.values()].reduce((a, b) => a + b, 0);
     const imageBytes = blobBytes + pulled.manifest.bytes.length;
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    browser = await launchChromium();
     // A laptop's width: the cards are at their narrowest.
     const page = await browser.newPage({ viewport: { width: 1024, height: 900 } });
     const errors: string[] = [];

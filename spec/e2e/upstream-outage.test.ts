@@ -9,16 +9,15 @@ import assert from 'node:assert/strict';
 import { renameSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium } from 'playwright-core';
+import { launchChromium, openLoadedPage } from '../support/chromium.ts';
 import { pushImage, randomLayer, type PushedImage } from '../support/images.ts';
 import type { RunningMirror } from '../support/mirror.ts';
-import { findBinary, requireBinary, tempDir } from '../support/processes.ts';
+import { requireBinary, tempDir } from '../support/processes.ts';
 import { sample, scrape } from '../support/prometheus.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { eventually } from '../support/wait.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
-const CHROMIUM = findBinary('chromium') ?? '/usr/bin/chromium';
 
 interface Readiness {
   status: number;
@@ -89,11 +88,9 @@ describe('readiness in an upstream outage: cached images still pull, so the inst
     assert.equal(status.upstream.reachability.state, 'unreachable');
 
     if (!requireBinary('chromium', t)) return;
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    const browser = await launchChromium();
     try {
-      const page = await browser.newPage();
-      await page.goto(`${mirror.url}/`);
-      await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 });
+      const page = await openLoadedPage(browser, `${mirror.url}/`);
       assert.match(await page.locator('#upstream').innerText(), /unreachable since .*: serving cached images only/);
     } finally {
       await browser.close();
