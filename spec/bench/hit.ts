@@ -296,7 +296,7 @@ export async function benchHitCase(log: Log, onCleanup: OnCleanup): Promise<numb
     log(`ERROR: hit needs docker-registry and nginx (Debian: apt-get install docker-registry nginx-light)`);
     return 1;
   }
-  const started = Date.now();
+  const started = performance.now();
   const loadBefore = os.loadavg();
   const work = tempDir('pullmirror-bench-hit');
   onCleanup('hit temp dir', () => work.cleanup());
@@ -438,7 +438,7 @@ export async function benchHitCase(log: Log, onCleanup: OnCleanup): Promise<numb
   targets.push(target('peak RSS < 150 MB', peak < RSS_TARGET_BYTES, `${(peak / 1e6).toFixed(1)} MB (the highest of ${RUNS} runs)`));
 
   const loadAfter = os.loadavg();
-  const note = `${RUNS} run(s), ${BLOB_MIB} MiB blobs, ${os.cpus().length} cores, load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}, ${((Date.now() - started) / 1000).toFixed(0)} s. Cells: median (min–max) over the runs; ratios are per run. nginx: one process, sendfile on, serving pullmirror's stored file. Warm clients: ${WRK ? 'wrk (out of process)' : 'node:http in the bench process (wrk not found)'}.`;
+  const note = `${RUNS} run(s), ${BLOB_MIB} MiB blobs, ${os.cpus().length} cores, load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}, ${((performance.now() - started) / 1000).toFixed(0)} s. Cells: median (min–max) over the runs; ratios are per run. nginx: one process, sendfile on, serving pullmirror's stored file. Warm clients: ${WRK ? 'wrk (out of process)' : 'node:http in the bench process (wrk not found)'}.`;
   const errors = runs.flatMap((r, i) =>
     Object.entries({ ...prefixed('cold1', r.cold1), ...prefixed('cold16', r.cold16), ...prefixed('warm1', r.warm1), ...prefixed('warm16', r.warm16), ...prefixed('auth', r.auth) })
       .filter(([, flow]) => flow.error)

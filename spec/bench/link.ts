@@ -163,14 +163,14 @@ interface Pull {
 }
 
 async function settledLink(link: LinkProxy): Promise<LinkStats> {
-  const deadline = Date.now() + 30_000;
+  const deadline = performance.now() + 30_000;
   let last = await link.stats();
-  let stableSince = Date.now();
-  while (Date.now() < deadline) {
+  let stableSince = performance.now();
+  while (performance.now() < deadline) {
     await sleep(250);
     const now = await link.stats();
-    if (now.bytesDown !== last.bytesDown || now.requests.length !== last.requests.length) stableSince = Date.now();
-    else if (Date.now() - stableSince >= 1000) return now;
+    if (now.bytesDown !== last.bytesDown || now.requests.length !== last.requests.length) stableSince = performance.now();
+    else if (performance.now() - stableSince >= 1000) return now;
     last = now;
   }
   return last;
@@ -416,14 +416,14 @@ export async function benchLinkCase(log: Log, onCleanup: OnCleanup): Promise<num
     log(`ERROR: link case needs ${missing.join(', ')} (Debian: apt-get install docker-registry skopeo)`);
     return 1;
   }
-  const started = Date.now();
+  const started = performance.now();
   const results: LinkBenchResult[] = [];
   for (let run = 1; run <= RUNS; run++) {
     if (RUNS > 1) log(`link: run ${run} of ${RUNS}`);
     const result = await benchLink(log, onCleanup);
     results.push(result);
     const { text, markdown, targets, notes } = reportLink(result);
-    const title = `pullmirror vs distribution through a ${result.link.mibps} MiB/s, ${result.link.rttMs} ms link — ${new Date().toISOString()}, ${((Date.now() - started) / 1000).toFixed(0)} s`;
+    const title = `pullmirror vs distribution through a ${result.link.mibps} MiB/s, ${result.link.rttMs} ms link — ${new Date().toISOString()}, ${((performance.now() - started) / 1000).toFixed(0)} s`;
     const targetLines = targets.map((t) => `${t.verdict.padEnd(4)}  ${t.name}: ${t.detail}`);
     process.stdout.write(['', title, '', text, '', 'Targets (informational):', ...targetLines.map((l) => `  ${l}`), '', 'Notes:', ...notes.map((n) => `  - ${n}`), ''].join('\n'));
     const base = writeResults(

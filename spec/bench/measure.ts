@@ -99,8 +99,8 @@ export function blobPathInStore(root: string, digest: string): string {
 
 /** Polls until `file` exists with `size` bytes; false after `timeoutMs`. */
 export async function waitForFile(file: string, size: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
     if (existsSync(file)) {
       try {
         if (statSync(file).size === size) return true;

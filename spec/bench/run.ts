@@ -240,16 +240,16 @@ const statusText = (statuses: Record<string, number>): string =>
 
 /** Wait until the upstream's logged request count for `digest` stopped changing for 1 s (max 30 s). */
 async function settledBlobGets(upstream: UpstreamRequests, digest: string): Promise<number> {
-  const deadline = Date.now() + 30_000;
+  const deadline = performance.now() + 30_000;
   let last = blobGets(upstream, digest);
-  let stableSince = Date.now();
-  while (Date.now() < deadline) {
+  let stableSince = performance.now();
+  while (performance.now() < deadline) {
     await sleep(200);
     const now = blobGets(upstream, digest);
     if (now !== last) {
       last = now;
-      stableSince = Date.now();
-    } else if (Date.now() - stableSince >= 1000) {
+      stableSince = performance.now();
+    } else if (performance.now() - stableSince >= 1000) {
       break;
     }
   }
@@ -573,7 +573,7 @@ const mib = (bytes: number | undefined): number | undefined => (bytes === undefi
 // ---------------------------------------------------------------------------
 
 async function main(): Promise<number> {
-  const benchStarted = Date.now();
+  const benchStarted = performance.now();
   const loadBefore = os.loadavg();
   const wrk = findBinary('/usr/bin/wrk') ?? findBinary('wrk');
   const missing = ['docker-registry', 'openssl'].filter((b) => !findBinary(b));
@@ -844,7 +844,7 @@ async function main(): Promise<number> {
 
   const { text, markdown } = table(rows);
   const targetLines = targets.map((t) => `${t.verdict.padEnd(4)}  ${t.name}: ${t.detail}`);
-  const elapsed = (Date.now() - benchStarted) / 1000;
+  const elapsed = (performance.now() - benchStarted) / 1000;
   const out = [
     '',
     `pullmirror vs distribution ${'(docker-registry proxy mode)'} — same local upstream, ${new Date().toISOString()}, ${elapsed.toFixed(0)} s`,

@@ -102,10 +102,10 @@ export async function benchScale(log: Log): Promise<number> {
   try {
     const root = path.join(work.path, 'store');
     log(`scale: generating ${SCALE_SHAPE.blobs} blobs, ${SCALE_SHAPE.images} tags in ${SCALE_SHAPE.repositories} repositories`);
-    const generating = Date.now();
+    const generating = performance.now();
     const shape = generateStore(root, log, SCALE_SHAPE);
     const warm = storeWarmBlob(root);
-    log(`scale: store generated in ${((Date.now() - generating) / 1000).toFixed(1)} s: ${shape.referenced} referenced blobs, ${shape.orphans} unreferenced, ${shape.staleImages} images past the TTL`);
+    log(`scale: store generated in ${((performance.now() - generating) / 1000).toFixed(1)} s: ${shape.referenced} referenced blobs, ${shape.orphans} unreferenced, ${shape.staleImages} images past the TTL`);
     const configFile = path.join(work.path, 'config.yml');
     writeFileSync(configFile, stringify({ version: '0.1', log: { level: 'error', formatter: 'json' }, storage: { filesystem: { rootdirectory: root } } }));
     log('scale: gc --dry-run');
@@ -123,7 +123,7 @@ export async function benchScale(log: Log): Promise<number> {
       config: { log: { level: 'info' }, storage: { delete: { enabled: true }, eviction: { schedule: passStart.expression } } },
     });
     const pid = mirror.process.pid;
-    const started = Date.now();
+    const started = performance.now();
     let phase: Phase = 'first walk';
     let passEnd = 0;
     const ops: (Sample & { path: string })[] = [];
@@ -180,7 +180,7 @@ export async function benchScale(log: Log): Promise<number> {
     for (;;) {
       const status = (await (await fetch(`${mirror.url}/api/status`)).json()) as { store: { complete: boolean; blobs: number } };
       if (status.store.complete) {
-        log(`scale: first walk done after ${((Date.now() - started) / 1000).toFixed(1)} s: ${status.store.blobs} blobs`);
+        log(`scale: first walk done after ${((performance.now() - started) / 1000).toFixed(1)} s: ${status.store.blobs} blobs`);
         break;
       }
       await sleep(200);
@@ -192,7 +192,7 @@ export async function benchScale(log: Log): Promise<number> {
     log('scale: eviction pass started');
     let finished: Record<string, any> | undefined;
     while (!(finished = lines().find((line) => line.message === 'eviction pass finished' || line.message === 'eviction pass failed'))) await sleep(20);
-    passEnd = Date.now();
+    passEnd = performance.now();
     phase = 'after';
     log(`scale: eviction pass ${finished.message}: ${JSON.stringify(finished)}`);
     await sleep(10_000);

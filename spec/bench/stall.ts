@@ -375,10 +375,10 @@ export async function benchStallCase(log: Log, onCleanup: OnCleanup): Promise<nu
     log('ERROR: stall case needs docker-registry (Debian: apt-get install docker-registry)');
     return 1;
   }
-  const started = Date.now();
+  const started = performance.now();
   const { results, notes } = await benchStall(log, onCleanup);
   const report = reportStall(results, notes);
-  const title = `Stalled clients: pullmirror vs distribution — ${new Date().toISOString()}, ${((Date.now() - started) / 1000).toFixed(0)} s`;
+  const title = `Stalled clients: pullmirror vs distribution — ${new Date().toISOString()}, ${((performance.now() - started) / 1000).toFixed(0)} s`;
   const targetLines = report.targets.map((t) => `${t.verdict.padEnd(4)}  ${t.name}: ${t.detail}`);
   process.stdout.write(['', title, '', report.text, '', 'Targets (informational):', ...targetLines.map((l) => `  ${l}`), '', 'Notes:', ...report.notes.map((n) => `  - ${n}`), ''].join('\n'));
   const base = writeResults(

@@ -581,7 +581,7 @@ describe('bad input: a generated corpus of malformed requests against the real m
   });
 
   it('survives a real TLS handshake attempt on the plain-HTTP port, then keeps answering', async () => {
-    const started = Date.now();
+    const started = performance.now();
     const outcome = await new Promise<string>((resolve) => {
       const socket = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, servername: 'registry.example' });
       const timer = setTimeout(() => {
@@ -603,7 +603,7 @@ describe('bad input: a generated corpus of malformed requests against the real m
       });
     });
     assert.match(outcome, /^(error|close)/, `TLS client: ${outcome}`);
-    assert.ok(Date.now() - started < 5_000);
+    assert.ok(performance.now() - started < 5_000);
     const problems = await run([req('GET', '/v2/', { status: [200] })]);
     assert.deepEqual(problems, []);
   });

@@ -13,11 +13,11 @@ import { missingBinaries, MIRROR_ACCOUNT, PUSHER, startWorld, type World } from 
 const WRONG = 'not-the-mirror-password-42';
 
 async function logLine(mirror: RunningMirror, pattern: RegExp): Promise<Record<string, any>> {
-  const deadline = Date.now() + 10_000;
+  const deadline = performance.now() + 10_000;
   for (;;) {
     const line = mirror.logLines().find((entry) => pattern.test(String(entry.message)));
     if (line) return line;
-    if (Date.now() > deadline) throw new Error(`no log line matching ${pattern}:\n${mirror.process.readLog()}`);
+    if (performance.now() > deadline) throw new Error(`no log line matching ${pattern}:\n${mirror.process.readLog()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }

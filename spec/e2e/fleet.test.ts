@@ -150,11 +150,11 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       const url = (m: RunningMirror) => `${m.url}/v2/library/fleet/blobs/${blob.digest}`;
       const held = Array.from({ length: 3 }, () => pull(url(a)));
       // A holds the download once its temp file exists; then B's clients join as followers.
-      const deadline = Date.now() + 10_000;
-      while (!a.logLines().some((line) => line.message === 'blob fill started') && Date.now() < deadline) await sleep(20);
+      const deadline = performance.now() + 10_000;
+      while (!a.logLines().some((line) => line.message === 'blob fill started') && performance.now() < deadline) await sleep(20);
       const progress = Array.from({ length: 3 }, () => ({ bytes: 0 }));
       const followed = progress.map((p) => pull(url(b), p));
-      while (progress.some((p) => p.bytes < MiB) && Date.now() < deadline) await sleep(20);
+      while (progress.some((p) => p.bytes < MiB) && performance.now() < deadline) await sleep(20);
       assert.ok(progress.every((p) => p.bytes >= MiB), `B's clients receive bytes before the kill; B log:\n${b.process.readLog()}`);
       process.kill(a.process.pid, 'SIGKILL');
       await a.process.exited;
@@ -193,9 +193,9 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     try {
       const url = (m: RunningMirror) => `${m.url}/v2/library/fleet/blobs/${blob.digest}`;
       const held = Array.from({ length: 2 }, () => pull(url(a)));
-      const deadline = Date.now() + 20_000;
+      const deadline = performance.now() + 20_000;
       const until = async (what: string, check: () => boolean) => {
-        while (!check() && Date.now() < deadline) await sleep(20);
+        while (!check() && performance.now() < deadline) await sleep(20);
         assert.ok(check(), `${what}; A log:\n${a.process.readLog()}\nB log:\n${b.process.readLog()}`);
       };
       await until('A holds the download', () => a.logLines().some((line) => line.message === 'blob fill started'));
@@ -270,8 +270,8 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       if (!(await redis.command('PING').catch(() => ''))) await redis.start();
     }
     try {
-      const deadline = Date.now() + 10_000;
-      while (![a, b].every((m) => m.logLines().some((line) => line.message === 'redis reachable again')) && Date.now() < deadline) await sleep(100);
+      const deadline = performance.now() + 10_000;
+      while (![a, b].every((m) => m.logLines().some((line) => line.message === 'redis reachable again')) && performance.now() < deadline) await sleep(100);
       for (const m of [a, b]) assert.ok(m.logLines().some((line) => line.message === 'redis reachable again'));
       // The descriptor cache works again: a warm HEAD (what the cache answers; a GET opens the
       // file and asks no cache) writes the blob's descriptor back to Redis.

@@ -18,11 +18,11 @@ const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:
 
 /** Polls the mirror's output for a line (the access lines are written at the end of a turn). */
 async function lineMatching(mirror: RunningMirror, pattern: RegExp): Promise<string> {
-  const deadline = Date.now() + 5_000;
+  const deadline = performance.now() + 5_000;
   for (;;) {
     const line = readFileSync(mirror.process.logFile, 'utf8').split('\n').find((l) => pattern.test(l));
     if (line) return line;
-    if (Date.now() > deadline) throw new Error(`no line matching ${pattern}:\n${mirror.process.readLog()}`);
+    if (performance.now() > deadline) throw new Error(`no line matching ${pattern}:\n${mirror.process.readLog()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }

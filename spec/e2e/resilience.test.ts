@@ -15,9 +15,9 @@ import { MIRROR_ACCOUNT, missingBinaries, PUSHER, startWorld, type World } from 
 const FAST = { proxy: { tagfreshness: '0', timeouts: { connect: '1s', headers: '1s', bodyidle: '2s' }, resume: { retries: 3, backoff: '50ms' } } };
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const started = Date.now();
+  const started = performance.now();
   const value = await fn();
-  return { value, ms: Date.now() - started };
+  return { value, ms: performance.now() - started };
 }
 
 describe('resilience: upstream failures, limits, interruptions, crashes, a full store', { skip: missingBinaries }, () => {
@@ -182,8 +182,8 @@ describe('resilience: upstream failures, limits, interruptions, crashes, a full 
     world.proxy.setFault({ kind: 'stall-after', bytes: 1024 * 1024, match: matchRequests('GET', new RegExp(`/blobs/${digest}$`)) });
     const client = fetch(`${first.url}/v2/library/app/blobs/${digest}`).then((r) => r.arrayBuffer());
     client.catch(() => {});
-    const deadline = Date.now() + 10_000;
-    while (tempFiles(first.root).length === 0 && Date.now() < deadline) await sleep(50);
+    const deadline = performance.now() + 10_000;
+    while (tempFiles(first.root).length === 0 && performance.now() < deadline) await sleep(50);
     assert.equal(tempFiles(first.root).length, 1, `a download in flight; mirror log:\n${first.process.readLog()}`);
     process.kill(first.process.pid, 'SIGKILL');
     await first.process.exited;

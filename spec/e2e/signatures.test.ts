@@ -84,9 +84,9 @@ describe('signatures: cosign attachments through the mirror', { skip: missingBin
       assert.equal((await again.json()).errors[0].code, 'MANIFEST_UNKNOWN');
       assert.equal(asked(), 1, 'the 404 was remembered: upstream was not asked again within the window');
       const signature = await signImage({ registry: upstreamHost, creds: PUSH_CREDS, name: 'library/unsigned', subject: unsigned.manifestDigest, key, reference: `${upstreamHost}/library/unsigned` });
-      const deadline = Date.now() + 15_000;
+      const deadline = performance.now() + 15_000;
       let status = 0;
-      while (Date.now() < deadline) {
+      while (performance.now() < deadline) {
         const response = await fetch(url);
         status = response.status;
         await response.arrayBuffer();

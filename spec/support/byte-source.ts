@@ -57,7 +57,7 @@ export interface ByteSource {
 
 export async function startByteSource(): Promise<ByteSource> {
   const proc = startProcess(process.execPath, [THIS_FILE]);
-  const deadline = Date.now() + 10_000;
+  const deadline = performance.now() + 10_000;
   for (;;) {
     const line = proc
       .readLog()
@@ -67,7 +67,7 @@ export async function startByteSource(): Promise<ByteSource> {
       const { port } = JSON.parse(line) as { port: number };
       return { url: `http://127.0.0.1:${port}`, port, pid: proc.pid, process: proc, stop: () => proc.stop() };
     }
-    if (proc.hasExited() || Date.now() > deadline) {
+    if (proc.hasExited() || performance.now() > deadline) {
       await proc.stop();
       throw new Error(`byte source did not start:\n${proc.readLog()}`);
     }

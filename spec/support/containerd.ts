@@ -70,13 +70,13 @@ export async function startContainerd(): Promise<Containerd> {
     const { stdout, stderr } = await run(ctrBinary, ['--address', socket, '--namespace', 'pullmirror-test', ...ctrArgs], { timeout: timeoutMs, env: ctrEnv });
     return { stdout: String(stdout), stderr: String(stderr) };
   };
-  const deadline = Date.now() + 30_000;
+  const deadline = performance.now() + 30_000;
   for (;;) {
     try {
       await ctr(['version'], 5000);
       break;
     } catch (error) {
-      if (child.hasExited() || Date.now() > deadline) {
+      if (child.hasExited() || performance.now() > deadline) {
         await child.stop();
         await dir.cleanup().catch(() => {});
         throw new Error(`containerd did not start: ${(error as Error).message}\n${child.readLog()}`, { cause: error });

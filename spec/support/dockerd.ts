@@ -86,13 +86,13 @@ export async function startDockerd(options: { registryMirror: string } | { daemo
     const { stdout, stderr } = await run(cli, ['-H', `unix://${socket}`, ...args], { timeout: timeoutMs, env: { ...process.env, DOCKER_CONFIG: path.join(dir.path, 'cli') } });
     return { stdout: String(stdout), stderr: String(stderr) };
   };
-  const deadline = Date.now() + 30_000;
+  const deadline = performance.now() + 30_000;
   for (;;) {
     try {
       await docker(['version', '--format', '{{.Server.Version}}'], 5000);
       break;
     } catch (error) {
-      if (child.hasExited() || Date.now() > deadline) {
+      if (child.hasExited() || performance.now() > deadline) {
         await child.stop();
         throw new Error(`dockerd did not start: ${(error as Error).message}\n${child.readLog()}`, { cause: error });
       }

@@ -473,7 +473,7 @@ const THIS_FILE = fileURLToPath(import.meta.url);
 export async function startLinkProxy(options: LinkOptions & { logFile?: string }): Promise<LinkProxy> {
   const args = [THIS_FILE, '--target', options.target, '--rate-mibps', String(options.rateMiBps), '--rtt-ms', String(options.rttMs)];
   const proc = startProcess(process.execPath, args, { logFile: options.logFile });
-  const deadline = Date.now() + 10_000;
+  const deadline = performance.now() + 10_000;
   for (;;) {
     const line = proc
       .readLog(64 * 1024)
@@ -495,7 +495,7 @@ export async function startLinkProxy(options: LinkOptions & { logFile?: string }
         stop: () => proc.stop(),
       };
     }
-    if (proc.hasExited() || Date.now() > deadline) {
+    if (proc.hasExited() || performance.now() > deadline) {
       await proc.stop();
       throw new Error(`link proxy did not start:\n${proc.readLog()}`);
     }

@@ -111,7 +111,7 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
       .split('\n')
       .filter((line) => line.startsWith('{'))
       .map((line) => JSON.parse(line) as Record<string, any>);
-  const deadline = Date.now() + 15_000;
+  const deadline = performance.now() + 15_000;
   for (;;) {
     const listening = logLines().find((line) => line.message === 'listening');
     if (listening) {
@@ -129,7 +129,7 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
         stop: () => child.stop(),
       };
     }
-    if (child.hasExited() || Date.now() > deadline) {
+    if (child.hasExited() || performance.now() > deadline) {
       await child.stop();
       throw new Error(`pullmirror did not start:\n${child.readLog()}`);
     }

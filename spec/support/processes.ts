@@ -155,14 +155,14 @@ export async function waitForHttp(url: string, opts: WaitForHttpOptions = {}): P
   const timeoutMs = opts.timeoutMs ?? 15_000;
   const okStatuses = opts.okStatuses ?? [200];
   const intervalMs = opts.intervalMs ?? 100;
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   let last = 'no attempt';
-  while (Date.now() < deadline) {
+  while (performance.now() < deadline) {
     if (opts.process?.hasExited()) {
       throw new Error(`waitForHttp(${url}): process ${opts.process.pid} exited early; log:\n${opts.process.readLog()}`);
     }
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(Math.max(500, Math.min(2000, deadline - Date.now()))) });
+      const res = await fetch(url, { signal: AbortSignal.timeout(Math.max(500, Math.min(2000, deadline - performance.now()))) });
       await res.arrayBuffer().catch(() => undefined);
       if (okStatuses.includes(res.status)) return res;
       last = `status ${res.status}`;

@@ -26,7 +26,7 @@ export interface RawResponse {
 /** Writes `data` to 127.0.0.1:port and collects the answer until close, reset or `timeoutMs`. */
 export function rawExchange(port: number, data: string | Buffer, options: { timeoutMs?: number; halfClose?: boolean } = {}): Promise<RawExchange> {
   const timeoutMs = options.timeoutMs ?? 5_000;
-  const started = Date.now();
+  const started = performance.now();
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let settled = false;
@@ -36,7 +36,7 @@ export function rawExchange(port: number, data: string | Buffer, options: { time
       settled = true;
       clearTimeout(timer);
       socket.destroy();
-      resolve({ bytes: Buffer.concat(chunks), outcome, ms: Date.now() - started });
+      resolve({ bytes: Buffer.concat(chunks), outcome, ms: performance.now() - started });
     };
     const timer = setTimeout(() => finish('timeout'), timeoutMs);
     socket.on('connect', () => {

@@ -49,14 +49,14 @@ export async function startRedis(): Promise<RedisServer> {
       ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir.path, '--protected-mode', 'no'],
       { logFile: path.join(dir.path, 'redis.log') },
     );
-    const deadline = Date.now() + 10_000;
+    const deadline = performance.now() + 10_000;
     for (;;) {
       try {
         if ((await command('PING')).startsWith('+PONG')) return;
       } catch {
         // not up yet
       }
-      if (server.hasExited() || Date.now() > deadline) throw new Error(`redis-server did not start:\n${server.readLog()}`);
+      if (server.hasExited() || performance.now() > deadline) throw new Error(`redis-server did not start:\n${server.readLog()}`);
       await sleep(25);
     }
   };
@@ -95,10 +95,10 @@ async function clusterPort(): Promise<number> {
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, log: () => string): Promise<void> {
-  const deadline = Date.now() + 15_000;
+  const deadline = performance.now() + 15_000;
   for (;;) {
     if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`${what} not ready:\n${log()}`);
+    if (performance.now() > deadline) throw new Error(`${what} not ready:\n${log()}`);
     await sleep(50);
   }
 }

@@ -3,10 +3,10 @@
  * state a test watches from outside (files, descriptors, log lines), where no event tells.
  */
 export async function eventually(check: () => boolean | Promise<boolean>, ms = 10_000, everyMs = 50): Promise<boolean> {
-  const deadline = Date.now() + ms;
+  const deadline = performance.now() + ms;
   for (;;) {
     if (await check()) return true;
-    if (Date.now() > deadline) return false;
+    if (performance.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }

@@ -36,7 +36,8 @@ export class LoginThrottle {
     this.failures = options.failures;
     this.windowMs = options.windowMs;
     this.logger = options.logger;
-    this.now = options.now ?? Date.now;
+    // Windows are intervals: a monotonic clock, which a wall-clock step (NTP, a VM resumed) does not move.
+    this.now = options.now ?? (() => performance.now());
   }
 
   /**

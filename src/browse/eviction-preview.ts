@@ -47,6 +47,8 @@ export class EvictionPreviewer {
   private readonly logger: Logger;
   private readonly passDone: () => Promise<void> | undefined;
   private last?: EvictionPreview;
+  /** performance.now() when `last` was computed: its freshness runs on a monotonic clock (computedAt is for people). */
+  private lastComputed = -Infinity;
   private running?: Promise<EvictionPreview>;
 
   /** `passDone`: resolves once a scheduled pass in flight is over (a preview never walks beside one). */
@@ -58,7 +60,7 @@ export class EvictionPreviewer {
   }
 
   get(): Promise<EvictionPreview> {
-    if (this.last && Date.now() - this.last.computedAt < FRESH_MS) return Promise.resolve(this.last);
+    if (this.last && performance.now() - this.lastComputed < FRESH_MS) return Promise.resolve(this.last);
     this.running ??= this.compute().finally(() => {
       this.running = undefined;
     });
@@ -70,6 +72,7 @@ export class EvictionPreviewer {
     const settings = sweepSettings(this.config);
     const result = await sweep({ ...settings, paths: this.paths, logger: this.logger, dryRun: true, sharesLoop: true });
     const truncated = result.tags.length > MAX_ITEMS || result.links.length > MAX_ITEMS || result.blobs.length > MAX_ITEMS;
+    this.lastComputed = performance.now();
     this.last = {
       computedAt: Date.now(),
       ...(this.config.storage.maintenance.readonly.enabled ? { note: 'storage.maintenance.readonly is enabled: no pass removes anything while it is' } : {}),

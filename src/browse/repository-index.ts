@@ -26,7 +26,7 @@ export class RepositoryIndex {
 
   /** Every repository key (paths.ts repositoryKey), sorted. */
   async all(): Promise<string[]> {
-    if (this.keys && Date.now() - this.keys.at < this.freshMs) return this.keys.sorted;
+    if (this.keys && performance.now() - this.keys.at < this.freshMs) return this.keys.sorted;
     this.walking ??= this.walk().finally(() => {
       this.walking = undefined;
     });
@@ -41,7 +41,7 @@ export class RepositoryIndex {
       });
     }
     keys.sort();
-    this.keys = { at: Date.now(), sorted: keys };
+    this.keys = { at: performance.now(), sorted: keys };
     return keys;
   }
 }

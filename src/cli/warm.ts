@@ -98,7 +98,7 @@ class ProgressLine {
   private shown = false;
 
   draw(p: WarmProgress): void {
-    const now = Date.now();
+    const now = performance.now();
     if (now - this.last < 100 && p.doneBytes < p.totalBytes) return;
     this.last = now;
     const width = 30;

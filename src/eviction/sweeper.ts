@@ -118,7 +118,9 @@ export async function sweep(options: SweepOptions): Promise<SweepResult> {
 }
 
 async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, 'maxEventLoopDelayMs'>> {
+  // Wall time for what is compared with access records and mtimes; the duration on the monotonic clock.
   const started = Date.now();
+  const startedMono = performance.now();
   const now = options.now ?? started;
   const protectedSince = (options.dryRun ? now : Math.min(now, started)) - options.graceMs;
   const { plan, graceHeld, links: storedLinks, tags: storedTags, references } = await planPass(options, started, protectedSince);
@@ -128,7 +130,7 @@ async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, '
     for (const tag of plan.tags) onItem({ kind: 'tag', tag });
     for (const link of plan.links) onItem({ kind: 'manifest', link });
     for (const blob of plan.blobs) onItem({ kind: 'blob', blob });
-    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Date.now() - started };
+    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Math.round(performance.now() - startedMono) };
   }
   const { paths, hooks = {} } = options;
   const untouched = async (path: string): Promise<boolean> => {
@@ -180,7 +182,7 @@ async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, '
   evictions.labels('manifest').inc(links.length);
   evictions.labels('blob').inc(blobs.length);
   evictedBytes.inc(freed);
-  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Date.now() - started };
+  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Math.round(performance.now() - startedMono) };
 }
 
 /**

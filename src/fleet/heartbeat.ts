@@ -72,6 +72,8 @@ export class FleetHeartbeat {
   private readonly fillsInFlight: () => number;
   private readonly traffic?: () => InstanceTraffic;
   private readonly startedAt = Date.now();
+  /** For this instance's own uptime: a monotonic clock, which a wall-clock step does not move. */
+  private readonly startedMono = performance.now();
   readonly intervalMs: number;
   readonly expiryMs: number;
   private readonly goneKeepMs: number;
@@ -174,7 +176,7 @@ export class FleetHeartbeat {
   /** Every instance known: the live ones, and those gone within goneKeepMs. This one always. */
   async list(): Promise<FleetView> {
     const now = Date.now();
-    const self = (): InstanceView => ({ ...this.record(), state: 'alive', uptimeS: Math.round((now - this.startedAt) / 1000), self: true });
+    const self = (): InstanceView => ({ ...this.record(), state: 'alive', uptimeS: Math.round((performance.now() - this.startedMono) / 1000), self: true });
     const base = { intervalMs: this.intervalMs, expiryMs: this.expiryMs };
     const redis = this.redis;
     if (!redis) return { ...base, redis: 'none', instances: [self()] };

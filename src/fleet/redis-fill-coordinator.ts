@@ -90,7 +90,7 @@ export class RedisFillCoordinator implements FillCoordinator {
   async claimBlob(digest: string): Promise<BlobClaim> {
     if (!this.redis.available) return { kind: 'mine', lease: unfencedLease() };
     const key = `fill:{${digest}}`;
-    const asked = Date.now();
+    const asked = performance.now();
     let answer: unknown;
     try {
       answer = await this.redis.client.eval(CLAIM, 2, key, `fillepoch:{${digest}}`, this.instance, this.leaseMs);
@@ -119,7 +119,7 @@ export class RedisFillCoordinator implements FillCoordinator {
     /** Runs an owner-checked script: true or false as Redis answers, undefined when it cannot be asked. */
     const run = async (script: string, keys: string[], args: (string | number)[]): Promise<boolean | undefined> => {
       if (!this.redis.available) return undefined;
-      const sent = Date.now();
+      const sent = performance.now();
       try {
         const held = (await this.redis.client.eval(script, keys.length, ...keys, owner, ...args)) === 1;
         if (held) confirmedAt = Math.max(confirmedAt, sent);
@@ -158,7 +158,7 @@ export class RedisFillCoordinator implements FillCoordinator {
       stillHeld: async () => {
         if (!(await renew())) return false;
         // Redis could not be asked: only as good as its last answer.
-        return Date.now() - confirmedAt < this.leaseMs;
+        return performance.now() - confirmedAt < this.leaseMs;
       },
       release: async (outcome) => {
         stop();
@@ -185,10 +185,10 @@ export class RedisFillCoordinator implements FillCoordinator {
 
   async lookupOnce(key: string, freshnessMs: number, lookup: () => Promise<string | undefined>): Promise<string | undefined> {
     const client = this.redis.client;
-    const deadline = Date.now() + this.leaseMs;
+    const deadline = performance.now() + this.leaseMs;
     let claimed: string | undefined;
     try {
-      while (this.redis.available && Date.now() < deadline && !claimed) {
+      while (this.redis.available && performance.now() < deadline && !claimed) {
         if (freshnessMs > 0) {
           const fresh = await client.get(`lookup:{${key}}`);
           if (fresh) return fresh;
@@ -200,7 +200,7 @@ export class RedisFillCoordinator implements FillCoordinator {
         }
         // Another instance is at it: wait for its answer, or for its claim to go away.
         const holder = await client.get(`lookuplease:{${key}}`);
-        while (holder && Date.now() < deadline) {
+        while (holder && performance.now() < deadline) {
           await delay(POLL_MS);
           const [[, done], [, still]] = (await client.multi().get(`lookupdone:{${key}}`).get(`lookuplease:{${key}}`).exec()) as [unknown, string | null][];
           if (typeof done === 'string' && done.startsWith(holder)) return done.slice(holder.length);

@@ -117,7 +117,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
 
   /** Polls until the blob is committed, the holder fails, or this instance takes over. */
   private async watch(): Promise<BlobDescriptor> {
-    let lastGrowth = Date.now();
+    let lastGrowth = performance.now();
     let lastLength = -1;
     for (;;) {
       const committed = await fileSize(this.finalPath);
@@ -132,13 +132,13 @@ export class RemoteFill extends EventEmitter implements SharedFill {
         if (holder.holder?.epoch !== current?.holder?.epoch || path !== current?.path || holder.size !== current?.size) {
           this.setState({ kind: 'following', holder: holder.holder, path, size: holder.size });
         }
-        lastGrowth = Date.now();
+        lastGrowth = performance.now();
       } else {
         // No word from Redis: the temp file growing is the holder's sign of life.
         const length = current?.path ? await fileSize(current.path) : undefined;
         if (length !== undefined && length !== lastLength) {
           lastLength = length;
-          lastGrowth = Date.now();
+          lastGrowth = performance.now();
         }
         const free = holder.kind === 'free';
         if (free && (await fileSize(this.finalPath)) !== undefined) continue; // committed just now
@@ -148,10 +148,10 @@ export class RemoteFill extends EventEmitter implements SharedFill {
           this.setState({ kind: 'failed', error });
           throw error;
         }
-        if (free || Date.now() - lastGrowth > this.stallMs) {
+        if (free || performance.now() - lastGrowth > this.stallMs) {
           const fill = await this.tryTakeOver(current?.path);
           if (fill) return fill.done;
-          lastGrowth = Date.now();
+          lastGrowth = performance.now();
         }
       }
       this.signal();

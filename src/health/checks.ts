@@ -30,6 +30,8 @@ export class CachedCheck {
   private readonly timeoutMs: number;
   private readonly advisory: boolean;
   private last?: CheckStatus;
+  /** performance.now() at the last run's end: the cache's interval runs on a monotonic clock (checkedAt is for people). */
+  private lastRunAt = -Infinity;
   private running?: Promise<CheckStatus>;
   private probing?: Promise<void>;
 
@@ -42,8 +44,9 @@ export class CachedCheck {
     this.advisory = options.advisory ?? false;
   }
 
-  async status(now = Date.now()): Promise<CheckStatus> {
-    if (this.last && now - this.last.checkedAt < this.intervalMs) return this.last;
+  /** `now`: on performance.now()'s clock. */
+  async status(now = performance.now()): Promise<CheckStatus> {
+    if (this.last && now - this.lastRunAt < this.intervalMs) return this.last;
     this.running ??= this.run().finally(() => {
       this.running = undefined;
     });
@@ -62,6 +65,7 @@ export class CachedCheck {
     }
     const failures = error === undefined ? 0 : (this.last?.failures ?? 0) + 1;
     this.last = { ok: failures < this.threshold, error, checkedAt: Date.now(), failures, ...(this.advisory ? { advisory: true as const } : {}) };
+    this.lastRunAt = performance.now();
     return this.last;
   }
 }

@@ -76,7 +76,7 @@ export class ProxyManifestStore {
     const repo = remote.key(name);
     const freshnessMs = remote.policy.tagFreshnessMs;
     const checked = this.checkedTags.get(key);
-    if (checked && Date.now() - checked.at < freshnessMs) {
+    if (checked && performance.now() - checked.at < freshnessMs) {
       if (checked.digest === undefined) throw tagUnknownUpstream();
       const local = await this.localLink(repo, parseDigest(checked.digest));
       if (local) return { descriptor: local, origin: 'cache' };
@@ -93,10 +93,10 @@ export class ProxyManifestStore {
       if (!result) {
         // Most images have no signature or attachment: remembering the 404 spares upstream
         // the same question from every client that looks for them.
-        this.checkedTags.set(key, { at: Date.now() });
+        this.checkedTags.set(key, { at: performance.now() });
         throw tagUnknownUpstream();
       }
-      if (result.origin !== 'stale') this.checkedTags.set(key, { digest: result.descriptor.digest, at: Date.now() });
+      if (result.origin !== 'stale') this.checkedTags.set(key, { digest: result.descriptor.digest, at: performance.now() });
       return result;
     });
   }

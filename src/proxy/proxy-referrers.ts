@@ -53,7 +53,7 @@ export class ProxyReferrers {
   list(remote: Remote, name: string, subject: Digest): Promise<ReferrersResult> {
     const key = `${remote.key(name)}@${subject.value}`;
     const recent = this.recent.get(key);
-    if (recent && Date.now() - recent.at < remote.policy.tagFreshnessMs) return Promise.resolve({ descriptors: recent.descriptors, origin: 'cache' });
+    if (recent && performance.now() - recent.at < remote.policy.tagFreshnessMs) return Promise.resolve({ descriptors: recent.descriptors, origin: 'cache' });
     return this.flights.do(key, async () => {
       let descriptors: ReferrerDescriptor[];
       try {
@@ -65,7 +65,7 @@ export class ProxyReferrers {
         this.logger.warn('serving stale referrers', { repository: remote.key(name), subject: subject.value, reason: error.message });
         return { descriptors: saved, origin: 'stale' };
       }
-      this.recent.set(key, { descriptors, at: Date.now() });
+      this.recent.set(key, { descriptors, at: performance.now() });
       await this.save(remote, name, subject, descriptors);
       return { descriptors, origin: 'upstream' };
     });

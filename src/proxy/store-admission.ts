@@ -33,7 +33,7 @@ export class StoreAdmission {
    * `epoch`: the fleet lease the download runs under (see FilesystemBlobStore.createWriter).
    */
   async writerFor(digest: Digest, size: number | undefined, epoch?: number): Promise<BlobWriter | undefined> {
-    if (this.readOnly || Date.now() < this.degradedUntil) return undefined;
+    if (this.readOnly || performance.now() < this.degradedUntil) return undefined;
     try {
       if (size !== undefined) {
         // The root, not the temp area: that may not exist yet. A root that does not exist
@@ -58,9 +58,9 @@ export class StoreAdmission {
   }
 
   private degrade(error: Error, forMs = DEGRADED_MS): void {
-    if (Date.now() >= this.degradedUntil) {
+    if (performance.now() >= this.degradedUntil) {
       this.logger.error('store not writable; serving uncached from upstream', { error: error.message, code: (error as NodeJS.ErrnoException).code });
     }
-    this.degradedUntil = Math.max(this.degradedUntil, Date.now() + forMs);
+    this.degradedUntil = Math.max(this.degradedUntil, performance.now() + forMs);
   }
 }

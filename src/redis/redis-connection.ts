@@ -49,8 +49,8 @@ export class RedisConnection {
 
   /** Resolves true once connected, false after `timeoutMs` (for short-lived tools such as gc). */
   async whenReady(timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.available && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    const deadline = performance.now() + timeoutMs;
+    while (!this.available && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     return this.available;
   }
 

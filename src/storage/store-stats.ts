@@ -175,7 +175,8 @@ export class LiveStoreFigures {
   private readonly minAgeMs: number;
   private figures = emptyFigures();
   private walk?: StoreWalk;
-  private lastWalkStarted = 0;
+  /** performance.now() when the last walk started (a monotonic clock: only intervals are taken from it). */
+  private lastWalkStarted = -Infinity;
   private timer?: NodeJS.Timeout;
   private dirty = false;
   private stopped = false;
@@ -255,7 +256,7 @@ export class LiveStoreFigures {
   changed(): void {
     if (this.dirty) return;
     this.dirty = true;
-    if (!this.walk) this.schedule(Math.max(0, this.lastWalkStarted + this.minAgeMs - Date.now()));
+    if (!this.walk) this.schedule(Math.max(0, this.lastWalkStarted + this.minAgeMs - performance.now()));
   }
 
   private schedule(delayMs: number): void {
@@ -268,7 +269,7 @@ export class LiveStoreFigures {
   private async walkNow(): Promise<void> {
     if (this.walk || this.stopped) return;
     this.dirty = false;
-    this.lastWalkStarted = Date.now();
+    this.lastWalkStarted = performance.now();
     const walk = (this.walk = new StoreWalk(this.paths));
     try {
       const figures = await walk.run();

@@ -77,7 +77,9 @@ export class TokenCache {
     if (this.credentials) {
       headers.authorization = `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`;
     }
+    // Wall time only to compare with the server's issued_at; the token's life runs on a monotonic clock.
     const started = Date.now();
+    const startedMono = performance.now();
     let response: Dispatcher.ResponseData;
     try {
       response = await request(url, { method: 'GET', headers, dispatcher: this.dispatcher });
@@ -102,9 +104,10 @@ export class TokenCache {
     if (!token) throw new RegistryError('UPSTREAM_UNAVAILABLE', 'upstream token server sent no token');
     const expiresInMs = (body.expires_in && body.expires_in > 0 ? body.expires_in : DEFAULT_EXPIRES_IN_S) * 1000;
     const issuedAt = body.issued_at ? Date.parse(body.issued_at) : NaN;
-    const expiresAt = (Number.isFinite(issuedAt) ? Math.min(issuedAt, started) : started) + expiresInMs;
+    // A token issued before we asked (by the server's clock) has already lived that long.
+    const livedBeforeAsked = Number.isFinite(issuedAt) ? Math.max(0, started - issuedAt) : 0;
     // Renew a little early (10%, at least 5 s) so no request leaves with a token about to lapse.
-    const ttlMs = expiresAt - Date.now() - Math.max(5_000, expiresInMs / 10);
+    const ttlMs = expiresInMs - livedBeforeAsked - (performance.now() - startedMono) - Math.max(5_000, expiresInMs / 10);
     this.logger.debug('upstream token fetched', { scope, expiresInS: expiresInMs / 1000 });
     return { token, ttlMs };
   }

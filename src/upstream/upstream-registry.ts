@@ -92,6 +92,8 @@ export class UpstreamRegistry {
   private ping?: Promise<void>;
   /** Docker Hub's pull allowance as its last response stated it. */
   rateLimit?: RateLimit;
+  /** performance.now() when rateLimit was observed: its window runs on a monotonic clock (observedAt is for people). */
+  private rateLimitObserved = -Infinity;
   /**
    * Whether the upstream takes the mirror's credentials. While they are refused every request
    * goes anonymously instead (public images keep being served); a later check may accept them.
@@ -311,6 +313,7 @@ export class UpstreamRegistry {
       windowS: remaining?.window ?? (Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 60),
       observedAt: Date.now(),
     };
+    this.rateLimitObserved = performance.now();
     if (previous !== this.rateLimit.remaining) {
       this.logger.info('upstream rate limit', { limit: this.rateLimit.limit, remaining: this.rateLimit.remaining, windowS: this.rateLimit.windowS });
     }
@@ -342,7 +345,7 @@ export class UpstreamRegistry {
   /** Whether Docker Hub said no more than `reserve` pulls remain, within its window. */
   rateLimitLow(reserve: number): boolean {
     const state = this.rateLimit;
-    return !!state && state.remaining <= reserve && Date.now() - state.observedAt < state.windowS * 1000;
+    return !!state && state.remaining <= reserve && performance.now() - this.rateLimitObserved < state.windowS * 1000;
   }
 
   async close(): Promise<void> {

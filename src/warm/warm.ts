@@ -143,7 +143,7 @@ class WarmError extends Error {}
 
 /** Warms every image in turn; one image failing does not stop the others. */
 export async function warmImages(refs: string[], options: WarmOptions): Promise<WarmSummary> {
-  const started = Date.now();
+  const started = performance.now();
   const base = options.mirror.replace(/\/+$/, '');
   const concurrency = Math.max(1, options.concurrency ?? 4);
   const headers: Record<string, string> = { 'user-agent': 'pullmirror-warm' };
@@ -234,7 +234,7 @@ export async function warmImages(refs: string[], options: WarmOptions): Promise<
     blobs: warmed.size,
     fetchedBytes: [...warmed.values()].reduce((n, blob) => n + (blob.fetched ? blob.size : 0), 0),
     cachedBytes: [...warmed.values()].reduce((n, blob) => n + (blob.fetched ? 0 : blob.size), 0),
-    ms: Date.now() - started,
+    ms: Math.round(performance.now() - started),
   };
 }
 
