@@ -2,6 +2,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:
 import os from 'node:os';
 import path from 'node:path';
 import { FilesystemDriver } from '../../src/storage/driver/filesystem-driver.ts';
+import { MemoryDriver } from '../../src/storage/driver/memory-driver.ts';
 import { describeDriverConformance } from '../support/driver-conformance.ts';
 
 /** Descriptors this process holds on files under `root` (/proc/self/fd: what a leak would leave open). */
@@ -39,6 +40,19 @@ describeDriverConformance('filesystem', async () => {
     teardown: async () => {
       await store.driver.close();
       store.remove();
+    },
+  };
+});
+
+describeDriverConformance('inmemory', async () => {
+  const driver = new MemoryDriver();
+  const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'pullmirror-memory-driver-'));
+  return {
+    driver,
+    spoolDir,
+    teardown: async () => {
+      await driver.close();
+      rmSync(spoolDir, { recursive: true, force: true });
     },
   };
 });
