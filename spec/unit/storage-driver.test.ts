@@ -11,7 +11,7 @@ import { blobPath } from '../support/store.ts';
 import { mountTmpfs, type Tmpfs } from '../support/tmpfs.ts';
 
 /** Descriptors this process holds on files under `root` (/proc/self/fd: what a leak would leave open). */
-export function descriptorsUnder(root: string): number {
+function descriptorsUnder(root: string): number {
   let count = 0;
   for (const fd of readdirSync('/proc/self/fd')) {
     try {
@@ -27,7 +27,7 @@ export function descriptorsUnder(root: string): number {
  * A store as an instance lays it out: the root, and the instance's temp directory in
  * `_tmp/<instance>` (TempArea), where fills spool, on the same file system.
  */
-export function filesystemStore(): { root: string; tempDir: string; spoolDir: string; driver: FilesystemDriver; remove(): void } {
+function filesystemStore(): { root: string; tempDir: string; spoolDir: string; driver: FilesystemDriver; remove(): void } {
   const root = mkdtempSync(path.join(os.tmpdir(), 'pullmirror-fs-driver-'));
   const tempDir = path.join(root, '_tmp', 'test-host-1-0123abcd');
   const spoolDir = path.join(root, '_tmp', 'spool');
