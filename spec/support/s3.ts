@@ -42,6 +42,11 @@ export interface S3Server {
   createBucket(prefix?: string): Promise<string>;
   /** The radosgw pid (SIGSTOP it to play a hung server; SIGCONT after). */
   rgwPid(): number;
+  /**
+   * The requests radosgw answered so far, from its access log (the beast frontend logs one line
+   * each): a witness of what a client sent that does not ask the client.
+   */
+  requestLog(): { method: string; path: string; status: number }[];
   /** How long `start` took, in ms (the report's figure). */
   startMs: number;
   close(): Promise<void>;
@@ -106,6 +111,15 @@ export async function startS3(options: { memMiB?: number } = {}): Promise<S3Serv
     env,
     client,
     startMs,
+    requestLog: () => {
+      let text: string;
+      try {
+        text = readFileSync(path.join(stateDir, 'log', 'client.rgw.a.log'), 'utf8');
+      } catch {
+        return [];
+      }
+      return [...text.matchAll(/ beast: \S+ \S+ - \S+ \[[^\]]*\] "([A-Z]+) (\S+) HTTP\/[\d.]+" (\d{3}) /g)].map((m) => ({ method: m[1], path: m[2], status: Number(m[3]) }));
+    },
     rgwPid: () => recordedPids(stateDir).find((p) => p.name === 'rgw')!.pid,
     async createBucket(prefix = 'test') {
       const bucket = `${prefix}-${randomBytes(4).toString('hex')}`;

@@ -112,13 +112,12 @@ export class S3Driver implements StorageDriver {
   readonly bucket: string;
   private readonly root: string;
   private readonly client: S3Client;
-  /** For streamed uploads: the SDK must not retry them (the stream is consumed); uploadWithRetries does. */
-  private readonly uploadClient: S3Client;
   private readonly partSize: number;
   private readonly partConcurrency: number;
   private readonly maxAttempts: number;
   private readonly requestTimeoutMs: number;
   private readonly uploadTimeoutMs: number;
+  private readonly agents: HttpAgent[];
   private readonly writeParams: { StorageClass?: StorageClass; ServerSideEncryption?: 'AES256' | 'aws:kms'; SSEKMSKeyId?: string };
 
   constructor(options: S3DriverOptions) {
@@ -138,38 +137,40 @@ export class S3Driver implements StorageDriver {
       ...(options.encrypt && options.keyId ? { SSEKMSKeyId: options.keyId } : {}),
     };
     const endpoint = options.endpoint === undefined || options.endpoint === '' ? undefined : /^https?:\/\//i.test(options.endpoint) ? options.endpoint : `${options.secure === false ? 'http' : 'https'}://${options.endpoint}`;
-    const make = (maxAttempts: number) => {
-      const client = new S3Client({
-        region: options.region,
-        endpoint,
-        forcePathStyle: options.forcePathStyle ?? false,
-        credentials: options.credentials,
-        maxAttempts,
-        // With the SDK's default a streamed PutObject goes aws-chunked with a trailing checksum,
-        // which RGW (and other S3 servers) refuse with 411 MissingContentLength.
-        requestChecksumCalculation: 'WHEN_REQUIRED',
-        responseChecksumValidation: 'WHEN_REQUIRED',
-        requestHandler: {
-          connectionTimeout: options.connectTimeoutMs ?? 5_000,
-          requestTimeout: this.requestTimeoutMs,
-          throwOnRequestTimeout: true,
-          socketTimeout: options.idleTimeoutMs ?? 300_000,
-          httpAgent: new HttpAgent({ keepAlive: true, maxSockets: options.maxSockets ?? 64 }),
-          httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: options.maxSockets ?? 64, rejectUnauthorized: options.skipVerify !== true }),
-        },
-      });
-      // Counted per HTTP request (the deserialize step runs once per attempt, inside the retries).
-      client.middlewareStack.add(
-        (next, context) => (args) => {
-          s3Requests.cell(context.commandName?.replace(/Command$/, '') ?? 'unknown').value++;
-          return next(args);
-        },
-        { step: 'deserialize', name: 'pullmirrorRequestCount' },
-      );
-      return client;
-    };
-    this.client = make(this.maxAttempts);
-    this.uploadClient = make(1);
+    const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: options.maxSockets ?? 64 });
+    const httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: options.maxSockets ?? 64, rejectUnauthorized: options.skipVerify !== true });
+    this.agents = [httpAgent, httpsAgent];
+    const client = new S3Client({
+      region: options.region,
+      endpoint,
+      forcePathStyle: options.forcePathStyle ?? false,
+      credentials: options.credentials,
+      maxAttempts: this.maxAttempts,
+      // Failures reach the caller as StorageDriverErrors; without a logger of its own the SDK
+      // writes some (a streamed upload it will not retry) to the console.
+      logger: QUIET,
+      // With the SDK's default a streamed PutObject goes aws-chunked with a trailing checksum,
+      // which RGW (and other S3 servers) refuse with 411 MissingContentLength.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: {
+        connectionTimeout: options.connectTimeoutMs ?? 5_000,
+        requestTimeout: this.requestTimeoutMs,
+        throwOnRequestTimeout: true,
+        socketTimeout: options.idleTimeoutMs ?? 300_000,
+        httpAgent,
+        httpsAgent,
+      },
+    });
+    // Counted per HTTP request (the deserialize step runs once per attempt, inside the retries).
+    client.middlewareStack.add(
+      (next, context) => (args) => {
+        s3Requests.cell(context.commandName?.replace(/Command$/, '') ?? 'unknown').value++;
+        return next(args);
+      },
+      { step: 'deserialize', name: 'pullmirrorRequestCount' },
+    );
+    this.client = client;
   }
 
   /** The object key of a driver key: under the root directory. */
@@ -184,9 +185,9 @@ export class S3Driver implements StorageDriver {
     return full === '' ? '' : `${full}/`;
   }
 
-  private async send<T>(operation: string, key: string | undefined, command: Command, options: { signal?: AbortSignal; timeoutMs?: number; client?: S3Client } = {}): Promise<T> {
+  private async send<T>(operation: string, key: string | undefined, command: Command, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<T> {
     try {
-      return (await (options.client ?? this.client).send(command as never, { abortSignal: options.signal, requestTimeout: options.timeoutMs })) as T;
+      return (await this.client.send(command as never, { abortSignal: options.signal, requestTimeout: options.timeoutMs })) as T;
     } catch (error) {
       throw toDriverError(error, operation, key);
     }
@@ -258,7 +259,7 @@ export class S3Driver implements StorageDriver {
     const created = await this.send<{ UploadId?: string }>('commitFile', key, new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ...this.writeParams }), { signal });
     const uploadId = created.UploadId!;
     try {
-      const parts: CompletedPart[] = new Array(count);
+      const parts = new Array<CompletedPart>(count);
       let next = 0;
       const worker = async () => {
         while (next < count) {
@@ -283,15 +284,15 @@ export class S3Driver implements StorageDriver {
   }
 
   /**
-   * A request whose body streams from the file: the SDK cannot send a consumed stream again, so
-   * each attempt builds the command (and its stream) anew. Retried like the SDK retries: only
+   * A request whose body streams from the file: the SDK does not retry those (a consumed stream
+   * cannot be sent again), so each attempt here builds the command (and its stream) anew. Retried like the SDK retries: only
    * what may pass (the store unavailable), with a growing pause, never once cancelled.
    */
   private async uploadWithRetries<T>(operation: string, key: string, signal: AbortSignal | undefined, command: () => Command): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const built = command();
       try {
-        return await this.send<T>(operation, key, built, { signal, timeoutMs: this.uploadTimeoutMs, client: this.uploadClient });
+        return await this.send<T>(operation, key, built, { signal, timeoutMs: this.uploadTimeoutMs });
       } catch (error) {
         if (signal?.aborted || attempt >= this.maxAttempts || (error as StorageDriverError).fault !== 'unavailable') throw error;
         await sleep(Math.min(2_000, 100 * 2 ** attempt * (0.5 + Math.random())), undefined, { signal });
@@ -438,11 +439,21 @@ export class S3Driver implements StorageDriver {
     }
   }
 
+  /** Connections busy with a request or a response body now (idle kept-alive ones not counted): what a leak would grow. */
+  socketsInUse(): number {
+    let count = 0;
+    for (const agent of this.agents) for (const sockets of Object.values(agent.sockets)) count += sockets?.length ?? 0;
+    return count;
+  }
+
   async close(): Promise<void> {
     this.client.destroy();
-    this.uploadClient.destroy();
+    for (const agent of this.agents) agent.destroy();
   }
 }
+
+const ignore = () => {};
+const QUIET = { trace: ignore, debug: ignore, info: ignore, warn: ignore, error: ignore };
 
 /** Bytes [start, start + length) of a file, for a request body. */
 function fileRange(localPath: string, start: number, length: number): Readable | Buffer {
