@@ -7,19 +7,21 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
+import { stringify } from 'yaml';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
 import { metricsRegistry } from '../../src/metrics/metrics.ts';
 import { MeteredDriver } from '../../src/storage/driver/metered-driver.ts';
 import { S3Driver, type S3DriverOptions } from '../../src/storage/driver/s3-driver.ts';
 import { StorageDriverError } from '../../src/storage/driver/storage-driver.ts';
 import { collect, describeDriverConformance, isFault, Pattern } from '../support/driver-conformance.ts';
+import { runPullmirror } from '../support/mirror.ts';
 import { freePort } from '../support/processes.ts';
 import { skipUnlessS3, startS3, type S3Server } from '../support/s3.ts';
 import { eventually } from '../support/wait.ts';
@@ -267,6 +269,81 @@ describe('s3 storage driver on RADOS Gateway', { skip }, () => {
       assert.equal((await operationCounts())['s3 getContent missing-store'], (operations['s3 getContent missing-store'] ?? 0) + 1);
     } finally {
       await driver.close();
+    }
+  });
+});
+
+describe('config check with storage.s3 on RADOS Gateway', { skip }, () => {
+  let server: S3Server;
+  let configBucket: string;
+  let dir: string;
+  before(async () => {
+    server = await startS3();
+    configBucket = await server.createBucket('config');
+    dir = mkdtempSync(path.join(os.tmpdir(), 'pullmirror-s3-config-'));
+  });
+  after(async () => {
+    await server?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const configFile = (name: string, s3Section: Record<string, unknown>) => {
+    const file = path.join(dir, `${name}.yml`);
+    writeFileSync(file, stringify({ storage: { s3: { region: 'us-east-1', forcepathstyle: true, regionendpoint: server.endpoint, ...s3Section } } }));
+    return file;
+  };
+
+  it('passes a reachable bucket with accepted keys; the printed config reads back the same and never shows the secret key', async () => {
+    const keyFile = path.join(dir, 'secret-key');
+    writeFileSync(keyFile, `${server.secretAccessKey}\n`);
+    const file = configFile('good', { bucket: configBucket, accesskey: server.accessKeyId, secretkeyfile: keyFile, rootdirectory: '/registry', v4auth: true });
+    const first = await runPullmirror(['config', 'check', file]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /warning: storage\.s3\.v4auth is ignored by pullmirror/);
+    assert.ok(!first.stdout.includes(server.secretAccessKey) && !first.stderr.includes(server.secretAccessKey));
+    assert.match(first.stdout, /chunksize: 10MiB/);
+    const printed = path.join(dir, 'printed.yml');
+    writeFileSync(printed, first.stdout);
+    const again = await runPullmirror(['config', 'check', printed]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, first.stdout);
+
+    // From REGISTRY_STORAGE_S3_* alone; and without accesskey, the SDK's default chain (AWS_*).
+    const fromEnv = await runPullmirror(['config', 'check'], {
+      env: {
+        REGISTRY_STORAGE_S3_BUCKET: configBucket,
+        REGISTRY_STORAGE_S3_REGION: 'us-east-1',
+        REGISTRY_STORAGE_S3_REGIONENDPOINT: server.endpoint,
+        REGISTRY_STORAGE_S3_FORCEPATHSTYLE: 'true',
+        REGISTRY_STORAGE_S3_ACCESSKEY: server.accessKeyId,
+        REGISTRY_STORAGE_S3_SECRETKEY: server.secretAccessKey,
+      },
+    });
+    assert.equal(fromEnv.code, 0, fromEnv.stderr);
+    assert.match(fromEnv.stdout, /secretkey: "\*{5}"/);
+    assert.ok(!fromEnv.stdout.includes(server.secretAccessKey));
+    const chain = await runPullmirror(['config', 'check', configFile('chain', { bucket: configBucket })], {
+      env: { AWS_ACCESS_KEY_ID: server.accessKeyId, AWS_SECRET_ACCESS_KEY: server.secretAccessKey },
+    });
+    assert.equal(chain.code, 0, chain.stderr);
+  });
+
+  it('names the key at fault in one line, exit status 2: access key, secret key, bucket, endpoint', async () => {
+    const wrongSecret = `wrong-${randomBytes(12).toString('hex')}`;
+    const closedPort = await freePort();
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      ['accesskey', { bucket: configBucket, accesskey: 'NOSUCHACCESSKEY1', secretkey: wrongSecret }, /^pullmirror: storage\.s3\.accesskey: refused by the server \(InvalidAccessKeyId, HTTP 403\)$/],
+      ['secretkey', { bucket: configBucket, accesskey: server.accessKeyId, secretkey: wrongSecret }, /^pullmirror: storage\.s3\.secretkey: refused by the server: the signature does not match \(SignatureDoesNotMatch, HTTP 403\)$/],
+      ['bucket', { bucket: 'no-such-bucket', accesskey: server.accessKeyId, secretkey: server.secretAccessKey }, /^pullmirror: storage\.s3\.bucket: no bucket "no-such-bucket" at http:\/\/127\.0\.0\.1:\d+ \(NoSuchBucket, HTTP 404\)$/],
+      ['endpoint', { bucket: configBucket, accesskey: server.accessKeyId, secretkey: server.secretAccessKey, regionendpoint: `http://127.0.0.1:${closedPort}` }, /^pullmirror: storage\.s3\.regionendpoint: cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)$/],
+    ];
+    for (const [name, section, line] of cases) {
+      const { code, stdout, stderr } = await runPullmirror(['config', 'check', configFile(name, section)]);
+      assert.equal(code, 2, `${name}: ${stderr}`);
+      assert.equal(stdout, '', `${name}: nothing printed`);
+      assert.equal(stderr.trim().split('\n').length, 1, `${name}: one line: ${stderr}`);
+      assert.match(stderr.trim(), line, name);
+      assert.ok(!stderr.includes(wrongSecret) && !stderr.includes(server.secretAccessKey), `${name}: no secret`);
     }
   });
 });
