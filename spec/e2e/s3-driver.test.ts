@@ -204,9 +204,8 @@ describe('s3 storage driver on RADOS Gateway', { skip }, () => {
   it("an endpoint that refuses connections, or accepts and never answers, is 'unavailable' within the configured deadline", async () => {
     // Nothing listens on a port just freed.
     const closedPort = await freePort();
-    // A server that takes connections and never answers: what a hung RGW (or a black-holing
-    // load balancer) looks like to a client. Not RGW stopped by SIGSTOP: the kernel would still
-    // accept, which is this, and the shared cluster would stall the other cases.
+    // A server that takes connections and never answers: a black-holing load balancer in front
+    // of the store (RGW itself hung is the next case).
     const held: Socket[] = [];
     const hung: Server = createServer((socket) => held.push(socket));
     await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
@@ -229,6 +228,41 @@ describe('s3 storage driver on RADOS Gateway', { skip }, () => {
     } finally {
       for (const socket of held) socket.destroy();
       await new Promise((resolve) => hung.close(resolve));
+    }
+  });
+
+  it("radosgw hung (SIGSTOP): a body streaming fails 'unavailable' within the idle timeout, a new request within the request timeout", async () => {
+    const driver = driverFor({ requestTimeoutMs: 1_000, idleTimeoutMs: 1_500, maxAttempts: 2 });
+    const key = 'blobs/sha256/ee/hung';
+    const spool = path.join(freshSpool(), 'blob');
+    await new Pattern(32 * MiB, 9).writeTo(spool);
+    await driver.commitFile(spool, key);
+    const opened = await driver.open(key);
+    assert.ok(opened);
+    const rgw = s3.rgwPid();
+    process.kill(rgw, 'SIGSTOP');
+    try {
+      let received = 0;
+      const sink = new Writable({ write: (chunk: Buffer, _encoding, callback) => ((received += chunk.length), callback()) });
+      const started = Date.now();
+      const error = await opened.send(sink, { start: 0, end: 32 * MiB - 1 }).then(() => undefined, (e: unknown) => e);
+      assert.ok(error instanceof StorageDriverError && error.fault === 'unavailable' && error.operation === 'send', String(error));
+      assert.ok(received < 32 * MiB, 'the body stopped short');
+      assert.ok(Date.now() - started < 15_000, `${Date.now() - started} ms`);
+      const probing = Date.now();
+      await assert.rejects(driver.probe(), isFault('unavailable'));
+      assert.ok(Date.now() - probing < 15_000, `${Date.now() - probing} ms`);
+    } finally {
+      process.kill(rgw, 'SIGCONT');
+      opened.release();
+      await driver.close();
+    }
+    // Back: the store answers again.
+    const again = driverFor();
+    try {
+      await again.probe();
+    } finally {
+      await again.close();
     }
   });
 

@@ -339,10 +339,18 @@ export class S3Driver implements StorageDriver {
           if (!ranged) throw new StorageDriverError('unavailable', 'open', `s3 open ${key}: the object went away`, { key });
           stream = ranged.stream;
         }
+        // A failure of the body (S3 hung past the idle timeout, a reset) is the store's: a
+        // StorageDriverError. One of the response (the client left) is passed on as it is.
+        let storeError: unknown;
+        stream.once('error', (error) => {
+          // The response still open when the body failed: the body failed first.
+          if (!res.destroyed) storeError ??= error;
+        });
         try {
           await pipeline(stream, res);
         } catch (error) {
           stream.destroy();
+          if (storeError !== undefined) throw toDriverError(storeError, 'send', key);
           throw error;
         }
       },
