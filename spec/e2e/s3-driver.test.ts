@@ -266,6 +266,27 @@ describe('s3 storage driver on RADOS Gateway', { skip }, () => {
     }
   });
 
+  it('redirectURL is a presigned GET a client without credentials can fetch, valid for the object only', async () => {
+    const driver = driverFor();
+    try {
+      const bytes = randomBytes(100_000);
+      await driver.putContent('blobs/sha256/12/redirect', bytes);
+      const url = await driver.redirectURL('blobs/sha256/12/redirect');
+      assert.ok(url !== undefined && url.startsWith(`${s3.endpoint}/${bucket}/`), url);
+      assert.ok(!url.includes(s3.secretAccessKey));
+      const response = await fetch(url);
+      assert.equal(response.status, 200);
+      assert.deepEqual(Buffer.from(await response.arrayBuffer()), bytes);
+      // The signature covers the key: another key with it is refused.
+      const other = await fetch(url.replace('/redirect?', '/other?'));
+      await other.arrayBuffer();
+      assert.equal(other.status, 403);
+      await assert.rejects(driver.redirectURL('../x'), isFault('invalid-key'));
+    } finally {
+      await driver.close();
+    }
+  });
+
   it('a warm open and send costs one GET and nothing else (RGW\'s own log and pullmirror_s3_requests_total agree)', async () => {
     const driver = driverFor();
     const metered = new MeteredDriver(driver);

@@ -20,6 +20,7 @@ import {
   type CompletedPart,
   type StorageClass,
 } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { s3Requests } from '../../metrics/metrics.ts';
 import type { ByteRange } from '../readable-blob-store.ts';
 import {
@@ -103,6 +104,8 @@ const MIB = 1024 * 1024;
 const MIN_PART_SIZE = 5 * MIB;
 const MAX_PARTS = 10_000;
 const LIST_PAGE = 1000;
+/** How long a redirect URL stays valid: long enough for a slow client to start, as distribution's 20 minutes. */
+const REDIRECT_EXPIRY_S = 20 * 60;
 
 /** Any S3 command (the SDK types each one apart; `send` takes them all). */
 type Command = { readonly input: object };
@@ -402,6 +405,19 @@ export class S3Driver implements StorageDriver {
       yield page;
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
+  }
+
+  /**
+   * A presigned GET of the object, valid `REDIRECT_EXPIRY_S`: for storage.redirect, off by
+   * default (a fleet's clients often cannot reach the bucket). Signed locally: no request.
+   */
+  async redirectURL(key: string): Promise<string | undefined> {
+    checkKey(key, 'redirectURL');
+    try {
+      return await getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }), { expiresIn: REDIRECT_EXPIRY_S });
+    } catch (error) {
+      throw toDriverError(error, 'redirectURL', key);
+    }
   }
 
   async delete(key: string): Promise<boolean> {
