@@ -71,7 +71,7 @@ export async function startS3(options: { memMiB?: number } = {}): Promise<S3Serv
     S3_CEPH_TIMEOUT: '90',
   };
   const script = (command: string) => run('bash', [SCRIPT, command, stateDir], { env: scriptEnv, timeout: 120_000, maxBuffer: 1 << 20 });
-  const started = Date.now();
+  const started = performance.now();
   installExitHook(stateDir);
   try {
     await script('start');
@@ -82,7 +82,7 @@ export async function startS3(options: { memMiB?: number } = {}): Promise<S3Serv
     await dir.cleanup();
     throw new Error(`s3-ceph.sh start failed:\n${stderr ?? String(error)}`, { cause: error });
   }
-  const startMs = Date.now() - started;
+  const startMs = Math.round(performance.now() - started);
   const { stdout } = await script('env');
   const env = Object.fromEntries([...stdout.matchAll(/^export ([A-Z0-9_]+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
   const endpoint = `http://127.0.0.1:${port}`;
