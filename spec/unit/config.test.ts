@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, maskSecrets } from '../../src/config/load.ts';
 import { parseDuration } from '../../src/config/duration.ts';
+import { printableConfig } from '../../src/config/printable.ts';
+import { stringify } from 'yaml';
 import { tempDir } from '../support/processes.ts';
 
 describe('config', () => {
@@ -218,7 +221,7 @@ describe('config', () => {
     assert.throws(() => loadConfig({ file, env: {} }), (error: Error) => /proxy\.password/.test(error.message) && !error.message.includes('hunter2'));
   });
 
-  it('warns about registry:2 keys it ignores, naming each; refuses storage drivers other than the filesystem', () => {
+  it('warns about registry:2 keys it ignores, naming each; refuses storage drivers other than the filesystem and s3', () => {
     const dir = tempDir('pullmirror-config');
     const file = path.join(dir.path, 'config.yml');
     writeFileSync(
@@ -243,13 +246,14 @@ describe('config', () => {
     const named = warnings.map((warning) => warning.split(' ')[0]).sort();
     assert.deepEqual(named, ['health.http', 'http.host', 'middleware', 'notifications', 'storage.redirect']);
     assert.ok(warnings.every((warning) => warning.includes('is ignored by pullmirror')));
+    // A storage.s3 section that is wrong: named, its secret key never shown.
     writeFileSync(file, 'storage:\n  s3:\n    bucket: images\n    secretkey: AKIAsecret\n');
     assert.throws(() => loadConfig({ file, env: {} }), (error: Error) => {
-      assert.match(error.message, /storage\.s3: only filesystem storage is supported/);
+      assert.match(error.message, /storage\.s3\.region: /);
       assert.ok(!error.message.includes('AKIAsecret'));
       return true;
     });
-    assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_GCS: '{bucket: x}' } }), /storage\.gcs \(from REGISTRY_STORAGE_GCS\): only filesystem storage is supported/);
+    assert.throws(() => loadConfig({ env: { REGISTRY_STORAGE_GCS: '{bucket: x}' } }), /storage\.gcs \(from REGISTRY_STORAGE_GCS\): only filesystem and s3 storage are supported/);
   });
 
   it('has eviction and read-only maintenance keys with defaults, and refuses inverted watermarks', () => {
@@ -300,5 +304,114 @@ describe('config', () => {
       ['proxy:\n  remotes:\n    - remoteurl: https://ghcr.io', /proxy\.remotes\.0\.namespace: /],
     ];
     for (const [yaml, message] of bad) assert.throws(() => load(yaml), (error: Error) => error instanceof ConfigError && message.test(error.message), yaml);
+  });
+
+  it("reads storage.s3 with distribution's keys and defaults, from a file and from REGISTRY_STORAGE_S3_* variables", () => {
+    const dir = tempDir('pullmirror-config-s3');
+    const file = path.join(dir.path, 'config.yml');
+    writeFileSync(file, 'storage:\n  s3:\n    bucket: images\n    region: eu-west-1\n');
+    const minimal = loadConfig({ file, env: {} });
+    assert.deepEqual(minimal.storage.s3, {
+      bucket: 'images',
+      region: 'eu-west-1',
+      forcepathstyle: false,
+      rootdirectory: '',
+      secure: true,
+      skipverify: false,
+      chunksize: 10 * 1024 * 1024,
+      storageclass: 'STANDARD',
+      encrypt: false,
+      spooldirectory: path.join(os.tmpdir(), 'pullmirror-spool'),
+    });
+    // No s3 section: the filesystem store, as before.
+    assert.equal(loadConfig({ env: {} }).storage.s3, undefined);
+
+    const fromEnv = loadConfig({
+      env: {
+        REGISTRY_STORAGE_S3_BUCKET: 'blobs',
+        REGISTRY_STORAGE_S3_REGION: 'us-east-1',
+        REGISTRY_STORAGE_S3_REGIONENDPOINT: 'http://127.0.0.1:7480',
+        REGISTRY_STORAGE_S3_FORCEPATHSTYLE: 'true',
+        REGISTRY_STORAGE_S3_ACCESSKEY: 'AKIAEXAMPLE',
+        REGISTRY_STORAGE_S3_SECRETKEY: 'env-secret',
+        REGISTRY_STORAGE_S3_ROOTDIRECTORY: '/registry',
+        REGISTRY_STORAGE_S3_SECURE: 'false',
+        REGISTRY_STORAGE_S3_SKIPVERIFY: 'yes',
+        REGISTRY_STORAGE_S3_CHUNKSIZE: '16MiB',
+        REGISTRY_STORAGE_S3_STORAGECLASS: 'NONE',
+        REGISTRY_STORAGE_S3_ENCRYPT: 'true',
+        REGISTRY_STORAGE_S3_KEYID: 'kms-key',
+        REGISTRY_STORAGE_S3_SPOOLDIRECTORY: '/spool',
+      },
+      warnings: [],
+    });
+    assert.deepEqual(fromEnv.storage.s3, {
+      bucket: 'blobs',
+      region: 'us-east-1',
+      regionendpoint: 'http://127.0.0.1:7480',
+      forcepathstyle: true,
+      accesskey: 'AKIAEXAMPLE',
+      secretkey: 'env-secret',
+      rootdirectory: '/registry',
+      secure: false,
+      skipverify: true,
+      chunksize: 16 * 1024 * 1024,
+      storageclass: 'NONE',
+      encrypt: true,
+      keyid: 'kms-key',
+      spooldirectory: '/spool',
+    });
+    assert.ok(!JSON.stringify(maskSecrets(fromEnv)).includes('env-secret'), 'the secret key is masked when printed');
+  });
+
+  it('storage.s3: ignored distribution keys warned about by name, bad values named, one driver at a time, the secret key from a file', () => {
+    const dir = tempDir('pullmirror-config-s3');
+    const file = path.join(dir.path, 'config.yml');
+    const base = 'storage:\n  s3:\n    bucket: images\n    region: us-east-1\n';
+    writeFileSync(file, `${base}    v4auth: true\n    objectacl: private\n    multipartcopychunksize: 33554432\n`);
+    const warnings: string[] = [];
+    loadConfig({ file, env: {}, warnings });
+    assert.deepEqual(warnings.map((warning) => warning.split(' ')[0]).sort(), ['storage.s3.multipartcopychunksize', 'storage.s3.objectacl', 'storage.s3.v4auth']);
+    assert.ok(warnings.every((warning) => warning.includes('is ignored by pullmirror')));
+
+    const refused: [string, Record<string, string>, RegExp][] = [
+      [base, { REGISTRY_STORAGE_S3_CHUNKSIZE: '4MiB' }, /storage\.s3\.chunksize \(from REGISTRY_STORAGE_S3_CHUNKSIZE\): at least 5MiB/],
+      [base, { REGISTRY_STORAGE_S3_ACCESSKEY: 'AKIA' }, /storage\.s3\.secretkey: accesskey needs secretkey/],
+      [base, { REGISTRY_STORAGE_S3_ROOTDIRECTORY: '/a/../b' }, /storage\.s3\.rootdirectory \(from REGISTRY_STORAGE_S3_ROOTDIRECTORY\): path components/],
+      [base, { REGISTRY_STORAGE_S3_BUCKET: 'ab' }, /storage\.s3\.bucket \(from REGISTRY_STORAGE_S3_BUCKET\): a bucket name has at least 3 characters/],
+      ['storage:\n  s3:\n    region: us-east-1\n', {}, /storage\.s3\.bucket: /],
+      [`${base}  filesystem:\n    rootdirectory: /data\n`, {}, /storage\.s3: one storage driver at a time: storage\.filesystem is set too/],
+      ['storage:\n  filesystem:\n    rootdirectory: /data\n', { REGISTRY_STORAGE_S3_BUCKET: 'images' }, /storage\.s3 \(from REGISTRY_STORAGE_S3_BUCKET\): one storage driver at a time/],
+    ];
+    for (const [yaml, env, message] of refused) {
+      writeFileSync(file, yaml);
+      assert.throws(() => loadConfig({ file, env }), (error: Error) => error instanceof ConfigError && message.test(error.message), `${yaml} ${JSON.stringify(env)}`);
+    }
+
+    const keyFile = path.join(dir.path, 's3-secret');
+    writeFileSync(keyFile, 'file-secret\n');
+    writeFileSync(file, `${base}    accesskey: AKIA\n    secretkeyfile: ${keyFile}\n`);
+    const config = loadConfig({ file, env: {} });
+    assert.equal(config.storage.s3?.secretkey, 'file-secret', 'read from the file, its newline dropped');
+    const printed = stringify(printableConfig(config));
+    assert.ok(!printed.includes('file-secret') && !printed.includes('secretkey:'), 'the key from a file is not printed beside it');
+    writeFileSync(file, `${base}    accesskey: AKIA\n    secretkeyfile: ${keyFile}\n    secretkey: inline-secret\n`);
+    assert.throws(() => loadConfig({ file, env: {} }), (error: Error) => /storage\.s3\.secretkeyfile: set either/.test(error.message) && !error.message.includes('inline-secret'));
+    writeFileSync(file, `${base}    accesskey: AKIA\n    secretkeyfile: ${path.join(dir.path, 'missing')}\n`);
+    assert.throws(() => loadConfig({ file, env: {} }), /storage\.s3\.secretkeyfile: cannot read .*missing: ENOENT/);
+  });
+
+  it('a printed storage.s3 config reads back as the same config, its secret key masked', () => {
+    const dir = tempDir('pullmirror-config-s3');
+    const file = path.join(dir.path, 'config.yml');
+    writeFileSync(file, 'storage:\n  s3:\n    bucket: images\n    region: us-east-1\n    regionendpoint: http://rgw:7480\n    accesskey: AKIA\n    secretkey: s3-secret\n    chunksize: 32MiB\n');
+    const config = loadConfig({ file, env: {} });
+    const printed = stringify(printableConfig(config));
+    assert.ok(printed.includes('chunksize: 32MiB'), printed);
+    assert.ok(!printed.includes('s3-secret'));
+    writeFileSync(file, printed);
+    const again = loadConfig({ file, env: {} });
+    assert.deepEqual(again, { ...config, storage: { ...config.storage, s3: { ...config.storage.s3!, secretkey: '*****' } } });
+    assert.equal(stringify(printableConfig(again)), printed);
   });
 });

@@ -32,6 +32,17 @@ const WHAT_IT_DID: Record<string, string> = {
   loglevel: 'the old spelling of log.level: set log.level instead',
   'log.hooks': 'registry:2 mails log events; pullmirror does not',
   'redis.pool': 'one pipelined connection is used',
+  'storage.s3.v4auth': 'requests are always signed with Signature Version 4',
+  'storage.s3.objectacl': "objects get the bucket's default ACL",
+  'storage.s3.useragent': "the AWS SDK's user agent is sent",
+  'storage.s3.usedualstack': 'the endpoint is the region\'s, or regionendpoint',
+  'storage.s3.accelerate': 'the endpoint is the region\'s, or regionendpoint',
+  'storage.s3.loglevel': 'S3 failures are logged by pullmirror as storage errors',
+  'storage.s3.multipartcopychunksize': 'pullmirror never copies objects within the bucket',
+  'storage.s3.multipartcopymaxconcurrency': 'pullmirror never copies objects within the bucket',
+  'storage.s3.multipartcopythresholdsize': 'pullmirror never copies objects within the bucket',
+  'storage.s3.checksumdisabled': 'checksums are sent only where S3 requires them (blobs are verified by digest before upload)',
+  'storage.s3.checksumalgorithm': 'checksums are sent only where S3 requires them (blobs are verified by digest before upload)',
 };
 
 /** One warning per ignored key that `raw` (the file merged with REGISTRY_* values) sets. */

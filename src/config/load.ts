@@ -73,6 +73,14 @@ export function loadConfig(options: LoadOptions = {}): Config {
     setPath(raw, ['redis', 'url'], env.REDIS_URL);
     fromEnv.set('redis.url', 'REDIS_URL');
   }
+  const storageRaw = raw.storage as Record<string, unknown> | undefined;
+  if (storageRaw?.filesystem != null && storageRaw.s3 != null) {
+    const source = (key: string) => {
+      const variable = sourceOf(key, fromEnv);
+      return variable ? ` (from ${variable})` : '';
+    };
+    throw new ConfigError(`invalid configuration:\n  storage.s3${source('storage.s3')}: one storage driver at a time: storage.filesystem${source('storage.filesystem')} is set too`);
+  }
   const config = validate(raw, fromEnv);
   const namespaceWarning = unstatedNamespaceWarning(raw, config);
   if (namespaceWarning) warnings.push(namespaceWarning);

@@ -1,4 +1,7 @@
+import os from 'node:os';
+import path from 'node:path';
 import { parseKeepPattern } from '../eviction/keep.ts';
+import { checkKey } from '../storage/driver/storage-driver.ts';
 import { z } from 'zod';
 import { validate as validCron } from 'node-cron';
 import parseBytes from 'bytes';
@@ -79,9 +82,78 @@ const log = z
 const unsupportedStorage = () =>
   z
     .unknown()
-    .refine((v) => v === undefined, { message: `only filesystem storage is supported (storage.filesystem.rootdirectory)` })
+    .refine((v) => v === undefined, { message: `only filesystem and s3 storage are supported (storage.filesystem, storage.s3)` })
     .optional()
     .meta({ unsupported: true });
+
+/** A root directory in a bucket: '' or components a key may have (checkKey's), slashes at either end allowed. */
+function validRoot(root: string): boolean {
+  const trimmed = root.split('/').filter((part) => part !== '').join('/');
+  if (trimmed === '') return true;
+  try {
+    checkKey(trimmed, 'rootdirectory');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * distribution's s3 driver keys (its s3-aws driver), for AWS S3 and what speaks it (Ceph's RADOS
+ * Gateway, MinIO). Without accesskey, the AWS SDK's default credential chain (environment,
+ * shared config, web identity for Kubernetes service accounts, instance metadata).
+ */
+const s3 = z
+  .strictObject({
+    bucket: str().pipe(z.string().min(3, 'a bucket name has at least 3 characters')),
+    region: str(),
+    /** An S3 server other than AWS's (http://rgw.local:7480); a host without a scheme takes `secure`'s. */
+    regionendpoint: str().optional(),
+    /** Path-style URLs (endpoint/bucket/key), which RGW and MinIO usually need. */
+    forcepathstyle: bool().default(false),
+    accesskey: str().optional(),
+    secretkey: str().optional(),
+    /** ours: a file holding the secret key (a mounted secret), instead of secretkey. */
+    secretkeyfile: str().optional(),
+    sessiontoken: str().optional(),
+    /** Keys live under this prefix in the bucket ('' : at its top). */
+    rootdirectory: str()
+      .default('')
+      .refine((v) => validRoot(v), { message: "path components of letters, digits and ._:@+=- not starting with a dot (e.g. /registry)" }),
+    /** https (true) or http for a regionendpoint given without a scheme. */
+    secure: bool().default(true),
+    /** Accept any TLS certificate from the endpoint. */
+    skipverify: bool().default(false),
+    /** Bytes per part of a multipart upload (at least 5MiB, S3's smallest part); smaller blobs go in one PutObject. */
+    chunksize: size()
+      .prefault('10MiB')
+      .refine((v) => v >= 5 * 1024 * 1024, { message: 'at least 5MiB (the smallest part S3 takes)' }),
+    /** The storage class of new objects; NONE leaves it to the bucket's default. */
+    storageclass: str().default('STANDARD'),
+    /** Server-side encryption: KMS with keyid, else AES256. */
+    encrypt: bool().default(false),
+    keyid: str().optional(),
+    /**
+     * ours: a local directory where fills are spooled on their way to the bucket: clients are
+     * served from it while the blob downloads, and the verified file is uploaded from it. Needs
+     * room for the blobs being filled at once (an emptyDir in Kubernetes).
+     */
+    spooldirectory: str().default(path.join(os.tmpdir(), 'pullmirror-spool')),
+    v4auth: ignored(),
+    objectacl: ignored(),
+    useragent: ignored(),
+    usedualstack: ignored(),
+    accelerate: ignored(),
+    loglevel: ignored(),
+    multipartcopychunksize: ignored(),
+    multipartcopymaxconcurrency: ignored(),
+    multipartcopythresholdsize: ignored(),
+    checksumdisabled: ignored(),
+    checksumalgorithm: ignored(),
+  })
+  .refine((v) => !(v.secretkey !== undefined && v.secretkeyfile !== undefined), { message: 'set either storage.s3.secretkey or storage.s3.secretkeyfile, not both', path: ['secretkeyfile'] })
+  .refine((v) => v.accesskey === undefined || v.secretkey !== undefined || v.secretkeyfile !== undefined, { message: 'accesskey needs secretkey (or secretkeyfile)', path: ['secretkey'] })
+  .refine((v) => v.accesskey !== undefined || (v.secretkey === undefined && v.secretkeyfile === undefined), { message: 'a secret key needs its accesskey', path: ['accesskey'] });
 
 const storage = z
   .strictObject({
@@ -155,7 +227,8 @@ const storage = z
       .prefault({}),
     redirect: ignored(),
     tag: ignored(),
-    s3: unsupportedStorage(),
+    /** Set: the store is this bucket (storage.filesystem is then not used). */
+    s3: s3.optional(),
     azure: unsupportedStorage(),
     gcs: unsupportedStorage(),
     swift: unsupportedStorage(),
@@ -555,4 +628,4 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>;
 
 /** Config keys whose values are secrets: masked wherever a config is printed. */
-export const SECRET_KEYS = ['proxy.password', 'proxy.remotes.*.password', 'redis.password', 'redis.url', 'http.secret', 'proxy.warm.password'];
+export const SECRET_KEYS = ['storage.s3.secretkey', 'storage.s3.sessiontoken', 'proxy.password', 'proxy.remotes.*.password', 'redis.password', 'redis.url', 'http.secret', 'proxy.warm.password'];

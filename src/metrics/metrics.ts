@@ -140,6 +140,36 @@ export const signatureChecks = new Counter({
   registers: [metricsRegistry],
 });
 
+/**
+ * Storage driver operations (src/storage/driver/metered-driver.ts), for every driver alike: by
+ * driver (filesystem, s3), operation (getContent, commitFile, open, send, walk, …) and result
+ * (`ok`, or the fault: unavailable, denied, full, missing-store, invalid-key, too-large).
+ */
+export const storageOperations = new Tally({
+  name: 'pullmirror_storage_operations_total',
+  help: 'Storage driver operations by driver, operation and result (ok or the fault)',
+  labelNames: ['driver', 'operation', 'result'],
+});
+
+/** How long storage driver operations take (a listing: the whole walk; send: the whole body). */
+export const storageOperationSeconds = new Histogram({
+  name: 'pullmirror_storage_operation_seconds',
+  help: 'Storage driver operations: time taken, by driver and operation',
+  labelNames: ['driver', 'operation'] as const,
+  buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120],
+  registers: [metricsRegistry],
+});
+
+/**
+ * HTTP requests the s3 driver sent, by S3 request (GetObject, PutObject, UploadPart, …), retries
+ * included: what a warm pull costs in requests (about one GetObject per blob).
+ */
+export const s3Requests = new Tally({
+  name: 'pullmirror_s3_requests_total',
+  help: 'HTTP requests sent to S3 by the s3 storage driver, by request (retries included)',
+  labelNames: ['request'],
+});
+
 /** Figures that live elsewhere and are read when Prometheus scrapes. */
 export interface MetricSources {
   fillsInFlight: () => number;

@@ -1,0 +1,46 @@
+import type { Config } from '../../config/schema.ts';
+import { FilesystemDriver } from './filesystem-driver.ts';
+import { MeteredDriver } from './metered-driver.ts';
+import { S3Driver, type S3DriverOptions } from './s3-driver.ts';
+import type { StorageDriver } from './storage-driver.ts';
+
+/*
+ * The one place a config becomes a storage driver: `storage.s3` set → the bucket, else the
+ * filesystem store at storage.filesystem.rootdirectory; either wrapped by the MeteredDriver, so
+ * every driver's operations are counted alike.
+ */
+
+/** What the process decides, not the config: the filesystem driver's temp directory (TempArea.dir, on the store's file system). */
+export interface DriverContext {
+  tempDir: string;
+}
+
+export function createStorageDriver(config: Config, context: DriverContext): StorageDriver {
+  const s3 = s3DriverOptions(config);
+  const driver = s3 ? new S3Driver(s3) : new FilesystemDriver({ root: config.storage.filesystem.rootdirectory, tempDir: context.tempDir });
+  return new MeteredDriver(driver);
+}
+
+/** The S3 driver's options from `storage.s3` (undefined when the store is not on S3). */
+export function s3DriverOptions(config: Config): S3DriverOptions | undefined {
+  const s3 = config.storage.s3;
+  if (!s3) return undefined;
+  return {
+    bucket: s3.bucket,
+    region: s3.region,
+    endpoint: s3.regionendpoint,
+    forcePathStyle: s3.forcepathstyle,
+    // Without accesskey: the SDK's default credential chain.
+    credentials: s3.accesskey !== undefined && s3.secretkey !== undefined ? { accessKeyId: s3.accesskey, secretAccessKey: s3.secretkey, sessionToken: s3.sessiontoken } : undefined,
+    rootDirectory: s3.rootdirectory,
+    secure: s3.secure,
+    skipVerify: s3.skipverify,
+    partSize: s3.chunksize,
+    storageClass: s3.storageclass,
+    encrypt: s3.encrypt,
+    keyId: s3.keyid,
+    // A response body streams from S3 to a client: no byte moving for as long as a client may
+    // stall (http.sendtimeout) before the connection counts as hung.
+    idleTimeoutMs: config.http.sendtimeout,
+  };
+}
