@@ -21,6 +21,7 @@ import { parse, parseAllDocuments, stringify } from 'yaml';
 import { configSchema } from '../../src/config/schema.ts';
 import { pushImage, randomLayer } from '../support/images.ts';
 import { cleanEnv, isCI, requireBinary, tempDir } from '../support/processes.ts';
+import { skipUnlessS3, startS3 } from '../support/s3.ts';
 import { skopeoCopy } from '../support/skopeo.ts';
 import { eventually } from '../support/wait.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
@@ -612,6 +613,49 @@ describe('the Kubernetes variants keep what a platform team checks', () => {
   }
 });
 
+describe('the Kubernetes fleet on S3: no volume claim, the spool on an emptyDir, the bucket keys from a Secret', { skip: skipUnlessS3() }, () => {
+  it('fleet-s3: passes config check against a real bucket (RADOS Gateway) with the keys of its Secret, and renders no PersistentVolumeClaim', async (t) => {
+    if (!requireKubectl(t)) return;
+    const objects = await kustomize('fleet-s3');
+    assert.deepEqual(objects.filter((o) => o.kind === 'PersistentVolumeClaim').map((o) => o.metadata.name), [], 'no claim: nothing needs ReadWriteMany');
+    const pod = podOf(objects, 'fleet-s3');
+    const { deployment, container } = pod;
+    const spec = deployment.spec.template.spec;
+    assert.equal(deployment.spec.replicas, 3);
+    assert.ok(spec.volumes.every((v: any) => !v.persistentVolumeClaim), 'no volume of the pod is a claim');
+
+    // The user's part, done here with a real bucket: its endpoint in the config, its keys in the
+    // Secret pullmirror-s3 (the mounted secretkey file and the accesskey variable).
+    const s3 = await startS3({ memMiB: 256 });
+    try {
+      const bucket = await s3.createBucket('fleet-s3');
+      const secretMount = pod.mounts.get('/run/secrets/pullmirror-s3');
+      assert.ok(secretMount, 'the Secret pullmirror-s3 is mounted at /run/secrets/pullmirror-s3');
+      writeFileSync(path.join(secretMount, 'secretkey'), s3.secretAccessKey);
+      assert.equal(pod.env.REGISTRY_STORAGE_S3_ACCESSKEY, secretValues(find(objects, 'Secret', 'pullmirror-s3')).accesskey, 'the access key comes from the Secret');
+      const env = { ...pod.env, REGISTRY_STORAGE_S3_ACCESSKEY: s3.accessKeyId, REGISTRY_STORAGE_S3_REGIONENDPOINT: s3.endpoint, REGISTRY_STORAGE_S3_BUCKET: bucket };
+      const effective = await assertPasses('kubernetes/fleet-s3', pod.configFile, env);
+      assert.equal(effective.storage.s3.bucket, bucket);
+      assert.equal(effective.storage.cache.blobdescriptor, 'redis', 'the fleet shares descriptors and leases through Redis');
+      assert.ok(!(container.env ?? []).some((e: any) => /SECRET/.test(e.name)), 'no secret key in the environment');
+
+      // The shipped placeholders are refused by the bucket, naming the key to fix.
+      const placeholders = await configCheck(pod.configFile, { ...pod.env, REGISTRY_STORAGE_S3_REGIONENDPOINT: s3.endpoint, REGISTRY_STORAGE_S3_BUCKET: bucket });
+      assert.equal(placeholders.code, 2);
+      assert.match(placeholders.stderr, /storage\.s3\.accesskey: refused by the server/);
+
+      // The spool: on a writable emptyDir with a size limit.
+      const spool: string = effective.storage.s3.spooldirectory;
+      const mount = container.volumeMounts.find((m: any) => !m.readOnly && (spool === m.mountPath || spool.startsWith(`${m.mountPath}/`)));
+      assert.ok(mount, `the spool ${spool} is on a writable volume`);
+      const volume = spec.volumes.find((v: any) => v.name === mount.name);
+      assert.ok(volume.emptyDir?.sizeLimit, `the spool's volume is an emptyDir with a sizeLimit (${JSON.stringify(volume)})`);
+    } finally {
+      await s3.close();
+    }
+  });
+});
+
 /**
  * The volumes of a pod template reproduced on this machine: each ConfigMap volume written into a
  * temp directory as the kubelet mounts it, each hostPath an empty temp directory standing for the
@@ -670,7 +714,7 @@ describe('the Kubernetes components: each renders with each variant, and does wh
   it('every variant renders without a warning, alone, with each component and with all of them', async (t) => {
     if (!requireKubectl(t)) return;
     assert.deepEqual(COMPONENTS, ['node-config', 'service-monitor', 'warm']);
-    for (const variant of ['single', 'fleet']) {
+    for (const variant of ['single', 'fleet', 'fleet-s3']) {
       for (const components of [[], ...COMPONENTS.map((c) => [c]), COMPONENTS]) {
         const objects = await kustomize(variant, components);
         const deployment = find(objects, 'Deployment', 'pullmirror');
