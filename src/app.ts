@@ -13,7 +13,12 @@ import type { Config } from './config/schema.ts';
 import { EvictionPreviewer } from './browse/eviction-preview.ts';
 import { storeCapacity } from './browse/store-capacity.ts';
 import { StoreBrowser } from './browse/store-browser.ts';
-import { AccessRecorder } from './eviction/access-recorder.ts';
+import { AccessRecorder, usedItemKey } from './eviction/access-recorder.ts';
+import type { AccessClock } from './eviction/access-clock.ts';
+import { openAccessClock, passLockFor, redisConfigured } from './eviction/access-clock-setup.ts';
+import type { PassLock } from './eviction/pass-lock.ts';
+import type { StoreReader } from './eviction/inventory.ts';
+import { FilesystemDriver } from './storage/driver/filesystem-driver.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
@@ -83,7 +88,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     logger.info('serving registry', { namespace: remote.namespace, upstream: remote.upstream.url.origin, default: remote.isDefault, ...(remote.prefix ? { prefix: remote.prefix } : {}) });
   }
   const stores = buildStores(config, logger, storage, caches, remotes);
-  const eviction = buildEviction(config, logger, storage, stores);
+  const eviction = buildEviction(config, logger, storage, stores, caches);
   const ops = buildOps(config, storage, remotes, stores.downloads);
   ops.signatures = stores.signatures;
   const heartbeat = new FleetHeartbeat({
@@ -104,8 +109,8 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     ops.fleetTraffic = new FleetTraffic({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), address: () => heartbeat.listenAddress });
     ops.traffic.addSink(ops.fleetTraffic);
   }
-  ops.browse = buildBrowse(config, logger, storage.paths, remotes, eviction.scheduler, heartbeat);
-  ops.capacity = (bytes) => storeCapacity(config, bytes);
+  ops.browse = buildBrowse(config, logger, { driver: storage.driver, paths: storage.paths, clock: caches.clock }, remotes, eviction.scheduler, heartbeat);
+  ops.capacity = (bytes) => storeCapacity(config, storage.driver, bytes);
   ops.pageAssets = await statusPageAssets();
   for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
@@ -136,6 +141,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await remotes.close();
       await caches.fleet.close();
       await caches.descriptors.close();
+      await caches.clock.close();
       caches.probe?.stop();
       await caches.redis?.close();
       await storage.tempArea.stop().catch(() => {});
@@ -145,6 +151,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
 
 interface Storage {
   paths: StorePaths;
+  driver: FilesystemDriver;
   tempArea: TempArea;
   blobStore: FilesystemBlobStore;
   manifestStore: FilesystemManifestStore;
@@ -168,11 +175,12 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
   manifestStore.links.writable = !readOnly;
-  const figures = new LiveStoreFigures(paths);
+  const driver = new FilesystemDriver({ root: paths.root, tempDir: tempArea.dir });
+  const figures = new LiveStoreFigures({ driver, paths });
   blobStore.listener = figures;
   manifestStore.listener = figures;
   figures.start();
-  return { paths, tempArea, blobStore, manifestStore, readOnly, figures };
+  return { paths, driver, tempArea, blobStore, manifestStore, readOnly, figures };
 }
 
 interface Caches {
@@ -181,12 +189,15 @@ interface Caches {
   fleet: FillCoordinator;
   /** Renews this store's probe while the instance runs (with Redis). */
   probe?: StoreProbe;
+  /** When each stored item was last used (eviction/access-clock.ts), and one eviction pass at a time. */
+  clock: AccessClock;
+  passLock: PassLock;
 }
 
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
 async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: Storage): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
-  const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
+  const redisWanted = redisConfigured(config);
   const connected = redisWanted ? await connectForStore(config, logger, paths) : undefined;
   const redis = connected?.redis;
   const descriptors: DescriptorCache =
@@ -195,7 +206,8 @@ async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: 
     redis && config.redis.fleet.enabled
       ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
-  return { redis, descriptors, fleet, probe: connected?.probe };
+  const clock = openAccessClock({ redis, paths, logger });
+  return { redis, descriptors, fleet, probe: connected?.probe, clock, passLock: passLockFor(redis, tempArea.id) };
 }
 
 /**
@@ -339,12 +351,14 @@ function buildSignatureGate(logger: Logger, storage: Storage, manifests: () => P
  * Access records and the eviction schedule. As in distribution, nothing is evicted unless
  * deletes are enabled, and never in read-only mode (which records no access either).
  */
-function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
+function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores, caches: Caches): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
   if (storage.readOnly) return {};
   const evictionLogger = logger.child({ component: 'eviction' });
   const ttls = [config.proxy, ...config.proxy.remotes].map((remote) => remote.ttl).filter((ttl) => ttl > 0);
+  const store: StoreReader = { driver: storage.driver, paths: storage.paths, clock: caches.clock };
   const usage = new AccessRecorder({
-    paths: storage.paths,
+    clock: caches.clock,
+    present: async (item) => (await storage.driver.stat(usedItemKey(storage.paths, item))) !== undefined,
     // The shortest TTL of any registry: debouncing must not make a used item look expired anywhere.
     ttlMs: ttls.length > 0 ? Math.min(...ttls) : 0,
     logger: evictionLogger,
@@ -359,12 +373,14 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
     pass: () =>
       sweep({
         ...sweepSettings(config),
-        paths: storage.paths,
+        store,
+        lock: caches.passLock,
         logger: evictionLogger,
         graceReport: false,
         sharesLoop: true,
         hooks: {
-          isBusy: (digest) => stores.downloads.isFilling(digest),
+          // Filling here, or under a fill lease of another instance (or Redis cannot tell: kept).
+          isBusy: async (digest) => stores.downloads.isFilling(digest) || (await caches.fleet.blobHolder(digest)).kind !== 'free',
           manifestRemoved: stores.forgetManifest,
           blobRemoved: (digest, size) => {
             storage.figures.blobRemoved(digest, size);
@@ -482,15 +498,15 @@ function loadTokenAuth(config: Config, logger: Logger, remotes: Remotes): TokenA
 
 
 /** The status page's store browser, eviction view and fleet panel (see http/browse-router.ts). */
-function buildBrowse(config: Config, logger: Logger, paths: StorePaths, remotes: Remotes, scheduler: EvictionScheduler | undefined, fleet: FleetHeartbeat): BrowseContext {
+function buildBrowse(config: Config, logger: Logger, store: StoreReader, remotes: Remotes, scheduler: EvictionScheduler | undefined, fleet: FleetHeartbeat): BrowseContext {
   const settings = sweepSettings(config);
   const browser = new StoreBrowser({
-    paths,
+    store,
     remotes,
     rules: { ttlFor: settings.ttlFor, graceMs: settings.graceMs, keep: settings.keep },
   });
   // A preview waits for a scheduled pass in flight: never two walks of the whole store at once.
-  const previewer = new EvictionPreviewer({ config, paths, logger: logger.child({ component: 'eviction-preview' }), passDone: () => scheduler?.whenIdle() });
+  const previewer = new EvictionPreviewer({ config, store, logger: logger.child({ component: 'eviction-preview' }), passDone: () => scheduler?.whenIdle() });
   const schedule = config.storage.eviction.schedule;
   const eviction = (): EvictionStatus =>
     scheduler
