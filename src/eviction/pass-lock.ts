@@ -101,7 +101,8 @@ export class RedisPassLock implements PassLock {
     if (answer === null) {
       const held = await this.redis.client.get(KEY).catch(() => null);
       const match = held ? HOLDER.exec(held) : null;
-      throw new PassHeldElsewhere(match ? match[1] : 'unknown holder', match ? Number(match[2]) : undefined);
+      // The holder's name without the random token that tells its passes apart.
+      throw new PassHeldElsewhere(match ? match[1].replace(/\.[0-9a-f]{12}$/, '') : 'unknown holder', match ? Number(match[2]) : undefined);
     }
     return this.lease(`${owner} `, started);
   }
