@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import { mapLimited } from '../util/map-limited.ts';
-import { accessItem, lastUsesOf } from '../eviction/access-clock.ts';
+import { AccessClockUnavailable, accessItem, lastUsesOf } from '../eviction/access-clock.ts';
 import { readRepository, type StoreReader } from '../eviction/inventory.ts';
 import type { KeepRules } from '../eviction/keep.ts';
 import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
@@ -87,12 +87,17 @@ async function read(store: StoreReader, key: string): Promise<RepositorySnapshot
   if (!entries.includes('_tags') && !entries.includes('_manifests')) return undefined;
   // What a pass reads of the repository (inventory.ts), with the access clock's records.
   const found = await readRepository(driver, prefix, key, entries);
-  await lastUsesOf(clock, found.tags.length, (i) => accessItem.tag(key, found.tags[i].tag), (i, ms) => {
-    found.tags[i].lastUseMs = Math.max(found.tags[i].lastUseMs, ms);
-  });
-  await lastUsesOf(clock, found.links.length, (i) => accessItem.manifest(key, found.links[i].digest), (i, ms) => {
-    found.links[i].lastUseMs = Math.max(found.links[i].lastUseMs, ms);
-  });
+  try {
+    await lastUsesOf(clock, found.tags.length, (i) => accessItem.tag(key, found.tags[i].tag), (i, ms) => {
+      found.tags[i].lastUseMs = Math.max(found.tags[i].lastUseMs, ms);
+    });
+    await lastUsesOf(clock, found.links.length, (i) => accessItem.manifest(key, found.links[i].digest), (i, ms) => {
+      found.links[i].lastUseMs = Math.max(found.links[i].lastUseMs, ms);
+    });
+  } catch (error) {
+    // The browser still shows the repository (no pass runs meanwhile): ages from the objects' writes.
+    if (!(error instanceof AccessClockUnavailable)) throw error;
+  }
   const tags = new Map<string, SnapshotTag>();
   for (const tag of found.tags) tags.set(tag.tag, { digest: tag.digest, lastUseMs: tag.lastUseMs });
   const links = new Map<string, SnapshotLink>();
