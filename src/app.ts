@@ -15,10 +15,9 @@ import { storeCapacity } from './browse/store-capacity.ts';
 import { StoreBrowser } from './browse/store-browser.ts';
 import { AccessRecorder, usedItemKey } from './eviction/access-recorder.ts';
 import type { AccessClock } from './eviction/access-clock.ts';
-import { openAccessClock, passLockFor, redisConfigured } from './eviction/access-clock-setup.ts';
+import { openAccessClock, passLockFor } from './eviction/access-clock-setup.ts';
 import type { PassLock } from './eviction/pass-lock.ts';
 import type { StoreReader } from './eviction/inventory.ts';
-import { FilesystemDriver } from './storage/driver/filesystem-driver.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
@@ -55,6 +54,8 @@ import { MediaType } from './registry/media-types.ts';
 import { RegistryError } from './registry/errors.ts';
 import { SignatureGate, type SignatureLookup } from './signatures/signature-gate.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
+import { FilesystemDriver } from './storage/driver/filesystem-driver.ts';
+import type { StorageDriver } from './storage/driver/storage-driver.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
 import { renewStoreId, storeId } from './storage/store-id.ts';
@@ -150,14 +151,25 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
 }
 
 interface Storage {
+  /** The bytes at keys: the blob, manifest and tag semantics above go through it. */
+  driver: StorageDriver;
+  /** The store as files (the filesystem driver's layout), for what still walks its directories. */
   paths: StorePaths;
-  driver: FilesystemDriver;
   tempArea: TempArea;
   blobStore: FilesystemBlobStore;
   manifestStore: FilesystemManifestStore;
   readOnly: boolean;
   /** The store's figures, walked once in the background and kept current as blobs come and go. */
   figures: LiveStoreFigures;
+}
+
+/**
+ * The store's driver. The seam for storage.s3: src/storage/driver/create-driver.ts (choosing the
+ * driver by config) replaces this once it lands; until then the filesystem driver, whose temp
+ * files (putContent's) go to this instance's spool, as a fill's do, so a commit is a rename.
+ */
+function buildDriver(config: Config, tempDir: string): StorageDriver {
+  return new FilesystemDriver({ root: config.storage.filesystem.rootdirectory, tempDir });
 }
 
 /** The filesystem store and this instance's temporary area in it. */
@@ -172,15 +184,15 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
     // An unwritable store must not keep the mirror down: it serves from upstream meanwhile.
     logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
   }
+  const driver = buildDriver(config, tempArea.dir);
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
   manifestStore.links.writable = !readOnly;
-  const driver = new FilesystemDriver({ root: paths.root, tempDir: tempArea.dir });
   const figures = new LiveStoreFigures({ driver, paths });
   blobStore.listener = figures;
   manifestStore.listener = figures;
   figures.start();
-  return { paths, driver, tempArea, blobStore, manifestStore, readOnly, figures };
+  return { driver, paths, tempArea, blobStore, manifestStore, readOnly, figures };
 }
 
 interface Caches {
@@ -197,7 +209,7 @@ interface Caches {
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
 async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: Storage): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
-  const redisWanted = redisConfigured(config);
+  const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
   const connected = redisWanted ? await connectForStore(config, logger, paths) : undefined;
   const redis = connected?.redis;
   const descriptors: DescriptorCache =

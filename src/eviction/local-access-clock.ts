@@ -62,6 +62,7 @@ export class LocalAccessClock implements AccessClock {
   /** Whether the journal ends with a whole line (asked before this process's first append). */
   private lineStart?: 'yes' | 'no';
   /** What was read of the journal: its records, the file it was read from, how far. */
+  /** `usedAt`: performance.now() of the last read (an interval only). */
   private read?: JournalRead & { usedAt: number };
   private reading?: Promise<Map<string, number>>;
 
@@ -113,7 +114,7 @@ export class LocalAccessClock implements AccessClock {
 
   /** Appends what is pending; compacts the journal when it has doubled. */
   private async write(): Promise<void> {
-    if (this.read && Date.now() - this.read.usedAt > IDLE_MS) this.read = undefined;
+    if (this.read && performance.now() - this.read.usedAt > IDLE_MS) this.read = undefined;
     if (this.pending.size === 0 && this.forgets.length === 0) return;
     const taken = this.pending.take();
     const forgets = this.forgets;
@@ -174,7 +175,7 @@ export class LocalAccessClock implements AccessClock {
   private async catchUp(): Promise<Map<string, number>> {
     try {
       const read = await readJournal(this.file, this.read);
-      this.read = { ...read, usedAt: Date.now() };
+      this.read = { ...read, usedAt: performance.now() };
       return read.records;
     } catch (error) {
       throw new AccessClockUnavailable(`the access clock cannot be read: ${(error as Error).message}`, { cause: error });

@@ -104,16 +104,17 @@ export class RedisPassLock implements PassLock {
       // The holder's name without the random token that tells its passes apart.
       throw new PassHeldElsewhere(match ? match[1].replace(/\.[0-9a-f]{12}$/, '') : 'unknown holder', match ? Number(match[2]) : undefined);
     }
-    return this.lease(`${owner} `, started);
+    return this.lease(`${owner} `, performance.now());
   }
 
-  private lease(owner: string, started: number): PassLease {
-    let confirmedAt = started;
+  /** `asked`: performance.now() when the lock was asked for (the lease ran from then; intervals only). */
+  private lease(owner: string, asked: number): PassLease {
+    let confirmedAt = asked;
     let lost = false;
     const renew = async (): Promise<boolean | undefined> => {
       if (lost) return false;
       if (!this.redis.available) return undefined;
-      const sent = Date.now();
+      const sent = performance.now();
       try {
         const held = (await this.redis.client.eval(RENEW, 1, KEY, owner, this.leaseMs)) === 1;
         if (held) confirmedAt = Math.max(confirmedAt, sent);
@@ -130,9 +131,9 @@ export class RedisPassLock implements PassLock {
       stillHeld: async () => {
         if (lost) return false;
         // Confirmed lately: no request per deletion.
-        if (Date.now() - confirmedAt < this.leaseMs / 3) return true;
+        if (performance.now() - confirmedAt < this.leaseMs / 3) return true;
         if ((await renew()) === false) return false;
-        return Date.now() - confirmedAt < this.leaseMs;
+        return performance.now() - confirmedAt < this.leaseMs;
       },
       release: async () => {
         clearInterval(timer);

@@ -57,6 +57,7 @@ export class EvictionScheduler {
       return Promise.resolve(undefined);
     }
     const startedAt = Date.now();
+    const startedMono = performance.now();
     this.logger.info('eviction pass started');
     this.running = this.pass()
       .then((result) => {
@@ -83,7 +84,7 @@ export class EvictionScheduler {
         this.logger.error('eviction pass failed', { error: error.message });
         this.record({
           startedAt,
-          durationMs: Date.now() - startedAt,
+          durationMs: Math.round(performance.now() - startedMono),
           outcome: 'failed',
           error: error.message,
           removed: { tags: 0, manifests: 0, blobs: 0 },

@@ -135,7 +135,9 @@ export class PassLeaseLost extends Error {
 }
 
 async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined): Promise<Omit<SweepResult, 'maxEventLoopDelayMs'>> {
+  // Wall time for what is compared with the access clock's records and the objects' write times; the duration on the monotonic clock.
   const started = Date.now();
+  const startedMono = performance.now();
   const now = options.now ?? started;
   const protectedSince = (options.dryRun ? now : Math.min(now, started)) - options.graceMs;
   const { plan, graceHeld, links: storedLinks, tags: storedTags, references } = await planPass(options, started, protectedSince);
@@ -145,7 +147,7 @@ async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined
     for (const tag of plan.tags) onItem({ kind: 'tag', tag });
     for (const link of plan.links) onItem({ kind: 'manifest', link });
     for (const blob of plan.blobs) onItem({ kind: 'blob', blob });
-    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Date.now() - started };
+    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Math.round(performance.now() - startedMono) };
   }
   const { store, hooks = {} } = options;
   const { driver, paths, clock } = store;
@@ -219,7 +221,7 @@ async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined
   evictions.labels('manifest').inc(links.length);
   evictions.labels('blob').inc(blobs.length);
   evictedBytes.inc(freed);
-  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Date.now() - started };
+  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Math.round(performance.now() - startedMono) };
 }
 
 /**

@@ -168,7 +168,8 @@ export class LiveStoreFigures {
   private readonly minAgeMs: number;
   private figures = emptyFigures();
   private walk?: StoreWalk;
-  private lastWalkStarted = 0;
+  /** performance.now() when the last walk started (a monotonic clock: only intervals are taken from it). */
+  private lastWalkStarted = -Infinity;
   private timer?: NodeJS.Timeout;
   private dirty = false;
   private stopped = false;
@@ -248,7 +249,7 @@ export class LiveStoreFigures {
   changed(): void {
     if (this.dirty) return;
     this.dirty = true;
-    if (!this.walk) this.schedule(Math.max(0, this.lastWalkStarted + this.minAgeMs - Date.now()));
+    if (!this.walk) this.schedule(Math.max(0, this.lastWalkStarted + this.minAgeMs - performance.now()));
   }
 
   private schedule(delayMs: number): void {
@@ -261,7 +262,7 @@ export class LiveStoreFigures {
   private async walkNow(): Promise<void> {
     if (this.walk || this.stopped) return;
     this.dirty = false;
-    this.lastWalkStarted = Date.now();
+    this.lastWalkStarted = performance.now();
     const walk = (this.walk = new StoreWalk(this.store));
     try {
       const figures = await walk.run();
