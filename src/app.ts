@@ -19,7 +19,7 @@ import { openAccessClock, passLockFor } from './eviction/access-clock-setup.ts';
 import type { PassLock } from './eviction/pass-lock.ts';
 import type { StoreReader } from './eviction/inventory.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
-import { sweep, sweepSettings } from './eviction/sweeper.ts';
+import { STALE_UPLOAD_MS, sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
 import { FleetTraffic } from './fleet/fleet-traffic.ts';
 import { FleetHeartbeat } from './fleet/heartbeat.ts';
@@ -387,6 +387,7 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
         ...sweepSettings(config),
         store,
         lock: caches.passLock,
+        cleanupOlderThanMs: STALE_UPLOAD_MS,
         logger: evictionLogger,
         graceReport: false,
         sharesLoop: true,

@@ -132,6 +132,18 @@ describe('an eviction pass on the in-memory driver, with the access clock', () =
     await clock.close();
   });
 
+  it('a pass asks the driver to remove what crashed writers left, a dry run does not', async () => {
+    const asked: number[] = [];
+    // The in-memory driver has no incomplete uploads; what is checked here is that the pass asks (S3's driver answers with its own).
+    store.driver = Object.assign(driver, { cleanup: async (olderThanMs: number) => (asked.push(olderThanMs), 2) });
+    await storeImage('team/app', 'v1', 'cleanup');
+    assert.equal((await pass(1, { dryRun: true, cleanupOlderThanMs: 86_400_000 })).cleaned, 0);
+    assert.deepEqual(asked, []);
+    assert.equal((await pass(1, { cleanupOlderThanMs: 86_400_000 })).cleaned, 2);
+    assert.deepEqual(asked, [86_400_000]);
+    await clock.close();
+  });
+
   it("the store's figures and the browser's snapshot read the same driver and clock", async () => {
     const app = await storeImage('team/app', 'v1', 'figures');
     await storeImage('ghcr.io/acme/tool', 'latest', 'tool');

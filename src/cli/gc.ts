@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { openAccessClock, passLockFor, redisConfigured } from '../eviction/access-clock-setup.ts';
 import { PassHeldElsewhere } from '../eviction/pass-lock.ts';
-import { sweep, sweepSettings, type SweepResult, type SweptItem } from '../eviction/sweeper.ts';
+import { STALE_UPLOAD_MS, sweep, sweepSettings, type SweepResult, type SweptItem } from '../eviction/sweeper.ts';
 import { RedisFillCoordinator } from '../fleet/redis-fill-coordinator.ts';
 import { FilesystemDriver } from '../storage/driver/filesystem-driver.ts';
 import { createLogger } from '../logging/logger.ts';
@@ -94,12 +94,11 @@ export async function gc(args: string[]): Promise<void> {
         isBusy: async (digest) => fills !== undefined && (await fills.blobHolder(digest)).kind !== 'free',
         blobRemoved: (digest) => descriptors?.delete(digest),
       },
+      // What crashed writers left in the store (incomplete multipart uploads on S3), a day old at least.
+      cleanupOlderThanMs: STALE_UPLOAD_MS,
       onItem: (item) => out.line(itemLine(verb, item)),
     });
-    // What crashed writers left in the store (incomplete multipart uploads on S3), a day old at least.
-    const cleaned = dryRun ? 0 : await driver.cleanup(STALE_UPLOAD_MS);
     out.line(summary(result));
-    if (cleaned > 0) out.line(`${cleaned} incomplete uploads removed`);
     await out.end();
   } catch (error) {
     if (!(error instanceof PassHeldElsewhere)) throw error;
@@ -112,9 +111,6 @@ export async function gc(args: string[]): Promise<void> {
     await redis?.close();
   }
 }
-
-/** How old an incomplete upload must be before gc removes it: no fill takes a day. */
-const STALE_UPLOAD_MS = 24 * 3_600_000;
 
 function parseNow(value: string): number {
   if (!value) fail('--now needs a time');
@@ -151,6 +147,7 @@ export function summary(result: SweepResult): string {
       `${result.kept ? `; ${result.kept} kept (used during the pass)` : ''}${result.capUnreached ? '; size cap not reached (recent or pinned content is protected)' : ''}` +
       ` in ${(result.durationMs / 1000).toFixed(2)} s`,
   ];
+  if (result.cleaned > 0) lines.push(`${result.cleaned} incomplete uploads left by crashed writers removed`);
   if (result.graceHeld) lines.push(graceLine(result.graceHeld, result.graceMs));
   if (result.pinned.tags + result.pinned.manifests > 0) lines.push(`storage.eviction.keep holds ${result.pinned.tags} tags and ${result.pinned.manifests} manifests`);
   return lines.join('\n');

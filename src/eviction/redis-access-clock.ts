@@ -99,6 +99,7 @@ export class RedisAccessClock implements AccessClock {
         for (const [item] of entries.slice(start, start + LOOKUP_BATCH)) taken.delete(item);
       }
       this.warnedOverflow = false;
+      this.pending.overflowed = false;
     } catch (error) {
       this.redis.failed(error as Error);
       this.pending.restore(taken);

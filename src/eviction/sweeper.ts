@@ -65,6 +65,11 @@ export interface SweepOptions extends SweepSettings {
    * after each 1 ms of work (see Yielder). `gc` runs alone and does not rest.
    */
   sharesLoop?: boolean;
+  /**
+   * After the deletions, remove what crashed writers left in the store this long ago or more
+   * (driver.cleanup: incomplete multipart uploads on S3); not on a dry run.
+   */
+  cleanupOlderThanMs?: number;
   /** Told of each item as it is removed (planned, on a dry run), in order: `gc` prints as it goes. */
   onItem?: (item: SweptItem) => void;
 }
@@ -79,6 +84,8 @@ export interface SweepResult extends EvictionPlan {
   freed: number;
   /** `_layers` links and `_access` files removed with what they described (0 on a dry run). */
   records: number;
+  /** What crashed writers left that the driver removed (cleanupOlderThanMs; 0 on a dry run). */
+  cleaned: number;
   durationMs: number;
   /** What the grace period kept from this pass (storage.eviction.grace), and until when (unless graceReport was false). */
   graceHeld?: GraceHeldBack;
@@ -86,6 +93,9 @@ export interface SweepResult extends EvictionPlan {
   /** The event loop's longest delay while the pass ran (ms): what a request waited at worst. */
   maxEventLoopDelayMs: number;
 }
+
+/** How old an incomplete upload must be before a pass removes it: no fill takes a day. */
+export const STALE_UPLOAD_MS = 24 * 3_600_000;
 
 export function sweepSettings(config: Config): Required<SweepSettings> {
   const eviction = config.storage.eviction;
@@ -147,7 +157,7 @@ async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined
     for (const tag of plan.tags) onItem({ kind: 'tag', tag });
     for (const link of plan.links) onItem({ kind: 'manifest', link });
     for (const blob of plan.blobs) onItem({ kind: 'blob', blob });
-    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Math.round(performance.now() - startedMono) };
+    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, cleaned: 0, durationMs: Math.round(performance.now() - startedMono) };
   }
   const { store, hooks = {} } = options;
   const { driver, paths, clock } = store;
@@ -217,11 +227,12 @@ async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined
     ...blobs.map((blob) => accessItem.blob(blob.digest)),
   ]);
   const records = await removeStaleRecords(store, { links: storedLinks, tags: storedTags }, references, { tags, links }, removeUntouched);
+  const cleaned = options.cleanupOlderThanMs === undefined ? 0 : await driver.cleanup(options.cleanupOlderThanMs);
   evictions.labels('tag').inc(tags.length);
   evictions.labels('manifest').inc(links.length);
   evictions.labels('blob').inc(blobs.length);
   evictedBytes.inc(freed);
-  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Math.round(performance.now() - startedMono) };
+  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, cleaned, durationMs: Math.round(performance.now() - startedMono) };
 }
 
 /**
