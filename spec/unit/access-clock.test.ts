@@ -7,6 +7,7 @@ import winston from 'winston';
 import { accessItem, AccessClockUnavailable } from '../../src/eviction/access-clock.ts';
 import { LocalAccessClock } from '../../src/eviction/local-access-clock.ts';
 import { RedisAccessClock } from '../../src/eviction/redis-access-clock.ts';
+import { PassHeldElsewhere, RedisPassLock } from '../../src/eviction/pass-lock.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
@@ -144,6 +145,31 @@ describe('access clock: redis', { skip: noRedis }, () => {
     const clockB = new RedisAccessClock({ redis: b, logger });
     assert.deepEqual(await clockB.lastUses([item]), [undefined]);
     await clockB.close();
+  });
+
+  it("the fleet's eviction lock: one holder at a time, a second pass told who holds it; a lease that expired is lost to the next holder (the fence says so)", async () => {
+    const one = await connect(server, 'store-lock');
+    const two = await connect(server, 'store-lock');
+    connections.push(one, two);
+    const first = await new RedisPassLock({ redis: one, name: 'instance-a', leaseMs: 300 }).acquire();
+    assert.equal(await first.stillHeld(), true);
+    const other = new RedisPassLock({ redis: two, name: 'instance-b', leaseMs: 300 });
+    await assert.rejects(other.acquire(), (error: unknown) => error instanceof PassHeldElsewhere && error.holder === 'instance-a');
+    // The holder stalls past its lease (its renewals stop): the lock expires and another pass takes it.
+    server.pause();
+    await sleep(400);
+    server.resume();
+    assert.ok(await one.whenReady(5_000) && await two.whenReady(5_000));
+    const deadline = Date.now() + 5_000;
+    let second;
+    while (!second && Date.now() < deadline) second = await other.acquire().catch(() => undefined);
+    assert.ok(second, 'the expired lock was taken by the other instance');
+    assert.equal(await first.stillHeld(), false, 'the stalled pass is told before its next deletion');
+    await first.release();
+    await assert.rejects(new RedisPassLock({ redis: one, name: 'instance-a' }).acquire(), PassHeldElsewhere, "releasing a lost lease does not free the new holder's lock");
+    await second.release();
+    const third = await new RedisPassLock({ redis: one, name: 'instance-a' }).acquire();
+    await third.release();
   });
 
   it('with Redis stopped: a lookup fails with AccessClockUnavailable at once; uses made meanwhile are written once it is back', async () => {
