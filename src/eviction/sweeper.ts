@@ -9,7 +9,7 @@ import { KeepRules } from './keep.ts';
 import { Yielder } from '../util/yielder.ts';
 import { readInventory, type Inventory, type StoreReader } from './inventory.ts';
 import { listNames, storeKey, walkRepositories } from '../storage/repository-walk.ts';
-import { accessItem, lastUsesOf } from './access-clock.ts';
+import { accessItem, LOOKUP_BATCH } from './access-clock.ts';
 import type { PassLease, PassLock } from './pass-lock.ts';
 import { mapLimited } from '../util/map-limited.ts';
 import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedBlob, type PlannedLink, type PlannedTag } from './plan.ts';
@@ -171,29 +171,31 @@ async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined
     await fenced();
     return driver.delete(key);
   };
-  /** The clock's records of a phase's items, read in batches just before the phase deletes them. */
-  const usedSince = async (items: string[]): Promise<Set<number>> => {
-    const used = new Set<number>();
-    await lastUsesOf(clock, items.length, (i) => items[i], (i, ms) => {
-      if (ms >= protectedSince) used.add(i);
-    });
-    return used;
+  /**
+   * Runs a phase over `items` a batch (LOOKUP_BATCH) at a time: the clock is asked about the
+   * batch, then the batch is deleted, so a use recorded (by any instance) up to a moment before
+   * an item's deletion keeps it, as the mtime checked just before an unlink did.
+   */
+  const phase = async <T>(items: T[], itemOf: (item: T) => string, remove: (item: T, used: boolean) => Promise<void>): Promise<void> => {
+    for (let start = 0; start < items.length; start += LOOKUP_BATCH) {
+      const batch = items.slice(start, start + LOOKUP_BATCH);
+      const uses = await clock.lastUses(batch.map(itemOf));
+      await mapLimited([...batch.keys()], (i) => remove(batch[i], (uses[i] ?? 0) >= protectedSince));
+    }
   };
   // Tags, then manifest links, then blobs: each phase in parallel, the phases in this order.
   let kept = 0;
   const tags: EvictionPlan['tags'] = [];
-  const tagsUsed = await usedSince(plan.tags.map((tag) => accessItem.tag(tag.repository, tag.tag)));
-  await mapLimited([...plan.tags.entries()], async ([i, tag]) => {
-    if (!tagsUsed.has(i) && (await removeUntouched(storeKey(paths, paths.tag(tag.repository, tag.tag))))) {
+  await phase(plan.tags, (tag) => accessItem.tag(tag.repository, tag.tag), async (tag, used) => {
+    if (!used && (await removeUntouched(storeKey(paths, paths.tag(tag.repository, tag.tag))))) {
       tags.push(tag);
       onItem({ kind: 'tag', tag });
     } else kept++;
   });
   const links: PlannedLink[] = [];
   const stillPinned = new Set<string>();
-  const linksUsed = await usedSince(plan.links.map((link) => accessItem.manifest(link.repository, link.digest)));
-  await mapLimited([...plan.links.entries()], async ([i, link]) => {
-    if (!linksUsed.has(i) && (await removeUntouched(storeKey(paths, paths.manifestLink(link.repository, parseDigest(link.digest)))))) {
+  await phase(plan.links, (link) => accessItem.manifest(link.repository, link.digest), async (link, used) => {
+    if (!used && (await removeUntouched(storeKey(paths, paths.manifestLink(link.repository, parseDigest(link.digest)))))) {
       links.push(link);
       onItem({ kind: 'manifest', link });
       hooks.manifestRemoved?.(link.repository, link.digest);
@@ -204,14 +206,8 @@ async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined
   });
   const blobs: EvictionPlan['blobs'] = [];
   let freed = 0;
-  const blobsUsed = await usedSince(plan.blobs.map((blob) => accessItem.blob(blob.digest)));
-  await mapLimited([...plan.blobs.entries()], async ([i, blob]) => {
-    if (
-      blobsUsed.has(i) ||
-      stillPinned.has(blob.digest) ||
-      (await hooks.isBusy?.(blob.digest)) ||
-      !(await removeUntouched(storeKey(paths, paths.blob(parseDigest(blob.digest)))))
-    ) {
+  await phase(plan.blobs, (blob) => accessItem.blob(blob.digest), async (blob, used) => {
+    if (used || stillPinned.has(blob.digest) || (await hooks.isBusy?.(blob.digest)) || !(await removeUntouched(storeKey(paths, paths.blob(parseDigest(blob.digest)))))) {
       kept++;
       return;
     }
