@@ -13,9 +13,13 @@ import type { Config } from './config/schema.ts';
 import { EvictionPreviewer } from './browse/eviction-preview.ts';
 import { storeCapacity } from './browse/store-capacity.ts';
 import { StoreBrowser } from './browse/store-browser.ts';
-import { AccessRecorder } from './eviction/access-recorder.ts';
+import { AccessRecorder, usedItemKey } from './eviction/access-recorder.ts';
+import type { AccessClock } from './eviction/access-clock.ts';
+import { openAccessClock, passLockFor } from './eviction/access-clock-setup.ts';
+import type { PassLock } from './eviction/pass-lock.ts';
+import type { StoreReader } from './eviction/inventory.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
-import { sweep, sweepSettings } from './eviction/sweeper.ts';
+import { STALE_UPLOAD_MS, sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
 import { FleetTraffic } from './fleet/fleet-traffic.ts';
 import { FleetHeartbeat } from './fleet/heartbeat.ts';
@@ -50,6 +54,8 @@ import { MediaType } from './registry/media-types.ts';
 import { RegistryError } from './registry/errors.ts';
 import { SignatureGate, type SignatureLookup } from './signatures/signature-gate.ts';
 import { FilesystemBlobStore } from './storage/blob-store.ts';
+import { FilesystemDriver } from './storage/driver/filesystem-driver.ts';
+import type { StorageDriver } from './storage/driver/storage-driver.ts';
 import { FilesystemManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
 import { renewStoreId, storeId } from './storage/store-id.ts';
@@ -83,7 +89,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     logger.info('serving registry', { namespace: remote.namespace, upstream: remote.upstream.url.origin, default: remote.isDefault, ...(remote.prefix ? { prefix: remote.prefix } : {}) });
   }
   const stores = buildStores(config, logger, storage, caches, remotes);
-  const eviction = buildEviction(config, logger, storage, stores);
+  const eviction = buildEviction(config, logger, storage, stores, caches);
   const ops = buildOps(config, storage, remotes, stores.downloads);
   ops.signatures = stores.signatures;
   const heartbeat = new FleetHeartbeat({
@@ -104,8 +110,8 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     ops.fleetTraffic = new FleetTraffic({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), address: () => heartbeat.listenAddress });
     ops.traffic.addSink(ops.fleetTraffic);
   }
-  ops.browse = buildBrowse(config, logger, storage.paths, remotes, eviction.scheduler, heartbeat);
-  ops.capacity = (bytes) => storeCapacity(config, bytes);
+  ops.browse = buildBrowse(config, logger, { driver: storage.driver, paths: storage.paths, clock: caches.clock }, remotes, eviction.scheduler, heartbeat);
+  ops.capacity = (bytes) => storeCapacity(config, storage.driver, bytes);
   ops.pageAssets = await statusPageAssets();
   for (const remote of remotes.all) watchUpstreamCredentials(remote, ops.readiness, config, logger);
   const { app, debugApp } = buildHttpApp(config, logger, {
@@ -136,6 +142,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await remotes.close();
       await caches.fleet.close();
       await caches.descriptors.close();
+      await caches.clock.close();
       caches.probe?.stop();
       await caches.redis?.close();
       await storage.tempArea.stop().catch(() => {});
@@ -144,6 +151,9 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
 }
 
 interface Storage {
+  /** The bytes at keys: the blob, manifest and tag semantics above go through it. */
+  driver: StorageDriver;
+  /** The store as files (the filesystem driver's layout), for what still walks its directories. */
   paths: StorePaths;
   tempArea: TempArea;
   blobStore: FilesystemBlobStore;
@@ -151,6 +161,15 @@ interface Storage {
   readOnly: boolean;
   /** The store's figures, walked once in the background and kept current as blobs come and go. */
   figures: LiveStoreFigures;
+}
+
+/**
+ * The store's driver. The seam for storage.s3: src/storage/driver/create-driver.ts (choosing the
+ * driver by config) replaces this once it lands; until then the filesystem driver, whose temp
+ * files (putContent's) go to this instance's spool, as a fill's do, so a commit is a rename.
+ */
+function buildDriver(config: Config, tempDir: string): StorageDriver {
+  return new FilesystemDriver({ root: config.storage.filesystem.rootdirectory, tempDir });
 }
 
 /** The filesystem store and this instance's temporary area in it. */
@@ -165,14 +184,15 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
     // An unwritable store must not keep the mirror down: it serves from upstream meanwhile.
     logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
   }
+  const driver = buildDriver(config, tempArea.dir);
   const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
   const manifestStore = new FilesystemManifestStore(paths, blobStore);
   manifestStore.links.writable = !readOnly;
-  const figures = new LiveStoreFigures(paths);
+  const figures = new LiveStoreFigures({ driver, paths });
   blobStore.listener = figures;
   manifestStore.listener = figures;
   figures.start();
-  return { paths, tempArea, blobStore, manifestStore, readOnly, figures };
+  return { driver, paths, tempArea, blobStore, manifestStore, readOnly, figures };
 }
 
 interface Caches {
@@ -181,6 +201,9 @@ interface Caches {
   fleet: FillCoordinator;
   /** Renews this store's probe while the instance runs (with Redis). */
   probe?: StoreProbe;
+  /** When each stored item was last used (eviction/access-clock.ts), and one eviction pass at a time. */
+  clock: AccessClock;
+  passLock: PassLock;
 }
 
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
@@ -195,7 +218,8 @@ async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: 
     redis && config.redis.fleet.enabled
       ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
-  return { redis, descriptors, fleet, probe: connected?.probe };
+  const clock = openAccessClock({ redis, paths, logger });
+  return { redis, descriptors, fleet, probe: connected?.probe, clock, passLock: passLockFor(redis, tempArea.id) };
 }
 
 /**
@@ -339,12 +363,14 @@ function buildSignatureGate(logger: Logger, storage: Storage, manifests: () => P
  * Access records and the eviction schedule. As in distribution, nothing is evicted unless
  * deletes are enabled, and never in read-only mode (which records no access either).
  */
-function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
+function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores, caches: Caches): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
   if (storage.readOnly) return {};
   const evictionLogger = logger.child({ component: 'eviction' });
   const ttls = [config.proxy, ...config.proxy.remotes].map((remote) => remote.ttl).filter((ttl) => ttl > 0);
+  const store: StoreReader = { driver: storage.driver, paths: storage.paths, clock: caches.clock };
   const usage = new AccessRecorder({
-    paths: storage.paths,
+    clock: caches.clock,
+    present: async (item) => (await storage.driver.stat(usedItemKey(storage.paths, item))) !== undefined,
     // The shortest TTL of any registry: debouncing must not make a used item look expired anywhere.
     ttlMs: ttls.length > 0 ? Math.min(...ttls) : 0,
     logger: evictionLogger,
@@ -359,12 +385,15 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
     pass: () =>
       sweep({
         ...sweepSettings(config),
-        paths: storage.paths,
+        store,
+        lock: caches.passLock,
+        cleanupOlderThanMs: STALE_UPLOAD_MS,
         logger: evictionLogger,
         graceReport: false,
         sharesLoop: true,
         hooks: {
-          isBusy: (digest) => stores.downloads.isFilling(digest),
+          // Filling here, or under a fill lease of another instance (or Redis cannot tell: kept).
+          isBusy: async (digest) => stores.downloads.isFilling(digest) || (await caches.fleet.blobHolder(digest)).kind !== 'free',
           manifestRemoved: stores.forgetManifest,
           blobRemoved: (digest, size) => {
             storage.figures.blobRemoved(digest, size);
@@ -482,15 +511,15 @@ function loadTokenAuth(config: Config, logger: Logger, remotes: Remotes): TokenA
 
 
 /** The status page's store browser, eviction view and fleet panel (see http/browse-router.ts). */
-function buildBrowse(config: Config, logger: Logger, paths: StorePaths, remotes: Remotes, scheduler: EvictionScheduler | undefined, fleet: FleetHeartbeat): BrowseContext {
+function buildBrowse(config: Config, logger: Logger, store: StoreReader, remotes: Remotes, scheduler: EvictionScheduler | undefined, fleet: FleetHeartbeat): BrowseContext {
   const settings = sweepSettings(config);
   const browser = new StoreBrowser({
-    paths,
+    store,
     remotes,
     rules: { ttlFor: settings.ttlFor, graceMs: settings.graceMs, keep: settings.keep },
   });
   // A preview waits for a scheduled pass in flight: never two walks of the whole store at once.
-  const previewer = new EvictionPreviewer({ config, paths, logger: logger.child({ component: 'eviction-preview' }), passDone: () => scheduler?.whenIdle() });
+  const previewer = new EvictionPreviewer({ config, store, logger: logger.child({ component: 'eviction-preview' }), passDone: () => scheduler?.whenIdle() });
   const schedule = config.storage.eviction.schedule;
   const eviction = (): EvictionStatus =>
     scheduler

@@ -7,6 +7,8 @@
  */
 import path from 'node:path';
 import { readInventory } from '../../src/eviction/inventory.ts';
+import { LocalAccessClock } from '../../src/eviction/local-access-clock.ts';
+import { FilesystemDriver } from '../../src/storage/driver/filesystem-driver.ts';
 import { sweep } from '../../src/eviction/sweeper.ts';
 import { createLogger } from '../../src/logging/logger.ts';
 import { StorePaths } from '../../src/storage/paths.ts';
@@ -26,12 +28,14 @@ const work = process.argv[2] ? undefined : tempDir('pullmirror-scale-memory');
 const root = process.argv[2] ?? path.join(work!.path, 'store');
 if (work) generateStore(root, () => {}, SCALE_SHAPE);
 const paths = new StorePaths(root);
+const logger = createLogger({ level: 'error', formatter: 'json' } as never);
+// The store's local access clock (its journal, if any), as a serving mirror without Redis reads it.
+const store = { driver: new FilesystemDriver({ root, tempDir: paths.tmpDir() }), paths, clock: new LocalAccessClock({ dir: paths.accessClockDir(), logger, compacts: false }) };
 reading('start');
 if (process.env.INVENTORY === '1') {
-  const inventory = await readInventory(paths);
+  const inventory = await readInventory(store);
   reading(`inventory (${inventory.blobs.count} blobs, ${inventory.links.length} links)`);
 }
-const logger = createLogger({ level: 'error', formatter: 'json' } as never);
 // Peak RSS and heap while the pass reads and plans, and while it deletes (from its first removal on).
 const peaks = { planning: { rss: 0, heap: 0 }, deleting: { rss: 0, heap: 0 } };
 let phase: keyof typeof peaks = 'planning';
@@ -41,7 +45,7 @@ const sampler = setInterval(() => {
   peaks[phase].heap = Math.max(peaks[phase].heap, m.heapUsed);
 }, 5);
 const result = await sweep({
-  paths,
+  store,
   logger,
   dryRun: process.env.DRY === '1',
   graceReport: process.env.GRACE === '1',
@@ -57,4 +61,5 @@ clearInterval(sampler);
 console.log(`sweep: ${result.blobs.length} blobs, ${(result.durationMs / 1000).toFixed(2)} s, max event-loop delay ${result.maxEventLoopDelayMs.toFixed(1)} ms`);
 for (const [name, peak] of Object.entries(peaks)) console.log(`  ${name.padEnd(10)} peak heap ${mb(peak.heap)} MB, peak rss ${mb(peak.rss)} MB`);
 reading('after sweep (result held)');
+await store.clock.close();
 await work?.cleanup();

@@ -30,12 +30,15 @@ function gc(mirror: RunningMirror, ...args: string[]): Promise<string> {
   });
 }
 
-/** Every file in the store but the per-instance temporary area, with size and mtime. */
+/**
+ * Every file in the store but the per-instance temporary area and the access clock's journal
+ * (the running mirror appends to it as it serves; a dry run never does, see access-clock.test.ts), with size and mtime.
+ */
 function storeFiles(root: string): Map<string, string> {
   const files = new Map<string, string>();
   for (const entry of readdirSync(root, { recursive: true, withFileTypes: true })) {
     const file = path.join(entry.parentPath, entry.name);
-    if (!entry.isFile() || file.includes(`${path.sep}_tmp${path.sep}`)) continue;
+    if (!entry.isFile() || file.includes(`${path.sep}_tmp${path.sep}`) || file.includes(`${path.sep}_access-clock${path.sep}`)) continue;
     const info = statSync(file);
     files.set(path.relative(root, file), `${info.size}@${info.mtimeMs}`);
   }

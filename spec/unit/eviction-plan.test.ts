@@ -27,15 +27,15 @@ function store(access: { index: number; amd: number; arm: number; image: number 
   const inventory: Inventory = {
     blobs,
     links: [
-      { repository: 'r', digest: d('1'), mtimeMs: access.index },
-      { repository: 'r', digest: d('a'), mtimeMs: access.amd },
-      { repository: 'r', digest: d('b'), mtimeMs: access.arm },
-      { repository: 's', digest: d('2'), mtimeMs: access.image },
+      { repository: 'r', digest: d('1'), lastUseMs: access.index },
+      { repository: 'r', digest: d('a'), lastUseMs: access.amd },
+      { repository: 'r', digest: d('b'), lastUseMs: access.arm },
+      { repository: 's', digest: d('2'), lastUseMs: access.image },
     ],
     tags: [
-      { repository: 'r', tag: 'latest', digest: d('1'), mtimeMs: access.index },
-      { repository: 's', tag: 'v1', digest: d('2'), mtimeMs: access.image },
-      { repository: 's', tag: 'gone', digest: d('9'), mtimeMs: 0 },
+      { repository: 'r', tag: 'latest', digest: d('1'), lastUseMs: access.index },
+      { repository: 's', tag: 'v1', digest: d('2'), lastUseMs: access.image },
+      { repository: 's', tag: 'gone', digest: d('9'), lastUseMs: 0 },
     ],
   };
   return { inventory, refs };
@@ -54,11 +54,11 @@ function storeWithAttachments(access: { index: number; amd: number; arm: number;
   refs.set(d('7'), { manifests: [], blobs: [d('7c')], subject: d('6') });
   for (const [digest, size] of Object.entries({ 5: 1, '5c': 1, '5p': 2, 6: 1, '6c': 1, '6l': 30, 7: 1, '7c': 1 })) inventory.blobs.add('sha256', d(digest).slice(7), size, 0);
   inventory.links.push(
-    { repository: 'r', digest: d('5'), mtimeMs: attachmentsUsed },
-    { repository: 'r', digest: d('6'), mtimeMs: attachmentsUsed },
-    { repository: 'r', digest: d('7'), mtimeMs: attachmentsUsed },
+    { repository: 'r', digest: d('5'), lastUseMs: attachmentsUsed },
+    { repository: 'r', digest: d('6'), lastUseMs: attachmentsUsed },
+    { repository: 'r', digest: d('7'), lastUseMs: attachmentsUsed },
   );
-  inventory.tags.push({ repository: 'r', tag: `sha256-${d('1').slice(7)}.sig`, digest: d('5'), mtimeMs: attachmentsUsed });
+  inventory.tags.push({ repository: 'r', tag: `sha256-${d('1').slice(7)}.sig`, digest: d('5'), lastUseMs: attachmentsUsed });
   return { inventory, refs };
 }
 

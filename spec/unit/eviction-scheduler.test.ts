@@ -4,7 +4,7 @@ import { createLogger } from '../../src/logging/logger.ts';
 import { EvictionScheduler } from '../../src/eviction/scheduler.ts';
 import type { SweepResult } from '../../src/eviction/sweeper.ts';
 
-const result = (): SweepResult => ({ tags: [], links: [], blobs: [], sizeBefore: 0, sizeAfter: 0, capUnreached: false, pinned: { tags: 0, manifests: 0, items: [] }, maxEventLoopDelayMs: 0, dryRun: false, kept: 0, freed: 0, records: 0, durationMs: 0, graceHeld: { tags: 0, links: 0, blobs: 0, bytes: 0 }, graceMs: 0 });
+const result = (): SweepResult => ({ tags: [], links: [], blobs: [], sizeBefore: 0, sizeAfter: 0, capUnreached: false, pinned: { tags: 0, manifests: 0, items: [] }, maxEventLoopDelayMs: 0, dryRun: false, kept: 0, freed: 0, records: 0, cleaned: 0, durationMs: 0, graceHeld: { tags: 0, links: 0, blobs: 0, bytes: 0 }, graceMs: 0 });
 
 describe('eviction scheduler', () => {
   it('never runs two passes at once: a tick during a pass is skipped', async () => {

@@ -9,6 +9,7 @@ import { TrafficRecorder } from '../../src/metrics/traffic.ts';
 import { StorePaths } from '../../src/storage/paths.ts';
 import { eventually } from '../support/wait.ts';
 import { computeStoreFigures, LiveStoreFigures } from '../../src/storage/store-stats.ts';
+import { FilesystemDriver } from '../../src/storage/driver/filesystem-driver.ts';
 import { parseImageRef, parsePlatform } from '../../src/warm/warm.ts';
 import { tempDir } from '../support/processes.ts';
 
@@ -126,7 +127,7 @@ describe('store figures', () => {
     writeFileSync(path.join(ghcr, '_tags', 'v2'), `sha256:${hex('b')}`);
     mkdirSync(path.join(dir.path, '_tmp', 'host-1-abcdef01'), { recursive: true });
     writeFileSync(path.join(dir.path, '_tmp', 'host-1-abcdef01', 'x'), Buffer.alloc(7));
-    const figures = await computeStoreFigures(paths);
+    const figures = await computeStoreFigures({ driver: new FilesystemDriver({ root: paths.root, tempDir: paths.tmpDir() }), paths });
     assert.deepEqual(
       { ...figures, computedAt: 0 },
       {
@@ -136,7 +137,7 @@ describe('store figures', () => {
     );
 
     // A serving process: one walk in the background, then blobs kept current without walking.
-    const live = new LiveStoreFigures(paths, { minAgeMs: 50, maxAgeMs: 60_000 });
+    const live = new LiveStoreFigures({ driver: new FilesystemDriver({ root: paths.root, tempDir: paths.tmpDir() }), paths }, { minAgeMs: 50, maxAgeMs: 60_000 });
     assert.equal(live.current().complete, false, 'before the first walk the figures say they are partial');
     live.start();
     assert.ok(await eventually(() => live.current().complete), 'the first walk finishes');

@@ -2,7 +2,7 @@ import type { Config } from '../config/schema.ts';
 import type { KeptItem } from '../eviction/plan.ts';
 import { sweep, sweepSettings, type SweepResult } from '../eviction/sweeper.ts';
 import type { Logger } from '../logging/logger.ts';
-import type { StorePaths } from '../storage/paths.ts';
+import type { StoreReader } from '../eviction/inventory.ts';
 
 /** How long one preview answers: it walks the whole store, so it is never recomputed per refresh. */
 const FRESH_MS = 30_000;
@@ -43,7 +43,7 @@ export interface EvictionPreview {
  */
 export class EvictionPreviewer {
   private readonly config: Config;
-  private readonly paths: StorePaths;
+  private readonly store: StoreReader;
   private readonly logger: Logger;
   private readonly passDone: () => Promise<void> | undefined;
   private last?: EvictionPreview;
@@ -52,9 +52,9 @@ export class EvictionPreviewer {
   private running?: Promise<EvictionPreview>;
 
   /** `passDone`: resolves once a scheduled pass in flight is over (a preview never walks beside one). */
-  constructor(options: { config: Config; paths: StorePaths; logger: Logger; passDone?: () => Promise<void> | undefined }) {
+  constructor(options: { config: Config; store: StoreReader; logger: Logger; passDone?: () => Promise<void> | undefined }) {
     this.config = options.config;
-    this.paths = options.paths;
+    this.store = options.store;
     this.logger = options.logger;
     this.passDone = options.passDone ?? (() => undefined);
   }
@@ -70,7 +70,7 @@ export class EvictionPreviewer {
   private async compute(): Promise<EvictionPreview> {
     await this.passDone();
     const settings = sweepSettings(this.config);
-    const result = await sweep({ ...settings, paths: this.paths, logger: this.logger, dryRun: true, sharesLoop: true });
+    const result = await sweep({ ...settings, store: this.store, logger: this.logger, dryRun: true, sharesLoop: true });
     const truncated = result.tags.length > MAX_ITEMS || result.links.length > MAX_ITEMS || result.blobs.length > MAX_ITEMS;
     this.lastComputed = performance.now();
     this.last = {

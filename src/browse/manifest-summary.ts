@@ -1,9 +1,16 @@
-import { readFile, stat } from 'node:fs/promises';
 import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { parseDigest } from '../registry/digest.ts';
 import { sniffManifestMediaType } from '../registry/media-types.ts';
+import type { StorageDriver } from '../storage/driver/storage-driver.ts';
 import type { StorePaths } from '../storage/paths.ts';
+import { blobKey } from '../storage/repository-walk.ts';
 import { arrayField, fields, parseUntrustedJson, stringField, type JsonFields } from '../util/untrusted-json.ts';
+
+/** What a summary reads blobs through. */
+export interface BlobReader {
+  driver: StorageDriver;
+  paths: StorePaths;
+}
 
 /** Where an image runs, as an index lists it or an image config says. */
 export interface Platform {
@@ -48,8 +55,8 @@ export interface ManifestSummary extends ImageSummary {
  * reads image configs for the platform of a lone image and checks which blobs are stored.
  * Undefined when the store does not hold the manifest's bytes.
  */
-export async function summarizeManifest(paths: StorePaths, digest: string, options: { detail?: boolean } = {}): Promise<ManifestSummary | undefined> {
-  const bytes = await readSmallBlob(paths, digest, MAX_MANIFEST_BYTES);
+export async function summarizeManifest(store: BlobReader, digest: string, options: { detail?: boolean } = {}): Promise<ManifestSummary | undefined> {
+  const bytes = await readSmallBlob(store, digest, MAX_MANIFEST_BYTES);
   if (!bytes) return undefined;
   const parsed = parseJson(bytes);
   const mediaType = stringField(parsed, 'mediaType') ?? sniffManifestMediaType(bytes);
@@ -60,30 +67,30 @@ export async function summarizeManifest(paths: StorePaths, digest: string, optio
       const childDigest = stringField(child, 'digest');
       if (childDigest === undefined || !safeDigest(childDigest)) continue;
       const platform = platformOf(child?.platform);
-      const image = await summarizeImage(paths, childDigest, { ...options, declaredSize: Number(child?.size) || 0, declaredType: child?.mediaType });
+      const image = await summarizeImage(store, childDigest, { ...options, declaredSize: Number(child?.size) || 0, declaredType: child?.mediaType });
       platforms.push({ ...image, platform: image.platform ?? platform });
     }
     const size = bytes.length + platforms.reduce((sum, p) => sum + p.size, 0);
     return { kind: 'index', digest, mediaType, manifestSize: bytes.length, layers: [], size, stored: true, platforms };
   }
   const image = imageOf(digest, mediaType, bytes, parsed);
-  if (options.detail) await fillDetail(paths, image);
+  if (options.detail) await fillDetail(store, image);
   return { ...image, kind: parsed?.config || arrayField(parsed, 'layers') || arrayField(parsed, 'fsLayers') ? 'image' : 'unknown' };
 }
 
 async function summarizeImage(
-  paths: StorePaths,
+  store: BlobReader,
   digest: string,
   options: { detail?: boolean; declaredSize: number; declaredType?: unknown },
 ): Promise<ImageSummary> {
-  const bytes = await readSmallBlob(paths, digest, MAX_MANIFEST_BYTES);
+  const bytes = await readSmallBlob(store, digest, MAX_MANIFEST_BYTES);
   if (!bytes) {
     const mediaType = typeof options.declaredType === 'string' ? options.declaredType : 'application/octet-stream';
     return { digest, mediaType, manifestSize: options.declaredSize, layers: [], size: options.declaredSize, stored: false };
   }
   const parsed = parseJson(bytes);
   const image = imageOf(digest, stringField(parsed, 'mediaType') ?? sniffManifestMediaType(bytes), bytes, parsed);
-  if (options.detail) await fillDetail(paths, image);
+  if (options.detail) await fillDetail(store, image);
   return image;
 }
 
@@ -104,13 +111,13 @@ function imageOf(digest: string, mediaType: string, bytes: Buffer, parsed: JsonF
 }
 
 /** The detail view: the platform from the image config, and which blobs the store holds. */
-async function fillDetail(paths: StorePaths, image: ImageSummary): Promise<void> {
+async function fillDetail(store: BlobReader, image: ImageSummary): Promise<void> {
   if (image.config) {
-    const config = await readSmallBlob(paths, image.config.digest, 1024 * 1024);
+    const config = await readSmallBlob(store, image.config.digest, 1024 * 1024);
     image.config.stored = config !== undefined;
     if (config) image.platform ??= platformOf(parseJson(config));
   }
-  await Promise.all(image.layers.map(async (layer) => (layer.stored = await isStored(paths, layer.digest))));
+  await Promise.all(image.layers.map(async (layer) => (layer.stored = await isStored(store, layer.digest))));
 }
 
 function platformOf(value: unknown): Platform {
@@ -136,21 +143,15 @@ function parseJson(bytes: Buffer): JsonFields | undefined {
   return fields(parseUntrustedJson(bytes.toString('utf8')));
 }
 
-async function isStored(paths: StorePaths, digest: string): Promise<boolean> {
-  try {
-    return (await stat(paths.blob(parseDigest(digest)))).isFile();
-  } catch {
-    return false;
-  }
+async function isStored(store: BlobReader, digest: string): Promise<boolean> {
+  const key = blobKey(store.paths, digest);
+  return key !== undefined && (await store.driver.stat(key).catch(() => undefined)) !== undefined;
 }
 
 /** A blob's bytes when stored and at most `max` bytes (a manifest or config); undefined otherwise. */
-async function readSmallBlob(paths: StorePaths, digest: string, max: number): Promise<Buffer | undefined> {
-  try {
-    const path = paths.blob(parseDigest(digest));
-    if ((await stat(path)).size > max) return undefined;
-    return await readFile(path);
-  } catch {
-    return undefined;
-  }
+async function readSmallBlob(store: BlobReader, digest: string, max: number): Promise<Buffer | undefined> {
+  const key = blobKey(store.paths, digest);
+  if (key === undefined) return undefined;
+  // Larger than `max` ('too-large'), or unreadable: nothing to summarize.
+  return store.driver.getContent(key, max).catch(() => undefined);
 }

@@ -1,21 +1,21 @@
-import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { mapLimited } from '../util/map-limited.ts';
+import { AccessClockUnavailable, accessItem, lastUsesOf } from '../eviction/access-clock.ts';
+import { readRepository, type StoreReader } from '../eviction/inventory.ts';
 import type { KeepRules } from '../eviction/keep.ts';
+import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { manifestReferences } from '../registry/manifest-references.ts';
 import { MediaType } from '../registry/media-types.ts';
-import { parseDigest } from '../registry/digest.ts';
-import type { StorePaths } from '../storage/paths.ts';
-import { listDir } from '../storage/repository-walk.ts';
+import { blobKey, listNames, storeKey } from '../storage/repository-walk.ts';
 
+/** `lastUseMs`: as a pass counts it, the later of the access clock's record and the object's write. */
 export interface SnapshotTag {
   digest?: string;
-  mtimeMs: number;
+  lastUseMs: number;
 }
 
 export interface SnapshotLink {
-  mtimeMs: number;
+  lastUseMs: number;
   mediaType?: string;
 }
 
@@ -26,7 +26,7 @@ export interface RepositorySnapshot {
   links: Map<string, SnapshotLink>;
   /** Child manifest → the indexes of this repository that list it. */
   parents: Map<string, string[]>;
-  /** Manifest → the latest mtime of the tags pointing at it. */
+  /** Manifest → the latest use of the tags pointing at it. */
   tagAccess: Map<string, number>;
 }
 
@@ -58,18 +58,18 @@ const INDEX_TYPES = new Set<string>([MediaType.ociIndex, MediaType.dockerManifes
  * target is needed because a manifest lives as long as the latest tag pointing at it.
  */
 export class RepositorySnapshots {
-  private readonly paths: StorePaths;
+  private readonly store: StoreReader;
   private readonly cache = new LRUCache<string, Promise<RepositorySnapshot | undefined>>({ max: 16, ttl: 10_000 });
 
-  constructor(paths: StorePaths) {
-    this.paths = paths;
+  constructor(store: StoreReader) {
+    this.store = store;
   }
 
   /** Undefined when the store holds no such repository. */
   get(key: string): Promise<RepositorySnapshot | undefined> {
     let snapshot = this.cache.get(key);
     if (!snapshot) {
-      snapshot = read(this.paths, key);
+      snapshot = read(this.store, key);
       this.cache.set(key, snapshot);
       snapshot.catch(() => this.cache.delete(key));
     }
@@ -77,43 +77,52 @@ export class RepositorySnapshots {
   }
 }
 
-async function read(paths: StorePaths, key: string): Promise<RepositorySnapshot | undefined> {
-  const root = paths.repository(key);
-  const entries = await listDir(root);
+/** The longest link object read for its media type. */
+const MAX_LINK_BYTES = 4096;
+
+async function read(store: StoreReader, key: string): Promise<RepositorySnapshot | undefined> {
+  const { driver, paths, clock } = store;
+  const prefix = storeKey(paths, paths.repository(key));
+  const entries = await listNames(driver, prefix);
   if (!entries.includes('_tags') && !entries.includes('_manifests')) return undefined;
-  const tags = new Map<string, SnapshotTag>();
-  await mapLimited(await listDir(join(root, '_tags')), async (tag) => {
-    const file = join(root, '_tags', tag);
-    const info = await stat(file).catch(() => undefined);
-    if (!info?.isFile()) return;
-    const content = (await readFile(file, 'utf8').catch(() => '')).trim();
-    tags.set(tag, { digest: /^[a-z0-9]+:[a-f0-9]+$/.test(content) ? content : undefined, mtimeMs: info.mtimeMs });
-  });
-  const links = new Map<string, SnapshotLink>();
-  for (const algorithm of await listDir(join(root, '_manifests'))) {
-    await mapLimited(await listDir(join(root, '_manifests', algorithm)), async (hex) => {
-      const file = join(root, '_manifests', algorithm, hex);
-      const info = await stat(file).catch(() => undefined);
-      if (!info?.isFile()) return;
-      let mediaType: string | undefined;
-      try {
-        mediaType = (JSON.parse(await readFile(file, 'utf8')) as { mediaType?: string }).mediaType;
-      } catch {
-        // an unreadable link still counts as a link; its type stays unknown
-      }
-      links.set(`${algorithm}:${hex}`, { mtimeMs: info.mtimeMs, mediaType });
+  // What a pass reads of the repository (inventory.ts), with the access clock's records.
+  const found = await readRepository(driver, prefix, key, entries);
+  try {
+    await lastUsesOf(clock, found.tags.length, (i) => accessItem.tag(key, found.tags[i].tag), (i, ms) => {
+      found.tags[i].lastUseMs = Math.max(found.tags[i].lastUseMs, ms);
     });
+    await lastUsesOf(clock, found.links.length, (i) => accessItem.manifest(key, found.links[i].digest), (i, ms) => {
+      found.links[i].lastUseMs = Math.max(found.links[i].lastUseMs, ms);
+    });
+  } catch (error) {
+    // The browser still shows the repository (no pass runs meanwhile): ages from the objects' writes.
+    if (!(error instanceof AccessClockUnavailable)) throw error;
   }
+  const tags = new Map<string, SnapshotTag>();
+  for (const tag of found.tags) tags.set(tag.tag, { digest: tag.digest, lastUseMs: tag.lastUseMs });
+  const links = new Map<string, SnapshotLink>();
+  await mapLimited(found.links, async (link) => {
+    let mediaType: string | undefined;
+    try {
+      const [algorithm, hex] = link.digest.split(':');
+      const bytes = await driver.getContent(`${prefix}/_manifests/${algorithm}/${hex}`, MAX_LINK_BYTES);
+      mediaType = bytes ? (JSON.parse(bytes.toString('utf8')) as { mediaType?: string }).mediaType : undefined;
+    } catch {
+      // an unreadable link still counts as a link; its type stays unknown
+    }
+    links.set(link.digest, { lastUseMs: link.lastUseMs, mediaType });
+  });
   // Only indexes are parsed (their link says so): what a child lives as long as.
   const parents = new Map<string, string[]>();
   const indexes = [...links].filter(([, link]) => link.mediaType && INDEX_TYPES.has(link.mediaType)).map(([digest]) => digest);
   await mapLimited(indexes, async (digest) => {
-    const bytes = await readFile(paths.blob(parseDigest(digest))).catch(() => undefined);
+    const blob = blobKey(paths, digest);
+    const bytes = blob === undefined ? undefined : await driver.getContent(blob, MAX_MANIFEST_BYTES).catch(() => undefined);
     if (!bytes) return;
     for (const child of manifestReferences(bytes).manifests) parents.set(child, [...(parents.get(child) ?? []), digest]);
   });
   const tagAccess = new Map<string, number>();
-  for (const tag of tags.values()) if (tag.digest) tagAccess.set(tag.digest, Math.max(tagAccess.get(tag.digest) ?? 0, tag.mtimeMs));
+  for (const tag of tags.values()) if (tag.digest) tagAccess.set(tag.digest, Math.max(tagAccess.get(tag.digest) ?? 0, tag.lastUseMs));
   return { key, tags, links, parents, tagAccess };
 }
 
@@ -134,7 +143,7 @@ export function manifestLifetime(snapshot: RepositorySnapshot, digest: string, r
 export function tagLifetime(snapshot: RepositorySnapshot, tag: string, rules: LifetimeRules): Lifetime {
   const entry = snapshot.tags.get(tag);
   const kept = rules.keep.keepsTag(snapshot.key, tag);
-  return lifetime(entry?.mtimeMs ?? 0, rules.ttlFor(snapshot.key), rules.graceMs, kept ? { pattern: kept.source, via: `tag ${tag}` } : undefined);
+  return lifetime(entry?.lastUseMs ?? 0, rules.ttlFor(snapshot.key), rules.graceMs, kept ? { pattern: kept.source, via: `tag ${tag}` } : undefined);
 }
 
 function lifetime(lastAccess: number, ttl: number, graceMs: number, pinnedBy: Lifetime['pinnedBy']): Lifetime {
@@ -145,7 +154,7 @@ function lifetime(lastAccess: number, ttl: number, graceMs: number, pinnedBy: Li
 }
 
 function ownAccess(snapshot: RepositorySnapshot, digest: string): number {
-  return Math.max(snapshot.links.get(digest)?.mtimeMs ?? 0, snapshot.tagAccess.get(digest) ?? 0);
+  return Math.max(snapshot.links.get(digest)?.lastUseMs ?? 0, snapshot.tagAccess.get(digest) ?? 0);
 }
 
 function pinOf(snapshot: RepositorySnapshot, digest: string, rules: LifetimeRules, via?: string): Lifetime['pinnedBy'] {

@@ -1,11 +1,11 @@
-import { join } from 'node:path';
 import { mapLimited } from '../util/map-limited.ts';
-import { repositoryKey, splitRepositoryKey, type StorePaths } from '../storage/paths.ts';
+import { repositoryKey, splitRepositoryKey } from '../storage/paths.ts';
 import type { Remote, Remotes } from '../upstream/remotes.ts';
 import { summarizeManifest, type ManifestSummary } from './manifest-summary.ts';
 import { RepositoryIndex } from './repository-index.ts';
 import { manifestLifetime, RepositorySnapshots, tagLifetime, type Lifetime, type LifetimeRules } from './repository-snapshot.ts';
-import { listDir } from '../storage/repository-walk.ts';
+import { listNames, storeKey } from '../storage/repository-walk.ts';
+import type { StoreReader } from '../eviction/inventory.ts';
 
 /** A page of a listing: `next` is the cursor of the following page (null on the last). */
 export interface Page<T> {
@@ -46,18 +46,18 @@ export interface ManifestView {
  * that repository (RepositorySnapshots). Nothing here runs on the blob path.
  */
 export class StoreBrowser {
-  private readonly paths: StorePaths;
+  private readonly store: StoreReader;
   private readonly remotes: Remotes;
   private readonly rules: LifetimeRules;
   readonly index: RepositoryIndex;
   private readonly snapshots: RepositorySnapshots;
 
-  constructor(options: { paths: StorePaths; remotes: Remotes; rules: LifetimeRules }) {
-    this.paths = options.paths;
+  constructor(options: { store: StoreReader; remotes: Remotes; rules: LifetimeRules }) {
+    this.store = options.store;
     this.remotes = options.remotes;
     this.rules = options.rules;
-    this.index = new RepositoryIndex(options.paths);
-    this.snapshots = new RepositorySnapshots(options.paths);
+    this.index = new RepositoryIndex(options.store);
+    this.snapshots = new RepositorySnapshots(options.store);
   }
 
   /** The remote a store key belongs to, and the name in it. */
@@ -92,10 +92,11 @@ export class StoreBrowser {
     const page = cut(names, options.cursor, options.limit);
     const items: RepositoryRow[] = [];
     await mapLimited(page.items, async (name) => {
-      const dir = this.paths.repository(repositoryKey(remote, name));
-      const tags = (await listDir(join(dir, '_tags'))).length;
+      const { driver, paths } = this.store;
+      const prefix = storeKey(paths, paths.repository(repositoryKey(remote, name)));
+      const tags = (await listNames(driver, `${prefix}/_tags`)).length;
       let manifests = 0;
-      for (const algorithm of await listDir(join(dir, '_manifests'))) manifests += (await listDir(join(dir, '_manifests', algorithm))).length;
+      for (const algorithm of await listNames(driver, `${prefix}/_manifests`)) manifests += (await listNames(driver, `${prefix}/_manifests/${algorithm}`)).length;
       items.push({ name, tags, manifests });
     });
     items.sort((a, b) => (a.name < b.name ? -1 : 1));
@@ -110,7 +111,7 @@ export class StoreBrowser {
     const page = cut([...snapshot.tags.keys()].sort(), options.cursor, options.limit);
     const summaries = new Map<string, ManifestSummary | undefined>();
     const digests = [...new Set(page.items.map((tag) => snapshot.tags.get(tag)?.digest).filter((d): d is string => Boolean(d)))];
-    await mapLimited(digests, async (digest) => void summaries.set(digest, await summarizeManifest(this.paths, digest)));
+    await mapLimited(digests, async (digest) => void summaries.set(digest, await summarizeManifest(this.store, digest)));
     const items = page.items.map((tag): TagRow => {
       const digest = snapshot.tags.get(tag)?.digest;
       const summary = digest ? summaries.get(digest) : undefined;
@@ -142,7 +143,7 @@ export class StoreBrowser {
     const key = repositoryKey(remote, name);
     const snapshot = await this.snapshots.get(key);
     if (!snapshot?.links.has(digest)) return undefined;
-    const summary = await summarizeManifest(this.paths, digest, { detail: true });
+    const summary = await summarizeManifest(this.store, digest, { detail: true });
     if (!summary) return undefined;
     const tags = [...snapshot.tags].filter(([, tag]) => tag.digest === digest).map(([tag]) => tag).sort();
     return {

@@ -1,6 +1,6 @@
 import { watermarkBytes } from '../eviction/plan.ts';
-import { statfs } from 'node:fs/promises';
 import type { Config } from '../config/schema.ts';
+import type { StorageDriver } from '../storage/driver/storage-driver.ts';
 
 /** The store's size against storage.eviction.maxsize and its watermarks, and the disk's room. */
 export interface StoreCapacity {
@@ -12,24 +12,24 @@ export interface StoreCapacity {
   /** The bytes at which a pass starts evicting by size, and the bytes it evicts down to (null without a cap). */
   highBytes: number | null;
   lowBytes: number | null;
-  /** The filesystem holding the store root (null when it cannot be asked). */
+  /** The medium holding the store (driver.usage): null when it cannot be asked or has no limit (a bucket: the store's size is all there is to show). */
   disk: { free: number; total: number } | null;
   /** storage.filesystem.minfreespace: below it, blobs pass through uncached. */
   minFree: number;
 }
 
 /**
- * One statfs of the store root (a single system call, cheap enough for the 5 s status refresh)
+ * The driver's usage (one statfs on the filesystem: cheap enough for the 5 s status refresh)
  * beside the figures the store walk already has.
  */
-export async function storeCapacity(config: Config, bytes: number): Promise<StoreCapacity> {
+export async function storeCapacity(config: Config, driver: StorageDriver, bytes: number): Promise<StoreCapacity> {
   const { maxsize, highwatermark, lowwatermark } = config.storage.eviction;
   let disk: StoreCapacity['disk'] = null;
   try {
-    const info = await statfs(config.storage.filesystem.rootdirectory);
-    disk = { free: info.bavail * info.bsize, total: info.blocks * info.bsize };
+    const usage = await driver.usage();
+    if (usage.totalBytes !== undefined && usage.freeBytes !== undefined) disk = { free: usage.freeBytes, total: usage.totalBytes };
   } catch {
-    // a store root not created yet: nothing to show
+    // a store not reachable (or a root not created yet): nothing to show
   }
   return {
     bytes,

@@ -1,6 +1,12 @@
 import { parseDuration } from '../config/duration.ts';
 import type { GraceHeldBack } from '../eviction/plan.ts';
-import { sweep, sweepSettings, type SweepResult, type SweptItem } from '../eviction/sweeper.ts';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { openAccessClock, passLockFor, redisConfigured } from '../eviction/access-clock-setup.ts';
+import { PassHeldElsewhere } from '../eviction/pass-lock.ts';
+import { STALE_UPLOAD_MS, sweep, sweepSettings, type SweepResult, type SweptItem } from '../eviction/sweeper.ts';
+import { RedisFillCoordinator } from '../fleet/redis-fill-coordinator.ts';
+import { FilesystemDriver } from '../storage/driver/filesystem-driver.ts';
 import { createLogger } from '../logging/logger.ts';
 import { StorePaths } from '../storage/paths.ts';
 import { readStoreId } from '../storage/store-id.ts';
@@ -57,25 +63,51 @@ export async function gc(args: string[]): Promise<void> {
   }
   const logger = createLogger({ ...config.log, level: 'error' });
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
+  // gc never writes through the driver (it deletes), so its temp directory is never used.
+  const driver = new FilesystemDriver({ root: paths.root, tempDir: paths.tmpDir() });
+  // With a Redis, the access clock and the fleet's eviction lock are there: no pass (not even a dry run) without them.
+  const redis = redisConfigured(config) ? createRedisConnection(config.redis, logger, await readStoreId(paths)) : undefined;
+  if (redis && !(await redis.whenReady(config.redis.dialtimeout))) {
+    await redis.close();
+    process.stderr.write('redis is not reachable: the access clock (when each item was last used) is kept there; nothing done\n');
+    process.exitCode = 1;
+    return;
+  }
   // Running mirrors share their descriptors in Redis: a removed blob must leave none behind.
-  const redis = config.storage.cache.blobdescriptor === 'redis' && !dryRun ? createRedisConnection(config.redis, logger, await readStoreId(paths)) : undefined;
-  const descriptors = redis && (await redis.whenReady(config.redis.dialtimeout)) ? new RedisDescriptorCache(redis) : undefined;
+  const descriptors = redis && config.storage.cache.blobdescriptor === 'redis' && !dryRun ? new RedisDescriptorCache(redis) : undefined;
+  const clock = openAccessClock({ redis, paths, logger, compacts: false });
+  const name = `gc-${hostname().replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40) || 'host'}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  // A blob another instance is filling (its fill lease in Redis) is not deleted under it.
+  const fills = redis && config.redis.fleet.enabled ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger, instance: name }) : undefined;
   try {
     // Each item is printed as it goes (150 000 blobs make a report of many megabytes), then the summary.
     const verb = dryRun ? 'would remove' : 'removed';
     const out = new LineWriter(process.stdout);
     const result = await sweep({
       ...sweepSettings(config),
-      paths,
+      store: { driver, paths, clock },
+      lock: passLockFor(redis, name),
       logger,
       now,
       dryRun,
-      hooks: { blobRemoved: (digest) => descriptors?.delete(digest) },
+      hooks: {
+        isBusy: async (digest) => fills !== undefined && (await fills.blobHolder(digest)).kind !== 'free',
+        blobRemoved: (digest) => descriptors?.delete(digest),
+      },
+      // What crashed writers left in the store (incomplete multipart uploads on S3), a day old at least.
+      cleanupOlderThanMs: STALE_UPLOAD_MS,
       onItem: (item) => out.line(itemLine(verb, item)),
     });
     out.line(summary(result));
     await out.end();
+  } catch (error) {
+    if (!(error instanceof PassHeldElsewhere)) throw error;
+    // Skipped, not waited for: that pass does the work; run gc again once it is over.
+    process.stderr.write(`${error.message}: nothing done\n`);
+    process.exitCode = 75;
   } finally {
+    await fills?.close();
+    await clock.close();
     await redis?.close();
   }
 }
@@ -115,6 +147,7 @@ export function summary(result: SweepResult): string {
       `${result.kept ? `; ${result.kept} kept (used during the pass)` : ''}${result.capUnreached ? '; size cap not reached (recent or pinned content is protected)' : ''}` +
       ` in ${(result.durationMs / 1000).toFixed(2)} s`,
   ];
+  if (result.cleaned > 0) lines.push(`${result.cleaned} incomplete uploads left by crashed writers removed`);
   if (result.graceHeld) lines.push(graceLine(result.graceHeld, result.graceMs));
   if (result.pinned.tags + result.pinned.manifests > 0) lines.push(`storage.eviction.keep holds ${result.pinned.tags} tags and ${result.pinned.manifests} manifests`);
   return lines.join('\n');

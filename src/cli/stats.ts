@@ -1,3 +1,4 @@
+import { FilesystemDriver } from '../storage/driver/filesystem-driver.ts';
 import { StorePaths } from '../storage/paths.ts';
 import { computeStoreFigures } from '../storage/store-stats.ts';
 import { formatBytes } from '../util/format-bytes.ts';
@@ -24,7 +25,8 @@ export async function stats(args: string[]): Promise<void> {
   const { values, positionals } = parseCommand(STATS, args);
   const config = loadConfigOrExit(positionals[0]);
   const root = config.storage.filesystem.rootdirectory;
-  const figures = await computeStoreFigures(new StorePaths(root));
+  const paths = new StorePaths(root);
+  const figures = await computeStoreFigures({ driver: new FilesystemDriver({ root, tempDir: paths.tmpDir() }), paths });
   if (values.json) {
     process.stdout.write(`${JSON.stringify({ root, ...figures }, null, 2)}\n`);
     return;

@@ -111,7 +111,7 @@ export async function planEviction(inventory: Inventory, references: Map<string,
     const refs = references.get(link.digest);
     links.set(key(link.repository, link.digest), {
       ...link,
-      lastAccess: link.mtimeMs,
+      lastAccess: link.lastUseMs,
       pins: pinsOf(link.digest, references),
       isIndex: (refs?.manifests.length ?? 0) > 0,
     });
@@ -119,7 +119,7 @@ export async function planEviction(inventory: Inventory, references: Map<string,
   for (const tag of inventory.tags) {
     if (turn.due()) await turn.pause();
     const target = tag.digest && links.get(key(tag.repository, tag.digest));
-    if (target) target.lastAccess = Math.max(target.lastAccess, tag.mtimeMs);
+    if (target) target.lastAccess = Math.max(target.lastAccess, tag.lastUseMs);
   }
   for (const link of links.values()) {
     if (turn.due()) await turn.pause();
@@ -229,13 +229,13 @@ export async function planEviction(inventory: Inventory, references: Map<string,
     if (link.evicted) continue;
     for (const pin of link.pins) refCount.set(pin, (refCount.get(pin) ?? 0) + 1);
   }
-  const blobProtected = (digest: string) => (inventory.blobs.mtime(digest) ?? Infinity) >= policy.protectedSince;
+  const blobProtected = (digest: string) => (inventory.blobs.lastUse(digest) ?? Infinity) >= policy.protectedSince;
   let sizeBefore = 0;
   let sizeAfter = 0;
   for (const blob of inventory.blobs.entries()) {
     if (turn.due()) await turn.pause();
     sizeBefore += blob.size;
-    if (refCount.has(blob.digest) || blob.mtimeMs >= policy.protectedSince) sizeAfter += blob.size;
+    if (refCount.has(blob.digest) || blob.lastUseMs >= policy.protectedSince) sizeAfter += blob.size;
   }
 
   // 3. Size cap: least recently used images go until the store is under the low mark.
@@ -271,11 +271,11 @@ export async function planEviction(inventory: Inventory, references: Map<string,
   const tags: PlannedTag[] = [];
   for (const tag of inventory.tags) {
     if (turn.due()) await turn.pause();
-    if (tag.mtimeMs >= policy.protectedSince || keptTags.has(tag)) continue;
+    if (tag.lastUseMs >= policy.protectedSince || keptTags.has(tag)) continue;
     const target = tag.digest ? links.get(key(tag.repository, tag.digest)) : undefined;
     // An attachment tag is used when the manifest it is about is, and goes when it goes.
     const subject = subjectOfTag.get(tag);
-    const lastUse = Math.max(tag.mtimeMs, subject?.lastAccess ?? 0);
+    const lastUse = Math.max(tag.lastUseMs, subject?.lastAccess ?? 0);
     if (subject?.evicted) tags.push({ ...tag, reason: 'subject evicted' });
     else if (!target) tags.push({ ...tag, reason: 'manifest missing' });
     else if (target.evicted) tags.push({ ...tag, reason: 'manifest evicted' });
@@ -287,12 +287,12 @@ export async function planEviction(inventory: Inventory, references: Map<string,
   for (const link of links.values()) {
     if (turn.due()) await turn.pause();
     if (link.pinned) pinnedLinks++;
-    if (link.evicted) plannedLinks.push({ repository: link.repository, digest: link.digest, mtimeMs: link.mtimeMs, lastAccess: link.lastAccess, reason: link.evicted, pins: link.pins });
+    if (link.evicted) plannedLinks.push({ repository: link.repository, digest: link.digest, lastUseMs: link.lastUseMs, lastAccess: link.lastAccess, reason: link.evicted, pins: link.pins });
   }
   const blobs: PlannedBlob[] = [];
   for (const blob of inventory.blobs.entries()) {
     if (turn.due()) await turn.pause();
-    if (!refCount.has(blob.digest) && blob.mtimeMs < policy.protectedSince) blobs.push({ digest: blob.digest, size: blob.size });
+    if (!refCount.has(blob.digest) && blob.lastUseMs < policy.protectedSince) blobs.push({ digest: blob.digest, size: blob.size });
   }
   return { tags, links: plannedLinks, blobs, sizeBefore, sizeAfter, capUnreached, pinned: { tags: keptTags.size, manifests: pinnedLinks, items: keptItems } };
 }
@@ -364,7 +364,7 @@ export async function graceHeldBack(
     if (turn.due()) await turn.pause();
     if (planned.tags.has(`${tag.repository}:${tag.tag}`)) continue;
     held.tags++;
-    release(tag.mtimeMs);
+    release(tag.lastUseMs);
   }
   for (const link of without.links) {
     if (turn.due()) await turn.pause();
@@ -378,8 +378,8 @@ export async function graceHeldBack(
     held.blobs++;
     held.bytes += blob.size;
     // A blob kept by a held manifest is released with it; one protected itself has its own time.
-    const mtimeMs = inventory.blobs.mtime(blob.digest) ?? 0;
-    if (mtimeMs >= policy.protectedSince) release(mtimeMs);
+    const lastUseMs = inventory.blobs.lastUse(blob.digest) ?? 0;
+    if (lastUseMs >= policy.protectedSince) release(lastUseMs);
   }
   return held;
 }

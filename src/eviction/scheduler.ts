@@ -1,6 +1,7 @@
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Logger } from '../logging/logger.ts';
 import type { SweepResult } from './sweeper.ts';
+import { PassHeldElsewhere } from './pass-lock.ts';
 
 /** How many passes the status page can look back on (kept in memory, lost on restart). */
 const HISTORY = 20;
@@ -75,6 +76,11 @@ export class EvictionScheduler {
         return result;
       })
       .catch((error: Error) => {
+        if (error instanceof PassHeldElsewhere) {
+          // Not a failure: the fleet runs one pass at a time, and another instance runs it now.
+          this.logger.info('eviction pass skipped: another instance of the fleet runs one', { holder: error.holder });
+          return undefined;
+        }
         this.logger.error('eviction pass failed', { error: error.message });
         this.record({
           startedAt,

@@ -1,25 +1,24 @@
-import { readFile, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { evictedBytes, evictions } from '../metrics/metrics.ts';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logging/logger.ts';
 import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { parseDigest } from '../registry/digest.ts';
-import { isNotFound } from '../storage/blob-store.ts';
-import { splitRepositoryKey, type StorePaths } from '../storage/paths.ts';
+import { splitRepositoryKey } from '../storage/paths.ts';
 import { KeepRules } from './keep.ts';
 import { Yielder } from '../util/yielder.ts';
-import { readInventory, type Inventory } from './inventory.ts';
-import { listDir, walkRepositories } from '../storage/repository-walk.ts';
+import { readInventory, type Inventory, type StoreReader } from './inventory.ts';
+import { listNames, storeKey, walkRepositories } from '../storage/repository-walk.ts';
+import { accessItem, LOOKUP_BATCH } from './access-clock.ts';
+import type { PassLease, PassLock } from './pass-lock.ts';
 import { mapLimited } from '../util/map-limited.ts';
 import { graceHeldBack, pinsOf, planEviction, type EvictionPlan, type GraceHeldBack, type PlannedBlob, type PlannedLink, type PlannedTag } from './plan.ts';
 import { manifestReferences, type ManifestReferences } from '../registry/manifest-references.ts';
 
 /** What a running mirror tells a sweep, and learns from it. */
 export interface SweepHooks {
-  /** A blob a fill is writing right now: never deleted under it. */
-  isBusy?(digest: string): boolean;
+  /** A blob a fill is writing right now, here or (a fill lease in Redis) on another instance: never deleted under it. */
+  isBusy?(digest: string): boolean | Promise<boolean>;
   /** Forget in-memory knowledge of what was deleted (descriptor cache, manifest caches). */
   manifestRemoved?(repository: string, digest: string): void;
   blobRemoved?(digest: string, size: number): Promise<void> | void;
@@ -38,8 +37,15 @@ export interface SweepSettings {
 }
 
 export interface SweepOptions extends SweepSettings {
-  paths: StorePaths;
+  /** The driver the store is read and deleted through, its layout, and the access clock. */
+  store: StoreReader;
   logger: Logger;
+  /**
+   * One pass at a time (the fleet's lock in Redis, see pass-lock.ts): a pass that deletes takes
+   * it first (PassHeldElsewhere when another holds it) and checks it before each deletion. A
+   * dry run deletes nothing and takes none.
+   */
+  lock?: PassLock;
   /**
    * The clock the pass is planned by (default: now): TTL, recency and the grace period all count
    * from it, so a dry run with a later `now` shows what a pass at that moment would take. A pass
@@ -59,6 +65,11 @@ export interface SweepOptions extends SweepSettings {
    * after each 1 ms of work (see Yielder). `gc` runs alone and does not rest.
    */
   sharesLoop?: boolean;
+  /**
+   * After the deletions, remove what crashed writers left in the store this long ago or more
+   * (driver.cleanup: incomplete multipart uploads on S3); not on a dry run.
+   */
+  cleanupOlderThanMs?: number;
   /** Told of each item as it is removed (planned, on a dry run), in order: `gc` prints as it goes. */
   onItem?: (item: SweptItem) => void;
 }
@@ -73,6 +84,8 @@ export interface SweepResult extends EvictionPlan {
   freed: number;
   /** `_layers` links and `_access` files removed with what they described (0 on a dry run). */
   records: number;
+  /** What crashed writers left that the driver removed (cleanupOlderThanMs; 0 on a dry run). */
+  cleaned: number;
   durationMs: number;
   /** What the grace period kept from this pass (storage.eviction.grace), and until when (unless graceReport was false). */
   graceHeld?: GraceHeldBack;
@@ -80,6 +93,9 @@ export interface SweepResult extends EvictionPlan {
   /** The event loop's longest delay while the pass ran (ms): what a request waited at worst. */
   maxEventLoopDelayMs: number;
 }
+
+/** How old an incomplete upload must be before a pass removes it: no fill takes a day. */
+export const STALE_UPLOAD_MS = 24 * 3_600_000;
 
 export function sweepSettings(config: Config): Required<SweepSettings> {
   const eviction = config.storage.eviction;
@@ -101,24 +117,35 @@ export function sweepSettings(config: Config): Required<SweepSettings> {
 /**
  * One eviction pass: walk the store, plan (see planEviction), then delete tags, manifest
  * links, and last the blobs nothing references any more. Before each deletion the item is
- * looked at again: one used or rewritten since the walk stays, and so do the blobs of a
- * manifest that stays. A reader that already opened a deleted blob keeps reading it (an open
- * descriptor outlives the unlink); a later request fetches it from upstream again.
+ * looked at again: one used (the access clock) or rewritten (the object) since the walk stays,
+ * and so do the blobs of a manifest that stays. A reader that already opened a deleted blob
+ * keeps reading it (an open descriptor outlives the unlink); a later request fetches it from
+ * upstream again.
  */
 export async function sweep(options: SweepOptions): Promise<SweepResult> {
+  const lease = options.dryRun || !options.lock ? undefined : await options.lock.acquire();
   // A pass shares the event loop with the requests it must not hold up: it says how well it did.
   const delay = monitorEventLoopDelay({ resolution: 5 });
   delay.enable();
   try {
-    const result = await sweepMeasured(options);
+    const result = await sweepMeasured(options, lease);
     return { ...result, maxEventLoopDelayMs: delay.max / 1e6 };
   } finally {
     delay.disable();
+    await lease?.release();
   }
 }
 
-async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, 'maxEventLoopDelayMs'>> {
-  // Wall time for what is compared with access records and mtimes; the duration on the monotonic clock.
+/** Thrown when the fleet's lock was lost mid-pass: what was deleted stays deleted, the rest waits for the next pass. */
+export class PassLeaseLost extends Error {
+  constructor() {
+    super("the fleet's eviction lock was lost during the pass (another pass may run now); it stopped deleting");
+    this.name = 'PassLeaseLost';
+  }
+}
+
+async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined): Promise<Omit<SweepResult, 'maxEventLoopDelayMs'>> {
+  // Wall time for what is compared with the access clock's records and the objects' write times; the duration on the monotonic clock.
   const started = Date.now();
   const startedMono = performance.now();
   const now = options.now ?? started;
@@ -130,32 +157,45 @@ async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, '
     for (const tag of plan.tags) onItem({ kind: 'tag', tag });
     for (const link of plan.links) onItem({ kind: 'manifest', link });
     for (const blob of plan.blobs) onItem({ kind: 'blob', blob });
-    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, durationMs: Math.round(performance.now() - startedMono) };
+    return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, cleaned: 0, durationMs: Math.round(performance.now() - startedMono) };
   }
-  const { paths, hooks = {} } = options;
-  const untouched = async (path: string): Promise<boolean> => {
-    try {
-      return (await stat(path)).mtimeMs < protectedSince;
-    } catch (error) {
-      if (isNotFound(error)) return false;
-      throw error;
+  const { store, hooks = {} } = options;
+  const { driver, paths, clock } = store;
+  const fenced = async () => {
+    if (lease && !(await lease.stillHeld())) throw new PassLeaseLost();
+  };
+  /** Deletes an object unless written since the grace period began (or gone already). */
+  const removeUntouched = async (key: string): Promise<boolean> => {
+    const info = await driver.stat(key);
+    if (!info || info.modifiedMs >= protectedSince) return false;
+    await fenced();
+    return driver.delete(key);
+  };
+  /**
+   * Runs a phase over `items` a batch (LOOKUP_BATCH) at a time: the clock is asked about the
+   * batch, then the batch is deleted, so a use recorded (by any instance) up to a moment before
+   * an item's deletion keeps it, as the mtime checked just before an unlink did.
+   */
+  const phase = async <T>(items: T[], itemOf: (item: T) => string, remove: (item: T, used: boolean) => Promise<void>): Promise<void> => {
+    for (let start = 0; start < items.length; start += LOOKUP_BATCH) {
+      const batch = items.slice(start, start + LOOKUP_BATCH);
+      const uses = await clock.lastUses(batch.map(itemOf));
+      await mapLimited([...batch.keys()], (i) => remove(batch[i], (uses[i] ?? 0) >= protectedSince));
     }
   };
   // Tags, then manifest links, then blobs: each phase in parallel, the phases in this order.
   let kept = 0;
   const tags: EvictionPlan['tags'] = [];
-  await mapLimited(plan.tags, async (tag) => {
-    const path = paths.tag(tag.repository, tag.tag);
-    if ((await untouched(path)) && (await removeFile(path))) {
+  await phase(plan.tags, (tag) => accessItem.tag(tag.repository, tag.tag), async (tag, used) => {
+    if (!used && (await removeUntouched(storeKey(paths, paths.tag(tag.repository, tag.tag))))) {
       tags.push(tag);
       onItem({ kind: 'tag', tag });
     } else kept++;
   });
   const links: PlannedLink[] = [];
   const stillPinned = new Set<string>();
-  await mapLimited(plan.links, async (link) => {
-    const path = paths.manifestLink(link.repository, parseDigest(link.digest));
-    if ((await untouched(path)) && (await removeFile(path))) {
+  await phase(plan.links, (link) => accessItem.manifest(link.repository, link.digest), async (link, used) => {
+    if (!used && (await removeUntouched(storeKey(paths, paths.manifestLink(link.repository, parseDigest(link.digest)))))) {
       links.push(link);
       onItem({ kind: 'manifest', link });
       hooks.manifestRemoved?.(link.repository, link.digest);
@@ -166,9 +206,8 @@ async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, '
   });
   const blobs: EvictionPlan['blobs'] = [];
   let freed = 0;
-  await mapLimited(plan.blobs, async (blob) => {
-    const path = paths.blob(parseDigest(blob.digest));
-    if (stillPinned.has(blob.digest) || hooks.isBusy?.(blob.digest) || !(await untouched(path)) || !(await removeFile(path))) {
+  await phase(plan.blobs, (blob) => accessItem.blob(blob.digest), async (blob, used) => {
+    if (used || stillPinned.has(blob.digest) || (await hooks.isBusy?.(blob.digest)) || !(await removeUntouched(storeKey(paths, paths.blob(parseDigest(blob.digest)))))) {
       kept++;
       return;
     }
@@ -177,12 +216,19 @@ async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, '
     freed += blob.size;
     await hooks.blobRemoved?.(blob.digest, blob.size);
   });
-  const records = await removeStaleRecords(paths, { links: storedLinks, tags: storedTags }, references, { tags, links }, untouched);
+  // The records of what went go with it (a record left behind would be harmless, not useful).
+  await clock.forget([
+    ...tags.map((tag) => accessItem.tag(tag.repository, tag.tag)),
+    ...links.map((link) => accessItem.manifest(link.repository, link.digest)),
+    ...blobs.map((blob) => accessItem.blob(blob.digest)),
+  ]);
+  const records = await removeStaleRecords(store, { links: storedLinks, tags: storedTags }, references, { tags, links }, removeUntouched);
+  const cleaned = options.cleanupOlderThanMs === undefined ? 0 : await driver.cleanup(options.cleanupOlderThanMs);
   evictions.labels('tag').inc(tags.length);
   evictions.labels('manifest').inc(links.length);
   evictions.labels('blob').inc(blobs.length);
   evictedBytes.inc(freed);
-  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, durationMs: Math.round(performance.now() - startedMono) };
+  return { ...plan, ...grace, tags, links, blobs, sizeAfter: plan.sizeBefore - freed, dryRun: false, kept, freed, records, cleaned, durationMs: Math.round(performance.now() - startedMono) };
 }
 
 /**
@@ -191,8 +237,8 @@ async function sweepMeasured(options: SweepOptions): Promise<Omit<SweepResult, '
  */
 async function planPass(options: SweepOptions, started: number, protectedSince: number) {
   const turn = new Yielder({ restMs: options.sharesLoop ? 1 : 0 });
-  const inventory = await readInventory(options.paths, turn);
-  const references = await readReferences(options.paths, inventory);
+  const inventory = await readInventory(options.store, turn);
+  const references = await readReferences(options.store, inventory);
   const policy = {
     now: options.now ?? started,
     ttlMs: options.ttlMs,
@@ -216,11 +262,11 @@ async function planPass(options: SweepOptions, started: number, protectedSince: 
  * period: a link is written just before the blob it permits is fetched.
  */
 async function removeStaleRecords(
-  paths: StorePaths,
+  store: StoreReader,
   inventory: Pick<Inventory, 'links' | 'tags'>,
   references: Map<string, ManifestReferences>,
   removed: { tags: EvictionPlan['tags']; links: PlannedLink[] },
-  untouched: (path: string) => Promise<boolean>,
+  removeUntouched: (key: string) => Promise<boolean>,
 ): Promise<number> {
   const gone = new Set(removed.links.map((link) => `${link.repository}@${link.digest}`));
   const goneTags = new Set(removed.tags.map((tag) => `${tag.repository}:${tag.tag}`));
@@ -236,27 +282,26 @@ async function removeStaleRecords(
   for (const tag of inventory.tags) if (!goneTags.has(`${tag.repository}:${tag.tag}`)) tagged.add(tag.repository);
   // One repository at a time: its `_layers` listing and the blobs its manifests hold, then the next.
   let count = 0;
-  const remove = async (path: string) => {
-    if ((await untouched(path)) && (await removeFile(path))) count++;
+  const remove = async (key: string) => {
+    if (await removeUntouched(key)) count++;
   };
-  for (const { dir, keyPrefix } of await paths.repositoryRoots()) {
-    await walkRepositories(dir, keyPrefix, async (repoDir, name, entries) => {
-      const links = remaining.get(name) ?? [];
-      if (entries.includes('_access') && links.length === 0 && !tagged.has(name)) await remove(paths.accessVerdict(name));
-      if (!entries.includes('_layers')) return;
-      const held = new Set<string>();
-      for (const digest of links) for (const pin of pinsOf(digest, references)) held.add(pin);
-      for (const algorithm of await listDir(join(repoDir, '_layers'))) {
-        const stale = (await listDir(join(repoDir, '_layers', algorithm))).filter((hex) => !held.has(`${algorithm}:${hex}`));
-        await mapLimited(stale, (hex) => remove(join(repoDir, '_layers', algorithm, hex)));
-      }
-    });
-  }
+  await walkRepositories(store.driver, store.paths, async (prefix, name, entries) => {
+    const links = remaining.get(name) ?? [];
+    if (entries.includes('_access') && links.length === 0 && !tagged.has(name)) await remove(`${prefix}/_access`);
+    if (!entries.includes('_layers')) return;
+    const held = new Set<string>();
+    for (const digest of links) for (const pin of pinsOf(digest, references)) held.add(pin);
+    // Names only (90 000 links are listed, not stat'ed); the stale ones are looked at as they go.
+    for (const algorithm of await listNames(store.driver, `${prefix}/_layers`)) {
+      const stale = (await listNames(store.driver, `${prefix}/_layers/${algorithm}`)).filter((hex) => !held.has(`${algorithm}:${hex}`));
+      await mapLimited(stale, (hex) => remove(`${prefix}/_layers/${algorithm}/${hex}`));
+    }
+  });
   return count;
 }
 
 /** Parses every linked manifest (and the children of indexes) once, whatever the number of links. */
-async function readReferences(paths: StorePaths, inventory: Inventory): Promise<Map<string, ManifestReferences>> {
+async function readReferences(store: StoreReader, inventory: Inventory): Promise<Map<string, ManifestReferences>> {
   const references = new Map<string, ManifestReferences>();
   let pending = [...new Set(inventory.links.map((link) => link.digest))];
   while (pending.length > 0) {
@@ -265,13 +310,8 @@ async function readReferences(paths: StorePaths, inventory: Inventory): Promise<
       if (references.has(digest)) return;
       const size = inventory.blobs.size(digest);
       if (size === undefined || size > MAX_MANIFEST_BYTES) return;
-      let bytes: Buffer;
-      try {
-        bytes = await readFile(paths.blob(parseDigest(digest)));
-      } catch (error) {
-        if (isNotFound(error)) return;
-        throw error;
-      }
+      const bytes = await store.driver.getContent(storeKey(store.paths, store.paths.blob(parseDigest(digest))), MAX_MANIFEST_BYTES);
+      if (!bytes) return;
       const refs = manifestReferences(bytes);
       references.set(digest, refs);
       children.push(...refs.manifests);
@@ -279,14 +319,4 @@ async function readReferences(paths: StorePaths, inventory: Inventory): Promise<
     pending = [...new Set(children)].filter((digest) => !references.has(digest));
   }
   return references;
-}
-
-async function removeFile(path: string): Promise<boolean> {
-  try {
-    await unlink(path);
-    return true;
-  } catch (error) {
-    if (isNotFound(error)) return false;
-    throw error;
-  }
 }

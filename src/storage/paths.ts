@@ -16,6 +16,7 @@ import type { Digest } from '../registry/digest.ts';
  *   │   └── _tags/<tag>                               the digest the tag pointed at when last checked
  *   ├── registries/<namespace>/repositories/<name>/  a repository of another registry (proxy.remotes), laid out
  *   │                                                 as above; blobs stay shared by digest in blobs/
+ *   ├── _access-clock/journal                         last use of each item, without Redis (eviction/local-access-clock.ts)
  *   ├── _tmp/<instance>/<random>                      downloads in flight, renamed into blobs/ once verified
  *   │   └── <algorithm>-<hex>.<epoch>                 a download under a fleet lease: its name follows from the
  *   │                                                 lease (instance, epoch) and the digest, so a lease names no path
@@ -129,6 +130,11 @@ export class StorePaths {
 
   tmpDir(): string {
     return join(this.root, '_tmp');
+  }
+
+  /** The access clock's journal without Redis (src/eviction/local-access-clock.ts): a local file, not the driver's. */
+  accessClockDir(): string {
+    return join(this.root, '_access-clock');
   }
 
   /**

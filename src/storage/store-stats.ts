@@ -1,8 +1,8 @@
-import { readdirSync, statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { StorageDriver } from './driver/storage-driver.ts';
 import { splitRepositoryKey, type StorePaths } from './paths.ts';
-import { holdsImages, listDir, walkRepositories } from './repository-walk.ts';
+import { blobKey, holdsImages, listNames, repositoryRoots, storeKey, walkRepositories } from './repository-walk.ts';
 
 /** The store's figures, as `pullmirror stats`, the status page and the metrics show them. */
 export interface StoreFigures {
@@ -29,21 +29,27 @@ const emptyFigures = (): StoreFigures => ({
   blobs: 0, bytes: 0, manifests: 0, manifestBytes: 0, repositories: 0, tags: 0, registries: {}, tempFiles: 0, tempBytes: 0, computedAt: 0, complete: false,
 });
 
+/** The store a walk counts: through its driver, laid out as paths.ts draws it. */
+export interface CountedStore {
+  driver: StorageDriver;
+  paths: StorePaths;
+}
+
 /**
- * One walk of the store. Blobs are counted one prefix directory (about 1/256 of the store) at a
- * time, synchronously (readdir and stat of some hundred files: a few ms), yielding between
- * directories. That makes the walk exact beside live changes: a blob added or removed in a
- * directory already counted is applied to this walk too (`apply`), one in a directory not yet
- * counted is seen by the walk itself, and nothing can happen inside a directory's count.
+ * One walk of the store, through its driver. Blobs are counted one prefix (`blobs/<algorithm>/<xx>`,
+ * about 1/256 of the store) at a time, yielding between prefixes. That makes the walk exact beside live changes: a blob added or removed in a
+ * prefix already counted is applied to this walk too (`apply`), one in a prefix not yet
+ * counted is seen by the walk itself, and one committed while its prefix is listed may be
+ * counted twice or missed, until the next walk.
  */
 class StoreWalk {
   readonly figures = emptyFigures();
   private readonly counted = new Set<string>();
-  private readonly paths: StorePaths;
+  private readonly store: CountedStore;
   private cancelled = false;
 
-  constructor(paths: StorePaths) {
-    this.paths = paths;
+  constructor(store: CountedStore) {
+    this.store = store;
   }
 
   cancel(): void {
@@ -61,34 +67,32 @@ class StoreWalk {
   }
 
   async run(): Promise<StoreFigures | undefined> {
-    const { figures, paths } = this;
+    const { figures } = this;
+    const { driver, paths } = this.store;
     const linked = new Set<string>();
-    for (const { dir, keyPrefix } of await paths.repositoryRoots()) {
-      const registry = { repositories: 0, tags: 0 };
-      figures.registries[keyPrefix.replace(/\/$/, '')] = registry;
-      await walkRepositories(dir, keyPrefix, async (repoDir, _key, entries) => {
-        if (!holdsImages(entries)) return;
-        const tags = (await listDir(join(repoDir, '_tags'))).length;
-        figures.repositories++;
-        figures.tags += tags;
-        registry.repositories++;
-        registry.tags += tags;
-        for (const algorithm of await listDir(join(repoDir, '_manifests'))) {
-          for (const hex of await listDir(join(repoDir, '_manifests', algorithm))) linked.add(`${algorithm}:${hex}`);
-        }
-      });
-      if (this.cancelled) return undefined;
-    }
+    for (const { keyPrefix } of await repositoryRoots(driver, paths)) figures.registries[keyPrefix.replace(/\/$/, '')] = { repositories: 0, tags: 0 };
+    await walkRepositories(driver, paths, async (prefix, key, entries) => {
+      if (!holdsImages(entries)) return;
+      const tags = entries.includes('_tags') ? (await listNames(driver, `${prefix}/_tags`)).length : 0;
+      const registry = (figures.registries[splitRepositoryKey(key).namespace ?? ''] ??= { repositories: 0, tags: 0 });
+      figures.repositories++;
+      figures.tags += tags;
+      registry.repositories++;
+      registry.tags += tags;
+      if (!entries.includes('_manifests')) return;
+      for (const algorithm of await listNames(driver, `${prefix}/_manifests`)) {
+        for (const hex of await listNames(driver, `${prefix}/_manifests/${algorithm}`)) linked.add(`${algorithm}:${hex}`);
+      }
+    });
+    if (this.cancelled) return undefined;
     this.repositoriesCounted = true;
-    for (const algorithm of await listDir(paths.blobsDir())) {
-      for (const prefix of await listDir(join(paths.blobsDir(), algorithm))) {
+    const blobs = storeKey(paths, paths.blobsDir());
+    for (const algorithm of await listNames(driver, blobs)) {
+      for (const prefix of await listNames(driver, `${blobs}/${algorithm}`)) {
         if (this.cancelled) return undefined;
-        const dir = join(paths.blobsDir(), algorithm, prefix);
-        for (const hex of listSync(dir)) {
-          const info = statSync(join(dir, hex), { throwIfNoEntry: false });
-          if (!info?.isFile()) continue;
+        for await (const object of driver.walk(`${blobs}/${algorithm}/${prefix}`)) {
           figures.blobs++;
-          figures.bytes += info.size;
+          figures.bytes += object.size;
         }
         this.counted.add(`${algorithm}/${prefix}`);
         await new Promise((resolve) => setImmediate(resolve));
@@ -96,11 +100,13 @@ class StoreWalk {
     }
     // Manifest bytes: a stat of each linked manifest (thousands), not a map of every blob's size.
     for (const digest of linked) {
-      const size = await fileSize(this.paths.blobsDir(), digest);
-      if (size === undefined) continue;
+      const key = blobKey(paths, digest);
+      const info = key === undefined ? undefined : await driver.stat(key).catch(() => undefined);
+      if (info === undefined) continue;
       figures.manifests++;
-      figures.manifestBytes += size;
+      figures.manifestBytes += info.size;
     }
+    // The temporary area is local files, not the driver's (downloads in flight).
     for (const entry of await listTree(paths.tmpDir())) {
       const size = await fileSizeAt(join(paths.tmpDir(), entry));
       if (size === undefined) continue;
@@ -120,8 +126,8 @@ function prefixDir(digest: string): string {
 }
 
 /** Walks the store once and counts it (`pullmirror stats`); a serving process uses LiveStoreFigures. */
-export async function computeStoreFigures(paths: StorePaths): Promise<StoreFigures> {
-  return (await new StoreWalk(paths).run())!;
+export async function computeStoreFigures(store: CountedStore): Promise<StoreFigures> {
+  return (await new StoreWalk(store).run())!;
 }
 
 /** Every file and directory below `dir`, by relative path (the temporary area's few files). */
@@ -131,19 +137,6 @@ async function listTree(dir: string): Promise<string[]> {
   } catch {
     return [];
   }
-}
-
-function listSync(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-async function fileSize(blobsDir: string, digest: string): Promise<number | undefined> {
-  const [algorithm, hex] = digest.split(':');
-  return fileSizeAt(join(blobsDir, algorithm, hex.slice(0, 2), hex));
 }
 
 async function fileSizeAt(path: string): Promise<number | undefined> {
@@ -170,7 +163,7 @@ export interface LiveStoreFiguresOptions {
  * sooner (at most every `minAgeMs`, 1 min) after an eviction pass (changed()). One walk at a time.
  */
 export class LiveStoreFigures {
-  private readonly paths: StorePaths;
+  private readonly store: CountedStore;
   private readonly maxAgeMs: number;
   private readonly minAgeMs: number;
   private figures = emptyFigures();
@@ -181,8 +174,8 @@ export class LiveStoreFigures {
   private dirty = false;
   private stopped = false;
 
-  constructor(paths: StorePaths, options: LiveStoreFiguresOptions = {}) {
-    this.paths = paths;
+  constructor(store: CountedStore, options: LiveStoreFiguresOptions = {}) {
+    this.store = store;
     this.maxAgeMs = options.maxAgeMs ?? 600_000;
     this.minAgeMs = options.minAgeMs ?? 60_000;
   }
@@ -270,7 +263,7 @@ export class LiveStoreFigures {
     if (this.walk || this.stopped) return;
     this.dirty = false;
     this.lastWalkStarted = performance.now();
-    const walk = (this.walk = new StoreWalk(this.paths));
+    const walk = (this.walk = new StoreWalk(this.store));
     try {
       const figures = await walk.run();
       if (figures) this.figures = figures;

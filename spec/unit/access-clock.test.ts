@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import winston from 'winston';
+import { accessItem, AccessClockUnavailable } from '../../src/eviction/access-clock.ts';
+import { LocalAccessClock } from '../../src/eviction/local-access-clock.ts';
+import { RedisAccessClock } from '../../src/eviction/redis-access-clock.ts';
+import { PassHeldElsewhere, RedisPassLock } from '../../src/eviction/pass-lock.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
+import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
+import { startRedis, type RedisServer } from '../support/redis.ts';
+import { accessClockSuite } from './access-clock-suite.ts';
+
+const logger = winston.createLogger({ silent: true });
+const digest = (c: string) => `sha256:${c.repeat(64)}`;
+const T0 = Date.UTC(2026, 0, 1);
+
+accessClockSuite('local journal', async () => {
+  const dir = tempDir('pullmirror-clock');
+  const clocks: LocalAccessClock[] = [];
+  return {
+    open: async () => {
+      const clock = new LocalAccessClock({ dir: path.join(dir.path, '_access-clock'), logger });
+      clocks.push(clock);
+      return clock;
+    },
+    close: async () => {
+      await Promise.all(clocks.map((clock) => clock.close()));
+      await dir.cleanup();
+    },
+  };
+});
+
+describe('access clock: local journal on disk', () => {
+  const dir = tempDir('pullmirror-clock-disk');
+  after(() => dir.cleanup());
+  let n = 0;
+  const fresh = () => path.join(dir.path, `clock-${n++}`);
+
+  it('skips a line torn by a crash; the next process starts on a line of its own', async () => {
+    const clockDir = fresh();
+    const writer = new LocalAccessClock({ dir: clockDir, logger });
+    writer.touch(accessItem.blob(digest('a')), T0 + 1);
+    await writer.close();
+    // A crash mid-append leaves part of a line.
+    appendFileSync(path.join(clockDir, 'journal'), `${T0 + 2} b:sha256:bb`);
+    const next = new LocalAccessClock({ dir: clockDir, logger });
+    next.touch(accessItem.blob(digest('c')), T0 + 3);
+    await next.close();
+    const reader = new LocalAccessClock({ dir: clockDir, logger });
+    const items = [accessItem.blob(digest('a')), 'b:sha256:bb', accessItem.blob(digest('c'))];
+    assert.deepEqual(await reader.lastUses(items), [T0 + 1, T0 + 2, T0 + 3], 'the torn line holds what it holds; the next is whole');
+    await reader.close();
+  });
+
+  it('compacts a grown journal to one line per item, and a reader that had read it before still sees every record', async () => {
+    const clockDir = fresh();
+    const journal = path.join(clockDir, 'journal');
+    const writer = new LocalAccessClock({ dir: clockDir, logger, compactMinBytes: 20_000 });
+    const reader = new LocalAccessClock({ dir: clockDir, logger, compacts: false });
+    const items = Array.from({ length: 50 }, (_, i) => accessItem.tag('library/app', `v${i}`));
+    writer.touch(items[0], T0);
+    await writer.flush();
+    assert.deepEqual(await reader.lastUses([items[0]]), [T0]);
+    const inodeBefore = statSync(journal).ino;
+    // Every item used again and again: the journal grows past twice its size, and is compacted.
+    for (let round = 1; round <= 20; round++) {
+      for (const item of items) writer.touch(item, T0 + round * 1000);
+      await writer.flush();
+    }
+    const lines = readFileSync(journal, 'utf8').trim().split('\n');
+    assert.notEqual(statSync(journal).ino, inodeBefore, 'rewritten (a new file renamed over it)');
+    assert.ok(lines.length < 20 * items.length, `compacted: ${lines.length} lines`);
+    assert.deepEqual(await reader.lastUses(items), items.map(() => T0 + 20_000));
+    await writer.close();
+    await reader.close();
+  });
+
+  it('a journal that cannot be read stops a lookup with AccessClockUnavailable (no pass runs on object ages alone)', async () => {
+    const clockDir = fresh();
+    mkdirSync(path.join(clockDir, 'journal'), { recursive: true });
+    const clock = new LocalAccessClock({ dir: clockDir, logger });
+    await assert.rejects(clock.lastUses([accessItem.blob(digest('e'))]), AccessClockUnavailable);
+    await clock.close();
+  });
+
+  it('writes nothing while nothing was touched (a dry run leaves the store as it was)', async () => {
+    const clockDir = fresh();
+    const clock = new LocalAccessClock({ dir: clockDir, logger });
+    await clock.lastUses([accessItem.blob(digest('f'))]);
+    await clock.close();
+    assert.throws(() => statSync(clockDir), /ENOENT/);
+  });
+});
+
+const noRedis = skipUnlessBinaries(['redis-server']);
+
+async function connect(server: RedisServer, prefix = 'store-a'): Promise<RedisConnection> {
+  const config = loadConfig({ env: { REDIS_URL: server.url, REGISTRY_REDIS_READTIMEOUT: '500ms', REGISTRY_REDIS_DIALTIMEOUT: '500ms' } });
+  const connection = createRedisConnection(config.redis, logger, prefix);
+  assert.ok(await connection.whenReady(5_000), `connected to ${server.url}`);
+  return connection;
+}
+
+describe('access clock: redis', { skip: noRedis }, () => {
+  let server: RedisServer;
+  const connections: RedisConnection[] = [];
+  before(async () => {
+    server = await startRedis();
+  });
+  after(async () => {
+    await Promise.all(connections.map((c) => c.close()));
+    await server?.close();
+  });
+
+  accessClockSuite('redis', async () => {
+    await server.command('FLUSHALL');
+    const clocks: RedisAccessClock[] = [];
+    return {
+      open: async () => {
+        // Each clock on a connection of its own, as each instance has.
+        const connection = await connect(server);
+        connections.push(connection);
+        const clock = new RedisAccessClock({ redis: connection, logger });
+        clocks.push(clock);
+        return clock;
+      },
+      close: async () => {
+        await Promise.all(clocks.map((clock) => clock.close()));
+      },
+    };
+  });
+
+  it("keeps each store's records apart (the store id in the key prefix)", async () => {
+    const a = await connect(server, 'store-a');
+    const b = await connect(server, 'store-b');
+    connections.push(a, b);
+    const item = accessItem.blob(digest('7'));
+    const clockA = new RedisAccessClock({ redis: a, logger });
+    clockA.touch(item, T0 + 7);
+    await clockA.close();
+    const clockB = new RedisAccessClock({ redis: b, logger });
+    assert.deepEqual(await clockB.lastUses([item]), [undefined]);
+    await clockB.close();
+  });
+
+  it("the fleet's eviction lock: one holder at a time, a second pass told who holds it; a lease that expired is lost to the next holder (the fence says so)", async () => {
+    const one = await connect(server, 'store-lock');
+    const two = await connect(server, 'store-lock');
+    connections.push(one, two);
+    const first = await new RedisPassLock({ redis: one, name: 'instance-a', leaseMs: 300 }).acquire();
+    assert.equal(await first.stillHeld(), true);
+    const other = new RedisPassLock({ redis: two, name: 'instance-b', leaseMs: 300 });
+    await assert.rejects(other.acquire(), (error: unknown) => error instanceof PassHeldElsewhere && error.holder === 'instance-a');
+    // The holder stalls past its lease (its renewals stop): the lock expires and another pass takes it.
+    server.pause();
+    await sleep(400);
+    server.resume();
+    assert.ok(await one.whenReady(5_000) && await two.whenReady(5_000));
+    const deadline = Date.now() + 5_000;
+    let second;
+    while (!second && Date.now() < deadline) second = await other.acquire().catch(() => undefined);
+    assert.ok(second, 'the expired lock was taken by the other instance');
+    assert.equal(await first.stillHeld(), false, 'the stalled pass is told before its next deletion');
+    await first.release();
+    await assert.rejects(new RedisPassLock({ redis: one, name: 'instance-a' }).acquire(), PassHeldElsewhere, "releasing a lost lease does not free the new holder's lock");
+    await second.release();
+    const third = await new RedisPassLock({ redis: one, name: 'instance-a' }).acquire();
+    await third.release();
+  });
+
+  it('with Redis stopped: a lookup fails with AccessClockUnavailable at once; uses made meanwhile are written once it is back', async () => {
+    const connection = await connect(server, 'store-outage');
+    connections.push(connection);
+    const clock = new RedisAccessClock({ redis: connection, logger });
+    const item = accessItem.tag('library/busybox', 'latest');
+    await server.stop();
+    try {
+      await sleep(100);
+      await assert.rejects(clock.lastUses([item]), AccessClockUnavailable);
+      clock.touch(item, T0 + 42);
+      await clock.flush();
+    } finally {
+      await server.start();
+    }
+    assert.ok(await connection.whenReady(10_000), 'reconnected');
+    await clock.flush();
+    const other = await connect(server, 'store-outage');
+    connections.push(other);
+    const reader = new RedisAccessClock({ redis: other, logger });
+    assert.deepEqual(await reader.lastUses([item]), [T0 + 42]);
+    await Promise.all([clock.close(), reader.close()]);
+  });
+});
