@@ -49,8 +49,10 @@ import { manifestReferences } from './registry/manifest-references.ts';
 import { MediaType } from './registry/media-types.ts';
 import { RegistryError } from './registry/errors.ts';
 import { SignatureGate, type SignatureLookup } from './signatures/signature-gate.ts';
-import { FilesystemBlobStore } from './storage/blob-store.ts';
-import { FilesystemManifestStore } from './storage/manifest-store.ts';
+import { BlobStore } from './storage/blob-store.ts';
+import { FilesystemDriver } from './storage/driver/filesystem-driver.ts';
+import type { StorageDriver } from './storage/driver/storage-driver.ts';
+import { ManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
 import { renewStoreId, storeId } from './storage/store-id.ts';
 import { StoreProbe } from './storage/store-probe.ts';
@@ -139,21 +141,34 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       caches.probe?.stop();
       await caches.redis?.close();
       await storage.tempArea.stop().catch(() => {});
+      await storage.driver.close().catch(() => {});
     },
   };
 }
 
 interface Storage {
+  /** The bytes at keys: the blob, manifest and tag semantics above go through it. */
+  driver: StorageDriver;
+  /** The store as files (the filesystem driver's layout), for what still walks its directories. */
   paths: StorePaths;
   tempArea: TempArea;
-  blobStore: FilesystemBlobStore;
-  manifestStore: FilesystemManifestStore;
+  blobStore: BlobStore;
+  manifestStore: ManifestStore;
   readOnly: boolean;
   /** The store's figures, walked once in the background and kept current as blobs come and go. */
   figures: LiveStoreFigures;
 }
 
-/** The filesystem store and this instance's temporary area in it. */
+/**
+ * The store's driver. The seam for storage.s3: src/storage/driver/create-driver.ts (choosing the
+ * driver by config) replaces this once it lands; until then the filesystem driver, whose temp
+ * files (putContent's) go to this instance's spool, as a fill's do, so a commit is a rename.
+ */
+function buildDriver(config: Config, tempDir: string): StorageDriver {
+  return new FilesystemDriver({ root: config.storage.filesystem.rootdirectory, tempDir });
+}
+
+/** The store over its driver, and this instance's spool (temporary area) in it. */
 async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
   const tempArea = new TempArea(paths.tmpDir(), logger.child({ component: 'storage' }));
@@ -165,14 +180,17 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
     // An unwritable store must not keep the mirror down: it serves from upstream meanwhile.
     logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
   }
-  const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
-  const manifestStore = new FilesystemManifestStore(paths, blobStore);
+  const driver = buildDriver(config, tempArea.dir);
+  // The filesystem driver on a volume other instances may share: their spools are readable
+  // where they write them (a fleet follows a download from its file).
+  const blobStore = new BlobStore({ driver, tempDir: tempArea.dir, volume: driver.kind === 'filesystem' ? paths : undefined });
+  const manifestStore = new ManifestStore(blobStore);
   manifestStore.links.writable = !readOnly;
   const figures = new LiveStoreFigures(paths);
   blobStore.listener = figures;
   manifestStore.listener = figures;
   figures.start();
-  return { paths, tempArea, blobStore, manifestStore, readOnly, figures };
+  return { driver, paths, tempArea, blobStore, manifestStore, readOnly, figures };
 }
 
 interface Caches {
@@ -184,10 +202,10 @@ interface Caches {
 }
 
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
-async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: Storage): Promise<Caches> {
+async function buildCaches(config: Config, logger: Logger, { driver, paths, tempArea }: Storage): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
   const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
-  const connected = redisWanted ? await connectForStore(config, logger, paths) : undefined;
+  const connected = redisWanted ? await connectForStore(config, logger, driver, paths.root) : undefined;
   const redis = connected?.redis;
   const descriptors: DescriptorCache =
     redis && config.storage.cache.blobdescriptor === 'redis' ? new RedisDescriptorCache(redis) : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
@@ -204,31 +222,31 @@ async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: 
  * by a probe (storage/store-probe.ts), said in the log, and given an id of its own, so its
  * instances never wait for files only the original holds.
  */
-async function connectForStore(config: Config, logger: Logger, paths: StorePaths): Promise<{ redis: RedisConnection; probe?: StoreProbe }> {
+async function connectForStore(config: Config, logger: Logger, driver: StorageDriver, root: string): Promise<{ redis: RedisConnection; probe?: StoreProbe }> {
   const { createRedisConnection } = await import('./redis/redis-connection.ts');
   const redisLogger = logger.child({ component: 'redis' });
-  const id = await storeId(paths);
+  const id = await storeId(driver);
   const redis = createRedisConnection(config.redis, redisLogger, id);
   // A read-only store is not written, not even a probe; a store without an id shares no keys.
   if (!id || config.storage.maintenance.readonly.enabled) return { redis };
   const probeLogger = logger.child({ component: 'store' });
-  const probe = new StoreProbe({ paths, redis, logger: probeLogger });
+  const probe = new StoreProbe({ driver, redis, logger: probeLogger });
   // Redis that is down at start does not hold start-up longer: the renewals look again.
   const ready = await redis.whenReady(Math.min(config.redis.dialtimeout, 2_000));
   const result = ready ? await probe.probe() : ({ kind: 'unknown', reason: 'redis not ready' } as const);
   if (result.kind !== 'copy') {
     if (result.kind === 'unknown') probeLogger.debug('store probe: no answer yet', { reason: result.reason });
-    probe.start(() => void onCopyFound(paths, id, probeLogger));
+    probe.start(() => void onCopyFound(driver, root, id, probeLogger));
     return { redis, probe };
   }
-  const renewed = await renewStoreId(paths, id);
-  probeLogger.warn(STORE_COPY_MESSAGE, { root: paths.root, copiedStoreId: id, storeId: renewed ?? null });
+  const renewed = await renewStoreId(driver, id);
+  probeLogger.warn(STORE_COPY_MESSAGE, { root, copiedStoreId: id, storeId: renewed ?? null });
   if (!renewed) return { redis };
   await redis.close();
   const own = createRedisConnection(config.redis, redisLogger, renewed);
-  const ownProbe = new StoreProbe({ paths, redis: own, logger: probeLogger });
+  const ownProbe = new StoreProbe({ driver, redis: own, logger: probeLogger });
   if (await own.whenReady(Math.min(config.redis.dialtimeout, 2_000))) await ownProbe.probe();
-  ownProbe.start(() => void onCopyFound(paths, renewed, probeLogger));
+  ownProbe.start(() => void onCopyFound(driver, root, renewed, probeLogger));
   return { redis: own, probe: ownProbe };
 }
 
@@ -237,10 +255,10 @@ const STORE_COPY_MESSAGE =
   'it takes an id of its own, so its instances and those of the original do not wait for each other\'s files';
 
 /** A copy found while running: the new id is written now and taken at the next start. */
-async function onCopyFound(paths: StorePaths, id: string, logger: Logger): Promise<void> {
-  const renewed = await renewStoreId(paths, id);
+async function onCopyFound(driver: StorageDriver, root: string, id: string, logger: Logger): Promise<void> {
+  const renewed = await renewStoreId(driver, id);
   logger.error(`${STORE_COPY_MESSAGE}; restart this instance to use it (until then it shares Redis keys with the original's instances)`, {
-    root: paths.root,
+    root,
     copiedStoreId: id,
     storeId: renewed ?? null,
   });
@@ -282,8 +300,7 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
   });
   const referrers = new ProxyReferrers({
     manifests,
-    paths: storage.paths,
-    tempDir: storage.blobStore.tempDir,
+    driver: storage.driver,
     readOnly: storage.readOnly,
     logger: logger.child({ component: 'referrers' }),
   });
@@ -378,7 +395,7 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
 }
 
 /** proxy.privaterepos.protect (each registry's): what keeps private upstream content from anonymous clients. */
-function buildPrivateAccess(config: Config, logger: Logger, manifestStore: FilesystemManifestStore, remotes: Remotes): PrivateAccess | undefined {
+function buildPrivateAccess(config: Config, logger: Logger, manifestStore: ManifestStore, remotes: Remotes): PrivateAccess | undefined {
   const protecting = remotes.all.filter((remote) => remote.policy.privateRepos.protect);
   if (protecting.length === 0) return undefined;
   const accessLogger = logger.child({ component: 'access' });
