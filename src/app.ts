@@ -171,6 +171,9 @@ function buildDriver(config: Config, tempDir: string): StorageDriver {
 /** The store over its driver, and this instance's spool (temporary area) in it. */
 async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
+  // The spool: `_tmp/` inside the store's root on the filesystem, so a commit is a rename (and
+  // a fleet on a shared volume follows downloads from it). A store elsewhere (storage.s3) spools
+  // to a local directory of its own (its spooldirectory): the second seam of create-driver.ts.
   const tempArea = new TempArea(paths.tmpDir(), logger.child({ component: 'storage' }));
   const readOnly = config.storage.maintenance.readonly.enabled;
   if (readOnly) logger.warn('read-only maintenance mode: serving stored content, passing the rest through, evicting nothing');
@@ -534,9 +537,12 @@ function buildOps(config: Config, storage: Storage, remotes: Remotes, downloads:
   if (storagedriver.enabled) {
     const settings = { intervalMs: storagedriver.interval, threshold: storagedriver.threshold };
     // Serving needs a readable store; a store that takes no write still serves what it holds
-    // (new blobs pass through), so the write is advisory, and never tried in read-only mode.
-    checks.push(new CachedCheck('storage', storeReadableProbe(paths.root), settings));
-    if (!storage.readOnly) checks.push(new CachedCheck('storage-writable', storeWritableProbe(paths.tmpDir()), { ...settings, advisory: true }));
+    // (new blobs pass through), so the write (to the spool, where every fill starts) is
+    // advisory, and never tried in read-only mode.
+    // The filesystem's own probe names the errno (ENOTDIR, EACCES); any other driver probes its medium (a bucket).
+    const readable = storage.driver.kind === 'filesystem' ? storeReadableProbe(paths.root) : () => storage.driver.probe();
+    checks.push(new CachedCheck('storage', readable, settings));
+    if (!storage.readOnly) checks.push(new CachedCheck('storage-writable', storeWritableProbe(storage.tempArea.root), { ...settings, advisory: true }));
   }
   if (upstreamCheck.enabled) {
     // One per remote, each advisory: an outage leaves cached images servable, and every other
