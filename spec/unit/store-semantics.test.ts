@@ -126,6 +126,13 @@ describe('the store semantics over a driver (in-memory)', () => {
     assert.equal(await blobs.delete(digest), false);
   });
 
+  it('counts the free space of the local spool where the medium has no limit (every blob is written there first)', async () => {
+    const { driver, blobs } = stores();
+    assert.equal((await driver.usage()).freeBytes, undefined, 'the in-memory medium tells no limit');
+    const free = await blobs.freeBytes();
+    assert.ok(free !== undefined && free > 0, `free bytes of the spool's disk: ${free}`);
+  });
+
   it("links manifests per repository: one repository's link does not serve another's", async () => {
     const { manifests } = stores();
     const layer = sha256Digest(Buffer.from('a layer'));

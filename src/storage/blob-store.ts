@@ -1,8 +1,8 @@
 import { ensureDir } from './ensure-dir.ts';
 import { createHash, type Hash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, open, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, open, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import { digestOf, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
@@ -75,9 +75,19 @@ export class BlobStore implements ReadableBlobStore {
     return this.driver.getContent(StoreKeys.blob(digest), maxBytes);
   }
 
-  /** Free space where blobs go, when the store's medium has a limit (a bucket has none). */
+  /**
+   * Free space where a new blob goes: the store's medium (statfs of the root on a filesystem,
+   * which holds the spool too), and, when the spool is elsewhere (a bucket has no limit), the
+   * local disk every blob is written to first. Undefined when neither has a limit to tell.
+   */
   async freeBytes(): Promise<number | undefined> {
-    return (await this.driver.usage()).freeBytes;
+    const store = (await this.driver.usage()).freeBytes;
+    if (this.volume) return store;
+    // The spool directory may not exist yet: its parent tells the same disk.
+    const spool = await statfs(this.tempDir)
+      .catch(() => statfs(dirname(this.tempDir)))
+      .then((info) => info.bavail * info.bsize, () => undefined);
+    return spool === undefined ? store : store === undefined ? spool : Math.min(store, spool);
   }
 
   /**
