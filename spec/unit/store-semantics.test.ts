@@ -227,9 +227,10 @@ describe('the store id of a new store', () => {
   ];
   for (const [name, make] of drivers) {
     it(`${name}: two instances starting together agree on one id, and keep it`, async () => {
-      const { driver, firstHasItsId } = interleaving(make());
+      const held = interleaving(make());
+      const driver = held.driver;
       const first = storeId(driver).then((id) => {
-        firstHasItsId();
+        held.firstHasItsId();
         return id;
       });
       const second = storeId(driver);
