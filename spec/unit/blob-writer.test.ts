@@ -9,8 +9,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseDigest } from '../../src/registry/digest.ts';
 import { RegistryError } from '../../src/registry/errors.ts';
-import { BlobStore } from '../../src/storage/blob-store.ts';
-import { FilesystemDriver } from '../../src/storage/driver/filesystem-driver.ts';
+import { FilesystemBlobStore } from '../../src/storage/blob-store.ts';
 import { HASH_OFF_THREAD_BYTES } from '../../src/storage/file-hasher.ts';
 import { StorePaths } from '../../src/storage/paths.ts';
 import { seededBytes, sha256Digest } from '../support/images.ts';
@@ -19,8 +18,7 @@ import { tempDir } from '../support/processes.ts';
 describe('blob writer', () => {
   const dir = tempDir('pullmirror-writer');
   const paths = new StorePaths(dir.path);
-  const spool = path.join(dir.path, '_tmp', 'test');
-  const store = new BlobStore({ driver: new FilesystemDriver({ root: dir.path, tempDir: spool }), tempDir: spool, volume: paths });
+  const store = new FilesystemBlobStore(paths, path.join(dir.path, '_tmp', 'test'));
   after(() => dir.cleanup());
 
   const large = seededBytes('writer-large', HASH_OFF_THREAD_BYTES * 2 + 12345);

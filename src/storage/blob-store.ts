@@ -7,6 +7,7 @@ import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import { digestOf, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { tmpPath } from './atomic-file.ts';
+import { FilesystemDriver } from './driver/filesystem-driver.ts';
 import { StorageDriverError, type OpenedObject, type StorageDriver } from './driver/storage-driver.ts';
 import { fillFileName, StoreKeys, type StorePaths } from './paths.ts';
 import type { BlobInfo, BlobRef, ReadableBlobStore } from './readable-blob-store.ts';
@@ -168,6 +169,17 @@ export class BlobStore implements ReadableBlobStore {
 
   delete(digest: Digest): Promise<boolean> {
     return this.driver.delete(StoreKeys.blob(digest));
+  }
+}
+
+/**
+ * The blob store on a filesystem store by its root, as it was built before the driver layer
+ * (`new FilesystemBlobStore(paths, tempDir)`): for tools and tests that have the paths at hand.
+ * The filesystem driver's temp files go to the same spool.
+ */
+export class FilesystemBlobStore extends BlobStore {
+  constructor(paths: StorePaths, tempDir: string) {
+    super({ driver: new FilesystemDriver({ root: paths.root, tempDir }), tempDir, volume: paths });
   }
 }
 
