@@ -53,10 +53,10 @@ import { manifestReferences } from './registry/manifest-references.ts';
 import { MediaType } from './registry/media-types.ts';
 import { RegistryError } from './registry/errors.ts';
 import { SignatureGate, type SignatureLookup } from './signatures/signature-gate.ts';
-import { FilesystemBlobStore } from './storage/blob-store.ts';
+import { BlobStore } from './storage/blob-store.ts';
 import { FilesystemDriver } from './storage/driver/filesystem-driver.ts';
 import type { StorageDriver } from './storage/driver/storage-driver.ts';
-import { FilesystemManifestStore } from './storage/manifest-store.ts';
+import { ManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
 import { renewStoreId, storeId } from './storage/store-id.ts';
 import { StoreProbe } from './storage/store-probe.ts';
@@ -146,6 +146,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       caches.probe?.stop();
       await caches.redis?.close();
       await storage.tempArea.stop().catch(() => {});
+      await storage.driver.close().catch(() => {});
     },
   };
 }
@@ -156,8 +157,8 @@ interface Storage {
   /** The store as files (the filesystem driver's layout), for what still walks its directories. */
   paths: StorePaths;
   tempArea: TempArea;
-  blobStore: FilesystemBlobStore;
-  manifestStore: FilesystemManifestStore;
+  blobStore: BlobStore;
+  manifestStore: ManifestStore;
   readOnly: boolean;
   /** The store's figures, walked once in the background and kept current as blobs come and go. */
   figures: LiveStoreFigures;
@@ -172,9 +173,12 @@ function buildDriver(config: Config, tempDir: string): StorageDriver {
   return new FilesystemDriver({ root: config.storage.filesystem.rootdirectory, tempDir });
 }
 
-/** The filesystem store and this instance's temporary area in it. */
+/** The store over its driver, and this instance's spool (temporary area) in it. */
 async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
+  // The spool: `_tmp/` inside the store's root on the filesystem, so a commit is a rename (and
+  // a fleet on a shared volume follows downloads from it). A store elsewhere (storage.s3) spools
+  // to a local directory of its own (its spooldirectory): the second seam of create-driver.ts.
   const tempArea = new TempArea(paths.tmpDir(), logger.child({ component: 'storage' }));
   const readOnly = config.storage.maintenance.readonly.enabled;
   if (readOnly) logger.warn('read-only maintenance mode: serving stored content, passing the rest through, evicting nothing');
@@ -185,8 +189,10 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
     logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
   }
   const driver = buildDriver(config, tempArea.dir);
-  const blobStore = new FilesystemBlobStore(paths, tempArea.dir);
-  const manifestStore = new FilesystemManifestStore(paths, blobStore);
+  // The filesystem driver on a volume other instances may share: their spools are readable
+  // where they write them (a fleet follows a download from its file).
+  const blobStore = new BlobStore({ driver, tempDir: tempArea.dir, volume: driver.kind === 'filesystem' ? paths : undefined });
+  const manifestStore = new ManifestStore(blobStore);
   manifestStore.links.writable = !readOnly;
   const figures = new LiveStoreFigures({ driver, paths });
   blobStore.listener = figures;
@@ -207,10 +213,10 @@ interface Caches {
 }
 
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
-async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: Storage): Promise<Caches> {
+async function buildCaches(config: Config, logger: Logger, { driver, paths, tempArea }: Storage): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
   const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
-  const connected = redisWanted ? await connectForStore(config, logger, paths) : undefined;
+  const connected = redisWanted ? await connectForStore(config, logger, driver, paths.root) : undefined;
   const redis = connected?.redis;
   const descriptors: DescriptorCache =
     redis && config.storage.cache.blobdescriptor === 'redis' ? new RedisDescriptorCache(redis) : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
@@ -228,31 +234,31 @@ async function buildCaches(config: Config, logger: Logger, { paths, tempArea }: 
  * by a probe (storage/store-probe.ts), said in the log, and given an id of its own, so its
  * instances never wait for files only the original holds.
  */
-async function connectForStore(config: Config, logger: Logger, paths: StorePaths): Promise<{ redis: RedisConnection; probe?: StoreProbe }> {
+async function connectForStore(config: Config, logger: Logger, driver: StorageDriver, root: string): Promise<{ redis: RedisConnection; probe?: StoreProbe }> {
   const { createRedisConnection } = await import('./redis/redis-connection.ts');
   const redisLogger = logger.child({ component: 'redis' });
-  const id = await storeId(paths);
+  const id = await storeId(driver);
   const redis = createRedisConnection(config.redis, redisLogger, id);
   // A read-only store is not written, not even a probe; a store without an id shares no keys.
   if (!id || config.storage.maintenance.readonly.enabled) return { redis };
   const probeLogger = logger.child({ component: 'store' });
-  const probe = new StoreProbe({ paths, redis, logger: probeLogger });
+  const probe = new StoreProbe({ driver, redis, logger: probeLogger });
   // Redis that is down at start does not hold start-up longer: the renewals look again.
   const ready = await redis.whenReady(Math.min(config.redis.dialtimeout, 2_000));
   const result = ready ? await probe.probe() : ({ kind: 'unknown', reason: 'redis not ready' } as const);
   if (result.kind !== 'copy') {
     if (result.kind === 'unknown') probeLogger.debug('store probe: no answer yet', { reason: result.reason });
-    probe.start(() => void onCopyFound(paths, id, probeLogger));
+    probe.start(() => void onCopyFound(driver, root, id, probeLogger));
     return { redis, probe };
   }
-  const renewed = await renewStoreId(paths, id);
-  probeLogger.warn(STORE_COPY_MESSAGE, { root: paths.root, copiedStoreId: id, storeId: renewed ?? null });
+  const renewed = await renewStoreId(driver, id);
+  probeLogger.warn(STORE_COPY_MESSAGE, { root, copiedStoreId: id, storeId: renewed ?? null });
   if (!renewed) return { redis };
   await redis.close();
   const own = createRedisConnection(config.redis, redisLogger, renewed);
-  const ownProbe = new StoreProbe({ paths, redis: own, logger: probeLogger });
+  const ownProbe = new StoreProbe({ driver, redis: own, logger: probeLogger });
   if (await own.whenReady(Math.min(config.redis.dialtimeout, 2_000))) await ownProbe.probe();
-  ownProbe.start(() => void onCopyFound(paths, renewed, probeLogger));
+  ownProbe.start(() => void onCopyFound(driver, root, renewed, probeLogger));
   return { redis: own, probe: ownProbe };
 }
 
@@ -261,10 +267,10 @@ const STORE_COPY_MESSAGE =
   'it takes an id of its own, so its instances and those of the original do not wait for each other\'s files';
 
 /** A copy found while running: the new id is written now and taken at the next start. */
-async function onCopyFound(paths: StorePaths, id: string, logger: Logger): Promise<void> {
-  const renewed = await renewStoreId(paths, id);
+async function onCopyFound(driver: StorageDriver, root: string, id: string, logger: Logger): Promise<void> {
+  const renewed = await renewStoreId(driver, id);
   logger.error(`${STORE_COPY_MESSAGE}; restart this instance to use it (until then it shares Redis keys with the original's instances)`, {
-    root: paths.root,
+    root,
     copiedStoreId: id,
     storeId: renewed ?? null,
   });
@@ -306,8 +312,7 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
   });
   const referrers = new ProxyReferrers({
     manifests,
-    paths: storage.paths,
-    tempDir: storage.blobStore.tempDir,
+    driver: storage.driver,
     readOnly: storage.readOnly,
     logger: logger.child({ component: 'referrers' }),
   });
@@ -407,7 +412,7 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
 }
 
 /** proxy.privaterepos.protect (each registry's): what keeps private upstream content from anonymous clients. */
-function buildPrivateAccess(config: Config, logger: Logger, manifestStore: FilesystemManifestStore, remotes: Remotes): PrivateAccess | undefined {
+function buildPrivateAccess(config: Config, logger: Logger, manifestStore: ManifestStore, remotes: Remotes): PrivateAccess | undefined {
   const protecting = remotes.all.filter((remote) => remote.policy.privateRepos.protect);
   if (protecting.length === 0) return undefined;
   const accessLogger = logger.child({ component: 'access' });
@@ -546,9 +551,12 @@ function buildOps(config: Config, storage: Storage, remotes: Remotes, downloads:
   if (storagedriver.enabled) {
     const settings = { intervalMs: storagedriver.interval, threshold: storagedriver.threshold };
     // Serving needs a readable store; a store that takes no write still serves what it holds
-    // (new blobs pass through), so the write is advisory, and never tried in read-only mode.
-    checks.push(new CachedCheck('storage', storeReadableProbe(paths.root), settings));
-    if (!storage.readOnly) checks.push(new CachedCheck('storage-writable', storeWritableProbe(paths.tmpDir()), { ...settings, advisory: true }));
+    // (new blobs pass through), so the write (to the spool, where every fill starts) is
+    // advisory, and never tried in read-only mode.
+    // The filesystem's own probe names the errno (ENOTDIR, EACCES); any other driver probes its medium (a bucket).
+    const readable = storage.driver.kind === 'filesystem' ? storeReadableProbe(paths.root) : () => storage.driver.probe();
+    checks.push(new CachedCheck('storage', readable, settings));
+    if (!storage.readOnly) checks.push(new CachedCheck('storage-writable', storeWritableProbe(storage.tempArea.root), { ...settings, advisory: true }));
   }
   if (upstreamCheck.enabled) {
     // One per remote, each advisory: an outage leaves cached images servable, and every other

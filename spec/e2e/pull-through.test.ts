@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, openSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pushBlob, pushImage, pushIndex, pushRandomBlob, randomLayer, seededBytes, sha256OfBody, type PushedImage, type PushedIndex } from '../support/images.ts';
@@ -87,6 +87,36 @@ describe('pull-through: real skopeo pulls through pullmirror from a real registr
     assert.equal(world.proxy.count('GET', /\/blobs\//), 0, 'no blob GET upstream');
     assert.equal(world.proxy.count('GET', /\/manifests\//), 0, 'no manifest GET upstream');
     assert.ok(world.proxy.count('HEAD', /\/manifests\/2\.0$/) <= 1, 'at most one tag freshness check');
+  });
+
+  it('serves a store written in the layout of the code before the storage driver warm: no upstream GET', async () => {
+    // The layout as pullmirror wrote it before the driver layer (README "Storage"), written out
+    // here by hand: an existing store must be served as it is, not downloaded again.
+    const layers = [randomLayer('legacy-0', 100 * 1024), randomLayer('legacy-1', 3000)];
+    const image = await pushImage(world.registry.url, PUSHER, { name: 'library/legacy', tag: 'old', layers, format: 'docker' });
+    const root = path.join(work.path, 'legacy-store');
+    const write = (file: string, content: Buffer | string) => {
+      mkdirSync(path.dirname(file), { recursive: true });
+      writeFileSync(file, content);
+    };
+    const hex = (digest: string) => digest.slice('sha256:'.length);
+    write(blobPath(root, image.manifestDigest), image.manifestBytes);
+    write(blobPath(root, image.configDigest), image.configBytes);
+    for (const layer of layers) write(blobPath(root, layer.digest), layer.bytes);
+    const repository = path.join(root, 'repositories', 'library', 'legacy');
+    write(path.join(repository, '_manifests', 'sha256', hex(image.manifestDigest)), JSON.stringify({ mediaType: image.mediaType, size: image.manifestBytes.length }));
+    write(path.join(repository, '_tags', 'old'), image.manifestDigest);
+    for (const digest of [image.configDigest, ...image.layerDigests]) write(path.join(repository, '_layers', 'sha256', hex(digest)), digest);
+
+    const legacy = await world.startMirror({ root });
+    world.proxy.reset();
+    const dest = path.join(work.path, 'legacy-pull');
+    await skopeoCopy(`docker://127.0.0.1:${legacy.port}/library/legacy:old`, `dir:${dest}`);
+    const pulled = await readDirImage(dest);
+    assert.equal(pulled.manifest.digest, image.manifestDigest);
+    for (const digest of [image.configDigest, ...image.layerDigests]) assert.ok(pulled.blobs.has(digest), digest);
+    assert.equal(world.proxy.count('GET', /\/blobs\//), 0, 'no blob GET upstream');
+    assert.equal(world.proxy.count('GET', /\/manifests\//), 0, 'no manifest GET upstream');
   });
 
   it('answers manifests with their media type, digest and length, and honours ?ns=', async () => {

@@ -15,6 +15,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
 import { parseDigest } from '../../src/registry/digest.ts';
 import { StorePaths } from '../../src/storage/paths.ts';
+import { FilesystemDriver } from '../../src/storage/driver/filesystem-driver.ts';
 import { storeId } from '../../src/storage/store-id.ts';
 import { sha256Digest } from '../support/images.ts';
 import { cleanEnv, skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
@@ -40,7 +41,8 @@ describe('deleting a blob', { skip: skipUnlessBinaries(['redis-server']) }, () =
   it('with pullmirror gc leaves no descriptor behind in Redis', async () => {
     const root = path.join(dir.path, 'store');
     const paths = new StorePaths(root);
-    const id = await storeId(paths);
+    mkdirSync(root, { recursive: true });
+    const id = await storeId(new FilesystemDriver({ root, tempDir: paths.tmpDir() }));
     assert.ok(id);
     // An unreferenced blob, last used long ago: the next pass removes it.
     const bytes = Buffer.from('an orphan layer');

@@ -2,25 +2,34 @@ import { EventEmitter } from 'node:events';
 import { close, fstat, open, stat } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
-import type { SharedFill } from '../proxy/shared-fill.ts';
+import { isStoredObject, type FillBytes, type SharedFill } from '../proxy/shared-fill.ts';
+import type { OpenedObject } from '../storage/driver/storage-driver.ts';
 import type { FileBytes } from '../storage/send-file.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { FillCoordinator, FillHolder } from './fill-coordinator.ts';
 import { fillFailureError } from './fill-failure.ts';
 
+/** How often a follower asks the store whether a blob another instance fills is committed, when it cannot read the fill's file. */
+const PRIVATE_SPOOL_POLL_MS = 250;
+
 type State =
-  /** `path`: the holder's temp file, once it started (derived from the claim, see FillHolder). */
-  | { kind: 'following'; holder?: FillHolder; path?: string; size?: number }
+  /**
+   * `path`: the holder's spool file, once it started (derived from the claim, see FillHolder),
+   * when spools are shared; `started`: the holder announced the download (and its size).
+   */
+  | { kind: 'following'; holder?: FillHolder; path?: string; size?: number; started?: boolean }
   | { kind: 'committed'; size: number }
   | { kind: 'failed'; error: Error }
   /** The holder went away and this instance took the download over. */
   | { kind: 'local'; fill: SharedFill };
 
 /**
- * A blob another instance of the fleet is downloading into the shared store, sent from its
- * temporary file as the bytes land there.
+ * A blob another instance of the fleet is downloading into the shared store. On a shared
+ * volume (the filesystem driver, instances' spools readable to each other) it is sent from the
+ * holder's spool file as the bytes land there; where spools are private (a bucket), readers
+ * wait for the commit and read the store.
  *
- * A watcher polls the holder's claim (FillCoordinator.blobHolder) and the final path. Readers
+ * A watcher polls the holder's claim (FillCoordinator.blobHolder) and the store. Readers
  * read the temporary file and hold back the blob's last byte until the committed (verified)
  * blob exists; so a client never sees a clean end of content that did not verify. A holder
  * that fails tells its followers, which fail too (the client's connection breaks); a holder
@@ -31,7 +40,12 @@ type State =
  */
 export class RemoteFill extends EventEmitter implements SharedFill {
   readonly digest: string;
-  private readonly finalPath: string;
+  /** The committed blob as a file, when the store is a shared volume; undefined: spools are private. */
+  private readonly committedFile: string | undefined;
+  /** The committed blob's size; undefined while it is not committed. */
+  private readonly committedSize: () => Promise<number | undefined>;
+  /** The committed blob, opened through the store (private spools). */
+  private readonly openCommitted: () => Promise<OpenedObject | undefined>;
   private readonly coordinator: FillCoordinator;
   /** Where a holder writes the blob; undefined when its name or epoch are not ones an instance gives. */
   private readonly fileOf: (holder: FillHolder) => string | undefined;
@@ -50,7 +64,9 @@ export class RemoteFill extends EventEmitter implements SharedFill {
 
   constructor(options: {
     digest: string;
-    finalPath: string;
+    committedFile?: string;
+    committedSize: () => Promise<number | undefined>;
+    openCommitted: () => Promise<OpenedObject | undefined>;
     coordinator: FillCoordinator;
     /** The holder as the claim named it, when it could be read. */
     holder?: FillHolder;
@@ -64,13 +80,16 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     super();
     this.setMaxListeners(0);
     this.digest = options.digest;
-    this.finalPath = options.finalPath;
+    this.committedFile = options.committedFile;
+    this.committedSize = options.committedSize;
+    this.openCommitted = options.openCommitted;
     this.coordinator = options.coordinator;
     this.fileOf = options.fileOf;
     this.state = { kind: 'following', holder: options.holder };
     this.takeOver = options.takeOver;
     this.stallMs = options.stallMs;
-    this.pollMs = options.pollMs ?? 50;
+    // Without a file to watch, each poll asks the store (an S3 HEAD): less often.
+    this.pollMs = options.pollMs ?? (options.committedFile === undefined ? PRIVATE_SPOOL_POLL_MS : 50);
     this.logger = options.logger;
     this.done = this.watch();
     this.done.catch(() => {});
@@ -92,7 +111,8 @@ export class RemoteFill extends EventEmitter implements SharedFill {
   get size(): number | undefined {
     switch (this.state.kind) {
       case 'following':
-        return this.state.path ? this.state.size : undefined;
+        // On a shared volume, once its file is known (readers start from it); else once announced.
+        return this.state.path || (this.committedFile === undefined && this.state.started) ? this.state.size : undefined;
       case 'committed':
         return this.state.size;
       case 'local':
@@ -120,7 +140,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     let lastGrowth = performance.now();
     let lastLength = -1;
     for (;;) {
-      const committed = await fileSize(this.finalPath);
+      const committed = await this.committedSize();
       if (committed !== undefined) {
         this.setState({ kind: 'committed', size: committed });
         return { digest: this.digest, size: committed };
@@ -129,8 +149,8 @@ export class RemoteFill extends EventEmitter implements SharedFill {
       const current = this.state.kind === 'following' ? this.state : undefined;
       if (holder.kind === 'held') {
         const path = holder.started && holder.holder ? this.fileOf(holder.holder) : undefined;
-        if (holder.holder?.epoch !== current?.holder?.epoch || path !== current?.path || holder.size !== current?.size) {
-          this.setState({ kind: 'following', holder: holder.holder, path, size: holder.size });
+        if (holder.holder?.epoch !== current?.holder?.epoch || path !== current?.path || holder.size !== current?.size || holder.started !== current?.started) {
+          this.setState({ kind: 'following', holder: holder.holder, path, size: holder.size, started: holder.started });
         }
         lastGrowth = performance.now();
       } else {
@@ -141,7 +161,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
           lastGrowth = performance.now();
         }
         const free = holder.kind === 'free';
-        if (free && (await fileSize(this.finalPath)) !== undefined) continue; // committed just now
+        if (free && (await this.committedSize()) !== undefined) continue; // committed just now
         // A failure concerns the holder of its epoch: a later holder's followers are unaffected.
         if (free && holder.failure && holder.failure.epoch !== undefined && holder.failure.epoch === current?.holder?.epoch) {
           const error = fillFailureError(holder.failure);
@@ -173,18 +193,45 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     return fill;
   }
 
-  async openBytes(): Promise<FileBytes> {
+  async openBytes(): Promise<FillBytes> {
     await this.ready;
     if (this.state.kind === 'local') return this.state.fill.openBytes();
+    if (this.committedFile === undefined) return this.openWhenCommitted();
     const reader = new FollowerBytes(this);
     await reader.readableUpTo(0, 0, false);
     return reader;
   }
 
+  /**
+   * Private spools: the holder's bytes cannot be read here, so a reader waits for the commit
+   * (or this instance's takeover) and reads the store. The wait ends with the fill: the holder
+   * commits or fails, or stops renewing its claim and this instance takes over.
+   */
+  private async openWhenCommitted(): Promise<FillBytes> {
+    for (;;) {
+      const state = this.state;
+      if (state.kind === 'failed') throw state.error;
+      if (state.kind === 'local') return state.fill.openBytes();
+      if (state.kind === 'committed') {
+        const object = await this.openCommitted();
+        if (!object) throw new Error('the committed blob could not be read');
+        return object;
+      }
+      await new Promise((resolve) => this.once('progress', resolve));
+    }
+  }
+
+  /** @internal for FollowerBytes: the committed blob's file (shared volume), read to its end. */
+  async openCommittedFile(): Promise<FileBytes> {
+    const fd = await openRead(this.committedFile!);
+    const { size } = await fdInfo(fd);
+    return { fd, readableUpTo: (position, end) => Math.max(position, Math.min(size, end + 1)) };
+  }
+
   /** @internal for FollowerBytes: the file holding the bytes now, and what may be read of it. */
   current(): { state: State; path?: string } {
     const state = this.state;
-    if (state.kind === 'committed') return { state, path: this.finalPath };
+    if (state.kind === 'committed') return { state, path: this.committedFile };
     if (state.kind === 'following' && state.path) return { state, path: state.path };
     return { state };
   }
@@ -235,7 +282,10 @@ class FollowerBytes implements FileBytes {
       const { state, path } = this.fill.current();
       if (state.kind === 'failed') throw state.error;
       if (state.kind === 'local') {
-        this.local = await state.fill.openBytes();
+        const bytes = await state.fill.openBytes();
+        // The fill took over already handed its file to the store: read the committed file.
+        if (isStoredObject(bytes)) bytes.release();
+        this.local = isStoredObject(bytes) ? await this.fill.openCommittedFile() : bytes;
         this.release();
         this.fd = this.local.fd;
         continue;

@@ -4,7 +4,7 @@ import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
-import type { BlobWriter, FilesystemBlobStore } from '../storage/blob-store.ts';
+import type { BlobStore, BlobWriter } from '../storage/blob-store.ts';
 import type { BlobSource } from '../storage/readable-blob-store.ts';
 import { BlobFill } from './blob-fill.ts';
 import { PassThroughSource } from './pass-through.ts';
@@ -21,15 +21,16 @@ type Started = { kind: 'fill'; fill: SharedFill } | { kind: 'pass-through'; firs
  *
  * A download is one of:
  * - a fill this instance runs (BlobFill: upstream GET, resume, writer, verify, commit or abort),
- * - a fill another instance runs, followed from the shared store (fleet/RemoteFill), which this
- *   instance takes over if that one dies,
+ * - a fill another instance runs, followed from the shared store (fleet/RemoteFill: from its
+ *   spool file on a shared volume, else once it is committed), which this instance takes over
+ *   if that one dies,
  * - a pass-through to one client when the store cannot take the blob (StoreAdmission): every
  *   client then has its own, since no file is there to share.
  * Every one of them is tracked until it ends, so an eviction pass never deletes a blob being
  * filled and a graceful stop waits for all of them.
  */
 export class BlobDownloads {
-  private readonly blobs: FilesystemBlobStore;
+  private readonly blobs: BlobStore;
   private readonly admission: StoreAdmission;
   private readonly descriptors: DescriptorCache;
   private readonly fleet: FillCoordinator;
@@ -45,7 +46,7 @@ export class BlobDownloads {
   private readonly inFlightWatchers: (() => void)[] = [];
 
   constructor(options: {
-    blobs: FilesystemBlobStore;
+    blobs: BlobStore;
     admission: StoreAdmission;
     descriptors: DescriptorCache;
     logger: Logger;
@@ -165,11 +166,14 @@ export class BlobDownloads {
     this.logger.info('following a blob download of another instance', { digest: ref.digest.value });
     const remote = new RemoteFill({
       digest: ref.digest.value,
-      finalPath: this.blobs.paths.blob(ref.digest),
+      committedFile: this.blobs.committedFile(ref.digest),
+      committedSize: async () => (await this.blobs.stat(ref))?.size,
+      openCommitted: () => this.blobs.openObject(ref.digest),
       coordinator: this.fleet,
       holder: claim.holder,
-      // The holder's file follows from its name and epoch, checked against what an instance writes.
-      fileOf: (holder) => this.blobs.paths.fillTemp(holder.instance, ref.digest, holder.epoch),
+      // The holder's file follows from its name and epoch, checked against what an instance
+      // writes; none when spools are not shared.
+      fileOf: (holder) => this.blobs.fillFile(holder.instance, ref.digest, holder.epoch),
       stallMs: this.fleetStallMs,
       logger: this.logger,
       takeOver: (abandoned) => this.takeOver(ref, abandoned),
@@ -220,7 +224,14 @@ export class BlobDownloads {
     }
     await lease.publish(first.size);
     this.logger.info('blob fill started', { digest, size: first.size, repository: ref.name });
-    const fill = new BlobFill({ digest, size: first.size, writer, finalPath: this.blobs.paths.blob(ref.digest), body: this.body(ref, first), fence: lease });
+    const fill = new BlobFill({
+      digest,
+      size: first.size,
+      writer,
+      openCommitted: () => this.blobs.openObject(ref.digest, first.size),
+      body: this.body(ref, first),
+      fence: lease,
+    });
     fill.done.then(
       () => lease.release('committed'),
       (error: unknown) => lease.release({ failed: fillFailureOf(error) }),

@@ -3,7 +3,8 @@ import { open } from 'node:fs';
 import { blobFills } from '../metrics/metrics.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { BlobWriter } from '../storage/blob-store.ts';
-import type { FileBytes } from '../storage/send-file.ts';
+import type { OpenedObject } from '../storage/driver/storage-driver.ts';
+import type { FillBytes } from './shared-fill.ts';
 import type { ResumableBlobBody } from './upstream-blob.ts';
 
 /** What a fill under a fleet lease asks of it (see BlobLease): stop when lost, commit only while held. */
@@ -12,7 +13,7 @@ export interface FillFence {
   stillHeld(): Promise<boolean>;
 }
 
-/** `verified`: every byte is written and the digest matched; the file is being made durable. */
+/** `verified`: every byte is written and the digest matched; the file is being committed to the store. */
 type FillState = 'running' | 'verified' | 'committed' | 'failed';
 
 /**
@@ -37,7 +38,8 @@ const fillsFailed = blobFills.labels('failed');
  * generation, and 16 cold clients' peak RSS rose by 60 MB with the last 1 MiB kept. So a late
  * joiner starts from byte 0, a slow client never holds memory or slows the download, and a
  * client that leaves changes nothing for the others. When the chunks end, the writer verifies
- * digest and size and renames the file into the store; only then do readers end cleanly. On a
+ * digest and size and hands the file to the store's driver (a rename on the filesystem, an
+ * upload to a bucket); readers get their last byte once it verified. On a
  * mismatch or an upstream failure every reader fails, so the
  * client's connection is broken instead of ending as if the content were good.
  */
@@ -46,7 +48,8 @@ export class BlobFill extends EventEmitter {
   /** Total size when upstream announced it (Content-Length), else undefined. */
   readonly size: number | undefined;
   private readonly writer: BlobWriter;
-  private readonly finalPath: string;
+  /** The committed blob, opened through the store (for readers that come once the file is gone). */
+  private readonly openCommitted: () => Promise<OpenedObject | undefined>;
   private readonly fence?: FillFence;
   private state: FillState = 'running';
   private failure?: Error;
@@ -67,7 +70,7 @@ export class BlobFill extends EventEmitter {
     digest: string;
     size: number | undefined;
     writer: BlobWriter;
-    finalPath: string;
+    openCommitted: () => Promise<OpenedObject | undefined>;
     /** The blob's bytes from `writer.written` on. */
     body: ResumableBlobBody;
     /** The fleet lease the fill runs under, when another instance could take it over. */
@@ -78,7 +81,7 @@ export class BlobFill extends EventEmitter {
     this.digest = options.digest;
     this.size = options.size;
     this.writer = options.writer;
-    this.finalPath = options.finalPath;
+    this.openCommitted = options.openCommitted;
     this.fence = options.fence;
     // An adopted writer (fleet takeover) already holds bytes: they are readable at once.
     this.written = options.writer.written;
@@ -98,8 +101,8 @@ export class BlobFill extends EventEmitter {
       await this.copy(body.chunks());
       lost?.throwIfAborted();
       const descriptor = await this.writer.verify(this.size);
-      // The bytes are known good: readers get their last byte now, not after the fsync (for a
-      // 256 MiB layer ~0.1 s on this machine's disk, more on a busy one).
+      // The bytes are known good: readers get their last byte now, not after the commit (the
+      // fsync of a 256 MiB layer takes ~0.1 s on this machine's disk, an upload seconds).
       this.state = 'verified';
       this.emit('progress');
       // The fence: only the lease's current holder commits (this fill's readers keep the
@@ -107,7 +110,8 @@ export class BlobFill extends EventEmitter {
       if (this.fence && !(await this.fence.stillHeld())) throw lost?.reason ?? new Error("the blob's fleet lease was lost");
       await this.writer.persist();
       this.state = 'committed';
-      // Readers still sending take the rest from the file they have open.
+      // Readers still sending take the rest from the file they have open (renamed or removed, it
+      // stays readable through their descriptor).
       this.held = [];
       fillsCommitted.inc();
       this.emit('progress');
@@ -192,10 +196,23 @@ export class BlobFill extends EventEmitter {
   /**
    * The bytes of this blob for one client, as they arrive: readable up to what arrived (from
    * memory, or from the file once written), failing if the fill fails, and complete only once
-   * the content has verified. The caller closes the descriptor.
+   * the content has verified. Once the file was handed to the store, the stored object. The
+   * caller closes the descriptor (releases the object).
    */
-  async openBytes(): Promise<FileBytes> {
-    const fd = await this.openContent();
+  async openBytes(): Promise<FillBytes> {
+    let fd: number;
+    try {
+      fd = await openRead(this.writer.path);
+    } catch (error) {
+      if (this.state === 'failed') throw this.failure ?? error;
+      if (this.state === 'running') throw error;
+      // Verified, and the file handed to the store meanwhile (renamed, or uploaded and
+      // removed): the stored blob, once its commit is over.
+      await this.done.catch(() => {});
+      const committed = await this.openCommitted();
+      if (!committed) throw this.failure ?? error;
+      return committed;
+    }
     return {
       fd,
       readableUpTo: (position, end) => this.readableUpTo(position, end),
@@ -228,17 +245,8 @@ export class BlobFill extends EventEmitter {
       await new Promise<void>((resolve) => this.once('progress', resolve));
     }
   }
+}
 
-  /** Opens the temporary file, or the committed blob if the rename already happened. */
-  private openContent(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      open(this.writer.path, 'r', (error, fd) => {
-        if (!error) return resolve(fd);
-        if (this.state === 'failed') return reject(this.failure ?? error);
-        // Renamed into the store meanwhile (or about to be: verified, being made durable).
-        if (this.state === 'running') return reject(error);
-        open(this.finalPath, 'r', (again, committedFd) => (again ? reject(again) : resolve(committedFd)));
-      });
-    });
-  }
+function openRead(path: string): Promise<number> {
+  return new Promise((resolve, reject) => open(path, 'r', (error, fd) => (error ? reject(error) : resolve(fd))));
 }

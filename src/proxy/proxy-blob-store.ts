@@ -1,5 +1,5 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import type { FilesystemBlobStore } from '../storage/blob-store.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
 import type { BlobInfo, BlobSource, ReadableBlobStore } from '../storage/readable-blob-store.ts';
 import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { BlobDownloads } from './blob-downloads.ts';
@@ -11,11 +11,11 @@ import type { UpstreamBlobRef } from './upstream-blob.ts';
  * clients, and streamed to all of them while it is written and verified (BlobDownloads).
  */
 export class ProxyBlobStore implements ReadableBlobStore<UpstreamBlobRef> {
-  private readonly local: FilesystemBlobStore;
+  private readonly local: BlobStore;
   private readonly descriptors: DescriptorCache;
   readonly downloads: BlobDownloads;
 
-  constructor(options: { local: FilesystemBlobStore; descriptors: DescriptorCache; downloads: BlobDownloads }) {
+  constructor(options: { local: BlobStore; descriptors: DescriptorCache; downloads: BlobDownloads }) {
     this.local = options.local;
     this.descriptors = options.descriptors;
     this.downloads = options.downloads;
@@ -46,14 +46,17 @@ export class ProxyBlobStore implements ReadableBlobStore<UpstreamBlobRef> {
     return { digest, size: length === undefined ? undefined : Number(length), origin: 'upstream' };
   }
 
-  /** Whether the store holds the blob (a stat of its file; nothing is asked upstream). */
+  /** Whether the store holds the blob (a stat through the driver; nothing is asked upstream). */
   async isStored(ref: UpstreamBlobRef): Promise<boolean> {
     return (await this.local.stat(ref)) !== undefined;
   }
 
-  /** Opens a blob for one response: the stored file, else the download of it (started if none runs). */
+  /** Opens a blob for one response: the stored blob, else the download of it (started if none runs). */
   async open(ref: UpstreamBlobRef): Promise<BlobSource> {
-    return (await this.local.open(ref)) ?? this.downloads.open(ref);
+    // A driver over the network opens with one request when it knows the size (one GET per
+    // blob on S3); the filesystem's open is cheaper than asking the cache.
+    const knownSize = this.local.sizeSavesARequest ? (await this.descriptors.get(ref.digest.value))?.size : undefined;
+    return (await this.local.open(ref, knownSize)) ?? this.downloads.open(ref);
   }
 
   /** Drops a deleted blob from the descriptor cache (eviction, or a gc in another process). */

@@ -6,7 +6,7 @@ import { digestOf, parseDigest, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { MANIFEST_ACCEPT, sniffManifestMediaType } from '../registry/media-types.ts';
-import type { FilesystemManifestStore, ManifestDescriptor } from '../storage/manifest-store.ts';
+import type { ManifestStore, ManifestDescriptor } from '../storage/manifest-store.ts';
 import { isStoreUnwritable } from '../storage/blob-store.ts';
 import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { Remote } from '../upstream/remotes.ts';
@@ -33,7 +33,7 @@ export interface ManifestResult {
  * share one upstream request.
  */
 export class ProxyManifestStore {
-  private readonly manifests: FilesystemManifestStore;
+  private readonly manifests: ManifestStore;
   private readonly logger: Logger;
   private readonly tagChecks = new SingleFlight<ManifestResult>();
   private readonly fetches = new SingleFlight<ManifestResult>();
@@ -51,7 +51,7 @@ export class ProxyManifestStore {
   /** The signature policy: asked before a manifest is stored (fetch) and before one is served (admit). */
   private readonly gate?: ManifestGate;
 
-  constructor(options: { manifests: FilesystemManifestStore; logger: Logger; readOnly?: boolean; fleet?: FillCoordinator; gate?: ManifestGate }) {
+  constructor(options: { manifests: ManifestStore; logger: Logger; readOnly?: boolean; fleet?: FillCoordinator; gate?: ManifestGate }) {
     this.manifests = options.manifests;
     this.gate = options.gate;
     this.readOnly = options.readOnly ?? false;

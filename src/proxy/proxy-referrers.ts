@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logging/logger.ts';
 import { attachmentTag } from '../registry/attachment-tags.ts';
@@ -7,9 +6,10 @@ import type { Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { MediaType } from '../registry/media-types.ts';
 import { parseReferrers, referrersIndex, type ReferrerDescriptor } from '../registry/referrers.ts';
-import { writeFileAtomic } from '../storage/atomic-file.ts';
-import { isNotFound, isStoreUnwritable } from '../storage/blob-store.ts';
-import type { StorePaths } from '../storage/paths.ts';
+import { isStoreUnwritable } from '../storage/blob-store.ts';
+import type { StorageDriver } from '../storage/driver/storage-driver.ts';
+import { StoreKeys } from '../storage/paths.ts';
+import { readSmallObject } from '../storage/small-object.ts';
 import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { Remote } from '../upstream/remotes.ts';
 import { SingleFlight } from '../util/single-flight.ts';
@@ -19,6 +19,8 @@ import { readWithin } from './small-blob.ts';
 /** Pages of an upstream's referrers answer followed (its `Link: rel="next"`), and entries kept in all. */
 const MAX_UPSTREAM_PAGES = 32;
 const MAX_REFERRERS = 10_000;
+/** A saved list is read back within this (MAX_REFERRERS entries with their annotations fit). */
+const MAX_SAVED_BYTES = 16 * 1024 * 1024;
 
 export interface ReferrersResult {
   descriptors: ReferrerDescriptor[];
@@ -29,23 +31,21 @@ export interface ReferrersResult {
  * The referrers of a manifest, through the mirror. Upstream's referrers API first (every page
  * of it); an upstream without the API answers 404, and then the referrers tag schema
  * (`<alg>-<hex>`, read through the manifest store, so it is cached as any tag); no tag there
- * means nothing refers. Each answer is kept on disk per repository and subject: while upstream
+ * means nothing refers. Each answer is kept in the store per repository and subject: while upstream
  * is down the last one is served. Within the tag freshness window an answer is served from
  * memory without asking upstream.
  */
 export class ProxyReferrers {
   private readonly manifests: ProxyManifestStore;
-  private readonly paths: StorePaths;
-  private readonly tempDir: string;
+  private readonly driver: StorageDriver;
   private readonly readOnly: boolean;
   private readonly logger: Logger;
   private readonly flights = new SingleFlight<ReferrersResult>();
   private readonly recent = new LRUCache<string, { descriptors: ReferrerDescriptor[]; at: number }>({ max: 10_000 });
 
-  constructor(options: { manifests: ProxyManifestStore; paths: StorePaths; tempDir: string; readOnly: boolean; logger: Logger }) {
+  constructor(options: { manifests: ProxyManifestStore; driver: StorageDriver; readOnly: boolean; logger: Logger }) {
     this.manifests = options.manifests;
-    this.paths = options.paths;
-    this.tempDir = options.tempDir;
+    this.driver = options.driver;
     this.readOnly = options.readOnly;
     this.logger = options.logger;
   }
@@ -109,18 +109,14 @@ export class ProxyReferrers {
   }
 
   private async saved(remote: Remote, name: string, subject: Digest): Promise<ReferrerDescriptor[] | undefined> {
-    try {
-      return parseReferrers(await readFile(this.paths.referrers(remote.key(name), subject)));
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const bytes = await readSmallObject(this.driver, StoreKeys.referrers(remote.key(name), subject), MAX_SAVED_BYTES);
+    return bytes && parseReferrers(bytes);
   }
 
   private async save(remote: Remote, name: string, subject: Digest, descriptors: ReferrerDescriptor[]): Promise<void> {
     if (this.readOnly) return;
     try {
-      await writeFileAtomic(this.paths.referrers(remote.key(name), subject), referrersIndex(descriptors), this.tempDir);
+      await this.driver.putContent(StoreKeys.referrers(remote.key(name), subject), referrersIndex(descriptors));
     } catch (error) {
       if (!isStoreUnwritable(error)) throw error;
       this.logger.warn('store unwritable: referrers not recorded', { repository: remote.key(name), subject: subject.value });

@@ -2,7 +2,8 @@ import type { Dispatcher } from 'undici';
 import type { Logger } from '../logging/logger.ts';
 import { digestOf, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
-import { isStoreUnwritable, type FilesystemBlobStore } from '../storage/blob-store.ts';
+import { isStoreUnwritable, type BlobStore } from '../storage/blob-store.ts';
+import { StorageDriverError } from '../storage/driver/storage-driver.ts';
 import { upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { Remote } from '../upstream/remotes.ts';
 
@@ -12,11 +13,11 @@ import type { Remote } from '../upstream/remotes.ts';
  * check works while upstream is down. Undefined: upstream does not have it.
  */
 export class SmallBlobReader {
-  private readonly blobs: FilesystemBlobStore;
+  private readonly blobs: BlobStore;
   private readonly readOnly: boolean;
   private readonly logger: Logger;
 
-  constructor(options: { blobs: FilesystemBlobStore; readOnly: boolean; logger: Logger }) {
+  constructor(options: { blobs: BlobStore; readOnly: boolean; logger: Logger }) {
     this.blobs = options.blobs;
     this.readOnly = options.readOnly;
     this.logger = options.logger;
@@ -24,7 +25,10 @@ export class SmallBlobReader {
 
   async read(remote: Remote, name: string, digest: Digest, limit: number): Promise<Buffer | undefined> {
     // What the store holds was verified before it was committed.
-    const stored = await this.blobs.readSmall(digest);
+    const stored = await this.blobs.readSmall(digest, limit).catch((error: unknown) => {
+      if (error instanceof StorageDriverError && error.fault === 'too-large') throw tooLarge(limit);
+      throw error;
+    });
     if (stored) return stored;
     const response = await remote.upstream.request({ method: 'GET', path: `/v2/${name}/blobs/${digest.value}`, repository: name });
     if (response.statusCode !== 200) {
@@ -32,7 +36,7 @@ export class SmallBlobReader {
       if (response.statusCode === 404) return undefined;
       throw upstreamStatusError(response, 'BLOB_UNKNOWN');
     }
-    const bytes = await readWithin(response.body, limit, () => new RegistryError('SIZE_INVALID', `upstream blob larger than ${limit} bytes`, { status: 502 }));
+    const bytes = await readWithin(response.body, limit, () => tooLarge(limit));
     if (digestOf(bytes, digest.algorithm) !== digest.value) {
       throw new RegistryError('DIGEST_INVALID', 'upstream blob does not match its digest', { status: 502, detail: { digest: digest.value } });
     }
@@ -46,6 +50,10 @@ export class SmallBlobReader {
     }
     return bytes;
   }
+}
+
+function tooLarge(limit: number): RegistryError {
+  return new RegistryError('SIZE_INVALID', `blob larger than ${limit} bytes`, { status: 502 });
 }
 
 /** A small upstream body, whole; past `limit` bytes the body is dropped and `tooLarge()` thrown. */

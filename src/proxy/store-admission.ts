@@ -1,7 +1,6 @@
-import { statfs } from 'node:fs/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { Digest } from '../registry/digest.ts';
-import { isStoreUnwritable, type BlobWriter, type FilesystemBlobStore } from '../storage/blob-store.ts';
+import { isStoreUnwritable, type BlobStore, type BlobWriter } from '../storage/blob-store.ts';
 
 /** How long the store stays in pass-through mode after a write failure. */
 const DEGRADED_MS = 30_000;
@@ -14,13 +13,13 @@ const DEGRADED_MS = 30_000;
  * client sees a transfer break for a full disk).
  */
 export class StoreAdmission {
-  private readonly blobs: FilesystemBlobStore;
+  private readonly blobs: BlobStore;
   private readonly readOnly: boolean;
   private readonly minFreeBytes: number;
   private readonly logger: Logger;
   private degradedUntil = 0;
 
-  constructor(options: { blobs: FilesystemBlobStore; readOnly: boolean; minFreeBytes: number; logger: Logger }) {
+  constructor(options: { blobs: BlobStore; readOnly: boolean; minFreeBytes: number; logger: Logger }) {
     this.blobs = options.blobs;
     this.readOnly = options.readOnly;
     this.minFreeBytes = options.minFreeBytes;
@@ -30,16 +29,16 @@ export class StoreAdmission {
   /**
    * A writer for a new blob, or undefined when the store cannot take it (the blob is then
    * passed through). Throws only what is not the store's state (a bug, an unknown error).
-   * `epoch`: the fleet lease the download runs under (see FilesystemBlobStore.createWriter).
+   * `epoch`: the fleet lease the download runs under (see BlobStore.createWriter).
    */
   async writerFor(digest: Digest, size: number | undefined, epoch?: number): Promise<BlobWriter | undefined> {
     if (this.readOnly || performance.now() < this.degradedUntil) return undefined;
     try {
       if (size !== undefined) {
-        // The root, not the temp area: that may not exist yet. A root that does not exist
-        // either is for createWriter to make (or to say why it cannot).
-        const space = await statfs(this.blobs.paths.root).catch(() => undefined);
-        if (space && space.bavail * space.bsize < size + this.minFreeBytes) {
+        // The store's medium (statfs of the root on a filesystem; a bucket has no limit). A
+        // root that does not exist is for createWriter to make (or to say why it cannot).
+        const free = await this.blobs.freeBytes().catch(() => undefined);
+        if (free !== undefined && free < size + this.minFreeBytes) {
           this.degrade(Object.assign(new Error('not enough free space in the store'), { code: 'ENOSPC' }), 0);
           return undefined;
         }

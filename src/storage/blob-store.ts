@@ -1,82 +1,100 @@
 import { ensureDir } from './ensure-dir.ts';
 import { createHash, type Hash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
-import type { Digest } from '../registry/digest.ts';
+import { digestOf, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { tmpPath } from './atomic-file.ts';
-import { fillFileName, type StorePaths } from './paths.ts';
+import { FilesystemDriver } from './driver/filesystem-driver.ts';
+import { StorageDriverError, type OpenedObject, type StorageDriver } from './driver/storage-driver.ts';
+import { fillFileName, StoreKeys, type StorePaths } from './paths.ts';
 import type { BlobInfo, BlobRef, ReadableBlobStore } from './readable-blob-store.ts';
 import { StoredBlob } from './stored-blob.ts';
 import { FileHashJob, HASH_OFF_THREAD_BYTES } from './file-hasher.ts';
 
-/**
- * The local, content-addressed blob store on a filesystem. Content enters it only through a
- * BlobWriter, which verifies digest and size before the atomic rename that makes it visible.
- */
 /** Told of every blob this process adds to the store (the live store figures). */
 export interface BlobStoreListener {
   blobAdded(digest: string, size: number): void;
 }
 
-export class FilesystemBlobStore implements ReadableBlobStore {
-  readonly paths: StorePaths;
-  /** Where this instance writes downloads in flight (see TempArea). */
+/**
+ * The content-addressed blob store, over a storage driver (any: filesystem, s3, in-memory).
+ * Content enters it only verified: a download through a BlobWriter, written and hashed in a
+ * local spool file and handed to the driver (commitFile) only once digest and size matched;
+ * small content (a manifest) through putSmall, which checks the digest before putContent. So
+ * the driver never holds unverified bytes at a blob's key.
+ */
+export class BlobStore implements ReadableBlobStore {
+  readonly driver: StorageDriver;
+  /** This instance's spool: a local directory for downloads in flight (see TempArea). */
   readonly tempDir: string;
+  /**
+   * The store as files, when instances share it (the filesystem driver on one volume): other
+   * instances' spools are then readable where they write them, and a fleet follows their
+   * downloads from those files. Undefined when spools are private (a bucket): a follower then
+   * waits for the commit and reads the store.
+   */
+  readonly volume: StorePaths | undefined;
   listener?: BlobStoreListener;
 
-  constructor(paths: StorePaths, tempDir: string) {
-    this.paths = paths;
-    this.tempDir = tempDir;
+  constructor(options: { driver: StorageDriver; tempDir: string; volume?: StorePaths }) {
+    this.driver = options.driver;
+    this.tempDir = options.tempDir;
+    this.volume = options.volume;
   }
 
   async stat({ digest }: BlobRef): Promise<BlobInfo | undefined> {
-    try {
-      const info = await stat(this.paths.blob(digest));
-      return { digest: digest.value, size: info.size, origin: 'cache' };
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const info = await this.driver.stat(StoreKeys.blob(digest));
+    return info && { digest: digest.value, size: info.size, origin: 'cache' };
   }
 
   /**
-   * Opens a stored blob for sending, or undefined when it is not stored. Its size comes from
-   * the open file itself (one fstat), so nothing, not even a descriptor cache, stands between
-   * a warm GET and its first byte; the file is closed if that fails.
+   * Opens a stored blob for sending, or undefined when it is not stored. `knownSize` (the
+   * descriptor cache's) spares a driver that needs one a metadata request; the filesystem
+   * driver takes the size from the open file itself, so nothing stands between a warm GET and
+   * its first byte.
    */
-  async open({ digest }: BlobRef): Promise<StoredBlob | undefined> {
-    let handle: FileHandle;
-    try {
-      handle = await open(this.paths.blob(digest), 'r');
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
-    try {
-      return new StoredBlob(digest.value, (await handle.stat()).size, handle);
-    } catch (error) {
-      await handle.close().catch(() => {});
-      throw error;
-    }
+  async open({ digest }: BlobRef, knownSize?: number): Promise<StoredBlob | undefined> {
+    const object = await this.openObject(digest, knownSize);
+    return object && new StoredBlob(digest.value, object);
+  }
+
+  /** The stored object of a blob, opened; undefined when it is not stored. */
+  openObject(digest: Digest, knownSize?: number): Promise<OpenedObject | undefined> {
+    return this.driver.open(StoreKeys.blob(digest), knownSize);
+  }
+
+  /** Whether knowing a blob's size before open() saves a request (a driver over the network). */
+  get sizeSavesARequest(): boolean {
+    return this.driver.kind !== 'filesystem';
   }
 
   /** Reads a small stored blob (a manifest) whole; undefined when it is not stored. */
-  async readSmall(digest: Digest): Promise<Buffer | undefined> {
-    try {
-      return await readFile(this.paths.blob(digest));
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+  readSmall(digest: Digest, maxBytes?: number): Promise<Buffer | undefined> {
+    return this.driver.getContent(StoreKeys.blob(digest), maxBytes);
   }
 
   /**
-   * A writer for `digest` in this instance's temp area. Under a fleet lease (`epoch`) the file
-   * is named after the digest and the epoch (fillFileName), so another instance following the
-   * download finds it from the lease alone; otherwise its name is random.
+   * Free space where a new blob goes: the store's medium (statfs of the root on a filesystem,
+   * which holds the spool too), and, when the spool is elsewhere (a bucket has no limit), the
+   * local disk every blob is written to first. Undefined when neither has a limit to tell.
+   */
+  async freeBytes(): Promise<number | undefined> {
+    const store = (await this.driver.usage()).freeBytes;
+    if (this.volume) return store;
+    // The spool directory may not exist yet: its parent tells the same disk.
+    const spool = await statfs(this.tempDir)
+      .catch(() => statfs(dirname(this.tempDir)))
+      .then((info) => info.bavail * info.bsize, () => undefined);
+    return spool === undefined ? store : store === undefined ? spool : Math.min(store, spool);
+  }
+
+  /**
+   * A writer for `digest` in this instance's spool. Under a fleet lease (`epoch`) the file is
+   * named after the digest and the epoch (fillFileName), so another instance following the
+   * download on a shared volume finds it from the lease alone; otherwise its name is random.
    */
   async createWriter(digest: Digest, epoch?: number): Promise<BlobWriter> {
     await ensureDir(this.tempDir);
@@ -86,13 +104,13 @@ export class FilesystemBlobStore implements ReadableBlobStore {
   }
 
   /**
-   * Goes on with the download of an instance that died (fleet takeover): copies what its
-   * temporary file holds into a file of this instance's own and hashes it, so the download
-   * resumes from there and the bytes other clients already received are part of what is
-   * verified. A copy, never a rename: the other instance's file stays its own (it may only be
-   * paused, and still write to it), and nothing outside this instance's temp area is ever
-   * moved or deleted. A reflink where the filesystem has them, else a kernel copy.
-   * Undefined when the file is gone (its instance finished or swept it).
+   * Goes on with the download of an instance that died (fleet takeover on a shared volume):
+   * copies what its spool file holds into a file of this instance's own and hashes it, so the
+   * download resumes from there and the bytes other clients already received are part of what
+   * is verified. A copy, never a rename: the other instance's file stays its own (it may only
+   * be paused, and still write to it), and nothing outside this instance's spool is ever moved
+   * or deleted. A reflink where the filesystem has them, else a kernel copy. Undefined when
+   * the file is gone (its instance finished or swept it).
    */
   async resumeWriter(digest: Digest, from: string, epoch?: number): Promise<BlobWriter | undefined> {
     await ensureDir(this.tempDir);
@@ -124,39 +142,57 @@ export class FilesystemBlobStore implements ReadableBlobStore {
     return epoch === undefined ? tmpPath(this.tempDir) : join(this.tempDir, fillFileName(digest, epoch));
   }
 
-  /** Stores small verified content (a manifest) in one call. */
-  async putSmall(digest: Digest, bytes: Uint8Array): Promise<void> {
-    const writer = await this.createWriter(digest);
-    try {
-      await writer.write(bytes);
-      await writer.commit(bytes.length);
-    } catch (error) {
-      await writer.abort();
-      throw error;
-    }
+  /**
+   * Where another instance writes `digest` under the lease `epoch`, when spools are shared
+   * (StorePaths.fillTemp checks what Redis said of the holder); undefined otherwise.
+   */
+  fillFile(instance: string, digest: Digest, epoch: number): string | undefined {
+    return this.volume?.fillTemp(instance, digest, epoch);
   }
 
-  async delete(digest: Digest): Promise<boolean> {
-    try {
-      await unlink(this.paths.blob(digest));
-      return true;
-    } catch (error) {
-      if (isNotFound(error)) return false;
-      throw error;
+  /** The committed blob as a file, when the store is a shared volume (a follower's last look). */
+  committedFile(digest: Digest): string | undefined {
+    return this.volume?.blob(digest);
+  }
+
+  /** Stores small content (a manifest) in one call, once it matched its digest. */
+  async putSmall(digest: Digest, bytes: Uint8Array): Promise<void> {
+    const actual = digestOf(bytes, digest.algorithm);
+    if (actual !== digest.value) {
+      throw new RegistryError('DIGEST_INVALID', 'content does not match its digest', { status: 502, detail: { expected: digest.value, actual } });
     }
+    const key = StoreKeys.blob(digest);
+    const existed = this.listener ? (await this.driver.stat(key)) !== undefined : true;
+    await this.driver.putContent(key, bytes);
+    if (!existed) this.listener?.blobAdded(digest.value, bytes.length);
+  }
+
+  delete(digest: Digest): Promise<boolean> {
+    return this.driver.delete(StoreKeys.blob(digest));
   }
 }
 
 /**
- * One blob being written: bytes go to a temporary file and a running hash; commit() makes it
- * visible only if the digest (and the expected size, when known) match. Past
+ * The blob store on a filesystem store by its root, as it was built before the driver layer
+ * (`new FilesystemBlobStore(paths, tempDir)`): for tools and tests that have the paths at hand.
+ * The filesystem driver's temp files go to the same spool.
+ */
+export class FilesystemBlobStore extends BlobStore {
+  constructor(paths: StorePaths, tempDir: string) {
+    super({ driver: new FilesystemDriver({ root: paths.root, tempDir }), tempDir, volume: paths });
+  }
+}
+
+/**
+ * One blob being written: bytes go to a local spool file and a running hash; commit() hands the
+ * file to the driver only if the digest (and the expected size, when known) match. Past
  * HASH_OFF_THREAD_BYTES the hash moves to a worker that reads the file behind the writer
  * (see file-hasher.ts), so a large layer's sha256 does not hold the main thread.
  */
 export class BlobWriter {
   readonly digest: Digest;
   readonly path: string;
-  private readonly store: FilesystemBlobStore;
+  private readonly store: BlobStore;
   private readonly handle: FileHandle;
   /** The hash on this thread, while the blob is small; undefined once the worker has it. */
   private hash: Hash | undefined;
@@ -164,7 +200,7 @@ export class BlobWriter {
   private closed = false;
   written = 0;
 
-  constructor(store: FilesystemBlobStore, digest: Digest, path: string, handle: FileHandle) {
+  constructor(store: BlobStore, digest: Digest, path: string, handle: FileHandle) {
     this.store = store;
     this.digest = digest;
     this.path = path;
@@ -261,18 +297,18 @@ export class BlobWriter {
     }
   }
 
-  /** Flushes verified content and renames it into the store; aborts on a failure. */
-  async persist(): Promise<void> {
+  /**
+   * Hands the verified file to the driver (flushed and renamed into place on the filesystem,
+   * uploaded on S3); aborts on a failure. `signal` cancels the commit: nothing is then visible.
+   */
+  async persist(signal?: AbortSignal): Promise<void> {
     try {
-      // Flush before the rename: after a crash the name must never point at missing bytes.
-      await this.handle.datasync();
       await this.close();
-      const target = this.store.paths.blob(this.digest);
-      await ensureDir(dirname(target));
+      const key = StoreKeys.blob(this.digest);
       // Whether the blob is new to the store (a fleet peer may have stored it meanwhile): one
       // stat per commit, so the store's figures count it once.
-      const existed = this.store.listener ? await stat(target).then(() => true, () => false) : true;
-      await rename(this.path, target);
+      const existed = this.store.listener ? (await this.store.driver.stat(key)) !== undefined : true;
+      await this.store.driver.commitFile(this.path, key, signal);
       if (!existed) this.store.listener?.blobAdded(this.digest.value, this.written);
     } catch (error) {
       await this.abort();
@@ -316,5 +352,7 @@ export function isNotFound(error: unknown): boolean {
 const UNWRITABLE = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM', 'ENOTDIR', 'EIO', 'EMFILE', 'ENFILE']);
 
 export function isStoreUnwritable(error: unknown): boolean {
+  // A driver's fault says the same of any medium: unreachable, refused, full or missing.
+  if (error instanceof StorageDriverError) return error.fault !== 'invalid-key' && error.fault !== 'too-large';
   return UNWRITABLE.has((error as NodeJS.ErrnoException)?.code ?? '');
 }

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import type { Digest } from '../registry/digest.ts';
 
 /*
- * The on-disk layout of the store, drawn once:
+ * The layout of the store, drawn once: as driver keys (StoreKeys, relative to the store), which
+ * the filesystem driver keeps at the same paths under the root (StorePaths):
  *
  *   <root>/
  *   ├── blobs/<algorithm>/<first two hex>/<hex>      verified content: layers, configs, manifests
@@ -65,6 +66,87 @@ export function fillFileName(digest: Digest, epoch: number): string {
   return `${digest.algorithm}-${digest.hex}.${epoch}`;
 }
 
+/**
+ * The store's keys (src/storage/driver/storage-driver.ts), relative to the store: the layout
+ * above, drawn once. The filesystem driver keeps the object of a key at `join(root, key)`, so a
+ * store written before the driver layer is served as it is; StorePaths below gives those paths
+ * for what still walks the directories.
+ */
+export const StoreKeys = {
+  blob(digest: Digest): string {
+    return `blobs/${digest.algorithm}/${digest.hex.slice(0, 2)}/${digest.hex}`;
+  },
+
+  blobs(): string {
+    return 'blobs';
+  },
+
+  /** A repository's prefix, by its key (repositoryKey). */
+  repository(key: string): string {
+    const { namespace, name } = splitRepositoryKey(key);
+    return namespace === undefined ? `repositories/${name}` : `registries/${namespace}/repositories/${name}`;
+  },
+
+  /** The manifest links of a repository: `<prefix>/<algorithm>/<hex>`. */
+  manifestLinks(key: string): string {
+    return `${StoreKeys.repository(key)}/_manifests`;
+  },
+
+  manifestLink(key: string, digest: Digest): string {
+    return `${StoreKeys.manifestLinks(key)}/${digest.algorithm}/${digest.hex}`;
+  },
+
+  layerLink(key: string, digest: Digest): string {
+    return `${StoreKeys.repository(key)}/_layers/${digest.algorithm}/${digest.hex}`;
+  },
+
+  /** The cached referrers list of a subject digest in a repository (the referrers API while upstream is down). */
+  referrers(key: string, subject: Digest): string {
+    return `${StoreKeys.repository(key)}/_referrers/${subject.algorithm}/${subject.hex}`;
+  },
+
+  accessVerdict(key: string): string {
+    return `${StoreKeys.repository(key)}/_access`;
+  },
+
+  tags(key: string): string {
+    return `${StoreKeys.repository(key)}/_tags`;
+  },
+
+  tag(key: string, tag: string): string {
+    return `${StoreKeys.tags(key)}/${tag}`;
+  },
+
+  /** The default remote's repositories. */
+  repositories(): string {
+    return 'repositories';
+  },
+
+  /** Other registries' repositories: `registries/<namespace>/repositories/`. */
+  registries(): string {
+    return 'registries';
+  },
+
+  storeId(): string {
+    return '_store-id';
+  },
+
+  storeProbes(): string {
+    return '_store-probe';
+  },
+
+  /** `name` is 32 lowercase hex digits (checked by StoreProbe before it gets here). */
+  storeProbe(name: string): string {
+    return `${StoreKeys.storeProbes()}/${name}`;
+  },
+};
+
+/**
+ * The store's paths on a filesystem: `join(root, key)` for every key above, where the
+ * filesystem driver keeps it, plus the temporary area (`_tmp`), which is not the driver's:
+ * downloads in flight are local files (and, on a shared volume, other instances' files to
+ * follow).
+ */
 export class StorePaths {
   readonly root: string;
 
@@ -73,48 +155,47 @@ export class StorePaths {
   }
 
   blob(digest: Digest): string {
-    return join(this.root, 'blobs', digest.algorithm, digest.hex.slice(0, 2), digest.hex);
+    return join(this.root, StoreKeys.blob(digest));
   }
 
   blobsDir(): string {
-    return join(this.root, 'blobs');
+    return join(this.root, StoreKeys.blobs());
   }
 
   /** A repository's directory, by its key (repositoryKey). */
   repository(key: string): string {
-    const { namespace, name } = splitRepositoryKey(key);
-    return namespace === undefined ? join(this.root, 'repositories', name) : join(this.registriesDir(), namespace, 'repositories', name);
+    return join(this.root, StoreKeys.repository(key));
   }
 
   manifestLink(key: string, digest: Digest): string {
-    return join(this.repository(key), '_manifests', digest.algorithm, digest.hex);
+    return join(this.root, StoreKeys.manifestLink(key, digest));
   }
 
   layerLink(key: string, digest: Digest): string {
-    return join(this.repository(key), '_layers', digest.algorithm, digest.hex);
+    return join(this.root, StoreKeys.layerLink(key, digest));
   }
 
   /** The cached referrers list of a subject digest in a repository (the referrers API while upstream is down). */
   referrers(key: string, subject: Digest): string {
-    return join(this.repository(key), '_referrers', subject.algorithm, subject.hex);
+    return join(this.root, StoreKeys.referrers(key, subject));
   }
 
   accessVerdict(key: string): string {
-    return join(this.repository(key), '_access');
+    return join(this.root, StoreKeys.accessVerdict(key));
   }
 
   tag(key: string, tag: string): string {
-    return join(this.repository(key), '_tags', tag);
+    return join(this.root, StoreKeys.tag(key, tag));
   }
 
   /** The default remote's repositories. */
   repositoriesDir(): string {
-    return join(this.root, 'repositories');
+    return join(this.root, StoreKeys.repositories());
   }
 
   /** Other registries' repositories: `registries/<namespace>/repositories/`. */
   registriesDir(): string {
-    return join(this.root, 'registries');
+    return join(this.root, StoreKeys.registries());
   }
 
   /** Every directory of repositories, with the key prefix of the names found in it ('' for the default remote's). */
@@ -148,15 +229,15 @@ export class StorePaths {
   }
 
   storeId(): string {
-    return join(this.root, '_store-id');
+    return join(this.root, StoreKeys.storeId());
   }
 
   storeProbeDir(): string {
-    return join(this.root, '_store-probe');
+    return join(this.root, StoreKeys.storeProbes());
   }
 
   /** `name` is 32 lowercase hex digits (checked by StoreProbe before it gets here). */
   storeProbe(name: string): string {
-    return join(this.storeProbeDir(), name);
+    return join(this.root, StoreKeys.storeProbe(name));
   }
 }

@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { access, unlink, writeFile } from 'node:fs/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
-import { ensureDir } from './ensure-dir.ts';
-import type { StorePaths } from './paths.ts';
+import type { StorageDriver } from './driver/storage-driver.ts';
+import { StoreKeys } from './paths.ts';
 
 /*
  * Instances that share a store share its id (`_store-id`) and so their Redis keys: that is how
@@ -39,14 +38,14 @@ export type ProbeResult =
   | { kind: 'unknown'; reason: string };
 
 export class StoreProbe {
-  private readonly paths: StorePaths;
+  private readonly driver: StorageDriver;
   private readonly redis: RedisConnection;
   private readonly logger: Logger;
   private timer?: NodeJS.Timeout;
   private reported = false;
 
-  constructor(options: { paths: StorePaths; redis: RedisConnection; logger: Logger }) {
-    this.paths = options.paths;
+  constructor(options: { driver: StorageDriver; redis: RedisConnection; logger: Logger }) {
+    this.driver = options.driver;
     this.redis = options.redis;
     this.logger = options.logger;
   }
@@ -55,10 +54,9 @@ export class StoreProbe {
   async probe(): Promise<ProbeResult> {
     if (!this.redis.available) return { kind: 'unknown', reason: 'redis unavailable' };
     const name = randomBytes(16).toString('hex');
-    const file = this.paths.storeProbe(name);
+    const file = StoreKeys.storeProbe(name);
     try {
-      await ensureDir(this.paths.storeProbeDir());
-      await writeFile(file, '', { flag: 'wx' });
+      await this.driver.putContent(file, '');
     } catch (error) {
       return { kind: 'unknown', reason: `cannot write ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` };
     }
@@ -67,7 +65,7 @@ export class StoreProbe {
       previous = await this.redis.client.getset(PROBE_KEY, name);
     } catch (error) {
       this.redis.failed(error as Error);
-      await unlink(file).catch(() => {});
+      await this.driver.delete(file).catch(() => {});
       return { kind: 'unknown', reason: `redis: ${(error as Error).message}` };
     }
     if (previous === null) return { kind: 'first' };
@@ -75,16 +73,20 @@ export class StoreProbe {
       this.logger.warn('store probe: ignoring a malformed probe name read from redis', { key: PROBE_KEY });
       return { kind: 'first' };
     }
-    const previousFile = this.paths.storeProbe(previous);
-    const found = await exists(previousFile);
+    const previousFile = StoreKeys.storeProbe(previous);
+    const found = await this.driver.stat(previousFile).then(
+      (info) => info !== undefined,
+      // The store cannot say (EACCES, EIO, a bucket unreachable): no verdict from that.
+      () => undefined,
+    );
     if (found === undefined) return { kind: 'unknown', reason: `cannot look for ${previousFile}` };
     if (found) {
-      await unlink(previousFile).catch(() => {});
+      await this.driver.delete(previousFile).catch(() => {});
       return { kind: 'shared' };
     }
     // Put the other store's probe back, so its instances do not take ours for a copy in turn.
     await this.redis.client.eval(RESTORE, 1, PROBE_KEY, name, previous).catch(() => {});
-    await unlink(file).catch(() => {});
+    await this.driver.delete(file).catch(() => {});
     return { kind: 'copy' };
   }
 
@@ -115,13 +117,3 @@ export class StoreProbe {
 
 /** SET key previous, only if it still holds our probe (another instance may have swapped since). */
 const RESTORE = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2]) end return 0";
-
-/** Whether the file exists; undefined when the store cannot say (EACCES, EIO): no verdict from that. */
-async function exists(file: string): Promise<boolean | undefined> {
-  try {
-    await access(file);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? false : undefined;
-  }
-}

@@ -1,28 +1,28 @@
-import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
+import type { OpenedObject } from './driver/storage-driver.ts';
 import type { BlobSource, ByteRange } from './readable-blob-store.ts';
-import { sendFileRange } from './send-file.ts';
 
-/** A verified blob of the local store, opened: the cheapest way a blob is served. */
+/**
+ * A verified blob of the store, opened through the driver: the cheapest way a blob is served
+ * (the filesystem driver sends it from the open file, as a fill's file is sent).
+ */
 export class StoredBlob implements BlobSource {
   readonly digest: string;
   readonly size: number;
   readonly origin = 'cache' as const;
   readonly ranged = true;
-  private readonly handle: FileHandle;
+  private readonly object: OpenedObject;
   private released = false;
 
-  constructor(digest: string, size: number, handle: FileHandle) {
+  constructor(digest: string, object: OpenedObject) {
     this.digest = digest;
-    this.size = size;
-    this.handle = handle;
+    this.size = object.size;
+    this.object = object;
   }
 
   async send(res: Writable, range: ByteRange = { start: 0, end: this.size - 1 }): Promise<void> {
     try {
-      // A stored blob holds every byte: nothing to wait for.
-      const upTo = range.end + 1;
-      await sendFileRange({ fd: this.handle.fd, readableUpTo: () => upTo }, res, range.start, range.end);
+      await this.object.send(res, range);
     } finally {
       this.release();
     }
@@ -31,6 +31,6 @@ export class StoredBlob implements BlobSource {
   release(): void {
     if (this.released) return;
     this.released = true;
-    void this.handle.close().catch(() => {});
+    this.object.release();
   }
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { constants, statSync, type Dirent } from 'node:fs';
-import { copyFile, open, opendir, readdir, rename, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, link, open, opendir, readdir, rename, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { Yielder } from '../../util/yielder.ts';
 import { ensureDir } from '../ensure-dir.ts';
@@ -93,6 +93,46 @@ export class FilesystemDriver implements StorageDriver {
     } catch (error) {
       await unlink(temp).catch(() => {});
       throw driverError(error, 'putContent', key);
+    }
+  }
+
+  /**
+   * A flushed temp file linked to the key: link(2) fails when the name exists, so of two
+   * callers at once exactly one writes, and the object appears whole. The temp name goes.
+   */
+  async putContentIfAbsent(key: string, content: Uint8Array | string): Promise<boolean> {
+    const target = this.pathOf(key, 'putContentIfAbsent');
+    const temp = join(this.tempDir, randomUUID());
+    try {
+      const handle = await this.createTemp(temp, 'putContentIfAbsent', key);
+      try {
+        await handle.writeFile(content);
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      const linkOnce = async (): Promise<boolean> => {
+        try {
+          await link(temp, target);
+          return true;
+        } catch (error) {
+          if (errorCode(error) === 'EEXIST') return false;
+          throw error;
+        }
+      };
+      try {
+        return await linkOnce();
+      } catch (error) {
+        // Directories are made only when the link says they are missing, as for a rename.
+        if (errorCode(error) !== 'ENOENT') throw error;
+        await this.requireRoot('putContentIfAbsent', key);
+        await ensureDir(dirname(target));
+        return await linkOnce();
+      }
+    } catch (error) {
+      throw driverError(error, 'putContentIfAbsent', key);
+    } finally {
+      await unlink(temp).catch(() => {});
     }
   }
 

@@ -48,6 +48,13 @@ export class MemoryDriver implements StorageDriver {
     this.objects.set(key, { bytes: Buffer.from(content), modifiedMs: Date.now() });
   }
 
+  async putContentIfAbsent(key: string, content: Uint8Array | string): Promise<boolean> {
+    checkKey(key, 'putContentIfAbsent');
+    if (this.objects.has(key)) return false;
+    this.objects.set(key, { bytes: Buffer.from(content), modifiedMs: Date.now() });
+    return true;
+  }
+
   /** Reads the file into one buffer of its size (the stored copy, and the only one), then removes it. */
   async commitFile(localPath: string, key: string, signal?: AbortSignal): Promise<void> {
     try {

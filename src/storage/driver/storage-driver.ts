@@ -67,6 +67,13 @@ export interface StorageDriver {
    * one of the two, whole. `signal` cancels a commit in progress: nothing is then visible.
    */
   commitFile(localPath: string, key: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Writes a small object only if none is at `key` (link(2) on a filesystem, a PUT with
+   * `If-None-Match: *` on S3); true when this call wrote it. Of two callers at once, exactly
+   * one writes: what makes two instances starting together on a new store agree on its id
+   * (store-id.ts). Optional: without it the store id is written and read back.
+   */
+  putContentIfAbsent?(key: string, content: Uint8Array | string): Promise<boolean>;
 
   stat(key: string): Promise<ObjectInfo | undefined>;
   /**
