@@ -54,7 +54,7 @@ import { MediaType } from './registry/media-types.ts';
 import { RegistryError } from './registry/errors.ts';
 import { SignatureGate, type SignatureLookup } from './signatures/signature-gate.ts';
 import { BlobStore } from './storage/blob-store.ts';
-import { FilesystemDriver } from './storage/driver/filesystem-driver.ts';
+import { createStorageDriver } from './storage/driver/create-driver.ts';
 import type { StorageDriver } from './storage/driver/storage-driver.ts';
 import { ManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
@@ -170,7 +170,7 @@ interface Storage {
  * files (putContent's) go to this instance's spool, as a fill's do, so a commit is a rename.
  */
 function buildDriver(config: Config, tempDir: string): StorageDriver {
-  return new FilesystemDriver({ root: config.storage.filesystem.rootdirectory, tempDir });
+  return createStorageDriver(config, { tempDir });
 }
 
 /** The store over its driver, and this instance's spool (temporary area) in it. */
@@ -179,7 +179,7 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   // The spool: `_tmp/` inside the store's root on the filesystem, so a commit is a rename (and
   // a fleet on a shared volume follows downloads from it). A store elsewhere (storage.s3) spools
   // to a local directory of its own (its spooldirectory): the second seam of create-driver.ts.
-  const tempArea = new TempArea(paths.tmpDir(), logger.child({ component: 'storage' }));
+  const tempArea = new TempArea(config.storage.s3 ? config.storage.s3.spooldirectory : paths.tmpDir(), logger.child({ component: 'storage' }));
   const readOnly = config.storage.maintenance.readonly.enabled;
   if (readOnly) logger.warn('read-only maintenance mode: serving stored content, passing the rest through, evicting nothing');
   try {

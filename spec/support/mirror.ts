@@ -94,7 +94,8 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
   const config: Record<string, any> = {
     version: '0.1',
     log: { level: 'info', formatter: 'json' },
-    storage: { filesystem: { rootdirectory: root } },
+    // One storage driver at a time: a test's storage.s3 replaces the store directory.
+    storage: options.config?.storage?.s3 ? {} : { filesystem: { rootdirectory: root } },
     http: { addr: '127.0.0.1:0' },
     proxy: { remoteurl: options.remoteurl, ...(options.username ? { username: options.username, password: options.password } : {}) },
   };

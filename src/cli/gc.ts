@@ -6,7 +6,7 @@ import { openAccessClock, passLockFor, redisConfigured } from '../eviction/acces
 import { PassHeldElsewhere } from '../eviction/pass-lock.ts';
 import { STALE_UPLOAD_MS, sweep, sweepSettings, type SweepResult, type SweptItem } from '../eviction/sweeper.ts';
 import { RedisFillCoordinator } from '../fleet/redis-fill-coordinator.ts';
-import { FilesystemDriver } from '../storage/driver/filesystem-driver.ts';
+import { createStorageDriver } from '../storage/driver/create-driver.ts';
 import { createLogger } from '../logging/logger.ts';
 import { StorePaths } from '../storage/paths.ts';
 import { readStoreId } from '../storage/store-id.ts';
@@ -63,12 +63,14 @@ export async function gc(args: string[]): Promise<void> {
   }
   const logger = createLogger({ ...config.log, level: 'error' });
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
-  // gc never writes through the driver (it deletes), so its temp directory is never used.
-  const driver = new FilesystemDriver({ root: paths.root, tempDir: paths.tmpDir() });
+  // The store the config names (a directory or a bucket). gc never writes through the driver (it
+  // deletes), so its temp directory is never used.
+  const driver = createStorageDriver(config, { tempDir: paths.tmpDir() });
   // With a Redis, the access clock and the fleet's eviction lock are there: no pass (not even a dry run) without them.
-  const redis = redisConfigured(config) ? createRedisConnection(config.redis, logger, await readStoreId(paths)) : undefined;
+  const redis = redisConfigured(config) ? createRedisConnection(config.redis, logger, await readStoreId(driver)) : undefined;
   if (redis && !(await redis.whenReady(config.redis.dialtimeout))) {
     await redis.close();
+    await driver.close();
     process.stderr.write('redis is not reachable: the access clock (when each item was last used) is kept there; nothing done\n');
     process.exitCode = 1;
     return;
@@ -109,6 +111,7 @@ export async function gc(args: string[]): Promise<void> {
     await fills?.close();
     await clock.close();
     await redis?.close();
+    await driver.close();
   }
 }
 

@@ -1,4 +1,4 @@
-import { FilesystemDriver } from '../storage/driver/filesystem-driver.ts';
+import { createStorageDriver } from '../storage/driver/create-driver.ts';
 import { StorePaths } from '../storage/paths.ts';
 import { computeStoreFigures } from '../storage/store-stats.ts';
 import { formatBytes } from '../util/format-bytes.ts';
@@ -24,9 +24,13 @@ is the file given, else PULLMIRROR_CONFIG, else the defaults, with REGISTRY_* va
 export async function stats(args: string[]): Promise<void> {
   const { values, positionals } = parseCommand(STATS, args);
   const config = loadConfigOrExit(positionals[0]);
-  const root = config.storage.filesystem.rootdirectory;
-  const paths = new StorePaths(root);
-  const figures = await computeStoreFigures({ driver: new FilesystemDriver({ root, tempDir: paths.tmpDir() }), paths });
+  const paths = new StorePaths(config.storage.filesystem.rootdirectory);
+  // What the figures are of: the directory, or the bucket and the prefix in it.
+  const s3 = config.storage.s3;
+  const root = s3 ? `s3://${s3.bucket}/${(s3.rootdirectory ?? '').replace(/^\/+/, '')}` : paths.root;
+  // The store the config names (a directory or a bucket); stats only reads.
+  const driver = createStorageDriver(config, { tempDir: paths.tmpDir() });
+  const figures = await computeStoreFigures({ driver, paths }).finally(() => driver.close());
   if (values.json) {
     process.stdout.write(`${JSON.stringify({ root, ...figures }, null, 2)}\n`);
     return;

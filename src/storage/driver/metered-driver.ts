@@ -21,10 +21,15 @@ export class MeteredDriver implements StorageDriver {
   private readonly cells = new Map<string, TallyCell>();
   private readonly timers = new Map<string, ReturnType<typeof storageOperationSeconds.labels>>();
   readonly redirectURL?: (key: string) => Promise<string | undefined>;
+  readonly putContentIfAbsent?: (key: string, content: Uint8Array | string) => Promise<boolean>;
 
   constructor(inner: StorageDriver) {
     this.inner = inner;
     this.kind = inner.kind;
+    if (inner.putContentIfAbsent) {
+      const create = inner.putContentIfAbsent.bind(inner);
+      this.putContentIfAbsent = (key, content) => this.measure('putContentIfAbsent', () => create(key, content));
+    }
     if (inner.redirectURL) {
       const redirect = inner.redirectURL.bind(inner);
       this.redirectURL = (key) => this.measure('redirectURL', () => redirect(key));

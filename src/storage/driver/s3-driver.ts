@@ -239,6 +239,20 @@ export class S3Driver implements StorageDriver {
     await this.send('putContent', key, new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: body, ContentLength: body.byteLength, ...this.writeParams }));
   }
 
+  /** A PUT with `If-None-Match: *`: S3 (and RGW) answer 412 when the key holds an object. */
+  async putContentIfAbsent(key: string, content: Uint8Array | string): Promise<boolean> {
+    checkKey(key, 'putContentIfAbsent');
+    const body = typeof content === 'string' ? Buffer.from(content) : content;
+    try {
+      await this.send('putContentIfAbsent', key, new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: body, ContentLength: body.byteLength, IfNoneMatch: '*', ...this.writeParams }));
+      return true;
+    } catch (error) {
+      const cause = (error as StorageDriverError).cause;
+      if (errorStatus(cause) === 412 || errorName(cause) === 'PreconditionFailed') return false;
+      throw error;
+    }
+  }
+
   async commitFile(localPath: string, key: string, signal?: AbortSignal): Promise<void> {
     try {
       checkKey(key, 'commitFile');
