@@ -204,6 +204,8 @@ export async function benchS3Case(log: Log, onCleanup: OnCleanup): Promise<numbe
       },
     });
     onCleanup(`pullmirror pid ${mirror.process.pid}`, () => mirror.stop());
+    // distribution 2.8.2 has no `forcepathstyle` key (added in v3; the binary does not know the
+    // word): it goes path style because `regionendpoint` is set. The key stays, as a v3 needs it.
     const dist = await startDistributionProxy({
       remoteurl: registry.url,
       ...MIRROR_ACCOUNT,
