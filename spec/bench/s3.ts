@@ -72,6 +72,8 @@ interface RunFigures {
   warm16: Record<ServerName, Flow>;
   /** Per warm pull of the image: the mean over COUNTED_PULLS pulls, by kind. */
   s3PerPull: Record<ServerName, S3Counts>;
+  /** The counted pulls' S3 requests as RGW logged them ("GET /bucket/key?query 200"), for the JSON: which keys cost what. */
+  s3Requests: Record<ServerName, string[]>;
   pullError: Partial<Record<ServerName, string>>;
   storeErrors: string[];
   peakRss: number;
@@ -124,18 +126,18 @@ async function inBucket(client: S3Client, bucket: string, key: string, size: num
 }
 
 /** RGW's access-log lines for `bucket` (path style), from index `from` on, by kind. */
-function s3Counts(s3: S3Server, bucket: string, from: number): { counts: S3Counts; total: number } {
+function s3Counts(s3: S3Server, bucket: string, from: number): { counts: S3Counts; lines: string[] } {
   const counts: S3Counts = {};
-  let total = 0;
+  const lines: string[] = [];
   for (const r of s3.requestLog().slice(from)) {
     const [pathOnly] = r.path.split('?');
     if (pathOnly !== `/${bucket}` && pathOnly !== `/${bucket}/` && !pathOnly.startsWith(`/${bucket}/`)) continue;
     const onBucket = pathOnly === `/${bucket}` || pathOnly === `/${bucket}/`;
     const kind = r.method === 'GET' && onBucket ? 'LIST' : r.method;
     counts[kind] = (counts[kind] ?? 0) + 1;
-    total += 1;
+    lines.push(`${r.method} ${r.path} ${r.status}`);
   }
-  return { counts, total };
+  return { counts, lines };
 }
 
 /** Waits until RGW's log stopped growing for 1 s (its log is written asynchronously; max 15 s). */
@@ -228,6 +230,7 @@ export async function benchS3Case(log: Log, onCleanup: OnCleanup): Promise<numbe
     const warm1 = {} as Record<ServerName, Flow>;
     const warm16 = {} as Record<ServerName, Flow>;
     const s3PerPull = {} as Record<ServerName, S3Counts>;
+    const s3Requests = {} as Record<ServerName, string[]>;
     const pullError: Partial<Record<ServerName, string>> = {};
     for (const name of SERVERS) {
       log(`run ${run}: ${name}: cold, 1 client, then ${CONCURRENCY} clients`);
@@ -243,7 +246,8 @@ export async function benchS3Case(log: Log, onCleanup: OnCleanup): Promise<numbe
       const from = s3.requestLog().length;
       for (let pull = 0; pull < COUNTED_PULLS && !pullError[name]; pull++) pullError[name] = await pullImage(bases[name].url, image);
       await settledLog(s3);
-      const { counts } = s3Counts(s3, buckets[name], from);
+      const { counts, lines } = s3Counts(s3, buckets[name], from);
+      s3Requests[name] = lines;
       s3PerPull[name] = Object.fromEntries(Object.entries(counts).map(([kind, n]) => [kind, n / COUNTED_PULLS]));
 
       log(`run ${run}: ${name}: warm, 1 and ${CONCURRENCY} clients`);
@@ -254,7 +258,7 @@ export async function benchS3Case(log: Log, onCleanup: OnCleanup): Promise<numbe
     await mirror.stop();
     await dist.stop();
     await s3.close();
-    const figures: RunFigures = { cold1, cold16, warm1, warm16, s3PerPull, pullError, storeErrors, peakRss };
+    const figures: RunFigures = { cold1, cold16, warm1, warm16, s3PerPull, s3Requests, pullError, storeErrors, peakRss };
     runs.push(figures);
     log(
       `run ${run}: warm 1 MiB/s pm ${warm1.pullmirror.mibps?.toFixed(0)} ds ${warm1.distribution.mibps?.toFixed(0)}; cold 1 pm ${cold1.pullmirror.mibps?.toFixed(0)} ds ${cold1.distribution.mibps?.toFixed(0)}; ` +
