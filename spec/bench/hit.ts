@@ -66,7 +66,7 @@ interface Got {
 }
 
 /** A GET whose body is counted (and hashed when asked); never rejects. */
-function get(url: string, options: { hash?: boolean; headers?: Record<string, string> } = {}): Promise<Got> {
+export function get(url: string, options: { hash?: boolean; headers?: Record<string, string> } = {}): Promise<Got> {
   return new Promise((resolve) => {
     const started = performance.now();
     const fail = (error: Error, status = 0, bytes = 0) => resolve({ status, bytes, ms: performance.now() - started, error: error.message });
@@ -87,7 +87,7 @@ function get(url: string, options: { hash?: boolean; headers?: Record<string, st
 }
 
 /** Samples a process's RSS every 100 ms until stopped; answers the peak. */
-function rssWatch(pid: number): { stop(): Promise<number> } {
+export function rssWatch(pid: number): { stop(): Promise<number> } {
   let peak = 0;
   let running = true;
   const loop = (async () => {
@@ -105,13 +105,13 @@ function rssWatch(pid: number): { stop(): Promise<number> } {
   };
 }
 
-interface Served {
+export interface Served {
   url: string;
   pid: number;
   headers?: Record<string, string>;
 }
 
-interface Flow {
+export interface Flow {
   mibps?: number;
   cpuPerGiB: number;
   error?: string;
@@ -124,7 +124,7 @@ interface Flow {
  * measure (nginx with sendfile reached only 600–700 MiB/s through them), so on 2 cores they,
  * not the server, set the ceiling. Without wrk, the in-process clients (said in the note).
  */
-async function warm(server: Served, size: number, clients: number, seconds: number): Promise<Flow> {
+export async function warm(server: Served, size: number, clients: number, seconds: number): Promise<Flow> {
   const check = await get(server.url, { headers: server.headers });
   if (check.status !== 200 || check.bytes !== size) return { cpuPerGiB: NaN, error: `warm-up GET: HTTP ${check.status} ${check.error ?? ''} (${check.bytes} bytes)` };
   return WRK ? warmWithWrk(WRK, server, size, clients, seconds) : warmInProcess(server, size, clients, seconds);
@@ -191,14 +191,14 @@ async function warmInProcess(server: Served, size: number, clients: number, seco
   return { mibps: error ? undefined : bytes / MiB / elapsed, cpuPerGiB: cpu / (bytes / GiB), error };
 }
 
-interface Cold extends Flow {
+export interface Cold extends Flow {
   wallSeconds: number;
   /** Upstream GETs of the blob answered 2xx (each carries the blob). */
   upstreamGets: number;
 }
 
 /** `clients` GETs at once of a blob the server lacks, hashed; CPU counted until it is stored. */
-async function cold(server: Served, upstream: UpstreamRequests, stored: () => Promise<void>, digest: string, size: number, clients: number): Promise<Cold> {
+export async function cold(server: Served, upstream: UpstreamRequests, stored: () => Promise<void>, digest: string, size: number, clients: number): Promise<Cold> {
   upstream.reset();
   const cpuBefore = await readCpuSeconds(server.pid);
   const started = performance.now();
@@ -276,7 +276,7 @@ interface RunFigures {
 }
 
 /** median and range of the numbers among `values` */
-function spread(values: Array<number | undefined>): { median?: number; min?: number; max?: number } {
+export function spread(values: Array<number | undefined>): { median?: number; min?: number; max?: number } {
   const numbers = values.filter((v): v is number => typeof v === 'number' && Number.isFinite(v)).sort((a, b) => a - b);
   if (numbers.length === 0) return {};
   const mid = Math.floor(numbers.length / 2);
@@ -284,7 +284,7 @@ function spread(values: Array<number | undefined>): { median?: number; min?: num
   return { median, min: numbers[0], max: numbers[numbers.length - 1] };
 }
 
-function cell(values: Array<number | undefined>, digits: number): string {
+export function cell(values: Array<number | undefined>, digits: number): string {
   const { median, min, max } = spread(values);
   if (median === undefined) return 'n/a';
   return values.length === 1 ? median.toFixed(digits) : `${median.toFixed(digits)} (${min!.toFixed(digits)}–${max!.toFixed(digits)})`;

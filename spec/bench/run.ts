@@ -17,7 +17,8 @@
  * hardware; the ratios are the interesting part.
  *
  * Other cases: `npm run bench -- link` (through a link-shaped upstream, spec/bench/link.ts),
- * `stall` (stalled readers, spec/bench/stall.ts), `gc`, `fleet`. BENCH_BLOB_MIB=N (default 256)
+ * `stall` (stalled readers, spec/bench/stall.ts), `gc`, `fleet`, `hit` (spec/bench/hit.ts), `s3`
+ * (the store on S3, spec/bench/s3.ts). BENCH_BLOB_MIB=N (default 256)
  * sets the big blobs' size for every case, for short runs while developing.
  *
  * Exit status: 0 when the bench ran (targets are informational), 1 when the harness failed or
@@ -45,6 +46,7 @@ import { benchFleetCase } from './fleet.ts';
 import { benchLinkCase } from './link.ts';
 import { benchStallCase } from './stall.ts';
 import { benchHitCase } from './hit.ts';
+import { benchS3Case } from './s3.ts';
 import { BLOB_MIB, blobPathInStore, GiB, MiB, ratio, readCpuSeconds, readProcMem, table, waitForFile, type ProcMem, type Row } from './measure.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -926,6 +928,8 @@ try {
     stall: () => benchStallCase(log, onCleanup),
     // The blob path (issue 21): cold and warm next to distribution and nginx, auth on and off, BENCH_RUNS runs (spec/bench/hit.ts).
     hit: () => benchHitCase(log, onCleanup),
+    // The store on S3 (issue 25): next to distribution's s3 driver on one RADOS Gateway, S3 requests per warm pull, BENCH_RUNS runs (spec/bench/s3.ts).
+    s3: () => benchS3Case(log, onCleanup),
   };
   const chosen = process.argv.slice(2);
   const unknown = chosen.filter((name) => !Object.hasOwn(cases, name));

@@ -45,8 +45,10 @@ async function startDistribution(label: string, makeConfig: (port: number, rootD
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     writeFileSync(configPath, stringify(makeConfig(port, rootDir)));
-    // REGISTRY_* variables override the config file in distribution; never inherit them.
-    const proc = startProcess('docker-registry', ['serve', configPath], { env: cleanEnv(['REGISTRY_']), logFile });
+    // REGISTRY_* variables override the config file in distribution; never inherit them. Nor
+    // AWS_*: its s3 driver (AWS SDK v1) reads them too, and with AWS_CA_BUNDLE set it panics at
+    // start ("unable to load custom CA bundle, HTTPClient's transport unsupported type").
+    const proc = startProcess('docker-registry', ['serve', configPath], { env: cleanEnv(['REGISTRY_', 'AWS_']), logFile });
     const url = `http://127.0.0.1:${port}`;
     try {
       await waitForHttp(`${url}/v2/`, { okStatuses, timeoutMs: 15_000, process: proc });
@@ -140,6 +142,11 @@ export interface DistributionProxyOptions {
   remoteurl: string;
   username?: string;
   password?: string;
+  /**
+   * Storage driver config in place of the temp filesystem one, e.g. `{ s3: {…}, redirect: {
+   * disable: true } }` (the bench's S3 case); `rootDir` then stays an empty temp dir.
+   */
+  storage?: RegistryConfig;
 }
 
 /** distribution in pull-through cache mode (no auth of its own), the baseline for benchmarks. Ready when GET /v2/ answers 200. */
@@ -150,7 +157,12 @@ export function startDistributionProxy(opts: DistributionProxyOptions): Promise<
       const proxy: Record<string, string> = { remoteurl: opts.remoteurl };
       if (opts.username !== undefined) proxy.username = opts.username;
       if (opts.password !== undefined) proxy.password = opts.password;
-      return { ...baseConfig(port, rootDir), proxy };
+      const config = baseConfig(port, rootDir);
+      if (opts.storage) {
+        const { filesystem: _filesystem, ...rest } = config.storage as RegistryConfig;
+        config.storage = { ...rest, ...opts.storage };
+      }
+      return { ...config, proxy };
     },
     [200],
   );
