@@ -224,7 +224,7 @@ async function buildCaches(config: Config, logger: Logger, { driver, paths, temp
     redis && config.redis.fleet.enabled
       ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
-  const clock = openAccessClock({ redis, paths, logger });
+  const clock = openAccessClock({ redis, config, logger });
   return { redis, descriptors, fleet, probe: connected?.probe, clock, passLock: passLockFor(redis, tempArea.id) };
 }
 
