@@ -194,7 +194,7 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const blobStore = new BlobStore({ driver, tempDir: tempArea.dir, volume: driver.kind === 'filesystem' ? paths : undefined });
   const manifestStore = new ManifestStore(blobStore);
   manifestStore.links.writable = !readOnly;
-  const figures = new LiveStoreFigures({ driver, paths });
+  const figures = new LiveStoreFigures({ driver, paths, spool: tempArea.root });
   blobStore.listener = figures;
   manifestStore.listener = figures;
   figures.start();

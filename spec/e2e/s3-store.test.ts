@@ -8,7 +8,7 @@
  * One Ceph for the file; a bucket per test.
  */
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
@@ -227,6 +227,10 @@ describe('everything that reads the store works on S3 (RADOS Gateway)', { skip: 
     await pull(mirror, 'library/pinned:1');
     await mirror.stop();
 
+    // A download in flight of another instance in the spool (the journal of the access clock is there too, and is not one).
+    mkdirSync(path.join(local, 'spool', 'otherhost-4242-0123abcd'), { recursive: true });
+    writeFileSync(path.join(local, 'spool', 'otherhost-4242-0123abcd', 'partial'), Buffer.alloc(1000));
+    assert.ok(existsSync(path.join(local, 'spool', '_access-clock', 'journal')));
     const statsFile = configFile('cap-stats', base);
     const figures = await runPullmirror(['stats', '--json', statsFile]);
     assert.equal(figures.code, 0, figures.stderr);
@@ -237,6 +241,7 @@ describe('everything that reads the store works on S3 (RADOS Gateway)', { skip: 
     assert.equal(json.bytes, weight(small) + weight(pinned));
     assert.equal(json.repositories, 2);
     assert.equal(json.tags, 2);
+    assert.deepEqual([json.tempFiles, json.tempBytes], [1, 1000], 'temporary files: the spool\'s');
     const text = await runPullmirror(['stats', statsFile]);
     assert.match(text.stdout, new RegExp(`^store\\s+s3://${bucket}/capped$`, 'm'));
 
