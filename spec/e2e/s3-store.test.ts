@@ -399,11 +399,11 @@ describe('everything that reads the store works on S3 (RADOS Gateway)', { skip: 
     }
   });
 
-  it('/api/fleet lists two instances on one bucket and one Redis; a pull through one shows in the other\'s browser', async () => {
+  it('/api/fleet lists two instances on one bucket and one Redis; a pull through one shows in the other\'s browser; gc reads the access clock in Redis', async () => {
     const bucket = await s3.createBucket('fleet');
     const redis = await startRedis();
     try {
-      const member = (name: string) => mergeConfig(onS3(bucket, path.join(work.path, name)), { redis: { addr: redis.addr, dialtimeout: '500ms' } });
+      const member = (name: string) => mergeConfig(onS3(bucket, path.join(work.path, name)), { proxy: { ttl: '1h' }, storage: { eviction: { grace: '0s' } }, redis: { addr: redis.addr, dialtimeout: '500ms' } });
       const [a, b] = await Promise.all([world.startMirror({ config: member('fleet-a') }), world.startMirror({ config: member('fleet-b') })]);
       try {
         await pull(a, 'library/small:1');
@@ -417,6 +417,17 @@ describe('everything that reads the store works on S3 (RADOS Gateway)', { skip: 
         assert.equal(fleet.instances.length, 2, JSON.stringify(fleet));
         const repositories = await (await fetch(`${b.url}/api/browse/repositories`)).json();
         assert.deepEqual(repositories.items.map((r: { name: string }) => r.name), ['library/small'], 'B browses what A filled into the bucket');
+
+        // gc on B's config (its own empty spool, so no local journal): the clock is Redis's, keyed by the bucket's store id.
+        const fresh = await runPullmirror(['gc', '--dry-run', '--now', '+30m', b.configFile]);
+        assert.equal(fresh.code, 0, fresh.stderr);
+        assert.match(fresh.stdout, /dry run: 0 tags, 0 manifests, 0 blobs/);
+        const due = await runPullmirror(['gc', '--now', '+2h', b.configFile]);
+        assert.equal(due.code, 0, due.stderr);
+        assert.match(due.stdout, new RegExp(`removed manifest library/small@${small.manifestDigest}`));
+        assert.ok(!existsSync(path.join(work.path, 'fleet-b', 'spool', '_access-clock')), 'no local journal with Redis');
+        const keys = await keysOf(bucket);
+        for (const digest of [small.manifestDigest, ...small.layerDigests]) assert.ok(!keys.includes(blobKey(digest)), `${digest} gone from the bucket`);
       } finally {
         await Promise.all([a.stop(), b.stop()]);
       }
