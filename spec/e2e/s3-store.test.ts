@@ -313,6 +313,7 @@ describe('everything that reads the store works on S3 (RADOS Gateway)', { skip: 
       assert.equal(status.capacity.bytes, total);
       assert.equal(status.capacity.maxSize, maxSize);
       assert.equal(status.capacity.disk, null);
+      assert.equal(status.capacity.driver, 's3');
       const metrics = await (await fetch(`${mirror.url}/metrics`)).text();
       assert.match(metrics, new RegExp(`^pullmirror_store_bytes ${total}$`, 'm'));
 
@@ -344,6 +345,12 @@ describe('everything that reads the store works on S3 (RADOS Gateway)', { skip: 
           await page.goto(`${mirror.url}/#/browse/${namespace}/library/layered`);
           await page.waitForSelector('#browse-tags tr[data-tag="v1"]', { timeout: 15_000 });
           assert.match(await page.locator('#browse-tags tr[data-tag="v1"]').innerText(), new RegExp(hexOf(multi.manifestDigest).slice(0, 12)));
+          // The overview: the bucket's size against the cap; no free space of a disk (a bucket has none to tell).
+          await page.goto(`${mirror.url}/`);
+          await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 });
+          await page.waitForFunction(() => document.getElementById('cap-used')!.dataset.value !== '', undefined, { timeout: 15_000 });
+          assert.match(await page.locator('#cap-detail').innerText(), /^2\.\d MiB of \d+(\.\d)? KiB\n/);
+          assert.deepEqual([await page.locator('#disk-free').innerText(), await page.locator('#disk-detail').innerText()], ['no limit', 'the store is a bucket']);
           assert.deepEqual(errors, []);
         } finally {
           await browser.close();
