@@ -261,6 +261,29 @@ describe('everything that reads the store works on S3 (RADOS Gateway)', { skip: 
     assert.equal(afterStats.bytes, weight(pinned));
   });
 
+  it('the scheduled pass (storage.delete.enabled) evicts by TTL from the bucket', async () => {
+    const bucket = await s3.createBucket('sched');
+    const mirror = await world.startMirror({
+      config: mergeConfig(onS3(bucket, path.join(work.path, 'sched')), { proxy: { ttl: '3s', tagfreshness: '0' }, storage: { delete: { enabled: true }, eviction: { grace: '0s', schedule: '*/2 * * * * *' } } }),
+    });
+    try {
+      await pull(mirror, 'library/small:1');
+      assert.ok((await keysOf(bucket)).includes(blobKey(small.layerDigests[0])));
+      let keys: string[] = [];
+      for (const deadline = performance.now() + 30_000; performance.now() < deadline; ) {
+        keys = await keysOf(bucket);
+        if (!keys.includes(blobKey(small.layerDigests[0]))) break;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+      for (const digest of [small.manifestDigest, small.configDigest, ...small.layerDigests]) assert.ok(!keys.includes(blobKey(digest)), `${digest} evicted from the bucket`);
+      assert.ok(!keys.some((key) => key.startsWith('repositories/library/small/_tags/')), keys.join(' '));
+      const passes = await (await fetch(`${mirror.url}/api/eviction`)).json();
+      assert.ok(JSON.stringify(passes).includes(small.manifestDigest), 'the pass that removed it is listed');
+    } finally {
+      await mirror.stop();
+    }
+  });
+
   it('the local access clock on S3 survives a restart: gc reads the last use from it, not the object\'s upload time', async () => {
     const bucket = await s3.createBucket('clock');
     const local = path.join(work.path, 'clock');
