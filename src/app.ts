@@ -194,7 +194,7 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   const blobStore = new BlobStore({ driver, tempDir: tempArea.dir, volume: driver.kind === 'filesystem' ? paths : undefined });
   const manifestStore = new ManifestStore(blobStore);
   manifestStore.links.writable = !readOnly;
-  const figures = new LiveStoreFigures({ driver, paths });
+  const figures = new LiveStoreFigures({ driver, paths, spool: tempArea.root });
   blobStore.listener = figures;
   manifestStore.listener = figures;
   figures.start();
@@ -224,7 +224,7 @@ async function buildCaches(config: Config, logger: Logger, { driver, paths, temp
     redis && config.redis.fleet.enabled
       ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
-  const clock = openAccessClock({ redis, paths, logger });
+  const clock = openAccessClock({ redis, config, logger });
   return { redis, descriptors, fleet, probe: connected?.probe, clock, passLock: passLockFor(redis, tempArea.id) };
 }
 

@@ -16,6 +16,8 @@ export interface StoreCapacity {
   disk: { free: number; total: number } | null;
   /** storage.filesystem.minfreespace: below it, blobs pass through uncached. */
   minFree: number;
+  /** The driver holding the store ('filesystem', 's3'): the page says a bucket has no free space to show rather than "unknown". */
+  driver: string;
 }
 
 /**
@@ -40,5 +42,6 @@ export async function storeCapacity(config: Config, driver: StorageDriver, bytes
     lowBytes: maxsize > 0 ? watermarkBytes(maxsize, lowwatermark) : null,
     disk,
     minFree: config.storage.filesystem.minfreespace,
+    driver: driver.kind,
   };
 }

@@ -77,7 +77,7 @@ export async function gc(args: string[]): Promise<void> {
   }
   // Running mirrors share their descriptors in Redis: a removed blob must leave none behind.
   const descriptors = redis && config.storage.cache.blobdescriptor === 'redis' && !dryRun ? new RedisDescriptorCache(redis) : undefined;
-  const clock = openAccessClock({ redis, paths, logger, compacts: false });
+  const clock = openAccessClock({ redis, config, logger, compacts: false });
   const name = `gc-${hostname().replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40) || 'host'}-${process.pid}-${randomBytes(4).toString('hex')}`;
   // A blob another instance is filling (its fill lease in Redis) is not deleted under it.
   const fills = redis && config.redis.fleet.enabled ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger, instance: name }) : undefined;

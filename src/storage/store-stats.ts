@@ -33,6 +33,8 @@ const emptyFigures = (): StoreFigures => ({
 export interface CountedStore {
   driver: StorageDriver;
   paths: StorePaths;
+  /** The local temporary area (downloads in flight): storage.s3.spooldirectory on S3; default the store's _tmp. */
+  spool?: string;
 }
 
 /**
@@ -106,9 +108,12 @@ class StoreWalk {
       figures.manifests++;
       figures.manifestBytes += info.size;
     }
-    // The temporary area is local files, not the driver's (downloads in flight).
-    for (const entry of await listTree(paths.tmpDir())) {
-      const size = await fileSizeAt(join(paths.tmpDir(), entry));
+    // The temporary area is local files, not the driver's (downloads in flight); in a bucket's
+    // spool, not the access clock's journal beside them (`_access-clock/`).
+    const spool = this.store.spool ?? paths.tmpDir();
+    for (const entry of await listTree(spool)) {
+      if (entry.startsWith('_')) continue;
+      const size = await fileSizeAt(join(spool, entry));
       if (size === undefined) continue;
       figures.tempFiles++;
       figures.tempBytes += size;

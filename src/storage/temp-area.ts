@@ -65,7 +65,8 @@ export class TempArea {
     let removed = 0;
     for (const entry of entries) {
       const path = join(this.root, entry);
-      if (path === this.dir) continue;
+      // Not an instance's (their names start with a letter or digit): the access clock's journal in a bucket's spool.
+      if (path === this.dir || entry.startsWith('_')) continue;
       if (await this.isAbandoned(entry, path)) {
         await rm(path, { recursive: true, force: true });
         removed++;

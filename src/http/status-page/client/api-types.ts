@@ -51,6 +51,7 @@ export interface Capacity {
   lowBytes: number | null;
   disk: { free: number; total: number } | null;
   minFree: number;
+  driver: string;
 }
 
 /** Whether a registry answered its last request or probe (src/upstream/upstream-registry.ts). */

@@ -50,7 +50,7 @@ function capacityBlock(): HTMLElement {
         : 'none (storage.eviction.maxsize is 0)',
     ),
     el('dt', {}, 'disk free'),
-    el('dd', { 'data-value': c.disk ? c.disk.free : '' }, c.disk ? `${formatBytes(c.disk.free)} of ${formatBytes(c.disk.total)}` : 'unknown'),
+    el('dd', { 'data-value': c.disk ? c.disk.free : '' }, c.disk ? `${formatBytes(c.disk.free)} of ${formatBytes(c.disk.total)}` : c.driver === 's3' ? 'no limit (a bucket)' : 'unknown'),
   );
   if (!(c.maxSize > 0)) return facts;
   const pct = (n: number | null) => `${Math.min(100, ((n ?? 0) / c.maxSize) * 100).toFixed(2)}%`;

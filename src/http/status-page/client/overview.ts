@@ -32,6 +32,10 @@ function renderCapacity(c: Capacity | undefined): void {
   if (c.disk) {
     show('disk-free', c.disk.free, formatBytes(c.disk.free));
     $('disk-detail').replaceChildren(el('span', { class: 'line' }, `of ${formatBytes(c.disk.total)}`), el('span', { class: 'line' }, `blobs pass through below ${formatBytes(c.minFree)}`));
+  } else if (c.driver === 's3') {
+    // A bucket tells no free space: what it holds is the store's size (the size cap card).
+    show('disk-free', '', 'no limit');
+    $('disk-detail').replaceChildren(el('span', { class: 'line' }, 'the store is a bucket'));
   }
 }
 
