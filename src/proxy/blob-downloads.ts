@@ -97,6 +97,11 @@ export class BlobDownloads {
     return fill?.size;
   }
 
+  /** The store failed a read: new blobs pass through for a while (StoreAdmission). */
+  storeFailed(error: unknown): void {
+    this.admission.failed(error);
+  }
+
   /** A source for a blob the store lacks: the fill in flight, a new one, or a pass-through. */
   async open(ref: UpstreamBlobRef): Promise<BlobSource> {
     const digest = ref.digest.value;
