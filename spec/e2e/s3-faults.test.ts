@@ -248,6 +248,7 @@ describe('object storage faults are bounded (storage.s3 on RADOS Gateway)', { sk
       // The request's own first write (the repository's privacy record): what follows it
       // in the request (the link, the blob) must not each wait out the store's deadline.
       { name: "hung at the request's first write (radosgw SIGSTOPped at it)", hang: (method) => uploads(method) },
+      { name: "hung during the blob's commit (radosgw SIGSTOPped at its upload)", hang: (method, p) => uploads(method) && /\/blobs\/sha256\//.test(p) },
     ];
     for (const { name, fault, hang } of faults) {
       it(`${name}: the client gets the verified blob within the bound, nothing partial is left`, async () => {
