@@ -279,16 +279,19 @@ export class S3Driver implements StorageDriver {
     const count = Math.ceil(size / partSize);
     const objectKey = this.objectKey(key);
     const startedAt = Date.now();
-    let created: { UploadId?: string };
+    let created: { UploadId?: string; $metadata?: { attempts?: number } };
     try {
-      created = await this.send<{ UploadId?: string }>('commitFile', key, new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ...this.writeParams }), { signal });
+      created = await this.send<{ UploadId?: string; $metadata?: { attempts?: number } }>('commitFile', key, new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ...this.writeParams }), { signal });
     } catch (error) {
       // The server may have begun uploads whose ids never reached us (a hung server answers a
-      // timed-out attempt, and the SDK's retry, once it resumes): no Abort can name them.
+      // timed-out attempt, and the SDK's retry, once it resumes): no Abort can name them. The
+      // same when a retry succeeded (below).
       this.sweepLater(objectKey, startedAt);
       throw error;
     }
     const uploadId = created.UploadId!;
+    // Retried by the SDK: the attempts before the one answered may have begun uploads too.
+    if ((created.$metadata?.attempts ?? 1) > 1) this.sweepLater(objectKey, startedAt);
     try {
       const parts = new Array<CompletedPart>(count);
       let next = 0;
@@ -320,7 +323,7 @@ export class S3Driver implements StorageDriver {
 
   /**
    * Aborts, once the server answers again, the uploads of `objectKey` this driver began at or
-   * after `since` and could not abort (the server hung or unreachable at the time): so a fault
+   * after `since` and did not complete or could not abort (the server hung or unreachable at the time): so a fault
    * that clears leaves no upload behind without waiting for gc. Tried with a growing pause, up
    * to SWEEP_TRIES times; what is still left then is gc's (cleanup). An upload of the same key
    * another writer began meanwhile may be aborted too: its commit then fails, and its blob
