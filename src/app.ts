@@ -8,6 +8,7 @@ import { TokenVerifier } from './auth/token-verifier.ts';
 import type { DescriptorCache } from './cache/descriptor-cache.ts';
 import { MemoryDescriptorCache } from './cache/memory-descriptor-cache.ts';
 import { RedisDescriptorCache } from './cache/redis-descriptor-cache.ts';
+import { storageProblem } from './config/check-storage.ts';
 import { ConfigError } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { EvictionPreviewer } from './browse/eviction-preview.ts';
@@ -189,6 +190,10 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
     logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
   }
   const driver = buildDriver(config, tempArea.dir);
+  // A bucket that cannot be used says so once, naming the key to fix, as `config check` does.
+  // The mirror starts all the same and passes blobs through from upstream meanwhile (readiness
+  // says it is not ready); not awaited, so a hung endpoint does not hold the start.
+  if (config.storage.s3) void driver.probe().catch((error: unknown) => logger.error(storageProblem(config, error), { component: 'storage' }));
   // The filesystem driver on a volume other instances may share: their spools are readable
   // where they write them (a fleet follows a download from its file).
   const blobStore = new BlobStore({ driver, tempDir: tempArea.dir, volume: driver.kind === 'filesystem' ? paths : undefined });

@@ -14,10 +14,11 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { openFilesUnder, socketCount } from '../support/descriptors.ts';
 import { pushImage, pushRandomBlob, randomLayer, sha256OfBody } from '../support/images.ts';
 import { sample, scrape } from '../support/prometheus.ts';
 import { mergeConfig, tempFiles, type RunningMirror } from '../support/mirror.ts';
@@ -110,33 +111,6 @@ function assertBoundedOutcome(outcome: Outcome, blob: { digest: string; size: nu
   // Not the blob: an error answer (a 502/504 before any byte) or a connection broken mid-body.
   if (expect === 'broken') assert.ok(!verified && (!outcome.complete || outcome.status >= 400), `expected an error or a broken connection, got status ${outcome.status} complete ${outcome.complete}`);
 }
-
-/** Descriptors of a process that point into a directory (open blobs and temp files). */
-function openFilesUnder(pid: number, dir: string): string[] {
-  const found: string[] = [];
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-      if (target.startsWith(dir)) found.push(target);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return found;
-}
-
-function socketCount(pid: number): number {
-  let sockets = 0;
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:')) sockets++;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return sockets;
-}
-
 
 /** After a fault: nothing open in the store, no temp file, nothing bad stored, and still serving. */
 async function assertClean(mirrors: RunningMirror[], root: string, blob: { digest: string; size: number }, world: World, blobUrl: (m: RunningMirror) => string): Promise<void> {

@@ -16,7 +16,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { freePort, skipUnlessBinaries, tempDir } from './processes.ts';
 
 const run = promisify(execFile);
@@ -137,6 +139,40 @@ export async function startS3(options: { memMiB?: number } = {}): Promise<S3Serv
       await dir.cleanup();
     },
   };
+}
+
+/** A blob's key in the store's layout: …/blobs/sha256/ab/abcdef… (src/storage/paths.ts). */
+const BLOB_KEY = /(?:^|\/)blobs\/sha256\/[0-9a-f]{2}\/([0-9a-f]{64})$/;
+
+/**
+ * What a bucket holds that it must not: every blob object is read whole and hashed against the
+ * digest its key names (a partial or unverified object shows here). `objects`: how many blobs.
+ */
+export async function bucketProblems(s3: S3Server, bucket: string): Promise<{ objects: number; bad: string[] }> {
+  const client = s3.client();
+  const bad: string[] = [];
+  let objects = 0;
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+    for (const { Key } of page.Contents ?? []) {
+      const hex = BLOB_KEY.exec(Key ?? '')?.[1];
+      if (!hex) continue;
+      objects++;
+      const body = (await client.send(new GetObjectCommand({ Bucket: bucket, Key }))).Body as Readable;
+      const hash = createHash('sha256');
+      for await (const chunk of body) hash.update(chunk as Buffer);
+      if (hash.digest('hex') !== hex) bad.push(Key!);
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return { objects, bad };
+}
+
+/** Multipart uploads begun in the bucket and neither completed nor aborted (ListMultipartUploads). */
+export async function uploadsLeft(s3: S3Server, bucket: string): Promise<number> {
+  const page = await s3.client().send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+  return page.Uploads?.length ?? 0;
 }
 
 interface RecordedPid {

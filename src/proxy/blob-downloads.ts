@@ -4,7 +4,7 @@ import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
-import type { BlobStore, BlobWriter } from '../storage/blob-store.ts';
+import { isStoreUnwritable, type BlobStore, type BlobWriter } from '../storage/blob-store.ts';
 import type { BlobSource } from '../storage/readable-blob-store.ts';
 import { BlobFill } from './blob-fill.ts';
 import { PassThroughSource } from './pass-through.ts';
@@ -97,6 +97,11 @@ export class BlobDownloads {
     return fill?.size;
   }
 
+  /** The store failed a read: new blobs pass through for a while (StoreAdmission). */
+  storeFailed(error: unknown): void {
+    this.admission.failed(error);
+  }
+
   /** A source for a blob the store lacks: the fill in flight, a new one, or a pass-through. */
   async open(ref: UpstreamBlobRef): Promise<BlobSource> {
     const digest = ref.digest.value;
@@ -161,6 +166,9 @@ export class BlobDownloads {
 
   /** The fleet decides: this instance downloads, or follows the instance that does. */
   private async start(ref: UpstreamBlobRef): Promise<Started> {
+    // A store failing here can neither take the blob nor, should the holder give up, take its
+    // download over: pass it through at once rather than follow.
+    if (this.admission.failing) return { kind: 'pass-through', first: await getUpstreamBlob(ref) };
     const claim = await this.fleet.claimBlob(ref.digest.value);
     if (claim.kind === 'mine') return this.download(ref, claim.lease);
     this.logger.info('following a blob download of another instance', { digest: ref.digest.value });
@@ -234,7 +242,9 @@ export class BlobDownloads {
     });
     fill.done.then(
       () => lease.release('committed'),
-      (error: unknown) => lease.release({ failed: fillFailureOf(error) }),
+      // A store that failed (the commit to an unreachable bucket, a full spool) says nothing of
+      // the blob: followers are not failed with it, one of them takes the download over.
+      (error: unknown) => lease.release(isStoreUnwritable(error) ? 'abandoned' : { failed: fillFailureOf(error) }),
     );
     return { kind: 'fill', fill };
   }

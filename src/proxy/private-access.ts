@@ -4,6 +4,7 @@ import type { Logger } from '../logging/logger.ts';
 import type { Digest } from '../registry/digest.ts';
 import type { Remote } from '../upstream/remotes.ts';
 import { RegistryError } from '../registry/errors.ts';
+import { isStoreUnwritable } from '../storage/blob-store.ts';
 import type { RepositoryLinks } from '../storage/repository-links.ts';
 import type { RepositoryPrivacy } from './repository-privacy.ts';
 
@@ -65,10 +66,20 @@ export class PrivateAccess {
     const key = `${repo}@${digest.value}`;
     if (this.known.get(key)) return true;
     return this.checks.do(key, async () => {
-      const holds = (await this.links.hasBlob(repo, digest)) || (await this.confirmUpstream(remote, name, digest));
+      const holds = (await this.linkedInStore(repo, digest)) || (await this.confirmUpstream(remote, name, digest));
       if (holds) this.known.set(key, true);
       return holds;
     });
+  }
+
+  /** Whether the store links the blob to the repository; false when the store cannot be read now (upstream is asked instead). */
+  private async linkedInStore(repo: string, digest: Digest): Promise<boolean> {
+    try {
+      return await this.links.hasBlob(repo, digest);
+    } catch (error) {
+      if (!isStoreUnwritable(error)) throw error;
+      return false;
+    }
   }
 
   /** Asks upstream, with the mirror's account, whether the repository holds the blob; links it if so. */

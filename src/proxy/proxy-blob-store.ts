@@ -1,5 +1,5 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
+import { isStoreUnwritable, type BlobStore } from '../storage/blob-store.ts';
 import type { BlobInfo, BlobSource, ReadableBlobStore } from '../storage/readable-blob-store.ts';
 import { header, upstreamStatusError } from '../upstream/upstream-errors.ts';
 import type { BlobDownloads } from './blob-downloads.ts';
@@ -30,7 +30,7 @@ export class ProxyBlobStore implements ReadableBlobStore<UpstreamBlobRef> {
     const digest = ref.digest.value;
     const known = await this.descriptors.get(digest);
     if (known) return { digest, size: known.size, origin: 'cache' };
-    const stored = await this.local.stat(ref);
+    const stored = await this.storedOrNothing(this.local.stat(ref));
     if (stored?.size !== undefined) {
       void this.descriptors.set({ digest, size: stored.size });
       return stored;
@@ -56,7 +56,23 @@ export class ProxyBlobStore implements ReadableBlobStore<UpstreamBlobRef> {
     // A driver over the network opens with one request when it knows the size (one GET per
     // blob on S3); the filesystem's open is cheaper than asking the cache.
     const knownSize = this.local.sizeSavesARequest ? (await this.descriptors.get(ref.digest.value))?.size : undefined;
-    return (await this.local.open(ref, knownSize)) ?? this.downloads.open(ref);
+    return (await this.storedOrNothing(this.local.open(ref, knownSize))) ?? this.downloads.open(ref);
+  }
+
+  /**
+   * What the store answered, or undefined when it cannot be read now (a bucket unreachable,
+   * hung past its deadline, refusing the credentials, gone): the blob then comes from upstream,
+   * verified on the way, as if it were not stored; the store is told it failed, so the download
+   * passes through rather than trying to write to it too.
+   */
+  private async storedOrNothing<T>(reading: Promise<T>): Promise<T | undefined> {
+    try {
+      return await reading;
+    } catch (error) {
+      if (!isStoreUnwritable(error)) throw error;
+      this.downloads.storeFailed(error);
+      return undefined;
+    }
   }
 
   /** Drops a deleted blob from the descriptor cache (eviction, or a gc in another process). */

@@ -51,6 +51,11 @@ export class StoreAdmission {
     }
   }
 
+  /** Whether the store failed a moment ago (DEGRADED_MS): a download then passes through rather than follow or fill. */
+  get failing(): boolean {
+    return performance.now() < this.degradedUntil;
+  }
+
   /** A fill met a store error: stop trying to write for a while. Other errors are not the store's. */
   failed(error: unknown): void {
     if (isStoreUnwritable(error)) this.degrade(error as Error);

@@ -1,4 +1,5 @@
 import type { Config } from '../../config/schema.ts';
+import { BreakerDriver } from './breaker-driver.ts';
 import { FilesystemDriver } from './filesystem-driver.ts';
 import { MeteredDriver } from './metered-driver.ts';
 import { S3Driver, type S3DriverOptions } from './s3-driver.ts';
@@ -6,7 +7,7 @@ import type { StorageDriver } from './storage-driver.ts';
 
 /*
  * The one place a config becomes a storage driver: `storage.s3` set → the bucket, else the
- * filesystem store at storage.filesystem.rootdirectory; either wrapped by the MeteredDriver, so
+ * filesystem store at storage.filesystem.rootdirectory (the bucket behind a BreakerDriver); either wrapped by the MeteredDriver, so
  * every driver's operations are counted alike.
  */
 
@@ -17,7 +18,9 @@ export interface DriverContext {
 
 export function createStorageDriver(config: Config, context: DriverContext): StorageDriver {
   const s3 = s3DriverOptions(config);
-  const driver = s3 ? new S3Driver(s3) : new FilesystemDriver({ root: config.storage.filesystem.rootdirectory, tempDir: context.tempDir });
+  // A bucket is behind a network: once it failed, the requests clients wait on fail at once for
+  // a moment (BreakerDriver) instead of each paying its deadline.
+  const driver = s3 ? new BreakerDriver(new S3Driver(s3)) : new FilesystemDriver({ root: config.storage.filesystem.rootdirectory, tempDir: context.tempDir });
   return new MeteredDriver(driver);
 }
 

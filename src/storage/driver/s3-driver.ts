@@ -104,6 +104,8 @@ const MIB = 1024 * 1024;
 const MIN_PART_SIZE = 5 * MIB;
 const MAX_PARTS = 10_000;
 const LIST_PAGE = 1000;
+/** Sweeps of an upload a failed commit could not abort: about 2 minutes of tries, then gc's. */
+const SWEEP_TRIES = 8;
 /** How long a redirect URL stays valid: long enough for a slow client to start, as distribution's 20 minutes. */
 const REDIRECT_EXPIRY_S = 20 * 60;
 
@@ -121,6 +123,9 @@ export class S3Driver implements StorageDriver {
   private readonly requestTimeoutMs: number;
   private readonly uploadTimeoutMs: number;
   private readonly agents: HttpAgent[];
+  /** Pending sweeps of uploads a failed commit could not abort (sweepLater). */
+  private readonly sweeps = new Set<NodeJS.Timeout>();
+  private closed = false;
   private readonly writeParams: { StorageClass?: StorageClass; ServerSideEncryption?: 'AES256' | 'aws:kms'; SSEKMSKeyId?: string };
 
   constructor(options: S3DriverOptions) {
@@ -273,8 +278,20 @@ export class S3Driver implements StorageDriver {
     const partSize = Math.max(this.partSize, Math.ceil(size / MAX_PARTS));
     const count = Math.ceil(size / partSize);
     const objectKey = this.objectKey(key);
-    const created = await this.send<{ UploadId?: string }>('commitFile', key, new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ...this.writeParams }), { signal });
+    const startedAt = Date.now();
+    let created: { UploadId?: string; $metadata?: { attempts?: number } };
+    try {
+      created = await this.send<{ UploadId?: string; $metadata?: { attempts?: number } }>('commitFile', key, new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ...this.writeParams }), { signal });
+    } catch (error) {
+      // The server may have begun uploads whose ids never reached us (a hung server answers a
+      // timed-out attempt, and the SDK's retry, once it resumes): no Abort can name them. The
+      // same when a retry succeeded (below).
+      this.sweepLater(objectKey, startedAt);
+      throw error;
+    }
     const uploadId = created.UploadId!;
+    // Retried by the SDK: the attempts before the one answered may have begun uploads too.
+    if ((created.$metadata?.attempts ?? 1) > 1) this.sweepLater(objectKey, startedAt);
     try {
       const parts = new Array<CompletedPart>(count);
       let next = 0;
@@ -295,9 +312,47 @@ export class S3Driver implements StorageDriver {
     } catch (error) {
       // Awaited, and not cancelled by the signal: when commitFile returns, no part is left behind
       // (what a crash leaves, `cleanup` removes).
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId })).catch(() => undefined);
+      const aborted = await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId })).then(
+        () => true,
+        (abortError: unknown) => errorName(abortError) === 'NoSuchUpload',
+      );
+      if (!aborted) this.sweepLater(objectKey, startedAt);
       throw error;
     }
+  }
+
+  /**
+   * Aborts, once the server answers again, the uploads of `objectKey` this driver began at or
+   * after `since` and did not complete or could not abort (the server hung or unreachable at the time): so a fault
+   * that clears leaves no upload behind without waiting for gc. Tried with a growing pause, up
+   * to SWEEP_TRIES times; what is still left then is gc's (cleanup). An upload of the same key
+   * another writer began meanwhile may be aborted too: its commit then fails, and its blob
+   * passes through (nothing partial is ever visible either way).
+   */
+  private sweepLater(objectKey: string, since: number): void {
+    let tries = 0;
+    const sweep = async () => {
+      this.sweeps.delete(timer);
+      try {
+        const page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: objectKey }));
+        for (const upload of page.Uploads ?? []) {
+          // The server's clock and ours: a second of slack.
+          if (upload.Key !== objectKey || !upload.UploadId || (upload.Initiated?.getTime() ?? 0) < since - 1_000) continue;
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: upload.UploadId })).catch((error: unknown) => {
+            if (errorName(error) !== 'NoSuchUpload') throw error;
+          });
+        }
+      } catch {
+        if (++tries < SWEEP_TRIES && !this.closed) schedule();
+      }
+    };
+    let timer: NodeJS.Timeout;
+    const schedule = () => {
+      timer = setTimeout(() => void sweep(), Math.min(30_000, 1_000 * 2 ** tries));
+      timer.unref();
+      this.sweeps.add(timer);
+    };
+    schedule();
   }
 
   /**
@@ -485,6 +540,8 @@ export class S3Driver implements StorageDriver {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    for (const timer of this.sweeps) clearTimeout(timer);
     this.client.destroy();
     for (const agent of this.agents) agent.destroy();
   }
