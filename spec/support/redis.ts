@@ -7,6 +7,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { loadConfig } from '../../src/config/load.ts';
+import type { Logger } from '../../src/logging/logger.ts';
+import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
 import { freePort, startProcess, tempDir, type StartedProcess } from './processes.ts';
 
 export interface RedisServer {
@@ -184,4 +187,18 @@ export async function startCluster(): Promise<RedisTopology> {
       await dir.cleanup();
     },
   };
+}
+
+/**
+ * A connection of the mirror's own kind (src/redis/redis-connection.ts) to a test server, with
+ * short read and dial timeouts (500 ms) so outage tests end quickly; ready, or the test fails.
+ */
+export async function connectToRedis(server: RedisServer, logger: Logger, prefix?: string): Promise<RedisConnection> {
+  const config = loadConfig({ env: { REDIS_URL: server.url, REGISTRY_REDIS_READTIMEOUT: '500ms', REGISTRY_REDIS_DIALTIMEOUT: '500ms' } });
+  const connection = createRedisConnection(config.redis, logger, prefix);
+  if (!(await connection.whenReady(5_000))) {
+    await connection.close();
+    throw new Error(`no connection to ${server.url} within 5 s`);
+  }
+  return connection;
 }

@@ -8,10 +8,9 @@ import { accessItem, AccessClockUnavailable } from '../../src/eviction/access-cl
 import { LocalAccessClock } from '../../src/eviction/local-access-clock.ts';
 import { RedisAccessClock } from '../../src/eviction/redis-access-clock.ts';
 import { PassHeldElsewhere, RedisPassLock } from '../../src/eviction/pass-lock.ts';
-import { loadConfig } from '../../src/config/load.ts';
-import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
+import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
-import { startRedis, type RedisServer } from '../support/redis.ts';
+import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
 import { accessClockSuite } from './access-clock-suite.ts';
 
 const logger = winston.createLogger({ silent: true });
@@ -98,11 +97,8 @@ describe('access clock: local journal on disk', () => {
 
 const noRedis = skipUnlessBinaries(['redis-server']);
 
-async function connect(server: RedisServer, prefix = 'store-a'): Promise<RedisConnection> {
-  const config = loadConfig({ env: { REDIS_URL: server.url, REGISTRY_REDIS_READTIMEOUT: '500ms', REGISTRY_REDIS_DIALTIMEOUT: '500ms' } });
-  const connection = createRedisConnection(config.redis, logger, prefix);
-  assert.ok(await connection.whenReady(5_000), `connected to ${server.url}`);
-  return connection;
+function connect(server: RedisServer, prefix = 'store-a'): Promise<RedisConnection> {
+  return connectToRedis(server, logger, prefix);
 }
 
 describe('access clock: redis', { skip: noRedis }, () => {

@@ -5,10 +5,9 @@ import { after, before, describe, it } from 'node:test';
 import winston from 'winston';
 import { MemoryDescriptorCache } from '../../src/cache/memory-descriptor-cache.ts';
 import { RedisDescriptorCache } from '../../src/cache/redis-descriptor-cache.ts';
-import { loadConfig } from '../../src/config/load.ts';
-import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
+import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries } from '../support/processes.ts';
-import { startRedis, type RedisServer } from '../support/redis.ts';
+import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
 import { descriptorCacheSuite } from './descriptor-cache-suite.ts';
 
 const noRedis = skipUnlessBinaries(['redis-server']);
@@ -25,13 +24,8 @@ function capturingLogger(): { logger: winston.Logger; lines: Record<string, any>
   return { logger: winston.createLogger({ format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] }), lines };
 }
 
-async function connect(server: RedisServer, logger: winston.Logger): Promise<RedisConnection> {
-  const config = loadConfig({ env: { REDIS_URL: server.url, REGISTRY_REDIS_READTIMEOUT: '500ms', REGISTRY_REDIS_DIALTIMEOUT: '500ms' } });
-  const connection = createRedisConnection(config.redis, logger);
-  const deadline = performance.now() + 5_000;
-  while (!connection.available && performance.now() < deadline) await sleep(10);
-  assert.ok(connection.available, `connected to ${server.url}`);
-  return connection;
+function connect(server: RedisServer, logger: winston.Logger): Promise<RedisConnection> {
+  return connectToRedis(server, logger);
 }
 
 descriptorCacheSuite('inmemory', async () => new MemoryDescriptorCache(100));

@@ -4,24 +4,17 @@
  * is a figure (numbers ≥ 0, pull records with their fields) and never breaks the answer.
  */
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import winston from 'winston';
-import { loadConfig } from '../../src/config/load.ts';
 import { FleetTraffic } from '../../src/fleet/fleet-traffic.ts';
-import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
+import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries } from '../support/processes.ts';
-import { startRedis, type RedisServer } from '../support/redis.ts';
+import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
 
 const logger = winston.createLogger({ silent: true });
 
-async function connect(server: RedisServer): Promise<RedisConnection> {
-  const config = loadConfig({ env: { REDIS_URL: server.url, REGISTRY_REDIS_READTIMEOUT: '500ms', REGISTRY_REDIS_DIALTIMEOUT: '500ms' } });
-  const connection = createRedisConnection(config.redis, logger, 'store-a');
-  const deadline = performance.now() + 5_000;
-  while (!connection.available && performance.now() < deadline) await sleep(10);
-  assert.ok(connection.available);
-  return connection;
+function connect(server: RedisServer): Promise<RedisConnection> {
+  return connectToRedis(server, logger, 'store-a');
 }
 
 describe('fleet traffic', { skip: skipUnlessBinaries(['redis-server']) }, () => {
