@@ -15,10 +15,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { openFilesUnder, socketCount } from '../support/descriptors.ts';
+import { getBlob, type BlobGetOptions, type Outcome } from '../support/blob-get.ts';
 import { pushImage, pushRandomBlob, randomLayer, sha256OfBody } from '../support/images.ts';
 import { sample, scrape } from '../support/prometheus.ts';
 import { mergeConfig, tempFiles, type RunningMirror } from '../support/mirror.ts';
@@ -41,65 +41,12 @@ const FAST = {
 
 type Kind = 'cached' | 'own fill' | 'follower' | 'pass-through';
 
-interface Outcome {
-  status: number;
-  bytes: number;
-  /** The response ended cleanly (all its Content-Length), rather than breaking off. */
-  complete: boolean;
-  sha256: string;
-  ms: number;
-}
-
 /**
- * GETs a blob as a client would, hashing the body; `abortAfter` leaves after so many bytes,
- * `stallAfter` stops reading after so many (and resolves once the mirror has let the
- * connection go or BOUND_MS passed).
+ * GETs a blob as a client would, hashing the body (spec/support/blob-get.ts); a hang shows as a
+ * wait past BOUND_MS, which assertBoundedOutcome fails.
  */
-function get(url: string, options: { abortAfter?: number; stallAfter?: number; onBytes?: (n: number) => void; onStall?: (destroy: () => void) => void } = {}): Promise<Outcome> {
-  const started = performance.now();
-  return new Promise((resolve) => {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    let status = 0;
-    let settled = false;
-    const done = (complete: boolean) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(deadline);
-      resolve({ status, bytes, complete, sha256: `sha256:${hash.digest('hex')}`, ms: performance.now() - started });
-    };
-    const req = httpRequest(url, { agent: false }, (res) => {
-      status = res.statusCode ?? 0;
-      res.on('data', (chunk: Buffer) => {
-        hash.update(chunk);
-        bytes += chunk.length;
-        options.onBytes?.(bytes);
-        if (options.abortAfter !== undefined && bytes >= options.abortAfter) {
-          req.destroy();
-          done(false);
-        }
-        if (options.stallAfter !== undefined && bytes >= options.stallAfter && !res.isPaused()) {
-          res.pause();
-          // A paused client reads nothing more, not even the mirror's close: the test watches the
-          // mirror instead, and lets go of the connection itself.
-          options.onStall?.(() => {
-            req.destroy();
-            done(false);
-          });
-        }
-      });
-      res.on('end', () => done(res.complete));
-      res.on('close', () => done(res.complete && !res.errored && res.readableEnded));
-      res.on('error', () => done(false));
-    });
-    req.on('error', () => done(false));
-    const deadline = setTimeout(() => {
-      req.destroy();
-      done(false);
-      // Marks a hang: the test asserts ms < BOUND_MS.
-    }, BOUND_MS + 5_000);
-    req.end();
-  });
+function get(url: string, options: Omit<BlobGetOptions, 'deadlineMs'> = {}): Promise<Outcome> {
+  return getBlob(url, { ...options, deadlineMs: BOUND_MS + 5_000 });
 }
 
 /** The verified bytes or a broken connection, in bounded time; never a clean end of wrong content. */

@@ -22,6 +22,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { getBlob, type Outcome } from '../support/blob-get.ts';
 import { openFilesUnder, socketCount } from '../support/descriptors.ts';
 import { pushRandomBlob } from '../support/images.ts';
 import { startRedis } from '../support/redis.ts';
@@ -36,49 +37,9 @@ import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 /** Every outcome must come within this: verified bytes or a broken connection, never a hang. */
 const BOUND_MS = 20_000;
 
-interface Outcome {
-  status: number;
-  bytes: number;
-  complete: boolean;
-  sha256: string;
-  ms: number;
-}
-
-/** A blob GET as a client makes it, hashed; `abortAfter` leaves after so many bytes. */
+/** A blob GET as a client makes it, hashed (spec/support/blob-get.ts); `abortAfter` leaves after so many bytes. */
 function get(url: string, options: { abortAfter?: number } = {}): Promise<Outcome> {
-  const started = performance.now();
-  return new Promise((resolve) => {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    let status = 0;
-    let settled = false;
-    const done = (complete: boolean) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(deadline);
-      resolve({ status, bytes, complete, sha256: `sha256:${hash.digest('hex')}`, ms: Math.round(performance.now() - started) });
-    };
-    const req = httpRequest(url, { agent: false }, (res) => {
-      status = res.statusCode ?? 0;
-      res.on('data', (chunk: Buffer) => {
-        hash.update(chunk);
-        bytes += chunk.length;
-        if (options.abortAfter !== undefined && bytes >= options.abortAfter) {
-          req.destroy();
-          done(false);
-        }
-      });
-      res.on('end', () => done(res.complete));
-      res.on('close', () => done(res.complete && !res.errored && res.readableEnded));
-      res.on('error', () => done(false));
-    });
-    req.on('error', () => done(false));
-    const deadline = setTimeout(() => {
-      req.destroy();
-      done(false);
-    }, BOUND_MS + 10_000);
-    req.end();
-  });
+  return getBlob(url, { ...options, deadlineMs: BOUND_MS + 10_000 });
 }
 
 /** Files in a spool directory (a fill's temp files), recursively. */
