@@ -4,7 +4,7 @@
  * GET one cold 256 MiB blob at once. Measured: upstream GETs of the blob (the target is 1) and
  * the wall time until every client has the whole blob, sha256-verified.
  *
- * `npm run bench -- fleet` runs this case alone (`npm run bench` runs it with the others);
+ * `npm run bench -- fleet-store` runs this case alone (`npm run bench` runs it with the others);
  * `node spec/bench/fleet.ts [MiB] [instances]` too, for other sizes or one instance to compare.
  */
 import { createHash } from 'node:crypto';
@@ -149,7 +149,7 @@ function getHashed(url: string, agent: Agent): Promise<{ status: number; bytes: 
 }
 
 /**
- * The bench case (`npm run bench -- fleet`): its own upstream, the figures printed and written
+ * The bench case (`npm run bench -- fleet-store`): its own upstream, the figures printed and written
  * to spec/bench/results/fleet-<timestamp>.json. Exit status 1 when a client got wrong bytes.
  */
 export async function benchFleetCase(log: (message: string) => void, blobMiB = 256, instances = 2): Promise<number> {

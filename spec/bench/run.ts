@@ -17,7 +17,7 @@
  * hardware; the ratios are the interesting part.
  *
  * Other cases: `npm run bench -- link` (through a link-shaped upstream, spec/bench/link.ts),
- * `stall` (stalled readers, spec/bench/stall.ts), `gc`, `fleet`, `hit` (spec/bench/hit.ts), `s3`
+ * `stall` (stalled readers, spec/bench/stall.ts), `gc`, `fleet` (a fleet simulation, spec/bench/fleet-sim.ts), `fleet-store`, `hit` (spec/bench/hit.ts), `s3`
  * (the store on S3, spec/bench/s3.ts). BENCH_BLOB_MIB=N (default 256)
  * sets the big blobs' size for every case, for short runs while developing.
  *
@@ -43,6 +43,7 @@ import { accessLogCounter, type UpstreamRequests } from '../support/access-log.t
 import { benchScale } from './scale.ts';
 import { benchGc } from './gc.ts';
 import { benchFleetCase } from './fleet.ts';
+import { benchFleetSimCase } from './fleet-sim.ts';
 import { benchLinkCase } from './link.ts';
 import { benchStallCase } from './stall.ts';
 import { benchHitCase } from './hit.ts';
@@ -921,7 +922,9 @@ try {
     // A fleet-sized store (150 000 blobs): ops endpoints, an eviction pass inside the server, gc (spec/bench/scale.ts).
     scale: () => benchScale(log),
     // Two instances on one store and one Redis, 16 clients, a cold 256 MiB blob (spec/bench/fleet.ts).
-    fleet: () => benchFleetCase(log, BLOB_MIB),
+    'fleet-store': () => benchFleetCase(log, BLOB_MIB),
+    // A fleet simulation: 4 instances, Redis behind Sentinel, 1,000 clients through the uplink, an instance and the Redis master killed (spec/bench/fleet-sim.ts).
+    fleet: () => benchFleetSimCase(log, onCleanup),
     // Through a link-shaped upstream (100 MiB/s shared, 20 ms rtt): 1 and 8 skopeo clients, and the limit (spec/bench/link.ts).
     link: () => benchLinkCase(log, onCleanup),
     // 400 clients that stop reading a cached 256 MiB blob: memory, descriptors, http.sendtimeout (spec/bench/stall.ts).
