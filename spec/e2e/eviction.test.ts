@@ -256,7 +256,7 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     assert.match(output, /^0 tags, 0 manifests, 0 blobs/m);
     assert.deepEqual([...storeFiles(mirror.root).keys()], [...before.keys()]);
     // The preview says what waits and until when, instead of a bare "0 to free".
-    const held = /^grace period \(storage\.eviction\.grace 10m\) holds back 1 tags, 1 manifests, (\d+) blobs \([^)]+\): (?:until|released between \S+ and) (\S+)$/m.exec(output);
+    const held = /^grace period \(storage\.eviction\.grace 10m\) holds back 1 tag, 1 manifest, (\d+) blobs? \([^)]+\): (?:until|released between \S+ and) (\S+)$/m.exec(output);
     assert.ok(held, output);
     assert.equal(Number(held[1]), [...before.keys()].filter((file) => file.includes('blobs/')).length, 'every stored blob is held back');
     const until = Date.parse(held[2]);
@@ -271,7 +271,7 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     await sleep(200);
     const before = storeFiles(mirror.root);
     const plan = await gc(mirror, '--dry-run', '--now', '+200h');
-    assert.match(plan, /^dry run: 1 tags, 1 manifests, 3 blobs, .* to free; store .* -> 0 B/m, plan);
+    assert.match(plan, /^dry run: 1 tag, 1 manifest, 3 blobs, .* to free; store .* -> 0 B/m, plan);
     assert.match(plan, new RegExp(`would remove manifest library/kept@${images.kept.manifestDigest} \\(ttl, last used `));
     assert.match(plan, /^grace period \(storage\.eviction\.grace 10m\) holds nothing back$/m);
     // Ten minutes from now the grace period still holds what was pulled, and the TTL takes nothing yet.
@@ -310,7 +310,7 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     await sleep(200);
     assert.deepEqual(records('library/old'), { access: true, layers: 2 }, 'the pull wrote the verdict and a link per blob of the image');
     const output = await gc(mirror, '--now', '+130s');
-    assert.match(output, /^1 tags, 1 manifests, 3 blobs/m);
+    assert.match(output, /^1 tag, 1 manifest, 3 blobs/m);
     assert.deepEqual(records('library/old'), { access: false, layers: 0 }, 'they went with the image');
 
     await pull(mirror, 'library/kept:1');
