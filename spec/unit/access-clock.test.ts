@@ -2,15 +2,14 @@ import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import winston from 'winston';
 import { accessItem, AccessClockUnavailable } from '../../src/eviction/access-clock.ts';
 import { LocalAccessClock } from '../../src/eviction/local-access-clock.ts';
 import { RedisAccessClock } from '../../src/eviction/redis-access-clock.ts';
 import { PassHeldElsewhere, RedisPassLock } from '../../src/eviction/pass-lock.ts';
-import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
-import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
+import { testRedis } from '../support/redis.ts';
 import { accessClockSuite } from './access-clock-suite.ts';
 
 const logger = winston.createLogger({ silent: true });
@@ -97,29 +96,17 @@ describe('access clock: local journal on disk', () => {
 
 const noRedis = skipUnlessBinaries(['redis-server']);
 
-function connect(server: RedisServer, prefix = 'store-a'): Promise<RedisConnection> {
-  return connectToRedis(server, logger, prefix);
-}
-
 describe('access clock: redis', { skip: noRedis }, () => {
-  let server: RedisServer;
-  const connections: RedisConnection[] = [];
-  before(async () => {
-    server = await startRedis();
-  });
-  after(async () => {
-    await Promise.all(connections.map((c) => c.close()));
-    await server?.close();
-  });
+  const redis = testRedis();
+  const connect = (prefix = 'store-a') => redis.connect(logger, prefix);
 
   accessClockSuite('redis', async () => {
-    await server.command('FLUSHALL');
+    await redis.server.command('FLUSHALL');
     const clocks: RedisAccessClock[] = [];
     return {
       open: async () => {
         // Each clock on a connection of its own, as each instance has.
-        const connection = await connect(server);
-        connections.push(connection);
+        const connection = await connect();
         const clock = new RedisAccessClock({ redis: connection, logger });
         clocks.push(clock);
         return clock;
@@ -131,9 +118,8 @@ describe('access clock: redis', { skip: noRedis }, () => {
   });
 
   it("keeps each store's records apart (the store id in the key prefix)", async () => {
-    const a = await connect(server, 'store-a');
-    const b = await connect(server, 'store-b');
-    connections.push(a, b);
+    const a = await connect('store-a');
+    const b = await connect('store-b');
     const item = accessItem.blob(digest('7'));
     const clockA = new RedisAccessClock({ redis: a, logger });
     clockA.touch(item, T0 + 7);
@@ -144,17 +130,16 @@ describe('access clock: redis', { skip: noRedis }, () => {
   });
 
   it("the fleet's eviction lock: one holder at a time, a second pass told who holds it; a lease that expired is lost to the next holder (the fence says so)", async () => {
-    const one = await connect(server, 'store-lock');
-    const two = await connect(server, 'store-lock');
-    connections.push(one, two);
+    const one = await connect('store-lock');
+    const two = await connect('store-lock');
     const first = await new RedisPassLock({ redis: one, name: 'instance-a', leaseMs: 300 }).acquire();
     assert.equal(await first.stillHeld(), true);
     const other = new RedisPassLock({ redis: two, name: 'instance-b', leaseMs: 300 });
     await assert.rejects(other.acquire(), (error: unknown) => error instanceof PassHeldElsewhere && error.holder === 'instance-a');
     // The holder stalls past its lease (its renewals stop): the lock expires and another pass takes it.
-    server.pause();
+    redis.server.pause();
     await sleep(400);
-    server.resume();
+    redis.server.resume();
     assert.ok(await one.whenReady(5_000) && await two.whenReady(5_000));
     const deadline = Date.now() + 5_000;
     let second;
@@ -169,23 +154,21 @@ describe('access clock: redis', { skip: noRedis }, () => {
   });
 
   it('with Redis stopped: a lookup fails with AccessClockUnavailable at once; uses made meanwhile are written once it is back', async () => {
-    const connection = await connect(server, 'store-outage');
-    connections.push(connection);
+    const connection = await connect('store-outage');
     const clock = new RedisAccessClock({ redis: connection, logger });
     const item = accessItem.tag('library/busybox', 'latest');
-    await server.stop();
+    await redis.server.stop();
     try {
       await sleep(100);
       await assert.rejects(clock.lastUses([item]), AccessClockUnavailable);
       clock.touch(item, T0 + 42);
       await clock.flush();
     } finally {
-      await server.start();
+      await redis.server.start();
     }
     assert.ok(await connection.whenReady(10_000), 'reconnected');
     await clock.flush();
-    const other = await connect(server, 'store-outage');
-    connections.push(other);
+    const other = await connect('store-outage');
     const reader = new RedisAccessClock({ redis: other, logger });
     assert.deepEqual(await reader.lastUses([item]), [T0 + 42]);
     await Promise.all([clock.close(), reader.close()]);
