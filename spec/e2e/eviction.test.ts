@@ -320,4 +320,34 @@ describe('eviction and garbage collection: never breaks an image', { skip: missi
     assert.equal((await pull(mirror, 'library/old:1')).manifest.digest, images.old.manifestDigest, 'and the evicted one is pulled again as before');
     await mirror.stop();
   });
+
+  it("a pass removes a repository's kept referrers lists with the manifests they are about, and keeps those of images still held", async () => {
+    const mirror = await world.startMirror({ config: { ...NO_GRACE, proxy: { tagfreshness: '0', ttl: '120s' } } });
+    /** The subjects a repository keeps a referrers list of (`_referrers/sha256/<hex>`, served while upstream is down). */
+    const lists = (name: string) => {
+      const dir = path.join(mirror.root, 'repositories', ...name.split('/'), '_referrers', 'sha256');
+      return existsSync(dir) ? readdirSync(dir).map((hex) => `sha256:${hex}`).sort() : [];
+    };
+    const askReferrers = async (name: string, digest: string) => {
+      const response = await fetch(`${mirror.url}/v2/${name}/referrers/${digest}`);
+      assert.equal(response.status, 200, await response.text());
+    };
+    await pull(mirror, 'library/old:1');
+    await askReferrers('library/old', images.old.manifestDigest);
+    assert.deepEqual(lists('library/old'), [images.old.manifestDigest], 'the answer was kept for an outage');
+    await sleep(200);
+    assert.match(await gc(mirror, '--now', '+130s'), /^1 tag, 1 manifest, 3 blobs/m);
+    assert.deepEqual(lists('library/old'), [], 'it went with the image');
+
+    await pull(mirror, 'library/kept:1');
+    await askReferrers('library/kept', images.kept.manifestDigest);
+    // A list of a manifest the repository never held (asked without a pull) is about nothing stored.
+    const never = `sha256:${'e'.repeat(64)}`;
+    await askReferrers('library/kept', never);
+    assert.deepEqual(lists('library/kept'), [images.kept.manifestDigest, never].sort());
+    await sleep(200);
+    await gc(mirror, '--now', '+60s');
+    assert.deepEqual(lists('library/kept'), [images.kept.manifestDigest], "an image that stays keeps its list; the other's goes");
+    await mirror.stop();
+  });
 });
