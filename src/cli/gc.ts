@@ -9,7 +9,7 @@ import { RedisFillCoordinator } from '../fleet/redis-fill-coordinator.ts';
 import { createStorageDriver } from '../storage/driver/create-driver.ts';
 import { createLogger } from '../logging/logger.ts';
 import { StorePaths } from '../storage/paths.ts';
-import { readStoreId } from '../storage/store-id.ts';
+import { findStoreId, readStoreId } from '../storage/store-id.ts';
 import { RedisDescriptorCache } from '../cache/redis-descriptor-cache.ts';
 import { createRedisConnection } from '../redis/redis-connection.ts';
 import { formatBytes } from '../util/format-bytes.ts';
@@ -78,7 +78,8 @@ export async function gc(args: string[]): Promise<void> {
   }
   // Running mirrors share their descriptors in Redis: a removed blob must leave none behind.
   const descriptors = redis && config.storage.cache.blobdescriptor === 'redis' && !dryRun ? new RedisDescriptorCache(redis) : undefined;
-  const clock = openAccessClock({ redis, config, logger, compacts: false });
+  // gc never makes the store's id: a store without one keeps the journal where versions before ids kept it.
+  const clock = openAccessClock({ redis, config, logger, compacts: false, storeId: () => findStoreId(driver) });
   const name = `gc-${hostname().replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40) || 'host'}-${process.pid}-${randomBytes(4).toString('hex')}`;
   // A blob another instance is filling (its fill lease in Redis) is not deleted under it.
   const fills = redis && config.redis.fleet.enabled ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger, instance: name }) : undefined;
