@@ -59,7 +59,7 @@ import { createStorageDriver } from './storage/driver/create-driver.ts';
 import type { StorageDriver } from './storage/driver/storage-driver.ts';
 import { ManifestStore } from './storage/manifest-store.ts';
 import { StorePaths } from './storage/paths.ts';
-import { renewStoreId, storeId } from './storage/store-id.ts';
+import { findStoreId, renewStoreId, requireStoreId, storeId } from './storage/store-id.ts';
 import { StoreProbe } from './storage/store-probe.ts';
 import { LiveStoreFigures } from './storage/store-stats.ts';
 import { TempArea } from './storage/temp-area.ts';
@@ -218,7 +218,7 @@ interface Caches {
 }
 
 /** The descriptor cache and fleet coordination: in-process, or through one Redis connection. */
-async function buildCaches(config: Config, logger: Logger, { driver, paths, tempArea }: Storage): Promise<Caches> {
+async function buildCaches(config: Config, logger: Logger, { driver, paths, tempArea, readOnly }: Storage): Promise<Caches> {
   // ioredis is loaded only when a Redis is configured: a mirror without one does not carry it.
   const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
   const connected = redisWanted ? await connectForStore(config, logger, driver, paths.root) : undefined;
@@ -229,7 +229,8 @@ async function buildCaches(config: Config, logger: Logger, { driver, paths, temp
     redis && config.redis.fleet.enabled
       ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
-  const clock = openAccessClock({ redis, config, logger });
+  // A read-only store is not written, not even its id: the clock then only looks for one.
+  const clock = openAccessClock({ redis, config, logger, storeId: () => (readOnly ? findStoreId(driver) : requireStoreId(driver)) });
   return { redis, descriptors, fleet, probe: connected?.probe, clock, passLock: passLockFor(redis, tempArea.id) };
 }
 

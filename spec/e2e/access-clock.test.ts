@@ -156,11 +156,11 @@ describe('the access clock: last use is a record that survives restarts and is s
     assert.match(skipped.stderr, /another eviction pass runs in the fleet \(other-instance since \S+\): nothing done/);
     for (const digest of blobsOf(images.old)) assert.ok(await stored(root, digest), `${digest} still stored`);
     // A dry run deletes nothing and takes no lock: it runs beside the pass.
-    assert.match((await gc(mirror, '--dry-run', '--now', '+1000h')).stdout, /^dry run: 1 tags, 1 manifests, 3 blobs/m);
+    assert.match((await gc(mirror, '--dry-run', '--now', '+1000h')).stdout, /^dry run: 1 tag, 1 manifest, 3 blobs/m);
     await lease.release();
     const ran = await gc(mirror, '--now', '+1000h');
     assert.equal(ran.code, 0, ran.stderr);
-    assert.match(ran.stdout, /^1 tags, 1 manifests, 3 blobs/m);
+    assert.match(ran.stdout, /^1 tag, 1 manifest, 3 blobs/m);
     await mirror.stop();
   });
 
@@ -177,7 +177,7 @@ describe('the access clock: last use is a record that survives restarts and is s
     assert.equal(claim.kind, 'mine');
     const pass = await gc(mirror, '--now', '+1000h');
     assert.equal(pass.code, 0, pass.stderr);
-    assert.match(pass.stdout, /^1 tags, 1 manifests, 2 blobs, .*; 1 kept \(used during the pass\)/m);
+    assert.match(pass.stdout, /^1 tag, 1 manifest, 2 blobs, .*; 1 kept \(used during the pass\)/m);
     assert.doesNotMatch(pass.stdout, new RegExp(`removed blob ${layer}`));
     assert.ok(await stored(root, layer), 'the layer under a fill lease stays');
     await claim.lease.release('committed');

@@ -201,7 +201,7 @@ describe('status page: browse the cache, see a pin and the next eviction pass', 
     assert.ok(!preview.some((item) => item.includes('library/pinned') || item.endsWith(images.pinned.manifestDigest)), 'nothing pinned is in the preview');
     const pinned = await cells(page, '#preview-pinned tbody tr');
     assert.deepEqual(pinned, [['pinned', 'library/pinned:1', `${namespace}/library/pinned:*`]]);
-    assert.match(report, /storage\.eviction\.keep holds 1 tags and 1 manifests/);
+    assert.match(report, /storage\.eviction\.keep holds 1 tag and 1 manifest/);
     assert.equal(await page.locator('#preview-summary').getAttribute('data-manifests'), String(preview.filter((item) => item.startsWith('manifest ')).length));
     await shoot(page, 'eviction-preview');
     assert.deepEqual(errors, [], 'no script errors');

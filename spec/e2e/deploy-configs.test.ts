@@ -195,14 +195,15 @@ const COMPONENTS = readdirSync(path.join(ROOT, 'deploy/kubernetes/components')).
 /**
  * `kubectl kustomize` of a variant as a user renders it: as shipped, or with `components`
  * switched on the way its kustomization.yaml says (uncommenting their lines), in a copy of
- * deploy/kubernetes. Nothing on stderr: a deprecation warning (bases:, patchesStrategicMerge:)
- * fails it as an error does.
+ * deploy/kubernetes, which `edit` may change first (given the copy's root). Nothing on stderr:
+ * a deprecation warning (bases:, patchesStrategicMerge:) fails it as an error does.
  */
-async function kustomize(variant: string, components: string[] = []): Promise<any[]> {
+async function kustomize(variant: string, components: string[] = [], edit?: (root: string) => void): Promise<any[]> {
   let dir = path.join(ROOT, 'deploy/kubernetes', variant);
-  if (components.length > 0) {
+  if (components.length > 0 || edit) {
     const copy = path.join(work.path, `kubernetes-${fileCount++}`);
     cpSync(path.join(ROOT, 'deploy/kubernetes'), copy, { recursive: true });
+    edit?.(copy);
     dir = path.join(copy, variant);
     const file = path.join(dir, 'kustomization.yaml');
     let text = readFileSync(file, 'utf8');
@@ -220,6 +221,26 @@ async function kustomize(variant: string, components: string[] = []): Promise<an
   assert.equal(result.code, 0, `${what}: ${result.stderr}`);
   assert.equal(result.stderr.trim(), '', `${what} warns`);
   return parseAllDocuments(result.stdout).map((doc) => doc.toJS());
+}
+
+/**
+ * An edit for kustomize(): the mirror's Service on another port than the shipped 5000, as a
+ * user may move it. What reaches the mirror through the Service (the node DaemonSet, the warm
+ * CronJob) must follow it, not a port of its own.
+ */
+function serviceOnPort(port: number): (root: string) => void {
+  return (root) => {
+    const file = path.join(root, 'base/service.yaml');
+    const text = readFileSync(file, 'utf8');
+    assert.match(text, /^ {6}port: 5000$/m);
+    writeFileSync(file, text.replace(/^ {6}port: 5000$/m, `      port: ${port}`));
+  };
+}
+
+/** A container's arguments as the kubelet runs them: each `$(NAME)` of its env replaced by the value (`$$` is a `$`). */
+function argsOf(container: any): string[] {
+  const env = new Map<string, string>((container.env ?? []).filter((v: any) => typeof v.value === 'string').map((v: any) => [v.name, v.value]));
+  return (container.args ?? []).map((arg: string) => arg.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name: string | undefined) => (name === undefined ? '$' : env.get(name) ?? whole)));
 }
 
 const find = (objects: any[], kind: string, name: string) => objects.find((o) => o.kind === kind && o.metadata?.name === name);
@@ -781,7 +802,7 @@ describe('the Kubernetes components: each renders with each variant, and does wh
 
   it("node-config: a DaemonSet writes each registry's hosts.toml into the node's /etc/containerd/certs.d, for the Service's ClusterIP", async (t) => {
     if (!requireKubectl(t)) return;
-    const objects = await kustomize('fleet', ['node-config']);
+    const objects = await kustomize('fleet', ['node-config'], serviceOnPort(5123));
     const daemonSet = objects.find((o) => o.kind === 'DaemonSet');
     assert.ok(daemonSet, 'a DaemonSet');
     const spec = daemonSet.spec.template.spec;
@@ -800,12 +821,13 @@ describe('the Kubernetes components: each renders with each variant, and does wh
     const image = readDockerfile();
     assert.ok(image.copies.some((c) => c.from === 'build' && c.dest === './dist'), "the image's WORKDIR holds dist/");
     const service = find(objects, 'Service', 'pullmirror');
+    assert.equal(service.spec.ports[0].port, 5123, 'rendered with the Service on a port of its own');
     const mounts = mountVolumes(objects, spec, container);
     const bin = path.join(work.path, `fake-dns-${fileCount++}`);
     mkdirSync(bin);
     writeFileSync(path.join(bin, 'getent'), `#!/bin/sh\n[ "$1" = hosts ] && [ "$2" = ${service.metadata.name} ] && echo "10.96.0.50      ${service.metadata.name}.mirror.svc.cluster.local" && exit 0\nexit 2\n`, { mode: 0o755 });
     const [shell, flag] = container.command;
-    const script = intoMounts(container.args[0], mounts);
+    const script = intoMounts(argsOf(container)[0], mounts);
     const env: NodeJS.ProcessEnv = { ...cleanEnv(['REGISTRY_', 'PULLMIRROR_']), PATH: `${bin}:${path.dirname(process.execPath)}:/usr/bin:/bin` };
     for (const variable of container.env ?? []) env[variable.name] = intoMounts(String(variable.value), mounts);
     const child = spawn(shell, [flag, script], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -830,27 +852,29 @@ describe('the Kubernetes components: each renders with each variant, and does wh
 
   it("warm: a CronJob runs `pullmirror warm` (the image's entrypoint) against the Service, with the list it mounts", async (t) => {
     if (!requireKubectl(t)) return;
-    const objects = await kustomize('single', ['warm']);
+    const objects = await kustomize('single', ['warm'], serviceOnPort(5123));
     const cronJob = objects.find((o) => o.kind === 'CronJob');
     assert.ok(cronJob, 'a CronJob');
     assert.equal(cronJob.spec.concurrencyPolicy, 'Forbid', 'one run at a time');
     const spec = cronJob.spec.jobTemplate.spec.template.spec;
     const [container] = spec.containers;
     assert.equal(container.command, undefined, "the image's entrypoint, pullmirror, runs the arguments");
-    assert.equal(container.args[0], 'warm');
-    const mirror = new URL(container.args[container.args.indexOf('--mirror') + 1]);
+    const commandLine = argsOf(container);
+    assert.equal(commandLine[0], 'warm');
+    const mirror = new URL(commandLine[commandLine.indexOf('--mirror') + 1]);
     const service = find(objects, 'Service', 'pullmirror');
     assert.equal(mirror.hostname, service.metadata.name, 'the Service by its name (pods resolve cluster DNS)');
-    assert.equal(Number(mirror.port), service.spec.ports[0].port);
+    assert.equal(service.spec.ports[0].port, 5123, 'rendered with the Service on a port of its own');
+    assert.equal(Number(mirror.port), service.spec.ports[0].port, "the Service's port");
     const mounts = mountVolumes(objects, spec, container);
-    const list = intoMounts(container.args[container.args.indexOf('--file') + 1], mounts);
+    const list = intoMounts(commandLine[commandLine.indexOf('--file') + 1], mounts);
     assert.ok(existsSync(list), `--file names a file of the mounted ConfigMap (${list})`);
     assert.ok(readFileSync(list, 'utf8').split('\n').some((line) => /^[a-z]/.test(line)), 'the list names images');
     // The built bundle accepts the arguments: `--help` of that command answers 0, and the whole
     // command line with the mirror's address unreachable gets as far as connecting (exit 1, not a usage error, 2).
-    const help = await exec(process.execPath, [BUNDLE, container.args[0], '--help']);
+    const help = await exec(process.execPath, [BUNDLE, commandLine[0], '--help']);
     assert.equal(help.code, 0, help.stderr);
-    const args = container.args.map((arg: string) => intoMounts(arg, mounts)).map((arg: string) => (arg === mirror.href.replace(/\/$/, '') ? 'http://127.0.0.1:9' : arg));
+    const args = commandLine.map((arg: string) => intoMounts(arg, mounts)).map((arg: string) => (arg === mirror.href.replace(/\/$/, '') ? 'http://127.0.0.1:9' : arg));
     const offline = await exec(process.execPath, [BUNDLE, ...args], cleanEnv(['REGISTRY_', 'PULLMIRROR_']));
     assert.equal(offline.code, 1, `${args.join(' ')}: ${offline.stderr}${offline.stdout}`);
   });
@@ -870,8 +894,9 @@ describe('the warm CronJob warms its list through a running mirror', { skip: mis
     const objects = await kustomize('fleet', ['warm']);
     const spec = objects.find((o) => o.kind === 'CronJob').spec.jobTemplate.spec.template.spec;
     const [container] = spec.containers;
+    const commandLine = argsOf(container);
     const mounts = mountVolumes(objects, spec, container);
-    const listFile = intoMounts(container.args[container.args.indexOf('--file') + 1], mounts);
+    const listFile = intoMounts(commandLine[commandLine.indexOf('--file') + 1], mounts);
     const images = readFileSync(listFile, 'utf8').split('\n').map((line) => line.replace(/#.*/, '').trim()).filter(Boolean);
     assert.ok(images.length > 0);
     // The upstream holds every listed image (as Docker Hub does): `alpine:3.20` is library/alpine.
@@ -881,8 +906,8 @@ describe('the warm CronJob warms its list through a running mirror', { skip: mis
     }
     // The test's upstream stands for Docker Hub, as a company's Hub proxy would (proxy.namespace).
     const mirror = await world.startMirror({ bundle: true, config: { proxy: { namespace: 'docker.io' } } });
-    const serviceUrl = container.args[container.args.indexOf('--mirror') + 1];
-    const args = container.args.map((arg: string) => (arg === serviceUrl ? mirror.url : intoMounts(arg, mounts)));
+    const serviceUrl = commandLine[commandLine.indexOf('--mirror') + 1];
+    const args = commandLine.map((arg: string) => (arg === serviceUrl ? mirror.url : intoMounts(arg, mounts)));
     const result = await exec(process.execPath, [BUNDLE, ...args], cleanEnv(['REGISTRY_', 'PULLMIRROR_']));
     assert.equal(result.code, 0, result.stderr + result.stdout);
     assert.match(result.stdout, new RegExp(`warmed ${images.length} of ${images.length} image\\(s\\)`));

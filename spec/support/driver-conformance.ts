@@ -20,6 +20,7 @@ import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import { StorageDriverError, type StorageDriver, type StorageFault } from '../../src/storage/driver/storage-driver.ts';
+import { collect, collector } from './collect.ts';
 import { eventually } from './wait.ts';
 
 export interface DriverUnderTest {
@@ -340,12 +341,6 @@ export function isFault(fault: StorageFault): (error: unknown) => boolean {
   };
 }
 
-export async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
-  const all: T[] = [];
-  for await (const item of items) all.push(item);
-  return all;
-}
-
 /** Runs fn over items, 16 at a time (1,100 puts one after another are slow on a remote store). */
 async function forEachLimited<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -453,19 +448,13 @@ async function sendRange(driver: StorageDriver, key: string, start: number, end:
 async function collectRange(driver: StorageDriver, key: string, start: number, end: number): Promise<Buffer> {
   const opened = await driver.open(key);
   assert.ok(opened, `${key} is stored`);
-  const chunks: Buffer[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      chunks.push(Buffer.from(chunk));
-      callback();
-    },
-  });
+  const sent = collector();
   try {
-    await opened.send(sink, { start, end });
+    await opened.send(sent.res, { start, end });
   } finally {
     opened.release();
   }
-  return Buffer.concat(chunks);
+  return sent.body();
 }
 
 async function readWhole(driver: StorageDriver, key: string): Promise<Buffer> {

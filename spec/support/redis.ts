@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before } from 'node:test';
 import { loadConfig } from '../../src/config/load.ts';
 import type { Logger } from '../../src/logging/logger.ts';
 import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
@@ -201,4 +202,42 @@ export async function connectToRedis(server: RedisServer, logger: Logger, prefix
     throw new Error(`no connection to ${server.url} within 5 s`);
   }
   return connection;
+}
+
+/** A redis-server shared by the tests of one describe block (testRedis). */
+export interface TestRedis {
+  /** The server, started before the block's first test. */
+  readonly server: RedisServer;
+  /** A connection to it (connectToRedis), closed after the block's last test. */
+  connect(logger: Logger, prefix?: string): Promise<RedisConnection>;
+}
+
+/**
+ * A redis-server for the describe block this is called in: started in its before(), stopped in
+ * its after() with every connection the tests opened through connect().
+ */
+export function testRedis(): TestRedis {
+  let server: RedisServer | undefined;
+  const connections: RedisConnection[] = [];
+  before(async () => {
+    server = await startRedis();
+  });
+  after(async () => {
+    await Promise.all(connections.map((connection) => connection.close()));
+    await server?.close();
+  });
+  const started = (): RedisServer => {
+    if (!server) throw new Error('the redis-server starts before the first test: use it inside a test');
+    return server;
+  };
+  return {
+    get server() {
+      return started();
+    },
+    async connect(logger, prefix) {
+      const connection = await connectToRedis(started(), logger, prefix);
+      connections.push(connection);
+      return connection;
+    },
+  };
 }

@@ -2,15 +2,18 @@ import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import winston from 'winston';
+import { loadConfig } from '../../src/config/load.ts';
 import { accessItem, AccessClockUnavailable } from '../../src/eviction/access-clock.ts';
+import { openAccessClock } from '../../src/eviction/access-clock-setup.ts';
 import { LocalAccessClock } from '../../src/eviction/local-access-clock.ts';
 import { RedisAccessClock } from '../../src/eviction/redis-access-clock.ts';
 import { PassHeldElsewhere, RedisPassLock } from '../../src/eviction/pass-lock.ts';
-import type { RedisConnection } from '../../src/redis/redis-connection.ts';
+import { MemoryDriver } from '../../src/storage/driver/memory-driver.ts';
+import { findStoreId, requireStoreId } from '../../src/storage/store-id.ts';
 import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
-import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
+import { testRedis } from '../support/redis.ts';
 import { accessClockSuite } from './access-clock-suite.ts';
 
 const logger = winston.createLogger({ silent: true });
@@ -95,31 +98,97 @@ describe('access clock: local journal on disk', () => {
   });
 });
 
+/**
+ * Without Redis, a store on a bucket keeps its journal in the local spool directory, which
+ * instances of different buckets on one host share (its default is in the OS's temp directory).
+ * The buckets here are in-memory drivers, each given its id as the mirror gives one
+ * (storage/store-id.ts); the journals are real files in one spool.
+ */
+describe('access clock: local journal of a store on a bucket', () => {
+  const dir = tempDir('pullmirror-clock-bucket');
+  after(() => dir.cleanup());
+  let n = 0;
+  const spool = () => path.join(dir.path, `spool-${n++}`);
+  const bucketConfig = (bucket: string, spooldirectory: string) =>
+    loadConfig({ env: { REGISTRY_STORAGE_S3_BUCKET: bucket, REGISTRY_STORAGE_S3_REGION: 'us-east-1', REGISTRY_STORAGE_S3_SPOOLDIRECTORY: spooldirectory } });
+  /** The clock a mirror on `bucket` opens: it makes the store's id when there is none. */
+  const mirrorClock = (bucket: MemoryDriver, name: string, spooldirectory: string) =>
+    openAccessClock({ config: bucketConfig(name, spooldirectory), logger, storeId: () => requireStoreId(bucket) });
+  const item = accessItem.tag('library/alpine', '3');
+
+  it("two stores on one spool directory keep their records apart, each instance and `gc` reading its own store's", async () => {
+    const shared = spool();
+    const [one, two] = [new MemoryDriver(), new MemoryDriver()];
+    const clockOne = mirrorClock(one, 'one', shared);
+    clockOne.touch(item, T0 + 1);
+    await clockOne.close();
+    const clockTwo = mirrorClock(two, 'two', shared);
+    assert.deepEqual(await clockTwo.lastUses([item]), [undefined], "the other store's use is not this one's");
+    clockTwo.touch(item, T0 + 2);
+    await clockTwo.close();
+    // gc beside each (it reads the id, never makes one) finds that store's records.
+    for (const [bucket, name, expected] of [[one, 'one', T0 + 1], [two, 'two', T0 + 2]] as const) {
+      const gcClock = openAccessClock({ config: bucketConfig(name, shared), logger, compacts: false, storeId: () => findStoreId(bucket) });
+      assert.deepEqual(await gcClock.lastUses([item]), [expected], name);
+      await gcClock.close();
+    }
+  });
+
+  it('a store keeps the records of the journal every store of the spool shared before, and adds its own apart', async () => {
+    const shared = spool();
+    const before = new LocalAccessClock({ dir: path.join(shared, '_access-clock'), logger });
+    before.touch(item, T0 + 5);
+    await before.close();
+    const [one, two] = [new MemoryDriver(), new MemoryDriver()];
+    const clockOne = mirrorClock(one, 'one', shared);
+    assert.deepEqual(await clockOne.lastUses([item]), [T0 + 5], 'the use recorded before the upgrade still counts');
+    clockOne.touch(item, T0 + 9);
+    await clockOne.close();
+    const clockTwo = mirrorClock(two, 'two', shared);
+    assert.deepEqual(await clockTwo.lastUses([item]), [T0 + 5], 'the other store has the shared records too, not the first store\'s new one');
+    await clockTwo.close();
+    // A store no instance of this version has run on has no id: gc reads the shared journal, as before.
+    const untouched = openAccessClock({ config: bucketConfig('three', shared), logger, compacts: false, storeId: () => findStoreId(new MemoryDriver()) });
+    assert.deepEqual(await untouched.lastUses([item]), [T0 + 5]);
+    await untouched.close();
+  });
+
+  it("while the store's id is not known (the bucket has not answered), uses wait in memory and a lookup is unavailable; then they are written under it", async () => {
+    const shared = spool();
+    let answers = false;
+    const id = '00000000000000aa';
+    const clock = openAccessClock({
+      config: bucketConfig('late', shared),
+      logger,
+      storeId: async () => {
+        if (!answers) throw new Error('the bucket has not answered');
+        return id;
+      },
+    });
+    clock.touch(item, T0 + 3);
+    await clock.flush();
+    await assert.rejects(clock.lastUses([item]), AccessClockUnavailable, 'no pass on a journal that is not known');
+    answers = true;
+    await clock.flush();
+    assert.deepEqual(await clock.lastUses([item]), [T0 + 3]);
+    await clock.close();
+    assert.match(readFileSync(path.join(shared, '_access-clock', id, 'journal'), 'utf8'), new RegExp(`^${T0 + 3} ${item}$`, 'm'));
+  });
+});
+
 const noRedis = skipUnlessBinaries(['redis-server']);
 
-function connect(server: RedisServer, prefix = 'store-a'): Promise<RedisConnection> {
-  return connectToRedis(server, logger, prefix);
-}
-
 describe('access clock: redis', { skip: noRedis }, () => {
-  let server: RedisServer;
-  const connections: RedisConnection[] = [];
-  before(async () => {
-    server = await startRedis();
-  });
-  after(async () => {
-    await Promise.all(connections.map((c) => c.close()));
-    await server?.close();
-  });
+  const redis = testRedis();
+  const connect = (prefix = 'store-a') => redis.connect(logger, prefix);
 
   accessClockSuite('redis', async () => {
-    await server.command('FLUSHALL');
+    await redis.server.command('FLUSHALL');
     const clocks: RedisAccessClock[] = [];
     return {
       open: async () => {
         // Each clock on a connection of its own, as each instance has.
-        const connection = await connect(server);
-        connections.push(connection);
+        const connection = await connect();
         const clock = new RedisAccessClock({ redis: connection, logger });
         clocks.push(clock);
         return clock;
@@ -131,9 +200,8 @@ describe('access clock: redis', { skip: noRedis }, () => {
   });
 
   it("keeps each store's records apart (the store id in the key prefix)", async () => {
-    const a = await connect(server, 'store-a');
-    const b = await connect(server, 'store-b');
-    connections.push(a, b);
+    const a = await connect('store-a');
+    const b = await connect('store-b');
     const item = accessItem.blob(digest('7'));
     const clockA = new RedisAccessClock({ redis: a, logger });
     clockA.touch(item, T0 + 7);
@@ -144,17 +212,16 @@ describe('access clock: redis', { skip: noRedis }, () => {
   });
 
   it("the fleet's eviction lock: one holder at a time, a second pass told who holds it; a lease that expired is lost to the next holder (the fence says so)", async () => {
-    const one = await connect(server, 'store-lock');
-    const two = await connect(server, 'store-lock');
-    connections.push(one, two);
+    const one = await connect('store-lock');
+    const two = await connect('store-lock');
     const first = await new RedisPassLock({ redis: one, name: 'instance-a', leaseMs: 300 }).acquire();
     assert.equal(await first.stillHeld(), true);
     const other = new RedisPassLock({ redis: two, name: 'instance-b', leaseMs: 300 });
     await assert.rejects(other.acquire(), (error: unknown) => error instanceof PassHeldElsewhere && error.holder === 'instance-a');
     // The holder stalls past its lease (its renewals stop): the lock expires and another pass takes it.
-    server.pause();
+    redis.server.pause();
     await sleep(400);
-    server.resume();
+    redis.server.resume();
     assert.ok(await one.whenReady(5_000) && await two.whenReady(5_000));
     const deadline = Date.now() + 5_000;
     let second;
@@ -169,23 +236,21 @@ describe('access clock: redis', { skip: noRedis }, () => {
   });
 
   it('with Redis stopped: a lookup fails with AccessClockUnavailable at once; uses made meanwhile are written once it is back', async () => {
-    const connection = await connect(server, 'store-outage');
-    connections.push(connection);
+    const connection = await connect('store-outage');
     const clock = new RedisAccessClock({ redis: connection, logger });
     const item = accessItem.tag('library/busybox', 'latest');
-    await server.stop();
+    await redis.server.stop();
     try {
       await sleep(100);
       await assert.rejects(clock.lastUses([item]), AccessClockUnavailable);
       clock.touch(item, T0 + 42);
       await clock.flush();
     } finally {
-      await server.start();
+      await redis.server.start();
     }
     assert.ok(await connection.whenReady(10_000), 'reconnected');
     await clock.flush();
-    const other = await connect(server, 'store-outage');
-    connections.push(other);
+    const other = await connect('store-outage');
     const reader = new RedisAccessClock({ redis: other, logger });
     assert.deepEqual(await reader.lastUses([item]), [T0 + 42]);
     await Promise.all([clock.close(), reader.close()]);

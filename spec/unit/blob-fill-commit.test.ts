@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { BlobFill } from '../../src/proxy/blob-fill.ts';
 import { fillSource, isStoredObject } from '../../src/proxy/shared-fill.ts';
@@ -15,19 +14,9 @@ import type { ResumableBlobBody } from '../../src/proxy/upstream-blob.ts';
 import { parseDigest } from '../../src/registry/digest.ts';
 import { BlobStore } from '../../src/storage/blob-store.ts';
 import { MemoryDriver } from '../../src/storage/driver/memory-driver.ts';
+import { collector } from '../support/collect.ts';
 import { seededBytes, sha256Digest } from '../support/images.ts';
 import { tempDir } from '../support/processes.ts';
-
-function collector(): { res: Writable; body: () => Buffer } {
-  const chunks: Buffer[] = [];
-  const res = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      chunks.push(Buffer.from(chunk));
-      callback();
-    },
-  });
-  return { res, body: () => Buffer.concat(chunks) };
-}
 
 /** The blob's bytes in chunks, as an upstream body gives them. */
 function bodyOf(bytes: Buffer): ResumableBlobBody {

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import winston from 'winston';
 import { MemoryDescriptorCache } from '../../src/cache/memory-descriptor-cache.ts';
 import { RedisDescriptorCache } from '../../src/cache/redis-descriptor-cache.ts';
-import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries } from '../support/processes.ts';
-import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
+import { testRedis } from '../support/redis.ts';
 import { descriptorCacheSuite } from './descriptor-cache-suite.ts';
 
 const noRedis = skipUnlessBinaries(['redis-server']);
@@ -24,34 +23,20 @@ function capturingLogger(): { logger: winston.Logger; lines: Record<string, any>
   return { logger: winston.createLogger({ format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] }), lines };
 }
 
-function connect(server: RedisServer, logger: winston.Logger): Promise<RedisConnection> {
-  return connectToRedis(server, logger);
-}
-
 descriptorCacheSuite('inmemory', async () => new MemoryDescriptorCache(100));
 
 describe('redis', { skip: noRedis }, () => {
-  let server: RedisServer;
-  const connections: RedisConnection[] = [];
-  before(async () => {
-    server = await startRedis();
-  });
-  after(async () => {
-    await Promise.all(connections.map((c) => c.close()));
-    await server?.close();
-  });
+  const redis = testRedis();
 
   descriptorCacheSuite('redis', async () => {
-    await server.command('FLUSHALL');
-    const connection = await connect(server, capturingLogger().logger);
-    connections.push(connection);
+    await redis.server.command('FLUSHALL');
+    const connection = await redis.connect(capturingLogger().logger);
     return new RedisDescriptorCache(connection);
   });
 
   it('shares descriptors between instances on one Redis', async () => {
-    const one = await connect(server, capturingLogger().logger);
-    const two = await connect(server, capturingLogger().logger);
-    connections.push(one, two);
+    const one = await redis.connect(capturingLogger().logger);
+    const two = await redis.connect(capturingLogger().logger);
     const digest = `sha256:${'d'.repeat(64)}`;
     await new RedisDescriptorCache(one).set({ digest, size: 77 });
     assert.deepEqual(await new RedisDescriptorCache(two).get(digest), { digest, size: 77 });
@@ -61,16 +46,15 @@ describe('redis', { skip: noRedis }, () => {
 
   it('with Redis hung (commands time out on an open connection) logs once and notices when it answers again', async () => {
     const { logger, lines } = capturingLogger();
-    const connection = await connect(server, logger);
-    connections.push(connection);
+    const connection = await redis.connect(logger);
     const cache = new RedisDescriptorCache(connection);
     const digest = `sha256:${'9'.repeat(64)}`;
-    server.pause();
+    redis.server.pause();
     try {
       const results = await Promise.all(Array.from({ length: 20 }, () => cache.get(digest)));
       assert.deepEqual(results, Array(20).fill(undefined), 'every call answered "not cached" after the timeout');
     } finally {
-      server.resume();
+      redis.server.resume();
     }
     const deadline = performance.now() + 10_000;
     while (!lines.some((line) => line.message === 'redis reachable again') && performance.now() < deadline) await sleep(50);
@@ -82,12 +66,11 @@ describe('redis', { skip: noRedis }, () => {
 
   it('with Redis stopped answers "not cached" at once, logs the outage once, and recovers by itself', async () => {
     const { logger, lines } = capturingLogger();
-    const connection = await connect(server, logger);
-    connections.push(connection);
+    const connection = await redis.connect(logger);
     const cache = new RedisDescriptorCache(connection);
     const digest = `sha256:${'e'.repeat(64)}`;
     await cache.set({ digest, size: 3 });
-    await server.stop();
+    await redis.server.stop();
     try {
       for (let i = 0; i < 50; i++) {
         assert.equal(await cache.get(digest), undefined);
@@ -98,7 +81,7 @@ describe('redis', { skip: noRedis }, () => {
       await sleep(1_000); // several reconnect attempts fail meanwhile
       assert.equal(lines.filter((line) => line.level === 'error').length, 1, JSON.stringify(lines));
     } finally {
-      await server.start();
+      await redis.server.start();
     }
     const deadline = performance.now() + 10_000;
     while (!connection.available && performance.now() < deadline) await sleep(50);

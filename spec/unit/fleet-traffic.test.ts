@@ -4,34 +4,21 @@
  * is a figure (numbers ≥ 0, pull records with their fields) and never breaks the answer.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import winston from 'winston';
 import { FleetTraffic } from '../../src/fleet/fleet-traffic.ts';
-import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries } from '../support/processes.ts';
-import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
+import { testRedis } from '../support/redis.ts';
 
 const logger = winston.createLogger({ silent: true });
 
-function connect(server: RedisServer): Promise<RedisConnection> {
-  return connectToRedis(server, logger, 'store-a');
-}
-
 describe('fleet traffic', { skip: skipUnlessBinaries(['redis-server']) }, () => {
-  let server: RedisServer;
-  const connections: RedisConnection[] = [];
-  before(async () => {
-    server = await startRedis();
-  });
-  after(async () => {
-    await Promise.all(connections.map((c) => c.close()));
-    await server?.close();
-  });
+  const redis = testRedis();
+  const connect = () => redis.connect(logger, 'store-a');
 
   it('adds up what each instance served: totals, minutes, repositories, the latest pulls with who served them', async () => {
-    await server.command('FLUSHALL');
-    const [one, two] = [await connect(server), await connect(server)];
-    connections.push(one, two);
+    await redis.server.command('FLUSHALL');
+    const [one, two] = [await connect(), await connect()];
     const a = new FleetTraffic({ redis: one, logger, address: () => '10.0.0.1:5000' });
     const b = new FleetTraffic({ redis: two, logger, address: () => '10.0.0.2:5000' });
     const now = Date.now();
@@ -59,9 +46,8 @@ describe('fleet traffic', { skip: skipUnlessBinaries(['redis-server']) }, () => 
   });
 
   it('shows only figures from keys someone else wrote: junk counts read 0, junk pulls are left out', async () => {
-    await server.command('FLUSHALL');
-    const connection = await connect(server);
-    connections.push(connection);
+    await redis.server.command('FLUSHALL');
+    const connection = await connect();
     // Through the same connection, so under the same key prefix as the figures.
     await connection.client.hset('traffic:{traffic}:totals', { pulls: '-5', hits: 'lots', misses: '1e400', bytesFromCache: '12' });
     await connection.client.lpush(
@@ -79,16 +65,15 @@ describe('fleet traffic', { skip: skipUnlessBinaries(['redis-server']) }, () => 
   });
 
   it('answers undefined while Redis is unreachable (the overview then shows this instance)', async () => {
-    const connection = await connect(server);
-    connections.push(connection);
+    const connection = await connect();
     const traffic = new FleetTraffic({ redis: connection, logger, address: () => 'me' });
-    await server.stop();
+    await redis.server.stop();
     try {
       traffic.response('hit', 10, Date.now());
       await traffic.flush();
       assert.equal(await traffic.snapshot(), undefined);
     } finally {
-      await server.start();
+      await redis.server.start();
     }
   });
 });

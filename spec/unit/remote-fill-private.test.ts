@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import winston from 'winston';
 import { loadConfig } from '../../src/config/load.ts';
@@ -18,24 +17,13 @@ import { createRedisConnection, type RedisConnection } from '../../src/redis/red
 import { parseDigest } from '../../src/registry/digest.ts';
 import { BlobStore } from '../../src/storage/blob-store.ts';
 import { MemoryDriver } from '../../src/storage/driver/memory-driver.ts';
+import { collector } from '../support/collect.ts';
 import { seededBytes, sha256Digest } from '../support/images.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
 
 const logger = winston.createLogger({ silent: true });
 const LEASE_MS = 600;
-
-/** A response that keeps what it is sent. */
-function collector(): { res: Writable; body: () => Buffer } {
-  const chunks: Buffer[] = [];
-  const res = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      chunks.push(Buffer.from(chunk));
-      callback();
-    },
-  });
-  return { res, body: () => Buffer.concat(chunks) };
-}
 
 describe('a fleet follower where spools are private (one bucket, no shared volume)', { skip: skipUnlessBinaries(['redis-server']) }, () => {
   let redis: RedisServer;

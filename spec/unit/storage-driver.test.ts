@@ -6,7 +6,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { FilesystemDriver } from '../../src/storage/driver/filesystem-driver.ts';
 import { MemoryDriver } from '../../src/storage/driver/memory-driver.ts';
-import { collect, describeDriverConformance, isFault, Pattern } from '../support/driver-conformance.ts';
+import { collect } from '../support/collect.ts';
+import { describeDriverConformance, isFault, Pattern } from '../support/driver-conformance.ts';
 import { blobPath } from '../support/store.ts';
 import { mountTmpfs, type Tmpfs } from '../support/tmpfs.ts';
 

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { parseDigest } from '../../src/registry/digest.ts';
 import { RegistryError } from '../../src/registry/errors.ts';
@@ -20,20 +19,9 @@ import { HASH_OFF_THREAD_BYTES } from '../../src/storage/file-hasher.ts';
 import { ManifestStore } from '../../src/storage/manifest-store.ts';
 import { StoreKeys } from '../../src/storage/paths.ts';
 import { readStoreId, storeId } from '../../src/storage/store-id.ts';
+import { collector } from '../support/collect.ts';
 import { seededBytes, sha256Digest } from '../support/images.ts';
 import { tempDir } from '../support/processes.ts';
-
-/** A response that keeps what it is sent. */
-function collector(): { res: Writable; body: () => Buffer } {
-  const chunks: Buffer[] = [];
-  const res = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      chunks.push(Buffer.from(chunk));
-      callback();
-    },
-  });
-  return { res, body: () => Buffer.concat(chunks) };
-}
 
 describe('the store semantics over a driver (in-memory)', () => {
   const dir = tempDir('pullmirror-semantics');

@@ -9,11 +9,12 @@ import { RedisFillCoordinator } from '../fleet/redis-fill-coordinator.ts';
 import { createStorageDriver } from '../storage/driver/create-driver.ts';
 import { createLogger } from '../logging/logger.ts';
 import { StorePaths } from '../storage/paths.ts';
-import { readStoreId } from '../storage/store-id.ts';
+import { findStoreId, readStoreId } from '../storage/store-id.ts';
 import { RedisDescriptorCache } from '../cache/redis-descriptor-cache.ts';
 import { createRedisConnection } from '../redis/redis-connection.ts';
 import { formatBytes } from '../util/format-bytes.ts';
 import { formatDuration } from '../util/format-duration.ts';
+import { pluralPlain } from '../util/plural.ts';
 import { parseCommand, usageError, type CommandSpec } from './args.ts';
 import { loadConfigOrExit } from './config-arg.ts';
 
@@ -77,7 +78,8 @@ export async function gc(args: string[]): Promise<void> {
   }
   // Running mirrors share their descriptors in Redis: a removed blob must leave none behind.
   const descriptors = redis && config.storage.cache.blobdescriptor === 'redis' && !dryRun ? new RedisDescriptorCache(redis) : undefined;
-  const clock = openAccessClock({ redis, config, logger, compacts: false });
+  // gc never makes the store's id: a store without one keeps the journal where versions before ids kept it.
+  const clock = openAccessClock({ redis, config, logger, compacts: false, storeId: () => findStoreId(driver) });
   const name = `gc-${hostname().replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40) || 'host'}-${process.pid}-${randomBytes(4).toString('hex')}`;
   // A blob another instance is filling (its fill lease in Redis) is not deleted under it.
   const fills = redis && config.redis.fleet.enabled ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger, instance: name }) : undefined;
@@ -145,14 +147,14 @@ export function itemLine(verb: string, item: SweptItem): string {
 /** The lines after the items: totals, what the grace period holds back, what storage.eviction.keep held. */
 export function summary(result: SweepResult): string {
   const lines = [
-    `${result.dryRun ? 'dry run: ' : ''}${result.tags.length} tags, ${result.links.length} manifests, ${result.blobs.length} blobs, ` +
+    `${result.dryRun ? 'dry run: ' : ''}${counts(result.tags.length, result.links.length, result.blobs.length)}, ` +
       `${size(result.freed)} ${result.dryRun ? 'to free' : 'freed'}; store ${size(result.sizeBefore)} -> ${size(result.sizeAfter)}` +
       `${result.kept ? `; ${result.kept} kept (used during the pass)` : ''}${result.capUnreached ? '; size cap not reached (recent or pinned content is protected)' : ''}` +
       ` in ${(result.durationMs / 1000).toFixed(2)} s`,
   ];
-  if (result.cleaned > 0) lines.push(`${result.cleaned} incomplete uploads left by crashed writers removed`);
+  if (result.cleaned > 0) lines.push(`${pluralPlain(result.cleaned, 'incomplete upload')} left by crashed writers removed`);
   if (result.graceHeld) lines.push(graceLine(result.graceHeld, result.graceMs));
-  if (result.pinned.tags + result.pinned.manifests > 0) lines.push(`storage.eviction.keep holds ${result.pinned.tags} tags and ${result.pinned.manifests} manifests`);
+  if (result.pinned.tags + result.pinned.manifests > 0) lines.push(`storage.eviction.keep holds ${pluralPlain(result.pinned.tags, 'tag')} and ${pluralPlain(result.pinned.manifests, 'manifest')}`);
   return lines.join('\n');
 }
 
@@ -194,9 +196,14 @@ class LineWriter {
 function graceLine(held: GraceHeldBack, graceMs: number): string {
   const grace = `grace period (storage.eviction.grace ${formatDuration(graceMs)})`;
   if (held.until === undefined) return `${grace} holds nothing back`;
-  const items = `${held.tags} tags, ${held.links} manifests, ${held.blobs} blobs (${size(held.bytes)})`;
+  const items = `${counts(held.tags, held.links, held.blobs)} (${size(held.bytes)})`;
   const when = held.from === held.until ? `until ${iso(held.until)}` : `released between ${iso(held.from!)} and ${iso(held.until)}`;
   return `${grace} holds back ${items}: ${when}`;
+}
+
+/** `1 tag, 2 manifests, 3 blobs` */
+function counts(tags: number, manifests: number, blobs: number): string {
+  return `${pluralPlain(tags, 'tag')}, ${pluralPlain(manifests, 'manifest')}, ${pluralPlain(blobs, 'blob')}`;
 }
 
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');

@@ -1,7 +1,8 @@
 import { createStorageDriver } from '../storage/driver/create-driver.ts';
 import { StorePaths } from '../storage/paths.ts';
-import { computeStoreFigures } from '../storage/store-stats.ts';
+import { computeStoreFigures, type StoreFigures } from '../storage/store-stats.ts';
 import { formatBytes } from '../util/format-bytes.ts';
+import { pluralPlain } from '../util/plural.ts';
 import { parseCommand, type CommandSpec } from './args.ts';
 import { loadConfigOrExit } from './config-arg.ts';
 
@@ -35,6 +36,11 @@ export async function stats(args: string[]): Promise<void> {
     process.stdout.write(`${JSON.stringify({ root, ...figures }, null, 2)}\n`);
     return;
   }
+  process.stdout.write(statsReport(root, figures, config.proxy.namespace));
+}
+
+/** The figures as `stats` prints them: a label and its value a line, the labels aligned. */
+export function statsReport(root: string, figures: StoreFigures, defaultNamespace: string): string {
   const size = (n: number) => `${formatBytes(n)} (${n} bytes)`;
   const layerCount = figures.blobs - figures.manifests;
   const rows: [string, string][] = [
@@ -47,12 +53,13 @@ export async function stats(args: string[]): Promise<void> {
     ['temporary files', `${figures.tempFiles}, ${size(figures.tempBytes)}`],
   ];
   // Other registries (proxy.remotes) each on a line of their own, once there are any.
+  const counts = ({ repositories, tags }: { repositories: number; tags: number }) =>
+    `${pluralPlain(repositories, 'repository', 'repositories')}, ${pluralPlain(tags, 'tag')}`;
   const others = Object.entries(figures.registries).filter(([namespace]) => namespace !== '');
   if (others.length > 0) {
-    const own = figures.registries[''] ?? { repositories: 0, tags: 0 };
-    rows.push([`  ${config.proxy.namespace} (default)`, `${own.repositories} repositories, ${own.tags} tags`]);
-    for (const [namespace, counts] of others) rows.push([`  ${namespace}`, `${counts.repositories} repositories, ${counts.tags} tags`]);
+    rows.push([`  ${defaultNamespace} (default)`, counts(figures.registries[''] ?? { repositories: 0, tags: 0 })]);
+    for (const [namespace, registry] of others) rows.push([`  ${namespace}`, counts(registry)]);
   }
   const width = Math.max(...rows.map(([label]) => label.length));
-  process.stdout.write(rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`).join('\n') + '\n');
+  return rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`).join('\n') + '\n';
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { appendFile, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { appendFile, copyFile, link, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logging/logger.ts';
 import { ensureDir } from '../storage/ensure-dir.ts';
@@ -7,7 +7,8 @@ import { Yielder } from '../util/yielder.ts';
 import { AccessClockUnavailable, FLUSH_MS, LOOKUP_BATCH, parseTime, PendingTouches, type AccessClock } from './access-clock.ts';
 
 /*
- * The journal (StorePaths.accessClock: `<root>/_access-clock/journal` on the filesystem store):
+ * The journal (StorePaths.accessClock: `<root>/_access-clock/journal` on the filesystem store;
+ * on a bucket `<spooldirectory>/_access-clock/<store id>/journal`, see access-clock-setup.ts):
  *
  *   <ms> <item>\n     a use of item at ms (the later of two lines for one item wins)
  *   - <item>\n        the item was deleted: its record goes
@@ -29,8 +30,12 @@ const IDLE_MS = 60_000;
 const MAX_LINE = 4096;
 
 export interface LocalAccessClockOptions {
-  /** The directory of the journal (StorePaths.accessClockDir), on a local disk. */
-  dir: string;
+  /**
+   * The directory of the journal (StorePaths.accessClockDir), on a local disk; or how to find
+   * it when that waits on the store (its id, on a bucket that has not answered yet): a function
+   * that throws while it is not known, asked again at the next write or lookup.
+   */
+  dir: string | (() => Promise<string>);
   logger: Logger;
   /** Whether this process keeps the journal small (the serving instance); `gc` only appends. */
   compacts?: boolean;
@@ -47,8 +52,9 @@ export interface LocalAccessClockOptions {
  */
 export class LocalAccessClock implements AccessClock {
   readonly kind = 'local';
-  private readonly dir: string;
-  private readonly file: string;
+  private readonly locate: () => Promise<string>;
+  /** The journal's directory and file, once known. */
+  private place?: { dir: string; file: string };
   private readonly logger: Logger;
   private readonly compacts: boolean;
   private readonly compactMinBytes: number;
@@ -67,8 +73,8 @@ export class LocalAccessClock implements AccessClock {
   private reading?: Promise<Map<string, number>>;
 
   constructor(options: LocalAccessClockOptions) {
-    this.dir = options.dir;
-    this.file = join(options.dir, JOURNAL);
+    const dir = options.dir;
+    this.locate = typeof dir === 'string' ? async () => dir : dir;
     this.logger = options.logger;
     this.compacts = options.compacts ?? true;
     this.compactMinBytes = options.compactMinBytes ?? COMPACT_MIN_BYTES;
@@ -123,10 +129,11 @@ export class LocalAccessClock implements AccessClock {
     for (const item of forgets) if (safeItem(item)) lines.push(`- ${item}\n`);
     for (const [item, atMs] of taken) if (safeItem(item)) lines.push(`${Math.floor(atMs)} ${item}\n`);
     try {
-      await ensureDir(this.dir);
+      const { dir, file } = await this.journal();
+      await ensureDir(dir);
       // A crash may have left half a line: the first batch of a process starts on a line of its own.
-      if (!this.lineStart) this.lineStart = await endsLine(this.file);
-      await appendFile(this.file, (this.lineStart === 'no' ? '\n' : '') + lines.join(''));
+      if (!this.lineStart) this.lineStart = await endsLine(file);
+      await appendFile(file, (this.lineStart === 'no' ? '\n' : '') + lines.join(''));
       this.lineStart = 'yes';
       this.warned = false;
     } catch (error) {
@@ -134,19 +141,29 @@ export class LocalAccessClock implements AccessClock {
       this.forgets.unshift(...forgets);
       if (!this.warned) {
         this.warned = true;
-        this.logger.warn('access clock: cannot write the journal; uses wait in memory', { file: this.file, error: (error as Error).message });
+        this.logger.warn('access clock: cannot write the journal; uses wait in memory', { file: this.place?.file, error: (error as Error).message });
       }
       return;
     }
-    if (this.compacts) await this.compactIfGrown().catch((error: Error) => this.logger.warn('access clock: compaction failed', { file: this.file, error: error.message }));
+    if (this.compacts) await this.compactIfGrown().catch((error: Error) => this.logger.warn('access clock: compaction failed', { file: this.place?.file, error: error.message }));
+  }
+
+  /** Where the journal is: found once, then kept (throws while it cannot be found). */
+  private async journal(): Promise<{ dir: string; file: string }> {
+    if (!this.place) {
+      const dir = await this.locate();
+      this.place = { dir, file: join(dir, JOURNAL) };
+    }
+    return this.place;
   }
 
   private async compactIfGrown(): Promise<void> {
-    const size = (await stat(this.file)).size;
+    const { dir, file } = await this.journal();
+    const size = (await stat(file)).size;
     if (this.compactedBytes < 0) this.compactedBytes = size;
     if (size < Math.max(this.compactMinBytes, 2 * this.compactedBytes)) return;
-    const records = await readJournal(this.file);
-    const temp = join(this.dir, `${JOURNAL}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    const records = await readJournal(file);
+    const temp = tempName(dir);
     const handle = await open(temp, 'w');
     try {
       await writeRecords(handle, records.records);
@@ -155,12 +172,12 @@ export class LocalAccessClock implements AccessClock {
       await handle.close();
     }
     try {
-      await rename(temp, this.file);
+      await rename(temp, file);
     } catch (error) {
       await unlink(temp).catch(() => {});
       throw error;
     }
-    this.compactedBytes = (await stat(this.file)).size;
+    this.compactedBytes = (await stat(file)).size;
     this.logger.info('access clock journal compacted', { records: records.records.size, bytes: this.compactedBytes, before: size });
   }
 
@@ -174,7 +191,7 @@ export class LocalAccessClock implements AccessClock {
 
   private async catchUp(): Promise<Map<string, number>> {
     try {
-      const read = await readJournal(this.file, this.read);
+      const read = await readJournal((await this.journal()).file, this.read);
       this.read = { ...read, usedAt: performance.now() };
       return read.records;
     } catch (error) {
@@ -184,8 +201,46 @@ export class LocalAccessClock implements AccessClock {
 
   /** Removes temp files a crash left during a compaction (not the journal). */
   async removeLeftovers(): Promise<void> {
-    const names = await readdir(this.dir).catch(() => [] as string[]);
-    for (const name of names) if (name.startsWith(`${JOURNAL}.`) && name.endsWith('.tmp')) await unlink(join(this.dir, name)).catch(() => {});
+    const dir = this.place?.dir;
+    if (!dir) return;
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names) if (name.startsWith(`${JOURNAL}.`) && name.endsWith('.tmp')) await unlink(join(dir, name)).catch(() => {});
+  }
+}
+
+/** A temporary file beside the journal in `dir` (removeLeftovers knows the pattern). */
+function tempName(dir: string): string {
+  return join(dir, `${JOURNAL}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+/**
+ * Gives the journal directory `to` a copy of the journal in `from` when it has none of its own
+ * yet (a layout that moved: access-clock-setup.ts). Copied whole to a temporary file, then
+ * linked into place only if still absent: a journal another process started meanwhile is kept.
+ */
+export async function adoptJournal(from: string, to: string): Promise<void> {
+  const source = join(from, JOURNAL);
+  const target = join(to, JOURNAL);
+  if ((await exists(target)) || !(await exists(source))) return;
+  await ensureDir(to);
+  const temp = tempName(to);
+  try {
+    await copyFile(source, temp);
+    await link(temp, target).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+    });
+  } finally {
+    await unlink(temp).catch(() => {});
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
   }
 }
 

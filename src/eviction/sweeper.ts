@@ -82,7 +82,7 @@ export interface SweepResult extends EvictionPlan {
   kept: number;
   /** Bytes of blobs actually deleted (planned bytes on a dry run). */
   freed: number;
-  /** `_layers` links and `_access` files removed with what they described (0 on a dry run). */
+  /** `_layers` links, `_access` files and `_referrers` lists removed with what they described (0 on a dry run). */
   records: number;
   /** What crashed writers left that the driver removed (cleanupOlderThanMs; 0 on a dry run). */
   cleaned: number;
@@ -257,9 +257,11 @@ async function planPass(options: SweepOptions, started: number, protectedSince: 
 /**
  * A repository's bookkeeping goes with what it describes, or it would grow without bound: a
  * `_layers` link once no manifest the repository still links references the blob, its
- * `_access` verdict once the repository holds no manifest and no tag. Both are only ever a
- * shortcut (a missing one costs an upstream check), and recent ones stay for the grace
- * period: a link is written just before the blob it permits is fetched.
+ * `_access` verdict once the repository holds no manifest and no tag, a `_referrers` list once
+ * the manifest it is about (its subject) is no longer linked, as a tag goes with its manifest.
+ * Each is only ever a shortcut or a stand-in (a missing one costs an upstream check; a referrers
+ * list is served only while upstream is down, and so only with its image), and recent ones stay
+ * for the grace period: a link is written just before the blob it permits is fetched.
  */
 async function removeStaleRecords(
   store: StoreReader,
@@ -285,16 +287,24 @@ async function removeStaleRecords(
   const remove = async (key: string) => {
     if (await removeUntouched(key)) count++;
   };
+  /** Of the records `<dir>/<algorithm>/<hex>`, those whose digest is not held. Names only (90 000 links are listed, not stat'ed); the stale ones are looked at as they go. */
+  const removeUnheld = async (dir: string, holds: (digest: string) => boolean) => {
+    for (const algorithm of await listNames(store.driver, dir)) {
+      const stale = (await listNames(store.driver, `${dir}/${algorithm}`)).filter((hex) => !holds(`${algorithm}:${hex}`));
+      await mapLimited(stale, (hex) => remove(`${dir}/${algorithm}/${hex}`));
+    }
+  };
   await walkRepositories(store.driver, store.paths, async (prefix, name, entries) => {
     const links = remaining.get(name) ?? [];
     if (entries.includes('_access') && links.length === 0 && !tagged.has(name)) await remove(`${prefix}/_access`);
-    if (!entries.includes('_layers')) return;
-    const held = new Set<string>();
-    for (const digest of links) for (const pin of pinsOf(digest, references)) held.add(pin);
-    // Names only (90 000 links are listed, not stat'ed); the stale ones are looked at as they go.
-    for (const algorithm of await listNames(store.driver, `${prefix}/_layers`)) {
-      const stale = (await listNames(store.driver, `${prefix}/_layers/${algorithm}`)).filter((hex) => !held.has(`${algorithm}:${hex}`));
-      await mapLimited(stale, (hex) => remove(`${prefix}/_layers/${algorithm}/${hex}`));
+    if (entries.includes('_referrers')) {
+      const linked = new Set(links);
+      await removeUnheld(`${prefix}/_referrers`, (digest) => linked.has(digest));
+    }
+    if (entries.includes('_layers')) {
+      const held = new Set<string>();
+      for (const digest of links) for (const pin of pinsOf(digest, references)) held.add(pin);
+      await removeUnheld(`${prefix}/_layers`, (digest) => held.has(digest));
     }
   });
   return count;

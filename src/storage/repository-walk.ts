@@ -53,7 +53,7 @@ export async function repositoryRoots(driver: StorageDriver, paths: StorePaths):
 
 /**
  * Calls `visit` for every repository of the store: one with any `_` entry (`_manifests`,
- * `_tags`, `_layers`, `_access`), with its prefix (the driver key of its directory), its key
+ * `_tags`, `_layers`, `_access`, `_referrers`), with its prefix (the driver key of its directory), its key
  * (paths.ts repositoryKey) and its entries. Lists names only (driver.children), never an
  * object: for 3,000 repositories about 3,000 directory reads on the filesystem. The one walk
  * of the repository trees: sweeps, the store's figures and the browser's index all use it.

@@ -4,6 +4,9 @@ import type { StorageDriver } from './driver/storage-driver.ts';
 import { StoreKeys, StorePaths } from './paths.ts';
 import { readSmallObject } from './small-object.ts';
 
+/** What a store id is: 16 hex digits (8 random bytes). */
+const ID = /^[0-9a-f]{16}$/;
+
 /**
  * The id of a store, made once by whichever instance starts on it first. Instances that share
  * the store (a volume, NFS, a bucket) read the same id and so share their Redis keys; separate
@@ -40,9 +43,29 @@ export async function readStoreId(store: StorageDriver | StorePaths): Promise<st
   }
 }
 
+/**
+ * The store's id if one was made, without making one, telling "none" (undefined: never made, or
+ * not an id) from "cannot be read now" (the driver's error is thrown): where a wrong "none"
+ * would cost more than a retry (the access clock's journal, eviction/access-clock-setup.ts).
+ */
+export async function findStoreId(driver: StorageDriver): Promise<string | undefined> {
+  const id = (await readSmallObject(driver, StoreKeys.storeId(), 64))?.toString('utf8').trim();
+  return id && ID.test(id) ? id : undefined;
+}
+
+/**
+ * The store's id, made when there is none (storeId); rejects while it can be neither read nor
+ * made (the bucket has not answered, or is not writable yet), so the caller asks again later.
+ */
+export async function requireStoreId(driver: StorageDriver): Promise<string> {
+  const id = await storeId(driver);
+  if (!id) throw new Error(`the store's id (${StoreKeys.storeId()}) can be neither read nor made yet`);
+  return id;
+}
+
 async function readId(driver: StorageDriver): Promise<string> {
   const id = (await readSmallObject(driver, StoreKeys.storeId(), 64))?.toString('utf8').trim();
-  if (!id || !/^[0-9a-f]{16}$/.test(id)) throw new Error(`${StoreKeys.storeId()}: not a store id`);
+  if (!id || !ID.test(id)) throw new Error(`${StoreKeys.storeId()}: not a store id`);
   return id;
 }
 
