@@ -137,13 +137,18 @@ export async function startFailoverTopology(): Promise<FailoverTopology> {
       30_000,
     );
 
+    // Asked of each Sentinel in turn for up to 10 s: on a loaded machine one may be slow to answer.
     const masterNow = async (): Promise<number> => {
-      for (const port of sentinelPorts) {
-        const reply = await redisCommand(port, `SENTINEL get-master-addr-by-name ${MASTER_NAME}`).catch(() => '');
-        const m = /\r\n(\d+)\r\n$/.exec(reply);
-        if (m) return Number(m[1]);
+      const deadline = performance.now() + 10_000;
+      for (;;) {
+        for (const port of sentinelPorts) {
+          const reply = await redisCommand(port, `SENTINEL get-master-addr-by-name ${MASTER_NAME}`, 5_000).catch(() => '');
+          const m = /\r\n(\d+)\r\n$/.exec(reply);
+          if (m) return Number(m[1]);
+        }
+        if (performance.now() > deadline) throw new Error('no sentinel names a master');
+        await sleep(200);
       }
-      throw new Error('no sentinel names a master');
     };
     return {
       addrs: sentinelPorts.map((port) => `127.0.0.1:${port}`),

@@ -133,7 +133,7 @@ export class RedisFillCoordinator implements FillCoordinator {
       if (lost.signal.aborted) return;
       stop();
       fleetLeasesLost.inc();
-      this.logger.warn('blob download lease lost to another instance; stopping the download', { digest, epoch });
+      this.logger.warn('blob download lease lost to another instance; finishing it for this instance\'s clients, without committing', { digest, epoch });
       lost.abort(new RegistryError('UNAVAILABLE', "the blob's download was taken over by another instance"));
     };
     /** Extends the lease: false once Redis says it is not ours. */

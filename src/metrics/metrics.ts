@@ -346,12 +346,13 @@ blobFills.labels('failed').inc(0);
 
 /**
  * Fleet leases on blob downloads this instance held and lost: Redis gave the download to
- * another instance (this one was paused, or cut off from Redis, past redis.fleet.lease). The
- * download stopped and was not committed; its clients' connections were broken.
+ * another instance (this one was paused, or cut off from Redis past redis.fleet.lease, or the
+ * lease vanished in a Redis failover). The download went on for this instance's clients, who
+ * get verified bytes, and was not committed: each is one more upstream fetch of the blob's rest.
  */
 export const fleetLeasesLost = new Counter({
   name: 'pullmirror_fleet_leases_lost_total',
-  help: 'Blob download leases this instance lost to another instance (paused or cut off from Redis past the lease); the download stopped uncommitted',
+  help: 'Blob download leases this instance lost to another instance (paused, cut off from Redis past the lease, or a Redis failover); the download went on for its own clients, uncommitted: a duplicate upstream fetch',
   registers: [metricsRegistry],
 });
 

@@ -7,7 +7,7 @@ import type { OpenedObject } from '../storage/driver/storage-driver.ts';
 import type { FillBytes } from './shared-fill.ts';
 import type { ResumableBlobBody } from './upstream-blob.ts';
 
-/** What a fill under a fleet lease asks of it (see BlobLease): stop when lost, commit only while held. */
+/** What a fill under a fleet lease asks of it (see BlobLease): commit only while held. */
 export interface FillFence {
   readonly lost: AbortSignal;
   stillHeld(): Promise<boolean>;
@@ -92,14 +92,15 @@ export class BlobFill extends EventEmitter {
   }
 
   private async run(body: ResumableBlobBody): Promise<BlobDescriptor> {
-    // A lease lost to another instance stops the download at once (its file is its own: a
-    // takeover copies it, so what is written meanwhile concerns no one else).
+    // A lease lost to another instance (it took the download over while this one was cut off
+    // from Redis, paused, or the lease vanished in a Redis failover) does not stop the
+    // download: this fill's clients are mid-body and get the rest, verified, from it; only the
+    // commit is the new holder's (the fence below). Its file is its own: a takeover copies it,
+    // so what is written meanwhile concerns no one else. The cost is one more upstream fetch of
+    // the rest of the blob, counted as a duplicate.
     const lost = this.fence?.lost;
-    const stop = () => body.close();
-    lost?.addEventListener('abort', stop, { once: true });
     try {
       await this.copy(body.chunks());
-      lost?.throwIfAborted();
       const descriptor = await this.writer.verify(this.size);
       // The bytes are known good: readers get their last byte now, not after the commit (the
       // fsync of a 256 MiB layer takes ~0.1 s on this machine's disk, an upload seconds).
@@ -121,15 +122,13 @@ export class BlobFill extends EventEmitter {
       fillsFailed.inc();
       body.close();
       await this.writer.abort();
-      this.failure = lost?.aborted ? (lost.reason as Error) : (error as Error);
+      this.failure = error as Error;
       this.held = [];
       // Verified bytes stay good for readers that have the file open, even if they could not be
       // stored: only unverified content fails its readers.
       if (this.state !== 'verified') this.state = 'failed';
       this.emit('progress');
       throw this.failure;
-    } finally {
-      lost?.removeEventListener('abort', stop);
     }
   }
 
