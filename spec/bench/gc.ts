@@ -147,7 +147,7 @@ function runGc(configFile: string, args: string[], outFile: string): Promise<Run
       writeFileSync(outFile, text);
       if (code !== 0) return reject(new Error(`pullmirror gc ${args.join(' ')} exited ${code}: ${err}`));
       const peak = /PEAKRSS (\d+)/.exec(err);
-      resolve({ seconds, peakRssMiB: (peak ? Number(peak[1]) : sampled) / 1024, summary: text.split('\n').find((line) => /^(dry run: )?\d+ tags, /.test(line)) ?? '' });
+      resolve({ seconds, peakRssMiB: (peak ? Number(peak[1]) : sampled) / 1024, summary: text.split('\n').find((line) => /^(dry run: )?\d+ tags?, /.test(line)) ?? '' });
     });
   });
 }
