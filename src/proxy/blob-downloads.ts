@@ -40,6 +40,8 @@ export class BlobDownloads {
   private readonly logger: Logger;
   /** Shareable fills by digest; undefined once the start turned out to be a pass-through. */
   private readonly fills = new Map<string, Promise<SharedFill | undefined>>();
+  /** The fills this instance runs itself (not those it follows), until they end: what peers may tail. */
+  private readonly own = new Map<string, BlobFill>();
   /** Every download in flight (fills and pass-throughs), settled when it ends. */
   private readonly running = new Set<Promise<unknown>>();
   /** Told when a download starts or ends (the fleet heartbeat publishes the count at once). */
@@ -70,6 +72,14 @@ export class BlobDownloads {
   /** Whether a blob is being downloaded into the store (an eviction pass must not delete it). */
   isFilling(digest: string): boolean {
     return this.fills.has(digest);
+  }
+
+  /**
+   * This instance's own download of a blob in flight, for a peer to read as it lands
+   * (redis.fleet.peers); undefined when it runs none (one it follows is another instance's to serve).
+   */
+  ownFill(digest: string): SharedFill | undefined {
+    return this.own.get(digest);
   }
 
   /** Downloads in flight, pass-throughs included. */
@@ -240,6 +250,12 @@ export class BlobDownloads {
       body: this.body(ref, first),
       fence: lease,
     });
+    this.own.set(digest, fill);
+    fill.done
+      .finally(() => {
+        if (this.own.get(digest) === fill) this.own.delete(digest);
+      })
+      .catch(() => {});
     fill.done.then(
       () => lease.release('committed'),
       // A store that failed (the commit to an unreachable bucket, a full spool) says nothing of

@@ -5,12 +5,25 @@ import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { BlobWriter } from '../storage/blob-store.ts';
 import type { OpenedObject } from '../storage/driver/storage-driver.ts';
 import type { FillBytes } from './shared-fill.ts';
-import type { ResumableBlobBody } from './upstream-blob.ts';
 
 /** What a fill under a fleet lease asks of it (see BlobLease): stop when lost, commit only while held. */
 export interface FillFence {
   readonly lost: AbortSignal;
   stillHeld(): Promise<boolean>;
+}
+
+/**
+ * The bytes of a blob as a fill reads them: from upstream (ResumableBlobBody, which resumes a
+ * dropped connection) or from another instance (fleet/PeerBlobBody). Either way they are only
+ * bytes: the writer verifies them.
+ */
+export interface FillBody {
+  /** The whole blob's size, when the source announced it. */
+  readonly size: number | undefined;
+  /** The chunks from the writer's position on; iterate once. */
+  chunks(): AsyncGenerator<Buffer, void, undefined>;
+  /** Stops the transfer at once (the fill failed, or its lease was lost). */
+  close(): void;
 }
 
 /** `verified`: every byte is written and the digest matched; the file is being committed to the store. */
@@ -72,7 +85,7 @@ export class BlobFill extends EventEmitter {
     writer: BlobWriter;
     openCommitted: () => Promise<OpenedObject | undefined>;
     /** The blob's bytes from `writer.written` on. */
-    body: ResumableBlobBody;
+    body: FillBody;
     /** The fleet lease the fill runs under, when another instance could take it over. */
     fence?: FillFence;
   }) {
@@ -91,7 +104,7 @@ export class BlobFill extends EventEmitter {
     this.done.catch(() => {});
   }
 
-  private async run(body: ResumableBlobBody): Promise<BlobDescriptor> {
+  private async run(body: FillBody): Promise<BlobDescriptor> {
     // A lease lost to another instance stops the download at once (its file is its own: a
     // takeover copies it, so what is written meanwhile concerns no one else).
     const lost = this.fence?.lost;
