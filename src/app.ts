@@ -99,7 +99,8 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   for (const remote of remotes.all) {
     logger.info('serving registry', { namespace: remote.namespace, upstream: remote.upstream.url.origin, default: remote.isDefault, ...(remote.prefix ? { prefix: remote.prefix } : {}) });
   }
-  const stores = buildStores(config, logger, storage, caches, remotes);
+  const peerClient = buildPeerClient(config, storage, caches);
+  const stores = buildStores(config, logger, storage, caches, remotes, peerClient);
   const eviction = buildEviction(config, logger, storage, stores, caches);
   const ops = buildOps(config, storage, remotes, stores.downloads);
   ops.signatures = stores.signatures;
@@ -137,11 +138,11 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     logger,
     sendTimeoutMs: config.http.sendtimeout,
   }, ops);
-  const peers = buildPeers(config, logger, storage, caches, stores);
+  const peerApp = buildPeerApp(config, logger, storage, caches, stores);
   return {
     app,
     debugApp,
-    peerApp: peers.app,
+    peerApp,
     upstream,
     announce: (address, peerAddress) => {
       heartbeat.start(address, peerAddress);
@@ -155,7 +156,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await eviction.scheduler?.stop();
       storage.figures.stop();
       await remotes.close();
-      await peers.client?.close();
+      await peerClient?.close();
       await caches.fleet.close();
       await caches.descriptors.close();
       await caches.clock.close();
@@ -309,7 +310,7 @@ interface Stores {
 }
 
 /** The pull-through stores over the local ones. */
-function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches, remotes: Remotes): Stores {
+function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches, remotes: Remotes, peers: PeerClient | undefined): Stores {
   const blobLogger = logger.child({ component: 'blobs' });
   const downloads = new BlobDownloads({
     blobs: storage.blobStore,
@@ -320,6 +321,7 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     resumeFor: (upstream) => remotes.forUpstream(upstream)?.policy.resume,
     fleet: caches.fleet,
     fleetStallMs: config.redis.fleet.lease,
+    peers,
   });
   const blobs = new ProxyBlobStore({ local: storage.blobStore, descriptors: caches.descriptors, downloads });
   const signatures: SignatureGate | undefined = remotes.all.some((remote) => !remote.signatures.empty) ? buildSignatureGate(logger, storage, () => manifests) : undefined;
@@ -492,18 +494,18 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
 }
 
 /**
- * The peer listener and client (redis.fleet.peers): other instances read this one's blobs, and
- * its downloads in flight as they land, and it reads theirs, each request signed with
- * http.secret. Without redis.fleet.peers.addr: neither.
+ * The peer listener (redis.fleet.peers): other instances read this one's blobs there, and its
+ * own downloads in flight as they land, each request signed with http.secret. Without
+ * redis.fleet.peers.addr: none.
  */
-function buildPeers(config: Config, logger: Logger, storage: Storage, caches: Caches, stores: Stores): { app?: Express; client?: PeerClient } {
+function buildPeerApp(config: Config, logger: Logger, storage: Storage, caches: Caches, stores: Stores): Express | undefined {
   const settings = config.redis.fleet.peers;
   // The schema refused a listener without a secret; this is for the type checker.
-  if (settings.addr === undefined || config.http.secret === undefined) return {};
+  if (settings.addr === undefined || config.http.secret === undefined) return undefined;
   const peerLogger = logger.child({ component: 'peers' });
-  const auth = new PeerAuth(config.http.secret);
-  const app = peerApp({
-    auth,
+  if (!caches.redis) peerLogger.warn('redis.fleet.peers without a Redis: no other instance can find this one (its address is published in the fleet heartbeat)');
+  return peerApp({
+    auth: new PeerAuth(config.http.secret),
     logger: peerLogger,
     accessLog: !config.log.accesslog.disabled,
     sendTimeoutMs: settings.timeout,
@@ -515,12 +517,18 @@ function buildPeers(config: Config, logger: Logger, storage: Storage, caches: Ca
       return storage.blobStore.open({ digest });
     },
   });
-  if (!caches.redis) {
-    peerLogger.warn('redis.fleet.peers without a Redis: no other instance can find this one (its address is published in the fleet heartbeat)');
-    return { app };
-  }
+}
+
+/**
+ * The peer client (redis.fleet.peers): where spools are private (a bucket), a follower streams
+ * the holder's download from its peer listener instead of waiting for the commit. Needs the
+ * listener's settings (the secret) and a Redis (the heartbeats that say where peers are).
+ */
+function buildPeerClient(config: Config, storage: Storage, caches: Caches): PeerClient | undefined {
+  const settings = config.redis.fleet.peers;
+  if (settings.addr === undefined || config.http.secret === undefined || !caches.redis || !config.redis.fleet.enabled) return undefined;
   const directory = new PeerDirectory({ redis: caches.redis, self: storage.tempArea.id });
-  return { app, client: new PeerClient({ auth, directory, timeoutMs: settings.timeout }) };
+  return new PeerClient({ auth: new PeerAuth(config.http.secret), directory, timeoutMs: settings.timeout });
 }
 
 /** auth.htpasswd: a file that cannot be read stops start-up, naming the key (never its content). */

@@ -1,5 +1,6 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import { LocalFillCoordinator, type BlobLease, type FillCoordinator } from '../fleet/fill-coordinator.ts';
+import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
+import type { PeerClient } from '../fleet/peer-client.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -34,6 +35,7 @@ export class BlobDownloads {
   private readonly admission: StoreAdmission;
   private readonly descriptors: DescriptorCache;
   private readonly fleet: FillCoordinator;
+  private readonly peers?: PeerClient;
   private readonly fleetStallMs: number;
   private readonly resume: ResumePolicy;
   private readonly resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
@@ -56,6 +58,8 @@ export class BlobDownloads {
     /** A registry's own policy (proxy.remotes[].resume), when it has one; `resume` otherwise. */
     resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
     fleet?: FillCoordinator;
+    /** Other instances' downloads, read from their peer listeners (redis.fleet.peers) where spools are private. */
+    peers?: PeerClient;
     /** How long a followed download may show no sign of life before this instance takes over. */
     fleetStallMs?: number;
   }) {
@@ -66,6 +70,7 @@ export class BlobDownloads {
     this.resume = options.resume ?? { retries: 3, backoffMs: 250 };
     this.resumeFor = options.resumeFor;
     this.fleet = options.fleet ?? new LocalFillCoordinator();
+    this.peers = options.peers;
     this.fleetStallMs = options.fleetStallMs ?? 10_000;
   }
 
@@ -195,9 +200,35 @@ export class BlobDownloads {
       stallMs: this.fleetStallMs,
       logger: this.logger,
       takeOver: (abandoned) => this.takeOver(ref, abandoned),
+      // Spools not shared (a bucket): rather than wait for the commit, read the holder's download from its peer listener.
+      fromPeer: this.peers && this.blobs.committedFile(ref.digest) === undefined ? (holder) => this.fromPeer(ref, holder) : undefined,
     });
     await remote.ready;
     return { kind: 'fill', fill: remote };
+  }
+
+  /**
+   * Another instance's download, streamed from its peer listener into a fill of this
+   * instance's own spool, verified and never committed (the holder commits). Undefined when the
+   * holder is no live peer, does not answer within redis.fleet.peers.timeout, has nothing, or
+   * the spool cannot take the blob: the followers then wait for the commit.
+   */
+  private async fromPeer(ref: UpstreamBlobRef, holder: FillHolder): Promise<SharedFill | undefined> {
+    const digest = ref.digest.value;
+    const answer = await this.peers!.openBlob(holder.instance, ref.digest);
+    if (answer.kind !== 'found') {
+      this.logger.info('holder not readable as a peer; waiting for its commit', { digest, instance: holder.instance, ...(answer.kind === 'unreachable' ? { reason: answer.reason } : { reason: 'absent' }) });
+      return undefined;
+    }
+    const writer = await this.admission.writerFor(ref.digest, answer.body.size).catch(() => undefined);
+    if (!writer) {
+      answer.body.close();
+      return undefined;
+    }
+    this.logger.info('streaming a blob download from the instance that holds it', { digest, instance: holder.instance });
+    const fill = new BlobFill({ digest, size: answer.body.size, writer, openCommitted: () => this.blobs.openObject(ref.digest), body: answer.body, commit: false });
+    fill.done.catch((error: Error) => this.logger.warn('blob stream from a peer failed', { digest, instance: holder.instance, error: error.message }));
+    return fill;
   }
 
   /** The holder of a followed download died: claim it and resume from its file when there. */

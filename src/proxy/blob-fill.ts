@@ -64,6 +64,7 @@ export class BlobFill extends EventEmitter {
   /** The committed blob, opened through the store (for readers that come once the file is gone). */
   private readonly openCommitted: () => Promise<OpenedObject | undefined>;
   private readonly fence?: FillFence;
+  private readonly commits: boolean;
   private state: FillState = 'running';
   private failure?: Error;
   /** Bytes written to the temporary file. */
@@ -88,6 +89,12 @@ export class BlobFill extends EventEmitter {
     body: FillBody;
     /** The fleet lease the fill runs under, when another instance could take it over. */
     fence?: FillFence;
+    /**
+     * false: a copy for this instance's readers only (another instance's download, streamed
+     * from its peer listener): verified like any fill, then its file is let go, never committed
+     * (the holder commits the blob).
+     */
+    commit?: boolean;
   }) {
     super();
     this.setMaxListeners(0);
@@ -96,6 +103,7 @@ export class BlobFill extends EventEmitter {
     this.writer = options.writer;
     this.openCommitted = options.openCommitted;
     this.fence = options.fence;
+    this.commits = options.commit ?? true;
     // An adopted writer (fleet takeover) already holds bytes: they are readable at once.
     this.written = options.writer.written;
     this.arrived = this.written;
@@ -118,6 +126,12 @@ export class BlobFill extends EventEmitter {
       // fsync of a 256 MiB layer takes ~0.1 s on this machine's disk, an upload seconds).
       this.state = 'verified';
       this.emit('progress');
+      if (!this.commits) {
+        // Readers reading it keep their descriptors; later ones read what the holder commits.
+        await this.writer.abort();
+        this.held = [];
+        return descriptor;
+      }
       // The fence: only the lease's current holder commits (this fill's readers keep the
       // verified bytes either way).
       if (this.fence && !(await this.fence.stillHeld())) throw lost?.reason ?? new Error("the blob's fleet lease was lost");
