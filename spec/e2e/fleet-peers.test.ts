@@ -229,6 +229,38 @@ describe('fleet peers: the internal listener, its authentication, and streaming 
     }
   });
 
+  it("a peer tailing a download that turns out bad gets a broken transfer, never the last byte", async () => {
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/peers', { sizeMiB: 2, label: 'peer-tail-bad' });
+    const upstreamPath = new RegExp(`/blobs/${blob.digest}$`);
+    // Upstream sends one wrong byte, slowly enough for the peer to join while B downloads.
+    world.proxy.setFault({ kind: 'corrupt', atByte: MiB, bytesPerSecond: MiB, match: matchRequests('GET', upstreamPath), times: 1 });
+    try {
+      const pulled = fetch(`${b.url}/v2/library/peers/blobs/${blob.digest}`).then((response) => response.arrayBuffer()).then(
+        () => 'ended',
+        () => 'broken',
+      );
+      assert.ok(await eventually(() => b.logLines().some((line) => line.message === 'blob fill started' && line.digest === blob.digest)), 'B downloads');
+      const target = `/peer/v1/blobs/${blob.digest}`;
+      const response = await fetch(`${b.peerUrl}${target}`, { headers: { authorization: auth.sign('GET', target) } });
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('content-length'), String(blob.size));
+      let received = 0;
+      const outcome = await (async () => {
+        try {
+          for await (const chunk of response.body!) received += chunk.length;
+          return 'ended';
+        } catch {
+          return 'broken';
+        }
+      })();
+      assert.equal(outcome, 'broken', 'the transfer breaks');
+      assert.ok(received < blob.size, `the last byte never came (${received} of ${blob.size})`);
+      assert.equal(await pulled, 'broken', "B's own client too");
+    } finally {
+      world.proxy.setFault(undefined);
+    }
+  });
+
   it('serves a stored blob and a Range of it; an unsatisfiable Range is 416', async () => {
     const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/peers', { sizeMiB: 1, label: 'peer-range' });
     assert.equal((await fetch(`${a.url}/v2/library/peers/blobs/${blob.digest}`).then((r) => r.arrayBuffer())).byteLength, blob.size);
