@@ -228,6 +228,8 @@ export class RemoteFill extends EventEmitter implements SharedFill {
       }
       const fromPeer = await this.openFromPeer(state);
       if (fromPeer) return fromPeer;
+      // Asking the peer took a while: a commit meanwhile sent its one event already.
+      if (this.state !== state) continue;
       await new Promise((resolve) => this.once('progress', resolve));
     }
   }
