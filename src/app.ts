@@ -24,6 +24,9 @@ import { STALE_UPLOAD_MS, sweep, sweepSettings } from './eviction/sweeper.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
 import { FleetTraffic } from './fleet/fleet-traffic.ts';
 import { FleetHeartbeat } from './fleet/heartbeat.ts';
+import { PeerAuth } from './fleet/peer-auth.ts';
+import { PeerClient } from './fleet/peer-client.ts';
+import { PeerDirectory } from './fleet/peer-directory.ts';
 import { RedisFillCoordinator } from './fleet/redis-fill-coordinator.ts';
 import { CachedCheck, fileAbsentProbe, Readiness, storeReadableProbe, storeWritableProbe, upstreamReachableProbe } from './health/checks.ts';
 import { watchUpstreamCredentials } from './health/credentials.ts';
@@ -35,6 +38,7 @@ import { requestContext } from './http/middleware/request-context.ts';
 import { requestMetrics } from './http/middleware/request-metrics.ts';
 import { clientConfigRouter } from './http/client-config-router.ts';
 import { debugRouter, opsRouter, type OpsContext } from './http/ops-router.ts';
+import { peerApp } from './http/peer-router.ts';
 import { statusPageAssets } from './http/status-page/assets.ts';
 import { registryRouter } from './http/registry-router.ts';
 import type { Logger } from './logging/logger.ts';
@@ -45,6 +49,7 @@ import { PrivateAccess } from './proxy/private-access.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
 import { ProxyReferrers } from './proxy/proxy-referrers.ts';
+import { fillSource } from './proxy/shared-fill.ts';
 import { RepositoryPrivacy } from './proxy/repository-privacy.ts';
 import { SmallBlobReader } from './proxy/small-blob.ts';
 import { StoreAdmission } from './proxy/store-admission.ts';
@@ -71,9 +76,14 @@ export interface Mirror {
   app: Express;
   /** distribution's debug server (metrics, /debug/health), when http.debug.addr is set. */
   debugApp?: Express;
+  /** The peer listener's application (other instances fetch blobs there), when redis.fleet.peers.addr is set. */
+  peerApp?: Express;
   upstream: UpstreamRegistry;
-  /** Tells the mirror the address it listens on: the fleet heartbeat starts with it. */
-  announce(address: string): void;
+  /**
+   * Tells the mirror the address it listens on, and where its peers reach it (the advertised
+   * peer address, with the peer listener): the fleet heartbeat starts with them.
+   */
+  announce(address: string, peerAddress?: string): void;
   /** Resolves once every blob download in flight has finished (graceful stop). */
   drain(): Promise<void>;
   close(): Promise<void>;
@@ -89,11 +99,14 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   for (const remote of remotes.all) {
     logger.info('serving registry', { namespace: remote.namespace, upstream: remote.upstream.url.origin, default: remote.isDefault, ...(remote.prefix ? { prefix: remote.prefix } : {}) });
   }
-  const stores = buildStores(config, logger, storage, caches, remotes);
+  const peerClient = buildPeerClient(config, storage, caches);
+  const stores = buildStores(config, logger, storage, caches, remotes, peerClient);
   const eviction = buildEviction(config, logger, storage, stores, caches);
   const ops = buildOps(config, storage, remotes, stores.downloads);
   ops.signatures = stores.signatures;
   const heartbeat = new FleetHeartbeat({
+    // Named as its download leases name it: a lease's holder is found by its heartbeat (PeerDirectory).
+    id: storage.tempArea.id,
     redis: caches.redis,
     logger: logger.child({ component: 'fleet' }),
     version: ops.version,
@@ -125,12 +138,14 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     logger,
     sendTimeoutMs: config.http.sendtimeout,
   }, ops);
+  const peerApp = buildPeerApp(config, logger, storage, caches, stores);
   return {
     app,
     debugApp,
+    peerApp,
     upstream,
-    announce: (address) => {
-      heartbeat.start(address);
+    announce: (address, peerAddress) => {
+      heartbeat.start(address, peerAddress);
       ops.fleetTraffic?.start();
     },
     drain: () => stores.downloads.drain(),
@@ -141,6 +156,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await eviction.scheduler?.stop();
       storage.figures.stop();
       await remotes.close();
+      await peerClient?.close();
       await caches.fleet.close();
       await caches.descriptors.close();
       await caches.clock.close();
@@ -295,7 +311,7 @@ interface Stores {
 }
 
 /** The pull-through stores over the local ones. */
-function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches, remotes: Remotes): Stores {
+function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches, remotes: Remotes, peers: PeerClient | undefined): Stores {
   const blobLogger = logger.child({ component: 'blobs' });
   const downloads = new BlobDownloads({
     blobs: storage.blobStore,
@@ -306,6 +322,7 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     resumeFor: (upstream) => remotes.forUpstream(upstream)?.policy.resume,
     fleet: caches.fleet,
     fleetStallMs: config.redis.fleet.lease,
+    peers,
   });
   const blobs = new ProxyBlobStore({ local: storage.blobStore, descriptors: caches.descriptors, downloads });
   const signatures: SignatureGate | undefined = remotes.all.some((remote) => !remote.signatures.empty) ? buildSignatureGate(logger, storage, () => manifests) : undefined;
@@ -475,6 +492,44 @@ function buildHttpApp(config: Config, logger: Logger, context: RegistryContext, 
   debugApp.use(debugRouter(ops, { metricsPath }));
   debugApp.use(errorHandler(logger));
   return { app, debugApp };
+}
+
+/**
+ * The peer listener (redis.fleet.peers): other instances read this one's blobs there, and its
+ * own downloads in flight as they land, each request signed with http.secret. Without
+ * redis.fleet.peers.addr: none.
+ */
+function buildPeerApp(config: Config, logger: Logger, storage: Storage, caches: Caches, stores: Stores): Express | undefined {
+  const settings = config.redis.fleet.peers;
+  // The schema refused a listener without a secret; this is for the type checker.
+  if (settings.addr === undefined || config.http.secret === undefined) return undefined;
+  const peerLogger = logger.child({ component: 'peers' });
+  if (!caches.redis) peerLogger.warn('redis.fleet.peers without a Redis: no other instance can find this one (its address is published in the fleet heartbeat)');
+  return peerApp({
+    auth: new PeerAuth(config.http.secret),
+    logger: peerLogger,
+    accessLog: !config.log.accesslog.disabled,
+    sendTimeoutMs: settings.timeout,
+    // This instance's own download first: once it ends the blob is stored, so asking in this
+    // order never misses a blob that was committed in between.
+    openBlob: async (digest) => {
+      const fill = stores.downloads.ownFill(digest.value);
+      if (fill) return fillSource(digest.value, fill);
+      return storage.blobStore.open({ digest });
+    },
+  });
+}
+
+/**
+ * The peer client (redis.fleet.peers): where spools are private (a bucket), a follower streams
+ * the holder's download from its peer listener instead of waiting for the commit. Needs the
+ * listener's settings (the secret) and a Redis (the heartbeats that say where peers are).
+ */
+function buildPeerClient(config: Config, storage: Storage, caches: Caches): PeerClient | undefined {
+  const settings = config.redis.fleet.peers;
+  if (settings.addr === undefined || config.http.secret === undefined || !caches.redis || !config.redis.fleet.enabled) return undefined;
+  const directory = new PeerDirectory({ redis: caches.redis, self: storage.tempArea.id });
+  return new PeerClient({ auth: new PeerAuth(config.http.secret), directory, timeoutMs: settings.timeout });
 }
 
 /** auth.htpasswd: a file that cannot be read stops start-up, naming the key (never its content). */

@@ -82,6 +82,8 @@ export interface RunningMirror {
   port: number;
   root: string;
   configFile: string;
+  /** The peer listener's URL (redis.fleet.peers.addr, as bound), when it has one. */
+  peerUrl?: string;
   process: StartedProcess;
   /** Every JSON log line the mirror wrote so far. */
   logLines(): Record<string, any>[];
@@ -120,7 +122,10 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
       // The address it listens on, when that is one address (a test may bind a non-loopback one).
       const bound = String(listening.addr).slice(0, String(listening.addr).lastIndexOf(':'));
       const host = /^\d+\.\d+\.\d+\.\d+$/.test(bound) && bound !== '0.0.0.0' ? bound : '127.0.0.1';
+      // Logged before 'listening', when the config has a peer listener.
+      const peers = logLines().find((line) => line.message === 'peers listening');
       return {
+        peerUrl: peers ? `http://127.0.0.1:${String(peers.addr).split(':').pop()}` : undefined,
         url: `${listening.tls ? 'https' : 'http'}://${host}:${port}`,
         port,
         root,

@@ -33,7 +33,8 @@ export type FaultAction =
   | { kind: 'delay'; ms: number }
   /** Send status, headers and N body bytes (paced at `bytesPerSecond` when given), then reset the connection. */
   | { kind: 'drop-after'; bytes: number; bytesPerSecond?: number }
-  | { kind: 'corrupt'; atByte: number }
+  /** Flip the byte at `atByte` of the body (paced at `bytesPerSecond` when given, so a download of it lasts). */
+  | { kind: 'corrupt'; atByte: number; bytesPerSecond?: number }
   /** Close the client connection at once, with no response: an upstream that is down. */
   | { kind: 'reset' }
   /** Send status, headers and N body bytes, then nothing more (the connection stays open). */
@@ -259,7 +260,7 @@ export async function startUpstreamProxy(target: string): Promise<UpstreamProxy>
         return;
       }
       if (f?.kind === 'corrupt') {
-        upRes.pipe(corruptAt(f.atByte)).pipe(res);
+        (f.bytesPerSecond ? upRes.pipe(throttle(f.bytesPerSecond)) : upRes).pipe(corruptAt(f.atByte)).pipe(res);
       } else {
         upRes.pipe(res);
       }

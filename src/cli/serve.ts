@@ -10,7 +10,7 @@ import { listenWithAcceptors, type Listening } from '../http/listen.ts';
 import { answerPlainHttpOnTls } from '../http/plain-http-on-tls.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { scheduleWarm } from '../warm/schedule.ts';
-import { parseAddr as parseConfigAddr } from '../config/addr.ts';
+import { parseAddr as parseConfigAddr, parsePeerAddress } from '../config/addr.ts';
 import { loadConfigOrExit, logConfigWarnings } from './config-arg.ts';
 
 /**
@@ -65,6 +65,7 @@ export async function serve(args: string[]): Promise<void> {
     logger.info('debug listening', { addr: `${debugAddress.address}:${debugAddress.port}` });
     extras.push(() => debugServer.close());
   }
+  const peerAddress = await listenForPeers(config, mirror, logger, extras);
   const address = server.address() as AddressInfo;
   logger.info('listening', {
     addr: `${address.address}:${address.port}`,
@@ -72,9 +73,43 @@ export async function serve(args: string[]): Promise<void> {
     upstream: mirror.upstream.url.origin,
     root: config.storage.filesystem.rootdirectory,
   });
-  mirror.announce(`${address.address}:${address.port}`);
+  mirror.announce(`${address.address}:${address.port}`, peerAddress);
   if (config.proxy.warm) extras.push(scheduleWarm(config.proxy.warm, selfUrl(address), logger));
   installShutdown(server, listening, mirror, logger, config.http.draintimeout, extras);
+}
+
+/**
+ * The peer listener (redis.fleet.peers.addr), on its own server: other instances of the fleet
+ * fetch blobs there; the client port serves none of it. Resolves with the address they dial
+ * (redis.fleet.peers.advertise, its port 0 standing for the port bound), undefined without a
+ * listener. A port that cannot be bound stops start-up as the main address does.
+ */
+async function listenForPeers(config: Config, mirror: Mirror, logger: Logger, extras: (() => void)[]): Promise<string | undefined> {
+  const settings = config.redis.fleet.peers;
+  if (!mirror.peerApp || settings.addr === undefined || settings.advertise === undefined) return undefined;
+  const peerServer = createServer({ maxHeaderSize: 16 * 1024 }, mirror.peerApp);
+  applyTimeouts(peerServer, config.http);
+  const { host, port } = parseAddr(settings.addr);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      peerServer.once('error', reject);
+      peerServer.listen(port, host, () => resolve());
+    });
+  } catch (error) {
+    process.stderr.write(`pullmirror: cannot listen on ${settings.addr} (redis.fleet.peers.addr): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
+    process.exit(1);
+  }
+  const bound = peerServer.address() as AddressInfo;
+  // The schema checked it already: a host other instances can dial, a port (0: the one bound).
+  const advertised = parsePeerAddress(settings.advertise, { anyPort: true })!;
+  const peerAddress = advertised.port === 0 ? `${advertised.authority.slice(0, -':0'.length)}:${bound.port}` : advertised.authority;
+  logger.info('peers listening', { addr: `${bound.address}:${bound.port}`, advertise: peerAddress });
+  extras.push(() => {
+    peerServer.close();
+    // A peer's transfer in flight ends with the process: it goes on from upstream or another peer.
+    peerServer.closeIdleConnections();
+  });
+  return peerAddress;
 }
 
 /**

@@ -14,7 +14,6 @@ const WHAT_IT_DID: Record<string, string> = {
   'health.tcp': 'registry:2 checks a TCP address for readiness; pullmirror does not',
   'http.host': 'registry:2 builds absolute URLs from it; pullmirror answers with relative ones',
   'http.prefix': 'registry:2 serves under this path prefix; pullmirror serves at /',
-  'http.secret': 'registry:2 signs upload state with it; a mirror takes no uploads',
   'http.relativeurls': 'pullmirror always answers with relative URLs',
   'http.http2': 'pullmirror speaks HTTP/1.1',
   'http.debug.pprof': 'Go profiling has no Node counterpart here',

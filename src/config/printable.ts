@@ -50,12 +50,17 @@ function render(node: Node, value: unknown): unknown {
 /** The config to print: secrets masked, durations and sizes as a config file writes them. */
 export function printableConfig(config: Config): unknown {
   type Upstream = { password?: unknown; passwordfile?: unknown };
-  const masked = maskSecrets(config) as { proxy: Upstream & { remotes: Upstream[] }; storage: { filesystem?: unknown; s3?: { secretkey?: unknown; secretkeyfile?: unknown } } };
+  const masked = maskSecrets(config) as {
+    proxy: Upstream & { remotes: Upstream[] };
+    storage: { filesystem?: unknown; s3?: { secretkey?: unknown; secretkeyfile?: unknown } };
+    http: { secret?: unknown; secretfile?: unknown };
+  };
   // A password read from passwordfile is not written beside it: the file says where it comes from.
   for (const upstream of [masked.proxy, ...masked.proxy.remotes]) {
     if (upstream.passwordfile !== undefined) delete upstream.password;
   }
   if (masked.storage.s3?.secretkeyfile !== undefined) delete masked.storage.s3.secretkey;
+  if (masked.http.secretfile !== undefined) delete masked.http.secret;
   // The store is the bucket: the filesystem section's defaults are not in use, and one driver is set at a time.
   if (masked.storage.s3 !== undefined) delete masked.storage.filesystem;
   return render(configSchema, masked);

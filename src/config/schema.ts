@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { validate as validCron } from 'node-cron';
 import parseBytes from 'bytes';
 import cron from 'node-cron';
-import { parseAddr, parseProxyEntry } from './addr.ts';
+import { parseAddr, parsePeerAddress, parseProxyEntry } from './addr.ts';
 import { parseDuration } from './duration.ts';
 
 /*
@@ -243,7 +243,13 @@ const http = z
     net: z.enum(['tcp']).default('tcp'),
     host: ignored(),
     prefix: ignored(),
-    secret: ignored(),
+    /**
+     * distribution's key (it signs upload state there). Here it keys the HMAC every request
+     * between the instances of a fleet carries (redis.fleet.peers): set on every instance alike.
+     */
+    secret: str().optional(),
+    /** ours: a file holding http.secret (a mounted secret), instead of http.secret. */
+    secretfile: str().optional(),
     relativeurls: ignored(),
     http2: ignored(),
     /**
@@ -568,6 +574,25 @@ const redis = z
         enabled: bool().default(true),
         /** How long a claim on a blob download or tag check outlives its holder's last renewal. */
         lease: duration().prefault('10s'),
+        /**
+         * ours: the internal listener instances stream blobs to each other through (src/fleet/peer-*.ts),
+         * separate from http.addr; its requests carry an HMAC keyed by http.secret.
+         */
+        peers: z
+          .strictObject({
+            /** Where it listens (host:port); unset: no listener, no peer streaming. */
+            addr: addr().optional(),
+            /** The host:port other instances dial, published in the heartbeat; port 0: the port addr bound. */
+            advertise: str()
+              .refine((v) => parsePeerAddress(v, { anyPort: true }) !== undefined, {
+                message: 'expected the host:port other instances dial (a host name or address, not 0.0.0.0, :: or an empty host)',
+              })
+              .optional(),
+            /** How long a peer request may go without progress (connect, headers, each read of the body). */
+            timeout: duration().prefault('10s'),
+          })
+          .refine((p) => p.addr === undefined || p.advertise !== undefined, { message: 'redis.fleet.peers.addr needs redis.fleet.peers.advertise (the host:port other instances dial)', path: ['advertise'] })
+          .prefault({}),
       })
       .prefault({}),
   })
@@ -623,7 +648,13 @@ export const configSchema = z.strictObject({
   middleware: ignored(),
   validation: ignored(),
   compatibility: ignored(),
-});
+})
+  // Peers authenticate each other with http.secret: a listener without one would take anyone's requests.
+  .refine((c) => c.redis.fleet.peers.addr === undefined || c.http.secret !== undefined || c.http.secretfile !== undefined, {
+    message: 'redis.fleet.peers.addr needs a shared secret: set http.secret (or http.secretfile, or REGISTRY_HTTP_SECRET) on every instance',
+    path: ['http', 'secret'],
+  })
+  .refine((c) => !(c.http.secret !== undefined && c.http.secretfile !== undefined), { message: 'set either http.secret or http.secretfile, not both', path: ['http', 'secretfile'] });
 
 export type Config = z.output<typeof configSchema>;
 

@@ -10,6 +10,11 @@ export interface InstanceRecord {
   pid: number;
   /** The address it listens on (host:port as bound). */
   address: string;
+  /**
+   * Where other instances reach its peer listener (redis.fleet.peers.advertise), when it has
+   * one. Read back only through peerRecord(): never dialed unless its instance is alive.
+   */
+  peerAddress?: string;
   version: string;
   startedAt: number;
   fillsInFlight: number;
@@ -78,6 +83,7 @@ export class FleetHeartbeat {
   readonly expiryMs: number;
   private readonly goneKeepMs: number;
   private address = '';
+  private peerAddress?: string;
   private timer?: NodeJS.Timeout;
   private nudged?: NodeJS.Timeout;
   private stopped = false;
@@ -91,6 +97,8 @@ export class FleetHeartbeat {
     intervalMs?: number;
     expiryMs?: number;
     goneKeepMs?: number;
+    /** Its name in the fleet: the one its download leases give (TempArea.id), so a lease's holder is found here. */
+    id?: string;
   }) {
     this.redis = options.redis;
     this.logger = options.logger;
@@ -100,7 +108,7 @@ export class FleetHeartbeat {
     this.intervalMs = options.intervalMs ?? 5_000;
     this.expiryMs = options.expiryMs ?? 15_000;
     this.goneKeepMs = options.goneKeepMs ?? 5 * 60_000;
-    this.id = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    this.id = options.id ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   }
 
   /** The address this instance listens on (empty until it does). */
@@ -108,9 +116,10 @@ export class FleetHeartbeat {
     return this.address;
   }
 
-  /** Starts beating once the address is known (the server listens). */
-  start(address: string): void {
+  /** Starts beating once the address is known (the server listens); `peerAddress` once the peer listener does. */
+  start(address: string, peerAddress?: string): void {
     this.address = address;
+    this.peerAddress = peerAddress;
     if (!this.redis || this.stopped || this.timer) return;
     void this.beat();
     this.timer = setInterval(() => void this.beat(), this.intervalMs);
@@ -136,6 +145,7 @@ export class FleetHeartbeat {
       hostname: hostname(),
       pid: process.pid,
       address: this.address,
+      ...(this.peerAddress ? { peerAddress: this.peerAddress } : {}),
       version: this.version,
       startedAt: this.startedAt,
       fillsInFlight: this.fillsInFlight(),
@@ -226,4 +236,27 @@ function trafficOf(value: unknown): InstanceTraffic | undefined {
   const figures = value as Record<string, unknown>;
   if (!fields.every((field) => Number.isSafeInteger(figures[field]) && (figures[field] as number) >= 0)) return undefined;
   return Object.fromEntries(fields.map((field) => [field, figures[field]])) as unknown as InstanceTraffic;
+}
+
+/**
+ * What a live instance says of itself: its record, only while its alive key exists and it did not
+ * say it stopped (read in one round trip, both keys in one Cluster slot). Undefined for an instance
+ * gone, unknown, or whose record is not JSON; throws when Redis cannot be asked. The record is
+ * as the instance wrote it: every field is checked by whoever uses it.
+ */
+export async function liveRecord(redis: RedisConnection, id: string): Promise<Partial<InstanceRecord> | undefined> {
+  const replies = await redis.client.multi().exists(aliveKey(id)).hget(RECORDS, id).exec();
+  if (!replies) return undefined;
+  const [[aliveError, alive], [recordError, json]] = replies;
+  if (aliveError) throw aliveError;
+  if (recordError) throw recordError;
+  if (Number(alive) !== 1 || typeof json !== 'string') return undefined;
+  let record: unknown;
+  try {
+    record = JSON.parse(json);
+  } catch {
+    return undefined;
+  }
+  if (typeof record !== 'object' || record === null || (record as InstanceRecord).stoppedAt !== undefined) return undefined;
+  return record;
 }

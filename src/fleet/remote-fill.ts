@@ -54,6 +54,13 @@ export class RemoteFill extends EventEmitter implements SharedFill {
    * `abandoned` is the dead holder's temp file, to resume from.
    */
   private readonly takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
+  /**
+   * Private spools: the holder's download as it lands, streamed from its peer listener into a
+   * verifying fill of this instance's own (BlobDownloads.fromPeer); undefined when the holder
+   * is not reachable as a peer. Asked once per followed blob.
+   */
+  private readonly fromPeer?: (holder: FillHolder) => Promise<SharedFill | undefined>;
+  private peerFill?: Promise<SharedFill | undefined>;
   private readonly stallMs: number;
   private readonly pollMs: number;
   private readonly logger: Logger;
@@ -72,6 +79,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     holder?: FillHolder;
     fileOf: (holder: FillHolder) => string | undefined;
     takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
+    fromPeer?: (holder: FillHolder) => Promise<SharedFill | undefined>;
     /** How long without progress or word from Redis before this instance takes over. */
     stallMs: number;
     pollMs?: number;
@@ -87,6 +95,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     this.fileOf = options.fileOf;
     this.state = { kind: 'following', holder: options.holder };
     this.takeOver = options.takeOver;
+    this.fromPeer = options.fromPeer;
     this.stallMs = options.stallMs;
     // Without a file to watch, each poll asks the store (an S3 HEAD): less often.
     this.pollMs = options.pollMs ?? (options.committedFile === undefined ? PRIVATE_SPOOL_POLL_MS : 50);
@@ -217,8 +226,25 @@ export class RemoteFill extends EventEmitter implements SharedFill {
         if (!object) throw new Error('the committed blob could not be read');
         return object;
       }
+      const fromPeer = await this.openFromPeer(state);
+      if (fromPeer) return fromPeer;
+      // Asking the peer took a while: a commit meanwhile sent its one event already.
+      if (this.state !== state) continue;
       await new Promise((resolve) => this.once('progress', resolve));
     }
+  }
+
+  /**
+   * The holder's download through its peer listener, while that copy runs: undefined when there
+   * is none (no peer listener, the holder unreachable within redis.fleet.peers.timeout, or the
+   * copy over or failed), and the reader waits for the commit instead.
+   */
+  private async openFromPeer(state: State): Promise<FillBytes | undefined> {
+    if (!this.fromPeer || state.kind !== 'following' || !state.started || !state.holder) return undefined;
+    this.peerFill ??= this.fromPeer(state.holder).catch(() => undefined);
+    const fill = await this.peerFill;
+    if (!fill || fill.complete) return undefined;
+    return fill.openBytes().catch(() => undefined);
   }
 
   /** @internal for FollowerBytes: the committed blob's file (shared volume), read to its end. */

@@ -356,6 +356,15 @@ export const fleetLeasesLost = new Counter({
   registers: [metricsRegistry],
 });
 
+/** Requests to the peer listener (redis.fleet.peers) refused for their credentials. */
+export const peerAuthFailures = new Counter({
+  name: 'pullmirror_peer_auth_failures_total',
+  help: 'Requests to the peer listener refused with 401, by reason (missing, malformed, expired, forged)',
+  labelNames: ['reason'] as const,
+  registers: [metricsRegistry],
+});
+for (const reason of ['missing', 'malformed', 'expired', 'forged']) peerAuthFailures.labels(reason).inc(0);
+
 let storeLimits: { maxBytes: number; highWatermarkBytes: number } | undefined;
 
 /** Connects the store-cap gauges to the eviction settings (storage.eviction.maxsize and highwatermark). */

@@ -1,5 +1,6 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import { LocalFillCoordinator, type BlobLease, type FillCoordinator } from '../fleet/fill-coordinator.ts';
+import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
+import type { PeerClient } from '../fleet/peer-client.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -34,12 +35,15 @@ export class BlobDownloads {
   private readonly admission: StoreAdmission;
   private readonly descriptors: DescriptorCache;
   private readonly fleet: FillCoordinator;
+  private readonly peers?: PeerClient;
   private readonly fleetStallMs: number;
   private readonly resume: ResumePolicy;
   private readonly resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
   private readonly logger: Logger;
   /** Shareable fills by digest; undefined once the start turned out to be a pass-through. */
   private readonly fills = new Map<string, Promise<SharedFill | undefined>>();
+  /** The fills this instance runs itself (not those it follows), until they end: what peers may tail. */
+  private readonly own = new Map<string, BlobFill>();
   /** Every download in flight (fills and pass-throughs), settled when it ends. */
   private readonly running = new Set<Promise<unknown>>();
   /** Told when a download starts or ends (the fleet heartbeat publishes the count at once). */
@@ -54,6 +58,8 @@ export class BlobDownloads {
     /** A registry's own policy (proxy.remotes[].resume), when it has one; `resume` otherwise. */
     resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
     fleet?: FillCoordinator;
+    /** Other instances' downloads, read from their peer listeners (redis.fleet.peers) where spools are private. */
+    peers?: PeerClient;
     /** How long a followed download may show no sign of life before this instance takes over. */
     fleetStallMs?: number;
   }) {
@@ -64,12 +70,21 @@ export class BlobDownloads {
     this.resume = options.resume ?? { retries: 3, backoffMs: 250 };
     this.resumeFor = options.resumeFor;
     this.fleet = options.fleet ?? new LocalFillCoordinator();
+    this.peers = options.peers;
     this.fleetStallMs = options.fleetStallMs ?? 10_000;
   }
 
   /** Whether a blob is being downloaded into the store (an eviction pass must not delete it). */
   isFilling(digest: string): boolean {
     return this.fills.has(digest);
+  }
+
+  /**
+   * This instance's own download of a blob in flight, for a peer to read as it lands
+   * (redis.fleet.peers); undefined when it runs none (one it follows is another instance's to serve).
+   */
+  ownFill(digest: string): SharedFill | undefined {
+    return this.own.get(digest);
   }
 
   /** Downloads in flight, pass-throughs included. */
@@ -185,9 +200,35 @@ export class BlobDownloads {
       stallMs: this.fleetStallMs,
       logger: this.logger,
       takeOver: (abandoned) => this.takeOver(ref, abandoned),
+      // Spools not shared (a bucket): rather than wait for the commit, read the holder's download from its peer listener.
+      fromPeer: this.peers && this.blobs.committedFile(ref.digest) === undefined ? (holder) => this.fromPeer(ref, holder) : undefined,
     });
     await remote.ready;
     return { kind: 'fill', fill: remote };
+  }
+
+  /**
+   * Another instance's download, streamed from its peer listener into a fill of this
+   * instance's own spool, verified and never committed (the holder commits). Undefined when the
+   * holder is no live peer, does not answer within redis.fleet.peers.timeout, has nothing, or
+   * the spool cannot take the blob: the followers then wait for the commit.
+   */
+  private async fromPeer(ref: UpstreamBlobRef, holder: FillHolder): Promise<SharedFill | undefined> {
+    const digest = ref.digest.value;
+    const answer = await this.peers!.openBlob(holder.instance, ref.digest);
+    if (answer.kind !== 'found') {
+      this.logger.info('holder not readable as a peer; waiting for its commit', { digest, instance: holder.instance, ...(answer.kind === 'unreachable' ? { reason: answer.reason } : { reason: 'absent' }) });
+      return undefined;
+    }
+    const writer = await this.admission.writerFor(ref.digest, answer.body.size).catch(() => undefined);
+    if (!writer) {
+      answer.body.close();
+      return undefined;
+    }
+    this.logger.info('streaming a blob download from the instance that holds it', { digest, instance: holder.instance });
+    const fill = new BlobFill({ digest, size: answer.body.size, writer, openCommitted: () => this.blobs.openObject(ref.digest), body: answer.body, commit: false });
+    fill.done.catch((error: Error) => this.logger.warn('blob stream from a peer failed', { digest, instance: holder.instance, error: error.message }));
+    return fill;
   }
 
   /** The holder of a followed download died: claim it and resume from its file when there. */
@@ -240,6 +281,12 @@ export class BlobDownloads {
       body: this.body(ref, first),
       fence: lease,
     });
+    this.own.set(digest, fill);
+    fill.done
+      .finally(() => {
+        if (this.own.get(digest) === fill) this.own.delete(digest);
+      })
+      .catch(() => {});
     fill.done.then(
       () => lease.release('committed'),
       // A store that failed (the commit to an unreachable bucket, a full spool) says nothing of

@@ -5,12 +5,25 @@ import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { BlobWriter } from '../storage/blob-store.ts';
 import type { OpenedObject } from '../storage/driver/storage-driver.ts';
 import type { FillBytes } from './shared-fill.ts';
-import type { ResumableBlobBody } from './upstream-blob.ts';
 
 /** What a fill under a fleet lease asks of it (see BlobLease): commit only while held. */
 export interface FillFence {
   readonly lost: AbortSignal;
   stillHeld(): Promise<boolean>;
+}
+
+/**
+ * The bytes of a blob as a fill reads them: from upstream (ResumableBlobBody, which resumes a
+ * dropped connection) or from another instance (fleet/PeerBlobBody). Either way they are only
+ * bytes: the writer verifies them.
+ */
+export interface FillBody {
+  /** The whole blob's size, when the source announced it. */
+  readonly size: number | undefined;
+  /** The chunks from the writer's position on; iterate once. */
+  chunks(): AsyncGenerator<Buffer, void, undefined>;
+  /** Stops the transfer at once (the fill failed, or its lease was lost). */
+  close(): void;
 }
 
 /** `verified`: every byte is written and the digest matched; the file is being committed to the store. */
@@ -51,6 +64,7 @@ export class BlobFill extends EventEmitter {
   /** The committed blob, opened through the store (for readers that come once the file is gone). */
   private readonly openCommitted: () => Promise<OpenedObject | undefined>;
   private readonly fence?: FillFence;
+  private readonly commits: boolean;
   private state: FillState = 'running';
   private failure?: Error;
   /** Bytes written to the temporary file. */
@@ -72,9 +86,15 @@ export class BlobFill extends EventEmitter {
     writer: BlobWriter;
     openCommitted: () => Promise<OpenedObject | undefined>;
     /** The blob's bytes from `writer.written` on. */
-    body: ResumableBlobBody;
+    body: FillBody;
     /** The fleet lease the fill runs under, when another instance could take it over. */
     fence?: FillFence;
+    /**
+     * false: a copy for this instance's readers only (another instance's download, streamed
+     * from its peer listener): verified like any fill, then its file is let go, never committed
+     * (the holder commits the blob).
+     */
+    commit?: boolean;
   }) {
     super();
     this.setMaxListeners(0);
@@ -83,6 +103,7 @@ export class BlobFill extends EventEmitter {
     this.writer = options.writer;
     this.openCommitted = options.openCommitted;
     this.fence = options.fence;
+    this.commits = options.commit ?? true;
     // An adopted writer (fleet takeover) already holds bytes: they are readable at once.
     this.written = options.writer.written;
     this.arrived = this.written;
@@ -91,7 +112,7 @@ export class BlobFill extends EventEmitter {
     this.done.catch(() => {});
   }
 
-  private async run(body: ResumableBlobBody): Promise<BlobDescriptor> {
+  private async run(body: FillBody): Promise<BlobDescriptor> {
     // A lease lost to another instance (it took the download over while this one was cut off
     // from Redis, paused, or the lease vanished in a Redis failover) does not stop the
     // download: this fill's clients are mid-body and get the rest, verified, from it; only the
@@ -106,6 +127,12 @@ export class BlobFill extends EventEmitter {
       // fsync of a 256 MiB layer takes ~0.1 s on this machine's disk, an upload seconds).
       this.state = 'verified';
       this.emit('progress');
+      if (!this.commits) {
+        // Readers reading it keep their descriptors; later ones read what the holder commits.
+        await this.writer.abort();
+        this.held = [];
+        return descriptor;
+      }
       // The fence: only the lease's current holder commits (this fill's readers keep the
       // verified bytes either way).
       if (this.fence && !(await this.fence.stillHeld())) throw lost?.reason ?? new Error("the blob's fleet lease was lost");
