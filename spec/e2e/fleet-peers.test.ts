@@ -25,7 +25,7 @@ import { StorePaths } from '../../src/storage/paths.ts';
 import { pushRandomBlob } from '../support/images.ts';
 import { runPullmirror, type RunningMirror } from '../support/mirror.ts';
 import { sample, scrape } from '../support/prometheus.ts';
-import { blobPath } from '../support/store.ts';
+import { blobPath, stored } from '../support/store.ts';
 import { freePort, skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
 import { startConnectionRecorder, startTcpRelay, type TcpRelay } from '../support/tcp-relay.ts';
@@ -264,6 +264,8 @@ describe('fleet peers: the internal listener, its authentication, and streaming 
   it('serves a stored blob and a Range of it; an unsatisfiable Range is 416', async () => {
     const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/peers', { sizeMiB: 1, label: 'peer-range' });
     assert.equal((await fetch(`${a.url}/v2/library/peers/blobs/${blob.digest}`).then((r) => r.arrayBuffer())).byteLength, blob.size);
+    // A client has the last byte once it verified, a moment before the commit: wait for the stored blob.
+    assert.ok(await stored(a.root, blob.digest), 'A committed the blob');
     const target = `/peer/v1/blobs/${blob.digest}`;
     const whole = await fetch(`${b.peerUrl}${target}`, { headers: { authorization: auth.sign('GET', target) } });
     assert.equal(whole.status, 200);
