@@ -6,6 +6,7 @@ import { INSTANCE_ID } from '../storage/paths.ts';
 import { fleetLeasesLost } from '../metrics/metrics.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { unfencedLease, type BlobClaim, type BlobLease, type FillCoordinator, type FillHolder, type HolderState } from './fill-coordinator.ts';
+import { FillEvents, fillEventsChannel } from './fill-events.ts';
 import { parseFillFailure } from './fill-failure.ts';
 
 /*
@@ -21,6 +22,10 @@ import { parseFillFailure } from './fill-failure.ts';
  *
  * A lookup's key is `<ns>/<name>:<tag>` for a tag's check, `<ns>/<name>@<digest>` for a
  * manifest's fetch.
+ *
+ * Channel (pub/sub, named under the same prefix by hand: see FillEvents):
+ *
+ *   fills                   "<digest>"                        a download's claim changed (started, released, failed)
  */
 
 /** Runs `body` when the key still holds this owner's claim (compare-and-act, atomically). */
@@ -32,10 +37,19 @@ if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
 end
 return 0`;
 
+/**
+ * Tells the followers of a download that its claim changed, in the script that changes it: the
+ * last two arguments are the channel and the digest. A renewal publishes nothing (followers
+ * need no word of a holder that goes on), nor does an expiry (followers look at the claim when
+ * it would expire: HolderState's expiresInMs).
+ */
+const NOTIFY = `redis.call('PUBLISH', ARGV[#ARGV - 1], ARGV[#ARGV])`;
+
 const RENEW = IF_OWNER(`redis.call('PEXPIRE', KEYS[1], ARGV[2])`);
-const PUBLISH = IF_OWNER(`redis.call('SET', KEYS[1], ARGV[1] .. ARGV[3], 'PX', ARGV[2])`);
-const RELEASE = IF_OWNER(`redis.call('DEL', KEYS[1])`);
-const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[2], 'PX', 30000)`);
+const PUBLISH = IF_OWNER(`redis.call('SET', KEYS[1], ARGV[1] .. ARGV[3], 'PX', ARGV[2]) ${NOTIFY}`);
+const RELEASE_FILL = IF_OWNER(`redis.call('DEL', KEYS[1]) ${NOTIFY}`);
+const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[2], 'PX', 30000) ${NOTIFY}`);
+const RELEASE_LOOKUP = IF_OWNER(`redis.call('DEL', KEYS[1])`);
 
 /**
  * Claims a blob's download: when no one holds it, the next epoch of the digest and a claim
@@ -74,6 +88,8 @@ export class RedisFillCoordinator implements FillCoordinator {
   /** This instance's name in claims (its temp area's, see TempArea): followers find its files by it. */
   private readonly instance: string;
   private readonly renewals = new Set<NodeJS.Timeout>();
+  /** The subscription to the fleet's download events, opened at the first follow (never by gc). */
+  private events?: FillEvents;
 
   constructor(options: { redis: RedisConnection; leaseMs: number; logger: Logger; instance: string }) {
     if (!INSTANCE_ID.test(options.instance)) throw new Error(`not an instance name: ${options.instance}`);
@@ -153,7 +169,7 @@ export class RedisFillCoordinator implements FillCoordinator {
       epoch,
       lost: lost.signal,
       publish: async (size) => {
-        if ((await run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size })])) === false) loseIt();
+        if ((await run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size }), this.channel, digest])) === false) loseIt();
       },
       stillHeld: async () => {
         if (!(await renew())) return false;
@@ -163,9 +179,9 @@ export class RedisFillCoordinator implements FillCoordinator {
       release: async (outcome) => {
         stop();
         if (typeof outcome === 'object') {
-          await run(FAIL, [key, `fillfailed:{${digest}}`], [JSON.stringify({ ...outcome.failed, epoch })]);
+          await run(FAIL, [key, `fillfailed:{${digest}}`], [JSON.stringify({ ...outcome.failed, epoch }), this.channel, digest]);
         } else {
-          await run(RELEASE, [key], []);
+          await run(RELEASE_FILL, [key], [this.channel, digest]);
         }
       },
     };
@@ -174,8 +190,12 @@ export class RedisFillCoordinator implements FillCoordinator {
   async blobHolder(digest: string): Promise<HolderState> {
     if (!this.redis.available) return { kind: 'unknown' };
     try {
-      const [[, claim], [, failed]] = (await this.redis.client.multi().get(`fill:{${digest}}`).get(`fillfailed:{${digest}}`).exec()) as [unknown, string | null][];
-      if (typeof claim === 'string') return { kind: 'held', started: false, ...parseClaim(claim) };
+      const key = `fill:{${digest}}`;
+      const [[, claim], [, ttl], [, failed]] = (await this.redis.client.multi().get(key).pttl(key).get(`fillfailed:{${digest}}`).exec()) as [unknown, unknown][];
+      if (typeof claim === 'string') {
+        const expiresInMs = typeof ttl === 'number' && ttl >= 0 ? ttl : undefined;
+        return { kind: 'held', started: false, ...parseClaim(claim), ...(expiresInMs === undefined ? {} : { expiresInMs }) };
+      }
       return { kind: 'free', failure: typeof failed === 'string' ? parseFillFailure(failed) : undefined };
     } catch (error) {
       this.redis.failed(error as Error);
@@ -227,16 +247,27 @@ export class RedisFillCoordinator implements FillCoordinator {
           if (freshnessMs > 0) multi.set(`lookup:{${key}}`, digest, 'PX', freshnessMs);
         }
         await multi.exec();
-        await this.redis.client.eval(RELEASE, 1, `lookuplease:{${key}}`, owner);
+        await this.redis.client.eval(RELEASE_LOOKUP, 1, `lookuplease:{${key}}`, owner);
       } catch (error) {
         this.redis.failed(error as Error);
       }
     }
   }
 
+  watchBlob(digest: string, onChange: () => void): () => void {
+    this.events ??= new FillEvents({ redis: this.redis, logger: this.logger });
+    return this.events.watch(digest, onChange);
+  }
+
+  /** The channel the scripts publish on (FillEvents subscribes to it). */
+  private get channel(): string {
+    return fillEventsChannel(this.redis);
+  }
+
   async close(): Promise<void> {
     for (const timer of this.renewals) clearInterval(timer);
     this.renewals.clear();
+    await this.events?.close();
     this.logger.debug('fleet coordinator closed');
   }
 }
