@@ -119,18 +119,29 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     }
   });
 
-  it('2 × 8 concurrent requests for a tag make one upstream check and one manifest GET', async () => {
+  it('2 × 8 concurrent requests for a tag make one upstream check and one manifest GET; the instance that waits reads the answer when it is released, not on a clock', async () => {
     const { a, b } = await fleet();
     world.proxy.reset();
-    world.proxy.setFault({ kind: 'delay', ms: 300, match: matchRequests('HEAD', /\/manifests\/v1$/), times: 1 });
+    world.proxy.setFault({ kind: 'delay', ms: 600, match: matchRequests('HEAD', /\/manifests\/v1$/), times: 1 });
+    const monitor = await monitorRedis(redis.port);
     try {
       await eightEachGetTheManifest([a, b], 'v1');
       assert.equal(world.proxy.count('HEAD', /\/manifests\/v1$/), 1, 'one tag check between both instances');
       assert.equal(world.proxy.count('GET', /\/manifests\//), 1, 'one manifest GET');
     } finally {
+      monitor.stop();
       world.proxy.setFault(undefined);
       await Promise.all([a.stop(), b.stop()]);
     }
+    // Reads of a lookup's answer, per lookup: the first look, one at the subscription, one when
+    // the holder releases it (and one more should the release land during a look).
+    const reads = new Map<string, number>();
+    for (const line of monitor.lines()) {
+      const key = /\] "get" "[^"]*:lookupdone:\{([^}]+)\}"/.exec(line)?.[1];
+      if (key) reads.set(key, (reads.get(key) ?? 0) + 1);
+    }
+    assert.ok(reads.size > 0, 'the other instance waited on a lookup');
+    for (const [key, count] of reads) assert.ok(count <= 4, `${count} reads of ${key}'s answer while its 600 ms check ran`);
   });
 
   it('2 × 8 concurrent requests for a manifest by digest make one upstream GET (Docker Hub counts each as a pull)', async () => {

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
 import { INSTANCE_ID } from '../storage/paths.ts';
@@ -26,6 +25,7 @@ import { parseFillFailure } from './fill-failure.ts';
  * Channel (pub/sub, named under the same prefix by hand: see FillEvents):
  *
  *   fills                   "<digest>"                        a download's claim changed (started, released, failed)
+ *                           "lookup:<key>"                    a lookup's lease was released (its answer is in lookupdone)
  */
 
 /** Runs `body` when the key still holds this owner's claim (compare-and-act, atomically). */
@@ -49,7 +49,7 @@ const RENEW = IF_OWNER(`redis.call('PEXPIRE', KEYS[1], ARGV[2])`);
 const PUBLISH = IF_OWNER(`redis.call('SET', KEYS[1], ARGV[1] .. ARGV[3], 'PX', ARGV[2]) ${NOTIFY}`);
 const RELEASE_FILL = IF_OWNER(`redis.call('DEL', KEYS[1]) ${NOTIFY}`);
 const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[2], 'PX', 30000) ${NOTIFY}`);
-const RELEASE_LOOKUP = IF_OWNER(`redis.call('DEL', KEYS[1])`);
+const RELEASE_LOOKUP = IF_OWNER(`redis.call('DEL', KEYS[1]) ${NOTIFY}`);
 
 /**
  * Claims a blob's download: when no one holds it, the next epoch of the digest and a claim
@@ -72,8 +72,8 @@ return epoch`;
 /** A claim as read from Redis: the holder's name and epoch, then what it published. */
 const CLAIM_VALUE = /^(\S{1,100}) ([1-9][0-9]{0,15}) (\{.{0,200}\})$/;
 
-/** How often an instance waiting on another's lookup looks for its answer. */
-const POLL_MS = 25;
+/** How long after a lookup lease's expiry a waiting instance looks at it (a renewal may be in flight). */
+const EXPIRY_MARGIN_MS = 50;
 
 /**
  * Fleet coordination through Redis leases. A claim is `SET NX PX lease`, renewed every third
@@ -220,11 +220,9 @@ export class RedisFillCoordinator implements FillCoordinator {
         }
         // Another instance is at it: wait for its answer, or for its claim to go away.
         const holder = await client.get(`lookuplease:{${key}}`);
-        while (holder && performance.now() < deadline) {
-          await delay(POLL_MS);
-          const [[, done], [, still]] = (await client.multi().get(`lookupdone:{${key}}`).get(`lookuplease:{${key}}`).exec()) as [unknown, string | null][];
-          if (typeof done === 'string' && done.startsWith(holder)) return done.slice(holder.length);
-          if (still !== holder) break;
+        if (holder) {
+          const answer = await this.awaitLookup(key, holder, deadline);
+          if (answer !== undefined) return answer;
         }
       }
     } catch (error) {
@@ -232,6 +230,46 @@ export class RedisFillCoordinator implements FillCoordinator {
     }
     // Ours to run: we hold the claim, or Redis cannot coordinate (then we run it alone).
     return claimed ? this.lookupAsHolder(key, claimed, freshnessMs, lookup) : lookup();
+  }
+
+  /**
+   * Waits for `holder`'s answer to the lookup `key`: looks when it releases its lease (an event)
+   * and else when the lease would expire (a holder that dies publishes nothing); the answer, or
+   * undefined once the lease went away without one or at `deadline`. Throws what Redis throws.
+   */
+  private async awaitLookup(key: string, holder: string, deadline: number): Promise<string | undefined> {
+    let wakes = 0;
+    let wake: (() => void) | undefined;
+    const stop = this.watchBlob(`lookup:${key}`, () => {
+      wakes++;
+      wake?.();
+    });
+    try {
+      while (performance.now() < deadline) {
+        const mark = wakes;
+        const [[, done], [, still], [, ttl]] = (await this.redis.client.multi().get(`lookupdone:{${key}}`).get(`lookuplease:{${key}}`).pttl(`lookuplease:{${key}}`).exec()) as [
+          unknown,
+          unknown,
+        ][];
+        if (typeof done === 'string' && done.startsWith(holder)) return done.slice(holder.length);
+        if (still !== holder) return undefined;
+        const waitMs = Math.min(typeof ttl === 'number' && ttl >= 0 ? ttl + EXPIRY_MARGIN_MS : this.leaseMs, deadline - performance.now());
+        if (wakes === mark && waitMs > 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resume, waitMs);
+            function resume(): void {
+              clearTimeout(timer);
+              resolve();
+            }
+            wake = resume;
+          });
+          wake = undefined;
+        }
+      }
+      return undefined;
+    } finally {
+      stop();
+    }
   }
 
   private async lookupAsHolder(key: string, owner: string, freshnessMs: number, lookup: () => Promise<string | undefined>): Promise<string | undefined> {
@@ -247,7 +285,8 @@ export class RedisFillCoordinator implements FillCoordinator {
           if (freshnessMs > 0) multi.set(`lookup:{${key}}`, digest, 'PX', freshnessMs);
         }
         await multi.exec();
-        await this.redis.client.eval(RELEASE_LOOKUP, 1, `lookuplease:{${key}}`, owner);
+        // Those waiting on it wake (after the answer is written: they read it then).
+        await this.redis.client.eval(RELEASE_LOOKUP, 1, `lookuplease:{${key}}`, owner, this.channel, `lookup:${key}`);
       } catch (error) {
         this.redis.failed(error as Error);
       }
