@@ -747,6 +747,22 @@ describe('the Kubernetes fleet on disks of its own: a StatefulSet, a ReadWriteOn
     const redisPeers = admittedPeers(objects, redis.spec.template.metadata.labels, redis.spec.template.spec.containers[0], 6379);
     assert.ok(redisPeers.length > 0 && redisPeers.every((peer) => peer !== 'anywhere'), `Redis takes connections from the fleet's pods only: ${JSON.stringify(redisPeers)}`);
 
+    // The pod is base/deployment.yaml's (probes, drain, security, resources), which a StatefulSet cannot patch: kept in step here.
+    const base = podOf(await kustomize('single'), 'single');
+    const baseSpec = base.deployment.spec.template.spec;
+    for (const field of ['args', 'livenessProbe', 'readinessProbe', 'startupProbe', 'lifecycle', 'resources', 'securityContext']) {
+      assert.deepEqual(container[field], base.container[field], `the container's ${field} is base/deployment.yaml's`);
+    }
+    for (const field of ['securityContext', 'terminationGracePeriodSeconds', 'enableServiceLinks', 'automountServiceAccountToken']) {
+      assert.deepEqual(spec[field], baseSpec[field], `the pod's ${field} is base/deployment.yaml's`);
+    }
+    assert.deepEqual(statefulSet.spec.template.metadata.annotations, base.deployment.spec.template.metadata.annotations, 'the scrape annotations');
+    assert.deepEqual(
+      container.volumeMounts.map((m: any) => m.mountPath),
+      base.container.volumeMounts.map((m: any) => m.mountPath),
+      'the same mounts (the store from the claim template)',
+    );
+
     // Disruptions: one mirror and one Redis at a time.
     const budgets = objects.filter((o) => o.kind === 'PodDisruptionBudget');
     assert.ok(budgets.some((b) => matches(b.spec.selector.matchLabels, labels) && b.spec.maxUnavailable === 1));
