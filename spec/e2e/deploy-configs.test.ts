@@ -250,6 +250,9 @@ function secretValues(secret: any): Env {
   return { ...decoded, ...(secret.stringData ?? {}) };
 }
 
+/** The downward API's fields as the kubelet gives them to the pod reproduced here: the second pod of a StatefulSet in namespace `mirrors`. */
+const POD_FIELDS: Record<string, string> = { 'metadata.name': 'pullmirror-1', 'metadata.namespace': 'mirrors' };
+
 interface Pod {
   deployment: any;
   container: any;
@@ -269,14 +272,17 @@ interface Pod {
  * else is changed: a key the Secret lacks is a file that is missing, and the check fails.
  */
 function podOf(objects: any[], variant: string, edit: (config: any) => void = () => {}): Pod {
-  const deployment = find(objects, 'Deployment', 'pullmirror');
-  assert.ok(deployment, `${variant}: a Deployment named pullmirror`);
+  // fleet-peers runs the mirror as a StatefulSet (a claim per pod); its pod template is the same.
+  const deployment = find(objects, 'Deployment', 'pullmirror') ?? find(objects, 'StatefulSet', 'pullmirror');
+  assert.ok(deployment, `${variant}: a Deployment (or StatefulSet) named pullmirror`);
   const spec = deployment.spec.template.spec;
   const container = spec.containers.find((c: any) => c.name === 'pullmirror');
   const root = path.join(work.path, `pod-${variant}-${fileCount++}`);
   const mounts = new Map<string, string>();
   for (const mount of container.volumeMounts ?? []) {
     const volume = spec.volumes.find((v: any) => v.name === mount.name);
+    // A StatefulSet's volumeClaimTemplates are no volume of the template: a claim, nothing to write.
+    if (!volume) continue;
     const source = volume.configMap ? find(objects, 'ConfigMap', volume.configMap.name)?.data : volume.secret ? secretValues(find(objects, 'Secret', volume.secret.secretName) ?? {}) : undefined;
     if (!source) continue;
     const items: { key: string; path: string }[] = (volume.configMap ?? volume.secret).items ?? Object.keys(source).map((key) => ({ key, path: key }));
@@ -305,7 +311,13 @@ function podOf(objects: any[], variant: string, edit: (config: any) => void = ()
   edit(rewritten);
   const env: Env = { ...readDockerfile().env };
   for (const variable of container.env ?? []) {
-    if (variable.value !== undefined) env[variable.name] = String(variable.value);
+    // Kubernetes expands $(NAME) from the variables listed before (left as is when there is none).
+    if (variable.value !== undefined) env[variable.name] = String(variable.value).replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name) => env[name] ?? whole);
+    else if (variable.valueFrom?.fieldRef) {
+      const value = POD_FIELDS[variable.valueFrom.fieldRef.fieldPath];
+      assert.ok(value !== undefined, `${variant}: ${variable.name}: the field ${variable.valueFrom.fieldRef.fieldPath} is not reproduced here`);
+      env[variable.name] = value;
+    }
     else if (variable.valueFrom?.secretKeyRef) {
       const { name, key } = variable.valueFrom.secretKeyRef;
       const value = secretValues(find(objects, 'Secret', name) ?? {})[key];
@@ -673,6 +685,123 @@ describe('the Kubernetes fleet on S3: no volume claim, the spool on an emptyDir,
       assert.ok(volume.emptyDir?.sizeLimit, `the spool's volume is an emptyDir with a sizeLimit (${JSON.stringify(volume)})`);
     } finally {
       await s3.close();
+    }
+  });
+});
+
+describe('the Kubernetes fleet on disks of its own: a StatefulSet, a ReadWriteOnce claim per pod, peers by name, Redis behind Sentinel', () => {
+  /** Whether this build's schema has the peer listener's keys (issue 24, being added next to this variant). */
+  const peersKnown = configSchema.safeParse({ redis: { fleet: { peers: { addr: '0.0.0.0:5001', advertise: 'pullmirror-0.pullmirror-peers.mirrors.svc:5001' } } } }).success;
+  /** The peer listener's variables; without its keys this build also ignores http.secret (a warning). */
+  const PEER_VARIABLES = ['REGISTRY_HTTP_SECRET', 'REGISTRY_REDIS_FLEET_PEERS_ADDR', 'REGISTRY_REDIS_FLEET_PEERS_ADVERTISE'];
+
+  it('fleet-peers: no ReadWriteMany claim, a headless Service naming each pod, the peer keys from the pod\'s own name, http.secret from a Secret, Sentinel by its pods\' names', async (t) => {
+    if (!requireKubectl(t)) return;
+    const objects = await kustomize('fleet-peers');
+    assert.equal(find(objects, 'Deployment', 'pullmirror'), undefined, "the base's Deployment gives way to the StatefulSet");
+    assert.deepEqual(objects.filter((o) => o.kind === 'PersistentVolumeClaim').map((o) => o.metadata.name), [], 'no shared claim');
+    const pod = podOf(objects, 'fleet-peers');
+    const { deployment: statefulSet, container } = pod;
+    assert.equal(statefulSet.kind, 'StatefulSet');
+    assert.equal(statefulSet.spec.replicas, 3);
+    const labels = statefulSet.spec.template.metadata.labels;
+    assert.ok(!/^pullmirror(:|$)/.test(container.image), `the image placeholder is replaced (${container.image})`);
+
+    // The config as the pod runs it; the peer keys only once the schema has them (see peersKnown).
+    const secret = secretValues(find(objects, 'Secret', 'pullmirror-http'));
+    const env: Env = { ...pod.env, REGISTRY_HTTP_SECRET: 'a'.repeat(64) };
+    if (!peersKnown) {
+      t.diagnostic(`this build has no peer listener (redis.fleet.peers) yet: config check runs without ${PEER_VARIABLES.join(', ')}`);
+      for (const name of PEER_VARIABLES) delete env[name];
+    }
+    const effective = await assertPasses('kubernetes/fleet-peers', pod.configFile, env);
+    assert.equal(effective.storage.cache.blobdescriptor, 'redis');
+
+    // A disk per pod: one ReadWriteOnce claim template, mounted where the store is, holding maxsize.
+    const spec = statefulSet.spec.template.spec;
+    assert.ok(spec.volumes.every((v: any) => !v.persistentVolumeClaim), 'no volume of the pod names a shared claim');
+    const storeMount = container.volumeMounts.find((m: any) => m.mountPath === effective.storage.filesystem.rootdirectory);
+    assert.ok(storeMount, 'the store is a volume mount');
+    const template = statefulSet.spec.volumeClaimTemplates.find((c: any) => c.metadata.name === storeMount.name);
+    assert.ok(template, `the store's volume ${storeMount.name} is a claim template`);
+    assert.deepEqual(template.spec.accessModes, ['ReadWriteOnce']);
+    assert.ok(quantity(template.spec.resources.requests.storage) >= effective.storage.eviction.maxsize + effective.storage.filesystem.minfreespace, 'each claim holds maxsize plus minfreespace');
+
+    // The peers' names: the StatefulSet's headless Service selects these pods on the peer port.
+    const peers = find(objects, 'Service', statefulSet.spec.serviceName);
+    assert.ok(peers, `serviceName ${statefulSet.spec.serviceName} is a rendered Service`);
+    assert.equal(peers.spec.clusterIP, 'None', 'headless: a DNS name per pod');
+    assert.ok(matches(peers.spec.selector, labels));
+    const peerPort = containerPort(container, peers.spec.ports[0].targetPort);
+    assert.equal(peers.spec.ports[0].port, peerPort);
+    assert.notEqual(peerPort, portOf(effective.http.addr), 'the peer listener is not the client port');
+    assert.equal(pod.env.REGISTRY_REDIS_FLEET_PEERS_ADDR, `0.0.0.0:${peerPort}`, 'the peer listener on the pod\'s peer port');
+    // What the kubelet makes of the advertised address for pod pullmirror-1 in namespace mirrors.
+    assert.equal(pod.env.REGISTRY_REDIS_FLEET_PEERS_ADVERTISE, `pullmirror-1.${peers.metadata.name}.mirrors.svc:${peerPort}`, "the pod's own name under the headless Service");
+    if (peersKnown) {
+      assert.equal(effective.redis.fleet.peers.advertise, `pullmirror-1.${peers.metadata.name}.mirrors.svc:${peerPort}`);
+    }
+    // Only the mirror's pods reach the peer port; clients reach the client port.
+    const admitted = admittedPeers(objects, labels, container, peerPort);
+    assert.ok(admitted.length > 0 && admitted.every((peer) => peer !== 'anywhere' && matches(peer, labels)), `peer port from the mirror pods only: ${JSON.stringify(admitted)}`);
+    assert.ok(admitsFromAnywhere(objects, labels, container, portOf(effective.http.addr)), 'clients reach the client port');
+
+    // http.secret from a Secret, never a literal in the manifest.
+    const secretVariable = container.env.find((e: any) => e.name === 'REGISTRY_HTTP_SECRET');
+    assert.deepEqual(secretVariable?.valueFrom?.secretKeyRef, { name: 'pullmirror-http', key: 'secret' });
+    assert.ok(Object.hasOwn(secret, 'secret'), 'the Secret pullmirror-http has the key secret');
+
+    // Redis behind Sentinel: each address is a sentinel of the Redis StatefulSet by its pod's name.
+    assert.ok(effective.redis.mastername, 'redis.mastername: Sentinel');
+    const redis = find(objects, 'StatefulSet', 'pullmirror-redis');
+    assert.ok(redis, 'a Redis StatefulSet');
+    const redisService = find(objects, 'Service', redis.spec.serviceName);
+    assert.equal(redisService.spec.clusterIP, 'None');
+    const sentinel = redis.spec.template.spec.containers.find((c: any) => c.name === 'sentinel');
+    assert.ok(sentinel, 'a sentinel in each Redis pod');
+    const sentinelPort = containerPort(sentinel, 'sentinel');
+    assert.equal(effective.redis.addrs.length, redis.spec.replicas, 'every sentinel is named');
+    for (const [i, addr] of effective.redis.addrs.entries()) assert.equal(addr, `${redis.metadata.name}-${i}.${redisService.metadata.name}:${sentinelPort}`);
+    const scripts = find(objects, 'ConfigMap', 'pullmirror-redis').data;
+    assert.match(scripts['sentinel.sh'], new RegExp(`sentinel monitor ${effective.redis.mastername} \\$master 6379 2`), 'the sentinels watch the master the mirror names');
+    assert.ok(!matches(find(objects, 'Service', 'pullmirror').spec.selector, redis.spec.template.metadata.labels), "the mirror's Service does not send clients to Redis");
+    const redisPeers = admittedPeers(objects, redis.spec.template.metadata.labels, redis.spec.template.spec.containers[0], 6379);
+    assert.ok(redisPeers.length > 0 && redisPeers.every((peer) => peer !== 'anywhere'), `Redis takes connections from the fleet's pods only: ${JSON.stringify(redisPeers)}`);
+
+    // The pod is base/deployment.yaml's (probes, drain, security, resources), which a StatefulSet cannot patch: kept in step here.
+    const base = podOf(await kustomize('single'), 'single');
+    const baseSpec = base.deployment.spec.template.spec;
+    for (const field of ['args', 'livenessProbe', 'readinessProbe', 'startupProbe', 'lifecycle', 'resources', 'securityContext']) {
+      assert.deepEqual(container[field], base.container[field], `the container's ${field} is base/deployment.yaml's`);
+    }
+    for (const field of ['securityContext', 'terminationGracePeriodSeconds', 'enableServiceLinks', 'automountServiceAccountToken']) {
+      assert.deepEqual(spec[field], baseSpec[field], `the pod's ${field} is base/deployment.yaml's`);
+    }
+    assert.deepEqual(statefulSet.spec.template.metadata.annotations, base.deployment.spec.template.metadata.annotations, 'the scrape annotations');
+    assert.deepEqual(
+      container.volumeMounts.map((m: any) => m.mountPath),
+      base.container.volumeMounts.map((m: any) => m.mountPath),
+      'the same mounts (the store from the claim template)',
+    );
+
+    // Disruptions: one mirror and one Redis at a time.
+    const budgets = objects.filter((o) => o.kind === 'PodDisruptionBudget');
+    assert.ok(budgets.some((b) => matches(b.spec.selector.matchLabels, labels) && b.spec.maxUnavailable === 1));
+    assert.ok(budgets.some((b) => matches(b.spec.selector.matchLabels, redis.spec.template.metadata.labels) && b.spec.maxUnavailable === 1));
+  });
+
+  it('fleet-peers renders with the components it offers, and every pod of ours runs the image it sets', async (t) => {
+    if (!requireKubectl(t)) return;
+    for (const components of [[], ['node-config'], ['warm'], ['node-config', 'warm']]) {
+      const objects = await kustomize('fleet-peers', components);
+      const image = find(objects, 'StatefulSet', 'pullmirror').spec.template.spec.containers[0].image;
+      for (const object of objects) {
+        const spec = object.spec?.jobTemplate?.spec.template.spec ?? object.spec?.template?.spec;
+        for (const container of spec?.containers ?? []) {
+          if (container.image.startsWith('redis:')) continue;
+          assert.equal(container.image, image, `[${components.join(', ')}]: ${object.kind} ${object.metadata.name} runs the mirror's image`);
+        }
+      }
     }
   });
 });

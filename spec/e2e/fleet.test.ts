@@ -12,7 +12,7 @@ import { pushImage, pushRandomBlob, randomLayer, type PushedImage } from '../sup
 import { tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { sample, scrape, type Samples } from '../support/prometheus.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
-import { startRedis, type RedisServer } from '../support/redis.ts';
+import { monitorRedis, startRedis, startSentinelGroup, type RedisServer } from '../support/redis.ts';
 import { blobPath, stored } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
@@ -53,12 +53,18 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
   let store: TempDir;
   let image: PushedImage;
 
-  /** Two instances on a fresh shared store (a short lease so takeovers show in a test's time). */
-  async function fleet(extra: Record<string, any> = {}): Promise<{ a: RunningMirror; b: RunningMirror; root: string }> {
+  /**
+   * Two instances on a fresh shared store (by default a short lease, so takeovers show in a
+   * test's time), on the test's Redis or on `redisKeys` (a Sentinel group's).
+   */
+  async function fleet(
+    extra: Record<string, any> = {},
+    { lease = '1s', redisKeys = { addr: redis.addr } }: { lease?: string; redisKeys?: Record<string, unknown> } = {},
+  ): Promise<{ a: RunningMirror; b: RunningMirror; root: string }> {
     const root = path.join(store.path, `store-${Math.random().toString(36).slice(2, 8)}`);
     const config = {
       storage: { cache: { blobdescriptor: 'redis' } },
-      redis: { addr: redis.addr, dialtimeout: '500ms', readtimeout: '1s', writetimeout: '1s', fleet: { lease: '1s' } },
+      redis: { ...redisKeys, dialtimeout: '500ms', readtimeout: '1s', writetimeout: '1s', fleet: { lease } },
       proxy: { tagfreshness: '30s', timeouts: { connect: '1s', headers: '2s', bodyidle: '5s' } },
       ...extra,
     };
@@ -113,18 +119,29 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
     }
   });
 
-  it('2 × 8 concurrent requests for a tag make one upstream check and one manifest GET', async () => {
+  it('2 × 8 concurrent requests for a tag make one upstream check and one manifest GET; the instance that waits reads the answer when it is released, not on a clock', async () => {
     const { a, b } = await fleet();
     world.proxy.reset();
-    world.proxy.setFault({ kind: 'delay', ms: 300, match: matchRequests('HEAD', /\/manifests\/v1$/), times: 1 });
+    world.proxy.setFault({ kind: 'delay', ms: 600, match: matchRequests('HEAD', /\/manifests\/v1$/), times: 1 });
+    const monitor = await monitorRedis(redis.port);
     try {
       await eightEachGetTheManifest([a, b], 'v1');
       assert.equal(world.proxy.count('HEAD', /\/manifests\/v1$/), 1, 'one tag check between both instances');
       assert.equal(world.proxy.count('GET', /\/manifests\//), 1, 'one manifest GET');
     } finally {
+      monitor.stop();
       world.proxy.setFault(undefined);
       await Promise.all([a.stop(), b.stop()]);
     }
+    // Reads of a lookup's answer, per lookup: the first look, one at the subscription, one when
+    // the holder releases it (and one more should the release land during a look).
+    const reads = new Map<string, number>();
+    for (const line of monitor.lines()) {
+      const key = /\] "get" "[^"]*:lookupdone:\{([^}]+)\}"/.exec(line)?.[1];
+      if (key) reads.set(key, (reads.get(key) ?? 0) + 1);
+    }
+    assert.ok(reads.size > 0, 'the other instance waited on a lookup');
+    for (const [key, count] of reads) assert.ok(count <= 4, `${count} reads of ${key}'s answer while its 600 ms check ran`);
   });
 
   it('2 × 8 concurrent requests for a manifest by digest make one upstream GET (Docker Hub counts each as a pull)', async () => {
@@ -233,6 +250,95 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       if (paused) process.kill(a.process.pid, 'SIGCONT');
       world.proxy.setFault(undefined);
       await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('a follower of a slow fill asks Redis once per state change of the holder and once per lease, not on a clock', async (t) => {
+    const leaseMs = 10_000;
+    const { a, b } = await fleet({}, { lease: `${leaseMs}ms` });
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 2, label: 'fleet-slow' });
+    const blobGets = new RegExp(`/blobs/${blob.digest}$`);
+    // About 8 s upstream: many ticks of any clock, three state changes (claimed, started, committed).
+    world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 256 * 1024, match: matchRequests('GET', blobGets) });
+    const monitor = await monitorRedis(redis.port);
+    let followMs: number;
+    try {
+      const url = (m: RunningMirror) => `${m.url}/v2/library/fleet/blobs/${blob.digest}`;
+      const held = pull(url(a));
+      const deadline = performance.now() + 10_000;
+      while (!a.logLines().some((line) => line.message === 'blob fill started') && performance.now() < deadline) await sleep(20);
+      const followStart = performance.now();
+      const followed = await Promise.all([pull(url(b)), pull(url(b))]);
+      followMs = performance.now() - followStart;
+      for (const result of [...followed, await held]) {
+        assert.equal(result.error, undefined, `B log:\n${b.process.readLog()}`);
+        assert.equal(result.digest, blob.digest);
+      }
+      assert.ok(b.logLines().some((line) => line.message === 'following a blob download of another instance'));
+      assert.equal(world.proxy.count('GET', blobGets), 1);
+    } finally {
+      monitor.stop();
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+    }
+    // The commands on this blob's claim, as the server ran them (not those a script runs inside).
+    const claimKeys = new RegExp(`:fill(failed)?:\\{${blob.digest}\\}"`);
+    const client = (line: string) => /^\S+ \[\d+ ([^\]]+)\]/.exec(line)?.[1];
+    const commands = monitor.lines().filter((line) => claimKeys.test(line) && client(line) !== 'lua');
+    // The follower's connection is the one that reads the claim (the holder only writes it).
+    const followers = new Set(commands.filter((line) => /\] "get" /.test(line)).map(client));
+    assert.equal(followers.size, 1, commands.join('\n'));
+    const follower = commands.filter((line) => followers.has(client(line)));
+    // A look reads the claim, its expiry and a failure record: 3 commands. Looks: the first; one
+    // per state change the holder publishes after it (started, committed) and one at the
+    // subscription; one each time the claim would have expired (the holder renews every third
+    // of the lease, so at most one per two thirds of it); one when the commit lands between the
+    // store's look and Redis'. Plus the claim that made this instance a follower.
+    const looks = 1 + 2 + 1 + Math.ceil(followMs / ((leaseMs * 2) / 3)) + 1;
+    t.diagnostic(`the follower sent ${follower.length} commands on the blob's claim over ${Math.round(followMs)} ms (bound ${1 + 3 * looks})`);
+    assert.ok(follower.length <= 1 + 3 * looks, `${follower.length} commands over ${Math.round(followMs)} ms, at most ${1 + 3 * looks}:\n${follower.join('\n')}`);
+  });
+
+  it('through a Sentinel failover in the middle of a followed download, the follower\'s clients get every byte; then the fleet shares downloads again', async () => {
+    const group = await startSentinelGroup();
+    // A lease longer than the failover: the holder's claim outlives it (a shorter one may
+    // expire meanwhile; then the follower takes over and the holder's own clients are cut).
+    const { a, b } = await fleet({}, { lease: '10s', redisKeys: { addrs: group.addrs, mastername: group.mastername } }).catch(async (error) => {
+      await group.close();
+      throw error;
+    });
+    const url = (m: RunningMirror, digest: string) => `${m.url}/v2/library/fleet/blobs/${digest}`;
+    try {
+      const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 4, label: 'fleet-failover' });
+      world.proxy.setFault({ kind: 'throttle', bytesPerSecond: MiB, match: matchRequests('GET', new RegExp(`/blobs/${blob.digest}$`)) });
+      const held = pull(url(a, blob.digest));
+      const deadline = performance.now() + 20_000;
+      while (!a.logLines().some((line) => line.message === 'blob fill started') && performance.now() < deadline) await sleep(20);
+      const progress = Array.from({ length: 2 }, () => ({ bytes: 0 }));
+      const followed = progress.map((p) => pull(url(b, blob.digest), p));
+      while (progress.some((p) => p.bytes < MiB / 2) && performance.now() < deadline) await sleep(20);
+      assert.ok(b.logLines().some((line) => line.message === 'following a blob download of another instance'));
+      await group.failOver();
+      world.proxy.setFault(undefined);
+      for (const result of await Promise.all(followed)) {
+        assert.equal(result.error, undefined, `B log:\n${b.process.readLog()}`);
+        assert.equal(result.bytes, blob.size);
+        assert.equal(result.digest, blob.digest);
+      }
+      const own = await held;
+      if (!own.error) assert.equal(own.digest, blob.digest, "the holder's client gets verified bytes or a broken connection");
+      // Both instances on the new master: a cold blob pulled through both crosses the link once.
+      while (![a, b].every((m) => m.logLines().some((line) => line.message === 'redis reachable again')) && performance.now() < deadline) await sleep(50);
+      const next = await pushRandomBlob(world.registry.url, PUSHER, 'library/fleet', { sizeMiB: 2, label: 'fleet-after-failover' });
+      world.proxy.reset();
+      world.proxy.setFault({ kind: 'delay', ms: 500, match: matchRequests('GET', new RegExp(`/blobs/${next.digest}$`)) });
+      const after = await Promise.all([a, b, a, b].map((m) => pull(url(m, next.digest))));
+      for (const result of after) assert.equal(result.digest, next.digest);
+      assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${next.digest}$`)), 1, 'one upstream GET between both instances after the failover');
+    } finally {
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+      await group.close();
     }
   });
 

@@ -241,3 +241,117 @@ export function testRedis(): TestRedis {
     },
   };
 }
+
+/** A Sentinel group that can fail over: the master's SIGKILL promotes the replica. */
+export interface SentinelGroup extends RedisTopology {
+  mastername: string;
+  /** The port of the master the sentinels name now. */
+  masterPort(): Promise<number>;
+  /** SIGKILLs the master and resolves once the sentinels name the replica as master. */
+  failOver(): Promise<void>;
+}
+
+/**
+ * A master, one replica and three sentinels (quorum 2) watching them as `mymaster`, as a
+ * production Sentinel deployment runs: the master's SIGKILL makes the sentinels promote the
+ * replica within a few seconds (down-after 1 s), and clients that follow Sentinel reconnect to it.
+ */
+export async function startSentinelGroup(): Promise<SentinelGroup> {
+  const dir = tempDir('pullmirror-sentinel-group');
+  const processes: StartedProcess[] = [];
+  const server = (port: number, extra: string[]) => {
+    const nodeDir = path.join(dir.path, String(port));
+    mkdirSync(nodeDir);
+    const started = startProcess('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', nodeDir, ...extra], {
+      logFile: path.join(nodeDir, 'redis.log'),
+    });
+    processes.push(started);
+    return started;
+  };
+  try {
+    const masterPort = await freePort();
+    const replicaPort = await freePort();
+    const master = server(masterPort, []);
+    await waitFor('redis master', async () => (await send(masterPort, 'PING')).startsWith('+PONG'), () => master.readLog());
+    const replica = server(replicaPort, ['--replicaof', '127.0.0.1', String(masterPort)]);
+    await waitFor('redis replica', async () => (await send(replicaPort, 'INFO replication')).includes('master_link_status:up'), () => replica.readLog());
+    const sentinelPorts: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const port = await freePort();
+      sentinelPorts.push(port);
+      const config = path.join(dir.path, `sentinel-${port}.conf`);
+      writeFileSync(
+        config,
+        [
+          `port ${port}`,
+          'bind 127.0.0.1',
+          `dir ${dir.path}`,
+          `sentinel monitor mymaster 127.0.0.1 ${masterPort} 2`,
+          'sentinel down-after-milliseconds mymaster 1000',
+          'sentinel failover-timeout mymaster 10000',
+          '',
+        ].join('\n'),
+      );
+      processes.push(startProcess('redis-server', [config, '--sentinel'], { logFile: path.join(dir.path, `sentinel-${port}.log`) }));
+    }
+    // Each sentinel knows the replica and the two others before a failover can be agreed on.
+    for (const port of sentinelPorts) {
+      await waitFor(
+        'sentinel discovery',
+        async () => /num-other-sentinels\r\n\$\d+\r\n2\r\n/.test(await send(port, 'SENTINEL master mymaster')) && (await send(port, 'SENTINEL replicas mymaster')).includes(String(replicaPort)),
+        () => processes.map((p) => p.readLog(1000)).join('\n'),
+      );
+    }
+    const masterPortNow = async () => {
+      const reply = await send(sentinelPorts[0], 'SENTINEL get-master-addr-by-name mymaster');
+      return Number(/\$\d+\r\n(\d+)\r\n$/.exec(reply)?.[1] ?? NaN);
+    };
+    return {
+      addrs: sentinelPorts.map((port) => `127.0.0.1:${port}`),
+      mastername: 'mymaster',
+      masterPort: masterPortNow,
+      failOver: async () => {
+        process.kill(master.pid, 'SIGKILL');
+        await master.exited;
+        await waitFor('sentinel failover', async () => (await masterPortNow()) === replicaPort && (await send(replicaPort, 'ROLE')).includes('master'), () =>
+          processes.map((p) => p.readLog(1000)).join('\n'),
+        );
+      },
+      close: async () => {
+        await Promise.all(processes.map((p) => p.stop()));
+        await dir.cleanup();
+      },
+    };
+  } catch (error) {
+    await Promise.all(processes.map((p) => p.stop()));
+    await dir.cleanup();
+    throw error;
+  }
+}
+
+/** Every command a Redis server runs, as MONITOR prints them (one line each), from now until stop(). */
+export interface RedisMonitor {
+  lines(): string[];
+  stop(): void;
+}
+
+export async function monitorRedis(port: number): Promise<RedisMonitor> {
+  const socket = createConnection({ host: '127.0.0.1', port });
+  const lines: string[] = [];
+  let partial = '';
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.on('data', (chunk) => {
+      const text = partial + chunk.toString('utf8');
+      const parts = text.split('\r\n');
+      partial = parts.pop() ?? '';
+      for (const line of parts) {
+        if (line === '+OK') resolve();
+        else if (line.startsWith('+')) lines.push(line.slice(1));
+      }
+    });
+    socket.write('MONITOR\r\n');
+  });
+  socket.on('error', () => {});
+  return { lines: () => [...lines], stop: () => socket.destroy() };
+}

@@ -9,10 +9,11 @@ import { after, before, describe, it } from 'node:test';
 import winston from 'winston';
 import { RedisDescriptorCache } from '../../src/cache/redis-descriptor-cache.ts';
 import { loadConfig } from '../../src/config/load.ts';
+import type { HolderState } from '../../src/fleet/fill-coordinator.ts';
 import { RedisFillCoordinator } from '../../src/fleet/redis-fill-coordinator.ts';
 import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries } from '../support/processes.ts';
-import { startCluster, startRedis, startSentinel, type RedisServer, type RedisTopology } from '../support/redis.ts';
+import { startCluster, startRedis, startSentinel, startSentinelGroup, type RedisServer, type RedisTopology, type SentinelGroup } from '../support/redis.ts';
 import { descriptorCacheSuite } from './descriptor-cache-suite.ts';
 
 const logger = winston.createLogger({ silent: true });
@@ -58,9 +59,11 @@ function topologySuite(name: string, start: () => Promise<RedisTopology>): void 
       const holder = { instance: 'host-1-abcdef01', epoch: claim.lease.epoch! };
       assert.ok(holder.epoch > 0);
       assert.deepEqual(await two.claimBlob(DIGEST), { kind: 'theirs', holder });
-      assert.deepEqual(await two.blobHolder(DIGEST), { kind: 'held', holder, started: false, size: undefined });
+      assert.deepEqual(withoutExpiry(await two.blobHolder(DIGEST)), { kind: 'held', holder, started: false, size: undefined });
       await claim.lease.publish(1234);
-      assert.deepEqual(await two.blobHolder(DIGEST), { kind: 'held', holder, started: true, size: 1234 });
+      const held = await two.blobHolder(DIGEST);
+      assert.deepEqual(withoutExpiry(held), { kind: 'held', holder, started: true, size: 1234 });
+      assert.ok(held.kind === 'held' && held.expiresInMs! > 0 && held.expiresInMs! <= 5_000, 'when the claim expires unless renewed');
       await claim.lease.release({ failed: { code: 'DIGEST_INVALID', message: 'bad', status: 502 } });
       const after = await two.blobHolder(DIGEST);
       assert.deepEqual(after, { kind: 'free', failure: { code: 'DIGEST_INVALID', message: 'bad', status: 502, epoch: holder.epoch } });
@@ -88,8 +91,45 @@ function topologySuite(name: string, start: () => Promise<RedisTopology>): void 
       assert.ok(claim.lease.lost.aborted, 'the old holder is told to stop');
       assert.equal(await taken.lease.stillHeld(), true, 'the new holder is untouched');
       await claim.lease.release('committed');
-      assert.deepEqual(await one.blobHolder(digest), { kind: 'held', holder: { instance: 'host-2-abcdef02', epoch: taken.lease.epoch }, started: false, size: undefined }, 'the old holder releases nothing of the new one');
+      assert.deepEqual(
+        withoutExpiry(await one.blobHolder(digest)),
+        { kind: 'held', holder: { instance: 'host-2-abcdef02', epoch: taken.lease.epoch }, started: false, size: undefined },
+        'the old holder releases nothing of the new one',
+      );
       await taken.lease.release('committed');
+      await Promise.all([one.close(), two.close()]);
+    });
+
+    it("a follower's watch wakes at each state change the holder publishes (started, released, failed), not at its renewals", async () => {
+      const digest = `sha256:${'d'.repeat(64)}`;
+      const [one, two] = [
+        new RedisFillCoordinator({ redis: await connected(), leaseMs: 300, logger, instance: 'host-1-abcdef01' }),
+        new RedisFillCoordinator({ redis: await connected(), leaseMs: 300, logger, instance: 'host-2-abcdef02' }),
+      ];
+      let wakes = 0;
+      let other = 0;
+      const unwatch = two.watchBlob(digest, () => wakes++);
+      two.watchBlob(`sha256:${'c'.repeat(64)}`, () => other++);
+      // Subscribed (the subscription itself wakes every follower once: what came before went unheard).
+      await until(() => wakes >= 1);
+      const woken = async (what: string, act: () => Promise<void>) => {
+        const before = wakes;
+        await act();
+        await until(() => wakes > before, what);
+      };
+      const claim = await one.claimBlob(digest);
+      assert.ok(claim.kind === 'mine');
+      await woken('started', () => claim.lease.publish(10));
+      const afterStart = wakes;
+      // Several renewals (every 100 ms): no word to followers.
+      await sleep(450);
+      assert.equal(wakes, afterStart, 'renewals publish nothing');
+      await woken('committed', () => claim.lease.release('committed'));
+      const again = await one.claimBlob(digest);
+      assert.ok(again.kind === 'mine');
+      await woken('failed', () => again.lease.release({ failed: { code: 'DIGEST_INVALID', message: 'bad', status: 502 } }));
+      assert.equal(other, 1, "another digest's follower heard only the subscription");
+      unwatch();
       await Promise.all([one.close(), two.close()]);
     });
 
@@ -109,6 +149,58 @@ function topologySuite(name: string, start: () => Promise<RedisTopology>): void 
     });
   });
 }
+
+/** A held claim as compared field by field: its expiry moves with every look. */
+function withoutExpiry(state: HolderState): HolderState {
+  if (state.kind !== 'held') return state;
+  const { expiresInMs, ...rest } = state;
+  void expiresInMs;
+  return rest;
+}
+
+/** Resolves once `check` holds; fails the test after 10 s. */
+async function until(check: () => boolean, what = 'condition'): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (!check() && performance.now() < deadline) await sleep(10);
+  assert.ok(check(), what);
+}
+
+describe('redis sentinel failover', { skip: skipUnlessBinaries(['redis-server', 'redis-cli']) }, () => {
+  let group: SentinelGroup;
+  const connections: RedisConnection[] = [];
+  before(async () => {
+    group = await startSentinelGroup();
+  });
+  after(async () => {
+    await Promise.all(connections.map((c) => c.close()));
+    await group?.close();
+  });
+
+  it("a follower's watch comes back on the new master: it is woken at the resubscription, then hears the holder again", async () => {
+    const [a, b] = [await connect(group), await connect(group)];
+    connections.push(a, b);
+    const one = new RedisFillCoordinator({ redis: a, leaseMs: 5_000, logger, instance: 'host-1-abcdef01' });
+    const two = new RedisFillCoordinator({ redis: b, leaseMs: 5_000, logger, instance: 'host-2-abcdef02' });
+    const first = `sha256:${'1'.repeat(64)}`;
+    let wakes = 0;
+    two.watchBlob(first, () => wakes++);
+    await until(() => wakes >= 1, 'subscribed');
+    const before = wakes;
+    await group.failOver();
+    // Nothing is published during the failover: a wake now is the new subscription's.
+    await until(() => wakes > before, 'woken once resubscribed on the new master');
+    await until(() => a.available && b.available, 'both connections on the new master');
+    const second = `sha256:${'2'.repeat(64)}`;
+    let heard = 0;
+    two.watchBlob(second, () => heard++);
+    const claim = await one.claimBlob(second);
+    assert.ok(claim.kind === 'mine', 'the new master hands out claims');
+    await claim.lease.publish(10);
+    await until(() => heard >= 1, "the holder's publication is heard through the new master");
+    await claim.lease.release('committed');
+    await Promise.all([one.close(), two.close()]);
+  });
+});
 
 let master: RedisServer | undefined;
 topologySuite('sentinel', async () => {

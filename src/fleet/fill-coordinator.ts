@@ -10,8 +10,16 @@
 export interface FillCoordinator {
   /** Claims the fleet-wide download of a blob: ours to fetch, or another instance's to follow. */
   claimBlob(digest: string): Promise<BlobClaim>;
-  /** What the holder of a blob's download has published, as a follower polls it. */
+  /** What the holder of a blob's download has published, as a follower reads it. */
   blobHolder(digest: string): Promise<HolderState>;
+  /**
+   * Calls `onChange` when the holder of `digest`'s download may have changed its state
+   * (started, committed, failed, abandoned), so a follower reads blobHolder once per change
+   * instead of on a clock. A hint only: it may come for nothing, and one may be lost (Redis
+   * pub/sub, a reconnection), so a follower still looks on a slow timer (HolderState's
+   * `expiresInMs`). Answers the way to stop.
+   */
+  watchBlob(digest: string, onChange: () => void): () => void;
   /**
    * Runs `lookup`, an upstream request whose answer is a manifest digest (a tag's check, a
    * manifest's fetch by digest; undefined when it has nothing to share), once for the fleet:
@@ -67,8 +75,12 @@ export interface FillFailure {
 }
 
 export type HolderState =
-  /** Someone holds the claim (`holder` when it could be read); `started` once they have an upstream response. */
-  | { kind: 'held'; holder?: FillHolder; started: boolean; size?: number }
+  /**
+   * Someone holds the claim (`holder` when it could be read); `started` once they have an
+   * upstream response; `expiresInMs`: when the claim expires unless renewed (a dead holder's
+   * followers look again then: an expiry publishes nothing).
+   */
+  | { kind: 'held'; holder?: FillHolder; started: boolean; size?: number; expiresInMs?: number }
   /** No claim: the blob is committed, or the holder failed (`failure`) or died. */
   | { kind: 'free'; failure?: FillFailure }
   /** The coordinator cannot tell now (Redis unreachable). */
@@ -88,6 +100,10 @@ export class LocalFillCoordinator implements FillCoordinator {
 
   async blobHolder(): Promise<HolderState> {
     return { kind: 'free' };
+  }
+
+  watchBlob(): () => void {
+    return () => {};
   }
 
   lookupOnce(_key: string, _freshnessMs: number, lookup: () => Promise<string | undefined>): Promise<string | undefined> {

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
 import { INSTANCE_ID } from '../storage/paths.ts';
 import { fleetLeasesLost } from '../metrics/metrics.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { unfencedLease, type BlobClaim, type BlobLease, type FillCoordinator, type FillHolder, type HolderState } from './fill-coordinator.ts';
+import { FillEvents, fillEventsChannel } from './fill-events.ts';
 import { parseFillFailure } from './fill-failure.ts';
 
 /*
@@ -21,6 +21,11 @@ import { parseFillFailure } from './fill-failure.ts';
  *
  * A lookup's key is `<ns>/<name>:<tag>` for a tag's check, `<ns>/<name>@<digest>` for a
  * manifest's fetch.
+ *
+ * Channel (pub/sub, named under the same prefix by hand: see FillEvents):
+ *
+ *   fills                   "<digest>"                        a download's claim changed (started, released, failed)
+ *                           "lookup:<key>"                    a lookup's lease was released (its answer is in lookupdone)
  */
 
 /** Runs `body` when the key still holds this owner's claim (compare-and-act, atomically). */
@@ -32,10 +37,19 @@ if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
 end
 return 0`;
 
+/**
+ * Tells the followers of a download that its claim changed, in the script that changes it: the
+ * last two arguments are the channel and the digest. A renewal publishes nothing (followers
+ * need no word of a holder that goes on), nor does an expiry (followers look at the claim when
+ * it would expire: HolderState's expiresInMs).
+ */
+const NOTIFY = `redis.call('PUBLISH', ARGV[#ARGV - 1], ARGV[#ARGV])`;
+
 const RENEW = IF_OWNER(`redis.call('PEXPIRE', KEYS[1], ARGV[2])`);
-const PUBLISH = IF_OWNER(`redis.call('SET', KEYS[1], ARGV[1] .. ARGV[3], 'PX', ARGV[2])`);
-const RELEASE = IF_OWNER(`redis.call('DEL', KEYS[1])`);
-const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[2], 'PX', 30000)`);
+const PUBLISH = IF_OWNER(`redis.call('SET', KEYS[1], ARGV[1] .. ARGV[3], 'PX', ARGV[2]) ${NOTIFY}`);
+const RELEASE_FILL = IF_OWNER(`redis.call('DEL', KEYS[1]) ${NOTIFY}`);
+const FAIL = IF_OWNER(`redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[2], 'PX', 30000) ${NOTIFY}`);
+const RELEASE_LOOKUP = IF_OWNER(`redis.call('DEL', KEYS[1]) ${NOTIFY}`);
 
 /**
  * Claims a blob's download: when no one holds it, the next epoch of the digest and a claim
@@ -58,8 +72,8 @@ return epoch`;
 /** A claim as read from Redis: the holder's name and epoch, then what it published. */
 const CLAIM_VALUE = /^(\S{1,100}) ([1-9][0-9]{0,15}) (\{.{0,200}\})$/;
 
-/** How often an instance waiting on another's lookup looks for its answer. */
-const POLL_MS = 25;
+/** How long after a lookup lease's expiry a waiting instance looks at it (a renewal may be in flight). */
+const EXPIRY_MARGIN_MS = 50;
 
 /**
  * Fleet coordination through Redis leases. A claim is `SET NX PX lease`, renewed every third
@@ -74,6 +88,8 @@ export class RedisFillCoordinator implements FillCoordinator {
   /** This instance's name in claims (its temp area's, see TempArea): followers find its files by it. */
   private readonly instance: string;
   private readonly renewals = new Set<NodeJS.Timeout>();
+  /** The subscription to the fleet's download events, opened at the first follow (never by gc). */
+  private events?: FillEvents;
 
   constructor(options: { redis: RedisConnection; leaseMs: number; logger: Logger; instance: string }) {
     if (!INSTANCE_ID.test(options.instance)) throw new Error(`not an instance name: ${options.instance}`);
@@ -153,7 +169,7 @@ export class RedisFillCoordinator implements FillCoordinator {
       epoch,
       lost: lost.signal,
       publish: async (size) => {
-        if ((await run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size })])) === false) loseIt();
+        if ((await run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size }), this.channel, digest])) === false) loseIt();
       },
       stillHeld: async () => {
         if (!(await renew())) return false;
@@ -163,9 +179,9 @@ export class RedisFillCoordinator implements FillCoordinator {
       release: async (outcome) => {
         stop();
         if (typeof outcome === 'object') {
-          await run(FAIL, [key, `fillfailed:{${digest}}`], [JSON.stringify({ ...outcome.failed, epoch })]);
+          await run(FAIL, [key, `fillfailed:{${digest}}`], [JSON.stringify({ ...outcome.failed, epoch }), this.channel, digest]);
         } else {
-          await run(RELEASE, [key], []);
+          await run(RELEASE_FILL, [key], [this.channel, digest]);
         }
       },
     };
@@ -174,8 +190,12 @@ export class RedisFillCoordinator implements FillCoordinator {
   async blobHolder(digest: string): Promise<HolderState> {
     if (!this.redis.available) return { kind: 'unknown' };
     try {
-      const [[, claim], [, failed]] = (await this.redis.client.multi().get(`fill:{${digest}}`).get(`fillfailed:{${digest}}`).exec()) as [unknown, string | null][];
-      if (typeof claim === 'string') return { kind: 'held', started: false, ...parseClaim(claim) };
+      const key = `fill:{${digest}}`;
+      const [[, claim], [, ttl], [, failed]] = (await this.redis.client.multi().get(key).pttl(key).get(`fillfailed:{${digest}}`).exec()) as [unknown, unknown][];
+      if (typeof claim === 'string') {
+        const expiresInMs = typeof ttl === 'number' && ttl >= 0 ? ttl : undefined;
+        return { kind: 'held', started: false, ...parseClaim(claim), ...(expiresInMs === undefined ? {} : { expiresInMs }) };
+      }
       return { kind: 'free', failure: typeof failed === 'string' ? parseFillFailure(failed) : undefined };
     } catch (error) {
       this.redis.failed(error as Error);
@@ -200,11 +220,9 @@ export class RedisFillCoordinator implements FillCoordinator {
         }
         // Another instance is at it: wait for its answer, or for its claim to go away.
         const holder = await client.get(`lookuplease:{${key}}`);
-        while (holder && performance.now() < deadline) {
-          await delay(POLL_MS);
-          const [[, done], [, still]] = (await client.multi().get(`lookupdone:{${key}}`).get(`lookuplease:{${key}}`).exec()) as [unknown, string | null][];
-          if (typeof done === 'string' && done.startsWith(holder)) return done.slice(holder.length);
-          if (still !== holder) break;
+        if (holder) {
+          const answer = await this.awaitLookup(key, holder, deadline);
+          if (answer !== undefined) return answer;
         }
       }
     } catch (error) {
@@ -212,6 +230,46 @@ export class RedisFillCoordinator implements FillCoordinator {
     }
     // Ours to run: we hold the claim, or Redis cannot coordinate (then we run it alone).
     return claimed ? this.lookupAsHolder(key, claimed, freshnessMs, lookup) : lookup();
+  }
+
+  /**
+   * Waits for `holder`'s answer to the lookup `key`: looks when it releases its lease (an event)
+   * and else when the lease would expire (a holder that dies publishes nothing); the answer, or
+   * undefined once the lease went away without one or at `deadline`. Throws what Redis throws.
+   */
+  private async awaitLookup(key: string, holder: string, deadline: number): Promise<string | undefined> {
+    let wakes = 0;
+    let wake: (() => void) | undefined;
+    const stop = this.watchBlob(`lookup:${key}`, () => {
+      wakes++;
+      wake?.();
+    });
+    try {
+      while (performance.now() < deadline) {
+        const mark = wakes;
+        const [[, done], [, still], [, ttl]] = (await this.redis.client.multi().get(`lookupdone:{${key}}`).get(`lookuplease:{${key}}`).pttl(`lookuplease:{${key}}`).exec()) as [
+          unknown,
+          unknown,
+        ][];
+        if (typeof done === 'string' && done.startsWith(holder)) return done.slice(holder.length);
+        if (still !== holder) return undefined;
+        const waitMs = Math.min(typeof ttl === 'number' && ttl >= 0 ? ttl + EXPIRY_MARGIN_MS : this.leaseMs, deadline - performance.now());
+        if (wakes === mark && waitMs > 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resume, waitMs);
+            function resume(): void {
+              clearTimeout(timer);
+              resolve();
+            }
+            wake = resume;
+          });
+          wake = undefined;
+        }
+      }
+      return undefined;
+    } finally {
+      stop();
+    }
   }
 
   private async lookupAsHolder(key: string, owner: string, freshnessMs: number, lookup: () => Promise<string | undefined>): Promise<string | undefined> {
@@ -227,16 +285,28 @@ export class RedisFillCoordinator implements FillCoordinator {
           if (freshnessMs > 0) multi.set(`lookup:{${key}}`, digest, 'PX', freshnessMs);
         }
         await multi.exec();
-        await this.redis.client.eval(RELEASE, 1, `lookuplease:{${key}}`, owner);
+        // Those waiting on it wake (after the answer is written: they read it then).
+        await this.redis.client.eval(RELEASE_LOOKUP, 1, `lookuplease:{${key}}`, owner, this.channel, `lookup:${key}`);
       } catch (error) {
         this.redis.failed(error as Error);
       }
     }
   }
 
+  watchBlob(digest: string, onChange: () => void): () => void {
+    this.events ??= new FillEvents({ redis: this.redis, logger: this.logger });
+    return this.events.watch(digest, onChange);
+  }
+
+  /** The channel the scripts publish on (FillEvents subscribes to it). */
+  private get channel(): string {
+    return fillEventsChannel(this.redis);
+  }
+
   async close(): Promise<void> {
     for (const timer of this.renewals) clearInterval(timer);
     this.renewals.clear();
+    await this.events?.close();
     this.logger.debug('fleet coordinator closed');
   }
 }

@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import { close, fstat, open, stat } from 'node:fs';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logging/logger.ts';
 import { isStoredObject, type FillBytes, type SharedFill } from '../proxy/shared-fill.ts';
 import type { OpenedObject } from '../storage/driver/storage-driver.ts';
@@ -8,9 +7,12 @@ import type { FileBytes } from '../storage/send-file.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
 import type { FillCoordinator, FillHolder } from './fill-coordinator.ts';
 import { fillFailureError } from './fill-failure.ts';
+import { FileGrowth } from './file-growth.ts';
 
-/** How often a follower asks the store whether a blob another instance fills is committed, when it cannot read the fill's file. */
-const PRIVATE_SPOOL_POLL_MS = 250;
+/** How long after a claim's expiry a follower looks at it: the holder's renewal may be in flight. */
+const EXPIRY_MARGIN_MS = 50;
+/** The shortest wait between two looks at a claim (a claim about to expire, a burst of events). */
+const MIN_LOOK_MS = 20;
 
 type State =
   /**
@@ -29,7 +31,10 @@ type State =
  * holder's spool file as the bytes land there; where spools are private (a bucket), readers
  * wait for the commit and read the store.
  *
- * A watcher polls the holder's claim (FillCoordinator.blobHolder) and the store. Readers
+ * A watcher reads the holder's claim (FillCoordinator.blobHolder) and the store once per state
+ * change the holder publishes (FillCoordinator.watchBlob), and else only when the claim would
+ * expire (a dead holder publishes nothing): Redis work per state change and per lease, not per
+ * tick. Readers learn the file's growth from the file (FileGrowth). Readers
  * read the temporary file and hold back the blob's last byte until the committed (verified)
  * blob exists; so a client never sees a clean end of content that did not verify. A holder
  * that fails tells its followers, which fail too (the client's connection breaks); a holder
@@ -62,9 +67,16 @@ export class RemoteFill extends EventEmitter implements SharedFill {
   private readonly fromPeer?: (holder: FillHolder) => Promise<SharedFill | undefined>;
   private peerFill?: Promise<SharedFill | undefined>;
   private readonly stallMs: number;
-  private readonly pollMs: number;
   private readonly logger: Logger;
   private state: State;
+  /** Tells readers when the holder's file grows (shared volume, while following a started holder). */
+  private growth?: FileGrowth;
+  private growthPath?: string;
+  /** Counts wake-ups of the watcher (holder events), so one that came while it looked is not slept through. */
+  private wakes = 0;
+  private wakeUp?: () => void;
+  /** Stops the holder's events reaching this follower. */
+  private unwatch?: () => void;
   /** Resolves once the size is known (or the fill is over): ProxyBlobStore needs it for headers. */
   readonly ready: Promise<void>;
   readonly done: Promise<BlobDescriptor>;
@@ -80,9 +92,8 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     fileOf: (holder: FillHolder) => string | undefined;
     takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
     fromPeer?: (holder: FillHolder) => Promise<SharedFill | undefined>;
-    /** How long without progress or word from Redis before this instance takes over. */
+    /** How long without progress or word from Redis before this instance takes over (the lease). */
     stallMs: number;
-    pollMs?: number;
     logger: Logger;
   }) {
     super();
@@ -97,8 +108,6 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     this.takeOver = options.takeOver;
     this.fromPeer = options.fromPeer;
     this.stallMs = options.stallMs;
-    // Without a file to watch, each poll asks the store (an S3 HEAD): less often.
-    this.pollMs = options.pollMs ?? (options.committedFile === undefined ? PRIVATE_SPOOL_POLL_MS : 50);
     this.logger = options.logger;
     this.done = this.watch();
     this.done.catch(() => {});
@@ -136,6 +145,15 @@ export class RemoteFill extends EventEmitter implements SharedFill {
 
   private setState(state: State): void {
     this.state = state;
+    const path = state.kind === 'following' ? state.path : undefined;
+    if (this.growth && this.growthPath !== path) {
+      this.growth.close();
+      this.growth = undefined;
+    }
+    if (path && !this.growth) {
+      this.growth = new FileGrowth(path, () => this.signal());
+      this.growthPath = path;
+    }
     this.signal();
   }
 
@@ -144,11 +162,31 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     this.emit('progress');
   }
 
-  /** Polls until the blob is committed, the holder fails, or this instance takes over. */
+  /** Follows the holder until the blob is committed, the holder fails, or this instance takes over. */
   private async watch(): Promise<BlobDescriptor> {
+    this.unwatch = this.coordinator.watchBlob(this.digest, () => this.wake());
+    try {
+      return await this.follow();
+    } finally {
+      this.stopFollowing();
+    }
+  }
+
+  /** No more holder to follow: the blob is committed, the fill failed, or this instance took it over. */
+  private stopFollowing(): void {
+    this.unwatch?.();
+    this.unwatch = undefined;
+    this.growth?.close();
+    this.growth = undefined;
+  }
+
+  /** The committed blob, or the outcome of this instance's fill once it took over. */
+  private async follow(): Promise<BlobDescriptor> {
     let lastGrowth = performance.now();
     let lastLength = -1;
     for (;;) {
+      // An event from here on means look again, even if it comes while this look is on.
+      const mark = this.wakes;
       const committed = await this.committedSize();
       if (committed !== undefined) {
         this.setState({ kind: 'committed', size: committed });
@@ -156,12 +194,16 @@ export class RemoteFill extends EventEmitter implements SharedFill {
       }
       const holder = await this.coordinator.blobHolder(this.digest);
       const current = this.state.kind === 'following' ? this.state : undefined;
+      /** Until the next look, unless the holder publishes first. */
+      let nextLookMs: number;
       if (holder.kind === 'held') {
         const path = holder.started && holder.holder ? this.fileOf(holder.holder) : undefined;
         if (holder.holder?.epoch !== current?.holder?.epoch || path !== current?.path || holder.size !== current?.size || holder.started !== current?.started) {
           this.setState({ kind: 'following', holder: holder.holder, path, size: holder.size, started: holder.started });
         }
         lastGrowth = performance.now();
+        // A holder that dies publishes nothing: its claim expires, and then this one looks.
+        nextLookMs = holder.expiresInMs === undefined ? this.stallMs : holder.expiresInMs + EXPIRY_MARGIN_MS;
       } else {
         // No word from Redis: the temp file growing is the holder's sign of life.
         const length = current?.path ? await fileSize(current.path) : undefined;
@@ -179,13 +221,37 @@ export class RemoteFill extends EventEmitter implements SharedFill {
         }
         if (free || performance.now() - lastGrowth > this.stallMs) {
           const fill = await this.tryTakeOver(current?.path);
-          if (fill) return fill.done;
+          if (fill) {
+            this.stopFollowing();
+            return fill.done;
+          }
           lastGrowth = performance.now();
         }
+        // Free: another instance claimed it first and publishes when it starts. Unknown: Redis
+        // cannot be asked (nor publish); the file's growth is looked at a few times per lease.
+        nextLookMs = free ? this.stallMs : this.stallMs / 4;
       }
-      this.signal();
-      await delay(this.pollMs);
+      await this.nextLook(mark, Math.min(Math.max(nextLookMs, MIN_LOOK_MS), this.stallMs));
     }
+  }
+
+  private wake(): void {
+    this.wakes++;
+    this.wakeUp?.();
+  }
+
+  /** Resolves at the first holder event after `mark` (at once if one came), or after `ms`. */
+  private nextLook(mark: number, ms: number): Promise<void> {
+    if (this.wakes !== mark) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeUp = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakeUp = done;
+    });
   }
 
   private async tryTakeOver(abandoned: string | undefined): Promise<SharedFill | undefined> {
@@ -262,6 +328,15 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     return { state };
   }
 
+  /**
+   * @internal for FollowerBytes: the size of the holder's file at `path` as the growth watch
+   * last saw it (one stat per growth for every reader); undefined when it is not the file watched.
+   */
+  watchedLength(path: string): number | undefined {
+    const length = this.growthPath === path ? this.growth?.length : undefined;
+    return length !== undefined && length >= 0 ? length : undefined;
+  }
+
   /** @internal the generation a reader saw before it looked at the files. */
   progressMark(): number {
     return this.generation;
@@ -289,6 +364,8 @@ class FollowerBytes implements FileBytes {
   private readonly fill: RemoteFill;
   fd = -1;
   private ino = -1;
+  /** The path whose file `fd` was last checked against: looked at again only when the fill names another. */
+  private checked?: string;
   private local?: FileBytes;
 
   constructor(fill: RemoteFill) {
@@ -317,7 +394,9 @@ class FollowerBytes implements FileBytes {
         continue;
       }
       let available = 0;
-      if (path) {
+      // A path seen before holds the same file (a holder's name and epoch are unique; the
+      // commit renames that very file): only the descriptor's size can have changed.
+      if (path && (path !== this.checked || this.fd < 0)) {
         const info = await pathInfo(path);
         if (info && info.ino !== this.ino) {
           const fd = await openRead(path).catch(() => undefined);
@@ -327,8 +406,9 @@ class FollowerBytes implements FileBytes {
             this.ino = (await fdInfo(fd)).ino;
           }
         }
-        if (this.fd >= 0) available = (await fdInfo(this.fd)).size;
+        if (info && this.fd >= 0) this.checked = path;
       }
+      if (path && this.fd >= 0) available = this.fill.watchedLength(path) ?? (await fdInfo(this.fd)).size;
       if (!wait && this.fd >= 0) return position;
       let limit = Math.min(available, end + 1);
       // Until the blob is committed (verified) the range's last byte stays back.
@@ -345,6 +425,7 @@ class FollowerBytes implements FileBytes {
     if (this.fd >= 0 && this.fd !== this.local?.fd) close(this.fd, () => {});
     this.fd = -1;
     this.ino = -1;
+    this.checked = undefined;
   }
 }
 

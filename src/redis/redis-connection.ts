@@ -47,6 +47,27 @@ export class RedisConnection {
     return !this.closed && !this.down && this.client.status === 'ready';
   }
 
+  /**
+   * What every key of this connection starts with (KEY_PREFIX and the store's id). ioredis
+   * prefixes keys, not pub/sub channels: a channel is named under it by hand, so separate
+   * mirrors on one Redis do not hear each other.
+   */
+  get prefix(): string {
+    return String(this.client.options.keyPrefix ?? '');
+  }
+
+  /**
+   * A second connection with this one's options (server, Sentinel or Cluster, credentials,
+   * TLS), for SUBSCRIBE: a subscribed connection takes no other command. It reconnects by
+   * itself, to the new master after a failover. Its errors are not logged: this connection's
+   * circuit reports an outage, once.
+   */
+  subscriber(): RedisClient {
+    const client = this.client instanceof Cluster ? this.client.duplicate() : this.client.duplicate();
+    client.on('error', () => {});
+    return client;
+  }
+
   /** Resolves true once connected, false after `timeoutMs` (for short-lived tools such as gc). */
   async whenReady(timeoutMs: number): Promise<boolean> {
     const deadline = performance.now() + timeoutMs;
