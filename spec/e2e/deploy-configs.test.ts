@@ -690,11 +690,6 @@ describe('the Kubernetes fleet on S3: no volume claim, the spool on an emptyDir,
 });
 
 describe('the Kubernetes fleet on disks of its own: a StatefulSet, a ReadWriteOnce claim per pod, peers by name, Redis behind Sentinel', () => {
-  /** Whether this build's schema has the peer listener's keys (issue 24, being added next to this variant). */
-  const peersKnown = configSchema.safeParse({ redis: { fleet: { peers: { addr: '0.0.0.0:5001', advertise: 'pullmirror-0.pullmirror-peers.mirrors.svc:5001' } } } }).success;
-  /** The peer listener's variables; without its keys this build also ignores http.secret (a warning). */
-  const PEER_VARIABLES = ['REGISTRY_HTTP_SECRET', 'REGISTRY_REDIS_FLEET_PEERS_ADDR', 'REGISTRY_REDIS_FLEET_PEERS_ADVERTISE'];
-
   it('fleet-peers: no ReadWriteMany claim, a headless Service naming each pod, the peer keys from the pod\'s own name, http.secret from a Secret, Sentinel by its pods\' names', async (t) => {
     if (!requireKubectl(t)) return;
     const objects = await kustomize('fleet-peers');
@@ -707,13 +702,9 @@ describe('the Kubernetes fleet on disks of its own: a StatefulSet, a ReadWriteOn
     const labels = statefulSet.spec.template.metadata.labels;
     assert.ok(!/^pullmirror(:|$)/.test(container.image), `the image placeholder is replaced (${container.image})`);
 
-    // The config as the pod runs it; the peer keys only once the schema has them (see peersKnown).
+    // The config as the pod runs it, the peer listener's keys and http.secret included.
     const secret = secretValues(find(objects, 'Secret', 'pullmirror-http'));
     const env: Env = { ...pod.env, REGISTRY_HTTP_SECRET: 'a'.repeat(64) };
-    if (!peersKnown) {
-      t.diagnostic(`this build has no peer listener (redis.fleet.peers) yet: config check runs without ${PEER_VARIABLES.join(', ')}`);
-      for (const name of PEER_VARIABLES) delete env[name];
-    }
     const effective = await assertPasses('kubernetes/fleet-peers', pod.configFile, env);
     assert.equal(effective.storage.cache.blobdescriptor, 'redis');
 
@@ -738,9 +729,8 @@ describe('the Kubernetes fleet on disks of its own: a StatefulSet, a ReadWriteOn
     assert.equal(pod.env.REGISTRY_REDIS_FLEET_PEERS_ADDR, `0.0.0.0:${peerPort}`, 'the peer listener on the pod\'s peer port');
     // What the kubelet makes of the advertised address for pod pullmirror-1 in namespace mirrors.
     assert.equal(pod.env.REGISTRY_REDIS_FLEET_PEERS_ADVERTISE, `pullmirror-1.${peers.metadata.name}.mirrors.svc:${peerPort}`, "the pod's own name under the headless Service");
-    if (peersKnown) {
-      assert.equal(effective.redis.fleet.peers.advertise, `pullmirror-1.${peers.metadata.name}.mirrors.svc:${peerPort}`);
-    }
+    assert.equal(effective.redis.fleet.peers.advertise, `pullmirror-1.${peers.metadata.name}.mirrors.svc:${peerPort}`);
+    assert.equal(effective.redis.fleet.peers.addr, `0.0.0.0:${peerPort}`);
     // Only the mirror's pods reach the peer port; clients reach the client port.
     const admitted = admittedPeers(objects, labels, container, peerPort);
     assert.ok(admitted.length > 0 && admitted.every((peer) => peer !== 'anywhere' && matches(peer, labels)), `peer port from the mirror pods only: ${JSON.stringify(admitted)}`);

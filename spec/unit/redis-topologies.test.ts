@@ -146,6 +146,7 @@ function topologySuite(name: string, start: () => Promise<RedisTopology>): void 
       assert.equal(checks, 1);
       assert.equal(await two.lookupOnce('docker.io/library/x:1', 10_000, check), DIGEST);
       assert.equal(checks, 1, 'fresh for the window');
+      await Promise.all([one.close(), two.close()]);
     });
   });
 }

@@ -65,8 +65,14 @@ export class RedisConnection {
   subscriber(): RedisClient {
     const client = this.client instanceof Cluster ? this.client.duplicate() : this.client.duplicate();
     client.on('error', () => {});
+    // Closed with this connection, whoever forgot it: a duplicate left open keeps reconnecting
+    // (to a server that is gone, for ever) and keeps the process alive.
+    this.subscribers.add(client);
+    client.once('end', () => this.subscribers.delete(client));
     return client;
   }
+
+  private readonly subscribers = new Set<RedisClient>();
 
   /** Resolves true once connected, false after `timeoutMs` (for short-lived tools such as gc). */
   async whenReady(timeoutMs: number): Promise<boolean> {
@@ -124,6 +130,8 @@ export class RedisConnection {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.probe);
+    for (const subscriber of this.subscribers) subscriber.disconnect();
+    this.subscribers.clear();
     try {
       await this.client.quit();
     } catch {
