@@ -225,7 +225,12 @@ const storage = z
         uploadpurging: ignored(),
       })
       .prefault({}),
-    redirect: ignored(),
+    /**
+     * distribution's switch, with the opposite default: only with `disable: false` does a warm
+     * blob GET answer 307 to a presigned URL of the bucket, which the client then fetches itself
+     * (a fleet's clients often cannot reach the bucket). The filesystem store has no such URL.
+     */
+    redirect: z.strictObject({ disable: bool().default(true) }).prefault({}),
     tag: ignored(),
     /** Set: the store is this bucket (storage.filesystem is then not used). */
     s3: s3.optional(),

@@ -106,8 +106,12 @@ const MAX_PARTS = 10_000;
 const LIST_PAGE = 1000;
 /** Sweeps of an upload a failed commit could not abort: about 2 minutes of tries, then gc's. */
 const SWEEP_TRIES = 8;
-/** How long a redirect URL stays valid: long enough for a slow client to start, as distribution's 20 minutes. */
-const REDIRECT_EXPIRY_S = 20 * 60;
+/**
+ * How long a redirect URL stays valid. A client follows a 307 at once, so it needs little; a
+ * URL is a bearer pass to the blob, so it gets little (distribution's are 20 minutes). Five
+ * minutes leave room for a clock of the bucket's that runs ahead of ours.
+ */
+const REDIRECT_EXPIRY_S = 5 * 60;
 
 /** Any S3 command (the SDK types each one apart; `send` takes them all). */
 type Command = { readonly input: object };
