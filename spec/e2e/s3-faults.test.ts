@@ -201,6 +201,34 @@ describe('object storage faults are bounded (storage.s3 on RADOS Gateway)', { sk
     }
   });
 
+  it('hung (radosgw SIGSTOPped), with the default timeouts: the first request is served from upstream within the bound, not after 3 × 15 s', async () => {
+    const bucket = await s3.createBucket('hungfirst');
+    const blob = await freshBlob();
+    // Without the short http.sendtimeout of the cases above: S3's idle timeout follows it (the
+    // default is 5 minutes), so only the deadlines of the read itself bound it.
+    const { http: _short, ...config } = s3Config(bucket);
+    const mirror = await world.startMirror({ config });
+    let stopped = false;
+    try {
+      assertVerified(await get(blobUrl(mirror, blob)), blob, 'the cold pull');
+      assert.ok(await eventually(async () => (await bucketProblems(s3, bucket)).objects > 0, 10_000), 'the blob is in the bucket');
+      process.kill(s3.rgwPid(), 'SIGSTOP');
+      stopped = true;
+      const outcome = await get(blobUrl(mirror, blob));
+      process.kill(s3.rgwPid(), 'SIGCONT');
+      stopped = false;
+      figures.push(`cached, hung, default timeouts: ${outcome.ms} ms for an 8 MiB blob`);
+      assertVerified(outcome, blob, 'the first request to the hung bucket');
+      assert.ok(
+        mirror.logLines().some((line) => /no answer within 10000 ms \(storage\.s3\.readtimeout\)/.test(String(line.error ?? ''))),
+        'the log names the deadline that passed',
+      );
+    } finally {
+      if (stopped) process.kill(s3.rgwPid(), 'SIGCONT');
+      await mirror.stop();
+    }
+  });
+
   describe('at run time, a blob whose fill commits to the bucket', () => {
     const uploads = (method: string) => method === 'PUT' || method === 'POST';
     const faults: { name: string; fault?: FaultAction; hang?: (method: string, path: string) => boolean }[] = [

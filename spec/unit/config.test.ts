@@ -327,6 +327,7 @@ describe('config', () => {
       storageclass: 'STANDARD',
       encrypt: false,
       spooldirectory: path.join(os.tmpdir(), 'pullmirror-spool'),
+      readtimeout: 10_000,
     });
     // No s3 section: the filesystem store, as before.
     assert.equal(loadConfig({ env: {} }).storage.s3, undefined);
@@ -347,6 +348,8 @@ describe('config', () => {
         REGISTRY_STORAGE_S3_ENCRYPT: 'true',
         REGISTRY_STORAGE_S3_KEYID: 'kms-key',
         REGISTRY_STORAGE_S3_SPOOLDIRECTORY: '/spool',
+        REGISTRY_STORAGE_S3_READTIMEOUT: '3s',
+        REGISTRY_STORAGE_REDIRECT_DISABLE: 'false',
       },
       warnings: [],
     });
@@ -365,7 +368,10 @@ describe('config', () => {
       encrypt: true,
       keyid: 'kms-key',
       spooldirectory: '/spool',
+      readtimeout: 3_000,
     });
+    assert.equal(fromEnv.storage.redirect.disable, false, 'storage.redirect.disable from its variable');
+    assert.equal(minimal.storage.redirect.disable, true, 'redirects are off unless asked for');
     assert.ok(!JSON.stringify(maskSecrets(fromEnv)).includes('env-secret'), 'the secret key is masked when printed');
   });
 
