@@ -212,7 +212,7 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
   if (config.storage.s3) void driver.probe().catch((error: unknown) => logger.error(storageProblem(config, error), { component: 'storage' }));
   // The filesystem driver on a volume other instances may share: their spools are readable
   // where they write them (a fleet follows a download from its file).
-  const blobStore = new BlobStore({ driver, tempDir: tempArea.dir, volume: driver.kind === 'filesystem' ? paths : undefined });
+  const blobStore = new BlobStore({ driver, tempDir: tempArea.dir, volume: driver.kind === 'filesystem' ? paths : undefined, redirects: !config.storage.redirect.disable });
   const manifestStore = new ManifestStore(blobStore);
   manifestStore.links.writable = !readOnly;
   const figures = new LiveStoreFigures({ driver, paths, spool: tempArea.root });

@@ -267,6 +267,38 @@ describe('s3 storage driver on RADOS Gateway', { skip }, () => {
     }
   });
 
+  it("radosgw hung (SIGSTOP): a read a client waits on fails 'unavailable' at readTimeoutMs, all its attempts together, and lets its connection go", async () => {
+    // Each attempt may take 4 s; three of them would be 12 s and more.
+    const driver = driverFor({ requestTimeoutMs: 4_000, maxAttempts: 3, readTimeoutMs: 1_000 });
+    const key = 'blobs/sha256/ee/readdeadline';
+    await driver.putContent(key, 'x'.repeat(100));
+    const reads: [string, () => Promise<unknown>][] = [
+      ['getContent', () => driver.getContent(key)],
+      ['stat', () => driver.stat(key)],
+      ['open', () => driver.open(key)],
+      ['children', () => collect(driver.children('blobs/sha256'))],
+    ];
+    const rgw = s3.rgwPid();
+    process.kill(rgw, 'SIGSTOP');
+    try {
+      for (const [name, read] of reads) {
+        const started = performance.now();
+        const error = await read().then(() => undefined, (e: unknown) => e);
+        const took = performance.now() - started;
+        assert.ok(error instanceof StorageDriverError && error.fault === 'unavailable' && /no answer within 1000 ms \(storage\.s3\.readtimeout\)/.test(error.message), `${name}: ${String(error)}`);
+        assert.ok(took < 4_000, `${name}: ${Math.round(took)} ms, not one attempt's deadline`);
+      }
+      assert.ok(await eventually(() => driver.socketsInUse() === 0, 5_000), `connections still held: ${driver.socketsInUse()}`);
+    } finally {
+      process.kill(rgw, 'SIGCONT');
+    }
+    try {
+      assert.equal((await driver.getContent(key))?.toString(), 'x'.repeat(100), 'back once radosgw is');
+    } finally {
+      await driver.close();
+    }
+  });
+
   it('redirectURL is a presigned GET a client without credentials can fetch, valid for the object only', async () => {
     const driver = driverFor();
     try {

@@ -24,13 +24,13 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { getBlob, type Outcome } from '../support/blob-get.ts';
 import { openFilesUnder, socketCount } from '../support/descriptors.ts';
-import { pushRandomBlob } from '../support/images.ts';
+import { MT, pushImage, pushRandomBlob, randomLayer, sha256Digest } from '../support/images.ts';
 import { startRedis } from '../support/redis.ts';
 import { type RunningMirror } from '../support/mirror.ts';
 import { sum, scrape } from '../support/prometheus.ts';
 import { freePort, tempDir } from '../support/processes.ts';
 import { bucketProblems, startS3, skipUnlessS3, uploadsLeft, type S3Server } from '../support/s3.ts';
-import { startUpstreamProxy, type FaultAction, type UpstreamProxy } from '../support/upstream-proxy.ts';
+import { matchRequests, startUpstreamProxy, type FaultAction, type UpstreamProxy } from '../support/upstream-proxy.ts';
 import { eventually } from '../support/wait.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 
@@ -197,6 +197,111 @@ describe('object storage faults are bounded (storage.s3 on RADOS Gateway)', { sk
         } finally {
           await mirror.stop();
         }
+      });
+    }
+  });
+
+  it('hung (radosgw SIGSTOPped), with the default timeouts: the first request is served from upstream within the bound, not after 3 × 15 s', async () => {
+    const bucket = await s3.createBucket('hungfirst');
+    const blob = await freshBlob();
+    // Without the short http.sendtimeout of the cases above: S3's idle timeout follows it (the
+    // default is 5 minutes), so only the deadlines of the read itself bound it.
+    const { http: _short, ...config } = s3Config(bucket);
+    const mirror = await world.startMirror({ config });
+    let stopped = false;
+    try {
+      assertVerified(await get(blobUrl(mirror, blob)), blob, 'the cold pull');
+      assert.ok(await eventually(async () => (await bucketProblems(s3, bucket)).objects > 0, 10_000), 'the blob is in the bucket');
+      process.kill(s3.rgwPid(), 'SIGSTOP');
+      stopped = true;
+      const outcome = await get(blobUrl(mirror, blob));
+      process.kill(s3.rgwPid(), 'SIGCONT');
+      stopped = false;
+      figures.push(`cached, hung, default timeouts: ${outcome.ms} ms for an 8 MiB blob`);
+      assertVerified(outcome, blob, 'the first request to the hung bucket');
+      assert.ok(
+        mirror.logLines().some((line) => /no answer within 10000 ms \(storage\.s3\.readtimeout\)/.test(String(line.error ?? ''))),
+        'the log names the deadline that passed',
+      );
+    } finally {
+      if (stopped) process.kill(s3.rgwPid(), 'SIGCONT');
+      await mirror.stop();
+    }
+  });
+
+  describe('at run time, manifests by tag and by digest', () => {
+    const faults: { name: string; fault?: FaultAction; hang?: boolean }[] = [
+      { name: 'unreachable (connection refused)', fault: { kind: 'reset' } },
+      { name: '503 SlowDown', fault: { kind: 'status', status: 503, headers: { 'content-type': 'application/xml' }, body: '<?xml version="1.0"?><Error><Code>SlowDown</Code></Error>' } },
+      { name: '403 AccessDenied', fault: { kind: 'status', status: 403, headers: { 'content-type': 'application/xml' }, body: '<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>' } },
+      { name: 'hung (radosgw SIGSTOPped)', hang: true },
+    ];
+    /** A manifest GET as a client makes it: the status, the digest of the body, the OCI error code, how long it took. */
+    async function getManifest(mirror: RunningMirror, repo: string, reference: string): Promise<{ status: number; digest: string; header: string | null; code?: string; ms: number }> {
+      const started = performance.now();
+      const response = await fetch(`${mirror.url}/v2/${repo}/manifests/${reference}`, {
+        headers: { accept: [MT.ociManifest, MT.dockerManifest, MT.ociIndex, MT.dockerList].join(', ') },
+        signal: AbortSignal.timeout(BOUND_MS + 10_000),
+      });
+      const body = Buffer.from(await response.arrayBuffer());
+      const code = response.status === 200 ? undefined : (JSON.parse(body.toString('utf8')) as { errors: { code: string }[] }).errors[0]?.code;
+      return { status: response.status, digest: sha256Digest(body), header: response.headers.get('docker-content-digest'), code, ms: Math.round(performance.now() - started) };
+    }
+
+    for (const { name, fault, hang } of faults) {
+      it(`${name}: a client gets the manifest from upstream, verified, within the bound (or, with upstream down too, an OCI error); nothing partial is stored`, async () => {
+        const bucket = await s3.createBucket('manifests');
+        const n = ++label;
+        const stored = await pushImage(world.registry.url, PUSHER, { name: `library/s3mstored${n}`, tag: 'v1', layers: [randomLayer(`stored-${n}-${Date.now()}`)], format: 'oci' });
+        const fresh = await pushImage(world.registry.url, PUSHER, { name: `library/s3mfresh${n}`, tag: 'v1', layers: [randomLayer(`fresh-${n}-${Date.now()}`)], format: 'oci' });
+        const config = s3Config(bucket);
+        const filling = await world.startMirror({ config });
+        try {
+          const cold = await getManifest(filling, stored.name, 'v1');
+          assert.equal(cold.digest, stored.manifestDigest, 'the cold pull');
+        } finally {
+          await filling.stop();
+        }
+        assert.ok(await eventually(async () => (await bucketProblems(s3, bucket)).objects > 0, 10_000), 'the manifest is in the bucket');
+        // A new instance: what it knows of the manifest, it must read from the bucket.
+        const mirror = await world.startMirror({ config });
+        let stopped = false;
+        try {
+          await fetch(`${mirror.url}/v2/`);
+          if (fault) s3proxy.setFault({ ...fault, match: () => true });
+          if (hang) {
+            process.kill(s3.rgwPid(), 'SIGSTOP');
+            stopped = true;
+          }
+          const asked = [
+            { what: 'stored, by tag', image: stored, reference: 'v1' },
+            { what: 'stored, by digest', image: stored, reference: stored.manifestDigest },
+            { what: 'never stored, by tag', image: fresh, reference: 'v1' },
+          ];
+          for (const { what, image, reference } of asked) {
+            const outcome = await getManifest(mirror, image.name, reference);
+            figures.push(`manifest ${what}, ${name}: ${outcome.ms} ms`);
+            assert.ok(outcome.ms < BOUND_MS, `${what}: the client waited ${outcome.ms} ms`);
+            assert.equal(outcome.status, 200, `${what}: status ${outcome.status} ${outcome.code ?? ''}`);
+            assert.equal(outcome.digest, image.manifestDigest, `${what}: the manifest's bytes`);
+            assert.equal(outcome.header, image.manifestDigest);
+          }
+          // Upstream down as well: nothing to serve the manifest from, and the client is told so.
+          world.proxy.setFault({ kind: 'status', status: 503, match: matchRequests('*', /\/manifests\//) });
+          try {
+            const outcome = await getManifest(mirror, fresh.name, fresh.manifestDigest);
+            assert.ok(outcome.ms < BOUND_MS, `upstream down too: the client waited ${outcome.ms} ms`);
+            assert.ok(outcome.status >= 500 && outcome.code !== undefined && outcome.code !== 'UNKNOWN', `upstream down too: an OCI error that says why, got ${outcome.status} ${outcome.code}`);
+          } finally {
+            world.proxy.setFault(undefined);
+          }
+        } finally {
+          if (stopped) process.kill(s3.rgwPid(), 'SIGCONT');
+          s3proxy.setFault(undefined);
+          await mirror.stop();
+        }
+        assert.deepEqual((await bucketProblems(s3, bucket)).bad, [], 'every object in the bucket is what its key says');
+        assert.ok(await eventually(async () => (await uploadsLeft(s3, bucket)) === 0, 10_000), 'no multipart upload left');
       });
     }
   });

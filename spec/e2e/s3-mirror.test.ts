@@ -5,18 +5,28 @@
  * first filled, with upstream refusing every blob and manifest GET.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { S3Driver } from '../../src/storage/driver/s3-driver.ts';
 import { storeId } from '../../src/storage/store-id.ts';
-import { pushImage, pushRandomBlob, randomLayer, sha256OfBody, type PushedImage } from '../support/images.ts';
+import { pushImage, pushRandomBlob, randomLayer, sha256Digest, sha256OfBody, type PushedImage } from '../support/images.ts';
 import { startRedis } from '../support/redis.ts';
 import { tempDir } from '../support/processes.ts';
 import { startS3, skipUnlessS3, type S3Server } from '../support/s3.ts';
 import { readDirImage, skopeoCopy } from '../support/skopeo.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+
+const run = promisify(execFile);
+
+/** GETs of blob objects the bucket answered with a presigned URL's signature (a client redirected to it), from RGW's log. */
+function presignedBlobGets(s3: S3Server, bucket: string): number {
+  return s3.requestLog().filter((r) => r.method === 'GET' && r.status < 300 && r.path.startsWith(`/${bucket}/`) && r.path.includes('/blobs/sha256/') && r.path.includes('X-Amz-Signature=')).length;
+}
 
 describe('a mirror whose store is a bucket (storage.s3 on RADOS Gateway)', { skip: missingBinaries || skipUnlessS3() }, () => {
   let world: World;
@@ -74,6 +84,72 @@ describe('a mirror whose store is a bucket (storage.s3 on RADOS Gateway)', { ski
       for (const digest of [image.configDigest, ...image.layerDigests]) assert.ok(fromBucket.blobs.has(digest), digest);
     } finally {
       world.proxy.setFault(undefined);
+    }
+  });
+
+  it('storage.redirect, opt-in: a warm blob GET answers 307 to a presigned GET of the bucket, which skopeo and curl -L follow to verified bytes; HEAD, 304 and 416 are answered here', async () => {
+    const redirectBucket = await s3.createBucket('redirect');
+    const onBucket = (spool: string, redirect?: { disable: boolean }) => ({
+      storage: { s3: { ...onS3(spool).storage.s3, bucket: redirectBucket }, ...(redirect ? { redirect } : {}) },
+    });
+    const [layer] = image.layerDigests;
+    const layerUrl = (mirror: { url: string }) => `${mirror.url}/v2/library/ons3/blobs/${layer}`;
+
+    // Off by default: the warm blob is streamed by the mirror, as it is filled.
+    const plain = await world.startMirror({ config: onBucket(path.join(work.path, 'spool-redirect-off')) });
+    try {
+      assert.equal((await pull(plain.port, 'redirect-cold')).manifest.digest, image.manifestDigest);
+      const warm = await fetch(layerUrl(plain), { redirect: 'manual' });
+      assert.equal(warm.status, 200, 'redirects are off unless asked for');
+      assert.equal(await sha256OfBody(warm), layer);
+    } finally {
+      await plain.stop();
+    }
+
+    const mirror = await world.startMirror({ config: onBucket(path.join(work.path, 'spool-redirect-on'), { disable: false }) });
+    try {
+      world.proxy.reset();
+      const presignedBefore = presignedBlobGets(s3, redirectBucket);
+      const pulled = await pull(mirror.port, 'redirect-warm');
+      assert.equal(pulled.manifest.digest, image.manifestDigest);
+      for (const digest of [image.configDigest, ...image.layerDigests]) assert.ok(pulled.blobs.has(digest), `${digest}: fetched by skopeo and verified`);
+      assert.equal(world.proxy.count('GET', /\/blobs\//), 0, 'no blob GET upstream');
+      // The bucket's own log: skopeo fetched each blob from it with the presigned URL.
+      assert.ok(presignedBlobGets(s3, redirectBucket) - presignedBefore >= 3, 'each blob fetched from the bucket by the client');
+
+      const answer = await fetch(layerUrl(mirror), { redirect: 'manual' });
+      await answer.arrayBuffer();
+      assert.equal(answer.status, 307);
+      const location = answer.headers.get('location') ?? '';
+      assert.ok(location.startsWith(`${s3.endpoint}/${redirectBucket}/`) && location.includes('X-Amz-Signature='), location);
+      assert.ok(!location.includes(s3.secretAccessKey), 'no secret in the URL');
+      assert.match(location, /X-Amz-Expires=300(&|$)/, 'valid for five minutes');
+      assert.equal(answer.headers.get('docker-content-digest'), layer);
+      assert.equal(answer.headers.get('cache-control'), 'no-store', 'the URL expires: nobody keeps the redirect');
+      const followed = await fetch(location);
+      assert.equal(followed.status, 200);
+      assert.equal(await sha256OfBody(followed), layer, 'the presigned URL gives the blob, no credentials needed');
+
+      // A range: curl follows the 307 with its Range header, and the bucket answers the part.
+      const whole = Buffer.from(await (await fetch(layerUrl(mirror))).arrayBuffer());
+      assert.equal(sha256Digest(whole), layer, 'fetch follows it too');
+      const part = path.join(work.path, 'redirect-range');
+      const { stdout } = await run('curl', ['-sS', '-L', '-r', '1000-1999', '-o', part, '-w', '%{http_code} %{num_redirects}', layerUrl(mirror)]);
+      assert.equal(stdout, '206 1');
+      assert.deepEqual(readFileSync(part), whole.subarray(1000, 2000));
+
+      // What needs no content is answered here.
+      const head = await fetch(layerUrl(mirror), { method: 'HEAD', redirect: 'manual' });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers.get('content-length'), String(whole.length));
+      assert.equal(head.headers.get('location'), null);
+      const cached = await fetch(layerUrl(mirror), { redirect: 'manual', headers: { 'if-none-match': `"${layer}"` } });
+      assert.equal(cached.status, 304);
+      const past = await fetch(layerUrl(mirror), { redirect: 'manual', headers: { range: `bytes=${whole.length}-` } });
+      assert.equal(past.status, 416);
+      assert.equal((await past.json()).errors[0].code, 'RANGE_NOT_SATISFIABLE');
+    } finally {
+      await mirror.stop();
     }
   });
 

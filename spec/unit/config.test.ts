@@ -232,7 +232,7 @@ describe('config', () => {
         '  host: https://registry.example.com',
         'storage:',
         '  filesystem: {rootdirectory: /var/lib/registry}',
-        '  redirect: {disable: false}',
+        '  tag: {concurrencylimit: 8}',
         'health:',
         '  http: [{uri: "http://db:8080/health"}]',
         'middleware:',
@@ -244,8 +244,13 @@ describe('config', () => {
     const warnings: string[] = [];
     loadConfig({ file, env: {}, warnings });
     const named = warnings.map((warning) => warning.split(' ')[0]).sort();
-    assert.deepEqual(named, ['health.http', 'http.host', 'middleware', 'notifications', 'storage.redirect']);
+    assert.deepEqual(named, ['health.http', 'http.host', 'middleware', 'notifications', 'storage.tag']);
     assert.ok(warnings.every((warning) => warning.includes('is ignored by pullmirror')));
+    // storage.redirect is taken (on S3); asked of the filesystem store, it says it does nothing there.
+    writeFileSync(file, 'storage:\n  filesystem: {rootdirectory: /var/lib/registry}\n  redirect: {disable: false}\n');
+    const redirectWarnings: string[] = [];
+    assert.equal(loadConfig({ file, env: {}, warnings: redirectWarnings }).storage.redirect.disable, false);
+    assert.deepEqual(redirectWarnings, ['storage.redirect.disable is false, but the filesystem store has no URL a client could fetch from: pullmirror serves every blob itself']);
     // A storage.s3 section that is wrong: named, its secret key never shown.
     writeFileSync(file, 'storage:\n  s3:\n    bucket: images\n    secretkey: AKIAsecret\n');
     assert.throws(() => loadConfig({ file, env: {} }), (error: Error) => {
@@ -322,6 +327,7 @@ describe('config', () => {
       storageclass: 'STANDARD',
       encrypt: false,
       spooldirectory: path.join(os.tmpdir(), 'pullmirror-spool'),
+      readtimeout: 10_000,
     });
     // No s3 section: the filesystem store, as before.
     assert.equal(loadConfig({ env: {} }).storage.s3, undefined);
@@ -342,6 +348,8 @@ describe('config', () => {
         REGISTRY_STORAGE_S3_ENCRYPT: 'true',
         REGISTRY_STORAGE_S3_KEYID: 'kms-key',
         REGISTRY_STORAGE_S3_SPOOLDIRECTORY: '/spool',
+        REGISTRY_STORAGE_S3_READTIMEOUT: '3s',
+        REGISTRY_STORAGE_REDIRECT_DISABLE: 'false',
       },
       warnings: [],
     });
@@ -360,7 +368,10 @@ describe('config', () => {
       encrypt: true,
       keyid: 'kms-key',
       spooldirectory: '/spool',
+      readtimeout: 3_000,
     });
+    assert.equal(fromEnv.storage.redirect.disable, false, 'storage.redirect.disable from its variable');
+    assert.equal(minimal.storage.redirect.disable, true, 'redirects are off unless asked for');
     assert.ok(!JSON.stringify(maskSecrets(fromEnv)).includes('env-secret'), 'the secret key is masked when printed');
   });
 

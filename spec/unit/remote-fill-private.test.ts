@@ -17,12 +17,27 @@ import { createRedisConnection, type RedisConnection } from '../../src/redis/red
 import { parseDigest } from '../../src/registry/digest.ts';
 import { BlobStore } from '../../src/storage/blob-store.ts';
 import { MemoryDriver } from '../../src/storage/driver/memory-driver.ts';
+import { StorageDriverError } from '../../src/storage/driver/storage-driver.ts';
 import { collector } from '../support/collect.ts';
 import { seededBytes, sha256Digest } from '../support/images.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
+import { eventually } from '../support/wait.ts';
 
 const logger = winston.createLogger({ silent: true });
+
+/** The bucket, whose stat fails 'unavailable' while `failing` is set (as the BreakerDriver's does while open). */
+class StallingDriver extends MemoryDriver {
+  failing = false;
+  refused = 0;
+  override async stat(key: string) {
+    if (this.failing) {
+      this.refused++;
+      throw new StorageDriverError('unavailable', 'stat', `stat ${key}: not asked, the store failed a moment ago`, { key });
+    }
+    return super.stat(key);
+  }
+}
 const LEASE_MS = 600;
 
 describe('a fleet follower where spools are private (one bucket, no shared volume)', { skip: skipUnlessBinaries(['redis-server']) }, () => {
@@ -100,6 +115,33 @@ describe('a fleet follower where spools are private (one bucket, no shared volum
     assert.deepEqual(whole.body(), bytes);
     assert.deepEqual(part.body(), bytes.subarray(100, 200));
     assert.deepEqual(await remote.done, { digest, size: bytes.length });
+  });
+
+  it('goes on following while the store cannot be asked for a moment (a bucket failing, its breaker open), and sends the blob once committed', { timeout: 20_000 }, async () => {
+    const bucket = new StallingDriver();
+    const a = await instance('a-unasked', bucket);
+    const b = await instance('b-unasked', bucket);
+    const bytes = seededBytes('private-unasked', 700_000);
+    const digest = sha256Digest(bytes);
+    const mine = await a.fleet.claimBlob(digest);
+    const lease = (mine as { lease: BlobLease }).lease;
+    await lease.publish(bytes.length);
+    assert.equal((await b.fleet.claimBlob(digest)).kind, 'theirs');
+    // The follower's first look at the store fails, as every look does while a breaker is open.
+    bucket.failing = true;
+    const remote = follow(b.blobs, b.fleet, digest, async () => assert.fail('no takeover: the holder is alive'));
+    await remote.ready;
+    const whole = collector();
+    const sending = fillSource(digest, remote).send(whole.res);
+    assert.ok(await eventually(() => bucket.refused >= 2, 5_000), 'the follower asked the failing store, more than once');
+    bucket.failing = false;
+
+    const writer = await a.blobs.createWriter(parseDigest(digest), lease.epoch);
+    await writer.write(bytes);
+    await writer.commit(bytes.length);
+    await lease.release('committed');
+    await sending;
+    assert.deepEqual(whole.body(), bytes);
   });
 
   it("fails its readers when the holder's download fails", async () => {

@@ -9,7 +9,6 @@ import { schemaKeys } from './schema-paths.ts';
 const WHAT_IT_DID: Record<string, string> = {
   notifications: 'registry:2 sends webhook events to notifications.endpoints; pullmirror sends none',
   middleware: 'registry:2 runs registry, repository and storage middleware (CloudFront, redirects); pullmirror runs none',
-  'storage.redirect': 'registry:2 redirects blob downloads to the storage backend; pullmirror serves every blob itself',
   'health.http': 'registry:2 checks an HTTP endpoint for readiness; pullmirror does not (its own checks are health.upstream, health.storagedriver, health.file)',
   'health.tcp': 'registry:2 checks a TCP address for readiness; pullmirror does not',
   'http.host': 'registry:2 builds absolute URLs from it; pullmirror answers with relative ones',

@@ -85,6 +85,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
   const namespaceWarning = unstatedNamespaceWarning(raw, config);
   if (namespaceWarning) warnings.push(namespaceWarning);
   warnings.push(...ignoredKeyWarnings(raw));
+  // distribution redirects from any driver with URLs; the filesystem store has none to give.
+  if (!config.storage.redirect.disable && !config.storage.s3) warnings.push('storage.redirect.disable is false, but the filesystem store has no URL a client could fetch from: pullmirror serves every blob itself');
   if (options.secrets === false) return config;
   return resolveSecretFiles(config, (message) => new ConfigError(withSource(message, fromEnv)));
 }

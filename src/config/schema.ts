@@ -139,6 +139,15 @@ const s3 = z
      * room for the blobs being filled at once (an emptyDir in Kubernetes).
      */
     spooldirectory: str().default(path.join(os.tmpdir(), 'pullmirror-spool')),
+    /**
+     * ours: how long a read a client waits on (an object's headers, a small object whole, a
+     * HEAD, a listing page) may take, all its retries included; past it the store counts as
+     * unavailable and the client is served from upstream. (Each attempt has 15 s on its own: a
+     * hung server would cost three of them.)
+     */
+    readtimeout: duration()
+      .prefault('10s')
+      .refine((v) => v > 0, { message: 'a duration above 0 (e.g. 10s)' }),
     v4auth: ignored(),
     objectacl: ignored(),
     useragent: ignored(),
@@ -225,7 +234,12 @@ const storage = z
         uploadpurging: ignored(),
       })
       .prefault({}),
-    redirect: ignored(),
+    /**
+     * distribution's switch, with the opposite default: only with `disable: false` does a warm
+     * blob GET answer 307 to a presigned URL of the bucket, which the client then fetches itself
+     * (a fleet's clients often cannot reach the bucket). The filesystem store has no such URL.
+     */
+    redirect: z.strictObject({ disable: bool().default(true) }).prefault({}),
     tag: ignored(),
     /** Set: the store is this bucket (storage.filesystem is then not used). */
     s3: s3.optional(),

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { close, fstat, open, stat } from 'node:fs';
 import type { Logger } from '../logging/logger.ts';
 import { isStoredObject, type FillBytes, type SharedFill } from '../proxy/shared-fill.ts';
+import { isStoreUnwritable } from '../storage/blob-store.ts';
 import type { OpenedObject } from '../storage/driver/storage-driver.ts';
 import type { FileBytes } from '../storage/send-file.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
@@ -109,7 +110,11 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     this.fromPeer = options.fromPeer;
     this.stallMs = options.stallMs;
     this.logger = options.logger;
-    this.done = this.watch();
+    this.done = this.watch().catch((error: unknown) => {
+      // Whatever ended the watch, readers waiting on it must not wait for good.
+      if (this.state.kind === 'following') this.setState({ kind: 'failed', error: error as Error });
+      throw error;
+    });
     this.done.catch(() => {});
     this.ready = new Promise<void>((resolve, reject) => {
       const check = () => {
@@ -187,7 +192,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     for (;;) {
       // An event from here on means look again, even if it comes while this look is on.
       const mark = this.wakes;
-      const committed = await this.committedSize();
+      const committed = await this.storedSize();
       if (committed !== undefined) {
         this.setState({ kind: 'committed', size: committed });
         return { digest: this.digest, size: committed };
@@ -212,7 +217,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
           lastGrowth = performance.now();
         }
         const free = holder.kind === 'free';
-        if (free && (await this.committedSize()) !== undefined) continue; // committed just now
+        if (free && (await this.storedSize()) !== undefined) continue; // committed just now
         // A failure concerns the holder of its epoch: a later holder's followers are unaffected.
         if (free && holder.failure && holder.failure.epoch !== undefined && holder.failure.epoch === current?.holder?.epoch) {
           const error = fillFailureError(holder.failure);
@@ -252,6 +257,20 @@ export class RemoteFill extends EventEmitter implements SharedFill {
       const timer = setTimeout(done, ms);
       this.wakeUp = done;
     });
+  }
+
+  /**
+   * The committed blob's size; undefined while it is not committed, and while the store cannot
+   * be asked (a bucket failing, or its breaker open for a moment): the follow goes on, and ends
+   * as it would (the holder commits, fails, or gives up and this instance takes over).
+   */
+  private async storedSize(): Promise<number | undefined> {
+    try {
+      return await this.committedSize();
+    } catch (error) {
+      if (!isStoreUnwritable(error)) throw error;
+      return undefined;
+    }
   }
 
   private async tryTakeOver(abandoned: string | undefined): Promise<SharedFill | undefined> {

@@ -51,6 +51,19 @@ export class ProxyBlobStore implements ReadableBlobStore<UpstreamBlobRef> {
     return (await this.local.stat(ref)) !== undefined;
   }
 
+  /** Whether stored blobs are redirected to (storage.redirect, on a driver with URLs): a hit first asks `redirect`. */
+  get redirects(): boolean {
+    return this.local.redirects;
+  }
+
+  /**
+   * A URL the client may fetch a stored blob from itself (storage.redirect), with its size; undefined:
+   * the blob is served here (redirects off, not stored, or the store cannot be asked now).
+   */
+  redirect(ref: UpstreamBlobRef): Promise<{ url: string; size: number } | undefined> {
+    return this.storedOrNothing(this.local.redirect(ref.digest));
+  }
+
   /** Opens a blob for one response: the stored blob, else the download of it (started if none runs). */
   async open(ref: UpstreamBlobRef): Promise<BlobSource> {
     // A driver over the network opens with one request when it knows the size (one GET per

@@ -118,10 +118,27 @@ export class ProxyManifestStore {
     return this.checkTag(remote, name, tag);
   }
 
-  /** `repo`: the store's key of the repository (Remote.key). */
+  /** `repo`: the store's key of the repository (Remote.key). Undefined also when the store cannot be read now. */
   private async lastKnown(repo: string, tag: string): Promise<ManifestDescriptor | undefined> {
-    const last = await this.manifests.readTag(repo, tag);
+    const last = await this.storedOrNothing(this.manifests.readTag(repo, tag), repo);
     return last ? this.localLink(repo, parseDigest(last)) : undefined;
+  }
+
+  /**
+   * What the store answered, or undefined when it cannot be read now (a bucket unreachable, hung
+   * past storage.s3.readtimeout, refusing the credentials): the manifest then comes from upstream,
+   * verified, as if it were not stored (and is served uncached if the store cannot take it
+   * either), as a blob passes through. Without upstream the client gets upstream's error.
+   */
+  private async storedOrNothing<T>(reading: Promise<T>, repo: string): Promise<T | undefined> {
+    try {
+      return await reading;
+    } catch (error) {
+      if (!isStoreUnwritable(error)) throw error;
+      // Not a warning per request: the storage metrics and readiness say the store fails.
+      this.logger.debug('store cannot be read: manifest asked upstream', { repository: repo, error: (error as Error).message });
+      return undefined;
+    }
   }
 
   /**
@@ -152,7 +169,9 @@ export class ProxyManifestStore {
     try {
       return await this.content(result.descriptor);
     } catch (error) {
-      if (!(error instanceof RegistryError) || error.code !== 'MANIFEST_UNKNOWN') throw error;
+      // Gone from the store, or the store cannot be read now: upstream has it.
+      const missing = error instanceof RegistryError && error.code === 'MANIFEST_UNKNOWN';
+      if (!missing && !isStoreUnwritable(error)) throw error;
       this.forget(remote.key(name), result.descriptor.digest);
       const digest = result.descriptor.digest;
       const again = await this.fetchByDigest(remote, name, digest);
@@ -174,7 +193,7 @@ export class ProxyManifestStore {
     const key = `${repo}@${digest.value}`;
     const cached = this.links.get(key);
     if (cached) return cached;
-    const link = await this.manifests.getLink(repo, digest);
+    const link = await this.storedOrNothing(this.manifests.getLink(repo, digest), repo);
     if (link) this.links.set(key, link);
     return link;
   }

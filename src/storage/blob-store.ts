@@ -37,12 +37,15 @@ export class BlobStore implements ReadableBlobStore {
    * waits for the commit and reads the store.
    */
   readonly volume: StorePaths | undefined;
+  /** storage.redirect on a driver that has URLs: clients are sent to fetch stored blobs from them (see redirect). */
+  readonly redirects: boolean;
   listener?: BlobStoreListener;
 
-  constructor(options: { driver: StorageDriver; tempDir: string; volume?: StorePaths }) {
+  constructor(options: { driver: StorageDriver; tempDir: string; volume?: StorePaths; redirects?: boolean }) {
     this.driver = options.driver;
     this.tempDir = options.tempDir;
     this.volume = options.volume;
+    this.redirects = (options.redirects ?? false) && this.driver.redirectURL !== undefined;
   }
 
   async stat({ digest }: BlobRef): Promise<BlobInfo | undefined> {
@@ -64,6 +67,21 @@ export class BlobStore implements ReadableBlobStore {
   /** The stored object of a blob, opened; undefined when it is not stored. */
   openObject(digest: Digest, knownSize?: number): Promise<OpenedObject | undefined> {
     return this.driver.open(StoreKeys.blob(digest), knownSize);
+  }
+
+  /**
+   * Where a client may fetch a stored blob itself (a presigned URL of the bucket), and its size;
+   * undefined when redirects are off (storage.redirect), the driver has no URLs, or the blob is
+   * not stored. The object is asked for (a HEAD) rather than believed from a cache: a URL of an
+   * object another instance evicted would fail the client's pull, where a miss here is served.
+   */
+  async redirect(digest: Digest): Promise<{ url: string; size: number } | undefined> {
+    if (!this.redirects || !this.driver.redirectURL) return undefined;
+    const key = StoreKeys.blob(digest);
+    const info = await this.driver.stat(key);
+    if (!info) return undefined;
+    const url = await this.driver.redirectURL(key);
+    return url === undefined ? undefined : { url, size: info.size };
   }
 
   /** Whether knowing a blob's size before open() saves a request (a driver over the network). */

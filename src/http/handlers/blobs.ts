@@ -41,6 +41,12 @@ export async function getBlob(ctx: RegistryContext, req: Request, res: Response,
   const digest = parseDigest(rawDigest);
   const ref = { digest, upstream, name };
   const notModified = etagMatches(req.headers['if-none-match'], digest.value);
+  // Asked only when redirects are on: the hit path pays nothing for them otherwise.
+  const redirect = ctx.blobs.redirects ? await ctx.blobs.redirect(ref) : undefined;
+  if (redirect) {
+    redirectToStore(ctx, req, res, digest.value, redirect, notModified);
+    return;
+  }
   // A conditional or ranged GET for a blob the store lacks may need no content at all (304,
   // 416): that is decided from what the blob is (a HEAD upstream at most), before a download
   // starts. A stored blob is opened as any other.
@@ -104,6 +110,27 @@ export async function getBlob(ctx: RegistryContext, req: Request, res: Response,
   } finally {
     source.release();
   }
+}
+
+/**
+ * storage.redirect: a stored blob is fetched by the client from the bucket (307 to a presigned
+ * GET, which keeps the method and the client's Range). What needs no content is still answered
+ * here: a 304 for a client that has the blob, a 416 for a range past its end. The 307 names the
+ * digest and is not to be cached (its URL expires); the use is recorded as a hit's is.
+ */
+function redirectToStore(ctx: RegistryContext, req: Request, res: Response, digest: string, to: { url: string; size: number }, notModified: boolean): void {
+  markCache(res, 'cache');
+  ctx.usage?.blob(digest);
+  if (notModified) {
+    blobHeaders(res, digest);
+    res.status(304).end();
+    return;
+  }
+  satisfiableRange(req.headers.range, to.size);
+  res.setHeader('Docker-Content-Digest', digest);
+  res.setHeader('Cache-Control', 'no-store');
+  res.setHeader('Location', to.url);
+  res.status(307).end();
 }
 
 /** The range a `Range` header asks of a blob of `size` bytes; throws the 416 when it cannot be met. */

@@ -42,6 +42,7 @@ export function s3DriverOptions(config: Config): S3DriverOptions | undefined {
     storageClass: s3.storageclass,
     encrypt: s3.encrypt,
     keyId: s3.keyid,
+    readTimeoutMs: s3.readtimeout,
     // A response body streams from S3 to a client: no byte moving for as long as a client may
     // stall (http.sendtimeout) before the connection counts as hung.
     idleTimeoutMs: config.http.sendtimeout,

@@ -65,7 +65,10 @@ import {
  * the connection (while a body streams to a client that stopped reading, too: it should match
  * http.sendtimeout). The SDK retries what is retryable (5xx, SlowDown, network) up to
  * `maxAttempts` in all, with its backoff; streamed uploads are retried here, each attempt with a
- * fresh stream. Errors become StorageDriverError faults; a message names the S3 error and status,
+ * fresh stream. A read (GetObject to its headers, or whole for a small object; HeadObject; a
+ * listing page) has besides `readTimeoutMs` for all its attempts: a client waits on it, and a
+ * hung server would otherwise hold it for `maxAttempts` × `requestTimeoutMs` before it is served
+ * from upstream. Errors become StorageDriverError faults; a message names the S3 error and status,
  * never a credential.
  */
 
@@ -94,6 +97,8 @@ export interface S3DriverOptions {
   connectTimeoutMs?: number;
   requestTimeoutMs?: number;
   uploadTimeoutMs?: number;
+  /** A read's deadline, all its attempts together (storage.s3.readtimeout). */
+  readTimeoutMs?: number;
   idleTimeoutMs?: number;
   maxAttempts?: number;
   /** Connections kept per client. */
@@ -106,8 +111,12 @@ const MAX_PARTS = 10_000;
 const LIST_PAGE = 1000;
 /** Sweeps of an upload a failed commit could not abort: about 2 minutes of tries, then gc's. */
 const SWEEP_TRIES = 8;
-/** How long a redirect URL stays valid: long enough for a slow client to start, as distribution's 20 minutes. */
-const REDIRECT_EXPIRY_S = 20 * 60;
+/**
+ * How long a redirect URL stays valid. A client follows a 307 at once, so it needs little; a
+ * URL is a bearer pass to the blob, so it gets little (distribution's are 20 minutes). Five
+ * minutes leave room for a clock of the bucket's that runs ahead of ours.
+ */
+const REDIRECT_EXPIRY_S = 5 * 60;
 
 /** Any S3 command (the SDK types each one apart; `send` takes them all). */
 type Command = { readonly input: object };
@@ -122,6 +131,7 @@ export class S3Driver implements StorageDriver {
   private readonly maxAttempts: number;
   private readonly requestTimeoutMs: number;
   private readonly uploadTimeoutMs: number;
+  private readonly readTimeoutMs: number;
   private readonly agents: HttpAgent[];
   /** Pending sweeps of uploads a failed commit could not abort (sweepLater). */
   private readonly sweeps = new Set<NodeJS.Timeout>();
@@ -138,6 +148,7 @@ export class S3Driver implements StorageDriver {
     this.maxAttempts = Math.max(1, options.maxAttempts ?? 3);
     this.requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
     this.uploadTimeoutMs = options.uploadTimeoutMs ?? 120_000;
+    this.readTimeoutMs = options.readTimeoutMs ?? 10_000;
     const storageClass = options.storageClass && options.storageClass.toUpperCase() !== 'NONE' ? (options.storageClass as StorageClass) : undefined;
     this.writeParams = {
       ...(storageClass ? { StorageClass: storageClass } : {}),
@@ -201,37 +212,87 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  async getContent(key: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<Buffer | undefined> {
-    checkKey(key, 'getContent');
-    const body = await this.getBody('getContent', key);
-    if (!body) return undefined;
-    if (body.size > maxBytes) {
-      body.stream.destroy();
-      throw new StorageDriverError('too-large', 'getContent', `s3 getContent ${key}: ${body.size} bytes, more than ${maxBytes}`, { key });
-    }
-    const chunks: Buffer[] = [];
-    let total = 0;
-    try {
-      for await (const chunk of body.stream) {
-        total += (chunk as Buffer).length;
-        if (total > maxBytes) throw new StorageDriverError('too-large', 'getContent', `s3 getContent ${key}: more than ${maxBytes} bytes`, { key });
-        chunks.push(chunk as Buffer);
+  /**
+   * A read a client waits on: `command` and then `consume` of its answer (a small object's body)
+   * within readTimeoutMs, all the SDK's attempts included. Past it the request is aborted, a body
+   * that came meanwhile is let go, and the read fails 'unavailable'. Errors of the SDK are passed
+   * on as they are (the callers tell a missing key from a failure).
+   */
+  private async read<T, R = T>(operation: string, key: string | undefined, command: Command, consume?: (answer: T) => Promise<R>): Promise<R> {
+    const controller = new AbortController();
+    let answer: T | undefined;
+    const letGo = () => (answer as { Body?: Readable } | undefined)?.Body?.destroy();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        controller.abort();
+        letGo();
+        reject(new StorageDriverError('unavailable', operation, `s3 ${operation}${key ? ` ${key}` : ''}: no answer within ${this.readTimeoutMs} ms (storage.s3.readtimeout)`, { key }));
+      }, this.readTimeoutMs);
+    });
+    const work = (async () => {
+      answer = (await this.client.send(command as never, { abortSignal: controller.signal })) as T;
+      // Answered just as the deadline passed: nobody takes this body.
+      if (controller.signal.aborted) {
+        letGo();
+        throw controller.signal.reason;
       }
-    } catch (error) {
-      body.stream.destroy();
-      if (error instanceof StorageDriverError) throw error;
-      throw toDriverError(error, 'getContent', key);
+      return consume ? await consume(answer) : (answer as unknown as R);
+    })();
+    work.catch(() => {});
+    try {
+      return await Promise.race([work, deadline]);
+    } finally {
+      clearTimeout(timer);
     }
-    return Buffer.concat(chunks, total);
   }
 
-  /** GetObject (whole, or a Range): the body and the object's size; undefined when there is none. */
-  private async getBody(operation: string, key: string, range?: ByteRange): Promise<{ stream: Readable; size: number } | undefined> {
+  /** A read (above) whose every failure is a StorageDriverError. */
+  private async readOrFail<T>(operation: string, key: string | undefined, command: Command): Promise<T> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }));
-      const stream = out.Body as Readable;
-      const size = range ? Number(/\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? NaN) : Number(out.ContentLength);
-      return { stream, size };
+      return await this.read<T>(operation, key, command);
+    } catch (error) {
+      throw toDriverError(error, operation, key);
+    }
+  }
+
+  async getContent(key: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<Buffer | undefined> {
+    checkKey(key, 'getContent');
+    // The body read within the deadline too: a small object is read whole before anyone uses it.
+    return this.getObject('getContent', key, undefined, async (stream, size) => {
+      if (size > maxBytes) {
+        stream.destroy();
+        throw new StorageDriverError('too-large', 'getContent', `s3 getContent ${key}: ${size} bytes, more than ${maxBytes}`, { key });
+      }
+      const chunks: Buffer[] = [];
+      let total = 0;
+      try {
+        for await (const chunk of stream) {
+          total += (chunk as Buffer).length;
+          if (total > maxBytes) throw new StorageDriverError('too-large', 'getContent', `s3 getContent ${key}: more than ${maxBytes} bytes`, { key });
+          chunks.push(chunk as Buffer);
+        }
+      } catch (error) {
+        stream.destroy();
+        throw error;
+      }
+      return Buffer.concat(chunks, total);
+    });
+  }
+
+  /** GetObject (whole, or a Range) to its headers: the body and the object's size; undefined when there is none. */
+  private getBody(operation: string, key: string, range?: ByteRange): Promise<{ stream: Readable; size: number } | undefined> {
+    return this.getObject(operation, key, range, async (stream, size) => ({ stream, size }));
+  }
+
+  /** GetObject within the read deadline, its answer handed to `consume`; undefined when there is none. */
+  private async getObject<R>(operation: string, key: string, range: ByteRange | undefined, consume: (stream: Readable, size: number) => Promise<R>): Promise<R | undefined> {
+    type Answer = { Body?: unknown; ContentRange?: string; ContentLength?: number };
+    try {
+      return await this.read<Answer, R>(operation, key, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }), (out) => {
+        const size = range ? Number(/\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? NaN) : Number(out.ContentLength);
+        return consume(out.Body as Readable, size);
+      });
     } catch (error) {
       if (errorName(error) === 'NoSuchKey') return undefined;
       throw toDriverError(error, operation, key);
@@ -378,7 +439,7 @@ export class S3Driver implements StorageDriver {
   async stat(key: string): Promise<ObjectInfo | undefined> {
     checkKey(key, 'stat');
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      const out = await this.read<{ ContentLength?: number; LastModified?: Date }>('stat', key, new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
       return { size: Number(out.ContentLength ?? 0), modifiedMs: out.LastModified?.getTime() ?? 0 };
     } catch (error) {
       // A HEAD has no body: a missing key (and a missing bucket: probe tells them apart) is NotFound.
@@ -466,7 +527,7 @@ export class S3Driver implements StorageDriver {
   private async *pages(operation: string, listPrefix: string, delimiter: string | undefined) {
     let token: string | undefined;
     do {
-      const page = await this.send<{ Contents?: { Key?: string; Size?: number; LastModified?: Date }[]; CommonPrefixes?: { Prefix?: string }[]; IsTruncated?: boolean; NextContinuationToken?: string }>(
+      const page = await this.readOrFail<{ Contents?: { Key?: string; Size?: number; LastModified?: Date }[]; CommonPrefixes?: { Prefix?: string }[]; IsTruncated?: boolean; NextContinuationToken?: string }>(
         operation,
         listPrefix,
         new ListObjectsV2Command({ Bucket: this.bucket, Prefix: listPrefix || undefined, Delimiter: delimiter, ContinuationToken: token, MaxKeys: LIST_PAGE }),
@@ -497,7 +558,7 @@ export class S3Driver implements StorageDriver {
   }
 
   async probe(): Promise<void> {
-    await this.send('probe', undefined, new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.listPrefix('') || undefined, MaxKeys: 1 }));
+    await this.readOrFail('probe', undefined, new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.listPrefix('') || undefined, MaxKeys: 1 }));
   }
 
   async usage(): Promise<StorageUsage> {
