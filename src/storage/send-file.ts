@@ -153,8 +153,11 @@ class FileSender {
   /** Does whatever can be done now: writes what was read, starts the next read, ends the response. */
   private pump(): void {
     while (this.state === 'sending' && !this.pending) {
-      // The next read starts before this batch is written: the thread pool reads while the socket copies.
-      if (!this.reading && !this.waiting && this.taken <= this.end && (this.queue.length === 0 || this.readAhead)) {
+      // The next read starts before this batch is written: the thread pool reads while the socket
+    // copies. A read ahead is a buffer beyond the one a transfer needs, so only while fewer than
+    // MAX_POOLED are out, as a batch's extra buffers (400 stalled readers: 130 KiB each without
+    // that bound, the read-ahead buffers they let go of beyond what the pool keeps being garbage).
+      if (!this.reading && !this.waiting && this.taken <= this.end && (this.queue.length === 0 || (this.readAhead && out < MAX_POOLED))) {
         const upTo = this.readableUpTo();
         if (upTo === undefined) return;
         this.take(upTo);
