@@ -186,7 +186,7 @@ interface Storage {
  * driver by config) replaces this once it lands; until then the filesystem driver, whose temp
  * files (putContent's) go to this instance's spool, as a fill's do, so a commit is a rename.
  */
-function buildDriver(config: Config, tempDir: string): StorageDriver {
+function buildDriver(config: Config, tempDir: string): Promise<StorageDriver> {
   return createStorageDriver(config, { tempDir });
 }
 
@@ -205,11 +205,11 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
     // An unwritable store must not keep the mirror down: it serves from upstream meanwhile.
     logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
   }
-  const driver = buildDriver(config, tempArea.dir);
+  const driver = await buildDriver(config, tempArea.dir);
   // A bucket that cannot be used says so once, naming the key to fix, as `config check` does.
   // The mirror starts all the same and passes blobs through from upstream meanwhile (readiness
   // says it is not ready); not awaited, so a hung endpoint does not hold the start.
-  if (config.storage.s3) void driver.probe().catch((error: unknown) => logger.error(storageProblem(config, error), { component: 'storage' }));
+  if (config.storage.s3) void driver.probe().catch(async (error: unknown) => logger.error(await storageProblem(config, error), { component: 'storage' }));
   // The filesystem driver on a volume other instances may share: their spools are readable
   // where they write them (a fleet follows a download from its file).
   const blobStore = new BlobStore({ driver, tempDir: tempArea.dir, volume: driver.kind === 'filesystem' ? paths : undefined, redirects: !config.storage.redirect.disable });

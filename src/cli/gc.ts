@@ -66,7 +66,7 @@ export async function gc(args: string[]): Promise<void> {
   const paths = new StorePaths(config.storage.filesystem.rootdirectory);
   // The store the config names (a directory or a bucket). gc never writes through the driver (it
   // deletes), so its temp directory is never used.
-  const driver = createStorageDriver(config, { tempDir: paths.tmpDir() });
+  const driver = await createStorageDriver(config, { tempDir: paths.tmpDir() });
   // With a Redis, the access clock and the fleet's eviction lock are there: no pass (not even a dry run) without them.
   const redis = redisConfigured(config) ? createRedisConnection(config.redis, logger, await readStoreId(driver)) : undefined;
   if (redis && !(await redis.whenReady(config.redis.dialtimeout))) {

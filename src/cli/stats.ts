@@ -30,7 +30,7 @@ export async function stats(args: string[]): Promise<void> {
   const s3 = config.storage.s3;
   const root = s3 ? `s3://${s3.bucket}/${(s3.rootdirectory ?? '').replace(/^\/+/, '')}` : paths.root;
   // The store the config names (a directory or a bucket); stats only reads.
-  const driver = createStorageDriver(config, { tempDir: paths.tmpDir() });
+  const driver = await createStorageDriver(config, { tempDir: paths.tmpDir() });
   const figures = await computeStoreFigures({ driver, paths, spool: s3?.spooldirectory }).finally(() => driver.close());
   if (values.json) {
     process.stdout.write(`${JSON.stringify({ root, ...figures }, null, 2)}\n`);

@@ -1,4 +1,3 @@
-import { S3Driver, errorName, errorStatus } from '../storage/driver/s3-driver.ts';
 import { s3DriverOptions } from '../storage/driver/create-driver.ts';
 import { StorageDriverError } from '../storage/driver/storage-driver.ts';
 import type { Config } from './schema.ts';
@@ -14,19 +13,22 @@ import type { Config } from './schema.ts';
 export async function checkStorage(config: Config): Promise<string | undefined> {
   const options = s3DriverOptions(config);
   if (!options) return undefined;
+  // Loaded only for a store on S3 (see create-driver.ts).
+  const { S3Driver } = await import('../storage/driver/s3-driver.ts');
   const driver = new S3Driver(options);
   try {
     await driver.probe();
     return undefined;
   } catch (error) {
-    return storageProblem(config, error);
+    return await storageProblem(config, error);
   } finally {
     await driver.close();
   }
 }
 
 /** The key at fault and why, for an error of the s3 driver. */
-export function storageProblem(config: Config, error: unknown): string {
+export async function storageProblem(config: Config, error: unknown): Promise<string> {
+  const { errorName, errorStatus } = await import('../storage/driver/s3-driver.ts');
   const s3 = config.storage.s3;
   const cause = error instanceof StorageDriverError ? error.cause : error;
   const name = errorName(cause);
