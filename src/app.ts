@@ -182,9 +182,9 @@ interface Storage {
 }
 
 /**
- * The store's driver. The seam for storage.s3: src/storage/driver/create-driver.ts (choosing the
- * driver by config) replaces this once it lands; until then the filesystem driver, whose temp
- * files (putContent's) go to this instance's spool, as a fill's do, so a commit is a rename.
+ * The store's driver, chosen by config (src/storage/driver/create-driver.ts): the filesystem
+ * driver's temp files (putContent's) go to this instance's spool, as a fill's do, so a commit
+ * is a rename; the s3 driver is loaded only when storage.s3 is set.
  */
 function buildDriver(config: Config, tempDir: string): Promise<StorageDriver> {
   return createStorageDriver(config, { tempDir });
