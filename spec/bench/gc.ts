@@ -57,13 +57,29 @@ export interface StoreShape {
   layerPool: number;
   /** Write each image's `_layers` links too, as a serving mirror does (one small file per layer). */
   layerLinks?: boolean;
+  /**
+   * The largest size of a layer, config or unreferenced blob. Unset: realistic sizes (up to
+   * 64 MiB, sparse files on a filesystem). A bucket has no sparse objects (the RADOS Gateway's
+   * memstore keeps every byte in RAM), so the S3 store of `bench -- scale` caps them: a pass
+   * reads only their sizes, never their bytes.
+   */
+  maxBlobBytes?: number;
+}
+
+/** An image generateStore wrote whose tag and manifest link were used recently (odd images). */
+export interface FreshImage {
+  repository: string;
+  tag: string;
+  manifest: string;
 }
 
 export const GC_SHAPE: StoreShape = { blobs: BLOBS, images: IMAGES, repositories: 1000, layerPool: LAYER_POOL };
 
 /** Writes the store; returns how many blobs are referenced by fresh and by stale images. */
-export function generateStore(root: string, log: Log, shape: StoreShape = GC_SHAPE): { referenced: number; orphans: number; staleImages: number } {
+export function generateStore(root: string, log: Log, shape: StoreShape = GC_SHAPE): { referenced: number; orphans: number; staleImages: number; fresh: FreshImage[] } {
   const { blobs: BLOBS, images: IMAGES, layerPool: LAYER_POOL } = shape;
+  const cap = (size: number) => Math.min(size, shape.maxBlobBytes ?? Infinity);
+  const fresh: FreshImage[] = [];
   const random = prng(42);
   const oldTime = (Date.now() - 200 * HOUR) / 1000;
   const madeDirs = new Set<string>();
@@ -83,11 +99,11 @@ export function generateStore(root: string, log: Log, shape: StoreShape = GC_SHA
     utimesSync(target, mtime, mtime);
   };
   const referenced = new Set<string>();
-  const layers = Array.from({ length: LAYER_POOL }, (_, i) => ({ digest: digestOf(`layer-${i}`), size: Math.floor(1024 + random() * 64 * MiB) }));
+  const layers = Array.from({ length: LAYER_POOL }, (_, i) => ({ digest: digestOf(`layer-${i}`), size: cap(Math.floor(1024 + random() * 64 * MiB)) }));
   const used = new Set<number>();
   let staleImages = 0;
   for (let i = 0; i < IMAGES; i++) {
-    const config = { digest: digestOf(`config-${i}`), size: 1500 + Math.floor(random() * 4000) };
+    const config = { digest: digestOf(`config-${i}`), size: cap(1500 + Math.floor(random() * 4000)) };
     const picks: number[] = [];
     for (let l = 0; l < LAYERS_PER_IMAGE; l++) picks.push(Math.floor(random() * LAYER_POOL));
     const manifest = Buffer.from(
@@ -108,6 +124,7 @@ export function generateStore(root: string, log: Log, shape: StoreShape = GC_SHA
     for (const d of [manifestDigest, config.digest, ...picks.map((p) => layers[p].digest)]) referenced.add(d);
     const stale = i % 2 === 0;
     if (stale) staleImages++;
+    else fresh.push({ repository: `library/app${i % shape.repositories}`, tag: `v${i}`, manifest: manifestDigest });
     // Fresh images were used an hour ago: past the grace period, well within the TTL.
     const usedAt = stale ? oldTime : (Date.now() - HOUR) / 1000;
     const repo = path.join(root, 'repositories', 'library', `app${i % shape.repositories}`);
@@ -120,10 +137,10 @@ export function generateStore(root: string, log: Log, shape: StoreShape = GC_SHA
   }
   let orphans = 0;
   for (let i = 0; referenced.size + orphans < BLOBS; i++) {
-    file(blobPath(root, digestOf(`orphan-${i}`)), Math.floor(random() * 8 * MiB), oldTime);
+    file(blobPath(root, digestOf(`orphan-${i}`)), cap(Math.floor(random() * 8 * MiB)), oldTime);
     orphans++;
   }
-  return { referenced: referenced.size, orphans, staleImages };
+  return { referenced: referenced.size, orphans, staleImages, fresh };
 }
 
 /** Runs `pullmirror gc ARGS config` once: wall time and peak RSS (GNU time when present, else sampled). */
@@ -166,7 +183,7 @@ export async function benchGc(log: Log): Promise<number> {
     const root = path.join(work.path, 'store');
     log(`gc: generating ${BLOBS} blobs, ${IMAGES} images (${LAYERS_PER_IMAGE} layers each from a pool of ${LAYER_POOL}) in ${root}`);
     const generating = performance.now();
-    const shape = generateStore(root, log);
+    const { fresh: _fresh, ...shape } = generateStore(root, log);
     log(`gc: store generated in ${((performance.now() - generating) / 1000).toFixed(1)} s: ${shape.referenced} referenced blobs, ${shape.orphans} unreferenced, ${shape.staleImages} of ${IMAGES} images past the TTL`);
     const configFile = path.join(work.path, 'config.yml');
     writeFileSync(configFile, stringify({ version: '0.1', log: { level: 'error', formatter: 'json' }, storage: { filesystem: { rootdirectory: root } } }));

@@ -44,6 +44,8 @@ export interface S3Server {
   createBucket(prefix?: string): Promise<string>;
   /** The radosgw pid (SIGSTOP it to play a hung server; SIGCONT after). */
   rgwPid(): number;
+  /** The OSD's pid: its RSS is what the memstore holds (bench -- scale sizes it). */
+  osdPid(): number | undefined;
   /**
    * The requests radosgw answered so far, from its access log (the beast frontend logs one line
    * each): a witness of what a client sent that does not ask the client.
@@ -123,6 +125,7 @@ export async function startS3(options: { memMiB?: number } = {}): Promise<S3Serv
       return [...text.matchAll(/ beast: \S+ \S+ - \S+ \[[^\]]*\] "([A-Z]+) (\S+) HTTP\/[\d.]+" (\d{3}) /g)].map((m) => ({ method: m[1], path: m[2], status: Number(m[3]) }));
     },
     rgwPid: () => recordedPids(stateDir).find((p) => p.name === 'rgw')!.pid,
+    osdPid: () => recordedPids(stateDir).find((p) => p.name.startsWith('osd'))?.pid,
     async createBucket(prefix = 'test') {
       const bucket = `${prefix}-${randomBytes(4).toString('hex')}`;
       await admin.send(new CreateBucketCommand({ Bucket: bucket }));

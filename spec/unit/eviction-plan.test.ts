@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { BlobIndex, type Inventory } from '../../src/eviction/inventory.ts';
 import { KeepRules, parseKeepPattern } from '../../src/eviction/keep.ts';
@@ -200,5 +201,32 @@ describe('eviction plan', () => {
     assert.throws(() => parseKeepPattern('alpine:latest'), /name the registry first/);
     assert.throws(() => parseKeepPattern('docker.io/Alpine'), /not a repository name/);
     assert.throws(() => parseKeepPattern('docker.io/alpine@sha256'), /not a digest/);
+  });
+});
+
+describe('the blob index of a pass', () => {
+  it('finds every blob by digest, its size and last use, past many growths of its table', () => {
+    const index = new BlobIndex();
+    const digests = Array.from({ length: 5000 }, (_, i) => createHash('sha256').update(`blob ${i}`).digest('hex'));
+    digests.forEach((hex, i) => index.add('sha256', hex, i, 1000 + i));
+    const long = createHash('sha512').update('a sha512 blob').digest('hex');
+    index.add('sha512', long, 7, 1);
+    // Added again (listed twice during a walk): replaced, not counted twice.
+    index.add('sha256', digests[42], 4242, 5);
+    index.used(`sha256:${digests[43]}`, 99_999);
+    index.used(`sha256:${digests[44]}`, 1);
+    assert.equal(index.count, 5001);
+    assert.equal(index.size(`sha256:${digests[4999]}`), 4999);
+    assert.equal(index.size(`sha256:${digests[42]}`), 4242);
+    assert.equal(index.lastUse(`sha256:${digests[43]}`), 99_999, 'a later use moves it forward');
+    assert.equal(index.lastUse(`sha256:${digests[44]}`), 1044, 'an earlier one does not');
+    assert.equal(index.size(`sha512:${long}`), 7);
+    assert.equal(index.size(`sha256:${'0'.repeat(64)}`), undefined);
+    assert.equal(index.size(`sha256:${long.slice(0, 64)}`), undefined);
+    const listed = new Map<string, number>();
+    for (const blob of index.entries()) listed.set(blob.digest, blob.size);
+    assert.equal(listed.size, 5001);
+    assert.equal(listed.get(`sha256:${digests[0]}`), 0);
+    assert.equal(listed.get(`sha512:${long}`), 7);
   });
 });

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, beforeEach, describe, it } from 'node:test';
 import winston from 'winston';
 import { RepositorySnapshots } from '../../src/browse/repository-snapshot.ts';
-import { accessItem } from '../../src/eviction/access-clock.ts';
+import { accessItem, LOOKUP_BATCH } from '../../src/eviction/access-clock.ts';
 import type { StoreReader } from '../../src/eviction/inventory.ts';
 import { LocalAccessClock } from '../../src/eviction/local-access-clock.ts';
 import { PassHeldElsewhere, type PassLock } from '../../src/eviction/pass-lock.ts';
@@ -105,6 +105,26 @@ describe('an eviction pass on the in-memory driver, with the access clock', () =
     for (const digest of [idle.manifest, idle.config, idle.layer]) assert.equal(await has(digest), false, digest);
     // Its tag was not used past the TTL on its own (a tag lives as long as its own use).
     assert.deepEqual(result.tags.map((t) => t.repository).sort(), ['team/idle', 'team/used']);
+    await clock.close();
+  });
+
+  it('forgets the records of what it deleted a batch at a time, never the whole pass at once', async () => {
+    // More unreferenced blobs than one batch of the clock (LOOKUP_BATCH), each with a record.
+    const orphans: string[] = [];
+    for (let i = 0; i < 2 * LOOKUP_BATCH + 500; i++) {
+      const bytes = Buffer.from(`orphan ${i}`);
+      orphans.push(sha(bytes));
+      await driver.putContent(key(paths.blob(parse(sha(bytes)))), bytes);
+      clock.touch(accessItem.blob(sha(bytes)), Date.now() - 300 * HOUR);
+    }
+    const forgotten: number[] = [];
+    const forget = clock.forget.bind(clock);
+    clock.forget = (items) => (forgotten.push(items.length), forget(items));
+    const result = await pass(0);
+    assert.equal(result.blobs.length, orphans.length);
+    assert.ok(forgotten.length > 1 && Math.max(...forgotten) <= LOOKUP_BATCH, `forgotten in batches of at most ${LOOKUP_BATCH}: ${forgotten.join(', ')}`);
+    assert.equal(forgotten.reduce((a, b) => a + b, 0), orphans.length, 'each removed blob forgotten once');
+    assert.deepEqual(new Set(await clock.lastUses(orphans.slice(0, LOOKUP_BATCH).map(accessItem.blob))), new Set([undefined]), 'their records are gone');
     await clock.close();
   });
 

@@ -20,13 +20,15 @@ export interface BlobCursor extends StoredBlob {
 }
 
 /**
- * Every stored blob's size and last use, compact: keyed by the hex name the directory listing
- * gave (no "sha256:" string built per blob), sizes and times in typed arrays. At 150 000 blobs
- * this is about 17 MiB where a Map of objects took about 40 (measured with
- * spec/bench/scale-memory.ts), and an eviction pass inside a serving mirror stays small.
+ * Every stored blob's size and last use, compact: a digest is kept as its bytes (32 for a
+ * sha256) in one typed array, found through an open-addressing table of slots, with sizes and
+ * times in typed arrays beside it; no string and no Map entry per blob. At 150 000 blobs that is
+ * about 9 MiB, where a Map of hex strings took 20 and a Map of objects 40 (heap measured with
+ * spec/bench/scale-memory.ts): the blob index is most of what an eviction pass holds, and what
+ * a pass holds is what a serving mirror's RSS grows by (bench -- scale).
  */
 export class BlobIndex {
-  private readonly byAlgorithm = new Map<string, Map<string, number>>();
+  private readonly byAlgorithm = new Map<string, DigestTable>();
   private sizes: Float64Array<ArrayBuffer> = new Float64Array(1024);
   private lastUses: Float64Array<ArrayBuffer> = new Float64Array(1024);
   private filled = 0;
@@ -36,9 +38,9 @@ export class BlobIndex {
   }
 
   add(algorithm: string, hex: string, size: number, lastUseMs: number): void {
-    let slots = this.byAlgorithm.get(algorithm);
-    if (!slots) this.byAlgorithm.set(algorithm, (slots = new Map<string, number>()));
-    const existing = slots.get(hex);
+    let table = this.byAlgorithm.get(algorithm);
+    if (!table) this.byAlgorithm.set(algorithm, (table = new DigestTable(HEX_LENGTH[algorithm] ?? 0)));
+    const existing = table.get(hex);
     const slot = existing ?? this.filled++;
     if (slot >= this.sizes.length) {
       this.sizes = grow(this.sizes);
@@ -46,7 +48,7 @@ export class BlobIndex {
     }
     this.sizes[slot] = size;
     this.lastUses[slot] = lastUseMs;
-    if (existing === undefined) slots.set(hex, slot);
+    if (existing === undefined) table.set(hex, slot);
   }
 
   size(digest: string): number | undefined {
@@ -68,8 +70,8 @@ export class BlobIndex {
   /** Every blob; the cursor is the same object at every step (copy what must outlive it). */
   *entries(): Generator<BlobCursor> {
     const cursor: BlobCursor = { digest: '', size: 0, lastUseMs: 0 };
-    for (const [algorithm, slots] of this.byAlgorithm) {
-      for (const [hex, slot] of slots) {
+    for (const [algorithm, table] of this.byAlgorithm) {
+      for (const [hex, slot] of table.entries()) {
         cursor.digest = `${algorithm}:${hex}`;
         cursor.size = this.sizes[slot];
         cursor.lastUseMs = this.lastUses[slot];
@@ -81,6 +83,90 @@ export class BlobIndex {
   private slot(digest: string): number | undefined {
     const colon = digest.indexOf(':');
     return this.byAlgorithm.get(digest.slice(0, colon))?.get(digest.slice(colon + 1));
+  }
+}
+
+/** The hex length of the algorithms a store keeps (src/registry/digest.ts). */
+const HEX_LENGTH: Record<string, number> = { sha256: 64, sha512: 128 };
+
+/**
+ * The digests of one algorithm: each as its bytes at `entry * width` in one array, found by
+ * open addressing on its first bytes (digests are uniformly spread). A name that is not lowercase
+ * hex of the algorithm's length (none the store writes; tests use labels) goes to a small Map.
+ */
+class DigestTable {
+  private readonly width: number;
+  private bytes: Buffer;
+  private slots: Int32Array<ArrayBuffer>;
+  /** Entry + 1 per bucket, 0 when empty; a power of two, at most half full. */
+  private buckets: Int32Array<ArrayBuffer>;
+  private entriesFilled = 0;
+  private readonly other = new Map<string, number>();
+  private readonly scratch: Buffer;
+
+  constructor(hexLength: number) {
+    this.width = hexLength / 2;
+    this.bytes = Buffer.alloc(this.width * 1024);
+    this.slots = new Int32Array(1024);
+    this.buckets = new Int32Array(2048);
+    this.scratch = Buffer.alloc(this.width);
+  }
+
+  get(hex: string): number | undefined {
+    if (!this.decode(hex)) return this.other.get(hex);
+    const entry = this.buckets[this.bucketOf()] - 1;
+    return entry < 0 ? undefined : this.slots[entry];
+  }
+
+  /** Adds a digest not in the table (get answered undefined). */
+  set(hex: string, slot: number): void {
+    if (!this.decode(hex)) {
+      this.other.set(hex, slot);
+      return;
+    }
+    if (this.entriesFilled === this.slots.length) this.grow();
+    const entry = this.entriesFilled++;
+    this.scratch.copy(this.bytes, entry * this.width);
+    this.slots[entry] = slot;
+    this.buckets[this.bucketOf()] = entry + 1;
+  }
+
+  *entries(): Generator<[string, number]> {
+    for (let entry = 0; entry < this.entriesFilled; entry++) yield [this.bytes.toString('hex', entry * this.width, (entry + 1) * this.width), this.slots[entry]];
+    yield* this.other;
+  }
+
+  /** Puts `hex` in the scratch buffer as bytes; false when it is not hex of this table's width. */
+  private decode(hex: string): boolean {
+    return this.width > 0 && hex.length === 2 * this.width && HEX.test(hex) && this.scratch.write(hex, 'hex') === this.width;
+  }
+
+  /** The bucket holding the scratch digest, or the empty one where it would go. */
+  private bucketOf(): number {
+    const mask = this.buckets.length - 1;
+    let bucket = (Math.imul(this.scratch.readUInt32LE(0), 0x9e3779b1) >>> 0) & mask;
+    for (;;) {
+      const entry = this.buckets[bucket] - 1;
+      if (entry < 0 || this.scratch.compare(this.bytes, entry * this.width, (entry + 1) * this.width) === 0) return bucket;
+      bucket = (bucket + 1) & mask;
+    }
+  }
+
+  private grow(): void {
+    const bytes = Buffer.alloc(this.bytes.length * 2);
+    this.bytes.copy(bytes);
+    this.bytes = bytes;
+    const slots = new Int32Array(this.slots.length * 2);
+    slots.set(this.slots);
+    this.slots = slots;
+    // Rehash into a table twice as large.
+    this.buckets = new Int32Array(this.buckets.length * 2);
+    const mask = this.buckets.length - 1;
+    for (let entry = 0; entry < this.entriesFilled; entry++) {
+      let bucket = (Math.imul(this.bytes.readUInt32LE(entry * this.width), 0x9e3779b1) >>> 0) & mask;
+      while (this.buckets[bucket] !== 0) bucket = (bucket + 1) & mask;
+      this.buckets[bucket] = entry + 1;
+    }
   }
 }
 

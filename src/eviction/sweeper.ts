@@ -4,11 +4,11 @@ import type { Config } from '../config/schema.ts';
 import type { Logger } from '../logging/logger.ts';
 import { MAX_MANIFEST_BYTES } from '../registry/blob-descriptor.ts';
 import { parseDigest } from '../registry/digest.ts';
-import { splitRepositoryKey } from '../storage/paths.ts';
+import { splitRepositoryKey, StoreKeys } from '../storage/paths.ts';
 import { KeepRules } from './keep.ts';
 import { Yielder } from '../util/yielder.ts';
 import { readInventory, type Inventory, type StoreReader } from './inventory.ts';
-import { listNames, storeKey, walkRepositories } from '../storage/repository-walk.ts';
+import { listNames, walkRepositories } from '../storage/repository-walk.ts';
 import { accessItem, LOOKUP_BATCH } from './access-clock.ts';
 import type { PassLease, PassLock } from './pass-lock.ts';
 import { mapLimited } from '../util/map-limited.ts';
@@ -160,11 +160,15 @@ async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined
     return { ...plan, ...grace, dryRun: true, kept: 0, freed: plan.sizeBefore - plan.sizeAfter, records: 0, cleaned: 0, durationMs: Math.round(performance.now() - startedMono) };
   }
   const { store, hooks = {} } = options;
-  const { driver, paths, clock } = store;
+  const { driver, clock } = store;
   const fenced = async () => {
     if (lease && !(await lease.stillHeld())) throw new PassLeaseLost();
   };
-  /** Deletes an object unless written since the grace period began (or gone already). */
+  /**
+   * Deletes an object unless written since the grace period began (or gone already). Keys are
+   * drawn by StoreKeys directly: through StorePaths and back (join, relative, split) each of
+   * 100 000 deletions made half a dozen strings more for the collector.
+   */
   const removeUntouched = async (key: string): Promise<boolean> => {
     const info = await driver.stat(key);
     if (!info || info.modifiedMs >= protectedSince) return false;
@@ -174,54 +178,61 @@ async function sweepMeasured(options: SweepOptions, lease: PassLease | undefined
   /**
    * Runs a phase over `items` a batch (LOOKUP_BATCH) at a time: the clock is asked about the
    * batch, then the batch is deleted, so a use recorded (by any instance) up to a moment before
-   * an item's deletion keeps it, as the mtime checked just before an unlink did.
+   * an item's deletion keeps it, as the mtime checked just before an unlink did. The records of
+   * what the batch removed go with it (a record left behind would be harmless, not useful): a
+   * batch at a time, as 100 000 records forgotten at once held the event loop for a second
+   * (bench -- scale) and their names as many megabytes.
    */
-  const phase = async <T>(items: T[], itemOf: (item: T) => string, remove: (item: T, used: boolean) => Promise<void>): Promise<void> => {
+  const phase = async <T>(items: T[], itemOf: (item: T) => string, remove: (item: T, used: boolean) => Promise<boolean>): Promise<void> => {
     for (let start = 0; start < items.length; start += LOOKUP_BATCH) {
       const batch = items.slice(start, start + LOOKUP_BATCH);
-      const uses = await clock.lastUses(batch.map(itemOf));
-      await mapLimited([...batch.keys()], (i) => remove(batch[i], (uses[i] ?? 0) >= protectedSince));
+      const names = batch.map(itemOf);
+      const uses = await clock.lastUses(names);
+      const gone: string[] = [];
+      await mapLimited([...batch.keys()], async (i) => {
+        if (await remove(batch[i], (uses[i] ?? 0) >= protectedSince)) gone.push(names[i]);
+      });
+      if (gone.length > 0) await clock.forget(gone);
     }
   };
   // Tags, then manifest links, then blobs: each phase in parallel, the phases in this order.
   let kept = 0;
   const tags: EvictionPlan['tags'] = [];
   await phase(plan.tags, (tag) => accessItem.tag(tag.repository, tag.tag), async (tag, used) => {
-    if (!used && (await removeUntouched(storeKey(paths, paths.tag(tag.repository, tag.tag))))) {
-      tags.push(tag);
-      onItem({ kind: 'tag', tag });
-    } else kept++;
+    if (used || !(await removeUntouched(StoreKeys.tag(tag.repository, tag.tag)))) {
+      kept++;
+      return false;
+    }
+    tags.push(tag);
+    onItem({ kind: 'tag', tag });
+    return true;
   });
   const links: PlannedLink[] = [];
   const stillPinned = new Set<string>();
   await phase(plan.links, (link) => accessItem.manifest(link.repository, link.digest), async (link, used) => {
-    if (!used && (await removeUntouched(storeKey(paths, paths.manifestLink(link.repository, parseDigest(link.digest)))))) {
-      links.push(link);
-      onItem({ kind: 'manifest', link });
-      hooks.manifestRemoved?.(link.repository, link.digest);
-    } else {
+    if (used || !(await removeUntouched(StoreKeys.manifestLink(link.repository, parseDigest(link.digest))))) {
       kept++;
       for (const pin of link.pins) stillPinned.add(pin);
+      return false;
     }
+    links.push(link);
+    onItem({ kind: 'manifest', link });
+    hooks.manifestRemoved?.(link.repository, link.digest);
+    return true;
   });
   const blobs: EvictionPlan['blobs'] = [];
   let freed = 0;
   await phase(plan.blobs, (blob) => accessItem.blob(blob.digest), async (blob, used) => {
-    if (used || stillPinned.has(blob.digest) || (await hooks.isBusy?.(blob.digest)) || !(await removeUntouched(storeKey(paths, paths.blob(parseDigest(blob.digest)))))) {
+    if (used || stillPinned.has(blob.digest) || (await hooks.isBusy?.(blob.digest)) || !(await removeUntouched(StoreKeys.blob(parseDigest(blob.digest))))) {
       kept++;
-      return;
+      return false;
     }
     blobs.push(blob);
     onItem({ kind: 'blob', blob });
     freed += blob.size;
     await hooks.blobRemoved?.(blob.digest, blob.size);
+    return true;
   });
-  // The records of what went go with it (a record left behind would be harmless, not useful).
-  await clock.forget([
-    ...tags.map((tag) => accessItem.tag(tag.repository, tag.tag)),
-    ...links.map((link) => accessItem.manifest(link.repository, link.digest)),
-    ...blobs.map((blob) => accessItem.blob(blob.digest)),
-  ]);
   const records = await removeStaleRecords(store, { links: storedLinks, tags: storedTags }, references, { tags, links }, removeUntouched);
   const cleaned = options.cleanupOlderThanMs === undefined ? 0 : await driver.cleanup(options.cleanupOlderThanMs);
   evictions.labels('tag').inc(tags.length);
@@ -320,7 +331,7 @@ async function readReferences(store: StoreReader, inventory: Inventory): Promise
       if (references.has(digest)) return;
       const size = inventory.blobs.size(digest);
       if (size === undefined || size > MAX_MANIFEST_BYTES) return;
-      const bytes = await store.driver.getContent(storeKey(store.paths, store.paths.blob(parseDigest(digest))), MAX_MANIFEST_BYTES);
+      const bytes = await store.driver.getContent(StoreKeys.blob(parseDigest(digest)), MAX_MANIFEST_BYTES);
       if (!bytes) return;
       const refs = manifestReferences(bytes);
       references.set(digest, refs);
