@@ -12,7 +12,8 @@ import { pushImage, pushRandomBlob, randomLayer, type PushedImage } from '../sup
 import { tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { sample, scrape, type Samples } from '../support/prometheus.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
-import { monitorRedis, startRedis, startSentinelGroup, type RedisServer } from '../support/redis.ts';
+import { monitorRedis, startRedis, type RedisServer } from '../support/redis.ts';
+import { startFailoverTopology } from '../support/redis-failover.ts';
 import { blobPath, stored } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
 import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
@@ -300,7 +301,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
   });
 
   it('through a Sentinel failover in the middle of a followed download, the follower\'s clients get every byte; then the fleet shares downloads again', async () => {
-    const group = await startSentinelGroup();
+    const group = await startFailoverTopology();
     // A lease longer than the failover: the holder's claim outlives it (a shorter one may
     // expire meanwhile; then the follower takes over and the holder's own clients are cut).
     const { a, b } = await fleet({}, { lease: '10s', redisKeys: { addrs: group.addrs, mastername: group.mastername } }).catch(async (error) => {

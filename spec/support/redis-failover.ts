@@ -32,6 +32,8 @@ export interface FailoverTopology {
   killMaster(): Promise<number>;
   /** Resolves once the Sentinels name a master other than `oldPort` and it answers as master (bounded). */
   waitForFailover(oldPort: number, timeoutMs?: number): Promise<number>;
+  /** killMaster, then waitForFailover: answers the promoted server's port. */
+  failOver(): Promise<number>;
   /** `INFO commandstats` of a data server: calls per command (lower-case, `a|b` for subcommands); undefined when it does not answer. */
   commandCalls(port: number): Promise<Map<string, number> | undefined>;
   close(): Promise<void>;
@@ -150,32 +152,35 @@ export async function startFailoverTopology(): Promise<FailoverTopology> {
         await sleep(200);
       }
     };
+    const killMaster = async (): Promise<number> => {
+      const port = await masterNow();
+      const server = servers.get(port);
+      if (!server) throw new Error(`the master ${port} is not a server this topology started`);
+      process.kill(server.pid, 'SIGKILL');
+      await server.exited;
+      return port;
+    };
+    const waitForFailover = async (oldPort: number, timeoutMs = 30_000): Promise<number> => {
+      let promoted = 0;
+      await until(
+        'a failover',
+        async () => {
+          promoted = await masterNow();
+          return promoted !== oldPort && (await redisCommand(promoted, 'INFO replication')).includes('role:master');
+        },
+        () => '',
+        timeoutMs,
+      );
+      return promoted;
+    };
     return {
       addrs: sentinelPorts.map((port) => `127.0.0.1:${port}`),
       mastername: MASTER_NAME,
       serverPorts: [masterPort, replicaPort],
       masterPort: masterNow,
-      killMaster: async () => {
-        const port = await masterNow();
-        const server = servers.get(port);
-        if (!server) throw new Error(`the master ${port} is not a server this topology started`);
-        process.kill(server.pid, 'SIGKILL');
-        await server.exited;
-        return port;
-      },
-      waitForFailover: async (oldPort, timeoutMs = 30_000) => {
-        let promoted = 0;
-        await until(
-          'a failover',
-          async () => {
-            promoted = await masterNow();
-            return promoted !== oldPort && (await redisCommand(promoted, 'INFO replication')).includes('role:master');
-          },
-          () => '',
-          timeoutMs,
-        );
-        return promoted;
-      },
+      killMaster,
+      waitForFailover,
+      failOver: async () => waitForFailover(await killMaster()),
       commandCalls: async (port) => {
         const text = await redisCommand(port, 'INFO commandstats').catch(() => undefined);
         if (text === undefined) return undefined;

@@ -13,7 +13,8 @@ import type { HolderState } from '../../src/fleet/fill-coordinator.ts';
 import { RedisFillCoordinator } from '../../src/fleet/redis-fill-coordinator.ts';
 import { createRedisConnection, type RedisConnection } from '../../src/redis/redis-connection.ts';
 import { skipUnlessBinaries } from '../support/processes.ts';
-import { startCluster, startRedis, startSentinel, startSentinelGroup, type RedisServer, type RedisTopology, type SentinelGroup } from '../support/redis.ts';
+import { startCluster, startRedis, startSentinel, type RedisServer, type RedisTopology } from '../support/redis.ts';
+import { startFailoverTopology, type FailoverTopology } from '../support/redis-failover.ts';
 import { descriptorCacheSuite } from './descriptor-cache-suite.ts';
 
 const logger = winston.createLogger({ silent: true });
@@ -167,10 +168,10 @@ async function until(check: () => boolean, what = 'condition'): Promise<void> {
 }
 
 describe('redis sentinel failover', { skip: skipUnlessBinaries(['redis-server', 'redis-cli']) }, () => {
-  let group: SentinelGroup;
+  let group: FailoverTopology;
   const connections: RedisConnection[] = [];
   before(async () => {
-    group = await startSentinelGroup();
+    group = await startFailoverTopology();
   });
   after(async () => {
     await Promise.all(connections.map((c) => c.close()));
