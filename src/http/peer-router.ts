@@ -8,6 +8,7 @@ import type { BlobSource } from '../storage/readable-blob-store.ts';
 import { errorHandler } from './middleware/error-handler.ts';
 import { requestContext } from './middleware/request-context.ts';
 import { resolveRange } from './range.ts';
+import { sendBounded } from './send-source.ts';
 
 export interface PeerContext {
   auth: PeerAuth;
@@ -98,24 +99,8 @@ async function sendBlob(ctx: PeerContext, req: Request, res: Response, rawDigest
       res.end();
       return;
     }
-    // A peer that stops reading lets no write complete: closed after the timeout with bytes
-    // still waiting for it (as the client port's http.sendtimeout does).
-    const socket = res.socket;
-    const stalled = () => {
-      if (!socket || socket.writableLength === 0) return;
-      res.locals.streamError = 'no progress within redis.fleet.peers.timeout';
-      res.destroy();
-    };
-    res.setTimeout(Math.max(1, Math.floor(ctx.sendTimeoutMs / 2)), stalled);
-    try {
-      await source.send(res, range);
-    } catch (error) {
-      res.locals.streamError ??= (error as Error).message;
-      res.destroy();
-    } finally {
-      socket?.setTimeout(0);
-      res.off('timeout', stalled);
-    }
+    // A peer that stops reading is closed as a client is (http.sendtimeout's mechanism, the peers' timeout).
+    await sendBounded(res, source, range, ctx.sendTimeoutMs, 'redis.fleet.peers.timeout');
   } finally {
     source.release();
   }

@@ -4,6 +4,7 @@ import { RegistryError } from '../../registry/errors.ts';
 import { markCache, resolveRepository, type RegistryContext } from '../context.ts';
 import type { ByteRange } from '../../storage/readable-blob-store.ts';
 import { resolveRange } from '../range.ts';
+import { sendBounded } from '../send-source.ts';
 
 const BLOB_TYPE = 'application/octet-stream';
 
@@ -82,31 +83,7 @@ export async function getBlob(ctx: RegistryContext, req: Request, res: Response,
       res.status(200);
       if (size !== undefined) res.setHeader('Content-Length', size);
     }
-    // A client that stops reading lets no write complete, so its socket sees no activity:
-    // after http.sendtimeout with bytes still waiting for it, it is destroyed, which ends the
-    // send and releases the source. Without bytes waiting, the mirror is the one waiting (on
-    // upstream, whose own timeouts bound that): the next write re-arms the timer.
-    // (Listened to on the response: Node destroys a timed-out socket itself only when nobody
-    // listens for the response's 'timeout'.)
-    const socket = res.socket;
-    const stalled = () => {
-      if (!socket || socket.writableLength === 0) return;
-      res.locals.streamError = 'no progress within http.sendtimeout';
-      res.destroy();
-    };
-    // Armed at half the timeout: Node's first idle timeout on a socket with a pending write only
-    // re-arms (its write queue grew since the last look), so a stalled client is closed after
-    // between one and one and a half http.sendtimeout, not two.
-    res.setTimeout(Math.max(1, Math.floor(ctx.sendTimeoutMs / 2)), stalled);
-    try {
-      await source.send(res, range);
-    } catch (error) {
-      res.locals.streamError ??= (error as Error).message;
-      res.destroy();
-    } finally {
-      socket?.setTimeout(0);
-      res.off('timeout', stalled);
-    }
+    await sendBounded(res, source, range, ctx.sendTimeoutMs, 'http.sendtimeout');
   } finally {
     source.release();
   }
