@@ -27,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MIRROR_ACCOUNT, PUSHER } from '../e2e/fixtures.ts';
-import { MT, pushRandomBlob, registryFetch } from '../support/images.ts';
+import { MT, pushBlob, pushRandomBlob, registryFetch } from '../support/images.ts';
 import { startLinkProxy, type LinkStats } from '../support/link-proxy.ts';
 import { startMirror, type RunningMirror } from '../support/mirror.ts';
 import { freePort, tempDir } from '../support/processes.ts';
@@ -119,7 +119,7 @@ async function pushImages(registry: RegistryServer, log: Log): Promise<Image[]> 
     layers.push(await pushRandomBlob(registry.url, PUSHER, repo, { sizeMiB: 1 + ((i * 7) % 12), label: `fleet-own-${i}` }));
     if (BIG_IMAGES.has(i)) layers.push(await pushRandomBlob(registry.url, PUSHER, repo, { sizeMiB: BLOB_MIB, label: `fleet-big-${i}` }));
     const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Labels: { image: repo } }, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } }));
-    const configBlob = await pushSmall(registry, repo, config);
+    const configBlob = await pushBlob(registry.url, PUSHER, repo, config);
     const manifest = Buffer.from(
       JSON.stringify({
         schemaVersion: 2,
@@ -136,18 +136,6 @@ async function pushImages(registry: RegistryServer, log: Log): Promise<Image[]> 
   const unique = new Map(images.flatMap((image) => image.blobs.map((b) => [b.digest, b.size] as const)));
   log(`fleet: pushed ${images.length} images, ${unique.size} distinct blobs, ${([...unique.values()].reduce((a, b) => a + b, 0) / MiB).toFixed(0)} MiB in all`);
   return images;
-}
-
-async function pushSmall(registry: RegistryServer, repo: string, bytes: Buffer): Promise<Blob> {
-  const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-  const start = await registryFetch(registry.url, PUSHER, repo, `/v2/${repo}/blobs/uploads/`, { method: 'POST' });
-  await start.arrayBuffer();
-  const location = new URL(start.headers.get('location') ?? '', `${registry.url}/`);
-  location.searchParams.set('digest', digest);
-  const put = await registryFetch(registry.url, PUSHER, repo, location.toString(), { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: bytes as Uint8Array<ArrayBuffer> });
-  if (put.status !== 201) throw new Error(`PUT blob to ${repo}: HTTP ${put.status}`);
-  await put.arrayBuffer();
-  return { digest, size: bytes.length };
 }
 
 // ---------------------------------------------------------------------------
