@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { getBlob } from '../support/blob-get.ts';
 import { pushRandomBlob } from '../support/images.ts';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { spoolTempFiles } from '../support/descriptors.ts';
 import { tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { startFailoverTopology, type FailoverTopology } from '../support/redis-failover.ts';
@@ -46,13 +47,6 @@ interface SharedStore {
   close(): Promise<void>;
 }
 
-function files(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((entry) => entry.isFile() && !entry.parentPath.includes('_access-clock'))
-    .map((entry) => entry.name);
-}
-
 function sharedVolume(dir: string): SharedStore {
   const root = path.join(dir, 'store');
   return {
@@ -62,7 +56,8 @@ function sharedVolume(dir: string): SharedStore {
     problems: async () => {
       const bad: string[] = [];
       const blobs = path.join(root, 'blobs', 'sha256');
-      for (const file of files(blobs)) if ((await sha256OfFile(path.join(blobs, file.slice(0, 2), file))) !== `sha256:${file}`) bad.push(file);
+      const onDisk = existsSync(blobs) ? readdirSync(blobs, { recursive: true, withFileTypes: true }).filter((entry) => entry.isFile()) : [];
+      for (const file of onDisk) if ((await sha256OfFile(path.join(file.parentPath, file.name))) !== `sha256:${file.name}`) bad.push(file.name);
       return bad;
     },
     leftovers: async () => tempFiles(root).length,
@@ -92,7 +87,7 @@ async function sharedBucket(dir: string): Promise<SharedStore> {
     root: () => undefined,
     committed,
     problems: async () => (await bucketProblems(s3, bucket)).bad,
-    leftovers: async () => files(spool(0)).length + files(spool(1)).length + (await uploadsLeft(s3, bucket)),
+    leftovers: async () => spoolTempFiles(spool(0)).length + spoolTempFiles(spool(1)).length + (await uploadsLeft(s3, bucket)),
     close: () => s3.close(),
   };
 }

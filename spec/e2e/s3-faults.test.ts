@@ -18,12 +18,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { getBlob, type Outcome } from '../support/blob-get.ts';
-import { openFilesUnder, socketCount } from '../support/descriptors.ts';
+import { openFilesUnder, socketCount, spoolTempFiles } from '../support/descriptors.ts';
 import { MT, pushImage, pushRandomBlob, randomLayer, sha256Digest } from '../support/images.ts';
 import { startRedis } from '../support/redis.ts';
 import { type RunningMirror } from '../support/mirror.ts';
@@ -40,14 +40,6 @@ const BOUND_MS = 20_000;
 /** A blob GET as a client makes it, hashed (spec/support/blob-get.ts); `abortAfter` leaves after so many bytes. */
 function get(url: string, options: { abortAfter?: number } = {}): Promise<Outcome> {
   return getBlob(url, { ...options, deadlineMs: BOUND_MS + 10_000 });
-}
-
-/** Files in a spool directory (a fill's temp files), recursively. */
-function spoolFiles(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((entry) => entry.isFile())
-    .map((entry) => entry.name);
 }
 
 function assertVerified(outcome: Outcome, blob: { digest: string; size: number }, what: string): void {
@@ -117,7 +109,7 @@ describe('object storage faults are bounded (storage.s3 on RADOS Gateway)', { sk
     s3proxy.setFault(undefined);
     assert.ok(await eventually(async () => (await uploadsLeft(s3, bucket)) === 0, 15_000), `multipart uploads left: ${await uploadsLeft(s3, bucket)}`);
     assert.deepEqual((await bucketProblems(s3, bucket)).bad, [], 'every object in the bucket is what its key says');
-    assert.ok(await eventually(() => spoolFiles(spool).length === 0, 15_000), `spool files left: ${spoolFiles(spool).join(', ')}`);
+    assert.ok(await eventually(() => spoolTempFiles(spool).length === 0, 15_000), `spool files left: ${spoolTempFiles(spool).join(', ')}`);
     assert.ok(await eventually(() => openFilesUnder(mirror.process.pid, spool).length === 0, 15_000), `descriptors left in the spool: ${openFilesUnder(mirror.process.pid, spool).join(', ')}`);
     // Kept-alive connections to S3, upstream and clients close on their idle timers; a leak never does.
     assert.ok(await eventually(() => socketCount(mirror.process.pid) <= socketsBefore + 2, 15_000), `sockets: ${socketCount(mirror.process.pid)}, before ${socketsBefore}`);

@@ -1,5 +1,18 @@
-/** What a process holds open, from /proc: the witness of a descriptor or connection leak. */
-import { readdirSync, readlinkSync } from 'node:fs';
+/** What a process holds open, from /proc, and what it left in a spool: the witnesses of a leak. */
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
+
+/**
+ * The temp files in a spool directory (recursively): what a download or an upload left. The
+ * access clock's journal (`_access-clock/`) lives in a bucket store's spool too — a record kept
+ * on purpose, appended whenever a pull is recorded — so it is not counted.
+ */
+export function spoolTempFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile() && !path.relative(dir, entry.parentPath).split(path.sep).includes('_access-clock'))
+    .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)));
+}
 
 /** Descriptors of a process that point into a directory (open blobs and temp files). */
 export function openFilesUnder(pid: number, dir: string): string[] {
