@@ -1,6 +1,8 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
-import type { PeerClient } from '../fleet/peer-client.ts';
+import type { BlobHolders } from '../fleet/blob-holders.ts';
+import { LocalFillCoordinator, unfencedLease, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
+import { holderStart } from '../fleet/holder-start.ts';
+import type { PeerBlobBody, PeerClient } from '../fleet/peer-client.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -37,6 +39,7 @@ export class BlobDownloads {
   private readonly fleet: FillCoordinator;
   private readonly peers?: PeerClient;
   private readonly fleetStallMs: number;
+  private readonly stores?: FleetStores;
   private readonly resume: ResumePolicy;
   private readonly resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
   private readonly logger: Logger;
@@ -62,7 +65,10 @@ export class BlobDownloads {
     peers?: PeerClient;
     /** How long a followed download may show no sign of life before this instance takes over. */
     fleetStallMs?: number;
+    /** A fleet whose instances may serve stores other than this one's (redis.fleet.name, with peers). */
+    stores?: FleetStores;
   }) {
+    this.stores = options.stores;
     this.blobs = options.blobs;
     this.admission = options.admission;
     this.descriptors = options.descriptors;
@@ -151,6 +157,7 @@ export class BlobDownloads {
       (descriptor) => {
         this.logger.info('blob cached', { digest, size: descriptor.size });
         void this.descriptors.set(descriptor).catch(() => {});
+        void this.stores?.holders.committed(digest);
       },
       (error: Error) => {
         this.admission.failed(error);
@@ -186,6 +193,7 @@ export class BlobDownloads {
     if (this.admission.failing) return { kind: 'pass-through', first: await getUpstreamBlob(ref) };
     const claim = await this.fleet.claimBlob(ref.digest.value);
     if (claim.kind === 'mine') return this.download(ref, claim.lease);
+    if (await this.onAnotherStore(claim.holder)) return this.followAcrossStores(ref, claim.holder);
     this.logger.info('following a blob download of another instance', { digest: ref.digest.value });
     const remote = new RemoteFill({
       digest: ref.digest.value,
@@ -250,6 +258,11 @@ export class BlobDownloads {
     const digest = ref.digest.value;
     let writer: BlobWriter | undefined;
     let first: UpstreamBlobResponse | undefined;
+    if (!abandoned) {
+      // No one fills it: an instance on another store may hold it already (who holds what).
+      const copied = await this.fromRecordedHolders(ref, lease);
+      if (copied) return copied;
+    }
     try {
       writer = abandoned ? await this.resumeFrom(ref, abandoned, lease.epoch) : undefined;
       if (writer && writer.written > 0) {
@@ -281,6 +294,15 @@ export class BlobDownloads {
       body: this.body(ref, first),
       fence: lease,
     });
+    return this.runOwn(digest, fill, lease);
+  }
+
+  /**
+   * A fill this instance runs under `lease`: readable by peers while it runs, the lease released
+   * as it ends. `fromPeer`: its bytes come from another instance, whose failure says nothing of
+   * upstream's blob: followers are not failed with it, one of them fetches it.
+   */
+  private runOwn(digest: string, fill: BlobFill, lease: BlobLease, fromPeer = false): Started {
     this.own.set(digest, fill);
     fill.done
       .finally(() => {
@@ -291,7 +313,7 @@ export class BlobDownloads {
       () => lease.release('committed'),
       // A store that failed (the commit to an unreachable bucket, a full spool) says nothing of
       // the blob: followers are not failed with it, one of them takes the download over.
-      (error: unknown) => lease.release(isStoreUnwritable(error) ? 'abandoned' : { failed: fillFailureOf(error) }),
+      (error: unknown) => lease.release(fromPeer || isStoreUnwritable(error) ? 'abandoned' : { failed: fillFailureOf(error) }),
     );
     return { kind: 'fill', fill };
   }
@@ -300,6 +322,95 @@ export class BlobDownloads {
     return new ResumableBlobBody(ref, first, this.resumeFor?.(ref.upstream) ?? this.resume, (info) =>
       this.logger.warn('upstream transfer interrupted; resuming', { digest: ref.digest.value, ...info }),
     );
+  }
+
+  /** Whether a download's holder serves a store other than this instance's (a fleet on disks of their own). */
+  private async onAnotherStore(holder: FillHolder | undefined): Promise<boolean> {
+    if (!this.stores || !holder) return false;
+    const theirs = await this.stores.storeOf(holder.instance);
+    return theirs !== undefined && theirs !== this.stores.own;
+  }
+
+  /**
+   * Another instance downloads the blob into a store of its own: this one copies the download
+   * from that instance's peer listener as it lands, into a fill of its own that verifies the
+   * digest and commits into this store (its clients read it as it arrives). Waits for the holder
+   * to start (its listener has nothing before); should the claim go away first, claims the
+   * download; when the holder cannot be read as a peer, fetches upstream itself (one more copy
+   * over the uplink, never a wait for a commit that would land in another store).
+   */
+  private async followAcrossStores(ref: UpstreamBlobRef, followed: FillHolder | undefined): Promise<Started> {
+    const digest = ref.digest.value;
+    // A few rounds at most: each one ends at a holder's start, its end, or the lease's time.
+    for (let round = 0; round < 3; round++) {
+      const state = await holderStart(this.fleet, digest, followed, this.fleetStallMs);
+      if (state.kind === 'failed') throw state.error;
+      if (state.kind === 'unknown') break;
+      if (state.kind === 'free') {
+        const claim = await this.fleet.claimBlob(digest);
+        if (claim.kind === 'mine') return this.download(ref, claim.lease);
+        followed = claim.holder;
+        continue;
+      }
+      const answer = this.peers ? await this.peers.openBlob(state.holder.instance, ref.digest) : undefined;
+      if (answer?.kind === 'found') {
+        const fill = await this.copyFromPeer(ref, answer.body, state.holder.instance, 'streaming a blob download from the instance that holds it');
+        if (fill) return { kind: 'fill', fill };
+        break;
+      }
+      this.logger.info('holder not readable as a peer; fetching upstream itself', {
+        digest,
+        instance: state.holder.instance,
+        reason: answer === undefined ? 'no peer listener' : answer.kind === 'unreachable' ? answer.reason : 'absent',
+      });
+      break;
+    }
+    // No lease: the holder keeps its own, and this store is this instance's to commit into.
+    return this.download(ref, unfencedLease());
+  }
+
+  /**
+   * No instance fills the blob and this one holds the claim: before going upstream, the stores the
+   * record names (who holds what), each through a live instance serving it, in turn. A peer that
+   * answers 404 is off the record for the blob; one that cannot be reached is skipped. The first
+   * that has it is copied, verified and committed under this instance's lease (followers read it
+   * from this instance as from an upstream download); undefined when none has it.
+   */
+  private async fromRecordedHolders(ref: UpstreamBlobRef, lease: BlobLease): Promise<Started | undefined> {
+    if (!this.stores || !this.peers) return undefined;
+    const digest = ref.digest.value;
+    for (const holder of await this.stores.holders.holders(digest)) {
+      const answer = await this.peers.openBlob(holder.instance, ref.digest);
+      if (answer.kind !== 'found') {
+        this.logger.info('a holder named by the record did not have the blob', { digest, instance: holder.instance, ...(answer.kind === 'unreachable' ? { reason: answer.reason } : { reason: 'absent' }) });
+        if (answer.kind === 'absent') void this.stores.holders.removed(digest, holder.storeId);
+        continue;
+      }
+      const fill = await this.copyFromPeer(ref, answer.body, holder.instance, 'streaming a blob from an instance that holds it', lease);
+      if (!fill) return undefined;
+      const started = this.runOwn(digest, fill, lease, true);
+      // Followers learn it started once peers can read it here.
+      await lease.publish(answer.body.size);
+      return started;
+    }
+    return undefined;
+  }
+
+  /**
+   * A fill of this instance's store whose bytes come from a peer: written through this store's
+   * writer, verified, committed (under `lease` when given). Undefined when the store cannot take it.
+   */
+  private async copyFromPeer(ref: UpstreamBlobRef, body: PeerBlobBody, instance: string, message: string, lease?: BlobLease): Promise<BlobFill | undefined> {
+    const digest = ref.digest.value;
+    const writer = await this.admission.writerFor(ref.digest, body.size, lease?.epoch).catch(() => undefined);
+    if (!writer) {
+      body.close();
+      return undefined;
+    }
+    this.logger.info(message, { digest, instance, size: body.size });
+    const fill = new BlobFill({ digest, size: body.size, writer, openCommitted: () => this.blobs.openObject(ref.digest), body, fence: lease });
+    fill.done.catch((error: Error) => this.logger.warn('blob copy from a peer failed', { digest, instance, error: error.message }));
+    return fill;
   }
 
   /** Goes on from a copy of a dead holder's temp file; undefined when it is gone. */
@@ -311,4 +422,15 @@ export class BlobDownloads {
       return undefined;
     }
   }
+}
+
+/**
+ * What a fleet whose instances may each have a store of their own (redis.fleet.name) tells the
+ * downloads: this store's id, the store another instance serves (its live heartbeat), and who
+ * holds which blob.
+ */
+export interface FleetStores {
+  own: string;
+  storeOf(instance: string): Promise<string | undefined>;
+  holders: BlobHolders;
 }

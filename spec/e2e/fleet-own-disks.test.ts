@@ -1,0 +1,226 @@
+/**
+ * A fleet whose instances share no disk (issue 24, mode c): two real pullmirror processes, each
+ * on a store directory of its own, one real redis-server, peer listeners (redis.fleet.peers) and
+ * one fleet name (redis.fleet.name), in front of the real upstream (token server +
+ * docker-registry behind the counting, fault-injecting proxy). What a user checks: a cold blob
+ * crosses the uplink once for both instances, each instance ends up holding it, and a blob one
+ * instance holds is served by the other from it while upstream is down.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import winston from 'winston';
+import type { RedisConnection } from '../../src/redis/redis-connection.ts';
+import { pushImage, pushRandomBlob, randomLayer, sha256Digest, type PushedImage } from '../support/images.ts';
+import { runPullmirror, tempFiles, type RunningMirror } from '../support/mirror.ts';
+import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
+import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
+import { blobPath, stored } from '../support/store.ts';
+import { matchRequests } from '../support/upstream-proxy.ts';
+import { eventually } from '../support/wait.ts';
+import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
+
+const SECRET = 'peer-secret-for-the-own-disks-fleet-0123456789';
+const FLEET = 'own-disks-test';
+const MiB = 1024 * 1024;
+const logger = winston.createLogger({ silent: true });
+
+/** One client's GET of a blob: the status and the digest of what it got (or why its transfer broke). */
+async function pull(url: string): Promise<{ status: number; digest?: string; error?: string }> {
+  try {
+    const response = await fetch(url);
+    const hash = createHash('sha256');
+    for await (const chunk of response.body!) hash.update(chunk);
+    return { status: response.status, digest: `sha256:${hash.digest('hex')}` };
+  } catch (error) {
+    return { status: 0, error: (error as Error).message };
+  }
+}
+
+/** `pullmirror gc ARGS config.yml` against a mirror's store (its own config, so its own Redis keys); its stdout. */
+async function gc(mirror: RunningMirror, ...args: string[]): Promise<string> {
+  const run = await runPullmirror(['gc', ...args, mirror.configFile]);
+  if (run.code !== 0) throw new Error(`pullmirror gc failed: ${run.stderr || run.stdout}`);
+  return run.stdout;
+}
+
+/**
+ * A client's GET of an image's manifest by tag: the instance then knows which blobs the
+ * repository holds, as a pull would have it (with upstream credentials, proxy.privaterepos.protect
+ * serves an anonymous client a blob only through a repository known to hold it).
+ */
+async function pullManifest(mirror: RunningMirror, image: PushedImage): Promise<void> {
+  const response = await fetch(`${mirror.url}/v2/${image.name}/manifests/${image.tag}`, { headers: { accept: image.mediaType } });
+  assert.equal(response.status, 200);
+  assert.equal(sha256Digest(Buffer.from(await response.arrayBuffer())), image.manifestDigest);
+}
+
+const storeIdOf = (mirror: RunningMirror) => readFileSync(path.join(mirror.root, '_store-id'), 'utf8').trim();
+
+describe('a fleet on disks of their own: one Redis, peers stream blobs to each other and each stores them', { skip: missingBinaries || skipUnlessBinaries(['redis-server']) }, () => {
+  let world: World;
+  let redis: RedisServer;
+  let fleetKeys: RedisConnection;
+  const work = tempDir('pullmirror-own-disks');
+
+  /** An instance on a store directory of its own, in the fleet FLEET, with a peer listener. */
+  const member = (name: string, extra: Record<string, unknown> = {}) =>
+    world.startMirror({
+      root: path.join(work.path, name),
+      config: {
+        http: { secret: SECRET },
+        redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: '127.0.0.1:0', advertise: '127.0.0.1:0', timeout: '2s' } } },
+        proxy: { timeouts: { connect: '1s', headers: '2s', bodyidle: '5s' } },
+        storage: { cache: { blobdescriptor: 'redis' } },
+        ...extra,
+      },
+    });
+
+  before(async () => {
+    [world, redis] = await Promise.all([startWorld(), startRedis()]);
+    fleetKeys = await connectToRedis(redis, logger, `fleet:${FLEET}`);
+  });
+  after(async () => {
+    await fleetKeys?.close();
+    await world?.close();
+    await redis?.close();
+    await work.cleanup();
+  });
+
+  it('2×8 clients on two instances pull a cold blob: one upstream GET, the follower streams it from the holder as it lands and stores it itself', async () => {
+    const [a, b] = await Promise.all([member('a1'), member('b1')]);
+    try {
+      assert.notEqual(storeIdOf(a), storeIdOf(b), 'two stores');
+      const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/disks', { sizeMiB: 6, label: 'own-disks-cold' });
+      const upstreamPath = new RegExp(`/blobs/${blob.digest}$`);
+      world.proxy.reset();
+      world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 2 * MiB, match: matchRequests('GET', upstreamPath) });
+      let pulls: ReturnType<typeof pull>[];
+      try {
+        const onA = Array.from({ length: 8 }, () => pull(`${a.url}/v2/library/disks/blobs/${blob.digest}`));
+        assert.ok(await eventually(() => a.logLines().some((line) => line.message === 'blob fill started' && line.digest === blob.digest)), 'A downloads');
+        const onB = Array.from({ length: 8 }, () => pull(`${b.url}/v2/library/disks/blobs/${blob.digest}`));
+        pulls = [...onA, ...onB];
+        // B's clients are served while A still downloads: B streams A's download, it does not wait for it.
+        assert.ok(
+          await eventually(() => b.logLines().some((line) => line.message === 'streaming a blob download from the instance that holds it' && line.digest === blob.digest)),
+          'B streams from A',
+        );
+        assert.ok(!a.logLines().some((line) => line.message === 'blob cached' && line.digest === blob.digest), 'A had not finished when B started streaming');
+        for (const result of await Promise.all(pulls)) assert.deepEqual(result, { status: 200, digest: blob.digest });
+      } finally {
+        world.proxy.setFault(undefined);
+      }
+      assert.equal(world.proxy.count('GET', upstreamPath), 1, 'one upstream GET for both instances');
+      // Each instance holds the blob in its own store, verified.
+      for (const mirror of [a, b]) {
+        assert.ok(await stored(mirror.root, blob.digest), `stored on ${mirror.root}`);
+        assert.equal(`sha256:${createHash('sha256').update(readFileSync(blobPath(mirror.root, blob.digest))).digest('hex')}`, blob.digest);
+        assert.deepEqual(tempFiles(mirror.root), [], 'no temporary file left');
+      }
+      // Upstream down: B serves it from its own store (a local hit, nothing asked of A or upstream).
+      world.proxy.setFault({ kind: 'reset', match: () => true });
+      try {
+        await a.stop();
+        assert.deepEqual(await pull(`${b.url}/v2/library/disks/blobs/${blob.digest}`), { status: 200, digest: blob.digest });
+      } finally {
+        world.proxy.setFault(undefined);
+      }
+      assert.equal(world.proxy.count('GET', upstreamPath), 1, 'still one upstream GET');
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('who holds what: a blob A holds is served by B from A with upstream down; A evicts it and the record says so; a stale record falls through to upstream', async () => {
+    // A short TTL (120 s), as the eviction tests use, so `gc --now +130s` evicts what A pulled.
+    const ttl = { proxy: { tagfreshness: '0', ttl: '120s' }, storage: { cache: { blobdescriptor: 'redis' }, eviction: { grace: '0s' } } };
+    const [a, b] = await Promise.all([member('a2', ttl), member('b2', ttl)]);
+    try {
+      const image = await pushImage(world.registry.url, PUSHER, { name: 'library/held', tag: '1', layers: [randomLayer('own-disks-held', 512 * 1024)], format: 'docker' });
+      const layer = image.layerDigests[0];
+      const layerPath = new RegExp(`/blobs/${layer}$`);
+      // A pulls the image; the record names A's store for each of its blobs. B knows the manifest.
+      await pullManifest(a, image);
+      await pullManifest(b, image);
+      for (const digest of [image.configDigest, layer]) assert.deepEqual(await pull(`${a.url}/v2/library/held/blobs/${digest}`), { status: 200, digest });
+      assert.ok(await eventually(async () => (await fleetKeys.client.smembers(`holders:{${layer}}`)).includes(storeIdOf(a))), 'the record names A');
+      world.proxy.reset();
+
+      // Upstream down: B asks the record, streams the layer from A, verifies it and stores it.
+      world.proxy.setFault({ kind: 'reset', match: () => true });
+      try {
+        assert.deepEqual(await pull(`${b.url}/v2/library/held/blobs/${layer}`), { status: 200, digest: layer });
+      } finally {
+        world.proxy.setFault(undefined);
+      }
+      assert.ok(b.logLines().some((line) => line.message === 'streaming a blob from an instance that holds it' && line.digest === layer));
+      assert.ok(await stored(b.root, layer));
+      assert.equal(world.proxy.count('GET', layerPath), 0, 'not fetched upstream');
+      assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${layer}}`)), new Set([storeIdOf(a), storeIdOf(b)]), 'the record names both stores');
+
+      // A evicts everything it pulled (past the TTL): the record no longer names A.
+      assert.match(await gc(a, '--now', '+130s'), new RegExp(`removed blob ${layer} `));
+      assert.equal(existsSync(blobPath(a.root, layer)), false);
+      assert.deepEqual(await fleetKeys.client.smembers(`holders:{${layer}}`), [storeIdOf(b)], 'A is off the record');
+
+      // A stale record: it names A's store again (a write lost, a holder that evicted without saying),
+      // and a store no live instance serves. C, a third instance, misses the layer: A answers 404,
+      // the dead store is not dialed, and C fetches upstream, once. (B is stopped: only stale holders.)
+      await b.stop();
+      await fleetKeys.client.sadd(`holders:{${layer}}`, storeIdOf(a), 'feedfacefeedface');
+      const c = await member('c2', ttl);
+      try {
+        world.proxy.reset();
+        assert.deepEqual(await pull(`${c.url}/v2/library/held/blobs/${layer}`), { status: 200, digest: layer });
+        assert.equal(world.proxy.count('GET', layerPath), 1, 'one upstream GET after the stale holder');
+        assert.ok(c.logLines().some((line) => line.message === 'a holder named by the record did not have the blob' && line.digest === layer));
+        assert.ok(await stored(c.root, layer));
+        // The 404 took A's store off the record; B's (stopped) and the dead store stay (no live instance could say), and C is on it.
+        assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${layer}}`)), new Set([storeIdOf(b), 'feedfacefeedface', storeIdOf(c)]));
+      } finally {
+        await c.stop();
+      }
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it("keeps each store's descriptors and access records under its own store id: what A cached does not make B believe it holds the blob", async () => {
+    const [a, b] = await Promise.all([member('a3'), member('b3')]);
+    try {
+      const image = await pushImage(world.registry.url, PUSHER, { name: 'library/described', tag: '1', layers: [randomLayer('own-disks-descriptor', 1024 * 1024)], format: 'docker' });
+      const blob = { digest: image.layerDigests[0] };
+      await pullManifest(a, image);
+      await pullManifest(b, image);
+      assert.deepEqual(await pull(`${a.url}/v2/library/described/blobs/${blob.digest}`), { status: 200, digest: blob.digest });
+      const storeKeys = await connectToRedis(redis, logger, storeIdOf(a));
+      const keysOfB = await connectToRedis(redis, logger, storeIdOf(b));
+      try {
+        assert.ok(await eventually(async () => (await storeKeys.client.exists(`blob:${blob.digest}`)) === 1), "A's descriptor under A's store id");
+        assert.equal(await keysOfB.client.exists(`blob:${blob.digest}`), 0, "none under B's");
+        assert.equal(await fleetKeys.client.exists(`blob:${blob.digest}`), 0, "none under the fleet's");
+        // The access clock (when each item was last used) is the store's too: A's pull is in A's.
+        assert.ok(await eventually(async () => (await storeKeys.client.hlen('access')) > 0), "A's access clock under A's store id");
+        assert.equal(await fleetKeys.client.exists('access'), 0, "no access clock under the fleet's");
+      } finally {
+        await storeKeys.close();
+        await keysOfB.close();
+      }
+      // B, asked with upstream down, does not answer from A's descriptor: it streams the blob from A
+      // (the record), and only then holds it.
+      assert.equal(existsSync(blobPath(b.root, blob.digest)), false);
+      world.proxy.setFault({ kind: 'reset', match: () => true });
+      try {
+        assert.deepEqual(await pull(`${b.url}/v2/library/described/blobs/${blob.digest}`), { status: 200, digest: blob.digest });
+      } finally {
+        world.proxy.setFault(undefined);
+      }
+      assert.ok(await stored(b.root, blob.digest));
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+});
