@@ -15,6 +15,7 @@ import winston from 'winston';
 import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { pushImage, pushRandomBlob, randomLayer, sha256Digest, type PushedImage } from '../support/images.ts';
 import { runPullmirror, tempFiles, type RunningMirror } from '../support/mirror.ts';
+import { openFilesUnder } from '../support/descriptors.ts';
 import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
 import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
 import { blobPath, stored } from '../support/store.ts';
@@ -27,12 +28,19 @@ const FLEET = 'own-disks-test';
 const MiB = 1024 * 1024;
 const logger = winston.createLogger({ silent: true });
 
-/** One client's GET of a blob: the status and the digest of what it got (or why its transfer broke). */
-async function pull(url: string): Promise<{ status: number; digest?: string; error?: string }> {
+/**
+ * One client's GET of a blob: the status and the digest of what it got (or why its transfer
+ * broke); `firstByte` is called when its first bytes come.
+ */
+async function pull(url: string, firstByte?: () => void): Promise<{ status: number; digest?: string; error?: string }> {
   try {
     const response = await fetch(url);
     const hash = createHash('sha256');
-    for await (const chunk of response.body!) hash.update(chunk);
+    for await (const chunk of response.body!) {
+      if (firstByte) firstByte();
+      firstByte = undefined;
+      hash.update(chunk);
+    }
     return { status: response.status, digest: `sha256:${hash.digest('hex')}` };
   } catch (error) {
     return { status: 0, error: (error as Error).message };
@@ -101,15 +109,16 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
       try {
         const onA = Array.from({ length: 8 }, () => pull(`${a.url}/v2/library/disks/blobs/${blob.digest}`));
         assert.ok(await eventually(() => a.logLines().some((line) => line.message === 'blob fill started' && line.digest === blob.digest)), 'A downloads');
-        const onB = Array.from({ length: 8 }, () => pull(`${b.url}/v2/library/disks/blobs/${blob.digest}`));
-        pulls = [...onA, ...onB];
-        // B's clients are served while A still downloads: B streams A's download, it does not wait for it.
-        assert.ok(
-          await eventually(() => b.logLines().some((line) => line.message === 'streaming a blob download from the instance that holds it' && line.digest === blob.digest)),
-          'B streams from A',
+        // Whether A had stored the blob when each of B's clients got its first bytes.
+        const holderDoneAtFirstByte: boolean[] = [];
+        const onB = Array.from({ length: 8 }, () =>
+          pull(`${b.url}/v2/library/disks/blobs/${blob.digest}`, () => holderDoneAtFirstByte.push(a.logLines().some((line) => line.message === 'blob cached' && line.digest === blob.digest))),
         );
-        assert.ok(!a.logLines().some((line) => line.message === 'blob cached' && line.digest === blob.digest), 'A had not finished when B started streaming');
+        pulls = [...onA, ...onB];
         for (const result of await Promise.all(pulls)) assert.deepEqual(result, { status: 200, digest: blob.digest });
+        // B's clients were served while A still downloaded: B streamed A's download, it did not wait for it.
+        assert.deepEqual(holderDoneAtFirstByte, Array(8).fill(false), "B's clients had bytes before A had stored the blob");
+        assert.ok(b.logLines().some((line) => line.message === 'streaming a blob download from the instance that holds it' && line.digest === blob.digest), 'B streamed from A');
       } finally {
         world.proxy.setFault(undefined);
       }
@@ -119,7 +128,9 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
         assert.ok(await stored(mirror.root, blob.digest), `stored on ${mirror.root}`);
         assert.equal(`sha256:${createHash('sha256').update(readFileSync(blobPath(mirror.root, blob.digest))).digest('hex')}`, blob.digest);
         assert.deepEqual(tempFiles(mirror.root), [], 'no temporary file left');
+        assert.deepEqual(openFilesUnder(mirror.process.pid, mirror.root), [], 'no descriptor left open in the store');
       }
+      assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${blob.digest}}`)), new Set([storeIdOf(a), storeIdOf(b)]), 'the record names both stores');
       // Upstream down: B serves it from its own store (a local hit, nothing asked of A or upstream).
       world.proxy.setFault({ kind: 'reset', match: () => true });
       try {
@@ -176,7 +187,11 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
         world.proxy.reset();
         assert.deepEqual(await pull(`${c.url}/v2/library/held/blobs/${layer}`), { status: 200, digest: layer });
         assert.equal(world.proxy.count('GET', layerPath), 1, 'one upstream GET after the stale holder');
-        assert.ok(c.logLines().some((line) => line.message === 'a holder named by the record did not have the blob' && line.digest === layer));
+        // One 404 (A), and no dial of B's address: B's heartbeat is gone.
+        assert.deepEqual(
+          c.logLines().filter((line) => line.message === 'a holder named by the record did not have the blob' && line.digest === layer).map((line) => line.reason),
+          ['absent'],
+        );
         assert.ok(await stored(c.root, layer));
         // The 404 took A's store off the record; B's (stopped) and the dead store stay (no live instance could say), and C is on it.
         assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${layer}}`)), new Set([storeIdOf(b), 'feedfacefeedface', storeIdOf(c)]));
