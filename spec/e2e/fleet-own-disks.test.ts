@@ -16,7 +16,8 @@ import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { pushImage, pushRandomBlob, randomLayer, sha256Digest, type PushedImage } from '../support/images.ts';
 import { runPullmirror, tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { openFilesUnder } from '../support/descriptors.ts';
-import { skipUnlessBinaries, tempDir } from '../support/processes.ts';
+import { freePort, skipUnlessBinaries, tempDir } from '../support/processes.ts';
+import { startTcpRelay } from '../support/tcp-relay.ts';
 import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
 import { blobPath, stored } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
@@ -200,6 +201,44 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
       }
     } finally {
       await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('a holder that sends wrong bytes: the follower never commits them, its client gets a broken transfer, and a later pull copies the good blob', async () => {
+    // A's peer listener behind a relay that can flip a byte (spec/support/tcp-relay.ts says why that one part is faked).
+    const peerPort = await freePort();
+    const relay = await startTcpRelay(`127.0.0.1:${peerPort}`);
+    const [a, b] = await Promise.all([
+      member('a4', { redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: `127.0.0.1:${peerPort}`, advertise: relay.address, timeout: '2s' } } } }),
+      member('b4'),
+    ]);
+    try {
+      const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/disks', { sizeMiB: 4, label: 'own-disks-flipped' });
+      const upstreamPath = new RegExp(`/blobs/${blob.digest}$`);
+      world.proxy.reset();
+      world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 2 * MiB, match: matchRequests('GET', upstreamPath) });
+      relay.flipByteAt = MiB; // well inside the body, past the response head
+      try {
+        const onA = pull(`${a.url}/v2/library/disks/blobs/${blob.digest}`);
+        assert.ok(await eventually(() => a.logLines().some((line) => line.message === 'blob fill started' && line.digest === blob.digest)), 'A downloads');
+        const onB = await pull(`${b.url}/v2/library/disks/blobs/${blob.digest}`);
+        assert.equal(onB.digest === blob.digest && onB.status === 200 && onB.error === undefined, false, `B's client never sees a clean end of wrong bytes: ${JSON.stringify(onB)}`);
+        assert.deepEqual(await onA, { status: 200, digest: blob.digest });
+      } finally {
+        world.proxy.setFault(undefined);
+        relay.flipByteAt = undefined;
+      }
+      assert.ok(b.logLines().some((line) => line.message === 'blob copy from a peer failed' && line.digest === blob.digest));
+      assert.equal(existsSync(blobPath(b.root, blob.digest)), false, 'nothing unverified committed');
+      assert.deepEqual(tempFiles(b.root), [], 'no temporary file left');
+      assert.deepEqual(openFilesUnder(b.process.pid, b.root), [], 'no descriptor left open');
+      // The relay sends good bytes again: B's next pull copies the blob A holds (the record), verified.
+      assert.deepEqual(await pull(`${b.url}/v2/library/disks/blobs/${blob.digest}`), { status: 200, digest: blob.digest });
+      assert.ok(await stored(b.root, blob.digest));
+      assert.equal(world.proxy.count('GET', upstreamPath), 1, 'A fetched it once; B copied it from A');
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+      await relay.close();
     }
   });
 
