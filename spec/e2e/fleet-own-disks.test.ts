@@ -17,7 +17,7 @@ import { pushImage, pushRandomBlob, randomLayer, sha256Digest, type PushedImage 
 import { runPullmirror, tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { openFilesUnder } from '../support/descriptors.ts';
 import { freePort, skipUnlessBinaries, tempDir } from '../support/processes.ts';
-import { startTcpRelay } from '../support/tcp-relay.ts';
+import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.ts';
 import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
 import { blobPath, stored } from '../support/store.ts';
 import { matchRequests } from '../support/upstream-proxy.ts';
@@ -204,14 +204,19 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
     }
   });
 
-  it('a holder that sends wrong bytes: the follower never commits them, its client gets a broken transfer, and a later pull copies the good blob', async () => {
+  it('a holder that sends wrong bytes, of its download or of its store: nothing unverified is committed, the client gets a broken transfer, and the store that sent them is off the record', async () => {
     // A's peer listener behind a relay that can flip a byte (spec/support/tcp-relay.ts says why that one part is faked).
-    const peerPort = await freePort();
-    const relay = await startTcpRelay(`127.0.0.1:${peerPort}`);
-    const [a, b] = await Promise.all([
-      member('a4', { redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: `127.0.0.1:${peerPort}`, advertise: relay.address, timeout: '2s' } } } }),
-      member('b4'),
-    ]);
+    const relays: TcpRelay[] = [];
+    /** A on its store a4, its peer listener behind a new relay (a connection B keeps alive is not reused across them). */
+    const startA = async () => {
+      const peerPort = await freePort();
+      const relay = await startTcpRelay(`127.0.0.1:${peerPort}`);
+      relays.push(relay);
+      const mirror = await member('a4', { redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: `127.0.0.1:${peerPort}`, advertise: relay.address, timeout: '2s' } } } });
+      return { mirror, relay };
+    };
+    const [first, b] = await Promise.all([startA(), member('b4')]);
+    let { mirror: a, relay } = first;
     try {
       const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/disks', { sizeMiB: 4, label: 'own-disks-flipped' });
       const upstreamPath = new RegExp(`/blobs/${blob.digest}$`);
@@ -232,13 +237,31 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
       assert.equal(existsSync(blobPath(b.root, blob.digest)), false, 'nothing unverified committed');
       assert.deepEqual(tempFiles(b.root), [], 'no temporary file left');
       assert.deepEqual(openFilesUnder(b.process.pid, b.root), [], 'no descriptor left open');
-      // The relay sends good bytes again: B's next pull copies the blob A holds (the record), verified.
+      assert.ok(await eventually(async () => (await fleetKeys.client.smembers(`holders:{${blob.digest}}`)).includes(storeIdOf(a))), 'A holds it now');
+
+      // A, restarted on its store (a new instance, the same store id), holds it; the record sends B
+      // there, and its relay flips a byte.
+      await a.stop();
+      ({ mirror: a, relay } = await startA());
+      relay.flipByteAt = MiB;
+      try {
+        const again = await pull(`${b.url}/v2/library/disks/blobs/${blob.digest}`);
+        assert.equal(again.digest === blob.digest && again.status === 200 && again.error === undefined, false, `a broken transfer: ${JSON.stringify(again)}`);
+      } finally {
+        relay.flipByteAt = undefined;
+      }
+      assert.ok(b.logLines().some((line) => line.message === 'streaming a blob from an instance that holds it' && line.digest === blob.digest));
+      assert.equal(existsSync(blobPath(b.root, blob.digest)), false, 'nothing unverified committed');
+      assert.ok(await eventually(async () => !(await fleetKeys.client.smembers(`holders:{${blob.digest}}`)).includes(storeIdOf(a))), "A's store is off the record for this blob");
+      // The next pull is B's own upstream fetch, verified and stored.
       assert.deepEqual(await pull(`${b.url}/v2/library/disks/blobs/${blob.digest}`), { status: 200, digest: blob.digest });
       assert.ok(await stored(b.root, blob.digest));
-      assert.equal(world.proxy.count('GET', upstreamPath), 1, 'A fetched it once; B copied it from A');
+      assert.equal(world.proxy.count('GET', upstreamPath), 2, "A's fetch, then B's own");
+      assert.deepEqual(tempFiles(b.root), [], 'no temporary file left');
+      assert.deepEqual(openFilesUnder(b.process.pid, b.root), [], 'no descriptor left open');
     } finally {
       await Promise.all([a.stop(), b.stop()]);
-      await relay.close();
+      for (const each of relays) await each.close();
     }
   });
 

@@ -258,12 +258,12 @@ export class BlobDownloads {
     const digest = ref.digest.value;
     let writer: BlobWriter | undefined;
     let first: UpstreamBlobResponse | undefined;
-    if (!abandoned) {
-      // No one fills it: an instance on another store may hold it already (who holds what).
-      const copied = await this.fromRecordedHolders(ref, lease);
-      if (copied) return copied;
-    }
     try {
+      if (!abandoned) {
+        // No one fills it: an instance on another store may hold it already (who holds what).
+        const copied = await this.fromRecordedHolders(ref, lease);
+        if (copied) return copied;
+      }
       writer = abandoned ? await this.resumeFrom(ref, abandoned, lease.epoch) : undefined;
       if (writer && writer.written > 0) {
         first = await getUpstreamBlob(ref, writer.written).catch(() => undefined);
@@ -388,6 +388,10 @@ export class BlobDownloads {
       }
       const fill = await this.copyFromPeer(ref, answer.body, holder.instance, 'streaming a blob from an instance that holds it', lease);
       if (!fill) return undefined;
+      // Bytes that are not the blob's: that store is not asked for it again (a hint lost at worst).
+      fill.done.catch((error: unknown) => {
+        if (error instanceof RegistryError && (error.code === 'DIGEST_INVALID' || error.code === 'SIZE_INVALID')) void this.stores?.holders.removed(digest, holder.storeId);
+      });
       const started = this.runOwn(digest, fill, lease, true);
       // Followers learn it started once peers can read it here.
       await lease.publish(answer.body.size);
