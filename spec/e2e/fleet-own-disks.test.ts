@@ -131,7 +131,8 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
         assert.deepEqual(tempFiles(mirror.root), [], 'no temporary file left');
         assert.deepEqual(openFilesUnder(mirror.process.pid, mirror.root), [], 'no descriptor left open in the store');
       }
-      assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${blob.digest}}`)), new Set([storeIdOf(a), storeIdOf(b)]), 'the record names both stores');
+      assert.ok(await eventually(async () => (await fleetKeys.client.scard(`holders:{${blob.digest}}`)) === 2), 'the record names both stores');
+      assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${blob.digest}}`)), new Set([storeIdOf(a), storeIdOf(b)]));
       // Upstream down: B serves it from its own store (a local hit, nothing asked of A or upstream).
       world.proxy.setFault({ kind: 'reset', match: () => true });
       try {
@@ -146,7 +147,7 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
     }
   });
 
-  it('who holds what: a blob A holds is served by B from A with upstream down; A evicts it and the record says so; a stale record falls through to upstream', async () => {
+  it('who holds what: a blob A holds is served by B from A with upstream down; A evicts it and the record says so; a stale record or a holder down falls through to upstream', async () => {
     // A short TTL (120 s), as the eviction tests use, so `gc --now +130s` evicts what A pulled.
     const ttl = { proxy: { tagfreshness: '0', ttl: '120s' }, storage: { cache: { blobdescriptor: 'redis' }, eviction: { grace: '0s' } } };
     const [a, b] = await Promise.all([member('a2', ttl), member('b2', ttl)]);
@@ -171,7 +172,8 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
       assert.ok(b.logLines().some((line) => line.message === 'streaming a blob from an instance that holds it' && line.digest === layer));
       assert.ok(await stored(b.root, layer));
       assert.equal(world.proxy.count('GET', layerPath), 0, 'not fetched upstream');
-      assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${layer}}`)), new Set([storeIdOf(a), storeIdOf(b)]), 'the record names both stores');
+      assert.ok(await eventually(async () => (await fleetKeys.client.scard(`holders:{${layer}}`)) === 2), 'the record names both stores');
+      assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${layer}}`)), new Set([storeIdOf(a), storeIdOf(b)]));
 
       // A evicts everything it pulled (past the TTL): the record no longer names A.
       assert.match(await gc(a, '--now', '+130s'), new RegExp(`removed blob ${layer} `));
@@ -195,7 +197,25 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
         );
         assert.ok(await stored(c.root, layer));
         // The 404 took A's store off the record; B's (stopped) and the dead store stay (no live instance could say), and C is on it.
+        assert.ok(await eventually(async () => (await fleetKeys.client.sismember(`holders:{${layer}}`, storeIdOf(c))) === 1));
         assert.deepEqual(new Set(await fleetKeys.client.smembers(`holders:{${layer}}`)), new Set([storeIdOf(b), 'feedfacefeedface', storeIdOf(c)]));
+
+        // A holder down: C is SIGKILLed (its heartbeat lives on until it expires). D, a fourth
+        // instance, finds C's listener refusing, and fetches upstream, once; C's store stays on
+        // the record (down is not "does not have it").
+        process.kill(c.process.pid, 'SIGKILL');
+        const d = await member('d2', ttl);
+        try {
+          world.proxy.reset();
+          assert.deepEqual(await pull(`${d.url}/v2/library/held/blobs/${layer}`), { status: 200, digest: layer });
+          assert.equal(world.proxy.count('GET', layerPath), 1, 'one upstream GET after the holder that is down');
+          const tried = d.logLines().filter((line) => line.message === 'a holder named by the record did not have the blob' && line.digest === layer);
+          assert.equal(tried.length, 1);
+          assert.notEqual(tried[0].reason, 'absent', 'C could not be reached');
+          assert.ok((await fleetKeys.client.smembers(`holders:{${layer}}`)).includes(storeIdOf(c)));
+        } finally {
+          await d.stop();
+        }
       } finally {
         await c.stop();
       }
