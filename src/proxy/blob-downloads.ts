@@ -1,8 +1,7 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import type { BlobHolders } from '../fleet/blob-holders.ts';
 import { LocalFillCoordinator, unfencedLease, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
 import { holderStart } from '../fleet/holder-start.ts';
-import type { PeerBlobBody, PeerClient } from '../fleet/peer-client.ts';
+import type { PeerClient } from '../fleet/peer-client.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -11,6 +10,7 @@ import { isStoreUnwritable, type BlobStore, type BlobWriter } from '../storage/b
 import type { BlobSource } from '../storage/readable-blob-store.ts';
 import { BlobFill } from './blob-fill.ts';
 import { PassThroughSource } from './pass-through.ts';
+import { PeerCopies, type FleetStores } from './peer-copies.ts';
 import { fillSource, type SharedFill } from './shared-fill.ts';
 import type { StoreAdmission } from './store-admission.ts';
 import { getUpstreamBlob, ResumableBlobBody, type ResumePolicy, type UpstreamBlobRef, type UpstreamBlobResponse } from './upstream-blob.ts';
@@ -39,7 +39,8 @@ export class BlobDownloads {
   private readonly fleet: FillCoordinator;
   private readonly peers?: PeerClient;
   private readonly fleetStallMs: number;
-  private readonly stores?: FleetStores;
+  /** Copies from instances on other stores (a named fleet on disks of their own). */
+  private readonly copies?: PeerCopies;
   private readonly resume: ResumePolicy;
   private readonly resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
   private readonly logger: Logger;
@@ -68,7 +69,6 @@ export class BlobDownloads {
     /** A fleet whose instances may serve stores other than this one's (redis.fleet.name, with peers). */
     stores?: FleetStores;
   }) {
-    this.stores = options.stores;
     this.blobs = options.blobs;
     this.admission = options.admission;
     this.descriptors = options.descriptors;
@@ -78,6 +78,7 @@ export class BlobDownloads {
     this.fleet = options.fleet ?? new LocalFillCoordinator();
     this.peers = options.peers;
     this.fleetStallMs = options.fleetStallMs ?? 10_000;
+    this.copies = options.stores && new PeerCopies({ peers: options.peers, stores: options.stores, admission: options.admission, blobs: options.blobs, logger: options.logger });
   }
 
   /** Whether a blob is being downloaded into the store (an eviction pass must not delete it). */
@@ -157,7 +158,7 @@ export class BlobDownloads {
       (descriptor) => {
         this.logger.info('blob cached', { digest, size: descriptor.size });
         void this.descriptors.set(descriptor).catch(() => {});
-        void this.stores?.holders.committed(digest);
+        this.copies?.committed(digest);
       },
       (error: Error) => {
         this.admission.failed(error);
@@ -193,7 +194,7 @@ export class BlobDownloads {
     if (this.admission.failing) return { kind: 'pass-through', first: await getUpstreamBlob(ref) };
     const claim = await this.fleet.claimBlob(ref.digest.value);
     if (claim.kind === 'mine') return this.download(ref, claim.lease);
-    if (await this.onAnotherStore(claim.holder)) return this.followAcrossStores(ref, claim.holder);
+    if (this.copies && (await this.copies.onAnotherStore(claim.holder))) return this.followAcrossStores(this.copies, ref, claim.holder);
     this.logger.info('following a blob download of another instance', { digest: ref.digest.value });
     const remote = new RemoteFill({
       digest: ref.digest.value,
@@ -324,13 +325,6 @@ export class BlobDownloads {
     );
   }
 
-  /** Whether a download's holder serves a store other than this instance's (a fleet on disks of their own). */
-  private async onAnotherStore(holder: FillHolder | undefined): Promise<boolean> {
-    if (!this.stores || !holder) return false;
-    const theirs = await this.stores.storeOf(holder.instance);
-    return theirs !== undefined && theirs !== this.stores.own;
-  }
-
   /**
    * Another instance downloads the blob into a store of its own: this one copies the download
    * from that instance's peer listener as it lands, into a fill of its own that verifies the
@@ -339,7 +333,7 @@ export class BlobDownloads {
    * download; when the holder cannot be read as a peer, fetches upstream itself (one more copy
    * over the uplink, never a wait for a commit that would land in another store).
    */
-  private async followAcrossStores(ref: UpstreamBlobRef, followed: FillHolder | undefined): Promise<Started> {
+  private async followAcrossStores(copies: PeerCopies, ref: UpstreamBlobRef, followed: FillHolder | undefined): Promise<Started> {
     const digest = ref.digest.value;
     // A few rounds at most: each one ends at a holder's start, its end, or the lease's time.
     for (let round = 0; round < 3; round++) {
@@ -352,17 +346,8 @@ export class BlobDownloads {
         followed = claim.holder;
         continue;
       }
-      const answer = this.peers ? await this.peers.openBlob(state.holder.instance, ref.digest) : undefined;
-      if (answer?.kind === 'found') {
-        const fill = await this.copyFromPeer(ref, answer.body, state.holder.instance, 'streaming a blob download from the instance that holds it');
-        if (fill) return { kind: 'fill', fill };
-        break;
-      }
-      this.logger.info('holder not readable as a peer; fetching upstream itself', {
-        digest,
-        instance: state.holder.instance,
-        reason: answer === undefined ? 'no peer listener' : answer.kind === 'unreachable' ? answer.reason : 'absent',
-      });
+      const fill = await copies.ofDownload(ref, state.holder);
+      if (fill) return { kind: 'fill', fill };
       break;
     }
     // No lease: the holder keeps its own, and this store is this instance's to commit into.
@@ -370,51 +355,17 @@ export class BlobDownloads {
   }
 
   /**
-   * No instance fills the blob and this one holds the claim: before going upstream, the stores the
-   * record names (who holds what), each through a live instance serving it, in turn. A peer that
-   * answers 404 is off the record for the blob; one that cannot be reached is skipped. The first
-   * that has it is copied, verified and committed under this instance's lease (followers read it
-   * from this instance as from an upstream download); undefined when none has it.
+   * No instance fills the blob and this one holds the claim: a store on the record of who holds
+   * what is copied from before upstream is asked (PeerCopies.fromRecord), under this instance's
+   * lease (followers read it from this instance as from an upstream download).
    */
   private async fromRecordedHolders(ref: UpstreamBlobRef, lease: BlobLease): Promise<Started | undefined> {
-    if (!this.stores || !this.peers) return undefined;
-    const digest = ref.digest.value;
-    for (const holder of await this.stores.holders.holders(digest)) {
-      const answer = await this.peers.openBlob(holder.instance, ref.digest);
-      if (answer.kind !== 'found') {
-        this.logger.info('a holder named by the record did not have the blob', { digest, instance: holder.instance, ...(answer.kind === 'unreachable' ? { reason: answer.reason } : { reason: 'absent' }) });
-        if (answer.kind === 'absent') void this.stores.holders.removed(digest, holder.storeId);
-        continue;
-      }
-      const fill = await this.copyFromPeer(ref, answer.body, holder.instance, 'streaming a blob from an instance that holds it', lease);
-      if (!fill) return undefined;
-      // Bytes that are not the blob's: that store is not asked for it again (a hint lost at worst).
-      fill.done.catch((error: unknown) => {
-        if (error instanceof RegistryError && (error.code === 'DIGEST_INVALID' || error.code === 'SIZE_INVALID')) void this.stores?.holders.removed(digest, holder.storeId);
-      });
-      const started = this.runOwn(digest, fill, lease, true);
-      // Followers learn it started once peers can read it here.
-      await lease.publish(answer.body.size);
-      return started;
-    }
-    return undefined;
-  }
-
-  /**
-   * A fill of this instance's store whose bytes come from a peer: written through this store's
-   * writer, verified, committed (under `lease` when given). Undefined when the store cannot take it.
-   */
-  private async copyFromPeer(ref: UpstreamBlobRef, body: PeerBlobBody, instance: string, message: string, lease?: BlobLease): Promise<BlobFill | undefined> {
-    const digest = ref.digest.value;
-    const writer = await this.admission.writerFor(ref.digest, body.size, lease?.epoch).catch(() => undefined);
-    if (!writer) {
-      body.close();
-      return undefined;
-    }
-    this.logger.info(message, { digest, instance, size: body.size });
-    const fill = new BlobFill({ digest, size: body.size, writer, openCommitted: () => this.blobs.openObject(ref.digest), body, fence: lease });
-    fill.done.catch((error: Error) => this.logger.warn('blob copy from a peer failed', { digest, instance, error: error.message }));
-    return fill;
+    const fill = await this.copies?.fromRecord(ref, lease);
+    if (!fill) return undefined;
+    const started = this.runOwn(ref.digest.value, fill, lease, true);
+    // Followers learn it started once peers can read it here.
+    await lease.publish(fill.size);
+    return started;
   }
 
   /** Goes on from a copy of a dead holder's temp file; undefined when it is gone. */
@@ -426,15 +377,4 @@ export class BlobDownloads {
       return undefined;
     }
   }
-}
-
-/**
- * What a fleet whose instances may each have a store of their own (redis.fleet.name) tells the
- * downloads: this store's id, the store another instance serves (its live heartbeat), and who
- * holds which blob.
- */
-export interface FleetStores {
-  own: string;
-  storeOf(instance: string): Promise<string | undefined>;
-  holders: BlobHolders;
 }
