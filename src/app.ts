@@ -272,7 +272,8 @@ async function buildCaches(config: Config, logger: Logger, { driver, paths, temp
 /** The named fleet's connection (redis.fleet.name), beside the store's: see createFleetConnection. */
 async function connectForFleet(config: Config, logger: Logger, name: string): Promise<RedisConnection> {
   const { createFleetConnection } = await import('./redis/redis-connection.ts');
-  const redis = createFleetConnection(config.redis, logger.child({ component: 'redis' }), name);
+  // Its own circuit breaker: an outage is logged by each connection, this one's lines saying whose.
+  const redis = createFleetConnection(config.redis, logger.child({ component: 'redis', keys: 'fleet' }), name);
   await redis.whenReady(Math.min(config.redis.dialtimeout, 2_000));
   return redis;
 }
