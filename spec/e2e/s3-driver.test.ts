@@ -21,7 +21,7 @@ import { MeteredDriver } from '../../src/storage/driver/metered-driver.ts';
 import { S3Driver, type S3DriverOptions } from '../../src/storage/driver/s3-driver.ts';
 import { StorageDriverError } from '../../src/storage/driver/storage-driver.ts';
 import { collect } from '../support/collect.ts';
-import { describeDriverConformance, isFault, Pattern } from '../support/driver-conformance.ts';
+import { describeDriverConformance, isFault, Pattern, sendRange } from '../support/driver-conformance.ts';
 import { runPullmirror } from '../support/mirror.ts';
 import { freePort } from '../support/processes.ts';
 import { skipUnlessS3, startS3, type S3Server } from '../support/s3.ts';
@@ -134,6 +134,41 @@ describe('s3 storage driver on RADOS Gateway', { skip }, () => {
       assert.equal(existsSync(spool), false);
     } finally {
       await driver.close();
+    }
+  });
+
+  it('a staged file goes up in parts while it is written, as a multipart upload and no object; commit completes it, cancel aborts it', async () => {
+    const driver = driverFor();
+    const spoolDir = freshSpool();
+    const content = new Pattern(32 * MiB, 5);
+    const [committedKey, cancelledKey] = ['blobs/sha256/ab/staged', 'blobs/sha256/ab/stagedcancel'];
+    const full = (key: string) => `${rootOf(driver)}/${key}`;
+    try {
+      // Written to 16 MiB: three 5 MiB parts can go up; the object must not exist yet.
+      for (const key of [committedKey, cancelledKey]) {
+        const file = path.join(spoolDir, key.split('/').pop()!);
+        const staged = driver.stageFile(file, key, content.size)!;
+        await content.writeGrowing(file, (bytes) => staged.grown(bytes), { upTo: 16 * MiB });
+        assert.ok(await eventually(async () => (await uploadsUnder(full(key))).length === 1, 15_000, 20), `${key}: the multipart upload began while the file was written`);
+        assert.deepEqual(await objectsUnder(full(key)), [], `${key}: no object while the upload runs`);
+        if (key === cancelledKey) {
+          await staged.cancel();
+          // The abort is sent as cancel returns; its answer may come a moment after.
+          assert.ok(await eventually(async () => (await uploadsUnder(full(key))).length === 0, 15_000, 20), `${key}: the upload is aborted`);
+          assert.deepEqual(await objectsUnder(full(key)), [], `${key}: no object after a cancel`);
+          continue;
+        }
+        // The rest of the file, then the commit.
+        await content.writeGrowing(file, (bytes) => staged.grown(bytes), { from: 16 * MiB });
+        await staged.commit();
+        assert.deepEqual(await uploadsUnder(full(key)), [], 'no upload left once complete');
+        assert.equal((await driver.stat(key))?.size, content.size);
+        assert.equal((await sendRange(driver, key, 0, content.size - 1)).digest(), content.sha256(0, content.size - 1), 'the object is the file, byte for byte');
+        assert.equal(existsSync(file), false);
+      }
+    } finally {
+      await driver.close();
+      rmSync(spoolDir, { recursive: true, force: true });
     }
   });
 

@@ -422,6 +422,49 @@ describe('object storage faults are bounded (storage.s3 on RADOS Gateway)', { sk
     });
   });
 
+  describe('a fill whose parts went up to the bucket while it downloaded, and then failed', () => {
+    // A 16 MiB blob in 5 MiB parts. Upstream drops the connection at 11 MiB; while the mirror
+    // waits to resume (proxy.resume.backoff: 1 s), the first two parts go up. Then the resumed
+    // body is corrupt, or every resume is refused.
+    const size = 16 * 1024 * 1024;
+    const blobGet = matchRequests('GET', /\/blobs\/sha256:/);
+    const dropped = { kind: 'drop-after', bytes: 11 * 1024 * 1024, match: blobGet, times: 1 } as const;
+    const cases: { name: string; faults: Parameters<UpstreamProxy['addFault']>[0][] }[] = [
+      { name: 'the digest does not match (the resumed body has a byte flipped)', faults: [dropped, { kind: 'corrupt', atByte: 1024 * 1024, match: blobGet, times: 1 }] },
+      { name: 'the upstream breaks mid-way and cannot resume', faults: [dropped, { kind: 'reset', match: blobGet }] },
+    ];
+    for (const { name, faults } of cases) {
+      it(`${name}: the client's connection breaks, no object and no multipart upload is left, nothing leaks`, async () => {
+        const bucket = await s3.createBucket('staged');
+        const blob = await freshBlob(size / 1024 / 1024);
+        const s3Only = s3Config(bucket, { chunksize: 5 * 1024 * 1024 });
+        const config = { ...s3Only, proxy: { ...s3Only.proxy, resume: { retries: 2, backoff: '1s' } } };
+        const mirror = await world.startMirror({ config });
+        try {
+          await fetch(`${mirror.url}/v2/`);
+          const socketsBefore = socketCount(mirror.process.pid);
+          s3proxy.reset();
+          world.proxy.setFault(undefined);
+          for (const fault of faults) world.proxy.addFault(fault);
+          const outcome = await get(blobUrl(mirror, blob));
+          assert.ok(outcome.ms < BOUND_MS, `the client waited ${outcome.ms} ms`);
+          assert.ok(!outcome.complete && outcome.sha256 !== blob.digest, `the client got a broken connection, not a complete response (${outcome.bytes} bytes)`);
+          const partsUp = s3proxy.requests.filter((r) => r.method === 'PUT' && /[?&]partNumber=/.test(r.path) && r.status === 200);
+          assert.ok(partsUp.length >= 1, `parts went up before the fill failed: ${s3proxy.requests.map((r) => `${r.method} ${r.path} ${r.status}`).join(', ')}`);
+          // The upload is aborted, and nothing was completed.
+          assert.ok(await eventually(async () => (await uploadsLeft(s3, bucket)) === 0, 15_000), `multipart uploads left: ${await uploadsLeft(s3, bucket)}`);
+          assert.equal(s3proxy.requests.filter((r) => r.method === 'POST' && /[?&]uploadId=/.test(r.path)).length, 0, 'no CompleteMultipartUpload was sent');
+          assert.deepEqual(await bucketProblems(s3, bucket), { objects: 0, bad: [] }, 'no blob object in the bucket');
+          world.proxy.setFault(undefined);
+          await assertClean(mirror, bucket, spoolOf(config), blob, socketsBefore);
+        } finally {
+          world.proxy.setFault(undefined);
+          await mirror.stop();
+        }
+      });
+    }
+  });
+
   describe('a follower on another instance waiting for the commit', () => {
     const faults: { name: string; fault: FaultAction }[] = [
       { name: 'unreachable during the leader’s commit', fault: { kind: 'reset' } },

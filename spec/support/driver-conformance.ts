@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -250,6 +250,28 @@ export function describeDriverConformance(name: string, setup: () => Promise<Dri
       assert.equal(existsSync(racing), false, 'the file is gone');
     }));
 
+    it('stageFile, where a driver has it: a file taken in while it is written is invisible until its commit and whole after; a cancelled one leaves nothing, and its file to its writer', withStore(async ({ driver, spoolDir }) => {
+      // The filesystem has none: it renames the complete file.
+      const content = new Pattern(24 * MiB, 9);
+      const spool = path.join(spoolDir, 'staged');
+      const staged = driver.stageFile?.(spool, 'blobs/sha256/dd/staged', content.size);
+      if (!staged) return;
+      await content.writeGrowing(spool, (bytes) => staged.grown(bytes));
+      assert.equal(await driver.stat('blobs/sha256/dd/staged'), undefined, 'nothing is visible before the commit');
+      await staged.commit();
+      assert.equal((await sendRange(driver, 'blobs/sha256/dd/staged', 0, content.size - 1)).digest(), content.sha256(0, content.size - 1));
+      assert.equal(existsSync(spool), false, 'the committed file is gone');
+
+      const other = new Pattern(24 * MiB, 10);
+      const cancelledFile = path.join(spoolDir, 'cancelled');
+      const cancelled = driver.stageFile!(cancelledFile, 'blobs/sha256/dd/cancelled', other.size)!;
+      await other.writeGrowing(cancelledFile, (bytes) => cancelled.grown(bytes), { upTo: 16 * MiB });
+      await cancelled.cancel();
+      assert.equal(await driver.stat('blobs/sha256/dd/cancelled'), undefined, 'a cancelled file is never visible');
+      assert.equal(existsSync(cancelledFile), true, 'the file stays for its writer to remove');
+      await assert.rejects(cancelled.commit(), 'a cancelled upload cannot be committed');
+    }));
+
     it('commitFile of a missing file fails and leaves the key as it was', withStore(async ({ driver, spoolDir }) => {
       await assert.rejects(driver.commitFile(path.join(spoolDir, 'never-written'), 'blobs/sha256/bb/none'));
       assert.equal(await driver.stat('blobs/sha256/bb/none'), undefined);
@@ -382,6 +404,23 @@ export class Pattern {
     await finished(out);
   }
 
+  /**
+   * Appends bytes [from, upTo) a MiB at a time, as a fill does (from 0: a new file), telling
+   * `written` how far the file holds them after each.
+   */
+  async writeGrowing(file: string, written: (bytes: number) => void, { from = 0, upTo = this.size } = {}): Promise<void> {
+    const handle = await open(file, from === 0 ? 'wx' : 'r+');
+    try {
+      for (let offset = from; offset < upTo; offset += MiB) {
+        const length = Math.min(MiB, upTo - offset);
+        await handle.write(this.stamped(offset / MiB), 0, length, offset);
+        written(offset + length);
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+
   sha256(start: number, end: number): string {
     const hash = createHash('sha256');
     for (let offset = start - (start % MiB); offset <= end; offset += MiB) {
@@ -432,7 +471,7 @@ class CountingSink extends Writable {
   }
 }
 
-async function sendRange(driver: StorageDriver, key: string, start: number, end: number): Promise<HashingSink> {
+export async function sendRange(driver: StorageDriver, key: string, start: number, end: number): Promise<HashingSink> {
   const opened = await driver.open(key);
   assert.ok(opened, `${key} is stored`);
   const sink = new HashingSink();

@@ -51,8 +51,9 @@ const fillsFailed = blobFills.labels('failed');
  * generation, and 16 cold clients' peak RSS rose by 60 MB with the last 1 MiB kept. So a late
  * joiner starts from byte 0, a slow client never holds memory or slows the download, and a
  * client that leaves changes nothing for the others. When the chunks end, the writer verifies
- * digest and size and hands the file to the store's driver (a rename on the filesystem, an
- * upload to a bucket); readers get their last byte once it verified. On a
+ * digest and size and hands the file to the store's driver (a rename on the filesystem, the
+ * completion of an upload to a bucket whose parts went up meanwhile); readers get their last
+ * byte once it verified. On a
  * mismatch or an upstream failure every reader fails, so the
  * client's connection is broken instead of ending as if the content were good.
  */
@@ -107,6 +108,10 @@ export class BlobFill extends EventEmitter {
     // An adopted writer (fleet takeover) already holds bytes: they are readable at once.
     this.written = options.writer.written;
     this.arrived = this.written;
+    // A blob this fill commits goes up to a bucket while it downloads, completed only once it
+    // verified: its commit then takes about one part's upload, not the whole blob's. A copy for
+    // this instance's readers only never goes up; a size not announced cannot be cut in parts.
+    if (this.commits && this.size !== undefined) options.writer.uploadWhileWriting(this.size);
     this.done = this.run(options.body);
     // Readers observe failures through their own streams; keep the process from seeing it as unhandled.
     this.done.catch(() => {});

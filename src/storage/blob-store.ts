@@ -8,7 +8,7 @@ import { digestOf, type Digest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { tmpPath } from './atomic-file.ts';
 import { FilesystemDriver } from './driver/filesystem-driver.ts';
-import { StorageDriverError, type OpenedObject, type StorageDriver } from './driver/storage-driver.ts';
+import { StorageDriverError, type OpenedObject, type StagedFile, type StorageDriver } from './driver/storage-driver.ts';
 import { fillFileName, StoreKeys, type StorePaths } from './paths.ts';
 import type { BlobInfo, BlobRef, ReadableBlobStore } from './readable-blob-store.ts';
 import { StoredBlob } from './stored-blob.ts';
@@ -215,6 +215,8 @@ export class BlobWriter {
   /** The hash on this thread, while the blob is small; undefined once the worker has it. */
   private hash: Hash | undefined;
   private job: FileHashJob | undefined;
+  /** The driver's upload of the file as it is written (uploadWhileWriting), when it has one. */
+  private staged: StagedFile | undefined;
   private closed = false;
   written = 0;
 
@@ -245,8 +247,22 @@ export class BlobWriter {
     this.written = position;
   }
 
+  /**
+   * Lets the store take the file in while it is written (StorageDriver.stageFile), for content
+   * that will be committed and whose size is announced: on S3 the parts go up during the
+   * download and persist() only completes the upload. Nothing is visible before persist(); an
+   * abort() removes what went up. A no-op on a driver without it (the filesystem renames).
+   */
+  uploadWhileWriting(expectedSize: number): void {
+    if (this.staged || this.closed) return;
+    this.staged = this.store.driver.stageFile?.(this.path, StoreKeys.blob(this.digest), expectedSize);
+    this.staged?.grown(this.written);
+  }
+
   /** Starts over from byte 0 (an upstream that could not resume sends the whole blob again). */
   async reset(): Promise<void> {
+    // What went up is of the old bytes.
+    await this.takeStaged()?.cancel();
     await this.handle.truncate(0);
     this.job?.cancel();
     this.job = undefined;
@@ -280,6 +296,7 @@ export class BlobWriter {
       if (done < total) pending = remainderAfter(pending, bytesWritten);
     }
     this.written += total;
+    this.staged?.grown(this.written);
     if (this.job) this.job.advance(this.written);
     else if (this.written > HASH_OFF_THREAD_BYTES) this.handOff();
   }
@@ -326,7 +343,9 @@ export class BlobWriter {
       // Whether the blob is new to the store (a fleet peer may have stored it meanwhile): one
       // stat per commit, so the store's figures count it once.
       const existed = this.store.listener ? (await this.store.driver.stat(key)) !== undefined : true;
-      await this.store.driver.commitFile(this.path, key, signal);
+      const staged = this.takeStaged();
+      if (staged) await staged.commit(signal);
+      else await this.store.driver.commitFile(this.path, key, signal);
       if (!existed) this.store.listener?.blobAdded(this.digest.value, this.written);
     } catch (error) {
       await this.abort();
@@ -336,8 +355,19 @@ export class BlobWriter {
 
   async abort(): Promise<void> {
     this.job?.cancel();
+    // Before the file goes: the parts in flight read it.
+    await this.takeStaged()
+      ?.cancel()
+      .catch(() => {});
     await this.close();
     await unlink(this.path).catch(() => {});
+  }
+
+  /** The staged upload, handed over once (to commit it or to cancel it). */
+  private takeStaged(): StagedFile | undefined {
+    const staged = this.staged;
+    this.staged = undefined;
+    return staged;
   }
 
   private async close(): Promise<void> {

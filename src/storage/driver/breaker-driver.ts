@@ -1,4 +1,4 @@
-import { StorageDriverError, type ListedObject, type ObjectInfo, type OpenedObject, type StorageDriver, type StorageUsage } from './storage-driver.ts';
+import { StorageDriverError, type ListedObject, type ObjectInfo, type OpenedObject, type StagedFile, type StorageDriver, type StorageUsage } from './storage-driver.ts';
 
 /*
  * A circuit breaker around a driver over the network (s3). When the medium is 'unavailable'
@@ -11,7 +11,7 @@ import { StorageDriverError, type ListedObject, type ObjectInfo, type OpenedObje
  * the next operation asks the medium again (and a success of the readiness probe closes the
  * breaker sooner).
  *
- * Not broken: `commitFile` (a fill's commit, which no client waits on, with its own deadline and
+ * Not broken: `commitFile` and `stageFile` (a fill's commit, which no client waits on, with its own deadline and
  * its abort of the multipart upload), `walk` and `cleanup` (eviction and gc, in the background),
  * `probe` (readiness must ask the medium itself), `usage` and `close`.
  */
@@ -28,6 +28,7 @@ export class BreakerDriver implements StorageDriver {
   private lastFailure = '';
   readonly putContentIfAbsent?: (key: string, content: Uint8Array | string) => Promise<boolean>;
   readonly redirectURL?: (key: string) => Promise<string | undefined>;
+  readonly stageFile?: (localPath: string, key: string, expectedSize: number) => StagedFile | undefined;
 
   constructor(inner: StorageDriver, options: { openMs?: number } = {}) {
     this.inner = inner;
@@ -38,6 +39,8 @@ export class BreakerDriver implements StorageDriver {
       this.putContentIfAbsent = (key, content) => this.guard('putContentIfAbsent', key, () => create(key, content));
     }
     if (inner.redirectURL) this.redirectURL = inner.redirectURL.bind(inner);
+    // Not broken, as commitFile: a fill's upload, which no client waits on.
+    if (inner.stageFile) this.stageFile = inner.stageFile.bind(inner);
   }
 
   private async guard<T>(operation: string, key: string | undefined, run: () => Promise<T>): Promise<T> {

@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 import { storageOperations, storageOperationSeconds, type TallyCell } from '../../metrics/metrics.ts';
 import type { ByteRange } from '../readable-blob-store.ts';
-import { StorageDriverError, type ListedObject, type ObjectInfo, type OpenedObject, type StorageDriver, type StorageUsage } from './storage-driver.ts';
+import { StorageDriverError, type ListedObject, type ObjectInfo, type OpenedObject, type StagedFile, type StorageDriver, type StorageUsage } from './storage-driver.ts';
 
 /*
  * Metrics for every driver in one place: a driver with the same interface around any other
@@ -22,10 +22,19 @@ export class MeteredDriver implements StorageDriver {
   private readonly timers = new Map<string, ReturnType<typeof storageOperationSeconds.labels>>();
   readonly redirectURL?: (key: string) => Promise<string | undefined>;
   readonly putContentIfAbsent?: (key: string, content: Uint8Array | string) => Promise<boolean>;
+  readonly stageFile?: (localPath: string, key: string, expectedSize: number) => StagedFile | undefined;
 
   constructor(inner: StorageDriver) {
     this.inner = inner;
     this.kind = inner.kind;
+    if (inner.stageFile) {
+      const stage = inner.stageFile.bind(inner);
+      // A staged file's commit is the commit of a fill, as commitFile's is: counted and timed as one.
+      this.stageFile = (localPath, key, expectedSize) => {
+        const staged = stage(localPath, key, expectedSize);
+        return staged && { grown: (bytes) => staged.grown(bytes), commit: (signal) => this.measure('commitFile', () => staged.commit(signal)), cancel: () => staged.cancel() };
+      };
+    }
     if (inner.putContentIfAbsent) {
       const create = inner.putContentIfAbsent.bind(inner);
       this.putContentIfAbsent = (key, content) => this.measure('putContentIfAbsent', () => create(key, content));

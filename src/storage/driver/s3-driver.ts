@@ -17,12 +17,12 @@ import {
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
-  type CompletedPart,
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { s3Requests } from '../../metrics/metrics.ts';
 import type { ByteRange } from '../readable-blob-store.ts';
+import { StagedMultipartUpload, type MultipartRequests } from './s3-staged-upload.ts';
 import {
   checkKey,
   checkPrefix,
@@ -30,6 +30,7 @@ import {
   type ListedObject,
   type ObjectInfo,
   type OpenedObject,
+  type StagedFile,
   type StorageDriver,
   type StorageFault,
   type StorageUsage,
@@ -54,6 +55,11 @@ import {
  *   HTTP), and its abort() neither cancels the parts in flight nor waits for the
  *   AbortMultipartUpload (nor stops a single-part PutObject already sent). A part read from a
  *   file range holds one 64 KiB stream buffer and is sent UNSIGNED-PAYLOAD.
+ * - stageFile: the same multipart upload begun while a fill downloads, each part sent once the
+ *   spool holds it (s3-staged-upload.ts); only CompleteMultipartUpload waits for the digest, so
+ *   a verified blob is in the bucket about one part's upload after its last byte, not a whole
+ *   upload after (a follower on another instance waits for that commit). A digest that does not
+ *   match, or a download that fails, aborts the upload: nothing unverified is ever visible.
  * - delete: HeadObject, then DeleteObject (S3 answers 204 for a missing key, and the layers above
  *   count what they freed): two requests, on eviction only.
  * - probe: ListObjectsV2 of one key under the root. It needs the permission the driver needs
@@ -325,7 +331,11 @@ export class S3Driver implements StorageDriver {
       signal?.throwIfAborted();
       const { size } = await statFile(localPath);
       if (size <= this.partSize) await this.uploadWithRetries('commitFile', key, signal, () => new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: fileRange(localPath, 0, size), ContentLength: size, ...this.writeParams }));
-      else await this.multipartUpload(localPath, key, size, signal);
+      else {
+        const upload = this.multipartUpload(localPath, key, size);
+        upload.grown(size);
+        await upload.commit(signal);
+      }
     } catch (error) {
       if (error instanceof StorageDriverError) throw error;
       if (signal?.aborted) throw new StorageDriverError('unavailable', 'commitFile', `s3 commitFile ${key}: cancelled`, { key, cause: error });
@@ -335,51 +345,84 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  private async multipartUpload(localPath: string, key: string, size: number, signal?: AbortSignal): Promise<void> {
-    const partSize = Math.max(this.partSize, Math.ceil(size / MAX_PARTS));
-    const count = Math.ceil(size / partSize);
-    const objectKey = this.objectKey(key);
-    const startedAt = Date.now();
-    let created: { UploadId?: string; $metadata?: { attempts?: number } };
-    try {
-      created = await this.send<{ UploadId?: string; $metadata?: { attempts?: number } }>('commitFile', key, new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ...this.writeParams }), { signal });
-    } catch (error) {
-      // The server may have begun uploads whose ids never reached us (a hung server answers a
-      // timed-out attempt, and the SDK's retry, once it resumes): no Abort can name them. The
-      // same when a retry succeeded (below).
-      this.sweepLater(objectKey, startedAt);
-      throw error;
-    }
-    const uploadId = created.UploadId!;
-    // Retried by the SDK: the attempts before the one answered may have begun uploads too.
-    if ((created.$metadata?.attempts ?? 1) > 1) this.sweepLater(objectKey, startedAt);
-    try {
-      const parts = new Array<CompletedPart>(count);
-      let next = 0;
-      const worker = async () => {
-        while (next < count) {
-          const index = next++;
-          const start = index * partSize;
-          const length = Math.min(partSize, size - start);
-          const out = await this.uploadWithRetries<{ ETag?: string }>('commitFile', key, signal, () =>
-            new UploadPartCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, PartNumber: index + 1, Body: fileRange(localPath, start, length), ContentLength: length }),
-          );
-          parts[index] = { PartNumber: index + 1, ETag: out.ETag };
+  /**
+   * Uploads the fill's spool while it is written: past one part, a multipart upload whose parts
+   * go up as the file holds them (StagedMultipartUpload), completed by commit once the digest
+   * verified; undefined for a file that fits one PutObject (commitFile then).
+   */
+  stageFile(localPath: string, key: string, expectedSize: number): StagedFile | undefined {
+    checkKey(key, 'stageFile');
+    if (expectedSize <= this.partSize) return undefined;
+    const upload = this.multipartUpload(localPath, key, expectedSize);
+    let cancelled = false;
+    return {
+      grown: (bytes) => upload.grown(bytes),
+      commit: async (signal) => {
+        try {
+          if (cancelled) throw new StorageDriverError('unavailable', 'commitFile', `s3 commitFile ${key}: the staged upload was cancelled`, { key });
+          // Staged for the size announced; a file that ended otherwise goes up whole (its writer
+          // checks the size against the same announcement first: this is a safeguard).
+          const { size } = await statFile(localPath);
+          if (size !== expectedSize) {
+            await upload.cancel();
+            return await this.commitFile(localPath, key, signal);
+          }
+          await upload.commit(signal);
+        } catch (error) {
+          if (error instanceof StorageDriverError) throw error;
+          if (signal?.aborted) throw new StorageDriverError('unavailable', 'commitFile', `s3 commitFile ${key}: cancelled`, { key, cause: error });
+          throw toDriverError(error, 'commitFile', key);
+        } finally {
+          await rm(localPath, { force: true });
         }
-      };
-      await Promise.all(Array.from({ length: Math.min(this.partConcurrency, count) }, worker));
-      signal?.throwIfAborted();
-      await this.send('commitFile', key, new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { signal });
-    } catch (error) {
-      // Awaited, and not cancelled by the signal: when commitFile returns, no part is left behind
-      // (what a crash leaves, `cleanup` removes).
-      const aborted = await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId })).then(
-        () => true,
-        (abortError: unknown) => errorName(abortError) === 'NoSuchUpload',
-      );
-      if (!aborted) this.sweepLater(objectKey, startedAt);
-      throw error;
-    }
+      },
+      cancel: () => {
+        cancelled = true;
+        return upload.cancel();
+      },
+    };
+  }
+
+  /** A multipart upload of `localPath` (`size` bytes) to `key`, its parts sent as the file grows. */
+  private multipartUpload(localPath: string, key: string, size: number): StagedMultipartUpload {
+    const partSize = Math.max(this.partSize, Math.ceil(size / MAX_PARTS));
+    const objectKey = this.objectKey(key);
+    let startedAt = Date.now();
+    const requests: MultipartRequests = {
+      create: async (signal) => {
+        startedAt = Date.now();
+        let created: { UploadId?: string; $metadata?: { attempts?: number } };
+        try {
+          created = await this.send('commitFile', key, new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ...this.writeParams }), { signal });
+        } catch (error) {
+          // The server may have begun uploads whose ids never reached us (a hung server answers a
+          // timed-out attempt, and the SDK's retry, once it resumes; an attempt cancelled
+          // locally): no Abort can name them. The same when a retry succeeded (below).
+          this.sweepLater(objectKey, startedAt);
+          throw error;
+        }
+        // Retried by the SDK: the attempts before the one answered may have begun uploads too.
+        if ((created.$metadata?.attempts ?? 1) > 1) this.sweepLater(objectKey, startedAt);
+        return created.UploadId!;
+      },
+      uploadPart: async (uploadId, partNumber, start, length, signal) => {
+        const out = await this.uploadWithRetries<{ ETag?: string }>('commitFile', key, signal, () =>
+          new UploadPartCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, PartNumber: partNumber, Body: fileRange(localPath, start, length), ContentLength: length }),
+        );
+        return out.ETag;
+      },
+      complete: async (uploadId, parts, signal) => {
+        await this.send('commitFile', key, new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, MultipartUpload: { Parts: parts } }), { signal });
+      },
+      abort: async (uploadId) => {
+        const aborted = await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId })).then(
+          () => true,
+          (abortError: unknown) => errorName(abortError) === 'NoSuchUpload',
+        );
+        if (!aborted) this.sweepLater(objectKey, startedAt);
+      },
+    };
+    return new StagedMultipartUpload(requests, size, partSize, this.partConcurrency);
   }
 
   /**

@@ -47,6 +47,25 @@ export interface OpenedObject {
   release(): void;
 }
 
+/** A file being moved into the store while it is written (StorageDriver.stageFile). */
+export interface StagedFile {
+  /** The file holds its first `bytes` bytes now: what is there may go up. */
+  grown(bytes: number): void;
+  /**
+   * The file is complete and verified: the rest goes up and the object becomes visible whole, as
+   * commitFile does it (the same contract: the file is gone afterwards, `signal` cancels and
+   * then nothing is visible, a failure leaves no upload behind).
+   */
+  commit(signal?: AbortSignal): Promise<void>;
+  /**
+   * Nothing becomes visible (the digest did not match, the download failed): what is in flight
+   * stops, and what went up is removed. Resolves once nothing reads the file any more; the
+   * store's removal of what went up may go on after (it never holds a client: a crash leaves the
+   * same, for `cleanup`). The file stays: its writer removes it.
+   */
+  cancel(): Promise<void>;
+}
+
 /** What `usage` answers: the space the store's medium has (undefined where it has no limit, e.g. a bucket). */
 export interface StorageUsage {
   totalBytes?: number;
@@ -67,6 +86,15 @@ export interface StorageDriver {
    * one of the two, whole. `signal` cancels a commit in progress: nothing is then visible.
    */
   commitFile(localPath: string, key: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Optional: begins moving into the store at `key` a local file that is still being written (a
+   * fill's spool: appended in order, never rewritten) and will be `expectedSize` bytes, so that
+   * most of it is in the store by the time its digest verified: on S3 the parts of a multipart
+   * upload go up while the download brings them, and only the completion waits for the verify.
+   * Nothing is visible at `key` before StagedFile.commit. Undefined when staging would bring
+   * nothing (a file small enough for one request): commitFile after the verify then.
+   */
+  stageFile?(localPath: string, key: string, expectedSize: number): StagedFile | undefined;
   /**
    * Writes a small object only if none is at `key` (link(2) on a filesystem, a PUT with
    * `If-None-Match: *` on S3); true when this call wrote it. Of two callers at once, exactly
