@@ -604,6 +604,13 @@ const redis = z
               .optional(),
             /** How long a peer request may go without progress (connect, headers, each read of the body). */
             timeout: duration().prefault('10s'),
+            /**
+             * How long a follower keeps trying to reach the holder's peer listener (no live
+             * heartbeat, refused, silent, 401) before it fetches the blob upstream itself: one
+             * duplicate fetch (pullmirror_fleet_duplicate_fetches_total) rather than clients
+             * waiting for a commit that may be minutes away.
+             */
+            fallback: duration().prefault('3s'),
           })
           .refine((p) => p.addr === undefined || p.advertise !== undefined, { message: 'redis.fleet.peers.addr needs redis.fleet.peers.advertise (the host:port other instances dial)', path: ['advertise'] })
           .prefault({}),

@@ -1,6 +1,7 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
 import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
 import type { PeerClient } from '../fleet/peer-client.ts';
+import { openPeerFallbackBody } from '../fleet/peer-fallback-body.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
@@ -37,6 +38,7 @@ export class BlobDownloads {
   private readonly fleet: FillCoordinator;
   private readonly peers?: PeerClient;
   private readonly fleetStallMs: number;
+  private readonly peerFallbackMs: number;
   private readonly resume: ResumePolicy;
   private readonly resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
   private readonly logger: Logger;
@@ -44,6 +46,8 @@ export class BlobDownloads {
   private readonly fills = new Map<string, Promise<SharedFill | undefined>>();
   /** The fills this instance runs itself (not those it follows), until they end: what peers may tail. */
   private readonly own = new Map<string, BlobFill>();
+  /** The copies of other instances' downloads this instance streams from them, until they end: what a takeover adopts. */
+  private readonly streamed = new Map<string, BlobFill>();
   /** Every download in flight (fills and pass-throughs), settled when it ends. */
   private readonly running = new Set<Promise<unknown>>();
   /** Told when a download starts or ends (the fleet heartbeat publishes the count at once). */
@@ -62,6 +66,8 @@ export class BlobDownloads {
     peers?: PeerClient;
     /** How long a followed download may show no sign of life before this instance takes over. */
     fleetStallMs?: number;
+    /** How long a holder that cannot be reached as a peer is tried before this instance fetches upstream itself. */
+    peerFallbackMs?: number;
   }) {
     this.blobs = options.blobs;
     this.admission = options.admission;
@@ -72,6 +78,7 @@ export class BlobDownloads {
     this.fleet = options.fleet ?? new LocalFillCoordinator();
     this.peers = options.peers;
     this.fleetStallMs = options.fleetStallMs ?? 10_000;
+    this.peerFallbackMs = options.peerFallbackMs ?? 3_000;
   }
 
   /** Whether a blob is being downloaded into the store (an eviction pass must not delete it). */
@@ -201,7 +208,7 @@ export class BlobDownloads {
       logger: this.logger,
       takeOver: (abandoned) => this.takeOver(ref, abandoned),
       // Spools not shared (a bucket): rather than wait for the commit, read the holder's download from its peer listener.
-      fromPeer: this.peers && this.blobs.committedFile(ref.digest) === undefined ? (holder) => this.fromPeer(ref, holder) : undefined,
+      fromPeer: this.peers && this.blobs.committedFile(ref.digest) === undefined ? (holder, options) => this.fromPeer(ref, holder, options) : undefined,
     });
     await remote.ready;
     return { kind: 'fill', fill: remote };
@@ -209,32 +216,63 @@ export class BlobDownloads {
 
   /**
    * Another instance's download, streamed from its peer listener into a fill of this
-   * instance's own spool, verified and never committed (the holder commits). Undefined when the
-   * holder is no live peer, does not answer within redis.fleet.peers.timeout, has nothing, or
-   * the spool cannot take the blob: the followers then wait for the commit.
+   * instance's own spool, verified and not committed (the holder commits) unless this instance
+   * takes the download over (`takeOver` adopts it). Should the peer fail on the way, or not be
+   * reached within redis.fleet.peers.fallback, the bytes come from upstream (PeerFallbackBody);
+   * `avoidPeer`: a copy from it did not verify, upstream at once. Undefined when the holder has
+   * nothing to stream, the blob was stored meanwhile, or the spool cannot take the blob: the
+   * followers then wait for the commit.
    */
-  private async fromPeer(ref: UpstreamBlobRef, holder: FillHolder): Promise<SharedFill | undefined> {
+  private async fromPeer(ref: UpstreamBlobRef, holder: FillHolder, options: { avoidPeer?: boolean } = {}): Promise<SharedFill | undefined> {
     const digest = ref.digest.value;
-    const answer = await this.peers!.openBlob(holder.instance, ref.digest);
-    if (answer.kind !== 'found') {
-      this.logger.info('holder not readable as a peer; waiting for its commit', { digest, instance: holder.instance, ...(answer.kind === 'unreachable' ? { reason: answer.reason } : { reason: 'absent' }) });
+    const body = await openPeerFallbackBody({
+      sources: {
+        peer: (offset, signal) => this.peers!.openBlob(holder.instance, ref.digest, { offset, signal }),
+        upstream: async (offset) => {
+          const first = await getUpstreamBlob(ref, offset);
+          return { body: this.body(ref, first), offset: first.offset };
+        },
+      },
+      fallbackMs: this.peerFallbackMs,
+      stored: async () => (await this.blobs.stat(ref).catch(() => undefined)) !== undefined,
+      onFallback: (reason, info) => this.logger.warn('holder not readable as a peer; fetching upstream', { digest, instance: holder.instance, reason, ...info }),
+      avoidPeer: options.avoidPeer ? 'peer_bad_bytes' : undefined,
+    });
+    if (!body) {
+      this.logger.info('holder has nothing to stream; waiting for its commit', { digest, instance: holder.instance });
       return undefined;
     }
-    const writer = await this.admission.writerFor(ref.digest, answer.body.size).catch(() => undefined);
+    const writer = await this.admission.writerFor(ref.digest, body.size).catch(() => undefined);
     if (!writer) {
-      answer.body.close();
+      body.close();
       return undefined;
     }
     this.logger.info('streaming a blob download from the instance that holds it', { digest, instance: holder.instance });
-    const fill = new BlobFill({ digest, size: answer.body.size, writer, openCommitted: () => this.blobs.openObject(ref.digest), body: answer.body, commit: false });
-    fill.done.catch((error: Error) => this.logger.warn('blob stream from a peer failed', { digest, instance: holder.instance, error: error.message }));
+    const fill = new BlobFill({ digest, size: body.size, writer, openCommitted: () => this.blobs.openObject(ref.digest), body, commit: false });
+    this.streamed.set(digest, fill);
+    fill.done
+      .finally(() => {
+        if (this.streamed.get(digest) === fill) this.streamed.delete(digest);
+      })
+      .catch((error: Error) => this.logger.warn('blob stream from a peer failed', { digest, instance: holder.instance, error: error.message }));
     return fill;
   }
 
-  /** The holder of a followed download died: claim it and resume from its file when there. */
+  /**
+   * The holder of a followed download died: claim it, and go on with the copy streamed from it
+   * when there is one (its bytes are this instance's, its source upstream by now), else resume
+   * from the holder's file when there.
+   */
   private async takeOver(ref: UpstreamBlobRef, abandoned: string | undefined): Promise<SharedFill | undefined> {
     const again = await this.fleet.claimBlob(ref.digest.value);
     if (again.kind === 'theirs') return undefined;
+    const streamed = this.streamed.get(ref.digest.value);
+    if (streamed?.adopt(again.lease)) {
+      this.logger.info('the copy streamed from a dead instance goes on as this instance\'s download', { digest: ref.digest.value });
+      await again.lease.publish(streamed.size);
+      this.runUnder(streamed, again.lease);
+      return streamed;
+    }
     const started = await this.download(ref, again.lease, abandoned);
     if (started.kind === 'fill') return started.fill;
     started.first.body.destroy();
@@ -281,6 +319,13 @@ export class BlobDownloads {
       body: this.body(ref, first),
       fence: lease,
     });
+    this.runUnder(fill, lease);
+    return { kind: 'fill', fill };
+  }
+
+  /** `fill` is this instance's download under `lease`: peers may tail it, and its end releases the lease. */
+  private runUnder(fill: BlobFill, lease: BlobLease): void {
+    const digest = fill.digest;
     this.own.set(digest, fill);
     fill.done
       .finally(() => {
@@ -293,7 +338,6 @@ export class BlobDownloads {
       // the blob: followers are not failed with it, one of them takes the download over.
       (error: unknown) => lease.release(isStoreUnwritable(error) ? 'abandoned' : { failed: fillFailureOf(error) }),
     );
-    return { kind: 'fill', fill };
   }
 
   private body(ref: UpstreamBlobRef, first: UpstreamBlobResponse): ResumableBlobBody {
