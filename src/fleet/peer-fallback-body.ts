@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fleetDuplicateFetches } from '../metrics/metrics.ts';
 import type { FillBody } from '../proxy/blob-fill.ts';
 import { RegistryError } from '../registry/errors.ts';
+import type { FillHolder } from './fill-coordinator.ts';
 import type { PeerBlobAnswer } from './peer-client.ts';
 
 /** Why a follower fetched upstream a blob another instance was downloading (pullmirror_fleet_duplicate_fetches_total). */
@@ -10,13 +11,19 @@ export type PeerFallbackReason = 'peer_unreachable' | 'peer_refused' | 'peer_fai
 /** Where a follower's bytes of one blob can come from. */
 export interface BlobSources {
   /** The holder's download from its peer listener, from `offset` on; `signal` gives the attempt up. */
-  peer(offset: number, signal: AbortSignal): Promise<PeerBlobAnswer>;
+  peer: (offset: number, signal: AbortSignal) => Promise<PeerBlobAnswer>;
   /**
    * The blob from upstream from `offset` on, resumed across dropped connections
    * (ResumableBlobBody); the answer's `offset` is where its chunks begin (0 from an upstream
    * that ignores the Range).
    */
-  upstream(offset: number): Promise<{ body: FillBody; offset: number }>;
+  upstream: (offset: number) => Promise<{ body: FillBody; offset: number }>;
+  /**
+   * After the stream of the peer `after` broke (it may have died): the instance the download's
+   * lease moved to within `withinMs`, and a way to read its download; undefined when it did not
+   * move in time, or moved to this instance (awaitNextHolder).
+   */
+  nextPeer?: (after: FillHolder, withinMs: number) => Promise<{ holder: FillHolder; peer: BlobSources['peer'] } | undefined>;
 }
 
 export interface PeerFallbackOptions {
@@ -31,6 +38,10 @@ export interface PeerFallbackOptions {
   offset?: number;
   /** Upstream at once, without asking the peer: it sent bytes that did not verify before. */
   avoidPeer?: PeerFallbackReason;
+  /** The holder `sources.peer` reads: the one whose lease must move for nextPeer. */
+  holder?: FillHolder;
+  /** Told when the bytes come from the download's new holder from now on (a log line). */
+  onSwitch?: (info: { instance: string; offset: number; error: string }) => void;
 }
 
 /** The first wait between two attempts at a peer that did not answer; doubled each time. */
@@ -54,7 +65,7 @@ export async function openPeerFallbackBody(options: PeerFallbackOptions): Promis
   let error = options.avoidPeer ? 'not asked again' : 'not answered';
   const deadline = performance.now() + options.fallbackMs;
   for (let attempt = 0; !options.avoidPeer; attempt++) {
-    const answer = await askPeer(options.sources, offset, Math.max(deadline - performance.now(), MIN_ATTEMPT_MS));
+    const answer = await askPeer(options.sources.peer, offset, Math.max(deadline - performance.now(), MIN_ATTEMPT_MS));
     if (answer.kind === 'found') return new PeerFallbackBody({ body: answer.body, offset, fromPeer: true }, options);
     if (answer.kind === 'absent') return undefined;
     error = answer.reason;
@@ -71,11 +82,11 @@ export async function openPeerFallbackBody(options: PeerFallbackOptions): Promis
 }
 
 /** One attempt at the peer, given up after `ms` unless its answer's head came (the body then runs on its own timeout). */
-async function askPeer(sources: BlobSources, offset: number, ms: number): Promise<PeerBlobAnswer> {
+async function askPeer(peer: BlobSources['peer'], offset: number, ms: number): Promise<PeerBlobAnswer> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new Error(`no answer within ${ms} ms`)), ms);
   try {
-    return await sources.peer(offset, controller.signal);
+    return await peer(offset, controller.signal);
   } finally {
     clearTimeout(timer);
   }
@@ -92,20 +103,25 @@ async function fallBack(options: PeerFallbackOptions, reason: PeerFallbackReason
 /**
  * The bytes of one blob, from a peer until it fails, then from upstream at the position
  * reached: a peer that dies mid-stream, stalls past redis.fleet.peers.timeout (PeerClient's
- * body timeout) or sends more than it announced costs its readers nothing but the switch. The
- * writer still checks size and digest at the end (BlobFill): a peer's wrong bytes of the right
- * length fail the fill there, and its readers' connections break.
+ * body timeout) or sends more than it announced costs its readers nothing but the switch. A
+ * stream that broke (the holder may have died) goes on from the download's new holder instead
+ * when the lease moves within redis.fleet.peers.fallback: no duplicate fetch then. The writer
+ * still checks size and digest at the end (BlobFill): a peer's wrong bytes of the right length
+ * fail the fill there, and its readers' connections break.
  */
 class PeerFallbackBody implements FillBody {
   readonly size: number | undefined;
   private readonly options: PeerFallbackOptions;
   private current: { body: FillBody; offset: number; fromPeer: boolean };
+  /** The instance `current` streams from, when it is a peer and known. */
+  private holder?: FillHolder;
   private closed = false;
 
   constructor(first: { body: FillBody; offset: number; fromPeer: boolean }, options: PeerFallbackOptions) {
     this.current = first;
     this.size = first.body.size;
     this.options = options;
+    this.holder = first.fromPeer ? options.holder : undefined;
   }
 
   close(): void {
@@ -137,7 +153,8 @@ class PeerFallbackBody implements FillBody {
           // Upstream's own failures are past mending here (ResumableBlobBody resumed what it could).
           if (this.closed || !this.current.fromPeer) throw error;
           this.current.body.close();
-          this.current = await fallBack(this.options, peerFault(error), position, (error as Error).message);
+          const reason = peerFault(error);
+          this.current = (reason === 'peer_failed' && (await this.fromNextHolder(position, (error as Error).message))) || (await fallBack(this.options, reason, position, (error as Error).message));
           if (this.closed) throw new Error('transfer closed', { cause: error });
         }
         if (this.current.body.size !== undefined && this.size !== undefined && this.current.body.size !== this.size) {
@@ -147,6 +164,18 @@ class PeerFallbackBody implements FillBody {
     } finally {
       this.current.body.close();
     }
+  }
+
+  /** The download's new holder's stream from `position`, when its lease moved in time and it answers. */
+  private async fromNextHolder(position: number, error: string): Promise<{ body: FillBody; offset: number; fromPeer: true } | undefined> {
+    const { sources, fallbackMs } = this.options;
+    const next = this.holder && sources.nextPeer ? await sources.nextPeer(this.holder, fallbackMs) : undefined;
+    if (!next || this.closed) return undefined;
+    const answer = await askPeer(next.peer, position, Math.max(fallbackMs, MIN_ATTEMPT_MS));
+    if (answer.kind !== 'found') return undefined;
+    this.holder = next.holder;
+    this.options.onSwitch?.({ instance: next.holder.instance, offset: position, error });
+    return { body: answer.body, offset: position, fromPeer: true };
   }
 }
 

@@ -1,6 +1,7 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
 import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
 import type { PeerClient } from '../fleet/peer-client.ts';
+import { awaitNextHolder } from '../fleet/next-holder.ts';
 import { openPeerFallbackBody } from '../fleet/peer-fallback-body.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
@@ -225,9 +226,16 @@ export class BlobDownloads {
    */
   private async fromPeer(ref: UpstreamBlobRef, holder: FillHolder, options: { avoidPeer?: boolean } = {}): Promise<SharedFill | undefined> {
     const digest = ref.digest.value;
+    const peerOf = (instance: string) => (offset: number, signal: AbortSignal) => this.peers!.openBlob(instance, ref.digest, { offset, signal });
     const body = await openPeerFallbackBody({
+      holder,
       sources: {
-        peer: (offset, signal) => this.peers!.openBlob(holder.instance, ref.digest, { offset, signal }),
+        peer: peerOf(holder.instance),
+        // A holder that died: the lease moves to whichever follower takes over (this one's own download: `own`).
+        nextPeer: async (after, withinMs) => {
+          const next = await awaitNextHolder({ coordinator: this.fleet, digest, from: after, withinMs, mine: () => this.own.has(digest) });
+          return next && { holder: next, peer: peerOf(next.instance) };
+        },
         upstream: async (offset) => {
           const first = await getUpstreamBlob(ref, offset);
           return { body: this.body(ref, first), offset: first.offset };
@@ -236,6 +244,7 @@ export class BlobDownloads {
       fallbackMs: this.peerFallbackMs,
       stored: async () => (await this.blobs.stat(ref).catch(() => undefined)) !== undefined,
       onFallback: (reason, info) => this.logger.warn('holder not readable as a peer; fetching upstream', { digest, instance: holder.instance, reason, ...info }),
+      onSwitch: (info) => this.logger.info('streaming from the new holder of a download', { digest, ...info }),
       avoidPeer: options.avoidPeer ? 'peer_bad_bytes' : undefined,
     });
     if (!body) {
