@@ -608,7 +608,9 @@ const redis = z
              * How long a follower keeps trying to reach the holder's peer listener (no live
              * heartbeat, refused, silent, 401) before it fetches the blob upstream itself: one
              * duplicate fetch (pullmirror_fleet_duplicate_fetches_total) rather than clients
-             * waiting for a commit that may be minutes away.
+             * waiting for a commit that may be minutes away. A follower whose holder's stream
+             * broke waits this long for the lease to move (a dead holder's runs out within
+             * redis.fleet.lease), then streams from the new holder rather than fetch upstream.
              */
             fallback: duration().prefault('3s'),
           })
