@@ -154,11 +154,17 @@ class PeerFallbackBody implements FillBody {
           if (this.closed || !this.current.fromPeer) throw error;
           this.current.body.close();
           const reason = peerFault(error);
-          this.current = (reason === 'peer_failed' && (await this.fromNextHolder(position, (error as Error).message))) || (await fallBack(this.options, reason, position, (error as Error).message));
+          const next = reason === 'peer_failed' ? await this.fromNextHolder(position, (error as Error).message) : undefined;
+          // Closed while the lease was awaited: no new source is opened.
+          if (this.closed) {
+            next?.body.close();
+            throw new Error('transfer closed', { cause: error });
+          }
+          this.current = next ?? (await fallBack(this.options, reason, position, (error as Error).message));
           if (this.closed) throw new Error('transfer closed', { cause: error });
         }
         if (this.current.body.size !== undefined && this.size !== undefined && this.current.body.size !== this.size) {
-          throw new RegistryError('SIZE_INVALID', `upstream's size of the blob, ${this.current.body.size}, is not the ${this.size} bytes the peer announced`, { status: 502 });
+          throw new RegistryError('SIZE_INVALID', `the blob's size from its next source, ${this.current.body.size}, is not the ${this.size} bytes first announced`, { status: 502 });
         }
       }
     } finally {
