@@ -269,8 +269,8 @@ export class BlobDownloads {
 
   /**
    * The holder of a followed download died: claim it, and go on with the copy streamed from it
-   * when there is one (its bytes are this instance's, its source upstream by now), else resume
-   * from the holder's file when there.
+   * when there is one (its bytes are this instance's; its body turns to upstream once the dead
+   * holder's stream fails), else resume from the holder's file when there.
    */
   private async takeOver(ref: UpstreamBlobRef, abandoned: string | undefined): Promise<SharedFill | undefined> {
     const again = await this.fleet.claimBlob(ref.digest.value);
@@ -278,8 +278,9 @@ export class BlobDownloads {
     const streamed = this.streamed.get(ref.digest.value);
     if (streamed?.adopt(again.lease)) {
       this.logger.info('the copy streamed from a dead instance goes on as this instance\'s download', { digest: ref.digest.value });
-      await again.lease.publish(streamed.size);
+      // Known as this instance's own before the others (and its own body, awaitNextHolder) hear of it.
       this.runUnder(streamed, again.lease);
+      await again.lease.publish(streamed.size);
       return streamed;
     }
     const started = await this.download(ref, again.lease, abandoned);
