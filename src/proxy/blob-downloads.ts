@@ -279,7 +279,7 @@ export class BlobDownloads {
     if (streamed?.adopt(again.lease)) {
       this.logger.info('the copy streamed from a dead instance goes on as this instance\'s download', { digest: ref.digest.value });
       // Known as this instance's own before the others (and its own body, awaitNextHolder) hear of it.
-      this.runUnder(streamed, again.lease);
+      this.runOwn(ref.digest.value, streamed, again.lease, true);
       await again.lease.publish(streamed.size);
       return streamed;
     }
@@ -329,13 +329,15 @@ export class BlobDownloads {
       body: this.body(ref, first),
       fence: lease,
     });
-    this.runUnder(fill, lease);
-    return { kind: 'fill', fill };
+    return this.runOwn(digest, fill, lease);
   }
 
-  /** `fill` is this instance's download under `lease`: peers may tail it, and its end releases the lease. */
-  private runUnder(fill: BlobFill, lease: BlobLease): void {
-    const digest = fill.digest;
+  /**
+   * A fill this instance runs under `lease`: readable by peers while it runs, the lease released
+   * as it ends. `fromPeer`: its bytes come from another instance, whose failure says nothing of
+   * upstream's blob: followers are not failed with it, one of them fetches it.
+   */
+  private runOwn(digest: string, fill: BlobFill, lease: BlobLease, fromPeer = false): Started {
     this.own.set(digest, fill);
     fill.done
       .finally(() => {
@@ -346,8 +348,9 @@ export class BlobDownloads {
       () => lease.release('committed'),
       // A store that failed (the commit to an unreachable bucket, a full spool) says nothing of
       // the blob: followers are not failed with it, one of them takes the download over.
-      (error: unknown) => lease.release(isStoreUnwritable(error) ? 'abandoned' : { failed: fillFailureOf(error) }),
+      (error: unknown) => lease.release(fromPeer || isStoreUnwritable(error) ? 'abandoned' : { failed: fillFailureOf(error) }),
     );
+    return { kind: 'fill', fill };
   }
 
   private body(ref: UpstreamBlobRef, first: UpstreamBlobResponse): ResumableBlobBody {
