@@ -1,9 +1,9 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
 import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
 import type { PeerClient } from '../fleet/peer-client.ts';
+import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { awaitNextHolder } from '../fleet/next-holder.ts';
 import { openPeerFallbackBody } from '../fleet/peer-fallback-body.ts';
-import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
@@ -38,8 +38,8 @@ export class BlobDownloads {
   private readonly descriptors: DescriptorCache;
   private readonly fleet: FillCoordinator;
   private readonly peers?: PeerClient;
-  private readonly fleetStallMs: number;
   private readonly peerFallbackMs: number;
+  private readonly fleetStallMs: number;
   private readonly resume: ResumePolicy;
   private readonly resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
   private readonly logger: Logger;
@@ -65,10 +65,10 @@ export class BlobDownloads {
     fleet?: FillCoordinator;
     /** Other instances' downloads, read from their peer listeners (redis.fleet.peers) where spools are private. */
     peers?: PeerClient;
-    /** How long a followed download may show no sign of life before this instance takes over. */
-    fleetStallMs?: number;
     /** How long a holder that cannot be reached as a peer is tried before this instance fetches upstream itself. */
     peerFallbackMs?: number;
+    /** How long a followed download may show no sign of life before this instance takes over. */
+    fleetStallMs?: number;
   }) {
     this.blobs = options.blobs;
     this.admission = options.admission;
