@@ -204,6 +204,9 @@ describe('a fleet on one bucket: a follower streams the holder\'s download from 
       const before = holdings(b, 'b4');
       const { blob, blobPath, fromFollower, progress } = await followedDownload(a, b, 's3-peer-kill', 6);
       assert.ok(await eventually(() => progress.bytes >= MiB), "B's client receives bytes streamed from A");
+      const during = holdings(b, 'b4');
+      assert.ok(during.tempFiles >= 1 && during.openInSpool >= 1, `B spools its copy, a descriptor open on it (${JSON.stringify(during)}): the counts after are of something`);
+      t.diagnostic(`follower during the stream ${JSON.stringify(during)}`);
       const killedAt = performance.now();
       process.kill(a.process.pid, 'SIGKILL');
       await a.process.exited;
