@@ -80,6 +80,20 @@ describe('PeerFallbackBody: a peer while it answers, upstream from the position 
     }
   });
 
+  it('a stream that broke goes on from the new holder at its offset when the lease moved: nothing fetched upstream', async () => {
+    const fallbacks: PeerFallbackReason[] = [];
+    const switched: number[] = [];
+    const s = sources(async () => found(memoryBody(blob, 0, { at: 12 * 1024, error: new Error('other side closed') })));
+    const asked: number[] = [];
+    s.value.nextPeer = async (after) => {
+      assert.deepEqual(after, { instance: 'a', epoch: 1 }, 'the lease must move from the holder whose stream broke');
+      return { holder: { instance: 'b', epoch: 2 }, peer: async (offset) => (asked.push(offset), found(memoryBody(blob, offset))) };
+    };
+    const body = await openPeerFallbackBody({ ...options(s.value, fallbacks), holder: { instance: 'a', epoch: 1 }, onSwitch: (info) => void switched.push(info.offset) });
+    assert.ok((await drain(body!)).equals(blob));
+    assert.deepEqual({ asked, switched, fallbacks, upstream: s.upstreamAsked }, { asked: [12 * 1024], switched: [12 * 1024], fallbacks: [], upstream: [] });
+  });
+
   it('upstream announcing another size than the peer fails the body (the writer would refuse it anyway)', async () => {
     const s = sources(async () => found(memoryBody(blob, 0, { at: 8192, error: new Error('reset') })), blob.length + 1);
     const body = await openPeerFallbackBody(options(s.value, []));
