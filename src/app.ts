@@ -21,6 +21,7 @@ import type { PassLock } from './eviction/pass-lock.ts';
 import type { StoreReader } from './eviction/inventory.ts';
 import { EvictionScheduler } from './eviction/scheduler.ts';
 import { STALE_UPLOAD_MS, sweep, sweepSettings } from './eviction/sweeper.ts';
+import { BlobHolders } from './fleet/blob-holders.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fleet/fill-coordinator.ts';
 import { FleetTraffic } from './fleet/fleet-traffic.ts';
 import { FleetHeartbeat } from './fleet/heartbeat.ts';
@@ -46,6 +47,7 @@ import { bindSources, bindStoreLimits, collectProcessMetrics } from './metrics/m
 import { TrafficRecorder } from './metrics/traffic.ts';
 import { BlobDownloads } from './proxy/blob-downloads.ts';
 import { PrivateAccess } from './proxy/private-access.ts';
+import type { FleetStores } from './proxy/peer-copies.ts';
 import { ProxyBlobStore } from './proxy/proxy-blob-store.ts';
 import { ProxyManifestStore } from './proxy/proxy-manifest-store.ts';
 import { ProxyReferrers } from './proxy/proxy-referrers.ts';
@@ -100,14 +102,17 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
     logger.info('serving registry', { namespace: remote.namespace, upstream: remote.upstream.url.origin, default: remote.isDefault, ...(remote.prefix ? { prefix: remote.prefix } : {}) });
   }
   const peerClient = buildPeerClient(config, storage, caches);
-  const stores = buildStores(config, logger, storage, caches, remotes, peerClient);
-  const eviction = buildEviction(config, logger, storage, stores, caches);
+  const fleetStores = buildFleetStores(config, logger, storage, caches);
+  const stores = buildStores(config, logger, storage, caches, remotes, peerClient, fleetStores);
+  const eviction = buildEviction(config, logger, storage, stores, caches, fleetStores?.holders);
   const ops = buildOps(config, storage, remotes, stores.downloads);
   ops.signatures = stores.signatures;
   const heartbeat = new FleetHeartbeat({
     // Named as its download leases name it: a lease's holder is found by its heartbeat (PeerDirectory).
     id: storage.tempArea.id,
-    redis: caches.redis,
+    // The fleet's (redis.fleet.name: every store's instances); its store id tells peers where its blobs land.
+    redis: caches.fleetRedis,
+    storeId: caches.storeId,
     logger: logger.child({ component: 'fleet' }),
     version: ops.version,
     fillsInFlight: ops.fillsInFlight,
@@ -119,9 +124,9 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
   // The fleet panels show downloads and traffic as they change, not at the next beat.
   stores.downloads.watchInFlight(() => heartbeat.nudge());
   ops.traffic.addSink({ response: () => heartbeat.nudge(), pull: () => heartbeat.nudge() });
-  if (caches.redis) {
-    // With a Redis, the overview shows the fleet's traffic (every instance on this store).
-    ops.fleetTraffic = new FleetTraffic({ redis: caches.redis, logger: logger.child({ component: 'fleet' }), address: () => heartbeat.listenAddress });
+  if (caches.fleetRedis) {
+    // With a Redis, the overview shows the fleet's traffic (every instance on this store, or of the named fleet).
+    ops.fleetTraffic = new FleetTraffic({ redis: caches.fleetRedis, logger: logger.child({ component: 'fleet' }), address: () => heartbeat.listenAddress });
     ops.traffic.addSink(ops.fleetTraffic);
   }
   ops.browse = buildBrowse(config, logger, { driver: storage.driver, paths: storage.paths, clock: caches.clock }, remotes, eviction.scheduler, heartbeat);
@@ -161,6 +166,7 @@ export async function createMirror(config: Config, logger: Logger): Promise<Mirr
       await caches.descriptors.close();
       await caches.clock.close();
       caches.probe?.stop();
+      if (caches.fleetRedis !== caches.redis) await caches.fleetRedis?.close();
       await caches.redis?.close();
       await storage.tempArea.stop().catch(() => {});
       await storage.driver.close().catch(() => {});
@@ -223,7 +229,15 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
 }
 
 interface Caches {
+  /** The store's keys (`pullmirror:<store id>:`): descriptors, access clock, eviction lock, store probe. */
   redis?: RedisConnection;
+  /**
+   * The fleet's keys: download leases, lookups, heartbeats, traffic, who holds what. The store's
+   * connection itself, unless redis.fleet.name names a fleet (`pullmirror:fleet:<name>:`).
+   */
+  fleetRedis?: RedisConnection;
+  /** This store's id, when it has one (the heartbeat publishes it; the record of who holds what names stores by it). */
+  storeId?: string;
   descriptors: DescriptorCache;
   fleet: FillCoordinator;
   /** Renews this store's probe while the instance runs (with Redis). */
@@ -239,15 +253,29 @@ async function buildCaches(config: Config, logger: Logger, { driver, paths, temp
   const redisWanted = Boolean(config.redis.url || config.redis.addr || config.redis.addrs?.length) || config.storage.cache.blobdescriptor === 'redis';
   const connected = redisWanted ? await connectForStore(config, logger, driver, paths.root) : undefined;
   const redis = connected?.redis;
+  const fleetRedis = redis && config.redis.fleet.name ? await connectForFleet(config, logger, config.redis.fleet.name) : redis;
+  if (redis && !config.redis.fleet.name && config.redis.fleet.peers.addr !== undefined && config.storage.s3 === undefined) {
+    // A peer listener on a filesystem store may be a disk of its own: without a name it joins no one on another store.
+    logger.info('redis.fleet.peers without redis.fleet.name: this instance coordinates only with instances on its own store', { component: 'fleet', storeId: connected?.storeId ?? null });
+  }
   const descriptors: DescriptorCache =
     redis && config.storage.cache.blobdescriptor === 'redis' ? new RedisDescriptorCache(redis) : new MemoryDescriptorCache(config.storage.cache.blobdescriptorsize);
   const fleet: FillCoordinator =
     redis && config.redis.fleet.enabled
-      ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
+      ? new RedisFillCoordinator({ redis: fleetRedis ?? redis, leaseMs: config.redis.fleet.lease, logger: logger.child({ component: 'fleet' }), instance: tempArea.id })
       : new LocalFillCoordinator();
   // A read-only store is not written, not even its id: the clock then only looks for one.
   const clock = openAccessClock({ redis, config, logger, storeId: () => (readOnly ? findStoreId(driver) : requireStoreId(driver)) });
-  return { redis, descriptors, fleet, probe: connected?.probe, clock, passLock: passLockFor(redis, tempArea.id) };
+  return { redis, fleetRedis, storeId: connected?.storeId, descriptors, fleet, probe: connected?.probe, clock, passLock: passLockFor(redis, tempArea.id) };
+}
+
+/** The named fleet's connection (redis.fleet.name), beside the store's: see createFleetConnection. */
+async function connectForFleet(config: Config, logger: Logger, name: string): Promise<RedisConnection> {
+  const { createFleetConnection } = await import('./redis/redis-connection.ts');
+  // Its own circuit breaker: an outage is logged by each connection, this one's lines saying whose.
+  const redis = createFleetConnection(config.redis, logger.child({ component: 'redis', keys: 'fleet' }), name);
+  await redis.whenReady(Math.min(config.redis.dialtimeout, 2_000));
+  return redis;
 }
 
 /**
@@ -256,13 +284,13 @@ async function buildCaches(config: Config, logger: Logger, { driver, paths, temp
  * by a probe (storage/store-probe.ts), said in the log, and given an id of its own, so its
  * instances never wait for files only the original holds.
  */
-async function connectForStore(config: Config, logger: Logger, driver: StorageDriver, root: string): Promise<{ redis: RedisConnection; probe?: StoreProbe }> {
+async function connectForStore(config: Config, logger: Logger, driver: StorageDriver, root: string): Promise<{ redis: RedisConnection; probe?: StoreProbe; storeId?: string }> {
   const { createRedisConnection } = await import('./redis/redis-connection.ts');
   const redisLogger = logger.child({ component: 'redis' });
   const id = await storeId(driver);
   const redis = createRedisConnection(config.redis, redisLogger, id);
   // A read-only store is not written, not even a probe; a store without an id shares no keys.
-  if (!id || config.storage.maintenance.readonly.enabled) return { redis };
+  if (!id || config.storage.maintenance.readonly.enabled) return { redis, storeId: id };
   const probeLogger = logger.child({ component: 'store' });
   const probe = new StoreProbe({ driver, redis, logger: probeLogger });
   // Redis that is down at start does not hold start-up longer: the renewals look again.
@@ -271,17 +299,17 @@ async function connectForStore(config: Config, logger: Logger, driver: StorageDr
   if (result.kind !== 'copy') {
     if (result.kind === 'unknown') probeLogger.debug('store probe: no answer yet', { reason: result.reason });
     probe.start(() => void onCopyFound(driver, root, id, probeLogger));
-    return { redis, probe };
+    return { redis, probe, storeId: id };
   }
   const renewed = await renewStoreId(driver, id);
   probeLogger.warn(STORE_COPY_MESSAGE, { root, copiedStoreId: id, storeId: renewed ?? null });
-  if (!renewed) return { redis };
+  if (!renewed) return { redis, storeId: id };
   await redis.close();
   const own = createRedisConnection(config.redis, redisLogger, renewed);
   const ownProbe = new StoreProbe({ driver, redis: own, logger: probeLogger });
   if (await own.whenReady(Math.min(config.redis.dialtimeout, 2_000))) await ownProbe.probe();
   ownProbe.start(() => void onCopyFound(driver, root, renewed, probeLogger));
-  return { redis: own, probe: ownProbe };
+  return { redis: own, probe: ownProbe, storeId: renewed };
 }
 
 const STORE_COPY_MESSAGE =
@@ -311,7 +339,7 @@ interface Stores {
 }
 
 /** The pull-through stores over the local ones. */
-function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches, remotes: Remotes, peers: PeerClient | undefined): Stores {
+function buildStores(config: Config, logger: Logger, storage: Storage, caches: Caches, remotes: Remotes, peers: PeerClient | undefined, fleetStores: FleetStores | undefined): Stores {
   const blobLogger = logger.child({ component: 'blobs' });
   const downloads = new BlobDownloads({
     blobs: storage.blobStore,
@@ -324,6 +352,7 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     fleetStallMs: config.redis.fleet.lease,
     peerFallbackMs: config.redis.fleet.peers.fallback,
     peers,
+    stores: fleetStores,
   });
   const blobs = new ProxyBlobStore({ local: storage.blobStore, descriptors: caches.descriptors, downloads });
   const signatures: SignatureGate | undefined = remotes.all.some((remote) => !remote.signatures.empty) ? buildSignatureGate(logger, storage, () => manifests) : undefined;
@@ -392,7 +421,7 @@ function buildSignatureGate(logger: Logger, storage: Storage, manifests: () => P
  * Access records and the eviction schedule. As in distribution, nothing is evicted unless
  * deletes are enabled, and never in read-only mode (which records no access either).
  */
-function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores, caches: Caches): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
+function buildEviction(config: Config, logger: Logger, storage: Storage, stores: Stores, caches: Caches, holders: BlobHolders | undefined): { usage?: AccessRecorder; scheduler?: EvictionScheduler } {
   if (storage.readOnly) return {};
   const evictionLogger = logger.child({ component: 'eviction' });
   const ttls = [config.proxy, ...config.proxy.remotes].map((remote) => remote.ttl).filter((ttl) => ttl > 0);
@@ -426,6 +455,8 @@ function buildEviction(config: Config, logger: Logger, storage: Storage, stores:
           manifestRemoved: stores.forgetManifest,
           blobRemoved: (digest, size) => {
             storage.figures.blobRemoved(digest, size);
+            // Off the record of who holds what: peers no longer ask this store for it.
+            void holders?.removed(digest);
             return stores.forgetBlob(digest);
           },
         },
@@ -528,9 +559,22 @@ function buildPeerApp(config: Config, logger: Logger, storage: Storage, caches: 
  */
 function buildPeerClient(config: Config, storage: Storage, caches: Caches): PeerClient | undefined {
   const settings = config.redis.fleet.peers;
-  if (settings.addr === undefined || config.http.secret === undefined || !caches.redis || !config.redis.fleet.enabled) return undefined;
-  const directory = new PeerDirectory({ redis: caches.redis, self: storage.tempArea.id });
+  if (settings.addr === undefined || config.http.secret === undefined || !caches.fleetRedis || !config.redis.fleet.enabled) return undefined;
+  const directory = new PeerDirectory({ redis: caches.fleetRedis, self: storage.tempArea.id });
   return new PeerClient({ auth: new PeerAuth(config.http.secret), directory, timeoutMs: settings.timeout });
+}
+
+/**
+ * A named fleet (redis.fleet.name) whose instances may each serve a store of their own: which
+ * store a download's holder serves (a holder elsewhere is copied from, not waited for), and the
+ * record of who holds which blob. None without a name (instances on one store are one fleet) or
+ * without this store's id.
+ */
+function buildFleetStores(config: Config, logger: Logger, storage: Storage, caches: Caches): FleetStores | undefined {
+  if (!config.redis.fleet.name || !config.redis.fleet.enabled || !caches.fleetRedis || !caches.storeId) return undefined;
+  const directory = new PeerDirectory({ redis: caches.fleetRedis, self: storage.tempArea.id });
+  const holders = new BlobHolders({ redis: caches.fleetRedis, storeId: caches.storeId, directory, logger: logger.child({ component: 'fleet' }) });
+  return { own: caches.storeId, storeOf: (instance) => directory.storeOf(instance), holders };
 }
 
 /** auth.htpasswd: a file that cannot be read stops start-up, naming the key (never its content). */

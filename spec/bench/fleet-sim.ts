@@ -16,8 +16,8 @@
  * the same link serve the same pulls (no kills: they share nothing a kill could test).
  *
  * Modes (BENCH_FLEET_MODE): `volume` (one store directory, the default), `bucket` (one S3
- * bucket on a RADOS Gateway; spools private), `disks` (each instance its own directory; needs
- * the peer listener of issue 24). Knobs: BENCH_FLEET_PULLS (1000), BENCH_FLEET_CONCURRENCY (64),
+ * bucket on a RADOS Gateway; spools private, followers stream from the holder's peer listener),
+ * `disks` (each instance its own directory, one fleet by `redis.fleet.name`, peers stream). Knobs: BENCH_FLEET_PULLS (1000), BENCH_FLEET_CONCURRENCY (64),
  * BENCH_FLEET_INSTANCES (4), BENCH_BLOB_MIB (the big layers' size), BENCH_FLEET_SIDES
  * (`pullmirror,distribution`). Loopback only; every wait is bounded.
  */
@@ -411,9 +411,12 @@ async function pullmirrorSide(ctx: Context): Promise<SideResult> {
       redis: { addrs: topology.addrs, mastername: topology.mastername, dialtimeout: '1s', readtimeout: '1s', writetimeout: '1s' },
       log: { level: 'info', accesslog: { disabled: true } },
     };
-    if (MODE === 'disks') {
+    if (MODE !== 'volume') {
+      // Spools are private on a bucket and on disks of their own: followers stream the holder's
+      // download from its peer listener. Disks of their own are one fleet by its name (each
+      // store has its own id, which would otherwise split the fleet's keys).
       const port = await freePort();
-      (config.redis as Record<string, unknown>).fleet = { peers: { addr: `127.0.0.1:${port}`, advertise: `127.0.0.1:${port}` } };
+      (config.redis as Record<string, unknown>).fleet = { ...(MODE === 'disks' ? { name: 'bench' } : {}), peers: { addr: `127.0.0.1:${port}`, advertise: `127.0.0.1:${port}` } };
       config.http = { secret };
     }
     const mirror: RunningMirror = await startMirror({ remoteurl: link.url, ...MIRROR_ACCOUNT, root: MODE === 'bucket' ? undefined : own, config, bundle: true });

@@ -731,6 +731,9 @@ describe('the Kubernetes fleet on disks of its own: a StatefulSet, a ReadWriteOn
     assert.equal(pod.env.REGISTRY_REDIS_FLEET_PEERS_ADVERTISE, `pullmirror-1.${peers.metadata.name}.mirrors.svc:${peerPort}`, "the pod's own name under the headless Service");
     assert.equal(effective.redis.fleet.peers.advertise, `pullmirror-1.${peers.metadata.name}.mirrors.svc:${peerPort}`);
     assert.equal(effective.redis.fleet.peers.addr, `0.0.0.0:${peerPort}`);
+    // Each pod's store has an id of its own: the pods are one fleet by name (redis.fleet.name), the same on every pod.
+    assert.ok(effective.redis.fleet.name, 'redis.fleet.name: one fleet across the pods\' own disks');
+    assert.equal(container.env.find((e: any) => e.name === 'REGISTRY_REDIS_FLEET_NAME')?.value, effective.redis.fleet.name, 'a literal, not from the pod');
     // Only the mirror's pods reach the peer port; clients reach the client port.
     const admitted = admittedPeers(objects, labels, container, peerPort);
     assert.ok(admitted.length > 0 && admitted.every((peer) => peer !== 'anywhere' && matches(peer, labels)), `peer port from the mirror pods only: ${JSON.stringify(admitted)}`);

@@ -62,4 +62,12 @@ describe('config: the peer listener (redis.fleet.peers) and http.secret', () => 
     }
     assert.throws(() => loadConfig({ env: { ...secret, ...PEERS, REGISTRY_REDIS_FLEET_PEERS_ADDR: 'nowhere' } }), /redis\.fleet\.peers\.addr \(from REGISTRY_REDIS_FLEET_PEERS_ADDR\): expected host:port/);
   });
+
+  it('reads the fleet name (redis.fleet.name), none by default, and refuses one that is no plain name, naming the key', () => {
+    assert.equal(loadConfig({ env: {} }).redis.fleet.name, undefined, 'no name: the instances on one store are the fleet');
+    assert.equal(loadConfig({ env: { REGISTRY_REDIS_FLEET_NAME: 'pullmirror-eu.1' } }).redis.fleet.name, 'pullmirror-eu.1');
+    for (const name of ['', 'with space', 'a:b', '{fleet}', '-leading', 'x'.repeat(64)]) {
+      assert.throws(() => loadConfig({ env: { REGISTRY_REDIS_FLEET_NAME: name } }), /redis\.fleet\.name \(from REGISTRY_REDIS_FLEET_NAME\): expected a name of letters, digits/, JSON.stringify(name));
+    }
+  });
 });

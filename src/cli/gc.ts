@@ -5,13 +5,15 @@ import { hostname } from 'node:os';
 import { openAccessClock, passLockFor, redisConfigured } from '../eviction/access-clock-setup.ts';
 import { PassHeldElsewhere } from '../eviction/pass-lock.ts';
 import { STALE_UPLOAD_MS, sweep, sweepSettings, type SweepResult, type SweptItem } from '../eviction/sweeper.ts';
+import { BlobHolders } from '../fleet/blob-holders.ts';
+import { PeerDirectory } from '../fleet/peer-directory.ts';
 import { RedisFillCoordinator } from '../fleet/redis-fill-coordinator.ts';
 import { createStorageDriver } from '../storage/driver/create-driver.ts';
 import { createLogger } from '../logging/logger.ts';
 import { StorePaths } from '../storage/paths.ts';
 import { findStoreId, readStoreId } from '../storage/store-id.ts';
 import { RedisDescriptorCache } from '../cache/redis-descriptor-cache.ts';
-import { createRedisConnection } from '../redis/redis-connection.ts';
+import { createFleetConnection, createRedisConnection } from '../redis/redis-connection.ts';
 import { formatBytes } from '../util/format-bytes.ts';
 import { formatDuration } from '../util/format-duration.ts';
 import { pluralPlain } from '../util/plural.ts';
@@ -68,7 +70,8 @@ export async function gc(args: string[]): Promise<void> {
   // deletes), so its temp directory is never used.
   const driver = await createStorageDriver(config, { tempDir: paths.tmpDir() });
   // With a Redis, the access clock and the fleet's eviction lock are there: no pass (not even a dry run) without them.
-  const redis = redisConfigured(config) ? createRedisConnection(config.redis, logger, await readStoreId(driver)) : undefined;
+  const storeId = await readStoreId(driver);
+  const redis = redisConfigured(config) ? createRedisConnection(config.redis, logger, storeId) : undefined;
   if (redis && !(await redis.whenReady(config.redis.dialtimeout))) {
     await redis.close();
     await driver.close();
@@ -82,7 +85,14 @@ export async function gc(args: string[]): Promise<void> {
   const clock = openAccessClock({ redis, config, logger, compacts: false, storeId: () => findStoreId(driver) });
   const name = `gc-${hostname().replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40) || 'host'}-${process.pid}-${randomBytes(4).toString('hex')}`;
   // A blob another instance is filling (its fill lease in Redis) is not deleted under it.
-  const fills = redis && config.redis.fleet.enabled ? new RedisFillCoordinator({ redis, leaseMs: config.redis.fleet.lease, logger, instance: name }) : undefined;
+  // A named fleet (redis.fleet.name) keeps its leases, and who holds what, under its own prefix.
+  const fleetRedis = redis && config.redis.fleet.name && config.redis.fleet.enabled ? createFleetConnection(config.redis, logger, config.redis.fleet.name) : undefined;
+  if (fleetRedis) await fleetRedis.whenReady(config.redis.dialtimeout);
+  const fleetKeys = fleetRedis ?? redis;
+  const fills = fleetKeys && config.redis.fleet.enabled ? new RedisFillCoordinator({ redis: fleetKeys, leaseMs: config.redis.fleet.lease, logger, instance: name }) : undefined;
+  // A removed blob leaves the record of who holds what: peers stop asking this store for it.
+  const holders =
+    fleetRedis && storeId && !dryRun ? new BlobHolders({ redis: fleetRedis, storeId, directory: new PeerDirectory({ redis: fleetRedis, self: name }), logger }) : undefined;
   try {
     // Each item is printed as it goes (150 000 blobs make a report of many megabytes), then the summary.
     const verb = dryRun ? 'would remove' : 'removed';
@@ -96,7 +106,10 @@ export async function gc(args: string[]): Promise<void> {
       dryRun,
       hooks: {
         isBusy: async (digest) => fills !== undefined && (await fills.blobHolder(digest)).kind !== 'free',
-        blobRemoved: (digest) => descriptors?.delete(digest),
+        blobRemoved: async (digest) => {
+          await holders?.removed(digest);
+          await descriptors?.delete(digest);
+        },
       },
       // What crashed writers left in the store (incomplete multipart uploads on S3), a day old at least.
       cleanupOlderThanMs: STALE_UPLOAD_MS,
@@ -111,6 +124,7 @@ export async function gc(args: string[]): Promise<void> {
     process.exitCode = 75;
   } finally {
     await fills?.close();
+    await fleetRedis?.close();
     await clock.close();
     await redis?.close();
     await driver.close();

@@ -586,6 +586,15 @@ const redis = z
     fleet: z
       .strictObject({
         enabled: bool().default(true),
+        /**
+         * ours: the fleet's name. Instances on one Redis with the same name are one fleet whatever
+         * their stores (each instance on a disk of its own): their download leases, heartbeats and
+         * the record of who holds which blob live under `pullmirror:fleet:<name>:`. Unset: under the
+         * store's id, so instances on one store (a volume, a bucket) are one fleet, as before.
+         */
+        name: z
+          .preprocess((v) => (typeof v === 'number' ? String(v) : v), z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected a name of letters, digits, ".", "_" and "-" (at most 63), e.g. pullmirror'))
+          .optional(),
         /** How long a claim on a blob download or tag check outlives its holder's last renewal. */
         lease: duration().prefault('10s'),
         /**

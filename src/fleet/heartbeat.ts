@@ -15,6 +15,11 @@ export interface InstanceRecord {
    * one. Read back only through peerRecord(): never dialed unless its instance is alive.
    */
   peerAddress?: string;
+  /**
+   * The id of the store it serves (storage/store-id.ts): instances of a named fleet on disks of
+   * their own tell by it whether a holder's download lands in their store or must be copied.
+   */
+  storeId?: string;
   version: string;
   startedAt: number;
   fillsInFlight: number;
@@ -71,6 +76,7 @@ const NUDGE_MS = 150;
  */
 export class FleetHeartbeat {
   readonly id: string;
+  private readonly storeId?: string;
   private readonly redis?: RedisConnection;
   private readonly logger: Logger;
   private readonly version: string;
@@ -99,7 +105,10 @@ export class FleetHeartbeat {
     goneKeepMs?: number;
     /** Its name in the fleet: the one its download leases give (TempArea.id), so a lease's holder is found here. */
     id?: string;
+    /** The id of the store it serves, when it has one. */
+    storeId?: string;
   }) {
+    this.storeId = options.storeId;
     this.redis = options.redis;
     this.logger = options.logger;
     this.version = options.version;
@@ -146,6 +155,7 @@ export class FleetHeartbeat {
       pid: process.pid,
       address: this.address,
       ...(this.peerAddress ? { peerAddress: this.peerAddress } : {}),
+      ...(this.storeId ? { storeId: this.storeId } : {}),
       version: this.version,
       startedAt: this.startedAt,
       fillsInFlight: this.fillsInFlight(),
@@ -259,4 +269,29 @@ export async function liveRecord(redis: RedisConnection, id: string): Promise<Pa
   }
   if (typeof record !== 'object' || record === null || (record as InstanceRecord).stoppedAt !== undefined) return undefined;
   return record;
+}
+
+/**
+ * Every live instance's record (as liveRecord tells one): for finding the instances that serve
+ * a store (src/fleet/peer-directory.ts). Two round trips whatever the fleet's size; throws when
+ * Redis cannot be asked. Each record is as its instance wrote it: checked by whoever uses it.
+ */
+export async function liveRecords(redis: RedisConnection): Promise<Map<string, Partial<InstanceRecord>>> {
+  const records = await redis.client.hgetall(RECORDS);
+  const ids = Object.keys(records);
+  const live = new Map<string, Partial<InstanceRecord>>();
+  if (ids.length === 0) return live;
+  const replies = (await redis.client.multi(ids.map((id) => ['exists', aliveKey(id)])).exec()) ?? [];
+  ids.forEach((id, i) => {
+    const [error, alive] = replies[i] ?? [];
+    if (error || Number(alive) !== 1) return;
+    let record: unknown;
+    try {
+      record = JSON.parse(records[id]);
+    } catch {
+      return;
+    }
+    if (typeof record === 'object' && record !== null && (record as InstanceRecord).stoppedAt === undefined) live.set(id, record);
+  });
+  return live;
 }

@@ -1,7 +1,10 @@
 import { parsePeerAddress, type PeerAddress } from '../config/addr.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
 import { INSTANCE_ID } from '../storage/paths.ts';
-import { liveRecord } from './heartbeat.ts';
+import { liveRecord, liveRecords } from './heartbeat.ts';
+
+/** What a store id is (storage/store-id.ts): anything else read from Redis names no store. */
+export const STORE_ID = /^[0-9a-f]{16}$/;
 
 /**
  * The only way this instance learns where another one is (redis.fleet.peers): from the live
@@ -34,5 +37,45 @@ export class PeerDirectory {
     }
     const advertised = record?.peerAddress;
     return typeof advertised === 'string' ? parsePeerAddress(advertised) : undefined;
+  }
+
+  /**
+   * The store a live instance serves, as its heartbeat says (a store id, checked); undefined for
+   * an instance gone, unknown, or that names none (a version before heartbeats named stores), and
+   * when Redis cannot be asked.
+   */
+  async storeOf(instance: string): Promise<string | undefined> {
+    if (!INSTANCE_ID.test(instance) || !this.redis.available) return undefined;
+    try {
+      const storeId = (await liveRecord(this.redis, instance))?.storeId;
+      return typeof storeId === 'string' && STORE_ID.test(storeId) ? storeId : undefined;
+    } catch (error) {
+      this.redis.failed(error as Error);
+      return undefined;
+    }
+  }
+
+  /**
+   * The live instances (other than this one) that serve one of `storeIds` and have a peer
+   * listener, each with the store it serves, in the order of `storeIds`. Only names: dialing goes
+   * through addressOf, which looks at the heartbeat again. Empty when Redis cannot be asked.
+   */
+  async serving(storeIds: string[]): Promise<{ instance: string; storeId: string }[]> {
+    if (storeIds.length === 0 || !this.redis.available) return [];
+    let records;
+    try {
+      records = await liveRecords(this.redis);
+    } catch (error) {
+      this.redis.failed(error as Error);
+      return [];
+    }
+    const found: { instance: string; storeId: string }[] = [];
+    for (const storeId of storeIds) {
+      for (const [instance, record] of records) {
+        if (instance === this.self || !INSTANCE_ID.test(instance) || record.storeId !== storeId || typeof record.peerAddress !== 'string') continue;
+        found.push({ instance, storeId });
+      }
+    }
+    return found;
   }
 }

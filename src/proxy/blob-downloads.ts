@@ -1,5 +1,6 @@
 import type { DescriptorCache } from '../cache/descriptor-cache.ts';
-import { LocalFillCoordinator, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
+import { LocalFillCoordinator, unfencedLease, type BlobLease, type FillCoordinator, type FillHolder } from '../fleet/fill-coordinator.ts';
+import { holderStart } from '../fleet/holder-start.ts';
 import type { PeerClient } from '../fleet/peer-client.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { awaitNextHolder } from '../fleet/next-holder.ts';
@@ -11,6 +12,7 @@ import { isStoreUnwritable, type BlobStore, type BlobWriter } from '../storage/b
 import type { BlobSource } from '../storage/readable-blob-store.ts';
 import { BlobFill } from './blob-fill.ts';
 import { PassThroughSource } from './pass-through.ts';
+import { PeerCopies, type FleetStores } from './peer-copies.ts';
 import { fillSource, type SharedFill } from './shared-fill.ts';
 import type { StoreAdmission } from './store-admission.ts';
 import { getUpstreamBlob, ResumableBlobBody, type ResumePolicy, type UpstreamBlobRef, type UpstreamBlobResponse } from './upstream-blob.ts';
@@ -40,6 +42,8 @@ export class BlobDownloads {
   private readonly peers?: PeerClient;
   private readonly peerFallbackMs: number;
   private readonly fleetStallMs: number;
+  /** Copies from instances on other stores (a named fleet on disks of their own). */
+  private readonly copies?: PeerCopies;
   private readonly resume: ResumePolicy;
   private readonly resumeFor?: (upstream: UpstreamBlobRef['upstream']) => ResumePolicy | undefined;
   private readonly logger: Logger;
@@ -69,6 +73,8 @@ export class BlobDownloads {
     peerFallbackMs?: number;
     /** How long a followed download may show no sign of life before this instance takes over. */
     fleetStallMs?: number;
+    /** A fleet whose instances may serve stores other than this one's (redis.fleet.name, with peers). */
+    stores?: FleetStores;
   }) {
     this.blobs = options.blobs;
     this.admission = options.admission;
@@ -80,6 +86,7 @@ export class BlobDownloads {
     this.peers = options.peers;
     this.fleetStallMs = options.fleetStallMs ?? 10_000;
     this.peerFallbackMs = options.peerFallbackMs ?? 3_000;
+    this.copies = options.stores && new PeerCopies({ peers: options.peers, stores: options.stores, admission: options.admission, blobs: options.blobs, logger: options.logger });
   }
 
   /** Whether a blob is being downloaded into the store (an eviction pass must not delete it). */
@@ -159,6 +166,7 @@ export class BlobDownloads {
       (descriptor) => {
         this.logger.info('blob cached', { digest, size: descriptor.size });
         void this.descriptors.set(descriptor).catch(() => {});
+        this.copies?.committed(digest);
       },
       (error: Error) => {
         this.admission.failed(error);
@@ -194,6 +202,7 @@ export class BlobDownloads {
     if (this.admission.failing) return { kind: 'pass-through', first: await getUpstreamBlob(ref) };
     const claim = await this.fleet.claimBlob(ref.digest.value);
     if (claim.kind === 'mine') return this.download(ref, claim.lease);
+    if (this.copies && (await this.copies.onAnotherStore(claim.holder))) return this.followAcrossStores(this.copies, ref, claim.holder);
     this.logger.info('following a blob download of another instance', { digest: ref.digest.value });
     const remote = new RemoteFill({
       digest: ref.digest.value,
@@ -299,6 +308,11 @@ export class BlobDownloads {
     let writer: BlobWriter | undefined;
     let first: UpstreamBlobResponse | undefined;
     try {
+      if (!abandoned) {
+        // No one fills it: an instance on another store may hold it already (who holds what).
+        const copied = await this.fromRecordedHolders(ref, lease);
+        if (copied) return copied;
+      }
       writer = abandoned ? await this.resumeFrom(ref, abandoned, lease.epoch) : undefined;
       if (writer && writer.written > 0) {
         first = await getUpstreamBlob(ref, writer.written).catch(() => undefined);
@@ -357,6 +371,49 @@ export class BlobDownloads {
     return new ResumableBlobBody(ref, first, this.resumeFor?.(ref.upstream) ?? this.resume, (info) =>
       this.logger.warn('upstream transfer interrupted; resuming', { digest: ref.digest.value, ...info }),
     );
+  }
+
+  /**
+   * Another instance downloads the blob into a store of its own: this one copies the download
+   * from that instance's peer listener as it lands, into a fill of its own that verifies the
+   * digest and commits into this store (its clients read it as it arrives). Waits for the holder
+   * to start (its listener has nothing before); should the claim go away first, claims the
+   * download; when the holder cannot be read as a peer, fetches upstream itself (one more copy
+   * over the uplink, never a wait for a commit that would land in another store).
+   */
+  private async followAcrossStores(copies: PeerCopies, ref: UpstreamBlobRef, followed: FillHolder | undefined): Promise<Started> {
+    const digest = ref.digest.value;
+    // A few rounds at most: each one ends at a holder's start, its end, or the lease's time.
+    for (let round = 0; round < 3; round++) {
+      const state = await holderStart(this.fleet, digest, followed, this.fleetStallMs);
+      if (state.kind === 'failed') throw state.error;
+      if (state.kind === 'unknown') break;
+      if (state.kind === 'free') {
+        const claim = await this.fleet.claimBlob(digest);
+        if (claim.kind === 'mine') return this.download(ref, claim.lease);
+        followed = claim.holder;
+        continue;
+      }
+      const fill = await copies.ofDownload(ref, state.holder);
+      if (fill) return { kind: 'fill', fill };
+      break;
+    }
+    // No lease: the holder keeps its own, and this store is this instance's to commit into.
+    return this.download(ref, unfencedLease());
+  }
+
+  /**
+   * No instance fills the blob and this one holds the claim: a store on the record of who holds
+   * what is copied from before upstream is asked (PeerCopies.fromRecord), under this instance's
+   * lease (followers read it from this instance as from an upstream download).
+   */
+  private async fromRecordedHolders(ref: UpstreamBlobRef, lease: BlobLease): Promise<Started | undefined> {
+    const fill = await this.copies?.fromRecord(ref, lease);
+    if (!fill) return undefined;
+    const started = this.runOwn(ref.digest.value, fill, lease, true);
+    // Followers learn it started once peers can read it here.
+    await lease.publish(fill.size);
+    return started;
   }
 
   /** Goes on from a copy of a dead holder's temp file; undefined when it is gone. */

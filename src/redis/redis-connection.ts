@@ -147,9 +147,30 @@ export class RedisConnection {
  * `poolsize` is accepted but unused: one pipelined ioredis connection does the work of a pool.
  */
 export function createRedisConnection(config: Config['redis'], logger: Logger, storeId?: string): RedisConnection {
+  return connect(config, logger, storeId ? `${KEY_PREFIX}${storeId}:` : KEY_PREFIX);
+}
+
+/**
+ * The key prefix of a named fleet (redis.fleet.name): `pullmirror:fleet:<name>:`, shared by
+ * instances whatever their stores. A store id is 16 hex digits, so no store's prefix is one.
+ */
+export function fleetKeyPrefix(name: string): string {
+  return `${KEY_PREFIX}fleet:${name}:`;
+}
+
+/**
+ * A second connection for a named fleet's keys (download leases, lookups, heartbeats, who holds
+ * which blob: see src/fleet/), beside the store's own (descriptors, access clock, eviction lock,
+ * store probe), which stay per store: instances on disks of their own hold different blobs.
+ */
+export function createFleetConnection(config: Config['redis'], logger: Logger, name: string): RedisConnection {
+  return connect(config, logger, fleetKeyPrefix(name));
+}
+
+function connect(config: Config['redis'], logger: Logger, keyPrefix: string): RedisConnection {
   const timeout = Math.max(config.readtimeout, config.writetimeout);
   const common: RedisOptions = {
-    keyPrefix: storeId ? `${KEY_PREFIX}${storeId}:` : KEY_PREFIX,
+    keyPrefix,
     connectTimeout: config.dialtimeout,
     commandTimeout: timeout,
     enableOfflineQueue: false,
