@@ -350,6 +350,7 @@ function buildStores(config: Config, logger: Logger, storage: Storage, caches: C
     resumeFor: (upstream) => remotes.forUpstream(upstream)?.policy.resume,
     fleet: caches.fleet,
     fleetStallMs: config.redis.fleet.lease,
+    peerFallbackMs: config.redis.fleet.peers.fallback,
     peers,
     stores: fleetStores,
   });

@@ -246,6 +246,7 @@ describe('fleet: two instances on one store and one Redis', { skip: missingBinar
       assert.equal(committed(ma), 0, 'the paused instance did not commit');
       assert.equal(committed(mb), 1, 'the instance that took over committed, once');
       assert.equal(sample(ma, 'pullmirror_fleet_leases_lost_total'), 1);
+      assert.equal(sample(ma, 'pullmirror_fleet_duplicate_fetches_total', { reason: 'lease_lost' }), 1, 'the lost lease is counted as a duplicate fetch');
       await until('no temporary file is left', () => tempFiles(root).length === 0);
     } finally {
       if (paused) process.kill(a.process.pid, 'SIGCONT');

@@ -1,10 +1,13 @@
 /**
  * Small TCP stand-ins for what sits between two instances of a fleet: a relay that can flip a
- * byte of what the server sends back, and a listener that only records who connected.
+ * byte of what the server sends back or stop relaying it, and a listener that only records who
+ * connected.
  *
  * Why a fake: a real network does not corrupt bytes on demand (TCP's checksums catch most
  * corruption, but a faulty NIC offload, a broken middlebox or a bad RAM stick on a peer do
- * not), and "nobody dialed this address" can only be seen from the address itself.
+ * not), a link that goes silent while the connection stays up (a stalled middlebox, a peer
+ * wedged mid-write) cannot be made from a healthy process, and "nobody dialed this address"
+ * can only be seen from the address itself.
  */
 import net from 'node:net';
 
@@ -16,6 +19,8 @@ export interface TcpRelay {
   connections: number;
   /** Flip the bits of the byte at this offset of every server → client stream from now on; undefined: relay as is. */
   flipByteAt: number | undefined;
+  /** Stop relaying what the server sends after this many bytes of every stream from now on (the connection stays open); undefined: relay all. */
+  stallAfter: number | undefined;
   close(): Promise<void>;
 }
 
@@ -28,6 +33,7 @@ export async function startTcpRelay(target: string): Promise<TcpRelay> {
     port: 0,
     connections: 0,
     flipByteAt: undefined as number | undefined,
+    stallAfter: undefined as number | undefined,
     close: async () => {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -38,8 +44,15 @@ export async function startTcpRelay(target: string): Promise<TcpRelay> {
     const upstream = net.connect(port, host);
     sockets.add(client).add(upstream);
     const flipAt = relay.flipByteAt;
+    const stallAfter = relay.stallAfter;
     let position = 0;
     upstream.on('data', (chunk: Buffer) => {
+      if (stallAfter !== undefined && position + chunk.length > stallAfter) {
+        // Silent from here on: the server's bytes are read and dropped, the client hears nothing.
+        if (position < stallAfter) client.write(chunk.subarray(0, stallAfter - position));
+        position = stallAfter;
+        return;
+      }
       if (flipAt !== undefined && position <= flipAt && flipAt < position + chunk.length) {
         chunk = Buffer.from(chunk);
         chunk[flipAt - position] ^= 0xff;

@@ -613,6 +613,15 @@ const redis = z
               .optional(),
             /** How long a peer request may go without progress (connect, headers, each read of the body). */
             timeout: duration().prefault('10s'),
+            /**
+             * How long a follower keeps trying to reach the holder's peer listener (no live
+             * heartbeat, refused, silent, 401) before it fetches the blob upstream itself: one
+             * duplicate fetch (pullmirror_fleet_duplicate_fetches_total) rather than clients
+             * waiting for a commit that may be minutes away. A follower whose holder's stream
+             * broke waits this long for the lease to move (a dead holder's runs out within
+             * redis.fleet.lease), then streams from the new holder rather than fetch upstream.
+             */
+            fallback: duration().prefault('3s'),
           })
           .refine((p) => p.addr === undefined || p.advertise !== undefined, { message: 'redis.fleet.peers.addr needs redis.fleet.peers.advertise (the host:port other instances dial)', path: ['advertise'] })
           .prefault({}),

@@ -16,7 +16,11 @@ export const peerBlobPath = (digest: Digest): string => `/peer/v1/blobs/${digest
  * (`unreachable`: no live heartbeat names the instance, refused, timed out, an error status).
  * Expected outcomes, as values: the caller goes on to the next source.
  */
-export type PeerBlobAnswer = { kind: 'found'; body: PeerBlobBody } | { kind: 'absent' } | { kind: 'unreachable'; reason: string };
+export type PeerBlobAnswer =
+  | { kind: 'found'; body: PeerBlobBody }
+  | { kind: 'absent' }
+  /** `refused`: it answered 401 or 403 (a secret not shared), which no retry mends. */
+  | { kind: 'unreachable'; reason: string; refused?: boolean };
 
 /**
  * Fetches blobs from the other instances of the fleet (redis.fleet.peers). Only instances a
@@ -85,7 +89,7 @@ export class PeerClient {
       }
     } else {
       await body.dump().catch(() => {});
-      return { kind: 'unreachable', reason: `answered ${statusCode}` };
+      return { kind: 'unreachable', reason: `answered ${statusCode}`, ...(statusCode === 401 || statusCode === 403 ? { refused: true } : {}) };
     }
     return { kind: 'found', body: new PeerBlobBody(body, offset, size) };
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logging/logger.ts';
 import type { RedisConnection } from '../redis/redis-connection.ts';
 import { INSTANCE_ID } from '../storage/paths.ts';
-import { fleetLeasesLost } from '../metrics/metrics.ts';
+import { fleetDuplicateFetches, fleetLeasesLost } from '../metrics/metrics.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { unfencedLease, type BlobClaim, type BlobLease, type FillCoordinator, type FillHolder, type HolderState } from './fill-coordinator.ts';
 import { FillEvents, fillEventsChannel } from './fill-events.ts';
@@ -149,6 +149,8 @@ export class RedisFillCoordinator implements FillCoordinator {
       if (lost.signal.aborted) return;
       stop();
       fleetLeasesLost.inc();
+      // This download goes on uncommitted while the new holder fetches the blob again.
+      fleetDuplicateFetches.labels('lease_lost').inc();
       this.logger.warn('blob download lease lost to another instance; finishing it for this instance\'s clients, without committing', { digest, epoch });
       lost.abort(new RegistryError('UNAVAILABLE', "the blob's download was taken over by another instance"));
     };

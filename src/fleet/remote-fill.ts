@@ -6,6 +6,7 @@ import { isStoreUnwritable } from '../storage/blob-store.ts';
 import type { OpenedObject } from '../storage/driver/storage-driver.ts';
 import type { FileBytes } from '../storage/send-file.ts';
 import type { BlobDescriptor } from '../registry/blob-descriptor.ts';
+import { RegistryError } from '../registry/errors.ts';
 import type { FillCoordinator, FillHolder } from './fill-coordinator.ts';
 import { fillFailureError } from './fill-failure.ts';
 import { FileGrowth } from './file-growth.ts';
@@ -62,11 +63,14 @@ export class RemoteFill extends EventEmitter implements SharedFill {
   private readonly takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
   /**
    * Private spools: the holder's download as it lands, streamed from its peer listener into a
-   * verifying fill of this instance's own (BlobDownloads.fromPeer); undefined when the holder
-   * is not reachable as a peer. Asked once per followed blob.
+   * verifying fill of this instance's own (BlobDownloads.fromPeer), its bytes from upstream
+   * should the peer fail or not be reached; undefined when the holder has nothing to stream.
+   * Asked once per followed blob, and again (`avoidPeer`) after a copy that did not verify.
    */
-  private readonly fromPeer?: (holder: FillHolder) => Promise<SharedFill | undefined>;
+  private readonly fromPeer?: (holder: FillHolder, options?: { avoidPeer?: boolean }) => Promise<SharedFill | undefined>;
   private peerFill?: Promise<SharedFill | undefined>;
+  /** A copy streamed from the holder did not verify: the next one comes from upstream. */
+  private peerSentBadBytes = false;
   private readonly stallMs: number;
   private readonly logger: Logger;
   private state: State;
@@ -92,7 +96,7 @@ export class RemoteFill extends EventEmitter implements SharedFill {
     holder?: FillHolder;
     fileOf: (holder: FillHolder) => string | undefined;
     takeOver: (abandoned: string | undefined) => Promise<SharedFill | undefined>;
-    fromPeer?: (holder: FillHolder) => Promise<SharedFill | undefined>;
+    fromPeer?: (holder: FillHolder, options?: { avoidPeer?: boolean }) => Promise<SharedFill | undefined>;
     /** How long without progress or word from Redis before this instance takes over (the lease). */
     stallMs: number;
     logger: Logger;
@@ -320,16 +324,32 @@ export class RemoteFill extends EventEmitter implements SharedFill {
   }
 
   /**
-   * The holder's download through its peer listener, while that copy runs: undefined when there
-   * is none (no peer listener, the holder unreachable within redis.fleet.peers.timeout, or the
-   * copy over or failed), and the reader waits for the commit instead.
+   * The holder's download through its peer listener (or from upstream, where the peer fails),
+   * while that copy runs: undefined when there is none (no peer listener, nothing to stream, or
+   * the copy over or failed), and the reader waits for the commit instead.
    */
   private async openFromPeer(state: State): Promise<FillBytes | undefined> {
     if (!this.fromPeer || state.kind !== 'following' || !state.started || !state.holder) return undefined;
-    this.peerFill ??= this.fromPeer(state.holder).catch(() => undefined);
+    this.peerFill ??= this.streamFromPeer(state.holder);
     const fill = await this.peerFill;
     if (!fill || fill.complete) return undefined;
     return fill.openBytes().catch(() => undefined);
+  }
+
+  /**
+   * A copy of the holder's download. One whose bytes did not verify failed its readers (their
+   * connections break) and is let go: the next reader's copy comes from upstream.
+   */
+  private streamFromPeer(holder: FillHolder): Promise<SharedFill | undefined> {
+    const opened = this.fromPeer!(holder, { avoidPeer: this.peerSentBadBytes }).catch(() => undefined);
+    void opened.then((fill) =>
+      fill?.done.catch((error: unknown) => {
+        if (!(error instanceof RegistryError && (error.code === 'DIGEST_INVALID' || error.code === 'SIZE_INVALID'))) return;
+        this.peerSentBadBytes = true;
+        if (this.peerFill === opened) this.peerFill = undefined;
+      }),
+    );
+    return opened;
   }
 
   /** @internal for FollowerBytes: the committed blob's file (shared volume), read to its end. */

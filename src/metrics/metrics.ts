@@ -356,6 +356,23 @@ export const fleetLeasesLost = new Counter({
   registers: [metricsRegistry],
 });
 
+/**
+ * Upstream fetches of a blob another instance was downloading already: the uplink carried
+ * (part of) it twice. By reason: `peer_unreachable` (the holder's peer listener not reached
+ * within redis.fleet.peers.fallback), `peer_refused` (it answered 401: a secret not shared),
+ * `peer_failed` (its stream broke: the holder died or the link did), `peer_stalled` (no byte
+ * within redis.fleet.peers.timeout), `peer_bad_bytes` (what it sent did not match the digest),
+ * `lease_lost` (this instance lost its lease and finished its download uncommitted, while the
+ * new holder fetches it again).
+ */
+export const fleetDuplicateFetches = new Counter({
+  name: 'pullmirror_fleet_duplicate_fetches_total',
+  help: 'Upstream fetches of a blob another instance of the fleet was downloading already, by reason (peer_unreachable, peer_refused, peer_failed, peer_stalled, peer_bad_bytes, lease_lost)',
+  labelNames: ['reason'] as const,
+  registers: [metricsRegistry],
+});
+for (const reason of ['peer_unreachable', 'peer_refused', 'peer_failed', 'peer_stalled', 'peer_bad_bytes', 'lease_lost']) fleetDuplicateFetches.labels(reason).inc(0);
+
 /** Requests to the peer listener (redis.fleet.peers) refused for their credentials. */
 export const peerAuthFailures = new Counter({
   name: 'pullmirror_peer_auth_failures_total',

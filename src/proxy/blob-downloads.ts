@@ -3,6 +3,8 @@ import { LocalFillCoordinator, unfencedLease, type BlobLease, type FillCoordinat
 import { holderStart } from '../fleet/holder-start.ts';
 import type { PeerClient } from '../fleet/peer-client.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
+import { awaitNextHolder } from '../fleet/next-holder.ts';
+import { openPeerFallbackBody } from '../fleet/peer-fallback-body.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
@@ -38,6 +40,7 @@ export class BlobDownloads {
   private readonly descriptors: DescriptorCache;
   private readonly fleet: FillCoordinator;
   private readonly peers?: PeerClient;
+  private readonly peerFallbackMs: number;
   private readonly fleetStallMs: number;
   /** Copies from instances on other stores (a named fleet on disks of their own). */
   private readonly copies?: PeerCopies;
@@ -48,6 +51,8 @@ export class BlobDownloads {
   private readonly fills = new Map<string, Promise<SharedFill | undefined>>();
   /** The fills this instance runs itself (not those it follows), until they end: what peers may tail. */
   private readonly own = new Map<string, BlobFill>();
+  /** The copies of other instances' downloads this instance streams from them, until they end: what a takeover adopts. */
+  private readonly streamed = new Map<string, BlobFill>();
   /** Every download in flight (fills and pass-throughs), settled when it ends. */
   private readonly running = new Set<Promise<unknown>>();
   /** Told when a download starts or ends (the fleet heartbeat publishes the count at once). */
@@ -64,6 +69,8 @@ export class BlobDownloads {
     fleet?: FillCoordinator;
     /** Other instances' downloads, read from their peer listeners (redis.fleet.peers) where spools are private. */
     peers?: PeerClient;
+    /** How long a holder that cannot be reached as a peer is tried before this instance fetches upstream itself. */
+    peerFallbackMs?: number;
     /** How long a followed download may show no sign of life before this instance takes over. */
     fleetStallMs?: number;
     /** A fleet whose instances may serve stores other than this one's (redis.fleet.name, with peers). */
@@ -78,6 +85,7 @@ export class BlobDownloads {
     this.fleet = options.fleet ?? new LocalFillCoordinator();
     this.peers = options.peers;
     this.fleetStallMs = options.fleetStallMs ?? 10_000;
+    this.peerFallbackMs = options.peerFallbackMs ?? 3_000;
     this.copies = options.stores && new PeerCopies({ peers: options.peers, stores: options.stores, admission: options.admission, blobs: options.blobs, logger: options.logger });
   }
 
@@ -210,7 +218,7 @@ export class BlobDownloads {
       logger: this.logger,
       takeOver: (abandoned) => this.takeOver(ref, abandoned),
       // Spools not shared (a bucket): rather than wait for the commit, read the holder's download from its peer listener.
-      fromPeer: this.peers && this.blobs.committedFile(ref.digest) === undefined ? (holder) => this.fromPeer(ref, holder) : undefined,
+      fromPeer: this.peers && this.blobs.committedFile(ref.digest) === undefined ? (holder, options) => this.fromPeer(ref, holder, options) : undefined,
     });
     await remote.ready;
     return { kind: 'fill', fill: remote };
@@ -218,32 +226,72 @@ export class BlobDownloads {
 
   /**
    * Another instance's download, streamed from its peer listener into a fill of this
-   * instance's own spool, verified and never committed (the holder commits). Undefined when the
-   * holder is no live peer, does not answer within redis.fleet.peers.timeout, has nothing, or
-   * the spool cannot take the blob: the followers then wait for the commit.
+   * instance's own spool, verified and not committed (the holder commits) unless this instance
+   * takes the download over (`takeOver` adopts it). Should the peer fail on the way, or not be
+   * reached within redis.fleet.peers.fallback, the bytes come from upstream (PeerFallbackBody);
+   * `avoidPeer`: a copy from it did not verify, upstream at once. Undefined when the holder has
+   * nothing to stream, the blob was stored meanwhile, or the spool cannot take the blob: the
+   * followers then wait for the commit.
    */
-  private async fromPeer(ref: UpstreamBlobRef, holder: FillHolder): Promise<SharedFill | undefined> {
+  private async fromPeer(ref: UpstreamBlobRef, holder: FillHolder, options: { avoidPeer?: boolean } = {}): Promise<SharedFill | undefined> {
     const digest = ref.digest.value;
-    const answer = await this.peers!.openBlob(holder.instance, ref.digest);
-    if (answer.kind !== 'found') {
-      this.logger.info('holder not readable as a peer; waiting for its commit', { digest, instance: holder.instance, ...(answer.kind === 'unreachable' ? { reason: answer.reason } : { reason: 'absent' }) });
+    const peerOf = (instance: string) => (offset: number, signal: AbortSignal) => this.peers!.openBlob(instance, ref.digest, { offset, signal });
+    const body = await openPeerFallbackBody({
+      holder,
+      sources: {
+        peer: peerOf(holder.instance),
+        // A holder that died: the lease moves to whichever follower takes over (this one's own download: `own`).
+        nextPeer: async (after, withinMs) => {
+          const next = await awaitNextHolder({ coordinator: this.fleet, digest, from: after, withinMs, mine: () => this.own.has(digest) });
+          return next && { holder: next, peer: peerOf(next.instance) };
+        },
+        upstream: async (offset) => {
+          const first = await getUpstreamBlob(ref, offset);
+          return { body: this.body(ref, first), offset: first.offset };
+        },
+      },
+      fallbackMs: this.peerFallbackMs,
+      stored: async () => (await this.blobs.stat(ref).catch(() => undefined)) !== undefined,
+      onFallback: (reason, info) => this.logger.warn('holder not readable as a peer; fetching upstream', { digest, instance: holder.instance, reason, ...info }),
+      onSwitch: (info) => this.logger.info('streaming from the new holder of a download', { digest, ...info }),
+      avoidPeer: options.avoidPeer ? 'peer_bad_bytes' : undefined,
+    });
+    if (!body) {
+      this.logger.info('holder has nothing to stream; waiting for its commit', { digest, instance: holder.instance });
       return undefined;
     }
-    const writer = await this.admission.writerFor(ref.digest, answer.body.size).catch(() => undefined);
+    const writer = await this.admission.writerFor(ref.digest, body.size).catch(() => undefined);
     if (!writer) {
-      answer.body.close();
+      body.close();
       return undefined;
     }
     this.logger.info('streaming a blob download from the instance that holds it', { digest, instance: holder.instance });
-    const fill = new BlobFill({ digest, size: answer.body.size, writer, openCommitted: () => this.blobs.openObject(ref.digest), body: answer.body, commit: false });
-    fill.done.catch((error: Error) => this.logger.warn('blob stream from a peer failed', { digest, instance: holder.instance, error: error.message }));
+    const fill = new BlobFill({ digest, size: body.size, writer, openCommitted: () => this.blobs.openObject(ref.digest), body, commit: false });
+    this.streamed.set(digest, fill);
+    fill.done
+      .finally(() => {
+        if (this.streamed.get(digest) === fill) this.streamed.delete(digest);
+      })
+      .catch((error: Error) => this.logger.warn('blob stream from a peer failed', { digest, instance: holder.instance, error: error.message }));
     return fill;
   }
 
-  /** The holder of a followed download died: claim it and resume from its file when there. */
+  /**
+   * The holder of a followed download died: claim it, and go on with the copy streamed from it
+   * when there is one (its bytes are this instance's; its body turns to upstream once the dead
+   * holder's stream fails), else resume from the holder's file when there.
+   */
   private async takeOver(ref: UpstreamBlobRef, abandoned: string | undefined): Promise<SharedFill | undefined> {
     const again = await this.fleet.claimBlob(ref.digest.value);
     if (again.kind === 'theirs') return undefined;
+    const streamed = this.streamed.get(ref.digest.value);
+    if (streamed?.adopt(again.lease)) {
+      this.logger.info('the copy streamed from a dead instance goes on as this instance\'s download', { digest: ref.digest.value });
+      // Known as this instance's own before the others (and its own body, awaitNextHolder) hear of it.
+      this.runOwn(ref.digest.value, streamed, again.lease, true);
+      await again.lease.publish(streamed.size);
+      return streamed;
+    }
     const started = await this.download(ref, again.lease, abandoned);
     if (started.kind === 'fill') return started.fill;
     started.first.body.destroy();

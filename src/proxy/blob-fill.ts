@@ -64,8 +64,8 @@ export class BlobFill extends EventEmitter {
   private readonly writer: BlobWriter;
   /** The committed blob, opened through the store (for readers that come once the file is gone). */
   private readonly openCommitted: () => Promise<OpenedObject | undefined>;
-  private readonly fence?: FillFence;
-  private readonly commits: boolean;
+  private fence?: FillFence;
+  private commits: boolean;
   private state: FillState = 'running';
   private failure?: Error;
   /** Bytes written to the temporary file. */
@@ -124,7 +124,6 @@ export class BlobFill extends EventEmitter {
     // commit is the new holder's (the fence below). Its file is its own: a takeover copies it,
     // so what is written meanwhile concerns no one else. The cost is one more upstream fetch of
     // the rest of the blob, counted as a duplicate.
-    const lost = this.fence?.lost;
     try {
       await this.copy(body.chunks());
       const descriptor = await this.writer.verify(this.size);
@@ -140,7 +139,7 @@ export class BlobFill extends EventEmitter {
       }
       // The fence: only the lease's current holder commits (this fill's readers keep the
       // verified bytes either way).
-      if (this.fence && !(await this.fence.stillHeld())) throw lost?.reason ?? new Error("the blob's fleet lease was lost");
+      if (this.fence && !(await this.fence.stillHeld())) throw this.fence.lost.reason ?? new Error("the blob's fleet lease was lost");
       await this.writer.persist();
       this.state = 'committed';
       // Readers still sending take the rest from the file they have open (renamed or removed, it
@@ -215,6 +214,19 @@ export class BlobFill extends EventEmitter {
       await writing;
     }
     if (storeError) throw storeError;
+  }
+
+  /**
+   * Makes a copy that was not to be committed (`commit: false`) this instance's download of the
+   * blob, committed under `fence`: the instance whose download it copied died, and this one
+   * took the lease over. False when it is too late: the copy verified (and let its file go) or
+   * failed already.
+   */
+  adopt(fence: FillFence): boolean {
+    if (this.state !== 'running') return false;
+    this.fence = fence;
+    this.commits = true;
+    return true;
   }
 
   /** Lets go of the held chunks that are written. */
