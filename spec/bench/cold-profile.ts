@@ -60,6 +60,12 @@ async function fillSent(base: string): Promise<{ memory: number; file: number }>
   return { memory: sent('memory'), file: sent('file') };
 }
 
+/** Minor page faults of a process so far (`/proc/PID/stat` minflt): fresh memory touched. */
+function minorFaults(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
 interface Server {
   name: string;
   url: string;
@@ -73,6 +79,7 @@ async function coldGet(server: Server, registry: RegistryServer): Promise<void> 
   const url = `${server.url}/v2/library/prof/blobs/${blob.digest}`;
   const sentBefore = server.name === 'pullmirror' ? await fillSent(server.url) : undefined;
   const threadsBefore = threadCpu(server.pid);
+  const faultsBefore = minorFaults(server.pid);
   const before = { server: await readCpuSeconds(server.pid), upstream: await readCpuSeconds(registry.pid), client: process.cpuUsage() };
   // CLOCK_MONOTONIC in µs, the clock of a .cpuprofile's timestamps: the GET's window in the profile.
   const from = process.hrtime.bigint() / 1000n;
@@ -95,7 +102,7 @@ async function coldGet(server: Server, registry: RegistryServer): Promise<void> 
       `client ${perGiB(cpu.client)}${nodeClient ? '' : ' (curl not counted)'}; window ${from}-${to}`,
   );
   const threads = [...threadCpu(server.pid)].map(([name, seconds]) => [name, seconds - (threadsBefore.get(name) ?? 0)] as const).filter(([, seconds]) => seconds > 0);
-  console.log(`  ${server.name} threads, CPU s/GiB: ${threads.map(([name, seconds]) => `${name} ${perGiB(seconds)}`).join(', ')}`);
+  console.log(`  ${server.name} threads, CPU s/GiB: ${threads.map(([name, seconds]) => `${name} ${perGiB(seconds)}`).join(', ')}; minor page faults ${minorFaults(server.pid) - faultsBefore}`);
   if (sentBefore) {
     const sent = await fillSent(server.url);
     console.log(`  sent ${((sent.memory - sentBefore.memory) / 2 ** 20).toFixed(0)} MiB from memory, ${((sent.file - sentBefore.file) / 2 ** 20).toFixed(0)} MiB read back from the file`);
