@@ -49,6 +49,8 @@ try {
     await new Promise((resolve) => process.stdin.once('data', resolve));
   } else console.log(`mirror pid ${pid}`);
   cpu = await readCpuSeconds(pid);
+  // CLOCK_MONOTONIC in µs, the clock of a .cpuprofile's timestamps: the warm GETs' window in the profile.
+  const from = process.hrtime.bigint() / 1000n;
   const started = performance.now();
   await Promise.all(Array.from({ length: clients }, async () => {
     for (let i = 0; i < gets; i++) await curl(url);
@@ -56,7 +58,8 @@ try {
   const ms = performance.now() - started;
   now = await readCpuSeconds(pid);
   const gib = (clients * gets * size * MiB) / GiB;
-  console.log(`warm: ${clients} client(s) × ${gets} GETs, ${((clients * gets * size * 1000) / ms).toFixed(0)} MiB/s, ${((now - cpu) / gib).toFixed(2)} CPU s/GiB, ${await hwm()}`);
+  const to = process.hrtime.bigint() / 1000n;
+  console.log(`warm: ${clients} client(s) × ${gets} GETs, ${((clients * gets * size * 1000) / ms).toFixed(0)} MiB/s, ${((now - cpu) / gib).toFixed(2)} CPU s/GiB, ${await hwm()}; window ${from}-${to}`);
 } finally {
   await mirror.stop();
   await registry.stop();

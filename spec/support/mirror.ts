@@ -75,6 +75,8 @@ export interface MirrorOptions {
   env?: NodeJS.ProcessEnv;
   /** Run the built bundle as `npm start` does, instead of src/main.ts. */
   bundle?: boolean;
+  /** Node flags before the script, for those NODE_OPTIONS refuses (`--trace-gc`; profiling only). */
+  nodeArgs?: string[];
 }
 
 export interface RunningMirror {
@@ -105,7 +107,7 @@ export async function startMirror(options: MirrorOptions): Promise<RunningMirror
   const configFile = path.join(dir.path, 'config.yml');
   writeFileSync(configFile, stringify(config));
   const shipped = options.bundle ? startCommand() : undefined;
-  const child = startProcess(process.execPath, [...(shipped ? shipped.args : [MAIN]), configFile], {
+  const child = startProcess(process.execPath, [...(options.nodeArgs ?? []), ...(shipped ? shipped.args : [MAIN]), configFile], {
     env: { ...cleanEnv(['REGISTRY_']), ...shipped?.env, ...options.env },
     logFile: path.join(dir.path, 'mirror.log'),
   });
