@@ -371,6 +371,52 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
     }
   });
 
+  it('a holder of a stored blob that fails mid-copy: the follower goes on from the next holder on the record at its offset, upstream refusing the blob, and stores the blob', async () => {
+    /** An instance on store `name`, its peer listener behind a relay of its own. */
+    const relayed = async (name: string) => {
+      const peerPort = await freePort();
+      const relay = await startTcpRelay(`127.0.0.1:${peerPort}`);
+      const mirror = await member(name, { redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: `127.0.0.1:${peerPort}`, advertise: relay.address, timeout: '5s' } } } });
+      return { mirror, relay };
+    };
+    const [first, second] = [await relayed('a7'), await relayed('c7')];
+    // B waits 5 s for a silent peer too: the holder's break, not its stall, is what it meets.
+    const b = await member('b7', { redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: '127.0.0.1:0', advertise: '127.0.0.1:0', timeout: '5s' } } } });
+    try {
+      const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/disks', { sizeMiB: 6, label: 'own-disks-record-fails' });
+      const url = (m: RunningMirror) => `${m.url}/v2/library/disks/blobs/${blob.digest}`;
+      // A and C hold it: both on the record.
+      for (const { mirror } of [first, second]) assertVerified(await getBlob(url(mirror), { deadlineMs: 60_000 }).then((o) => ({ ...o, endedAt: performance.now() })), blob, performance.now());
+      assert.ok(await eventually(async () => (await fleetKeys.client.scard(`holders:{${blob.digest}}`)) === 2), 'the record names both stores');
+      world.proxy.reset();
+      // Upstream refuses the blob: its bytes can only come from the holders.
+      world.proxy.setFault({ kind: 'reset', match: matchRequests('GET', new RegExp(`/blobs/${blob.digest}$`)) });
+      try {
+        // Whichever B asks first stops sending after 2 MiB; then its connection breaks (it died, as far as B can tell).
+        const before = [first.relay.connections, second.relay.connections];
+        for (const { relay } of [first, second]) relay.stallAfter = 2 * MiB;
+        const progress = { bytes: 0 };
+        const onB = getBlob(url(b), { deadlineMs: 60_000, onBytes: (n) => (progress.bytes = n) }).then((o) => ({ ...o, endedAt: performance.now() }));
+        assert.ok(await eventually(() => progress.bytes >= MiB), "B's client receives bytes copied from a holder");
+        const [used, other] = first.relay.connections > before[0] ? [first, second] : [second, first];
+        assert.equal(other.relay.connections, before[other === first ? 0 : 1], 'B asked one holder');
+        other.relay.stallAfter = undefined;
+        const brokeAt = performance.now();
+        await used.relay.close();
+        assertVerified(await onB, blob, brokeAt);
+      } finally {
+        world.proxy.setFault(undefined);
+      }
+      assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${blob.digest}$`)), 0, 'nothing fetched upstream');
+      assert.ok(b.logLines().some((line) => line.message === 'streaming from the new holder of a download' && line.digest === blob.digest && line.offset > 0), 'B went on from the next holder at its offset');
+      assert.equal(await duplicates(b, 'peer_failed'), 0);
+      await assertCopied(b, blob);
+    } finally {
+      await Promise.all([first.mirror.stop(), second.mirror.stop(), b.stop()]);
+      for (const { relay } of [first, second]) await relay.close();
+    }
+  });
+
   it("keeps each store's descriptors and access records under its own store id: what A cached does not make B believe it holds the blob", async () => {
     const [a, b] = await Promise.all([member('a3'), member('b3')]);
     try {

@@ -92,7 +92,9 @@ export class PeerCopies {
    * names, each through a live instance serving it, in turn. A peer that answers 404 takes its
    * store off the record for the blob; one that cannot be reached is skipped; one whose bytes turn
    * out not to be the blob's is off the record too. The first that has it is copied under the
-   * lease; undefined when none has it (upstream is next).
+   * lease; should it die mid-copy, the copy goes on from the next store on the record, and should
+   * that not answer (or the first stall or overrun), from upstream at the offset reached
+   * (PeerBodies). Undefined when none has it (upstream is next).
    */
   async fromRecord(ref: UpstreamBlobRef, lease: BlobLease): Promise<BlobFill | undefined> {
     const peers = this.peers;
