@@ -15,8 +15,10 @@ import winston from 'winston';
 import type { RedisConnection } from '../../src/redis/redis-connection.ts';
 import { pushImage, pushRandomBlob, randomLayer, sha256Digest, type PushedImage } from '../support/images.ts';
 import { runPullmirror, tempFiles, type RunningMirror } from '../support/mirror.ts';
+import { getBlob, type Outcome } from '../support/blob-get.ts';
 import { openFilesUnder } from '../support/descriptors.ts';
 import { freePort, skipUnlessBinaries, tempDir } from '../support/processes.ts';
+import { sample, scrape } from '../support/prometheus.ts';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.ts';
 import { connectToRedis, startRedis, type RedisServer } from '../support/redis.ts';
 import { blobPath, stored } from '../support/store.ts';
@@ -27,6 +29,8 @@ import { missingBinaries, PUSHER, startWorld, type World } from './fixtures.ts';
 const SECRET = 'peer-secret-for-the-own-disks-fleet-0123456789';
 const FLEET = 'own-disks-test';
 const MiB = 1024 * 1024;
+/** How long a follower's client may take past a fault: the issue's 15 s. */
+const BOUND_MS = 15_000;
 const logger = winston.createLogger({ silent: true });
 
 /**
@@ -282,6 +286,134 @@ describe('a fleet on disks of their own: one Redis, peers stream blobs to each o
     } finally {
       await Promise.all([a.stop(), b.stop()]);
       for (const each of relays) await each.close();
+    }
+  });
+
+  /**
+   * A cold blob A downloads slowly (throttled upstream) for a client of its own, copied by B as
+   * it lands for a client of B's; `progress` counts what B's client received, the outcome
+   * carries the moment it ended.
+   */
+  async function copiedDownload(a: RunningMirror, b: RunningMirror, label: string) {
+    const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/disks', { sizeMiB: 6, label });
+    const upstreamPath = new RegExp(`/blobs/${blob.digest}$`);
+    world.proxy.reset();
+    world.proxy.setFault({ kind: 'throttle', bytesPerSecond: 2 * MiB, match: matchRequests('GET', upstreamPath) });
+    const onA = getBlob(`${a.url}/v2/library/disks/blobs/${blob.digest}`, { deadlineMs: 60_000 });
+    onA.catch(() => {});
+    assert.ok(await eventually(() => a.logLines().some((line) => line.message === 'blob fill started' && line.digest === blob.digest)), 'A downloads');
+    const progress = { bytes: 0 };
+    const onB = getBlob(`${b.url}/v2/library/disks/blobs/${blob.digest}`, { deadlineMs: 60_000, onBytes: (n) => (progress.bytes = n) }).then((o) => ({ ...o, endedAt: performance.now() }));
+    return { blob, upstreamPath, onA, onB, progress };
+  }
+
+  /** The client got the blob whole and verified, within BOUND_MS of the fault at `faultAt`. */
+  function assertVerified(outcome: Outcome & { endedAt: number }, blob: { digest: string; size: number }, faultAt: number) {
+    assert.ok(outcome.endedAt - faultAt < BOUND_MS, `the client waited ${Math.round(outcome.endedAt - faultAt)} ms past the fault`);
+    assert.deepEqual({ status: outcome.status, bytes: outcome.bytes, complete: outcome.complete, digest: outcome.sha256 }, { status: 200, bytes: blob.size, complete: true, digest: blob.digest });
+  }
+
+  /** B's store holds the blob, verified, and on the record; nothing left behind in it. */
+  async function assertCopied(b: RunningMirror, blob: { digest: string }) {
+    assert.ok(await eventually(() => stored(b.root, blob.digest)), 'B committed the blob into its own store');
+    assert.equal(`sha256:${createHash('sha256').update(readFileSync(blobPath(b.root, blob.digest))).digest('hex')}`, blob.digest);
+    assert.ok(await eventually(async () => (await fleetKeys.client.smembers(`holders:{${blob.digest}}`)).includes(storeIdOf(b))), "the record names B's store");
+    assert.ok(await eventually(() => tempFiles(b.root).length === 0, BOUND_MS), `temp files left: ${tempFiles(b.root).join(', ')}`);
+    assert.ok(await eventually(() => openFilesUnder(b.process.pid, b.root).length === 0, BOUND_MS), `descriptors left: ${openFilesUnder(b.process.pid, b.root).join(', ')}`);
+  }
+
+  const duplicates = async (m: RunningMirror, reason: string) => sample(await scrape(`${m.url}/metrics`), 'pullmirror_fleet_duplicate_fetches_total', { reason });
+  const blobGets = (upstreamPath: RegExp) => world.proxy.requests.filter((r) => r.method === 'GET' && upstreamPath.test(r.path));
+
+  it('a holder SIGKILLed mid-stream: the follower resumes from upstream at its offset, its client gets verified bytes, and it stores the blob itself', async () => {
+    const [a, b] = await Promise.all([member('a5'), member('b5')]);
+    try {
+      const { blob, upstreamPath, onB, progress } = await copiedDownload(a, b, 'own-disks-kill');
+      assert.ok(await eventually(() => progress.bytes >= MiB), "B's client receives bytes copied from A");
+      assert.ok(tempFiles(b.root).length >= 1, 'B spools its copy: the count after is of something');
+      const killedAt = performance.now();
+      process.kill(a.process.pid, 'SIGKILL');
+      await a.process.exited;
+      assertVerified(await onB, blob, killedAt);
+      assert.equal(await duplicates(b, 'peer_failed'), 1);
+      const gets = blobGets(upstreamPath);
+      assert.equal(gets.length, 2, "A's download and B's resumption");
+      assert.match(gets[1].range ?? '', /^bytes=[1-9]\d*-$/, 'B asked upstream only for what it had not copied');
+      await assertCopied(b, blob);
+    } finally {
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('a holder whose stream stalls (the connection open, no byte) is given up after redis.fleet.peers.timeout: the follower resumes from upstream at its offset and stores the blob', async () => {
+    const peerPort = await freePort();
+    const relay = await startTcpRelay(`127.0.0.1:${peerPort}`);
+    const [a, b] = await Promise.all([
+      member('a6', { redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: `127.0.0.1:${peerPort}`, advertise: relay.address, timeout: '2s' } } } }),
+      member('b6'),
+    ]);
+    try {
+      relay.stallAfter = 2 * MiB;
+      const { blob, upstreamPath, onA, onB } = await copiedDownload(a, b, 'own-disks-stall');
+      // The stall comes once B's copy reached 2 MiB: B's client is bounded from its request on.
+      const askedAt = performance.now();
+      assertVerified(await onB, blob, askedAt);
+      assert.equal((await onA).sha256, blob.digest);
+      assert.equal(await duplicates(b, 'peer_stalled'), 1);
+      const [, resumed] = blobGets(upstreamPath);
+      assert.match(resumed?.range ?? '', /^bytes=[1-9]\d*-$/, 'B asked upstream only for what it had not copied');
+      await assertCopied(b, blob);
+    } finally {
+      world.proxy.setFault(undefined);
+      await Promise.all([a.stop(), b.stop()]);
+      await relay.close();
+    }
+  });
+
+  it('a holder of a stored blob that fails mid-copy: the follower goes on from the next holder on the record at its offset, upstream refusing the blob, and stores the blob', async () => {
+    /** An instance on store `name`, its peer listener behind a relay of its own. */
+    const relayed = async (name: string) => {
+      const peerPort = await freePort();
+      const relay = await startTcpRelay(`127.0.0.1:${peerPort}`);
+      const mirror = await member(name, { redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: `127.0.0.1:${peerPort}`, advertise: relay.address, timeout: '5s' } } } });
+      return { mirror, relay };
+    };
+    const [first, second] = [await relayed('a7'), await relayed('c7')];
+    // B waits 5 s for a silent peer too: the holder's break, not its stall, is what it meets.
+    const b = await member('b7', { redis: { addr: redis.addr, dialtimeout: '500ms', fleet: { name: FLEET, lease: '2s', peers: { addr: '127.0.0.1:0', advertise: '127.0.0.1:0', timeout: '5s' } } } });
+    try {
+      const blob = await pushRandomBlob(world.registry.url, PUSHER, 'library/disks', { sizeMiB: 6, label: 'own-disks-record-fails' });
+      const url = (m: RunningMirror) => `${m.url}/v2/library/disks/blobs/${blob.digest}`;
+      // A and C hold it: both on the record.
+      for (const { mirror } of [first, second]) assertVerified(await getBlob(url(mirror), { deadlineMs: 60_000 }).then((o) => ({ ...o, endedAt: performance.now() })), blob, performance.now());
+      assert.ok(await eventually(async () => (await fleetKeys.client.scard(`holders:{${blob.digest}}`)) === 2), 'the record names both stores');
+      world.proxy.reset();
+      // Upstream refuses the blob: its bytes can only come from the holders.
+      world.proxy.setFault({ kind: 'reset', match: matchRequests('GET', new RegExp(`/blobs/${blob.digest}$`)) });
+      try {
+        // Whichever B asks first stops sending after 2 MiB; then its connection breaks (it died, as far as B can tell).
+        const before = [first.relay.connections, second.relay.connections];
+        for (const { relay } of [first, second]) relay.stallAfter = 2 * MiB;
+        const progress = { bytes: 0 };
+        const onB = getBlob(url(b), { deadlineMs: 60_000, onBytes: (n) => (progress.bytes = n) }).then((o) => ({ ...o, endedAt: performance.now() }));
+        assert.ok(await eventually(() => progress.bytes >= MiB), "B's client receives bytes copied from a holder");
+        const [used, other] = first.relay.connections > before[0] ? [first, second] : [second, first];
+        assert.equal(other.relay.connections, before[other === first ? 0 : 1], 'B asked one holder');
+        other.relay.stallAfter = undefined;
+        const brokeAt = performance.now();
+        await used.relay.close();
+        assertVerified(await onB, blob, brokeAt);
+      } finally {
+        world.proxy.setFault(undefined);
+      }
+      assert.equal(world.proxy.count('GET', new RegExp(`/blobs/${blob.digest}$`)), 0, 'nothing fetched upstream');
+      assert.ok(b.logLines().some((line) => line.message === 'streaming from the new holder of a download' && line.digest === blob.digest && line.offset > 0), 'B went on from the next holder at its offset');
+      assert.equal(await duplicates(b, 'peer_failed'), 0);
+      await assertCopied(b, blob);
+    } finally {
+      await Promise.all([first.mirror.stop(), second.mirror.stop(), b.stop()]);
+      for (const { relay } of [first, second]) await relay.close();
     }
   });
 

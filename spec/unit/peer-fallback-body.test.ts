@@ -94,6 +94,22 @@ describe('PeerFallbackBody: a peer while it answers, upstream from the position 
     assert.deepEqual({ asked, switched, fallbacks, upstream: s.upstreamAsked }, { asked: [12 * 1024], switched: [12 * 1024], fallbacks: [], upstream: [] });
   });
 
+  it('a body already opened (a peer chosen among several) is read at once, not asked again; when it breaks, the next peer goes on at its offset', async () => {
+    const fallbacks: PeerFallbackReason[] = [];
+    let asked = 0;
+    const s = sources(async () => {
+      asked++;
+      return found(memoryBody(blob, 0));
+    });
+    s.value.nextPeer = async () => ({ holder: { instance: 'next', epoch: 0 }, peer: async (offset) => found(memoryBody(blob, offset)) });
+    const opened = memoryBody(blob, 0, { at: 12 * 1024, error: new Error('other side closed') }) as unknown as PeerBlobBody;
+    const body = await openPeerFallbackBody({ ...options(s.value, fallbacks), holder: { instance: 'first', epoch: 0 }, opened });
+    assert.ok((await drain(body!)).equals(blob), 'every byte once, in order');
+    assert.equal(asked, 0, 'the first peer was not asked again');
+    assert.deepEqual(fallbacks, []);
+    assert.deepEqual(s.upstreamAsked, []);
+  });
+
   it('upstream announcing another size than the peer fails the body (the writer would refuse it anyway)', async () => {
     const s = sources(async () => found(memoryBody(blob, 0, { at: 8192, error: new Error('reset') })), blob.length + 1);
     const body = await openPeerFallbackBody(options(s.value, []));

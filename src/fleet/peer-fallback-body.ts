@@ -3,7 +3,7 @@ import { fleetDuplicateFetches } from '../metrics/metrics.ts';
 import type { FillBody } from '../proxy/blob-fill.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { FillHolder } from './fill-coordinator.ts';
-import type { PeerBlobAnswer } from './peer-client.ts';
+import type { PeerBlobAnswer, PeerBlobBody } from './peer-client.ts';
 
 /** Why a follower fetched upstream a blob another instance was downloading (pullmirror_fleet_duplicate_fetches_total). */
 export type PeerFallbackReason = 'peer_unreachable' | 'peer_refused' | 'peer_failed' | 'peer_stalled' | 'peer_bad_bytes';
@@ -36,6 +36,11 @@ export interface PeerFallbackOptions {
   onFallback: (reason: PeerFallbackReason, info: { offset: number; error: string }) => void;
   /** The writer's position: the first byte wanted. */
   offset?: number;
+  /**
+   * The peer's answer already had (the caller chose among several peers, PeerCopies.fromRecord):
+   * read from at once, not asked again.
+   */
+  opened?: PeerBlobBody;
   /** Upstream at once, without asking the peer: it sent bytes that did not verify before. */
   avoidPeer?: PeerFallbackReason;
   /** The holder `sources.peer` reads: the one whose lease must move for nextPeer. */
@@ -63,6 +68,7 @@ export async function openPeerFallbackBody(options: PeerFallbackOptions): Promis
   const offset = options.offset ?? 0;
   let reason: PeerFallbackReason = options.avoidPeer ?? 'peer_unreachable';
   let error = options.avoidPeer ? 'not asked again' : 'not answered';
+  if (options.opened) return new PeerFallbackBody({ body: options.opened, offset, fromPeer: true }, options);
   const deadline = performance.now() + options.fallbackMs;
   for (let attempt = 0; !options.avoidPeer; attempt++) {
     const answer = await askPeer(options.sources.peer, offset, Math.max(deadline - performance.now(), MIN_ATTEMPT_MS));

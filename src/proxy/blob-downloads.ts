@@ -4,15 +4,15 @@ import { holderStart } from '../fleet/holder-start.ts';
 import type { PeerClient } from '../fleet/peer-client.ts';
 import { fillFailureOf } from '../fleet/fill-failure.ts';
 import { awaitNextHolder } from '../fleet/next-holder.ts';
-import { openPeerFallbackBody } from '../fleet/peer-fallback-body.ts';
+import { openPeerFallbackBody, type BlobSources, type PeerFallbackOptions } from '../fleet/peer-fallback-body.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { isStoreUnwritable, type BlobStore, type BlobWriter } from '../storage/blob-store.ts';
 import type { BlobSource } from '../storage/readable-blob-store.ts';
-import { BlobFill } from './blob-fill.ts';
+import { BlobFill, type FillBody } from './blob-fill.ts';
 import { PassThroughSource } from './pass-through.ts';
-import { PeerCopies, type FleetStores } from './peer-copies.ts';
+import { PeerCopies, type FleetStores, type PeerBodies } from './peer-copies.ts';
 import { fillSource, type SharedFill } from './shared-fill.ts';
 import type { StoreAdmission } from './store-admission.ts';
 import { getUpstreamBlob, ResumableBlobBody, type ResumePolicy, type UpstreamBlobRef, type UpstreamBlobResponse } from './upstream-blob.ts';
@@ -86,7 +86,11 @@ export class BlobDownloads {
     this.peers = options.peers;
     this.fleetStallMs = options.fleetStallMs ?? 10_000;
     this.peerFallbackMs = options.peerFallbackMs ?? 3_000;
-    this.copies = options.stores && new PeerCopies({ peers: options.peers, stores: options.stores, admission: options.admission, blobs: options.blobs, logger: options.logger });
+    const bodies: PeerBodies = {
+      ofDownload: (ref, holder) => this.peerBody(ref, { holder, ...this.downloadSources(ref, holder) }),
+      ofOpened: (ref, from) => this.peerBody(ref, from),
+    };
+    this.copies = options.stores && new PeerCopies({ peers: options.peers, bodies, stores: options.stores, admission: options.admission, blobs: options.blobs, logger: options.logger });
   }
 
   /** Whether a blob is being downloaded into the store (an eviction pass must not delete it). */
@@ -235,27 +239,7 @@ export class BlobDownloads {
    */
   private async fromPeer(ref: UpstreamBlobRef, holder: FillHolder, options: { avoidPeer?: boolean } = {}): Promise<SharedFill | undefined> {
     const digest = ref.digest.value;
-    const peerOf = (instance: string) => (offset: number, signal: AbortSignal) => this.peers!.openBlob(instance, ref.digest, { offset, signal });
-    const body = await openPeerFallbackBody({
-      holder,
-      sources: {
-        peer: peerOf(holder.instance),
-        // A holder that died: the lease moves to whichever follower takes over (this one's own download: `own`).
-        nextPeer: async (after, withinMs) => {
-          const next = await awaitNextHolder({ coordinator: this.fleet, digest, from: after, withinMs, mine: () => this.own.has(digest) });
-          return next && { holder: next, peer: peerOf(next.instance) };
-        },
-        upstream: async (offset) => {
-          const first = await getUpstreamBlob(ref, offset);
-          return { body: this.body(ref, first), offset: first.offset };
-        },
-      },
-      fallbackMs: this.peerFallbackMs,
-      stored: async () => (await this.blobs.stat(ref).catch(() => undefined)) !== undefined,
-      onFallback: (reason, info) => this.logger.warn('holder not readable as a peer; fetching upstream', { digest, instance: holder.instance, reason, ...info }),
-      onSwitch: (info) => this.logger.info('streaming from the new holder of a download', { digest, ...info }),
-      avoidPeer: options.avoidPeer ? 'peer_bad_bytes' : undefined,
-    });
+    const body = await this.peerBody(ref, { holder, ...this.downloadSources(ref, holder), avoidPeer: options.avoidPeer ? 'peer_bad_bytes' : undefined });
     if (!body) {
       this.logger.info('holder has nothing to stream; waiting for its commit', { digest, instance: holder.instance });
       return undefined;
@@ -274,6 +258,48 @@ export class BlobDownloads {
       })
       .catch((error: Error) => this.logger.warn('blob stream from a peer failed', { digest, instance: holder.instance, error: error.message }));
     return fill;
+  }
+
+  /** The download `holder` runs, read from its peer listener; should it die, its next holder's once the lease moved. */
+  private downloadSources(ref: UpstreamBlobRef, holder: FillHolder): Pick<BlobSources, 'peer' | 'nextPeer'> {
+    const digest = ref.digest.value;
+    const peerOf = (instance: string) => (offset: number, signal: AbortSignal) => this.peers!.openBlob(instance, ref.digest, { offset, signal });
+    return {
+      peer: peerOf(holder.instance),
+      // A holder that died: the lease moves to whichever follower takes over (this one's own download: `own`).
+      nextPeer: async (after, withinMs) => {
+        const next = await awaitNextHolder({ coordinator: this.fleet, digest, from: after, withinMs, mine: () => this.own.has(digest) });
+        return next && { holder: next, peer: peerOf(next.instance) };
+      },
+    };
+  }
+
+  /**
+   * A blob's bytes from peers (`from`), turning to upstream from the offset reached should they
+   * fail (openPeerFallbackBody): the one place such a body is built, for the downloads followed
+   * on a shared bucket (fromPeer) and the copies between stores of their own (PeerCopies).
+   */
+  private peerBody(
+    ref: UpstreamBlobRef,
+    from: Pick<BlobSources, 'peer' | 'nextPeer'> & Pick<PeerFallbackOptions, 'holder' | 'opened' | 'avoidPeer'>,
+  ): Promise<FillBody | undefined> {
+    const digest = ref.digest.value;
+    const { peer, nextPeer, ...options } = from;
+    return openPeerFallbackBody({
+      ...options,
+      sources: {
+        peer,
+        nextPeer,
+        upstream: async (offset) => {
+          const first = await getUpstreamBlob(ref, offset);
+          return { body: this.body(ref, first), offset: first.offset };
+        },
+      },
+      fallbackMs: this.peerFallbackMs,
+      stored: async () => (await this.blobs.stat(ref).catch(() => undefined)) !== undefined,
+      onFallback: (reason, info) => this.logger.warn('holder not readable as a peer; fetching upstream', { digest, instance: from.holder?.instance, reason, ...info }),
+      onSwitch: (info) => this.logger.info('streaming from the new holder of a download', { digest, ...info }),
+    });
   }
 
   /**
