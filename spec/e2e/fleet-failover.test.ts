@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { getBlob } from '../support/blob-get.ts';
 import { pushRandomBlob } from '../support/images.ts';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
@@ -151,7 +151,7 @@ describe('fleet: a Redis failover in the middle of fills', { skip: missingBinari
   const duplicateFetches = async (mirrors: RunningMirror[]) =>
     (await Promise.all(mirrors.map(async (m) => sum(await scrape(`${m.url}/metrics`), 'pullmirror_fleet_duplicate_fetches_total')))).reduce((sum, n) => sum + n, 0);
 
-  async function failover(store: FleetStore, label: string): Promise<void> {
+  async function failover(t: TestContext, store: FleetStore, label: string): Promise<void> {
     topology = await startFailoverTopology();
     const config = (instance: number) =>
       mergeConfig(
@@ -190,10 +190,12 @@ describe('fleet: a Redis failover in the middle of fills', { skip: missingBinari
         const fetches = world.proxy.count('GET', new RegExp(`/blobs/${blob.digest}$`));
         assert.ok(fetches >= 1 && fetches <= 2, `${blob.digest}: ${fetches} upstream GETs (one, and at most one more for a lease lost with the master)`);
         extraFetches += fetches - 1;
+        t.diagnostic(`${label}: ${blob.digest.slice(0, 19)}: ${fetches} upstream GET(s)`);
         assert.ok(await store.committed(blob.digest), `${blob.digest} committed\n${logsOf(mirrors, blob.digest)}`);
       }
       // Each extra fetch is counted by the instance that knew it duplicated one (a lease lost, a peer not followed).
       assert.ok(await eventually(async () => (await duplicateFetches(mirrors)) === extraFetches), `${extraFetches} extra upstream GETs, ${await duplicateFetches(mirrors)} counted as duplicate fetches`);
+      t.diagnostic(`${label}: ${pulls.length} pulls verified, ${extraFetches} extra upstream GET(s), ${await duplicateFetches(mirrors)} counted as duplicate fetches`);
       assert.deepEqual(await store.problems(), [], 'every stored blob verifies');
 
       // After the failover the fleet coordinates again: 2 × 4 clients of a new cold blob, one upstream GET.
@@ -222,22 +224,22 @@ describe('fleet: a Redis failover in the middle of fills', { skip: missingBinari
     }
   }
 
-  it('on a shared volume: the Redis master SIGKILLed while 2 × 4 clients pull two cold blobs through two instances: every pull verifies, at most one extra upstream fetch per blob in flight, the store holds only verified blobs; afterwards a new cold blob crosses once', async () => {
+  it('on a shared volume: the Redis master SIGKILLed while 2 × 4 clients pull two cold blobs through two instances: every pull verifies, at most one extra upstream fetch per blob in flight, the store holds only verified blobs; afterwards a new cold blob crosses once', async (t) => {
     const store = sharedVolume(work.path);
-    await failover(store, 'volume');
+    await failover(t, store, 'volume');
   });
 
-  it('on a shared bucket (spools private): the same failover, the same guarantees', { skip: skipUnlessS3() }, async () => {
+  it('on a shared bucket (spools private): the same failover, the same guarantees', { skip: skipUnlessS3() }, async (t) => {
     const store = await sharedBucket(path.join(work.path, 'bucket'));
     try {
-      await failover(store, 'bucket');
+      await failover(t, store, 'bucket');
     } finally {
       await store.close();
     }
   });
 
-  it('on disks of their own (one named fleet, peers streaming): the same failover, the same guarantees, and afterwards the second instance gets the new blob from the first by peer', async () => {
+  it('on disks of their own (one named fleet, peers streaming): the same failover, the same guarantees, and afterwards the second instance gets the new blob from the first by peer', async (t) => {
     const store = ownDisks(path.join(work.path, 'disks'));
-    await failover(store, 'disks');
+    await failover(t, store, 'disks');
   });
 });
