@@ -19,7 +19,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { getBlob } from '../support/blob-get.ts';
 import { pushRandomBlob } from '../support/images.ts';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { spoolTempFiles } from '../support/descriptors.ts';
+import { openFilesUnder, spoolTempFiles } from '../support/descriptors.ts';
 import { mergeConfig, tempFiles, type RunningMirror } from '../support/mirror.ts';
 import { skipUnlessBinaries, tempDir, type TempDir } from '../support/processes.ts';
 import { startFailoverTopology, type FailoverTopology } from '../support/redis-failover.ts';
@@ -217,6 +217,8 @@ describe('fleet: a Redis failover in the middle of fills', { skip: missingBinari
       const settle = performance.now() + 10_000;
       while ((await store.leftovers()) > 0 && performance.now() < settle) await sleep(100);
       assert.equal(await store.leftovers(), 0, 'no spool file or multipart upload left');
+      // Every store, spool and disk lives under the test's directory: no descriptor left open there.
+      for (const m of mirrors) assert.ok(await eventually(() => openFilesUnder(m.process.pid, work.path).length === 0), `descriptors left open: ${openFilesUnder(m.process.pid, work.path).join(', ')}`);
     } finally {
       world.proxy.setFault(undefined);
       await Promise.all(mirrors.map((m) => m.stop()));
