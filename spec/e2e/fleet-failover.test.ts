@@ -195,7 +195,8 @@ describe('fleet: a Redis failover in the middle of fills', { skip: missingBinari
       }
       // Each extra fetch is counted by the instance that knew it duplicated one (a lease lost, a peer not followed).
       assert.ok(await eventually(async () => (await duplicateFetches(mirrors)) === extraFetches), `${extraFetches} extra upstream GETs, ${await duplicateFetches(mirrors)} counted as duplicate fetches`);
-      t.diagnostic(`${label}: ${pulls.length} pulls verified, ${extraFetches} extra upstream GET(s), ${await duplicateFetches(mirrors)} counted as duplicate fetches`);
+      const leasesLost = mirrors.flatMap((m) => m.logLines()).filter((line) => line.message?.startsWith('blob download lease lost')).length;
+      t.diagnostic(`${label}: ${pulls.length} pulls verified, ${extraFetches} extra upstream GET(s), ${await duplicateFetches(mirrors)} counted as duplicate fetches, ${leasesLost} lease-lost log line(s)`);
       assert.deepEqual(await store.problems(), [], 'every stored blob verifies');
 
       // After the failover the fleet coordinates again: 2 × 4 clients of a new cold blob, one upstream GET.
