@@ -132,6 +132,8 @@ export class RedisFillCoordinator implements FillCoordinator {
     const lost = new AbortController();
     /** When the last request Redis confirmed the claim with was sent (the lease ran from then). */
     let confirmedAt = claimedAt;
+    /** Whether the fence refused a commit already (its duplicate fetch counted). */
+    let refusedOnce = false;
     /** Runs an owner-checked script: true or false as Redis answers, undefined when it cannot be asked. */
     const run = async (script: string, keys: string[], args: (string | number)[]): Promise<boolean | undefined> => {
       if (!this.redis.available) return undefined;
@@ -149,8 +151,6 @@ export class RedisFillCoordinator implements FillCoordinator {
       if (lost.signal.aborted) return;
       stop();
       fleetLeasesLost.inc();
-      // This download goes on uncommitted while the new holder fetches the blob again.
-      fleetDuplicateFetches.labels('lease_lost').inc();
       this.logger.warn('blob download lease lost to another instance; finishing it for this instance\'s clients, without committing', { digest, epoch });
       lost.abort(new RegistryError('UNAVAILABLE', "the blob's download was taken over by another instance"));
     };
@@ -174,9 +174,14 @@ export class RedisFillCoordinator implements FillCoordinator {
         if ((await run(PUBLISH, [key], [this.leaseMs, JSON.stringify({ started: true, size }), this.channel, digest])) === false) loseIt();
       },
       stillHeld: async () => {
-        if (!(await renew())) return false;
-        // Redis could not be asked: only as good as its last answer.
-        return performance.now() - confirmedAt < this.leaseMs;
+        // Counted when the fence refuses, not when the lease is lost: only a download that ends
+        // uncommitted is fetched again by another instance. A lease that vanished in a Redis
+        // failover, whose verified bytes still go into a store of this instance's own (the
+        // fence of BlobDownloads.ownStoreFence), costs no second fetch.
+        const held = (await renew()) && performance.now() - confirmedAt < this.leaseMs;
+        if (!held && !refusedOnce) fleetDuplicateFetches.labels('lease_lost').inc();
+        refusedOnce ||= !held;
+        return held;
       },
       release: async (outcome) => {
         stop();

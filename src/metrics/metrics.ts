@@ -363,7 +363,8 @@ export const fleetLeasesLost = new Counter({
  * `peer_failed` (its stream broke: the holder died or the link did), `peer_stalled` (no byte
  * within redis.fleet.peers.timeout), `peer_bad_bytes` (what it sent did not match the digest),
  * `lease_lost` (this instance lost its lease and finished its download uncommitted, while the
- * new holder fetches it again).
+ * new holder fetches it again; or, on a store of its own, committed it while an instance on
+ * another store holds the claim and fetches it again).
  */
 export const fleetDuplicateFetches = new Counter({
   name: 'pullmirror_fleet_duplicate_fetches_total',

@@ -7,10 +7,11 @@ import { awaitNextHolder } from '../fleet/next-holder.ts';
 import { openPeerFallbackBody, type BlobSources, type PeerFallbackOptions } from '../fleet/peer-fallback-body.ts';
 import { RemoteFill } from '../fleet/remote-fill.ts';
 import type { Logger } from '../logging/logger.ts';
+import { fleetDuplicateFetches } from '../metrics/metrics.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { isStoreUnwritable, type BlobStore, type BlobWriter } from '../storage/blob-store.ts';
 import type { BlobSource } from '../storage/readable-blob-store.ts';
-import { BlobFill, type FillBody } from './blob-fill.ts';
+import { BlobFill, type FillBody, type FillFence } from './blob-fill.ts';
 import { PassThroughSource } from './pass-through.ts';
 import { PeerCopies, type FleetStores, type PeerBodies } from './peer-copies.ts';
 import { fillSource, type SharedFill } from './shared-fill.ts';
@@ -367,7 +368,7 @@ export class BlobDownloads {
       writer,
       openCommitted: () => this.blobs.openObject(ref.digest, first.size),
       body: this.body(ref, first),
-      fence: lease,
+      fence: this.copies ? this.ownStoreFence(this.copies, digest, lease) : lease,
     });
     return this.runOwn(digest, fill, lease);
   }
@@ -440,6 +441,32 @@ export class BlobDownloads {
     // Followers learn it started once peers can read it here.
     await lease.publish(fill.size);
     return started;
+  }
+
+  /**
+   * The commit's fence in a fleet whose instances may each have a store of their own. The lease
+   * fences commits into a store other instances write too; a lease lost (in a Redis failover it
+   * simply vanishes with the master) while the download goes on must not keep verified bytes out
+   * of this instance's own store when no instance on this store holds the blob now: the blob
+   * would else be missing here, and fetched again (from a peer or upstream) at the next pull.
+   * Commits as the lease does while it holds; once lost, commits only when the claim is free or
+   * held by an instance on another store (never when Redis cannot tell).
+   */
+  private ownStoreFence(copies: PeerCopies, digest: string, lease: BlobLease): FillFence {
+    return {
+      lost: lease.lost,
+      stillHeld: async () => {
+        // Asked only once lost: the lease's own fence counts a refusal as a duplicate fetch.
+        if (!lease.lost.aborted) return lease.stillHeld();
+        const now = await this.fleet.blobHolder(digest);
+        const elsewhere = now.kind === 'held' && now.holder !== undefined && (await copies.onAnotherStore(now.holder));
+        if (now.kind !== 'free' && !elsewhere) return lease.stillHeld();
+        // An instance on another store holds the claim now: it fetches the blob again.
+        if (elsewhere) fleetDuplicateFetches.labels('lease_lost').inc();
+        this.logger.info('blob download lease lost, but no instance on this store holds it: committing into this store', { digest });
+        return true;
+      },
+    };
   }
 
   /** Goes on from a copy of a dead holder's temp file; undefined when it is gone. */
