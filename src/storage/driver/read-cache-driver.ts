@@ -42,6 +42,8 @@ const CACHED_NAME = /^(sha256|sha384|sha512)-[0-9a-f]+$/;
 const TEMP_NAME = /^\.fill-[0-9a-f]+$/;
 /** Fills going on at once (each is one GetObject of a whole blob). */
 const MAX_FILLS = 2;
+/** Blobs waiting for a fill (names and sizes only). */
+const MAX_WAITING = 64;
 
 interface Cached {
   size: number;
@@ -70,6 +72,7 @@ export class ReadCacheDriver implements StorageDriver {
   /** Cached files by name, least recently opened first (a Map keeps insertion order). */
   private readonly files = new Map<string, Cached>();
   private readonly fills = new Map<string, Fill>();
+  private readonly waiting = new Map<string, { key: string; size: number }>();
   /** Bytes of the files in `files` plus those of the fills in flight. */
   private usedBytes = 0;
   private closed = false;
@@ -149,9 +152,17 @@ export class ReadCacheDriver implements StorageDriver {
     return undefined;
   }
 
-  /** Copies the blob at `key` into the cache in the background, verified, if there is room. */
+  /**
+   * Copies the blob at `key` into the cache in the background, verified, if there is room:
+   * MAX_FILLS at a time, the others waiting in line (at most MAX_WAITING; a blob that finds the
+   * line full is copied on a later read).
+   */
   private startFill(key: string, name: string, size: number): void {
-    if (this.closed || size === 0 || size > this.maxBytes || this.files.has(name) || this.fills.has(name) || this.fills.size >= MAX_FILLS) return;
+    if (this.closed || size === 0 || size > this.maxBytes || this.files.has(name) || this.fills.has(name) || this.waiting.has(name)) return;
+    if (this.fills.size >= MAX_FILLS) {
+      if (this.waiting.size < MAX_WAITING) this.waiting.set(name, { key, size });
+      return;
+    }
     if (!this.makeRoom(size)) return;
     const fill: Fill = { size, cancelled: false };
     this.fills.set(name, fill);
@@ -159,6 +170,11 @@ export class ReadCacheDriver implements StorageDriver {
     void this.fill(key, name, fill).finally(() => {
       this.fills.delete(name);
       this.usedBytes -= size;
+      const next = this.waiting.entries().next();
+      if (next.done) return;
+      const [nextName, { key: nextKey, size: nextSize }] = next.value;
+      this.waiting.delete(nextName);
+      this.startFill(nextKey, nextName, nextSize);
     });
   }
 
@@ -227,6 +243,7 @@ export class ReadCacheDriver implements StorageDriver {
       // Before the bucket's delete: from now on this blob is never served from here.
       const fill = this.fills.get(name);
       if (fill) fill.cancelled = true;
+      this.waiting.delete(name);
       this.drop(name);
     }
     return this.inner.delete(key);
@@ -270,6 +287,7 @@ export class ReadCacheDriver implements StorageDriver {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.waiting.clear();
     for (const fill of this.fills.values()) fill.cancelled = true;
     await this.inner.close();
   }
