@@ -95,8 +95,8 @@ describe('storage.s3.readcache (over the s3 driver on RADOS Gateway)', { skip: s
     return { key, digest: `sha256:${hex}`, size, name: `sha256-${hex}` };
   }
 
-  async function cacheOver(inner: S3Driver, maxBytes: number, directory = path.join(work.path, `cache-${++label}`)): Promise<ReadCacheDriver> {
-    return ReadCacheDriver.create(inner, { directory, maxBytes });
+  async function cacheOver(inner: S3Driver, maxBytes: number, directory = path.join(work.path, `cache-${++label}`), recheckMs?: number): Promise<ReadCacheDriver> {
+    return ReadCacheDriver.create(inner, { directory, maxBytes, recheckMs });
   }
 
   it('serves a blob read whole once from the local copy afterwards: no GetObject, verified bytes', async () => {
@@ -190,6 +190,23 @@ describe('storage.s3.readcache (over the s3 driver on RADOS Gateway)', { skip: s
       assert.equal(cache.has(blob.key), false);
       assert.equal(await cache.open(blob.key), undefined, 'gone from the bucket and from the cache');
       assert.ok(await eventually(() => readdirSync(cache.directory).length === 0), 'the file went');
+    } finally {
+      await cache.close();
+    }
+  });
+
+  it('a blob deleted from the bucket by someone else (another instance, gc) goes from the cache once a use finds it gone', async () => {
+    const inner = s3Driver();
+    const cache = await cacheOver(inner, 16 * MiB, undefined, 0);
+    try {
+      const blob = await storedBlob(inner, MiB);
+      await readWhole((await cache.open(blob.key))!);
+      assert.ok(await eventually(() => cache.has(blob.key)));
+      assert.equal(await inner.delete(blob.key), true, 'deleted behind the cache');
+      // The use that finds it gone (served still: verified bytes, the window of the recheck).
+      assert.deepEqual(await readWhole((await cache.open(blob.key))!), { digest: blob.digest, size: blob.size });
+      assert.ok(await eventually(() => !cache.has(blob.key)), 'dropped once the bucket said it is gone');
+      assert.equal(await cache.open(blob.key), undefined);
     } finally {
       await cache.close();
     }

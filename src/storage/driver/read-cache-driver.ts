@@ -27,9 +27,12 @@ import type { ListedObject, ObjectInfo, OpenedObject, StagedFile, StorageDriver,
  * - Trusted as the filesystem store trusts its disk: verified on fill, not on every read. What
  *   we do check on open is that the file is the very one verified (inode, size, ctime): a file
  *   changed since (written to, replaced) is dropped and the blob is read from the bucket.
- * - A delete through this driver (eviction, gc) drops the copy first and cancels a fill of the
- *   same blob in flight, so a blob the bucket lost is not served from here. (Another instance
- *   of a fleet deleting from the bucket is not seen: its copy here stays verified bytes.)
+ * - A delete through this driver (this instance's eviction) drops the copy first and cancels a
+ *   fill of the same blob in flight, so a blob the bucket lost is not served from here. One
+ *   deleted elsewhere (another instance of a fleet, `gc` as a command) is found by a HEAD in
+ *   the background at most once per RECHECK_MS of a file's use, never on the client's time: it
+ *   may be served from here for up to that long, verified bytes still. A bucket that cannot be
+ *   asked keeps the copy.
  * - Emptied at start (files of ours only: a name `<alg>-<hex>` or a temp `.fill-…`), so no file
  *   from before a crash is served unverified. One instance per directory.
  */
@@ -44,12 +47,16 @@ const TEMP_NAME = /^\.fill-[0-9a-f]+$/;
 const MAX_FILLS = 2;
 /** Blobs waiting for a fill (names and sizes only). */
 const MAX_WAITING = 64;
+/** How long a cached file is served before the bucket is asked (in the background) whether it still has the blob. */
+const RECHECK_MS = 60_000;
 
 interface Cached {
   size: number;
   /** What the file was when it was verified: a file that is not that any more is not served. */
   ino: number;
   ctimeMs: number;
+  /** performance.now() when the bucket last said it has the blob (or the check was started). */
+  checkedAt: number;
 }
 
 interface Fill {
@@ -61,6 +68,8 @@ export interface ReadCacheOptions {
   directory: string;
   maxBytes: number;
   logger?: Logger;
+  /** RECHECK_MS unless given (tests). */
+  recheckMs?: number;
 }
 
 export class ReadCacheDriver implements StorageDriver {
@@ -69,6 +78,7 @@ export class ReadCacheDriver implements StorageDriver {
   readonly directory: string;
   readonly maxBytes: number;
   private readonly logger: Logger | undefined;
+  private readonly recheckMs: number;
   /** Cached files by name, least recently opened first (a Map keeps insertion order). */
   private readonly files = new Map<string, Cached>();
   private readonly fills = new Map<string, Fill>();
@@ -86,6 +96,7 @@ export class ReadCacheDriver implements StorageDriver {
     this.directory = options.directory;
     this.maxBytes = options.maxBytes;
     this.logger = options.logger;
+    this.recheckMs = options.recheckMs ?? RECHECK_MS;
     if (inner.redirectURL) this.redirectURL = inner.redirectURL.bind(inner);
     if (inner.putContentIfAbsent) this.putContentIfAbsent = inner.putContentIfAbsent.bind(inner);
     if (inner.stageFile) this.stageFile = inner.stageFile.bind(inner);
@@ -115,7 +126,10 @@ export class ReadCacheDriver implements StorageDriver {
     const name = cachedName(key);
     if (name === undefined) return this.inner.open(key, knownSize);
     const local = await this.openCached(name);
-    if (local) return local;
+    if (local) {
+      this.recheck(key, name);
+      return local;
+    }
     const opened = await this.inner.open(key, knownSize);
     if (!opened) return undefined;
     return {
@@ -150,6 +164,19 @@ export class ReadCacheDriver implements StorageDriver {
     await handle?.close().catch(() => {});
     if (this.files.get(name) === cached) this.drop(name);
     return undefined;
+  }
+
+  /** Asks the bucket in the background, at most once per recheckMs, whether it still has the blob; drops the copy if not. */
+  private recheck(key: string, name: string): void {
+    const cached = this.files.get(name);
+    if (!cached || performance.now() - cached.checkedAt < this.recheckMs) return;
+    cached.checkedAt = performance.now();
+    this.inner.stat(key).then(
+      (info) => {
+        if (!info && this.files.get(name) === cached) this.drop(name);
+      },
+      () => {},
+    );
   }
 
   /**
@@ -210,7 +237,7 @@ export class ReadCacheDriver implements StorageDriver {
       }
       // From the fill's reservation to the file's own (finally gives the reservation back).
       this.usedBytes += fill.size;
-      this.files.set(name, { size: fill.size, ino: placed.ino, ctimeMs: placed.ctimeMs });
+      this.files.set(name, { size: fill.size, ino: placed.ino, ctimeMs: placed.ctimeMs, checkedAt: performance.now() });
     } catch (error) {
       this.logger?.debug('read cache: fill failed', { key, error: (error as Error).message });
       if (visible) await unlink(join(this.directory, name)).catch(() => {});
