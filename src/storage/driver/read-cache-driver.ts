@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, type Stats } from 'node:fs';
-import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Logger } from '../../logging/logger.ts';
@@ -16,10 +16,11 @@ import type { ListedObject, ObjectInfo, OpenedObject, StagedFile, StorageDriver,
  * loop (OpenedFile). Off by default; only blobs (content addressed, key `blobs/<alg>/<xx>/<hex>`)
  * are cached, everything else passes through untouched.
  *
- * - Filled with verified copies only: once a blob was served whole from the bucket, a second
- *   read of it (in the background, one GetObject) goes to a temp file in the directory, is
- *   hashed (off the main thread) and renamed to its name only if digest and size matched.
- *   The client's own response is never slowed by the copy.
+ * - Filled with verified copies only, two ways: a fill's spool file, verified before the store
+ *   commits it, is kept by a hard link as the bucket takes it (commitWithCopy: no byte copied);
+ *   and once a blob was served whole from the bucket, a second read of it (in the background,
+ *   one GetObject) goes to a temp file in the directory, is hashed (off the main thread) and
+ *   renamed to its name only if digest and size matched. Neither slows the client's response.
  * - Names are drawn from the digest parsed out of the key (algorithm and hex checked), never
  *   from a path: nothing from a request names a file outside the directory.
  * - Bounded: the files present plus the fills in flight stay within `maxBytes`; least recently
@@ -99,7 +100,14 @@ export class ReadCacheDriver implements StorageDriver {
     this.recheckMs = options.recheckMs ?? RECHECK_MS;
     if (inner.redirectURL) this.redirectURL = inner.redirectURL.bind(inner);
     if (inner.putContentIfAbsent) this.putContentIfAbsent = inner.putContentIfAbsent.bind(inner);
-    if (inner.stageFile) this.stageFile = inner.stageFile.bind(inner);
+    if (inner.stageFile) {
+      const stage = inner.stageFile.bind(inner);
+      // A staged file's commit is a fill's commit, as commitFile's is: a copy is kept alike.
+      this.stageFile = (localPath, key, expectedSize) => {
+        const staged = stage(localPath, key, expectedSize);
+        return staged && { grown: (bytes) => staged.grown(bytes), commit: (signal) => this.commitWithCopy(localPath, key, () => staged.commit(signal)), cancel: () => staged.cancel() };
+      };
+    }
   }
 
   /** The cache over `inner`, its directory made and emptied of what an earlier run left. */
@@ -194,15 +202,18 @@ export class ReadCacheDriver implements StorageDriver {
     const fill: Fill = { size, cancelled: false };
     this.fills.set(name, fill);
     this.usedBytes += size;
-    void this.fill(key, name, fill).finally(() => {
-      this.fills.delete(name);
-      this.usedBytes -= size;
-      const next = this.waiting.entries().next();
-      if (next.done) return;
-      const [nextName, { key: nextKey, size: nextSize }] = next.value;
-      this.waiting.delete(nextName);
-      this.startFill(nextKey, nextName, nextSize);
-    });
+    void this.fill(key, name, fill).finally(() => this.settle(name, fill));
+  }
+
+  /** A fill (or a commit's copy) ended: its reservation goes back and the next waiting blob may go. */
+  private settle(name: string, fill: Fill): void {
+    this.fills.delete(name);
+    this.usedBytes -= fill.size;
+    const next = this.waiting.entries().next();
+    if (next.done) return;
+    const [nextName, { key: nextKey, size: nextSize }] = next.value;
+    this.waiting.delete(nextName);
+    this.startFill(nextKey, nextName, nextSize);
   }
 
   private async fill(key: string, name: string, fill: Fill): Promise<void> {
@@ -225,24 +236,72 @@ export class ReadCacheDriver implements StorageDriver {
         this.logger?.warn('read cache: a copy from the store did not match its digest; not cached', { key });
         return;
       }
-      if (fill.cancelled || this.closed) return;
-      const path = join(this.directory, name);
-      await rename(temp, path);
-      visible = true;
-      // The rename changed the inode's ctime: what is recorded is the file as it is now.
-      const placed = await stat(path);
-      if (fill.cancelled || this.closed) {
-        await unlink(path).catch(() => {});
-        return;
-      }
-      // From the fill's reservation to the file's own (finally gives the reservation back).
-      this.usedBytes += fill.size;
-      this.files.set(name, { size: fill.size, ino: placed.ino, ctimeMs: placed.ctimeMs, checkedAt: performance.now() });
+      visible = await this.place(name, temp, fill);
     } catch (error) {
       this.logger?.debug('read cache: fill failed', { key, error: (error as Error).message });
-      if (visible) await unlink(join(this.directory, name)).catch(() => {});
     } finally {
       if (!visible) await unlink(temp).catch(() => {});
+    }
+  }
+
+  /**
+   * Makes a verified temp file the cached file of `name` (unless the fill was cancelled: a delete
+   * came meanwhile); whether it did. The caller removes the temp file when not.
+   */
+  private async place(name: string, temp: string, fill: Fill): Promise<boolean> {
+    if (fill.cancelled || this.closed) return false;
+    const path = join(this.directory, name);
+    await rename(temp, path);
+    try {
+      // The rename changed the inode's ctime: what is recorded is the file as it is now.
+      const placed = await stat(path);
+      if (fill.cancelled || this.closed || placed.size !== fill.size) throw new Error('cancelled');
+      // From the fill's reservation to the file's own (settle gives the reservation back).
+      this.usedBytes += fill.size;
+      this.files.set(name, { size: fill.size, ino: placed.ino, ctimeMs: placed.ctimeMs, checkedAt: performance.now() });
+      return true;
+    } catch {
+      await unlink(path).catch(() => {});
+      return true;
+    }
+  }
+
+  /**
+   * Commits a fill's verified spool file through `commit` (the bucket's upload) and keeps a copy
+   * of it: a hard link taken before the upload (the driver removes the spool file), made the
+   * cached file once the object is in the bucket, dropped if the commit failed. No bytes are
+   * copied; a directory on another file system than the spool (EXDEV) or no room simply means
+   * no copy. The file is verified: the store hands a driver only files whose digest matched.
+   */
+  private async commitWithCopy(localPath: string, key: string, commit: () => Promise<void>): Promise<void> {
+    const name = cachedName(key);
+    const copy = name === undefined ? undefined : await this.linkCommitted(localPath, name);
+    if (!copy) return commit();
+    let placed = false;
+    try {
+      await commit();
+      placed = await this.place(name!, copy.temp, copy.fill).catch(() => false);
+    } finally {
+      if (!placed) await unlink(copy.temp).catch(() => {});
+      this.settle(name!, copy.fill);
+    }
+  }
+
+  /** A hard link to a file about to be committed, its size reserved; undefined when no copy is to be kept. */
+  private async linkCommitted(localPath: string, name: string): Promise<{ temp: string; fill: Fill } | undefined> {
+    if (this.closed || this.files.has(name) || this.fills.has(name)) return undefined;
+    const size = await stat(localPath).then((info) => info.size, () => 0);
+    if (size === 0 || size > this.maxBytes || this.files.has(name) || this.fills.has(name) || !this.makeRoom(size)) return undefined;
+    const fill: Fill = { size, cancelled: false };
+    this.fills.set(name, fill);
+    this.usedBytes += size;
+    const temp = join(this.directory, `.fill-${randomBytes(8).toString('hex')}`);
+    try {
+      await link(localPath, temp);
+      return { temp, fill };
+    } catch {
+      this.settle(name, fill);
+      return undefined;
     }
   }
 
@@ -285,7 +344,7 @@ export class ReadCacheDriver implements StorageDriver {
   }
 
   commitFile(localPath: string, key: string, signal?: AbortSignal): Promise<void> {
-    return this.inner.commitFile(localPath, key, signal);
+    return this.commitWithCopy(localPath, key, () => this.inner.commitFile(localPath, key, signal));
   }
 
   stat(key: string): Promise<ObjectInfo | undefined> {
