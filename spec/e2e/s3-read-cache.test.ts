@@ -14,7 +14,10 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load.ts';
+import type { Logger } from '../../src/logging/logger.ts';
 import { s3Requests } from '../../src/metrics/metrics.ts';
+import { createStorageDriver } from '../../src/storage/driver/create-driver.ts';
+import type { MeteredDriver } from '../../src/storage/driver/metered-driver.ts';
 import { cachedName, ReadCacheDriver } from '../../src/storage/driver/read-cache-driver.ts';
 import { S3Driver } from '../../src/storage/driver/s3-driver.ts';
 import type { OpenedObject } from '../../src/storage/driver/storage-driver.ts';
@@ -62,6 +65,29 @@ describe('storage.s3.readcache in the config', () => {
     assert.deepEqual(withCache('{size: 512MiB, directory: /cache}'), { size: 512 * MiB, directory: '/cache' });
     assert.throws(() => withCache('{size: 0}'), /readcache\.size/);
     assert.throws(() => withCache('{directory: /cache}'), /readcache\.size/);
+  });
+
+  it('is put in front of the bucket for the mirror only when set; a directory that cannot be used is one line and no cache', async () => {
+    const work = tempDir('pullmirror-read-cache-config');
+    try {
+      const config = (readcache?: string) => loadConfig({ env: { ...bucketEnv, ...(readcache ? { REGISTRY_STORAGE_S3_READCACHE: readcache } : {}) } });
+      const lines: string[] = [];
+      const logger = { error: (line: string) => lines.push(line) } as unknown as Logger;
+      const cached = async (readcache: string | undefined, mirror = true) => {
+        const driver = (await createStorageDriver(config(readcache), { tempDir: work.path, readCache: mirror ? { logger } : undefined })) as MeteredDriver;
+        await driver.close();
+        return driver.inner instanceof ReadCacheDriver;
+      };
+      assert.equal(await cached(undefined), false, 'off by default');
+      assert.equal(await cached(`{size: 1GiB, directory: ${path.join(work.path, 'cache')}}`), true);
+      assert.equal(await cached(`{size: 1GiB, directory: ${path.join(work.path, 'cache')}}`, false), false, 'a command (gc, stats) leaves a running mirror\'s cache alone');
+      writeFileSync(path.join(work.path, 'a-file'), '');
+      assert.equal(await cached(`{size: 1GiB, directory: ${path.join(work.path, 'a-file', 'cache')}}`), false);
+      assert.equal(lines.length, 1);
+      assert.match(lines[0], /^storage\.s3\.readcache\.directory: cannot use .*a-file\/cache \(ENOTDIR\); serving without the read cache$/);
+    } finally {
+      await work.cleanup();
+    }
   });
 });
 

@@ -39,7 +39,13 @@ export async function createStorageDriver(config: Config, context: DriverContext
   if (!readcache || !context.readCache) return new MeteredDriver(bucket);
   const { ReadCacheDriver } = await import('./read-cache-driver.ts');
   const directory = readcache.directory ?? join(config.storage.s3!.spooldirectory, '_read-cache');
-  return new MeteredDriver(await ReadCacheDriver.create(bucket, { directory, maxBytes: readcache.size, logger: context.readCache.logger }));
+  try {
+    return new MeteredDriver(await ReadCacheDriver.create(bucket, { directory, maxBytes: readcache.size, logger: context.readCache.logger }));
+  } catch (error) {
+    // A cache is an optimisation: a directory that cannot be used leaves the mirror serving from the bucket.
+    context.readCache.logger?.error(`storage.s3.readcache.directory: cannot use ${directory} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); serving without the read cache`);
+    return new MeteredDriver(bucket);
+  }
 }
 
 /** The S3 driver's options from `storage.s3` (undefined when the store is not on S3). */
