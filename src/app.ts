@@ -192,8 +192,8 @@ interface Storage {
  * driver's temp files (putContent's) go to this instance's spool, as a fill's do, so a commit
  * is a rename; the s3 driver is loaded only when storage.s3 is set.
  */
-function buildDriver(config: Config, tempDir: string): Promise<StorageDriver> {
-  return createStorageDriver(config, { tempDir });
+function buildDriver(config: Config, tempDir: string, logger: Logger): Promise<StorageDriver> {
+  return createStorageDriver(config, { tempDir, readCache: { logger } });
 }
 
 /** The store over its driver, and this instance's spool (temporary area) in it. */
@@ -211,7 +211,7 @@ async function buildStorage(config: Config, logger: Logger): Promise<Storage> {
     // An unwritable store must not keep the mirror down: it serves from upstream meanwhile.
     logger.error('store not writable at start; blobs will pass through uncached', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
   }
-  const driver = await buildDriver(config, tempArea.dir);
+  const driver = await buildDriver(config, tempArea.dir, logger.child({ component: 'storage' }));
   // A bucket that cannot be used says so once, naming the key to fix, as `config check` does.
   // The mirror starts all the same and passes blobs through from upstream meanwhile (readiness
   // says it is not ready); not awaited, so a hung endpoint does not hold the start.

@@ -19,7 +19,9 @@
  * freed only by RGW's gc). With the small objects and slack the memstore is sized
  * 12 × BLOB_MIB + 512 MiB (3.5 GiB for 256 MiB blobs).
  *
- * `npm run bench -- s3`; BENCH_RUNS=N, BENCH_BLOB_MIB=N for short runs while developing.
+ * `npm run bench -- s3`; BENCH_RUNS=N, BENCH_BLOB_MIB=N for short runs while developing;
+ * BENCH_S3_READCACHE=1 turns pullmirror's storage.s3.readcache on (4GiB): warm blobs then come
+ * from a local copy after their first warm read (the S3 request count per warm pull shows it).
  * Needs docker-registry and Ceph (Debian: radosgw ceph-mon ceph-osd ceph-common); wrk for the
  * warm clients (else node:http clients in this process, said in the note).
  */
@@ -37,6 +39,11 @@ import { skipUnlessS3, startS3, type S3Server } from '../support/s3.ts';
 import { startTokenServer } from '../support/token-server.ts';
 import { cell, cold, get, rssWatch, spread, warm, type Cold, type Flow, type Served } from './hit.ts';
 import { BLOB_MIB, target, writeResults, type Target } from './measure.ts';
+
+/** storage.s3.readcache when BENCH_S3_READCACHE=1 (off otherwise, as by default). */
+function readCache(): { readcache?: { size: string } } {
+  return process.env.BENCH_S3_READCACHE === '1' ? { readcache: { size: '4GiB' } } : {};
+}
 
 const REPO = 'library/bench-s3';
 const TAG = 'latest';
@@ -201,7 +208,7 @@ export async function benchS3Case(log: Log, onCleanup: OnCleanup): Promise<numbe
       bundle: true,
       config: {
         storage: {
-          s3: { bucket: buckets.pullmirror, region: s3.region, regionendpoint: s3.endpoint, forcepathstyle: true, accesskey: s3.accessKeyId, secretkey: s3.secretAccessKey, spooldirectory: path.join(work.path, `spool-${run}`) },
+          s3: { bucket: buckets.pullmirror, region: s3.region, regionendpoint: s3.endpoint, forcepathstyle: true, accesskey: s3.accessKeyId, secretkey: s3.secretAccessKey, spooldirectory: path.join(work.path, `spool-${run}`), ...readCache() },
         },
       },
     });

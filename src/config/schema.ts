@@ -148,6 +148,18 @@ const s3 = z
     readtimeout: duration()
       .prefault('10s')
       .refine((v) => v > 0, { message: 'a duration above 0 (e.g. 10s)' }),
+    /**
+     * ours: a bounded local copy of hot blobs (src/storage/driver/read-cache-driver.ts), off
+     * unless set: a blob served whole from the bucket is copied here, verified, and served from
+     * the local file afterwards. `directory` defaults to `<spooldirectory>/_read-cache`; it is
+     * emptied at start, one instance per directory.
+     */
+    readcache: z
+      .strictObject({
+        size: size().refine((v) => v > 0, { message: 'a size above 0 (e.g. 2GiB)' }),
+        directory: str().optional(),
+      })
+      .optional(),
     v4auth: ignored(),
     objectacl: ignored(),
     useragent: ignored(),

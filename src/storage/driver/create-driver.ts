@@ -1,4 +1,6 @@
+import { join } from 'node:path';
 import type { Config } from '../../config/schema.ts';
+import type { Logger } from '../../logging/logger.ts';
 import { BreakerDriver } from './breaker-driver.ts';
 import { FilesystemDriver } from './filesystem-driver.ts';
 import { MeteredDriver } from './metered-driver.ts';
@@ -18,6 +20,11 @@ import type { StorageDriver } from './storage-driver.ts';
 /** What the process decides, not the config: the filesystem driver's temp directory (TempArea.dir, on the store's file system). */
 export interface DriverContext {
   tempDir: string;
+  /**
+   * The serving process's own: storage.s3.readcache in front of the bucket. A CLI (gc, stats)
+   * leaves it out, so it never empties the cache directory of a mirror that is running.
+   */
+  readCache?: { logger?: Logger };
 }
 
 export async function createStorageDriver(config: Config, context: DriverContext): Promise<StorageDriver> {
@@ -26,7 +33,19 @@ export async function createStorageDriver(config: Config, context: DriverContext
   const { S3Driver } = await import('./s3-driver.ts');
   // A bucket is behind a network: once it failed, the requests clients wait on fail at once for
   // a moment (BreakerDriver) instead of each paying its deadline.
-  return new MeteredDriver(new BreakerDriver(new S3Driver(s3)));
+  const bucket = new BreakerDriver(new S3Driver(s3));
+  // The read cache outside the breaker: a cached blob is served while the bucket is failing.
+  const readcache = config.storage.s3?.readcache;
+  if (!readcache || !context.readCache) return new MeteredDriver(bucket);
+  const { ReadCacheDriver } = await import('./read-cache-driver.ts');
+  const directory = readcache.directory ?? join(config.storage.s3!.spooldirectory, '_read-cache');
+  try {
+    return new MeteredDriver(await ReadCacheDriver.create(bucket, { directory, maxBytes: readcache.size, logger: context.readCache.logger }));
+  } catch (error) {
+    // A cache is an optimisation: a directory that cannot be used leaves the mirror serving from the bucket.
+    context.readCache.logger?.error(`storage.s3.readcache.directory: cannot use ${directory} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); serving without the read cache`);
+    return new MeteredDriver(bucket);
+  }
 }
 
 /** The S3 driver's options from `storage.s3` (undefined when the store is not on S3). */
