@@ -1,4 +1,5 @@
 import type { FillCoordinator, FillHolder } from './fill-coordinator.ts';
+import { watchClaim } from './claim-watch.ts';
 import { fillFailureError } from './fill-failure.ts';
 
 /** How long after a claim's expiry it is looked at: the holder's renewal may be in flight. */
@@ -27,41 +28,17 @@ export type HolderStart =
  * nothing), at most until `waitMs` has passed. `followed`: the holder the claim named, whose
  * failure is this follower's.
  */
-export async function holderStart(coordinator: FillCoordinator, digest: string, followed: FillHolder | undefined, waitMs: number): Promise<HolderStart> {
-  const deadline = performance.now() + waitMs;
-  let wakes = 0;
-  let wake: (() => void) | undefined;
-  const stop = coordinator.watchBlob(digest, () => {
-    wakes++;
-    wake?.();
-  });
-  try {
-    for (;;) {
-      const mark = wakes;
-      const state = await coordinator.blobHolder(digest);
-      if (state.kind === 'unknown') return { kind: 'unknown' };
-      if (state.kind === 'free') {
-        // A failure concerns the holder of its epoch: one of a later holder is not this follower's.
-        if (state.failure?.epoch !== undefined && state.failure.epoch === followed?.epoch) return { kind: 'failed', error: fillFailureError(state.failure) };
-        return { kind: 'free' };
-      }
-      if (state.started && state.holder) return { kind: 'started', holder: state.holder, size: state.size };
-      const left = deadline - performance.now();
-      if (left <= 0) return { kind: 'unknown' };
-      const untilExpiry = state.expiresInMs === undefined ? left : state.expiresInMs + EXPIRY_MARGIN_MS;
-      if (wakes === mark) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, Math.max(MIN_LOOK_MS, Math.min(untilExpiry, left)));
-          function done(): void {
-            clearTimeout(timer);
-            wake = undefined;
-            resolve();
-          }
-          wake = done;
-        });
-      }
+export function holderStart(coordinator: FillCoordinator, digest: string, followed: FillHolder | undefined, waitMs: number): Promise<HolderStart> {
+  return watchClaim<HolderStart>(coordinator, digest, waitMs, (state, left) => {
+    if (state.kind === 'unknown') return { answer: { kind: 'unknown' } };
+    if (state.kind === 'free') {
+      // A failure concerns the holder of its epoch: one of a later holder is not this follower's.
+      if (state.failure?.epoch !== undefined && state.failure.epoch === followed?.epoch) return { answer: { kind: 'failed', error: fillFailureError(state.failure) } };
+      return { answer: { kind: 'free' } };
     }
-  } finally {
-    stop();
-  }
+    if (state.started && state.holder) return { answer: { kind: 'started', holder: state.holder, size: state.size } };
+    if (left <= 0) return { answer: { kind: 'unknown' } };
+    const untilExpiry = state.expiresInMs === undefined ? left : state.expiresInMs + EXPIRY_MARGIN_MS;
+    return { lookAgainInMs: Math.max(MIN_LOOK_MS, Math.min(untilExpiry, left)) };
+  });
 }

@@ -1,3 +1,4 @@
+import { watchClaim } from './claim-watch.ts';
 import type { FillCoordinator, FillHolder } from './fill-coordinator.ts';
 
 /**
@@ -25,42 +26,17 @@ export async function awaitNextHolder(options: {
   mine: () => boolean;
 }): Promise<FillHolder | undefined> {
   const { coordinator, digest, from } = options;
-  const deadline = performance.now() + options.withinMs;
-  let wakes = 0;
-  let wake: (() => void) | undefined;
-  const unwatch = coordinator.watchBlob(digest, () => {
-    wakes++;
-    wake?.();
-  });
-  try {
-    for (;;) {
-      const mark = wakes;
-      if (options.mine()) return undefined;
-      const state = await coordinator.blobHolder(digest);
-      const left = deadline - performance.now();
-      let lookInMs = left;
-      if (state.kind === 'held' && state.holder && state.holder.epoch !== from.epoch) {
-        if (state.started) return options.mine() ? undefined : state.holder;
-      } else if (state.kind === 'held' && state.holder?.epoch === from.epoch && state.expiresInMs !== undefined) {
-        if (state.expiresInMs > left) return undefined;
-        lookInMs = Math.min(left, state.expiresInMs + TAKEOVER_GRACE_MS);
-      }
-      if (left <= 0) return undefined;
-      if (wakes === mark) await sleepUnlessWoken(lookInMs, (done) => (wake = done));
-      wake = undefined;
+  if (options.mine()) return undefined;
+  return watchClaim<FillHolder | undefined>(coordinator, digest, options.withinMs, (state, left) => {
+    if (options.mine()) return { answer: undefined };
+    let lookInMs = left;
+    if (state.kind === 'held' && state.holder && state.holder.epoch !== from.epoch) {
+      if (state.started) return { answer: state.holder };
+    } else if (state.kind === 'held' && state.holder?.epoch === from.epoch && state.expiresInMs !== undefined) {
+      if (state.expiresInMs > left) return { answer: undefined };
+      lookInMs = Math.min(left, state.expiresInMs + TAKEOVER_GRACE_MS);
     }
-  } finally {
-    unwatch();
-  }
-}
-
-function sleepUnlessWoken(ms: number, onWake: (wake: () => void) => void): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    onWake(done);
+    if (left <= 0) return { answer: undefined };
+    return { lookAgainInMs: lookInMs };
   });
 }

@@ -1,3 +1,4 @@
+import { skipBytes } from '../util/skip-bytes.ts';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fleetDuplicateFetches } from '../metrics/metrics.ts';
 import type { FillBody } from '../proxy/blob-fill.ts';
@@ -140,17 +141,8 @@ class PeerFallbackBody implements FillBody {
     try {
       for (;;) {
         // Bytes of this source before `position` were delivered already (an upstream that ignored the Range).
-        let skip = position - this.current.offset;
         try {
-          for await (let chunk of this.current.body.chunks()) {
-            if (skip > 0) {
-              if (chunk.length <= skip) {
-                skip -= chunk.length;
-                continue;
-              }
-              chunk = chunk.subarray(skip);
-              skip = 0;
-            }
+          for await (const chunk of skipBytes(this.current.body.chunks(), position - this.current.offset)) {
             position += chunk.length;
             yield chunk;
           }

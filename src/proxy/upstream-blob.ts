@@ -1,3 +1,4 @@
+import { skipBytes } from '../util/skip-bytes.ts';
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Digest } from '../registry/digest.ts';
@@ -101,19 +102,9 @@ export class ResumableBlobBody {
     try {
       for (;;) {
         // Bytes of this body before `position` were delivered already (an upstream that restarted at 0).
-        let skip = position - this.response.offset;
         let failure: Error | undefined;
         try {
-          for await (const raw of this.response.body) {
-            let chunk = raw as Buffer;
-            if (skip > 0) {
-              if (chunk.length <= skip) {
-                skip -= chunk.length;
-                continue;
-              }
-              chunk = chunk.subarray(skip);
-              skip = 0;
-            }
+          for await (const chunk of skipBytes(this.response.body as AsyncIterable<Buffer>, position - this.response.offset)) {
             if (size !== undefined && position + chunk.length > size) {
               throw new RegistryError('SIZE_INVALID', `upstream sent more than the ${size} bytes it announced`, { status: 502 });
             }

@@ -337,9 +337,7 @@ export class S3Driver implements StorageDriver {
         await upload.commit(signal);
       }
     } catch (error) {
-      if (error instanceof StorageDriverError) throw error;
-      if (signal?.aborted) throw new StorageDriverError('unavailable', 'commitFile', `s3 commitFile ${key}: cancelled`, { key, cause: error });
-      throw toDriverError(error, 'commitFile', key);
+      throw commitError(error, key, signal);
     } finally {
       await rm(localPath, { force: true });
     }
@@ -369,9 +367,7 @@ export class S3Driver implements StorageDriver {
           }
           await upload.commit(signal);
         } catch (error) {
-          if (error instanceof StorageDriverError) throw error;
-          if (signal?.aborted) throw new StorageDriverError('unavailable', 'commitFile', `s3 commitFile ${key}: cancelled`, { key, cause: error });
-          throw toDriverError(error, 'commitFile', key);
+          throw commitError(error, key, signal);
         } finally {
           await rm(localPath, { force: true });
         }
@@ -714,4 +710,11 @@ export function toDriverError(error: unknown, operation: string, key: string | u
   const timeout = name === 'TimeoutError' ? ': no answer in time' : '';
   const message = `s3 ${operation}${key ? ` ${key}` : ''}: ${name}${status ? ` (HTTP ${status})` : ''}${network}${timeout}`;
   return new StorageDriverError(faultOf(error), operation, message, { key, cause: error });
+}
+
+/** A commit's failure (one upload or a staged one) as the driver reports it: cancelled when its signal was. */
+function commitError(error: unknown, key: string, signal: AbortSignal | undefined): StorageDriverError {
+  if (error instanceof StorageDriverError) return error;
+  if (signal?.aborted) return new StorageDriverError('unavailable', 'commitFile', `s3 commitFile ${key}: cancelled`, { key, cause: error });
+  return toDriverError(error, 'commitFile', key);
 }
